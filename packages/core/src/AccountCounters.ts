@@ -1,0 +1,30 @@
+/**
+ * Per-account usage counters (`usedQuota`, `requestCount`), moved by the engine
+ * in the same transaction as the settlement so they never drift from the ledger.
+ *
+ * @since 0.1.0
+ */
+import { Context } from "effect"
+import type { Effect } from "effect"
+import type { StoreError } from "./BillingError.js"
+
+/**
+ * A change of the counters.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CounterChange {
+  readonly usedQuota: number
+  readonly requestCount: number
+}
+
+/**
+ * The counters service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class AccountCounters extends Context.Service<AccountCounters, {
+  readonly add: (accountId: string, change: CounterChange) => Effect.Effect<void, StoreError>
+}>()("@relay-billing/core/AccountCounters") {}

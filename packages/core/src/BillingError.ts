@@ -1,0 +1,246 @@
+/**
+ * The typed errors of relay-billing. Each has a stable machine-readable `code`,
+ * the numbers involved, and a human message. Relay handlers map `code` to the
+ * error they return to their clients.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/**
+ * A funding source (wallet, subscription or plugin) cannot cover the amount.
+ * This is the only error on which a funding fallback happens.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InsufficientFunds extends Schema.TaggedError<InsufficientFunds>()("InsufficientFunds", {
+  sourceId: Schema.String,
+  accountId: Schema.String,
+  required: Schema.Number,
+  available: Schema.Number,
+  reason: Schema.optionalKey(Schema.String)
+}) {
+  /** Stable code, shared with new-api's `insufficient_user_quota`. */
+  get code(): "insufficient_user_quota" {
+    return "insufficient_user_quota"
+  }
+  override get message(): string {
+    return `insufficient funds on ${this.sourceId} for account ${this.accountId}: required ${this.required}, available ${this.available}${
+      this.reason ? ` (${this.reason})` : ""
+    }`
+  }
+}
+
+/**
+ * A limited token (API key) budget cannot cover the amount. Never falls back.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TokenBudgetExceeded extends Schema.TaggedError<TokenBudgetExceeded>()("TokenBudgetExceeded", {
+  budgetId: Schema.String,
+  tokenId: Schema.String,
+  required: Schema.Number,
+  remaining: Schema.Number
+}) {
+  /** Stable code, shared with new-api's `pre_consume_token_quota_failed`. */
+  get code(): "pre_consume_token_quota_failed" {
+    return "pre_consume_token_quota_failed"
+  }
+  override get message(): string {
+    return `token ${this.tokenId} budget exceeded: required ${this.required}, remaining ${this.remaining}`
+  }
+}
+
+/**
+ * A public input failed validation. Nothing was changed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
+  field: Schema.String,
+  value: Schema.String,
+  reason: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "invalid_request" {
+    return "invalid_request"
+  }
+  override get message(): string {
+    return `invalid ${this.field}: ${this.value} (${this.reason})`
+  }
+  /** Renders any input value for the `value` field of the error. */
+  static render(value: unknown): string {
+    if (typeof value === "string") return JSON.stringify(value)
+    if (typeof value === "bigint") return `${value}n`
+    if (value === undefined) return "undefined"
+    try {
+      return JSON.stringify(value) ?? String(value)
+    } catch {
+      return String(value)
+    }
+  }
+}
+
+/**
+ * The same hold id (idempotency key) was opened with a different account, token
+ * or amount.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdempotencyConflict extends Schema.TaggedError<IdempotencyConflict>()("IdempotencyConflict", {
+  holdId: Schema.String,
+  field: Schema.String,
+  existing: Schema.String,
+  requested: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "idempotency_conflict" {
+    return "idempotency_conflict"
+  }
+  override get message(): string {
+    return `hold ${this.holdId} already exists with ${this.field} ${this.existing}, requested ${this.requested}`
+  }
+}
+
+/**
+ * The hold is already resolved (settled, refunded or expired) and the operation
+ * would move money again.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HoldResolved extends Schema.TaggedError<HoldResolved>()("HoldResolved", {
+  holdId: Schema.String,
+  status: Schema.String,
+  operation: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "billing_hold_resolved" {
+    return "billing_hold_resolved"
+  }
+  override get message(): string {
+    return `cannot ${this.operation} hold ${this.holdId}: it is already ${this.status}`
+  }
+}
+
+/**
+ * No hold with this id exists.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HoldNotFound extends Schema.TaggedError<HoldNotFound>()("HoldNotFound", {
+  holdId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "billing_hold_not_found" {
+    return "billing_hold_not_found"
+  }
+  override get message(): string {
+    return `no hold ${this.holdId}`
+  }
+}
+
+/**
+ * A persistence or driver failure, with the name of the operation that failed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  operation: Schema.String,
+  detail: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
+  /** Stable code. */
+  get code(): "billing_store_error" {
+    return "billing_store_error"
+  }
+  override get message(): string {
+    return `store operation ${this.operation} failed: ${this.detail}`
+  }
+}
+
+/**
+ * No funding source or budget is registered under this id.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnknownSource extends Schema.TaggedError<UnknownSource>()("UnknownSource", {
+  sourceId: Schema.String,
+  kind: Schema.Literals(["funding", "budget"])
+}) {
+  /** Stable code. */
+  get code(): "billing_unknown_source" {
+    return "billing_unknown_source"
+  }
+  override get message(): string {
+    return `no ${this.kind} source registered with id ${JSON.stringify(this.sourceId)}`
+  }
+}
+
+/**
+ * A funding source or budget broke the plugin contract (for example it reserved
+ * a different amount than it was asked for).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ContractViolation extends Schema.TaggedError<ContractViolation>()("ContractViolation", {
+  sourceId: Schema.String,
+  detail: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "billing_contract_violation" {
+    return "billing_contract_violation"
+  }
+  override get message(): string {
+    return `source ${this.sourceId} broke the funding-source contract: ${this.detail}`
+  }
+}
+
+/**
+ * Settlement charged some parts of a hold, then a part outside the hold's
+ * transaction failed. The hold is settled (what was charged is never repeated);
+ * the failed part is recorded as unbilled on the settlement.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SettleIncomplete extends Schema.TaggedError<SettleIncomplete>()("SettleIncomplete", {
+  holdId: Schema.String,
+  failedSourceId: Schema.String,
+  unbilled: Schema.Number,
+  detail: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "billing_settle_incomplete" {
+    return "billing_settle_incomplete"
+  }
+  override get message(): string {
+    return `hold ${this.holdId} settled, but ${this.failedSourceId} failed and ${this.unbilled} quota is unbilled: ${this.detail}`
+  }
+}
+
+/**
+ * Any error the SDK can return.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type BillingError =
+  | InsufficientFunds
+  | TokenBudgetExceeded
+  | InvalidInput
+  | IdempotencyConflict
+  | HoldResolved
+  | HoldNotFound
+  | StoreError
+  | UnknownSource
+  | ContractViolation
+  | SettleIncomplete

@@ -1,0 +1,187 @@
+/**
+ * The billing session engine. `open` reserves the estimate (token budget first,
+ * then funding in preference order, each part acquired with `acquireRelease` so
+ * a failure gives back everything before it) and records a hold; `settle`
+ * charges the actual cost exactly once; `refund` gives the reservation back
+ * exactly once; `reapExpired` refunds abandoned holds after their expiry.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+import { AccountCounters } from "./AccountCounters.js"
+import type {
+  ContractViolation,
+  HoldNotFound,
+  HoldResolved,
+  IdempotencyConflict,
+  InsufficientFunds,
+  InvalidInput,
+  StoreError,
+  TokenBudgetExceeded,
+  UnknownSource
+} from "./BillingError.js"
+import { BillingEvents } from "./BillingEvents.js"
+import type { BillingSettler, RefundError, RefundResult, SettleError } from "./BillingSettler.js"
+import { FundingRegistry } from "./FundingRegistry.js"
+import * as FundingResolver from "./FundingResolver.js"
+import type { Hold, Settlement } from "./Hold.js"
+import { HoldJournal } from "./HoldJournal.js"
+import { decodeInput } from "./internal/decode.js"
+import type { ReapReport } from "./internal/engine.js"
+import { makeEngine } from "./internal/engine.js"
+import { Quota } from "./Quota.js"
+
+const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
+
+/**
+ * The input of `open`, decoded at the boundary.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const OpenRequest = Schema.Struct({
+  /** The request id: the idempotency key of the hold. */
+  holdId: Id,
+  accountId: Id,
+  /** The API key whose budget is capped; omit for playground requests. */
+  tokenId: Schema.optionalKey(Id),
+  /** The estimate P to reserve. */
+  estimate: Quota,
+  /** A billing preference; empty or unknown values mean `subscription_first`. */
+  preference: Schema.optionalKey(Schema.String),
+  /** No token budget is reserved or charged. */
+  playground: Schema.optionalKey(Schema.Boolean),
+  /** Never apply the trust bypass. */
+  force: Schema.optionalKey(Schema.Boolean),
+  /** An explicit order of funding source ids, overriding the preference. */
+  sources: Schema.optionalKey(Schema.Array(Id).check(Schema.isMinLength(1))),
+  /** Lifetime of the hold before the recovery pass may refund it. */
+  ttlMillis: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
+})
+
+/**
+ * The encoded (plain) form of {@link OpenRequest} that callers pass.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OpenRequest = typeof OpenRequest.Encoded
+
+/**
+ * Engine options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Lifetime of a hold (default 10 minutes). */
+  readonly holdTtlMillis?: number
+  /**
+   * Trust bypass (off by default): when the wallet balance and the token's
+   * remaining budget (or an unlimited token) are strictly above `threshold`,
+   * reserve nothing and charge everything at settlement. It trades overdraft
+   * protection for fewer writes: concurrent trusted requests can overdraw.
+   */
+  readonly trustBypass?: { readonly threshold: number }
+  /** Ids of the wallet and subscription roles (default `"wallet"`, `"subscription"`). */
+  readonly roles?: FundingResolver.Roles
+  /** Id of the token budget (default `"token"`). */
+  readonly tokenBudgetId?: string
+  /** How many expired holds one `reapExpired` call handles (default 500). */
+  readonly reapBatch?: number
+}
+
+/**
+ * An open session: the settler handle plus the hold as recorded.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Session extends BillingSettler {
+  readonly hold: Hold
+}
+
+/**
+ * Errors `open` can fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type OpenError =
+  | InvalidInput
+  | InsufficientFunds
+  | TokenBudgetExceeded
+  | IdempotencyConflict
+  | HoldResolved
+  | StoreError
+  | UnknownSource
+  | ContractViolation
+
+export type { ReapReport }
+
+/**
+ * The engine service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class BillingSession extends Context.Service<BillingSession, {
+  /** Reserves the estimate and records a hold (idempotent by `holdId`). */
+  readonly open: (request: OpenRequest) => Effect.Effect<Session, OpenError>
+  /** Settles a hold with the actual cost, exactly once. */
+  readonly settle: (holdId: string, actual: number) => Effect.Effect<Settlement, SettleError>
+  /** Refunds a hold, exactly once; a no-op after settle or expiry. */
+  readonly refund: (holdId: string) => Effect.Effect<RefundResult, RefundError>
+  /** Reads a hold. */
+  readonly get: (holdId: string) => Effect.Effect<Hold, HoldNotFound | StoreError>
+  /** Refunds pending holds past their expiry and marks them expired, exactly once. */
+  readonly reapExpired: (options?: { readonly limit?: number }) => Effect.Effect<ReapReport, StoreError>
+}>()("@relay-billing/core/BillingSession") {
+  /**
+   * Builds the engine from a journal, a registry of sources and the account
+   * counters. `BillingEvents` is read when the layer is built (default: dropped).
+   */
+  static layer(options: Options = {}): Layer.Layer<BillingSession, never, HoldJournal | FundingRegistry | AccountCounters> {
+    return Layer.effect(BillingSession, BillingSession.make(options))
+  }
+
+  /** Builds the engine value. */
+  static make(options: Options = {}) {
+    return Effect.gen(function*() {
+      const engine = makeEngine({
+        journal: yield* HoldJournal,
+        registry: yield* FundingRegistry,
+        counters: yield* AccountCounters,
+        events: yield* BillingEvents,
+        config: {
+          holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000,
+          trustThreshold: options.trustBypass?.threshold,
+          roles: options.roles ?? FundingResolver.defaultRoles,
+          tokenBudgetId: options.tokenBudgetId ?? "token",
+          reapBatch: options.reapBatch ?? 500
+        }
+      })
+      const decodeOpen = decodeInput(OpenRequest, "")
+      return BillingSession.of({
+        open: (request) => Effect.flatMap(decodeOpen(request), engine.open),
+        settle: (holdId, actual) => engine.settle(holdId, actual),
+        refund: (holdId) => engine.refund(holdId),
+        get: (holdId) => engine.get(holdId),
+        reapExpired: (opts) => engine.reapExpired(opts)
+      })
+    })
+  }
+}
+
+/**
+ * Opens a session with the `BillingSession` in context.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const open = (request: OpenRequest): Effect.Effect<Session, OpenError, BillingSession> =>
+  Effect.gen(function*() {
+    const engine = yield* BillingSession
+    return yield* engine.open(request)
+  })

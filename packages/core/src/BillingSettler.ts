@@ -1,0 +1,184 @@
+/**
+ * What a relay handler sees of billing: one object to settle or refund, whether
+ * the request was billed with a hold (`BillingSession`) or after the fact
+ * (post-consume). `withBilling` ties a settler's life cycle to the upstream work
+ * so that every exit — success, failure, defect, interruption — ends it.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Effect, Exit } from "effect"
+import type {
+  ContractViolation,
+  HoldNotFound,
+  HoldResolved,
+  InvalidInput,
+  SettleIncomplete,
+  StoreError,
+  UnknownSource
+} from "./BillingError.js"
+import type { HoldStatus, Settlement } from "./Hold.js"
+
+/**
+ * Errors a settle can fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type SettleError =
+  | InvalidInput
+  | HoldNotFound
+  | HoldResolved
+  | StoreError
+  | UnknownSource
+  | ContractViolation
+  | SettleIncomplete
+
+/**
+ * Errors a refund can fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type RefundError = HoldNotFound | StoreError | UnknownSource
+
+/**
+ * The outcome of a refund: the final status of the hold and how much funding
+ * this call gave back (0 when it was a no-op).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RefundResult {
+  readonly holdId: string
+  readonly status: HoldStatus
+  readonly refunded: number
+}
+
+/**
+ * The settler contract (new-api's `BillingSettler`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BillingSettler {
+  /** The request id the billing is keyed by. */
+  readonly holdId: string
+  /** What was reserved before the upstream call (0 for post-consume and trusted holds). */
+  readonly preConsumed: number
+  /** Whether a refund would still do something (the hold is pending). */
+  readonly needsRefund: Effect.Effect<boolean, StoreError>
+  /** Charges the actual cost, exactly once; a repeat returns the first result. */
+  readonly settle: (actual: number) => Effect.Effect<Settlement, SettleError>
+  /** Gives the reservation back, exactly once; a no-op after a settle. */
+  readonly refund: Effect.Effect<RefundResult, RefundError>
+}
+
+/**
+ * What the upstream work returns to `withBilling`: its value and the actual cost.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Billed<A> {
+  readonly value: A
+  readonly cost: number
+}
+
+/**
+ * What to do when the work is interrupted (for example a client disconnect):
+ * refund everything, or settle with a given amount (e.g. the prompt cost).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type InterruptionPolicy =
+  | { readonly _tag: "Refund" }
+  | { readonly _tag: "Charge"; readonly amount: Effect.Effect<number> }
+
+/**
+ * Refund on interruption (the SDK's default).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const refundOnInterrupt: InterruptionPolicy = { _tag: "Refund" }
+
+/**
+ * Settle with `amount` on interruption. `amount` may be an effect, read when the
+ * interruption happens (for example the cost of what was streamed so far).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const chargeOnInterrupt = (amount: number | Effect.Effect<number>): InterruptionPolicy => ({
+  _tag: "Charge",
+  amount: typeof amount === "number" ? Effect.succeed(amount) : amount
+})
+
+/**
+ * Settles `settler` with `actual`; with no settler (a free request, nothing was
+ * opened) it does nothing. The one call relay handlers make for every path.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const settleBilling = (
+  settler: BillingSettler | undefined,
+  actual: number
+): Effect.Effect<Settlement | undefined, SettleError> =>
+  settler === undefined ? Effect.succeed(undefined) : settler.settle(actual)
+
+const bestEffortRefund = (settler: BillingSettler) =>
+  settler.refund.pipe(
+    Effect.asVoid,
+    Effect.catchCause((cause) =>
+      Effect.logError("relay-billing: refund failed; the hold stays pending until the recovery pass", cause).pipe(
+        Effect.annotateLogs({ holdId: settler.holdId })
+      )
+    )
+  )
+
+/**
+ * Runs `use` under a billing settler and guarantees how it ends:
+ *
+ * - `use` succeeds → settle with its `cost`, return its `value`;
+ * - `use` fails or dies (a thrown exception) → refund, then re-raise;
+ * - `use` is interrupted → apply `onInterrupt` (default: refund), then re-raise.
+ *
+ * Opening is not interruptible, so a reservation is never left without an owner.
+ * If settling fails, the reservation is refunded (best effort; otherwise the
+ * recovery pass refunds it at expiry) and the settle error is returned.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withBilling = <E1, R1, A, E2, R2>(
+  open: Effect.Effect<BillingSettler, E1, R1>,
+  use: (settler: BillingSettler) => Effect.Effect<Billed<A>, E2, R2>,
+  options?: { readonly onInterrupt?: InterruptionPolicy }
+): Effect.Effect<A, E1 | E2 | SettleError, R1 | R2> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const settler = yield* open
+      const exit = yield* Effect.exit(restore(Effect.suspend(() => use(settler))))
+      if (Exit.isSuccess(exit)) {
+        yield* settler.settle(exit.value.cost).pipe(Effect.tapError(() => bestEffortRefund(settler)))
+        return exit.value.value
+      }
+      const policy = options?.onInterrupt ?? refundOnInterrupt
+      if (Cause.hasInterruptsOnly(exit.cause) && policy._tag === "Charge") {
+        yield* policy.amount.pipe(
+          Effect.flatMap((amount) => settler.settle(amount)),
+          Effect.asVoid,
+          Effect.catchCause((cause) =>
+            Effect.logError("relay-billing: interruption charge failed; refunding instead", cause).pipe(
+              Effect.andThen(bestEffortRefund(settler))
+            )
+          )
+        )
+      } else {
+        yield* bestEffortRefund(settler)
+      }
+      return yield* Effect.failCause(exit.cause)
+    })
+  )

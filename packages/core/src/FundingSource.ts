@@ -1,0 +1,151 @@
+/**
+ * The funding-source plugin contract: where the money for a request comes from
+ * (the wallet, a subscription, or a third party's source).
+ *
+ * A funding source reserves an amount before the upstream call, settles the
+ * reservation with the actual cost afterwards, or refunds it. All three are keyed
+ * by the hold id: repeating any of them must not move money again, and a refund
+ * after a settle moves nothing. `@relay-billing/testkit`'s `fundingSourceSuite`
+ * checks these rules against any implementation.
+ *
+ * @since 0.1.0
+ */
+import type { Effect } from "effect"
+import type { HoldResolved, InsufficientFunds, StoreError } from "./BillingError.js"
+import type { HoldPart } from "./Hold.js"
+import type { Quota } from "./Quota.js"
+
+/**
+ * A request to reserve `amount` for the hold `holdId`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReserveRequest {
+  /** The hold id (the request's idempotency key). */
+  readonly holdId: string
+  /** The paying account. */
+  readonly accountId: string
+  /** Whom the amount is taken from: the account for funding sources, the token for budgets. */
+  readonly subjectId: string
+  /** The amount to reserve; the source reserves exactly this (see `minimumReservation`). */
+  readonly amount: Quota
+  /** Free-form request metadata (model, channel, …) for ledgers and logs. */
+  readonly metadata?: Readonly<Record<string, string>>
+}
+
+/**
+ * What a source reserved. `amount` must equal the requested amount; `ref` is the
+ * source's own reference (for example the subscription row it drew from).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Reservation {
+  readonly amount: number
+  readonly ref?: string
+}
+
+/**
+ * A request to settle one reserved part with the actual cost.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SettleRequest {
+  readonly holdId: string
+  readonly accountId: string
+  readonly part: HoldPart
+  /** The final amount this part must carry (the reservation is adjusted by `actual − part.amount`). */
+  readonly actual: Quota
+}
+
+/**
+ * A request to give one reserved part back. `reason` is `"expire"` when the
+ * recovery pass refunds an abandoned hold.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RefundRequest {
+  readonly holdId: string
+  readonly accountId: string
+  readonly part: HoldPart
+  readonly reason: "refund" | "expire"
+}
+
+/**
+ * What settling one part did: `charged` is the final amount this part carries,
+ * `unbilled` the amount that could not be charged and was recorded (never
+ * silently dropped), `balanceAfter` the subject's balance read in the same write.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PartResult {
+  readonly charged: number
+  readonly unbilled: number
+  readonly balanceAfter?: number
+}
+
+/**
+ * Whether an account can currently use a source (e.g. has an active
+ * subscription), and whether a fallback to the next source is allowed when this
+ * one has insufficient funds (a plan's `allowWalletOverflow`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Availability {
+  readonly available: boolean
+  readonly allowFallback: boolean
+}
+
+/**
+ * The plugin contract.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FundingSource {
+  /** Unique id of the source (`"wallet"`, `"subscription"`, or a plugin's own). */
+  readonly id: string
+  /**
+   * Identity of the transactional store the source writes through. When it equals
+   * the hold journal's `storeId`, the source's writes commit or roll back with the
+   * hold; otherwise the engine compensates by refunding (idempotent by hold id).
+   */
+  readonly storeId?: string
+  /** The amount this source reserves for a request of `requested` (default: `requested`). */
+  readonly minimumReservation?: (requested: Quota) => Quota
+  /** Whether the account can use this source now; sources without it are always available. */
+  readonly availability?: (accountId: string) => Effect.Effect<Availability, StoreError>
+  /** The spendable balance, used by the optional trust bypass. */
+  readonly balance?: (accountId: string) => Effect.Effect<number, StoreError>
+  /** Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id already refunded. */
+  readonly reserve: (
+    request: ReserveRequest
+  ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | StoreError>
+  /** Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund. */
+  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | StoreError>
+  /** Returns exactly what was reserved; idempotent by hold id; a no-op after settle. */
+  readonly refund: (request: RefundRequest) => Effect.Effect<void, StoreError>
+}
+
+/**
+ * Declares a funding source (an identity function that gives type inference and a
+ * single place for documentation).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (source: FundingSource): FundingSource => source
+
+/**
+ * The amount a source reserves for a request of `requested`.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const reservationAmount = (source: Pick<FundingSource, "minimumReservation">, requested: Quota): Quota =>
+  source.minimumReservation ? source.minimumReservation(requested) : requested

@@ -1,0 +1,152 @@
+/**
+ * The durable record of one reservation: a hold with one part per funding
+ * source and one for the token budget. A hold resolves at most once:
+ * `pending → settled | refunded | expired`.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import { Preference } from "./Preference.js"
+import { Quota } from "./Quota.js"
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const HoldStatus = Schema.Literals(["pending", "settled", "refunded", "expired"])
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type HoldStatus = typeof HoldStatus.Type
+
+/**
+ * Whether a part was reserved on a funding source (money) or on a budget (a cap).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PartKind = Schema.Literals(["funding", "budget"])
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type PartKind = typeof PartKind.Type
+
+/**
+ * What one source reserved for a hold. `subjectId` is the account (funding) or
+ * token (budget) the amount was taken from; `ref` is source-specific (for
+ * example the subscription row that was drawn from).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const HoldPart = Schema.Struct({
+  kind: PartKind,
+  sourceId: Schema.String,
+  subjectId: Schema.String,
+  amount: Quota,
+  ref: Schema.optionalKey(Schema.String)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type HoldPart = typeof HoldPart.Type
+
+/**
+ * What settlement did to one part: `charged` is the final amount taken by this
+ * part (the reservation plus the settlement delta); `unbilled` is what could not
+ * be charged and was recorded instead of silently dropped.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PartSettlement = Schema.Struct({
+  kind: PartKind,
+  sourceId: Schema.String,
+  subjectId: Schema.String,
+  reserved: Quota,
+  charged: Schema.Number,
+  unbilled: Quota,
+  balanceAfter: Schema.optionalKey(Schema.Number)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type PartSettlement = typeof PartSettlement.Type
+
+/**
+ * The result of settling a hold, stored on the hold so that a repeated settle
+ * returns exactly the first result.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Settlement = Schema.Struct({
+  holdId: Schema.String,
+  actual: Quota,
+  reserved: Quota,
+  delta: Schema.Number,
+  parts: Schema.Array(PartSettlement),
+  settledAt: Schema.Number,
+  incomplete: Schema.optionalKey(Schema.Struct({ sourceId: Schema.String, unbilled: Quota, detail: Schema.String }))
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Settlement = typeof Settlement.Type
+
+/**
+ * A hold (the durable reservation of one request).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Hold = Schema.Struct({
+  id: Schema.String,
+  accountId: Schema.String,
+  tokenId: Schema.optionalKey(Schema.String),
+  /** The estimate P the caller asked to reserve. */
+  estimate: Quota,
+  /** What the funding sources actually reserved (may exceed P, e.g. a subscription's minimum of 1). */
+  reserved: Quota,
+  preference: Preference,
+  trusted: Schema.Boolean,
+  status: HoldStatus,
+  parts: Schema.Array(HoldPart),
+  createdAt: Schema.Number,
+  expiresAt: Schema.Number,
+  resolvedAt: Schema.optionalKey(Schema.Number),
+  settlement: Schema.optionalKey(Settlement),
+  metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Hold = typeof Hold.Type
+
+/**
+ * The funding parts of a hold, in the order they were reserved.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const fundingParts = (hold: Hold): ReadonlyArray<HoldPart> => hold.parts.filter((p) => p.kind === "funding")
+
+/**
+ * The budget parts of a hold (token budgets).
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const budgetParts = (hold: Hold): ReadonlyArray<HoldPart> => hold.parts.filter((p) => p.kind === "budget")

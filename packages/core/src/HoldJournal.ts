@@ -1,0 +1,42 @@
+/**
+ * The durable record of holds. Implemented by `@relay-billing/knex` (SQL) and by
+ * `@relay-billing/testkit` (in memory).
+ *
+ * @since 0.1.0
+ */
+import { Context } from "effect"
+import type { Effect } from "effect"
+import type { StoreError } from "./BillingError.js"
+import type { Hold, HoldStatus } from "./Hold.js"
+
+/**
+ * The journal contract.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class HoldJournal extends Context.Service<HoldJournal, {
+  /** Identity of the transactional store; sources with the same `storeId` commit with the hold. */
+  readonly storeId: string
+  /**
+   * Runs `effect` in one transaction of the store: commits on success, rolls back
+   * on failure, defect or interruption. Nested calls join the outer transaction.
+   */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  /** Inserts a new hold; `false` (and nothing written) when the id already exists. */
+  readonly insert: (hold: Hold) => Effect.Effect<boolean, StoreError>
+  /** Reads a hold; with `forUpdate` the row is locked until the transaction ends. */
+  readonly get: (
+    holdId: string,
+    options?: { readonly forUpdate?: boolean }
+  ) => Effect.Effect<Hold | undefined, StoreError>
+  /** Replaces the hold if its stored status is still `expected`; `false` otherwise. */
+  readonly update: (hold: Hold, expected: HoldStatus) => Effect.Effect<boolean, StoreError>
+  /** Ids of pending holds whose `expiresAt` is at or before `now`, oldest first. */
+  readonly expired: (now: number, limit: number) => Effect.Effect<ReadonlyArray<string>, StoreError>
+  /** Holds matching a filter (for audits and admin views). */
+  readonly list: (filter: {
+    readonly accountId?: string
+    readonly status?: HoldStatus
+  }) => Effect.Effect<ReadonlyArray<Hold>, StoreError>
+}>()("@relay-billing/core/HoldJournal") {}

@@ -1,0 +1,34 @@
+/**
+ * relay-billing core: contracts and the billing session engine.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as AccountCounters from "./AccountCounters.js"
+/** @since 0.1.0 */
+export * as BillingError from "./BillingError.js"
+/** @since 0.1.0 */
+export * as BillingEvents from "./BillingEvents.js"
+/** @since 0.1.0 */
+export * as BillingSession from "./BillingSession.js"
+/** @since 0.1.0 */
+export * as BillingSettler from "./BillingSettler.js"
+/** @since 0.1.0 */
+export * as Budget from "./Budget.js"
+/** @since 0.1.0 */
+export * as FundingRegistry from "./FundingRegistry.js"
+/** @since 0.1.0 */
+export * as FundingResolver from "./FundingResolver.js"
+/** @since 0.1.0 */
+export * as FundingSource from "./FundingSource.js"
+/** @since 0.1.0 */
+export * as Hold from "./Hold.js"
+/** @since 0.1.0 */
+export * as HoldJournal from "./HoldJournal.js"
+/** @since 0.1.0 */
+export * as Ledger from "./Ledger.js"
+/** @since 0.1.0 */
+export * as Preference from "./Preference.js"
+/** @since 0.1.0 */
+export * as Quota from "./Quota.js"

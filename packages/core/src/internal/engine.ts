@@ -1,0 +1,456 @@
+import { Clock, Effect, Exit, Scope } from "effect"
+import type { AccountCounters } from "../AccountCounters.js"
+import {
+  ContractViolation,
+  HoldNotFound,
+  HoldResolved,
+  IdempotencyConflict,
+  InsufficientFunds,
+  SettleIncomplete,
+  StoreError,
+  TokenBudgetExceeded,
+  UnknownSource
+} from "../BillingError.js"
+import type { Publisher } from "../BillingEvents.js"
+import { BillingEvent } from "../BillingEvents.js"
+import type { BillingSettler, RefundResult } from "../BillingSettler.js"
+import type { Budget } from "../Budget.js"
+import type { FundingRegistry } from "../FundingRegistry.js"
+import * as FundingResolver from "../FundingResolver.js"
+import type { FundingSource, PartResult } from "../FundingSource.js"
+import { reservationAmount } from "../FundingSource.js"
+import type { Hold, HoldPart, PartSettlement, Settlement } from "../Hold.js"
+import type { HoldJournal } from "../HoldJournal.js"
+import * as Preference from "../Preference.js"
+import type { Quota } from "../Quota.js"
+import * as QuotaModule from "../Quota.js"
+import { allocate } from "./allocate.js"
+
+/** Engine configuration (see `BillingSession.Options`). */
+export interface EngineConfig {
+  readonly holdTtlMillis: number
+  readonly trustThreshold: number | undefined
+  readonly roles: FundingResolver.Roles
+  readonly tokenBudgetId: string
+  readonly reapBatch: number
+}
+
+/** A decoded open request. */
+export interface OpenInput {
+  readonly holdId: string
+  readonly accountId: string
+  readonly tokenId?: string
+  readonly estimate: Quota
+  readonly preference?: string
+  readonly playground?: boolean
+  readonly force?: boolean
+  readonly sources?: ReadonlyArray<string>
+  readonly ttlMillis?: number
+  readonly metadata?: Readonly<Record<string, string>>
+}
+
+/** What the recovery pass did. */
+export interface ReapReport {
+  readonly examined: number
+  readonly expired: number
+  readonly refunded: number
+  readonly failures: ReadonlyArray<{ readonly holdId: string; readonly error: string }>
+}
+
+type Target = FundingSource | Budget
+
+interface Deps {
+  readonly journal: HoldJournal["Service"]
+  readonly registry: FundingRegistry["Service"]
+  readonly counters: AccountCounters["Service"]
+  readonly events: Publisher
+  readonly config: EngineConfig
+}
+
+class Duplicate {
+  readonly _tag = "Duplicate"
+}
+
+/** The engine: open / settle / refund / reap over a journal and a registry. */
+export const makeEngine = (deps: Deps) => {
+  const { config, counters, events, journal, registry } = deps
+
+  const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
+
+  const targetOf = (part: HoldPart) =>
+    part.kind === "funding" ? registry.funding(part.sourceId) : registry.budget(part.sourceId)
+
+  const publish = (event: BillingEvent) =>
+    events.publish(event).pipe(
+      Effect.catchCause((cause) => Effect.logWarning("relay-billing: event publisher failed", cause))
+    )
+
+  // ---------------------------------------------------------------- open
+
+  const checkExisting = (hold: Hold, input: OpenInput) =>
+    Effect.gen(function*() {
+      const mismatch = (field: string, existing: unknown, requested: unknown) =>
+        new IdempotencyConflict({
+          holdId: hold.id,
+          field,
+          existing: String(existing ?? "(none)"),
+          requested: String(requested ?? "(none)")
+        })
+      if (hold.accountId !== input.accountId) return yield* mismatch("accountId", hold.accountId, input.accountId)
+      if ((hold.tokenId ?? undefined) !== (input.playground ? undefined : input.tokenId)) {
+        return yield* mismatch("tokenId", hold.tokenId, input.tokenId)
+      }
+      if (hold.estimate !== input.estimate) return yield* mismatch("estimate", hold.estimate, input.estimate)
+      if (hold.status !== "pending") {
+        return yield* new HoldResolved({ holdId: hold.id, status: hold.status, operation: "open" })
+      }
+      return hold
+    })
+
+  /** Acquires one part in the current scope; it is given back if the scope closes with a failure. */
+  const acquirePart = (
+    target: Target,
+    kind: HoldPart["kind"],
+    input: OpenInput,
+    subjectId: string,
+    amount: Quota,
+    failures: Array<unknown>
+  ) =>
+    Effect.acquireRelease(
+      (target.reserve as FundingSource["reserve"])({
+        holdId: input.holdId,
+        accountId: input.accountId,
+        subjectId,
+        amount,
+        ...(input.metadata ? { metadata: input.metadata } : {})
+      }).pipe(
+        Effect.flatMap((reservation) =>
+          QuotaModule.isQuota(reservation.amount) && reservation.amount <= amount
+            ? Effect.succeed<HoldPart>({
+              kind,
+              sourceId: target.id,
+              subjectId,
+              amount: reservation.amount,
+              ...(reservation.ref !== undefined ? { ref: reservation.ref } : {})
+            })
+            : Effect.fail(
+              new ContractViolation({
+                sourceId: target.id,
+                detail: `asked to reserve ${amount}, reported ${reservation.amount}`
+              })
+            )
+        )
+      ),
+      (part, exit) =>
+        Exit.isSuccess(exit) ? Effect.void : target.refund({
+          holdId: input.holdId,
+          accountId: input.accountId,
+          part,
+          reason: "refund"
+        }).pipe(
+          Effect.catchCause((cause) => {
+            failures.push(cause)
+            return shared(target)
+              ? Effect.logDebug("relay-billing: compensation inside the rolled-back transaction failed", cause)
+              : Effect.logError("relay-billing: compensation of an external reservation failed", cause).pipe(
+                Effect.annotateLogs({ holdId: input.holdId, sourceId: target.id })
+              )
+          })
+        )
+    )
+
+  const isTrusted = (source: FundingSource, budget: Budget | undefined, input: OpenInput) =>
+    Effect.gen(function*() {
+      const threshold = config.trustThreshold
+      if (threshold === undefined || input.force || source.id !== config.roles.wallet || !source.balance) return false
+      const balance = yield* source.balance(input.accountId)
+      if (!(balance > threshold)) return false
+      if (budget === undefined || input.tokenId === undefined) return true
+      if (!budget.remaining) return false
+      const left = yield* budget.remaining(input.tokenId)
+      return left.unlimited || left.remaining > threshold
+    })
+
+  /** One funding attempt: budget first, then the funding source, in a child scope of `outer`. */
+  const attempt = (
+    outer: Scope.Scope,
+    source: FundingSource,
+    budget: Budget | undefined,
+    input: OpenInput
+  ) =>
+    Effect.gen(function*() {
+      const trusted = yield* isTrusted(source, budget, input)
+      const amount: Quota = trusted ? (0 as Quota) : reservationAmount(source, input.estimate)
+      if (!QuotaModule.isQuota(amount) || amount < (trusted ? 0 : input.estimate)) {
+        return yield* new ContractViolation({
+          sourceId: source.id,
+          detail: `minimumReservation(${input.estimate}) returned ${amount}`
+        })
+      }
+      const child = yield* Scope.fork(outer)
+      const failures: Array<unknown> = []
+      const exit = yield* Effect.exit(
+        Effect.gen(function*() {
+          const parts: Array<HoldPart> = []
+          if (budget !== undefined && input.tokenId !== undefined) {
+            parts.push(yield* acquirePart(budget, "budget", input, input.tokenId, amount, failures))
+          }
+          const funding = yield* acquirePart(source, "funding", input, input.accountId, amount, failures)
+          if (funding.amount !== amount) {
+            return yield* new ContractViolation({
+              sourceId: source.id,
+              detail: `asked to reserve ${amount}, reserved ${funding.amount}`
+            })
+          }
+          return { parts: [funding, ...parts], amount, trusted }
+        }).pipe(Scope.provide(child))
+      )
+      if (Exit.isSuccess(exit)) return exit.value
+      yield* Scope.close(child, exit)
+      if (failures.length > 0) {
+        return yield* new StoreError({
+          operation: "open.compensate",
+          detail: `could not give back a partial reservation of hold ${input.holdId}`,
+          cause: failures[0]
+        })
+      }
+      return yield* Effect.failCause(exit.cause)
+    })
+
+  const reserveChain = (input: OpenInput, preference: Preference.Preference) =>
+    Effect.gen(function*() {
+      const outer = yield* Scope.Scope
+      const order = input.sources ?? (yield* FundingResolver.resolve(registry, preference, input.accountId, config.roles))
+      const budget = input.playground || input.tokenId === undefined
+        ? undefined
+        : yield* registry.budget(config.tokenBudgetId)
+      let firstShortfall: InsufficientFunds | undefined
+      for (const sourceId of order) {
+        const source = yield* registry.funding(sourceId)
+        const result = yield* Effect.result(attempt(outer, source, budget, input))
+        if (result._tag === "Success") return result.success
+        const error = result.failure
+        if (error instanceof InsufficientFunds) {
+          firstShortfall ??= error
+          continue
+        }
+        return yield* Effect.fail(error)
+      }
+      return yield* Effect.fail(
+        firstShortfall ??
+          new InsufficientFunds({ sourceId: order[0] ?? "", accountId: input.accountId, required: input.estimate, available: 0 })
+      )
+    })
+
+  const settlerFor = (hold: Hold): BillingSettler & { readonly hold: Hold } => ({
+    hold,
+    holdId: hold.id,
+    preConsumed: hold.reserved,
+    needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
+    settle: (actual) => settle(hold.id, actual),
+    refund: refund(hold.id)
+  })
+
+  const open = Effect.fn("BillingSession.open")(function*(input: OpenInput) {
+    const existing = yield* journal.get(input.holdId)
+    if (existing) return settlerFor(yield* checkExisting(existing, input))
+    const preference = Preference.normalize(input.preference)
+    const now = yield* Clock.currentTimeMillis
+    const draft: Hold = {
+      id: input.holdId,
+      accountId: input.accountId,
+      ...(input.tokenId !== undefined && !input.playground ? { tokenId: input.tokenId } : {}),
+      estimate: input.estimate,
+      reserved: 0 as Quota,
+      preference,
+      trusted: false,
+      status: "pending",
+      parts: [],
+      createdAt: now,
+      expiresAt: now + (input.ttlMillis ?? config.holdTtlMillis),
+      ...(input.metadata ? { metadata: { ...input.metadata } } : {})
+    }
+    const outcome = yield* journal.transaction(
+      Effect.scoped(Effect.gen(function*() {
+        if (!(yield* journal.insert(draft))) return new Duplicate()
+        const chosen = yield* reserveChain(input, preference)
+        const hold: Hold = { ...draft, parts: chosen.parts, reserved: chosen.amount, trusted: chosen.trusted }
+        if (!(yield* journal.update(hold, "pending"))) {
+          return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
+        }
+        return hold
+      }))
+    )
+    if (outcome instanceof Duplicate) {
+      const raced = yield* journal.get(input.holdId)
+      if (!raced) return yield* new StoreError({ operation: "open", detail: `hold ${input.holdId} vanished` })
+      return settlerFor(yield* checkExisting(raced, input))
+    }
+    yield* Effect.annotateCurrentSpan({ holdId: outcome.id, reserved: outcome.reserved })
+    return settlerFor(outcome)
+  })
+
+  // ---------------------------------------------------------------- settle
+
+  const loadPending = (holdId: string, operation: string) =>
+    Effect.gen(function*() {
+      const hold = yield* journal.get(holdId, { forUpdate: true })
+      if (!hold) return yield* new HoldNotFound({ holdId })
+      return hold
+    }).pipe(Effect.withSpan(`BillingSession.${operation}.load`))
+
+  const settle = Effect.fn("BillingSession.settle")(function*(holdId: string, actualInput: number) {
+    const actual = yield* QuotaModule.decode("actual", actualInput)
+    const outcome = yield* journal.transaction(Effect.gen(function*() {
+      const hold = yield* loadPending(holdId, "settle")
+      if (hold.status === "settled" && hold.settlement) return { hold, settlement: hold.settlement, fresh: false }
+      if (hold.status !== "pending") {
+        return yield* new HoldResolved({ holdId, status: hold.status, operation: "settle" })
+      }
+      const funding = hold.parts.filter((p) => p.kind === "funding")
+      const budgets = hold.parts.filter((p) => p.kind === "budget")
+      const amounts = allocate(funding.map((p) => p.amount), actual)
+      const plan: Array<readonly [HoldPart, Quota]> = [
+        ...funding.map((p, i) => [p, amounts[i] ?? (0 as Quota)] as const),
+        ...budgets.map((p) => [p, actual] as const)
+      ]
+      const parts: Array<PartSettlement> = []
+      let externalDone = false
+      let incomplete: Settlement["incomplete"]
+      for (const [part, target] of plan) {
+        const source = yield* targetOf(part)
+        const result = yield* Effect.result(
+          (source.settle as FundingSource["settle"])({ holdId, accountId: hold.accountId, part, actual: target })
+        )
+        if (result._tag === "Failure") {
+          // Everything done so far rolls back with the transaction: fail it.
+          if (!externalDone) return yield* Effect.fail(result.failure)
+          // An external part was already charged and cannot be rolled back: the hold is
+          // settled, the failed part keeps its reservation and the shortfall is recorded.
+          const unbilled = Math.max(0, target - part.amount) as Quota
+          incomplete ??= { sourceId: part.sourceId, unbilled, detail: result.failure.message }
+          parts.push(partSettlement(part, { charged: part.amount, unbilled }))
+          continue
+        }
+        if (!shared(source)) externalDone = true
+        if (!QuotaModule.isQuota(result.success.unbilled)) {
+          return yield* new ContractViolation({
+            sourceId: part.sourceId,
+            detail: `settle reported unbilled ${result.success.unbilled}`
+          })
+        }
+        parts.push(partSettlement(part, result.success))
+      }
+      if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: actual, requestCount: 1 })
+      const now = yield* Clock.currentTimeMillis
+      const settlement: Settlement = {
+        holdId,
+        actual,
+        reserved: hold.reserved,
+        delta: actual - hold.reserved,
+        parts,
+        settledAt: now,
+        ...(incomplete ? { incomplete } : {})
+      }
+      const settled: Hold = { ...hold, status: "settled", resolvedAt: now, settlement }
+      if (!(yield* journal.update(settled, "pending"))) {
+        return yield* new StoreError({ operation: "settle.record", detail: `hold ${holdId} changed while settling` })
+      }
+      return { hold: settled, settlement, fresh: true }
+    }))
+    if (outcome.fresh) yield* publish(BillingEvent.Settled({ hold: outcome.hold, settlement: outcome.settlement }))
+    const incomplete = outcome.settlement.incomplete
+    if (outcome.fresh && incomplete) {
+      return yield* new SettleIncomplete({
+        holdId,
+        failedSourceId: incomplete.sourceId,
+        unbilled: incomplete.unbilled,
+        detail: incomplete.detail
+      })
+    }
+    return outcome.settlement
+  })
+
+  // ---------------------------------------------------------------- refund / expire
+
+  const giveBack = (hold: Hold, reason: "refund" | "expire") =>
+    Effect.gen(function*() {
+      let refunded = 0
+      for (const part of [...hold.parts].reverse()) {
+        const source = yield* targetOf(part)
+        yield* source.refund({ holdId: hold.id, accountId: hold.accountId, part, reason })
+        if (part.kind === "funding") refunded += part.amount
+      }
+      return refunded
+    })
+
+  const refund = (holdId: string) =>
+    Effect.gen(function*() {
+      const outcome = yield* journal.transaction(Effect.gen(function*() {
+        const hold = yield* loadPending(holdId, "refund")
+        if (hold.status !== "pending") return { hold, refunded: 0, fresh: false }
+        const refunded = yield* giveBack(hold, "refund")
+        const now = yield* Clock.currentTimeMillis
+        const done: Hold = { ...hold, status: "refunded", resolvedAt: now }
+        if (!(yield* journal.update(done, "pending"))) {
+          return yield* new StoreError({ operation: "refund.record", detail: `hold ${holdId} changed while refunding` })
+        }
+        return { hold: done, refunded, fresh: true }
+      }))
+      if (outcome.fresh) yield* publish(BillingEvent.Refunded({ hold: outcome.hold, refunded: outcome.refunded }))
+      const result: RefundResult = { holdId, status: outcome.hold.status, refunded: outcome.refunded }
+      return result
+    }).pipe(Effect.withSpan("BillingSession.refund", { attributes: { holdId } }))
+
+  const expireOne = (holdId: string, now: number) =>
+    journal.transaction(Effect.gen(function*() {
+      const hold = yield* journal.get(holdId, { forUpdate: true })
+      if (!hold || hold.status !== "pending" || hold.expiresAt > now) return undefined
+      const refunded = yield* giveBack(hold, "expire")
+      const done: Hold = { ...hold, status: "expired", resolvedAt: now }
+      if (!(yield* journal.update(done, "pending"))) return undefined
+      return { hold: done, refunded }
+    }))
+
+  const reapExpired = Effect.fn("BillingSession.reapExpired")(function*(options?: { readonly limit?: number }) {
+    const now = yield* Clock.currentTimeMillis
+    const ids = yield* journal.expired(now, options?.limit ?? config.reapBatch)
+    let expired = 0
+    let refunded = 0
+    const failures: Array<{ holdId: string; error: string }> = []
+    for (const holdId of ids) {
+      const result = yield* Effect.result(expireOne(holdId, now))
+      if (result._tag === "Failure") {
+        failures.push({ holdId, error: result.failure.message })
+        continue
+      }
+      if (result.success) {
+        expired++
+        refunded += result.success.refunded
+        yield* publish(BillingEvent.Expired(result.success))
+      }
+    }
+    const report: ReapReport = { examined: ids.length, expired, refunded, failures }
+    return report
+  })
+
+  const get = (holdId: string) =>
+    journal.get(holdId).pipe(
+      Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
+    )
+
+  return { open, settle, refund, reapExpired, get }
+}
+
+const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({
+  kind: part.kind,
+  sourceId: part.sourceId,
+  subjectId: part.subjectId,
+  reserved: part.amount,
+  charged: result.charged,
+  unbilled: result.unbilled as Quota,
+  ...(result.balanceAfter !== undefined ? { balanceAfter: result.balanceAfter } : {})
+})
+
+export type Engine = ReturnType<typeof makeEngine>
+export { TokenBudgetExceeded, UnknownSource }

@@ -1,0 +1,424 @@
+/**
+ * An in-memory store with the semantics of a real database: one state, atomic
+ * transactions that roll back on failure, defect or interruption, per-source
+ * reservation records keyed by hold id, an append-only ledger and account
+ * counters. It implements the core's `HoldJournal`, `Ledger` and
+ * `AccountCounters`, plus a wallet, a token budget and a subscription source, so
+ * the whole billing life cycle runs without a database. Every operation goes
+ * through a {@link Faults} plan for fault injection.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Effect, Layer, Semaphore } from "effect"
+import {
+  AccountCounters,
+  BillingError,
+  BillingSession,
+  FundingRegistry,
+  HoldJournal,
+  Ledger
+} from "@relay-billing/core"
+import type { Budget, FundingSource, Hold } from "@relay-billing/core"
+import { Faults } from "./Faults.js"
+import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
+import type { StoreHandle } from "./internal/memorySources.js"
+import type { State, SubscriptionRow } from "./internal/state.js"
+import { emptyState } from "./internal/state.js"
+
+let storeCounter = 0
+
+const InTransaction = Context.Reference<ReadonlySet<string>>("@relay-billing/testkit/InTransaction", {
+  defaultValue: () => new Set()
+})
+
+/**
+ * Options of an in-memory store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoreOptions {
+  /** A fault plan (a fresh one by default). */
+  readonly faults?: Faults
+  /** Wallet settlement caps the balance at zero and records the rest as unbilled. */
+  readonly walletFloorAtZero?: boolean
+  /** Source ids (defaults `wallet`, `token`, `subscription`). */
+  readonly ids?: { readonly wallet?: string; readonly token?: string; readonly subscription?: string }
+}
+
+/**
+ * A subscription to create.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NewSubscription {
+  readonly id: string
+  readonly accountId: string
+  /** Quota per period; 0 = unlimited. */
+  readonly total: number
+  readonly used?: number
+  readonly startAt?: number
+  readonly endAt: number
+  readonly status?: "active" | "expired" | "cancelled"
+  readonly allowWalletOverflow?: boolean
+}
+
+/**
+ * Balances of everything in a store, for assertions.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot {
+  readonly wallets: Record<string, number>
+  readonly counters: Record<string, { readonly usedQuota: number; readonly requestCount: number }>
+  readonly tokens: Record<string, { readonly remain: number; readonly used: number }>
+  readonly subscriptions: Record<string, { readonly used: number; readonly total: number }>
+  readonly holds: Record<string, Hold.HoldStatus>
+}
+
+/**
+ * What `audit` found; `problems` is empty when everything reconciles.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AuditReport {
+  readonly problems: ReadonlyArray<string>
+  readonly unbilled: number
+}
+
+/**
+ * The store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class InMemoryStore {
+  /** Identity used as `storeId` by the journal and the sources of this store. */
+  readonly id: string
+  readonly faults: Faults
+  private state: State = emptyState()
+  private readonly lock = Semaphore.makeUnsafe(1)
+  readonly wallet: FundingSource.FundingSource
+  readonly token: Budget.Budget
+  readonly subscription: FundingSource.FundingSource
+  readonly journal: HoldJournal.HoldJournal["Service"]
+  readonly ledger: Ledger.Ledger["Service"]
+  readonly counters: AccountCounters.AccountCounters["Service"]
+
+  constructor(options: StoreOptions = {}) {
+    this.id = `memory:${++storeCounter}`
+    this.faults = options.faults ?? new Faults()
+    const handle: StoreHandle = {
+      id: this.id,
+      faults: this.faults,
+      state: () => this.state,
+      atomic: (effect) => this.transaction(effect),
+      walletFloorAtZero: options.walletFloorAtZero ?? false
+    }
+    const walletId = options.ids?.wallet ?? "wallet"
+    this.wallet = makeWallet(handle, walletId)
+    this.token = makeTokenBudget(handle, options.ids?.token ?? "token")
+    this.subscription = makeSubscription(handle, { id: options.ids?.subscription ?? "subscription", walletId })
+    const faults = this.faults
+    const atomic = <A, E>(op: string, body: (state: State) => Effect.Effect<A, E>) =>
+      this.transaction(Effect.andThen(faults.check(op), Effect.suspend(() => body(this.state))))
+    this.journal = HoldJournal.HoldJournal.of({
+      storeId: this.id,
+      transaction: (effect) => this.transaction(effect),
+      insert: (hold) =>
+        atomic("journal.insert", (state) => {
+          if (state.holds.has(hold.id)) return Effect.succeed(false)
+          state.holds.set(hold.id, structuredClone(hold))
+          return Effect.succeed(true)
+        }),
+      get: (holdId) =>
+        atomic("journal.get", (state) => {
+          const hold = state.holds.get(holdId)
+          return Effect.succeed(hold ? structuredClone(hold) : undefined)
+        }),
+      update: (hold, expected) =>
+        atomic("journal.update", (state) => {
+          const current = state.holds.get(hold.id)
+          if (!current || current.status !== expected) return Effect.succeed(false)
+          state.holds.set(hold.id, structuredClone(hold))
+          return Effect.succeed(true)
+        }),
+      expired: (now, limit) =>
+        atomic("journal.expired", (state) =>
+          Effect.succeed(
+            [...state.holds.values()]
+              .filter((h) => h.status === "pending" && h.expiresAt <= now)
+              .sort((a, b) => a.expiresAt - b.expiresAt)
+              .slice(0, limit)
+              .map((h) => h.id)
+          )),
+      list: (filter) =>
+        atomic("journal.list", (state) =>
+          Effect.succeed(
+            [...state.holds.values()]
+              .filter((h) =>
+                (filter.accountId === undefined || h.accountId === filter.accountId) &&
+                (filter.status === undefined || h.status === filter.status)
+              )
+              .map((h) => structuredClone(h))
+          ))
+    })
+    this.ledger = Ledger.Ledger.of({
+      append: (entries) =>
+        atomic("ledger.append", (state) => {
+          state.ledger.push(...entries)
+          return Effect.void
+        }),
+      entries: (filter) =>
+        atomic("ledger.entries", (state) =>
+          Effect.succeed(state.ledger.filter((e) =>
+            (filter.accountId === undefined || e.accountId === filter.accountId) &&
+            (filter.subjectId === undefined || e.subjectId === filter.subjectId) &&
+            (filter.sourceId === undefined || e.sourceId === filter.sourceId) &&
+            (filter.holdId === undefined || e.holdId === filter.holdId)
+          )))
+    })
+    this.counters = AccountCounters.AccountCounters.of({
+      add: (accountId, change) =>
+        atomic("counters.add", (state) => {
+          const row = state.counters.get(accountId) ?? { usedQuota: 0, requestCount: 0 }
+          row.usedQuota += change.usedQuota
+          row.requestCount += change.requestCount
+          state.counters.set(accountId, row)
+          return Effect.void
+        })
+    })
+  }
+
+  /**
+   * Runs `effect` atomically: serialised with every other operation of this
+   * store, and rolled back (the whole state restored) if it fails, dies or is
+   * interrupted. Nested calls join the outer transaction.
+   */
+  transaction<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BillingError.StoreError, R> {
+    const id = this.id
+    return Effect.gen({ self: this }, function*() {
+      const active = yield* InTransaction
+      if (active.has(id)) return yield* effect
+      return yield* this.lock.withPermit(
+        Effect.suspend(() => {
+          const before = structuredClone(this.state)
+          return effect.pipe(
+            Effect.provideService(InTransaction, new Set([...active, id])),
+            Effect.onExit((exit) =>
+              Effect.sync(() => {
+                if (exit._tag === "Failure") this.state = before
+              })
+            )
+          )
+        })
+      )
+    })
+  }
+
+  // ------------------------------------------------------------ admin
+
+  /** Creates an account with an opening wallet balance (a `topup` ledger row). */
+  createAccount(accountId: string, balance = 0): Effect.Effect<void, BillingError.StoreError> {
+    return this.transaction(Effect.gen({ self: this }, function*() {
+      const now = yield* Clock.currentTimeMillis
+      this.state.wallets.set(accountId, { balance: 0 })
+      this.state.counters.set(accountId, { usedQuota: 0, requestCount: 0 })
+      if (balance !== 0) yield* this.applyTopUp(accountId, balance, `open:${accountId}`, now)
+    }))
+  }
+
+  /** Adds `amount` to a wallet, once per idempotency `key`. Returns false for a repeated key. */
+  topUp(accountId: string, amount: number, key: string): Effect.Effect<boolean, BillingError.StoreError> {
+    return this.transaction(Effect.gen({ self: this }, function*() {
+      const now = yield* Clock.currentTimeMillis
+      return yield* this.applyTopUp(accountId, amount, key, now)
+    }))
+  }
+
+  private applyTopUp(accountId: string, amount: number, key: string, now: number) {
+    return Effect.suspend(() => {
+      const state = this.state
+      if (state.topups.has(key)) return Effect.succeed(false)
+      const row = state.wallets.get(accountId)
+      if (!row) {
+        return Effect.fail(new BillingError.StoreError({ operation: "topUp", detail: `no account ${accountId}` }))
+      }
+      row.balance += amount
+      state.topups.add(key)
+      state.ledger.push({
+        id: `L${++state.seq}`,
+        at: now,
+        kind: "topup",
+        sourceId: this.wallet.id,
+        subjectId: accountId,
+        accountId,
+        amount,
+        balanceAfter: row.balance,
+        note: key
+      })
+      return Effect.succeed(true)
+    })
+  }
+
+  /** Creates a token (API key) with a budget, or unlimited. */
+  createToken(
+    tokenId: string,
+    accountId: string,
+    budget: { readonly remain?: number; readonly unlimited?: boolean }
+  ): Effect.Effect<void, BillingError.StoreError> {
+    return this.transaction(Effect.gen({ self: this }, function*() {
+      const now = yield* Clock.currentTimeMillis
+      const state = this.state
+      const remain = budget.remain ?? 0
+      state.tokens.set(tokenId, { accountId, remain, used: 0, unlimited: budget.unlimited ?? false })
+      if (remain !== 0) {
+        state.ledger.push({
+          id: `L${++state.seq}`,
+          at: now,
+          kind: "adjust",
+          sourceId: this.token.id,
+          subjectId: tokenId,
+          accountId,
+          amount: remain,
+          balanceAfter: remain,
+          note: "opening budget"
+        })
+      }
+    }))
+  }
+
+  /** Creates a subscription. */
+  createSubscription(sub: NewSubscription): Effect.Effect<void, BillingError.StoreError> {
+    return this.transaction(Effect.gen({ self: this }, function*() {
+      const now = yield* Clock.currentTimeMillis
+      const row: SubscriptionRow = {
+        id: sub.id,
+        accountId: sub.accountId,
+        total: sub.total,
+        used: 0,
+        startAt: sub.startAt ?? now,
+        endAt: sub.endAt,
+        status: sub.status ?? "active",
+        allowWalletOverflow: sub.allowWalletOverflow ?? true
+      }
+      this.state.subscriptions.set(sub.id, row)
+      const used = sub.used ?? 0
+      if (used !== 0) {
+        row.used = used
+        this.state.ledger.push({
+          id: `L${++this.state.seq}`,
+          at: now,
+          kind: "adjust",
+          sourceId: this.subscription.id,
+          subjectId: sub.id,
+          accountId: sub.accountId,
+          amount: -used,
+          balanceAfter: row.total - row.used,
+          note: "opening usage"
+        })
+      }
+    }))
+  }
+
+  /** Every balance, counter and hold status, copied. */
+  snapshot(): Snapshot {
+    const s = this.state
+    return {
+      wallets: Object.fromEntries([...s.wallets].map(([k, v]) => [k, v.balance])),
+      counters: Object.fromEntries([...s.counters].map(([k, v]) => [k, { ...v }])),
+      tokens: Object.fromEntries([...s.tokens].map(([k, v]) => [k, { remain: v.remain, used: v.used }])),
+      subscriptions: Object.fromEntries([...s.subscriptions].map(([k, v]) => [k, { used: v.used, total: v.total }])),
+      holds: Object.fromEntries([...s.holds].map(([k, v]) => [k, v.status]))
+    }
+  }
+
+  /** The ledger rows, copied. */
+  entries(): ReadonlyArray<Ledger.LedgerEntry> {
+    return structuredClone(this.state.ledger)
+  }
+
+  /**
+   * Checks that the ledger sums to every balance (wallets, token budgets,
+   * subscriptions), that token `used` mirrors `remain`, that no source record of
+   * a hold disagrees with the hold's status, and that the counters equal the
+   * settled charges.
+   */
+  audit(): AuditReport {
+    const s = this.state
+    const problems: Array<string> = []
+    const sums = new Map<string, number>()
+    let unbilled = 0
+    for (const e of s.ledger) {
+      const key = `${e.sourceId}\u0000${e.subjectId}`
+      sums.set(key, (sums.get(key) ?? 0) + e.amount)
+      unbilled += e.unbilled ?? 0
+    }
+    const sumOf = (sourceId: string, subjectId: string) => sums.get(`${sourceId}\u0000${subjectId}`) ?? 0
+    for (const [accountId, w] of s.wallets) {
+      const sum = sumOf(this.wallet.id, accountId)
+      if (sum !== w.balance) problems.push(`wallet ${accountId}: balance ${w.balance} != ledger ${sum}`)
+    }
+    for (const [tokenId, t] of s.tokens) {
+      const sum = sumOf(this.token.id, tokenId)
+      if (sum !== t.remain) problems.push(`token ${tokenId}: remain ${t.remain} != ledger ${sum}`)
+    }
+    for (const [subId, sub] of s.subscriptions) {
+      const sum = sumOf(this.subscription.id, subId)
+      if (sum !== -sub.used) problems.push(`subscription ${subId}: used ${sub.used} != -ledger ${sum}`)
+    }
+    const settledCharge = new Map<string, number>()
+    for (const hold of s.holds.values()) {
+      for (const part of hold.parts) {
+        const rec = s.parts.get(`${part.sourceId}\u0000${hold.id}`)
+        if (!rec) continue
+        const expected = hold.status === "pending" ? "reserved" : hold.status === "settled" ? "settled" : "refunded"
+        if (rec.status !== expected) {
+          problems.push(`hold ${hold.id} is ${hold.status} but ${part.sourceId} says ${rec.status}`)
+        }
+      }
+      if (hold.status === "settled" && hold.settlement && hold.settlement.actual > 0) {
+        settledCharge.set(hold.accountId, (settledCharge.get(hold.accountId) ?? 0) + hold.settlement.actual)
+      }
+    }
+    for (const [accountId, c] of s.counters) {
+      const expected = settledCharge.get(accountId) ?? 0
+      if (c.usedQuota !== expected) problems.push(`account ${accountId}: usedQuota ${c.usedQuota} != settled ${expected}`)
+    }
+    return { problems, unbilled }
+  }
+
+  /** The core services of this store: journal, ledger, counters and a registry of its sources. */
+  layer(): Layer.Layer<
+    HoldJournal.HoldJournal | Ledger.Ledger | AccountCounters.AccountCounters | FundingRegistry.FundingRegistry
+  > {
+    return Layer.mergeAll(
+      Layer.succeed(HoldJournal.HoldJournal, this.journal),
+      Layer.succeed(Ledger.Ledger, this.ledger),
+      Layer.succeed(AccountCounters.AccountCounters, this.counters),
+      FundingRegistry.FundingRegistry.layer({ funding: [this.wallet, this.subscription], budgets: [this.token] })
+    )
+  }
+
+  /** A ready `BillingSession` over this store (plus the store's core services). */
+  billingLayer(options?: BillingSession.Options): Layer.Layer<
+    | BillingSession.BillingSession
+    | HoldJournal.HoldJournal
+    | Ledger.Ledger
+    | AccountCounters.AccountCounters
+    | FundingRegistry.FundingRegistry
+  > {
+    return BillingSession.BillingSession.layer(options).pipe(Layer.provideMerge(this.layer()))
+  }
+}
+
+/**
+ * Creates a store.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options?: StoreOptions): InMemoryStore => new InMemoryStore(options)

@@ -1,0 +1,64 @@
+import type { Hold, Ledger } from "@relay-billing/core"
+
+export interface WalletRow {
+  balance: number
+}
+
+export interface CounterRow {
+  usedQuota: number
+  requestCount: number
+}
+
+export interface TokenRow {
+  accountId: string
+  remain: number
+  used: number
+  unlimited: boolean
+}
+
+export interface SubscriptionRow {
+  id: string
+  accountId: string
+  total: number
+  used: number
+  startAt: number
+  endAt: number
+  status: "active" | "expired" | "cancelled"
+  allowWalletOverflow: boolean
+}
+
+export interface PartRow {
+  amount: number
+  ref?: string
+  status: "reserved" | "settled" | "refunded"
+  result?: { charged: number; unbilled: number; balanceAfter?: number }
+}
+
+/** Everything one in-memory store holds; cloned for rollback. */
+export interface State {
+  wallets: Map<string, WalletRow>
+  counters: Map<string, CounterRow>
+  tokens: Map<string, TokenRow>
+  subscriptions: Map<string, SubscriptionRow>
+  holds: Map<string, Hold.Hold>
+  /** Per-source reservation records, keyed `${sourceId}\u0000${holdId}`. */
+  parts: Map<string, PartRow>
+  ledger: Array<Ledger.LedgerEntry>
+  /** Idempotency keys of top-ups already applied. */
+  topups: Set<string>
+  seq: number
+}
+
+export const emptyState = (): State => ({
+  wallets: new Map(),
+  counters: new Map(),
+  tokens: new Map(),
+  subscriptions: new Map(),
+  holds: new Map(),
+  parts: new Map(),
+  ledger: [],
+  topups: new Set(),
+  seq: 0
+})
+
+export const partKey = (sourceId: string, holdId: string) => `${sourceId}\u0000${holdId}`
