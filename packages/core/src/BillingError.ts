@@ -76,6 +76,7 @@ export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInp
     if (typeof value === "string") return JSON.stringify(value)
     if (typeof value === "bigint") return `${value}n`
     if (value === undefined) return "undefined"
+    if (typeof value === "number" && !Number.isFinite(value)) return String(value)
     try {
       return JSON.stringify(value) ?? String(value)
     } catch {

@@ -61,8 +61,15 @@ export interface SettleRequest {
 }
 
 /**
- * A request to give one reserved part back. `reason` is `"expire"` when the
- * recovery pass refunds an abandoned hold.
+ * A request to give one reserved part back. `reason` says why:
+ *
+ * - `"refund"`: the hold is refunded (the request failed). The source keeps a
+ *   record that the hold id was refunded, so it is never reserved again.
+ * - `"expire"`: the recovery pass refunds an abandoned hold (same rule).
+ * - `"release"`: the open that made this reservation failed or moved on to the
+ *   next source of a fallback chain, so the hold was never recorded. The source
+ *   gives the amount back and forgets the hold id: a later reserve with the same
+ *   id is a fresh reservation.
  *
  * @since 0.1.0
  * @category models
@@ -71,7 +78,7 @@ export interface RefundRequest {
   readonly holdId: string
   readonly accountId: string
   readonly part: HoldPart
-  readonly reason: "refund" | "expire"
+  readonly reason: "refund" | "expire" | "release"
 }
 
 /**
@@ -128,7 +135,10 @@ export interface FundingSource {
   ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | StoreError>
   /** Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund. */
   readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | StoreError>
-  /** Returns exactly what was reserved; idempotent by hold id; a no-op after settle. */
+  /**
+   * Returns exactly what was reserved; idempotent by hold id; a no-op after
+   * settle. With reason `"release"` the hold id is forgotten (see {@link RefundRequest}).
+   */
   readonly refund: (request: RefundRequest) => Effect.Effect<void, StoreError>
 }
 

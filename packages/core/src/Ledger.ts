@@ -18,6 +18,7 @@ export const EntryKind = Schema.Literals([
   "reserve",
   "settle",
   "refund",
+  "release",
   "expire",
   "topup",
   "adjust",
@@ -61,6 +62,14 @@ export const LedgerEntry = Schema.Struct({
 export type LedgerEntry = typeof LedgerEntry.Type
 
 /**
+ * A ledger row to append; the store assigns its `id` (in append order).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type NewLedgerEntry = Omit<LedgerEntry, "id">
+
+/**
  * A ledger query; every field narrows the result.
  *
  * @since 0.1.0
@@ -80,7 +89,7 @@ export interface LedgerFilter {
  * @category services
  */
 export class Ledger extends Context.Service<Ledger, {
-  readonly append: (entries: ReadonlyArray<LedgerEntry>) => Effect.Effect<void, StoreError>
+  readonly append: (entries: ReadonlyArray<NewLedgerEntry>) => Effect.Effect<void, StoreError>
   readonly entries: (filter: LedgerFilter) => Effect.Effect<ReadonlyArray<LedgerEntry>, StoreError>
 }>()("@relay-billing/core/Ledger") {}
 

@@ -27,6 +27,8 @@ export * as Hold from "./Hold.js"
 /** @since 0.1.0 */
 export * as HoldJournal from "./HoldJournal.js"
 /** @since 0.1.0 */
+export * as Input from "./Input.js"
+/** @since 0.1.0 */
 export * as Ledger from "./Ledger.js"
 /** @since 0.1.0 */
 export * as Preference from "./Preference.js"

@@ -169,7 +169,7 @@ export class InMemoryStore {
     this.ledger = Ledger.Ledger.of({
       append: (entries) =>
         atomic("ledger.append", (state) => {
-          state.ledger.push(...entries)
+          for (const entry of entries) state.ledger.push({ id: `L${++state.seq}`, ...entry })
           return Effect.void
         }),
       entries: (filter) =>

@@ -146,7 +146,7 @@ export const makeEngine = (deps: Deps) => {
           holdId: input.holdId,
           accountId: input.accountId,
           part,
-          reason: "refund"
+          reason: "release"
         }).pipe(
           Effect.catchCause((cause) => {
             failures.push(cause)

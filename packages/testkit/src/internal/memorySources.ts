@@ -24,6 +24,15 @@ const ledgerRow = (
 const resolved = (holdId: string, status: string, operation: string) =>
   new BillingError.HoldResolved({ holdId, status, operation })
 
+/**
+ * Ends a reservation record: a refund (or expiry) keeps it as `refunded` so the
+ * hold id is never reserved again; a release (the open failed) forgets it.
+ */
+const forget = (state: State, sourceId: string, req: { readonly holdId: string; readonly reason: string }, part: PartRow) => {
+  if (req.reason === "release") state.parts.delete(partKey(sourceId, req.holdId))
+  else part.status = "refunded"
+}
+
 /** Shared idempotency rules over one source's part records. */
 const partOf = (state: State, sourceId: string, holdId: string): PartRow | undefined =>
   state.parts.get(partKey(sourceId, holdId))
@@ -134,7 +143,7 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
         const row = wallet(state, req.accountId)!
         const now = yield* Clock.currentTimeMillis
         row.balance += part.amount
-        part.status = "refunded"
+        forget(state, id, req, part)
         if (part.amount !== 0) {
           state.ledger.push(ledgerRow(state, now, {
             kind: req.reason,
@@ -228,7 +237,7 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
         if (!part || part.status !== "reserved") return
         const now = yield* Clock.currentTimeMillis
         move(state, req.part.subjectId, now, req.reason, req.holdId, part.amount)
-        part.status = "refunded"
+        forget(state, id, req, part)
       }))
   }
 }
@@ -366,7 +375,7 @@ export const makeSubscription = (
         const now = yield* Clock.currentTimeMillis
         const before = sub.used
         sub.used = Math.max(0, sub.used - part.amount)
-        part.status = "refunded"
+        forget(state, id, req, part)
         subLedger(state, now, sub, req.reason, req.holdId, before - sub.used)
       }))
   }

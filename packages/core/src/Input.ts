@@ -1,5 +1,12 @@
+/**
+ * Decoding of public inputs: every boundary of the SDK decodes its input with a
+ * Schema, and a failure becomes an `InvalidInput` that names the field and the
+ * value and changes nothing.
+ *
+ * @since 0.1.0
+ */
 import { Effect, Schema, SchemaIssue } from "effect"
-import { InvalidInput } from "../BillingError.js"
+import { InvalidInput } from "./BillingError.js"
 
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 
@@ -13,8 +20,12 @@ const valueAt = (input: unknown, path: ReadonlyArray<PropertyKey>): unknown => {
 }
 
 /**
- * Decodes `input` with `schema`; a failure becomes an `InvalidInput` naming the
- * first failing field (as `prefix.path`) and the value found there.
+ * Returns a decoder for `schema`; a failure becomes an `InvalidInput` naming the
+ * first failing field (as `prefix.path`, or `prefix` for a top-level value) and
+ * the value found there.
+ *
+ * @since 0.1.0
+ * @category decoding
  */
 export const decodeInput = <S extends Schema.Decoder<unknown>>(schema: S, prefix: string) => {
   const decode = Schema.decodeUnknownEffect(schema)

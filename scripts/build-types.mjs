@@ -1,0 +1,12 @@
+// Emits a library package's declarations with tsc (per module, so `Hold.Hold` keeps both its
+// schema value and its type; tsup's bundled dts drops the value of same-named const/type
+// pairs), then writes dist/index.d.cts so `require` consumers resolve the same types.
+// Run from the package directory after tsup: `tsup && node ../../scripts/build-types.mjs`.
+import { execFileSync } from "node:child_process"
+import { writeFileSync } from "node:fs"
+import { createRequire } from "node:module"
+
+const require = createRequire(import.meta.url)
+const tsc = require.resolve("typescript/bin/tsc")
+execFileSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], { stdio: "inherit" })
+writeFileSync("dist/index.d.cts", 'export * from "./index.js"\n')
