@@ -1,7 +1,7 @@
 import { defineConfig } from "tsup"
 
 export default defineConfig({
-  entry: ["src/index.ts"],
+  entry: { index: "src/index.ts", vitest: "src/VitestSuite.ts" },
   format: ["esm", "cjs"],
   dts: false,
   sourcemap: true,

@@ -9,3 +9,5 @@
 export * as Faults from "./Faults.js"
 /** @since 0.1.0 */
 export * as InMemoryStore from "./InMemoryStore.js"
+/** @since 0.1.0 */
+export * as FundingSourceSuite from "./FundingSourceSuite.js"
