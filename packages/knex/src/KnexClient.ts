@@ -1,0 +1,219 @@
+/**
+ * The knex client of relay-billing: built from a URL (`sqlite:PATH`,
+ * `sqlite::memory:`, `postgres://…`, `mysql://…`) or from a knex instance the
+ * host app already has, closed with its scope. Every query goes through
+ * {@link KnexClient.query}, which uses the current transaction when there is one,
+ * so a stray root query inside a transaction cannot happen. On SQLite the
+ * client uses WAL, a busy timeout, one connection, and serialises writers with
+ * a semaphore.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Schedule, Semaphore } from "effect"
+import { BillingError } from "@relay-billing/core"
+import knex from "knex"
+import type { Knex } from "knex"
+import { connectionConfig } from "./internal/url.js"
+import type { Dialect } from "./internal/url.js"
+
+export type { Dialect }
+
+/**
+ * Options of the client.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientOptions {
+  /** Table name prefix (default `billing_`). */
+  readonly prefix?: string
+  /** PostgreSQL schema to use (`search_path`); created if missing. */
+  readonly schema?: string
+  /** Pool size for PostgreSQL/MySQL (default 10). SQLite always uses one connection. */
+  readonly poolMax?: number
+  /** SQLite busy timeout in ms (default 5000). */
+  readonly busyTimeoutMillis?: number
+}
+
+/**
+ * The client service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Client {
+  /** Identity of this store: sources and the journal with the same id share transactions. */
+  readonly id: string
+  readonly dialect: Dialect
+  readonly prefix: string
+  /** The root knex instance (for migrations and host code; billing code uses `query`). */
+  readonly knex: Knex
+  /** The prefixed name of a table. */
+  readonly table: (name: string) => string
+  /**
+   * Runs `f` on the current transaction, or on the root instance outside one.
+   * Failures become a `StoreError` naming `operation`.
+   */
+  readonly query: <T>(
+    operation: string,
+    f: (db: Knex | Knex.Transaction) => PromiseLike<T>
+  ) => Effect.Effect<T, BillingError.StoreError>
+  /**
+   * Runs `effect` in one transaction: commits on success, rolls back on failure,
+   * defect or interruption. Nested calls join the outer transaction.
+   */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BillingError.StoreError, R>
+  /** Whether the current fiber is inside a transaction of this client. */
+  readonly inTransaction: Effect.Effect<boolean>
+}
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class KnexClient extends Context.Service<KnexClient, Client>()("@relay-billing/knex/KnexClient") {
+  /** A client from a database URL, destroyed when the layer's scope closes. */
+  static layerUrl(url: string, options: ClientOptions = {}): Layer.Layer<KnexClient, BillingError.StoreError> {
+    return Layer.effect(KnexClient, fromUrl(url, options))
+  }
+
+  /** A client over a knex instance the host owns (not destroyed by the layer). */
+  static layerKnex(instance: Knex, options: ClientOptions = {}): Layer.Layer<KnexClient, BillingError.StoreError> {
+    return Layer.effect(KnexClient, fromKnex(instance, options))
+  }
+}
+
+let clientCounter = 0
+
+const CurrentTransaction = Context.Reference<ReadonlyMap<string, Knex.Transaction>>(
+  "@relay-billing/knex/CurrentTransaction",
+  { defaultValue: () => new Map() }
+)
+
+const storeError = (operation: string) => (cause: unknown) =>
+  new BillingError.StoreError({
+    operation,
+    detail: cause instanceof Error ? cause.message : String(cause),
+    cause
+  })
+
+const maxRetries = 8
+
+/** Deadlocks, lock-wait timeouts and serialization failures, on every dialect. */
+const isRetryable = (error: unknown): boolean => {
+  if (!(error instanceof BillingError.StoreError)) return false
+  const cause = error.cause as { code?: unknown; errno?: unknown } | undefined
+  if (!cause || typeof cause !== "object") return false
+  return cause.errno === 1213 || cause.errno === 1205 || cause.code === "40P01" || cause.code === "40001" ||
+    cause.code === "SQLITE_BUSY"
+}
+
+const dialectOf = (instance: Knex): Dialect => {
+  const name = String(instance.client.config.client ?? instance.client.dialect ?? "")
+  if (name.includes("sqlite")) return "sqlite"
+  if (name.includes("pg") || name.includes("postgres")) return "postgres"
+  if (name.includes("mysql")) return "mysql"
+  throw new Error(`relay-billing: unsupported knex client ${JSON.stringify(name)}`)
+}
+
+/**
+ * Builds the client service over a knex instance.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromKnex = (
+  instance: Knex,
+  options: ClientOptions = {}
+): Effect.Effect<Client, BillingError.StoreError> =>
+  Effect.gen(function*() {
+    const dialect = yield* Effect.try({ try: () => dialectOf(instance), catch: storeError("connect") })
+    const id = `knex:${++clientCounter}:${dialect}`
+    const prefix = options.prefix ?? "billing_"
+    // SQLite has one connection: serialise transactions and root queries in-process so that
+    // nothing waits in knex's pool (and times out) behind a long transaction.
+    const lock = dialect === "sqlite" ? Semaphore.makeUnsafe(1) : undefined
+
+    const runQuery = <T>(operation: string, f: (db: Knex | Knex.Transaction) => PromiseLike<T>) =>
+      Effect.gen(function*() {
+        const trx = (yield* CurrentTransaction).get(id)
+        const run = Effect.tryPromise({ try: () => Promise.resolve(f(trx ?? instance)), catch: storeError(operation) })
+        return yield* (trx || !lock ? run : lock.withPermit(run))
+      })
+
+    // MySQL runs at READ COMMITTED (no gap locks, the same level as PostgreSQL's default), so
+    // concurrent reservations do not deadlock on the gaps of missing part rows.
+    const trxConfig: Knex.TransactionConfig | undefined = dialect === "mysql"
+      ? { isolationLevel: "read committed" }
+      : undefined
+
+    const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.gen(function*() {
+        const active = yield* CurrentTransaction
+        if (active.has(id)) return yield* effect
+        const body = Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const trx = yield* Effect.tryPromise({
+              try: () => instance.transaction(trxConfig),
+              catch: storeError("transaction.begin")
+            })
+            const next = new Map(active)
+            next.set(id, trx)
+            const exit = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
+            if (exit._tag === "Success") {
+              const committed = yield* Effect.exit(
+                Effect.tryPromise({ try: () => trx.commit(), catch: storeError("transaction.commit") })
+              )
+              if (committed._tag === "Failure") {
+                yield* Effect.promise(() => trx.rollback().catch(() => undefined))
+                return yield* Effect.failCause(committed.cause)
+              }
+              return exit.value
+            }
+            yield* Effect.promise(() => trx.rollback().catch(() => undefined))
+            return yield* Effect.failCause(exit.cause)
+          })
+        )
+        // A deadlock or serialization failure rolled everything back: run the whole
+        // transaction again (a few times, with jitter) before reporting it.
+        return yield* (lock ? lock.withPermit(body) : body).pipe(
+          Effect.retry({
+            while: (error) => isRetryable(error),
+            schedule: Schedule.exponential("5 millis").pipe(Schedule.jittered),
+            times: maxRetries
+          })
+        )
+      })
+
+    if (options.schema !== undefined && dialect === "postgres") {
+      const schema = options.schema
+      yield* runQuery("schema.create", (db) => db.raw("create schema if not exists ??", [schema]))
+    }
+    const client: Client = {
+      id,
+      dialect,
+      prefix,
+      knex: instance,
+      table: (name) => `${prefix}${name}`,
+      query: runQuery,
+      transaction,
+      inTransaction: Effect.map(Effect.service(CurrentTransaction), (m) => m.has(id))
+    }
+    return client
+  })
+
+/**
+ * Builds a client from a URL; the knex instance is destroyed when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromUrl = (url: string, options: ClientOptions = {}) =>
+  Effect.gen(function*() {
+    const config = yield* Effect.try({ try: () => connectionConfig(url, options), catch: storeError("connect") })
+    const instance = yield* Effect.acquireRelease(
+      Effect.try({ try: () => knex(config), catch: storeError("connect") }),
+      (k) => Effect.promise(() => k.destroy())
+    )
+    return yield* fromKnex(instance, options)
+  })

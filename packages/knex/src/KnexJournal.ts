@@ -1,0 +1,112 @@
+/**
+ * The durable hold journal: one row per hold with its parts, status, expiry and
+ * settlement, in the `<prefix>holds` table. Holds are inserted with
+ * INSERT … ON CONFLICT DO NOTHING (INSERT IGNORE on MySQL) so that two
+ * processes opening the same request id cannot both reserve, and updated with a
+ * compare-and-set on the status so a hold resolves exactly once.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer, Schema } from "effect"
+import { Hold, HoldJournal } from "@relay-billing/core"
+import type { BillingError } from "@relay-billing/core"
+import type { Client } from "./KnexClient.js"
+import { KnexClient } from "./KnexClient.js"
+import { decodeRows, insertIgnore, int, intOrNull } from "./internal/sql.js"
+
+const decodeHold = Schema.decodeUnknownSync(Hold.Hold)
+
+const toRow = (hold: Hold.Hold) => ({
+  id: hold.id,
+  account_id: hold.accountId,
+  token_id: hold.tokenId ?? null,
+  estimate: hold.estimate,
+  reserved: hold.reserved,
+  preference: hold.preference,
+  trusted: hold.trusted,
+  status: hold.status,
+  parts: JSON.stringify(hold.parts),
+  created_at: hold.createdAt,
+  expires_at: hold.expiresAt,
+  resolved_at: hold.resolvedAt ?? null,
+  settlement: hold.settlement ? JSON.stringify(hold.settlement) : null,
+  metadata: hold.metadata ? JSON.stringify(hold.metadata) : null
+})
+
+const fromRow = (row: Record<string, unknown>): Hold.Hold => {
+  const resolvedAt = intOrNull(row["resolved_at"], "resolved_at")
+  return decodeHold({
+    id: row["id"],
+    accountId: row["account_id"],
+    ...(row["token_id"] !== null && row["token_id"] !== undefined ? { tokenId: row["token_id"] } : {}),
+    estimate: int(row["estimate"], "estimate"),
+    reserved: int(row["reserved"], "reserved"),
+    preference: row["preference"],
+    trusted: Boolean(row["trusted"]),
+    status: row["status"],
+    parts: JSON.parse(String(row["parts"])),
+    createdAt: int(row["created_at"], "created_at"),
+    expiresAt: int(row["expires_at"], "expires_at"),
+    ...(resolvedAt !== undefined ? { resolvedAt } : {}),
+    ...(row["settlement"] ? { settlement: JSON.parse(String(row["settlement"])) } : {}),
+    ...(row["metadata"] ? { metadata: JSON.parse(String(row["metadata"])) } : {})
+  })
+}
+
+/**
+ * Builds the journal over a client.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
+  const holds = client.table("holds")
+  const lockable = client.dialect !== "sqlite"
+  const readMany = (operation: string, rows: ReadonlyArray<Record<string, unknown>>) =>
+    decodeRows(operation, () => rows.map(fromRow))
+  return HoldJournal.HoldJournal.of({
+    storeId: client.id,
+    transaction: client.transaction,
+    insert: (hold) =>
+      insertIgnore(client, "journal.insert", holds, toRow(hold), "id").pipe(Effect.map((n) => n === 1)),
+    get: (holdId, options) =>
+      client.query("journal.get", (db) => {
+        const q = db(holds).where({ id: holdId }).first()
+        return options?.forUpdate && lockable ? q.forUpdate() : q
+      }).pipe(Effect.flatMap((row) => decodeRows("journal.get", () => (row ? fromRow(row) : undefined)))),
+    update: (hold, expected) =>
+      client.query("journal.update", (db) => {
+        const { id: _id, ...changes } = toRow(hold)
+        return db(holds).where({ id: hold.id, status: expected }).update(changes)
+      }).pipe(Effect.map((n) => n === 1)),
+    expired: (now, limit) =>
+      client.query("journal.expired", (db) =>
+        db(holds)
+          .select("id")
+          .where("status", "pending")
+          .andWhere("expires_at", "<=", now)
+          .orderBy("expires_at", "asc")
+          .limit(limit)).pipe(Effect.map((rows) => rows.map((r: { id: string }) => String(r.id)))),
+    list: (filter) =>
+      client.query("journal.list", (db) => {
+        const q = db(holds).select("*").orderBy("created_at", "asc")
+        if (filter.accountId !== undefined) q.where("account_id", filter.accountId)
+        if (filter.status !== undefined) q.where("status", filter.status)
+        return q
+      }).pipe(Effect.flatMap((rows) => readMany("journal.list", rows)))
+  })
+}
+
+/**
+ * The core `HoldJournal` over the knex client.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<HoldJournal.HoldJournal, never, KnexClient> = Layer.effect(
+  HoldJournal.HoldJournal,
+  Effect.gen(function*() {
+    return make(yield* KnexClient)
+  })
+)
+

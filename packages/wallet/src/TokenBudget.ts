@@ -1,0 +1,129 @@
+/**
+ * Token (API-key) budgets on knex: a cap, not money. A limited token reserves
+ * with one conditional UPDATE (`remain >= ?`); an unlimited token reserves
+ * nothing and still moves `remain`/`used` at settlement, so it doubles as a
+ * usage counter. Idempotent by hold id; ledger rows in the same transaction.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect } from "effect"
+import { BillingError } from "@relay-billing/core"
+import type { Budget, FundingSource } from "@relay-billing/core"
+import { KnexLedger, PartRecords } from "@relay-billing/knex"
+import type { KnexClient } from "@relay-billing/knex"
+import { readBalance, resolved } from "./internal/rows.js"
+
+/**
+ * Builds the token budget over a client.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (client: KnexClient.Client, options: { readonly id?: string } = {}): Budget.Budget => {
+  const id = options.id ?? "token"
+  const tokens = client.table("tokens")
+  const tx = client.transaction
+
+  const readToken = (tokenId: string, operation: string) =>
+    client.query(operation, (db) => db(tokens).where({ id: tokenId }).first("remain", "unlimited", "account_id")).pipe(
+      Effect.map((row) =>
+        row
+          ? { remain: Number(row.remain), unlimited: Boolean(row.unlimited), accountId: String(row.account_id) }
+          : undefined
+      )
+    )
+
+  /** remain += change, used −= change; returns remain after. */
+  const move = (tokenId: string, change: number, operation: string) =>
+    client.query(operation, (db) =>
+      db(tokens).where({ id: tokenId }).update({
+        remain: db.raw("remain + ?", [change]),
+        used: db.raw("used - ?", [change])
+      })).pipe(Effect.andThen(readBalance(client, tokens, "remain", tokenId, operation)), Effect.map((r) => r ?? 0))
+
+  const ledger = (
+    kind: "reserve" | "settle" | "refund" | "expire" | "release",
+    req: { readonly holdId: string; readonly accountId: string },
+    tokenId: string,
+    amount: number,
+    balanceAfter: number
+  ) =>
+    amount === 0 ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (at) =>
+      KnexLedger.append(client, [{
+        at,
+        kind,
+        sourceId: id,
+        subjectId: tokenId,
+        accountId: req.accountId,
+        holdId: req.holdId,
+        amount,
+        balanceAfter
+      }]))
+
+  return {
+    id,
+    storeId: client.id,
+    remaining: (tokenId) =>
+      readToken(tokenId, `${id}.remaining`).pipe(
+        Effect.map((t) => ({ unlimited: t?.unlimited ?? false, remaining: t?.remain ?? 0 }))
+      ),
+    reserve: (req) =>
+      tx(Effect.gen(function*() {
+        const existing = yield* PartRecords.get(client, id, req.holdId)
+        if (existing) {
+          if (existing.status === "refunded") return yield* resolved(req.holdId, "reserve")
+          return { amount: existing.amount }
+        }
+        const changed = yield* client.query(`${id}.reserve`, (db) =>
+          db(tokens)
+            .where({ id: req.subjectId, unlimited: false })
+            .andWhere("remain", ">=", req.amount)
+            .update({ remain: db.raw("remain - ?", [req.amount]), used: db.raw("used + ?", [req.amount]) }))
+        let amount: number = req.amount
+        if (changed === 0) {
+          const token = yield* readToken(req.subjectId, `${id}.reserve`)
+          if (!token || !token.unlimited) {
+            return yield* new BillingError.TokenBudgetExceeded({
+              budgetId: id,
+              tokenId: req.subjectId,
+              required: req.amount,
+              remaining: token?.remain ?? 0
+            })
+          }
+          amount = 0 // unlimited: nothing is held; usage moves at settlement
+        } else if (amount > 0) {
+          const after = (yield* readBalance(client, tokens, "remain", req.subjectId, `${id}.reserve`)) ?? 0
+          yield* ledger("reserve", req, req.subjectId, -amount, after)
+        }
+        yield* PartRecords.insert(client, { sourceId: id, holdId: req.holdId, subjectId: req.subjectId, amount })
+        return { amount }
+      })),
+    settle: (req) =>
+      tx(Effect.gen(function*() {
+        const part = yield* PartRecords.get(client, id, req.holdId)
+        if (!part) {
+          return yield* new BillingError.StoreError({ operation: `${id}.settle`, detail: `no reservation for hold ${req.holdId}` })
+        }
+        if (part.status === "settled" && part.result) return part.result
+        if (part.status === "refunded") return yield* resolved(req.holdId, "settle")
+        const change = part.amount - req.actual
+        const balanceAfter = change === 0
+          ? (yield* readBalance(client, tokens, "remain", part.subjectId, `${id}.settle`)) ?? 0
+          : yield* move(part.subjectId, change, `${id}.settle`)
+        yield* ledger("settle", req, part.subjectId, change, balanceAfter)
+        const result: FundingSource.PartResult = { charged: req.actual, unbilled: 0, balanceAfter }
+        yield* PartRecords.markSettled(client, id, req.holdId, result)
+        return result
+      })),
+    refund: (req) =>
+      tx(Effect.gen(function*() {
+        const part = yield* PartRecords.get(client, id, req.holdId)
+        if (!part || part.status !== "reserved") return
+        if (part.amount > 0) {
+          const after = yield* move(part.subjectId, part.amount, `${id}.refund`)
+          yield* ledger(req.reason, req, part.subjectId, part.amount, after)
+        }
+        yield* PartRecords.end(client, id, req.holdId, req.reason)
+      }))
+  }
+}

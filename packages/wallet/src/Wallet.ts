@@ -1,0 +1,113 @@
+/**
+ * Wires the wallet package: its migrations, the wallet source and token budget,
+ * the account counters, the audit columns, and a ready `BillingSession` over
+ * knex with the wallet as its funding source.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer } from "effect"
+import { AccountCounters, BillingSession, FundingRegistry } from "@relay-billing/core"
+import type { Budget, FundingSource, HoldJournal, Ledger } from "@relay-billing/core"
+import { KnexBilling, KnexClient } from "@relay-billing/knex"
+import type { Audit, Migrations } from "@relay-billing/knex"
+import { walletMigrations } from "./internal/schema.js"
+import * as TokenBudget from "./TokenBudget.js"
+import { WalletAdmin } from "./WalletAdmin.js"
+import * as WalletSource from "./WalletSource.js"
+
+/**
+ * The accounts and tokens tables.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const migrations: Migrations.MigrationSet = walletMigrations
+
+/**
+ * Every migration set a wallet-only deployment needs, in order.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const allMigrations: ReadonlyArray<Migrations.MigrationSet> = [KnexBilling.migrations, walletMigrations]
+
+/**
+ * The balances the audit checks: wallet balances and token budgets.
+ *
+ * @since 0.1.0
+ * @category audit
+ */
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
+  { sourceId: "wallet", table: "accounts", idColumn: "id", balanceColumn: "balance" },
+  { sourceId: "token", table: "tokens", idColumn: "id", balanceColumn: "remain" }
+]
+
+/**
+ * `usedQuota` / `requestCount` on the accounts table.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeCounters = (client: KnexClient.Client): AccountCounters.AccountCounters["Service"] =>
+  AccountCounters.AccountCounters.of({
+    add: (accountId, change) =>
+      client.query("wallet.counters", (db) =>
+        db(client.table("accounts")).where({ id: accountId }).update({
+          used_quota: db.raw("used_quota + ?", [change.usedQuota]),
+          request_count: db.raw("request_count + ?", [change.requestCount])
+        })).pipe(Effect.asVoid)
+  })
+
+/**
+ * The wallet source and the token budget over the client in context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const sources = (
+  options: WalletSource.WalletOptions = {}
+): Effect.Effect<{ readonly wallet: FundingSource.FundingSource; readonly token: Budget.Budget }, never, KnexClient.KnexClient> =>
+  Effect.gen(function*() {
+    const client = yield* KnexClient.KnexClient
+    return { wallet: WalletSource.make(client, options), token: TokenBudget.make(client) }
+  })
+
+/**
+ * The account counters over the client in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const countersLayer: Layer.Layer<AccountCounters.AccountCounters, never, KnexClient.KnexClient> = Layer.effect(
+  AccountCounters.AccountCounters,
+  Effect.gen(function*() {
+    return makeCounters(yield* KnexClient.KnexClient)
+  })
+)
+
+/**
+ * Everything a wallet-funded relay needs over one knex client: `BillingSession`
+ * (journal, ledger, counters and a registry with the wallet and token budget),
+ * and `WalletAdmin`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: { readonly wallet?: WalletSource.WalletOptions; readonly session?: BillingSession.Options } = {}
+): Layer.Layer<
+  | BillingSession.BillingSession
+  | WalletAdmin
+  | HoldJournal.HoldJournal
+  | Ledger.Ledger
+  | AccountCounters.AccountCounters
+  | FundingRegistry.FundingRegistry,
+  never,
+  KnexClient.KnexClient
+> => {
+  const registry = FundingRegistry.FundingRegistry.layerEffect(
+    Effect.map(sources(options.wallet), (s) => ({ funding: [s.wallet], budgets: [s.token] }))
+  )
+  const services = Layer.mergeAll(KnexBilling.layer, countersLayer, registry, WalletAdmin.layer)
+  return BillingSession.BillingSession.layer(options.session).pipe(Layer.provideMerge(services))
+}

@@ -1,0 +1,334 @@
+/**
+ * Admin operations a relay needs on wallets and tokens: create accounts and
+ * tokens, top up (idempotent by key), adjust, read balances. Every input is
+ * decoded with Schema (a typed `InvalidInput` naming the field and value, and
+ * nothing written); every balance change writes a ledger row in the same
+ * transaction.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { BillingError, Quota } from "@relay-billing/core"
+import { KnexClient, KnexLedger } from "@relay-billing/knex"
+import { Input } from "@relay-billing/core"
+import { AccountExists, AccountNotFound, TokenExists, TokenNotFound } from "./WalletError.js"
+
+const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
+const Positive = Quota.Quota.check(Schema.isGreaterThan(0))
+const NonZero = Quota.SignedQuota.check(Schema.makeFilter((n: number) => n !== 0 || "expected a non-zero amount"))
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const CreateAccount = Schema.Struct({
+  id: Id,
+  balance: Schema.optionalKey(Quota.Quota),
+  lowBalanceThreshold: Schema.optionalKey(Quota.Quota)
+})
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const TopUp = Schema.Struct({ accountId: Id, amount: Positive, key: Id })
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Adjust = Schema.Struct({
+  accountId: Id,
+  amount: NonZero,
+  reason: Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(255)),
+  key: Schema.optionalKey(Id)
+})
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const CreateToken = Schema.Struct({
+  id: Id,
+  accountId: Id,
+  remain: Schema.optionalKey(Quota.Quota),
+  unlimited: Schema.optionalKey(Schema.Boolean)
+})
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const AdjustToken = Schema.Struct({
+  tokenId: Id,
+  amount: NonZero,
+  reason: Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(255))
+})
+
+/**
+ * An account's balances.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Account {
+  readonly id: string
+  readonly balance: number
+  readonly usedQuota: number
+  readonly requestCount: number
+  readonly lowBalanceThreshold: number | undefined
+}
+
+/**
+ * A token's budget.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Token {
+  readonly id: string
+  readonly accountId: string
+  readonly remain: number
+  readonly used: number
+  readonly unlimited: boolean
+}
+
+/**
+ * The outcome of a top-up: `applied` is false when the key was used before.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TopUpResult {
+  readonly applied: boolean
+  readonly balance: number
+}
+
+type E = BillingError.InvalidInput | BillingError.StoreError
+
+/**
+ * The admin service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class WalletAdmin extends Context.Service<WalletAdmin, {
+  readonly createAccount: (
+    input: typeof CreateAccount.Encoded
+  ) => Effect.Effect<Account, E | AccountExists | AccountNotFound>
+  readonly topUp: (
+    input: typeof TopUp.Encoded
+  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict>
+  readonly adjust: (
+    input: typeof Adjust.Encoded
+  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict>
+  readonly createToken: (
+    input: typeof CreateToken.Encoded
+  ) => Effect.Effect<Token, E | TokenExists | AccountNotFound | TokenNotFound>
+  readonly adjustToken: (input: typeof AdjustToken.Encoded) => Effect.Effect<Token, E | TokenNotFound>
+  readonly account: (accountId: string) => Effect.Effect<Account, E | AccountNotFound>
+  readonly token: (tokenId: string) => Effect.Effect<Token, E | TokenNotFound>
+}>()("@relay-billing/wallet/WalletAdmin") {
+  /** The admin service over the knex client. */
+  static readonly layer: Layer.Layer<WalletAdmin, never, KnexClient.KnexClient> = Layer.effect(
+    WalletAdmin,
+    Effect.gen(function*() {
+      return make(yield* KnexClient.KnexClient)
+    })
+  )
+}
+
+const toAccount = (row: Record<string, unknown>): Account => ({
+  id: String(row["id"]),
+  balance: Number(row["balance"]),
+  usedQuota: Number(row["used_quota"]),
+  requestCount: Number(row["request_count"]),
+  lowBalanceThreshold: row["low_balance_threshold"] === null || row["low_balance_threshold"] === undefined
+    ? undefined
+    : Number(row["low_balance_threshold"])
+})
+
+const toToken = (row: Record<string, unknown>): Token => ({
+  id: String(row["id"]),
+  accountId: String(row["account_id"]),
+  remain: Number(row["remain"]),
+  used: Number(row["used"]),
+  unlimited: Boolean(row["unlimited"])
+})
+
+/**
+ * Builds the admin service over a client.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
+  const accounts = client.table("accounts")
+  const tokens = client.table("tokens")
+  const ledger = client.table("ledger")
+
+  const account = (accountId: string) =>
+    client.query("wallet.account", (db) => db(accounts).where({ id: accountId }).first()).pipe(
+      Effect.flatMap((row) => row ? Effect.succeed(toAccount(row)) : Effect.fail(new AccountNotFound({ accountId })))
+    )
+  const token = (tokenId: string) =>
+    client.query("wallet.token", (db) => db(tokens).where({ id: tokenId }).first()).pipe(
+      Effect.flatMap((row) => row ? Effect.succeed(toToken(row)) : Effect.fail(new TokenNotFound({ tokenId })))
+    )
+
+  /** A previous use of `key`: same account and amount → its result; otherwise a conflict. */
+  const replay = (key: string, accountId: string, amount: number) =>
+    client.query("wallet.idempotency", (db) => db(ledger).where({ idempotency_key: key }).first()).pipe(
+      Effect.flatMap((row): Effect.Effect<
+        TopUpResult | undefined,
+        BillingError.IdempotencyConflict | BillingError.StoreError | AccountNotFound
+      > => {
+        if (!row) return Effect.succeed(undefined)
+        if (String(row.account_id) !== accountId || Number(row.amount) !== amount) {
+          return Effect.fail(
+            new BillingError.IdempotencyConflict({
+              holdId: key,
+              field: String(row.account_id) !== accountId ? "accountId" : "amount",
+              existing: String(String(row.account_id) !== accountId ? row.account_id : row.amount),
+              requested: String(String(row.account_id) !== accountId ? accountId : amount)
+            })
+          )
+        }
+        return Effect.map(account(accountId), (a): TopUpResult => ({ applied: false, balance: a.balance }))
+      })
+    )
+
+  const credit = (
+    accountId: string,
+    amount: number,
+    kind: "topup" | "adjust",
+    key: string | undefined,
+    note: string
+  ) =>
+    Effect.gen(function*() {
+      if (key !== undefined) {
+        const previous = yield* replay(key, accountId, amount)
+        if (previous) return previous
+      }
+      const applied = client.transaction(Effect.gen(function*() {
+        const changed = yield* client.query("wallet.credit", (db) =>
+          db(accounts).where({ id: accountId }).update({ balance: db.raw("balance + ?", [amount]) }))
+        if (changed === 0) return yield* new AccountNotFound({ accountId })
+        const after = yield* account(accountId)
+        const at = yield* Clock.currentTimeMillis
+        yield* KnexLedger.append(client, [{
+          at,
+          kind,
+          sourceId: "wallet",
+          subjectId: accountId,
+          accountId,
+          amount,
+          balanceAfter: after.balance,
+          note,
+          ...(key !== undefined ? { idempotencyKey: key } : {})
+        }])
+        return { applied: true, balance: after.balance } satisfies TopUpResult
+      }))
+      // Two concurrent uses of one key: the unique index rejects the second; answer as a replay.
+      return yield* applied.pipe(Effect.catchTag("StoreError", (error) =>
+        key === undefined
+          ? Effect.fail(error)
+          : replay(key, accountId, amount).pipe(Effect.flatMap((r) => (r ? Effect.succeed(r) : Effect.fail(error))))
+      ))
+    })
+
+  return WalletAdmin.of({
+    createAccount: (input) =>
+      Effect.gen(function*() {
+        const req = yield* Input.decodeInput(CreateAccount, "")(input)
+        return yield* client.transaction(Effect.gen(function*() {
+          const exists = yield* client.query("wallet.createAccount", (db) => db(accounts).where({ id: req.id }).first("id"))
+          if (exists) return yield* new AccountExists({ accountId: req.id })
+          const at = yield* Clock.currentTimeMillis
+          yield* client.query("wallet.createAccount", (db) =>
+            db(accounts).insert({
+              id: req.id,
+              balance: req.balance ?? 0,
+              used_quota: 0,
+              request_count: 0,
+              low_balance_threshold: req.lowBalanceThreshold ?? null,
+              created_at: at
+            }))
+          if ((req.balance ?? 0) > 0) {
+            yield* KnexLedger.append(client, [{
+              at,
+              kind: "topup",
+              sourceId: "wallet",
+              subjectId: req.id,
+              accountId: req.id,
+              amount: req.balance ?? 0,
+              balanceAfter: req.balance ?? 0,
+              note: "opening balance"
+            }])
+          }
+          return yield* account(req.id)
+        }))
+      }),
+    topUp: (input) =>
+      Effect.flatMap(Input.decodeInput(TopUp, "")(input), (req) => credit(req.accountId, req.amount, "topup", req.key, `top-up ${req.key}`)),
+    adjust: (input) =>
+      Effect.flatMap(Input.decodeInput(Adjust, "")(input), (req) => credit(req.accountId, req.amount, "adjust", req.key, req.reason)),
+    createToken: (input) =>
+      Effect.gen(function*() {
+        const req = yield* Input.decodeInput(CreateToken, "")(input)
+        return yield* client.transaction(Effect.gen(function*() {
+          yield* account(req.accountId)
+          const exists = yield* client.query("wallet.createToken", (db) => db(tokens).where({ id: req.id }).first("id"))
+          if (exists) return yield* new TokenExists({ tokenId: req.id })
+          const at = yield* Clock.currentTimeMillis
+          const remain = req.remain ?? 0
+          yield* client.query("wallet.createToken", (db) =>
+            db(tokens).insert({
+              id: req.id,
+              account_id: req.accountId,
+              remain,
+              used: 0,
+              unlimited: req.unlimited ?? false,
+              created_at: at
+            }))
+          if (remain > 0) {
+            yield* KnexLedger.append(client, [{
+              at,
+              kind: "adjust",
+              sourceId: "token",
+              subjectId: req.id,
+              accountId: req.accountId,
+              amount: remain,
+              balanceAfter: remain,
+              note: "opening budget"
+            }])
+          }
+          return yield* token(req.id)
+        }))
+      }),
+    adjustToken: (input) =>
+      Effect.gen(function*() {
+        const req = yield* Input.decodeInput(AdjustToken, "")(input)
+        return yield* client.transaction(Effect.gen(function*() {
+          const changed = yield* client.query("wallet.adjustToken", (db) =>
+            db(tokens).where({ id: req.tokenId }).update({ remain: db.raw("remain + ?", [req.amount]) }))
+          if (changed === 0) return yield* new TokenNotFound({ tokenId: req.tokenId })
+          const after = yield* token(req.tokenId)
+          const at = yield* Clock.currentTimeMillis
+          yield* KnexLedger.append(client, [{
+            at,
+            kind: "adjust",
+            sourceId: "token",
+            subjectId: req.tokenId,
+            accountId: after.accountId,
+            amount: req.amount,
+            balanceAfter: after.remain,
+            note: req.reason
+          }])
+          return after
+        }))
+      }),
+    account: (accountId) => Effect.flatMap(Input.decodeInput(Id, "accountId")(accountId), account),
+    token: (tokenId) => Effect.flatMap(Input.decodeInput(Id, "tokenId")(tokenId), token)
+  })
+}

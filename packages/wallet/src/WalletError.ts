@@ -1,0 +1,78 @@
+/**
+ * Errors of the wallet admin operations.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/**
+ * An account with this id already exists.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AccountExists extends Schema.TaggedError<AccountExists>()("AccountExists", {
+  accountId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "account_exists" {
+    return "account_exists"
+  }
+  override get message(): string {
+    return `account ${this.accountId} already exists`
+  }
+}
+
+/**
+ * No account with this id.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AccountNotFound extends Schema.TaggedError<AccountNotFound>()("AccountNotFound", {
+  accountId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "account_not_found" {
+    return "account_not_found"
+  }
+  override get message(): string {
+    return `no account ${this.accountId}`
+  }
+}
+
+/**
+ * A token with this id already exists.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TokenExists extends Schema.TaggedError<TokenExists>()("TokenExists", {
+  tokenId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "token_exists" {
+    return "token_exists"
+  }
+  override get message(): string {
+    return `token ${this.tokenId} already exists`
+  }
+}
+
+/**
+ * No token with this id.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TokenNotFound extends Schema.TaggedError<TokenNotFound>()("TokenNotFound", {
+  tokenId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "token_not_found" {
+    return "token_not_found"
+  }
+  override get message(): string {
+    return `no token ${this.tokenId}`
+  }
+}

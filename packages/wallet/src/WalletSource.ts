@@ -1,0 +1,140 @@
+/**
+ * The wallet funding source on knex. Reserve is one conditional
+ * `UPDATE accounts SET balance = balance − ? WHERE id = ? AND balance >= ? AND balance > 0`
+ * checked by affected rows (never read-then-write); settle and refund are
+ * idempotent by hold id through the part records; every balance change writes
+ * its ledger row in the same transaction.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect } from "effect"
+import { BillingError } from "@relay-billing/core"
+import type { FundingSource } from "@relay-billing/core"
+import { KnexLedger, PartRecords } from "@relay-billing/knex"
+import type { KnexClient } from "@relay-billing/knex"
+import { readBalance, resolved } from "./internal/rows.js"
+
+/**
+ * Options of the wallet source.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WalletOptions {
+  /** Source id (default `"wallet"`). */
+  readonly id?: string
+  /**
+   * Settlement policy: by default an extra charge may take the balance below zero
+   * (the answer was already delivered). With `floorAtZero` the charge stops at
+   * zero and the rest is recorded in the ledger as unbilled.
+   */
+  readonly floorAtZero?: boolean
+}
+
+/**
+ * Builds the wallet source over a client.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (client: KnexClient.Client, options: WalletOptions = {}): FundingSource.FundingSource => {
+  const id = options.id ?? "wallet"
+  const accounts = client.table("accounts")
+  const tx = client.transaction
+
+  const move = (accountId: string, change: number, operation: string) =>
+    client.query(operation, (db) =>
+      db(accounts).where({ id: accountId }).update({ balance: db.raw("balance + ?", [change]) })).pipe(
+        Effect.andThen(readBalance(client, accounts, "balance", accountId, operation))
+      )
+
+  return {
+    id,
+    storeId: client.id,
+    balance: (accountId) => readBalance(client, accounts, "balance", accountId, `${id}.balance`).pipe(
+      Effect.map((b) => b ?? 0)
+    ),
+    reserve: (req) =>
+      tx(Effect.gen(function*() {
+        const existing = yield* PartRecords.get(client, id, req.holdId)
+        if (existing) {
+          if (existing.status === "refunded") return yield* resolved(req.holdId, "reserve")
+          return { amount: existing.amount }
+        }
+        const insufficient = (available: number) =>
+          new BillingError.InsufficientFunds({ sourceId: id, accountId: req.accountId, required: req.amount, available })
+        const changed = yield* client.query(`${id}.reserve`, (db) =>
+          db(accounts)
+            .where({ id: req.accountId })
+            .andWhere("balance", ">=", req.amount)
+            .andWhere("balance", ">", 0)
+            .update({ balance: db.raw("balance - ?", [req.amount]) }))
+        const balance = yield* readBalance(client, accounts, "balance", req.accountId, `${id}.reserve`)
+        if (changed === 0) return yield* insufficient(balance ?? 0)
+        const now = yield* Clock.currentTimeMillis
+        yield* PartRecords.insert(client, { sourceId: id, holdId: req.holdId, subjectId: req.accountId, amount: req.amount })
+        if (req.amount > 0) {
+          yield* KnexLedger.append(client, [{
+            at: now,
+            kind: "reserve",
+            sourceId: id,
+            subjectId: req.accountId,
+            accountId: req.accountId,
+            holdId: req.holdId,
+            amount: -req.amount,
+            balanceAfter: balance ?? 0
+          }])
+        }
+        return { amount: req.amount }
+      })),
+    settle: (req) =>
+      tx(Effect.gen(function*() {
+        const part = yield* PartRecords.get(client, id, req.holdId)
+        if (!part) {
+          return yield* new BillingError.StoreError({ operation: `${id}.settle`, detail: `no reservation for hold ${req.holdId}` })
+        }
+        if (part.status === "settled" && part.result) return part.result
+        if (part.status === "refunded") return yield* resolved(req.holdId, "settle")
+        let delta = req.actual - part.amount
+        let unbilled = 0
+        if (options.floorAtZero && delta > 0) {
+          const current = (yield* readBalance(client, accounts, "balance", part.subjectId, `${id}.settle`, true)) ?? 0
+          const payable = Math.min(delta, Math.max(0, current))
+          unbilled = delta - payable
+          delta = payable
+        }
+        const now = yield* Clock.currentTimeMillis
+        const balanceAfter = delta === 0
+          ? (yield* readBalance(client, accounts, "balance", part.subjectId, `${id}.settle`)) ?? 0
+          : (yield* move(part.subjectId, -delta, `${id}.settle`)) ?? 0
+        const base = { sourceId: id, subjectId: part.subjectId, accountId: req.accountId, holdId: req.holdId, at: now }
+        yield* KnexLedger.append(client, [
+          ...(delta !== 0 ? [{ ...base, kind: "settle" as const, amount: -delta, balanceAfter }] : []),
+          ...(unbilled > 0 ? [{ ...base, kind: "unbilled" as const, amount: 0, balanceAfter, unbilled }] : [])
+        ])
+        const result: FundingSource.PartResult = { charged: part.amount + delta, unbilled, balanceAfter }
+        yield* PartRecords.markSettled(client, id, req.holdId, result)
+        return result
+      })),
+    refund: (req) =>
+      tx(Effect.gen(function*() {
+        const part = yield* PartRecords.get(client, id, req.holdId)
+        if (!part || part.status !== "reserved") return
+        const now = yield* Clock.currentTimeMillis
+        if (part.amount > 0) {
+          const balanceAfter = (yield* move(part.subjectId, part.amount, `${id}.refund`)) ?? 0
+          yield* KnexLedger.append(client, [{
+            at: now,
+            kind: req.reason,
+            sourceId: id,
+            subjectId: part.subjectId,
+            accountId: req.accountId,
+            holdId: req.holdId,
+            amount: part.amount,
+            balanceAfter
+          }])
+        }
+        yield* PartRecords.end(client, id, req.holdId, req.reason)
+      }))
+  }
+}

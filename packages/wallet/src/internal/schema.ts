@@ -1,0 +1,32 @@
+import type { Migrations } from "@relay-billing/knex"
+
+const ID = 191
+
+const accountsAndTokens: Migrations.Migration = {
+  name: "0001_accounts_tokens",
+  up: async (knex, { table }) => {
+    await knex.schema.createTable(table("accounts"), (t) => {
+      t.string("id", ID).primary()
+      t.bigInteger("balance").notNullable().defaultTo(0)
+      t.bigInteger("used_quota").notNullable().defaultTo(0)
+      t.bigInteger("request_count").notNullable().defaultTo(0)
+      t.bigInteger("low_balance_threshold").nullable()
+      t.bigInteger("created_at").notNullable()
+    })
+    await knex.schema.createTable(table("tokens"), (t) => {
+      t.string("id", ID).primary()
+      t.string("account_id", ID).notNullable().references("id").inTable(table("accounts"))
+      t.bigInteger("remain").notNullable().defaultTo(0)
+      t.bigInteger("used").notNullable().defaultTo(0)
+      t.boolean("unlimited").notNullable().defaultTo(false)
+      t.bigInteger("created_at").notNullable()
+      t.index(["account_id"], `${table("tokens")}_account`)
+    })
+  },
+  down: async (knex, { table }) => {
+    await knex.schema.dropTableIfExists(table("tokens"))
+    await knex.schema.dropTableIfExists(table("accounts"))
+  }
+}
+
+export const walletMigrations: Migrations.MigrationSet = { name: "wallet", migrations: [accountsAndTokens] }

@@ -1,0 +1,26 @@
+import { Effect, Layer } from "effect"
+import { BillingSession } from "@relay-billing/core"
+import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Wallet } from "../src/index.js"
+
+/** Every database this run can reach (SQLite always; PG/MySQL from the environment). */
+export const targets = TestDatabase.targets()
+
+/** An isolated database with every migration applied. */
+export const migratedClient = (target: TestDatabase.Target) =>
+  Layer.effectDiscard(Migrations.run(Wallet.allMigrations)).pipe(
+    Layer.provideMerge(TestDatabase.layer(target))
+  )
+
+/** Billing over the wallet on an isolated, migrated database. */
+export const walletBilling = (target: TestDatabase.Target, options: Parameters<typeof Wallet.layer>[0] = {}) =>
+  Wallet.layer(options).pipe(Layer.provideMerge(migratedClient(target)))
+
+/** Runs the audit and fails the test with its problems if it is not clean. */
+export const auditClean = Effect.gen(function*() {
+  const report = yield* Audit.run(Wallet.auditBalances)
+  if (!report.ok) return yield* Effect.die(new Error(`audit: ${report.problems.join("; ")}`))
+  return report
+})
+
+export type { BillingSession, KnexClient }
