@@ -9,7 +9,7 @@
 import { Effect } from "effect"
 import type { BillingError, FundingSource } from "@relay-billing/core"
 import type { Client } from "./KnexClient.js"
-import { decodeRows, int } from "./internal/sql.js"
+import { decodeRows, insertIgnore, int } from "./internal/sql.js"
 
 /**
  * The status of one source's reservation.
@@ -85,6 +85,37 @@ export const insert = (
     })).pipe(Effect.asVoid)
 
 /**
+ * Inserts a new `reserved` record unless one exists for (source, hold); returns
+ * whether it inserted. Lets a reserve claim its hold id in one statement.
+ *
+ * @since 0.1.0
+ * @category mutations
+ */
+export const claim = (
+  client: Client,
+  record: { readonly sourceId: string; readonly holdId: string; readonly subjectId: string; readonly amount: number; readonly ref?: string }
+): Effect.Effect<boolean, BillingError.StoreError> =>
+  insertIgnore(client, `${record.sourceId}.part.claim`, client.table("hold_parts"), {
+    source_id: record.sourceId,
+    hold_id: record.holdId,
+    subject_id: record.subjectId,
+    amount: record.amount,
+    ref: record.ref ?? null,
+    status: "reserved",
+    result: null
+  }, ["source_id", "hold_id"]).pipe(Effect.map((n) => n === 1))
+
+/**
+ * Deletes a record (a claim whose reservation then failed).
+ *
+ * @since 0.1.0
+ * @category mutations
+ */
+export const remove = (client: Client, sourceId: string, holdId: string): Effect.Effect<void, BillingError.StoreError> =>
+  client.query(`${sourceId}.part.remove`, (db) =>
+    db(client.table("hold_parts")).where({ source_id: sourceId, hold_id: holdId }).delete()).pipe(Effect.asVoid)
+
+/**
  * Marks a record settled with its result (stored so a repeat returns it).
  *
  * @since 0.1.0
@@ -131,7 +162,4 @@ export const end = (
   holdId: string,
   reason: "refund" | "expire" | "release"
 ): Effect.Effect<void, BillingError.StoreError> =>
-  reason === "release"
-    ? client.query(`${sourceId}.part.release`, (db) =>
-      db(client.table("hold_parts")).where({ source_id: sourceId, hold_id: holdId }).delete()).pipe(Effect.asVoid)
-    : markRefunded(client, sourceId, holdId)
+  reason === "release" ? remove(client, sourceId, holdId) : markRefunded(client, sourceId, holdId)

@@ -20,4 +20,6 @@ export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */
 export * as PartRecords from "./PartRecords.js"
 /** @since 0.1.0 */
+export * as Statements from "./Statements.js"
+/** @since 0.1.0 */
 export * as TestDatabase from "./TestDatabase.js"

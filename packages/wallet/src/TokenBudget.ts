@@ -9,7 +9,7 @@
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Budget, FundingSource } from "@relay-billing/core"
-import { KnexLedger, PartRecords } from "@relay-billing/knex"
+import { KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, resolved } from "./internal/rows.js"
 
@@ -35,11 +35,15 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
 
   /** remain += change, used −= change; returns remain after. */
   const move = (tokenId: string, change: number, operation: string) =>
-    client.query(operation, (db) =>
-      db(tokens).where({ id: tokenId }).update({
-        remain: db.raw("remain + ?", [change]),
-        used: db.raw("used - ?", [change])
-      })).pipe(Effect.andThen(readBalance(client, tokens, "remain", tokenId, operation)), Effect.map((r) => r ?? 0))
+    Statements.updateReturning(
+      client,
+      operation,
+      tokens,
+      (q) => q.where({ id: tokenId }),
+      { remain: client.knex.raw("remain + ?", [change]), used: client.knex.raw("used - ?", [change]) },
+      "remain",
+      { id: tokenId }
+    ).pipe(Effect.map((r) => r ?? 0))
 
   const ledger = (
     kind: "reserve" | "settle" | "refund" | "expire" | "release",
@@ -69,34 +73,48 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
       ),
     reserve: (req) =>
       tx(Effect.gen(function*() {
-        const existing = yield* PartRecords.get(client, id, req.holdId)
-        if (existing) {
-          if (existing.status === "refunded") return yield* resolved(req.holdId, "reserve")
-          return { amount: existing.amount }
+        const claimed = yield* PartRecords.claim(client, {
+          sourceId: id,
+          holdId: req.holdId,
+          subjectId: req.subjectId,
+          amount: req.amount
+        })
+        if (!claimed) {
+          const existing = yield* PartRecords.get(client, id, req.holdId)
+          if (existing?.status === "refunded") return yield* resolved(req.holdId, "reserve")
+          if (existing) return { amount: existing.amount }
+          return yield* new BillingError.StoreError({
+            operation: `${id}.reserve`,
+            detail: `hold ${req.holdId} is being reserved concurrently`
+          })
         }
-        const changed = yield* client.query(`${id}.reserve`, (db) =>
-          db(tokens)
-            .where({ id: req.subjectId, unlimited: false })
-            .andWhere("remain", ">=", req.amount)
-            .update({ remain: db.raw("remain - ?", [req.amount]), used: db.raw("used + ?", [req.amount]) }))
-        let amount: number = req.amount
-        if (changed === 0) {
-          const token = yield* readToken(req.subjectId, `${id}.reserve`)
-          if (!token || !token.unlimited) {
-            return yield* new BillingError.TokenBudgetExceeded({
-              budgetId: id,
-              tokenId: req.subjectId,
-              required: req.amount,
-              remaining: token?.remain ?? 0
-            })
-          }
-          amount = 0 // unlimited: nothing is held; usage moves at settlement
-        } else if (amount > 0) {
-          const after = (yield* readBalance(client, tokens, "remain", req.subjectId, `${id}.reserve`)) ?? 0
-          yield* ledger("reserve", req, req.subjectId, -amount, after)
+        const remain = yield* Statements.updateReturning(
+          client,
+          `${id}.reserve`,
+          tokens,
+          (q) => q.where({ id: req.subjectId, unlimited: false }).andWhere("remain", ">=", req.amount),
+          { remain: client.knex.raw("remain - ?", [req.amount]), used: client.knex.raw("used + ?", [req.amount]) },
+          "remain",
+          { id: req.subjectId }
+        )
+        if (remain !== undefined) {
+          yield* ledger("reserve", req, req.subjectId, -req.amount, remain)
+          return { amount: req.amount }
         }
-        yield* PartRecords.insert(client, { sourceId: id, holdId: req.holdId, subjectId: req.subjectId, amount })
-        return { amount }
+        const token = yield* readToken(req.subjectId, `${id}.reserve`)
+        if (!token || !token.unlimited) {
+          yield* PartRecords.remove(client, id, req.holdId)
+          return yield* new BillingError.TokenBudgetExceeded({
+            budgetId: id,
+            tokenId: req.subjectId,
+            required: req.amount,
+            remaining: token?.remain ?? 0
+          })
+        }
+        // Unlimited: nothing is held (the claim recorded the requested amount; record 0).
+        yield* client.query(`${id}.reserve`, (db) =>
+          db(client.table("hold_parts")).where({ source_id: id, hold_id: req.holdId }).update({ amount: 0 }))
+        return { amount: 0 }
       })),
     settle: (req) =>
       tx(Effect.gen(function*() {

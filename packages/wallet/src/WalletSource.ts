@@ -10,7 +10,7 @@
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { KnexLedger, PartRecords } from "@relay-billing/knex"
+import { KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, resolved } from "./internal/rows.js"
 
@@ -42,11 +42,17 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
   const accounts = client.table("accounts")
   const tx = client.transaction
 
+  /** balance += change on one account; returns the balance after (one statement where RETURNING exists). */
   const move = (accountId: string, change: number, operation: string) =>
-    client.query(operation, (db) =>
-      db(accounts).where({ id: accountId }).update({ balance: db.raw("balance + ?", [change]) })).pipe(
-        Effect.andThen(readBalance(client, accounts, "balance", accountId, operation))
-      )
+    Statements.updateReturning(
+      client,
+      operation,
+      accounts,
+      (q) => q.where({ id: accountId }),
+      { balance: client.knex.raw("balance + ?", [change]) },
+      "balance",
+      { id: accountId }
+    )
 
   return {
     id,
@@ -56,24 +62,44 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
     ),
     reserve: (req) =>
       tx(Effect.gen(function*() {
-        const existing = yield* PartRecords.get(client, id, req.holdId)
-        if (existing) {
-          if (existing.status === "refunded") return yield* resolved(req.holdId, "reserve")
-          return { amount: existing.amount }
+        // Claim the hold id first: one statement on the normal path, and a repeated
+        // reserve finds the existing record instead of debiting twice.
+        const claimed = yield* PartRecords.claim(client, {
+          sourceId: id,
+          holdId: req.holdId,
+          subjectId: req.accountId,
+          amount: req.amount
+        })
+        if (!claimed) {
+          const existing = yield* PartRecords.get(client, id, req.holdId)
+          if (existing?.status === "refunded") return yield* resolved(req.holdId, "reserve")
+          if (existing) return { amount: existing.amount }
+          return yield* new BillingError.StoreError({
+            operation: `${id}.reserve`,
+            detail: `hold ${req.holdId} is being reserved concurrently`
+          })
         }
-        const insufficient = (available: number) =>
-          new BillingError.InsufficientFunds({ sourceId: id, accountId: req.accountId, required: req.amount, available })
-        const changed = yield* client.query(`${id}.reserve`, (db) =>
-          db(accounts)
-            .where({ id: req.accountId })
-            .andWhere("balance", ">=", req.amount)
-            .andWhere("balance", ">", 0)
-            .update({ balance: db.raw("balance - ?", [req.amount]) }))
-        const balance = yield* readBalance(client, accounts, "balance", req.accountId, `${id}.reserve`)
-        if (changed === 0) return yield* insufficient(balance ?? 0)
-        const now = yield* Clock.currentTimeMillis
-        yield* PartRecords.insert(client, { sourceId: id, holdId: req.holdId, subjectId: req.accountId, amount: req.amount })
+        const balance = yield* Statements.updateReturning(
+          client,
+          `${id}.reserve`,
+          accounts,
+          (q) => q.where({ id: req.accountId }).andWhere("balance", ">=", req.amount).andWhere("balance", ">", 0),
+          { balance: client.knex.raw("balance - ?", [req.amount]) },
+          "balance",
+          { id: req.accountId }
+        )
+        if (balance === undefined) {
+          yield* PartRecords.remove(client, id, req.holdId)
+          const available = yield* readBalance(client, accounts, "balance", req.accountId, `${id}.reserve`)
+          return yield* new BillingError.InsufficientFunds({
+            sourceId: id,
+            accountId: req.accountId,
+            required: req.amount,
+            available: available ?? 0
+          })
+        }
         if (req.amount > 0) {
+          const now = yield* Clock.currentTimeMillis
           yield* KnexLedger.append(client, [{
             at: now,
             kind: "reserve",
@@ -82,7 +108,7 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
             accountId: req.accountId,
             holdId: req.holdId,
             amount: -req.amount,
-            balanceAfter: balance ?? 0
+            balanceAfter: balance
           }])
         }
         return { amount: req.amount }

@@ -252,8 +252,8 @@ export const makeEngine = (deps: Deps) => {
   })
 
   const open = Effect.fn("BillingSession.open")(function*(input: OpenInput) {
-    const existing = yield* journal.get(input.holdId)
-    if (existing) return settlerFor(yield* checkExisting(existing, input))
+    // No read first: the insert inside the transaction detects an existing hold (and
+    // makes a concurrent open of the same id wait for, then see, the first one).
     const preference = Preference.normalize(input.preference)
     const now = yield* Clock.currentTimeMillis
     const draft: Hold = {

@@ -1,0 +1,53 @@
+// Every package README's "Runnable example" must run as written: the first ```ts block after
+// that heading is compiled with esbuild and executed by plain Node from this package (which
+// depends on every published package), in a temporary working directory.
+import { spawnSync } from "node:child_process"
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import path from "node:path"
+import { fileURLToPath } from "node:url"
+import { transformSync } from "esbuild"
+import { describe, expect, it } from "vitest"
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const root = path.resolve(here, "..", "..", "..")
+const packagesDir = path.join(root, "packages")
+
+const exampleOf = (readme: string): string | undefined => {
+  const heading = readme.search(/^## Runnable example/m)
+  if (heading < 0) return undefined
+  const block = /```ts\n([\s\S]*?)```/.exec(readme.slice(heading))
+  return block?.[1]
+}
+
+const packages = readdirSync(packagesDir).filter((name) => {
+  const pkg = JSON.parse(readFileSync(path.join(packagesDir, name, "package.json"), "utf8")) as { private?: boolean }
+  return !pkg.private
+})
+
+describe("README runnable examples", () => {
+  for (const name of packages) {
+    it(`packages/${name}/README.md has a runnable example that runs`, () => {
+      const readme = readFileSync(path.join(packagesDir, name, "README.md"), "utf8")
+      const source = exampleOf(readme)
+      expect(source, `packages/${name}/README.md needs a "## Runnable example" section with a ts block`).toBeDefined()
+      const js = transformSync(source!, { loader: "ts", format: "esm", target: "node20" }).code
+      const scratch = path.join(here, "..", ".examples")
+      mkdirSync(scratch, { recursive: true })
+      const file = path.join(scratch, `${name}.mjs`)
+      writeFileSync(file, js)
+      const cwd = mkdtempSync(path.join(tmpdir(), `rb-readme-${name}-`))
+      try {
+        const env = { ...process.env }
+        delete env["NODE_OPTIONS"]
+        const run = spawnSync(process.execPath, [file], { cwd, env, encoding: "utf8", timeout: 60_000 })
+        console.log(`${name} example output:\n${run.stdout}`)
+        expect(run.stderr, run.stderr).not.toMatch(/Error|error:/)
+        expect(run.status, run.stderr).toBe(0)
+        expect(run.stdout.trim().length).toBeGreaterThan(0)
+      } finally {
+        rmSync(cwd, { recursive: true, force: true })
+      }
+    })
+  }
+})
