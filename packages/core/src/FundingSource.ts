@@ -32,6 +32,12 @@ export interface ReserveRequest {
   readonly amount: Quota
   /** Free-form request metadata (model, channel, …) for ledgers and logs. */
   readonly metadata?: Readonly<Record<string, string>>
+  /**
+   * Split funding: the source may reserve less than `amount` (but more than 0),
+   * drawing what it can, and returns what it reserved. Sources that cannot split
+   * ignore it and reserve all of `amount` or fail.
+   */
+  readonly partial?: boolean
 }
 
 /**

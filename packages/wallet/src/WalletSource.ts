@@ -164,3 +164,50 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
       }))
   }
 }
+
+/**
+ * Charges `amount` to an account's wallet outside any reservation of the wallet
+ * source, in the current transaction, with its ledger row (for example a
+ * subscription's overflow above its total). No floor: the balance may go
+ * negative, as for any settlement. Returns the balance after, or `undefined`
+ * when the account does not exist.
+ *
+ * @since 0.1.0
+ * @category mutations
+ */
+export const charge = (
+  client: KnexClient.Client,
+  input: {
+    readonly accountId: string
+    readonly amount: number
+    readonly holdId?: string
+    readonly note: string
+    readonly sourceId?: string
+  }
+): Effect.Effect<number | undefined, BillingError.StoreError> =>
+  Effect.gen(function*() {
+    const sourceId = input.sourceId ?? "wallet"
+    const balanceAfter = yield* Statements.updateReturning(
+      client,
+      `${sourceId}.charge`,
+      client.table("accounts"),
+      (q) => q.where({ id: input.accountId }),
+      { balance: client.knex.raw("balance - ?", [input.amount]) },
+      "balance",
+      { id: input.accountId }
+    )
+    if (balanceAfter === undefined) return undefined
+    const at = yield* Clock.currentTimeMillis
+    yield* KnexLedger.append(client, [{
+      at,
+      kind: "settle",
+      sourceId,
+      subjectId: input.accountId,
+      accountId: input.accountId,
+      ...(input.holdId !== undefined ? { holdId: input.holdId } : {}),
+      amount: -input.amount,
+      balanceAfter,
+      note: input.note
+    }])
+    return balanceAfter
+  })
