@@ -21,6 +21,7 @@ import type {
   UnknownSource
 } from "./BillingError.js"
 import { BillingEvents } from "./BillingEvents.js"
+import { LowBalance } from "./LowBalance.js"
 import type { BillingSettler, RefundError, RefundResult, SettleError } from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
@@ -55,6 +56,12 @@ export const OpenRequest = Schema.Struct({
   force: Schema.optionalKey(Schema.Boolean),
   /** An explicit order of funding source ids, overriding the preference. */
   sources: Schema.optionalKey(Schema.Array(Id).check(Schema.isMinLength(1))),
+  /**
+   * Split funding for this request: when no single source can cover the
+   * estimate, draw from several in order (default: the engine's
+   * `splitFundingFor`, else off).
+   */
+  split: Schema.optionalKey(Schema.Boolean),
   /** Lifetime of the hold before the recovery pass may refund it. */
   ttlMillis: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
   metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
@@ -90,6 +97,11 @@ export interface Options {
   readonly tokenBudgetId?: string
   /** How many expired holds one `reapExpired` call handles (default 500). */
   readonly reapBatch?: number
+  /**
+   * Per-account opt-in to split funding, asked when an open does not set
+   * `split` and no single source can cover the estimate.
+   */
+  readonly splitFundingFor?: (accountId: string) => Effect.Effect<boolean, StoreError>
 }
 
 /**
@@ -133,6 +145,14 @@ export class BillingSession extends Context.Service<BillingSession, {
   readonly settle: (holdId: string, actual: number) => Effect.Effect<Settlement, SettleError>
   /** Refunds a hold, exactly once; a no-op after settle or expiry. */
   readonly refund: (holdId: string) => Effect.Effect<RefundResult, RefundError>
+  /**
+   * Post-consume: charges `actual` once after the work, through the source the
+   * preference picks (fallback on insufficient funds only), without a balance
+   * condition — the work is done, so the charge may take a balance negative.
+   * Idempotent by `holdId`: a repeat returns the first settlement. The request's
+   * `estimate` is ignored.
+   */
+  readonly charge: (request: OpenRequest, actual: number) => Effect.Effect<Settlement, OpenError | SettleError>
   /** Reads a hold. */
   readonly get: (holdId: string) => Effect.Effect<Hold, HoldNotFound | StoreError>
   /** Refunds pending holds past their expiry and marks them expired, exactly once. */
@@ -140,7 +160,8 @@ export class BillingSession extends Context.Service<BillingSession, {
 }>()("@relay-billing/core/BillingSession") {
   /**
    * Builds the engine from a journal, a registry of sources and the account
-   * counters. `BillingEvents` is read when the layer is built (default: dropped).
+   * counters. `BillingEvents` (default: dropped) and `LowBalance` (default: in
+   * memory, threshold 1,000) are read when the layer is built.
    */
   static layer(options: Options = {}): Layer.Layer<BillingSession, never, HoldJournal | FundingRegistry | AccountCounters> {
     return Layer.effect(BillingSession, BillingSession.make(options))
@@ -154,12 +175,14 @@ export class BillingSession extends Context.Service<BillingSession, {
         registry: yield* FundingRegistry,
         counters: yield* AccountCounters,
         events: yield* BillingEvents,
+        lowBalance: yield* LowBalance,
         config: {
           holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000,
           trustThreshold: options.trustBypass?.threshold,
           roles: options.roles ?? FundingResolver.defaultRoles,
           tokenBudgetId: options.tokenBudgetId ?? "token",
-          reapBatch: options.reapBatch ?? 500
+          reapBatch: options.reapBatch ?? 500,
+          splitFundingFor: options.splitFundingFor
         }
       })
       const decodeOpen = decodeInput(OpenRequest, "")
@@ -168,6 +191,7 @@ export class BillingSession extends Context.Service<BillingSession, {
         settle: (holdId, actual) => engine.settle(holdId, actual),
         refund: (holdId) => engine.refund(holdId),
         get: (holdId) => engine.get(holdId),
+        charge: (request, actual) => Effect.flatMap(decodeOpen({ ...request, estimate: 0 }), (r) => engine.charge(r, actual)),
         reapExpired: (opts) => engine.reapExpired(opts)
       })
     })

@@ -10,6 +10,9 @@ import { Cause, Effect, Exit } from "effect"
 import type {
   ContractViolation,
   HoldNotFound,
+  IdempotencyConflict,
+  InsufficientFunds,
+  TokenBudgetExceeded,
   HoldResolved,
   InvalidInput,
   SettleIncomplete,
@@ -19,12 +22,17 @@ import type {
 import type { HoldStatus, Settlement } from "./Hold.js"
 
 /**
- * Errors a settle can fail with.
+ * Errors a settle can fail with. The open-time errors (`InsufficientFunds`,
+ * `TokenBudgetExceeded`, `IdempotencyConflict`) come only from post-consume
+ * settlers, whose settle is the charge itself.
  *
  * @since 0.1.0
  * @category errors
  */
 export type SettleError =
+  | InsufficientFunds
+  | TokenBudgetExceeded
+  | IdempotencyConflict
   | InvalidInput
   | HoldNotFound
   | HoldResolved

@@ -38,6 +38,12 @@ export interface ReserveRequest {
    * ignore it and reserve all of `amount` or fail.
    */
   readonly partial?: boolean
+  /**
+   * Post-consume: the work is already done, so the source records the
+   * reservation even when the balance cannot cover it (the amount is 0 or the
+   * source's minimum; settlement then charges the actual cost, without a floor).
+   */
+  readonly unconditional?: boolean
 }
 
 /**

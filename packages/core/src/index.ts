@@ -31,6 +31,8 @@ export * as Input from "./Input.js"
 /** @since 0.1.0 */
 export * as Ledger from "./Ledger.js"
 /** @since 0.1.0 */
+export * as LowBalance from "./LowBalance.js"
+/** @since 0.1.0 */
 export * as Preference from "./Preference.js"
 /** @since 0.1.0 */
 export * as Quota from "./Quota.js"

@@ -593,7 +593,8 @@ const modelSettle = (m: Model, holdId: string, actual: number): Predicted => {
     funding = {
       charged: h.reserved + (target - before) + (overflow - unbilled),
       unbilled,
-      balanceAfter: sub.total - sub.used
+      // an unlimited subscription (total 0) reports no balance
+      ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {})
     }
   }
   const parts: Array<unknown> = [{

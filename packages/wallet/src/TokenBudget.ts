@@ -92,7 +92,10 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
           client,
           `${id}.reserve`,
           tokens,
-          (q) => q.where({ id: req.subjectId, unlimited: false }).andWhere("remain", ">=", req.amount),
+          (q) =>
+            req.unconditional
+              ? q.where({ id: req.subjectId, unlimited: false })
+              : q.where({ id: req.subjectId, unlimited: false }).andWhere("remain", ">=", req.amount),
           { remain: client.knex.raw("remain - ?", [req.amount]), used: client.knex.raw("used + ?", [req.amount]) },
           "remain",
           { id: req.subjectId }

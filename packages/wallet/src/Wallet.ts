@@ -13,6 +13,7 @@ import type { Audit, Migrations } from "@relay-billing/knex"
 import { walletMigrations } from "./internal/schema.js"
 import * as TokenBudget from "./TokenBudget.js"
 import { WalletAdmin } from "./WalletAdmin.js"
+import * as WalletLowBalance from "./WalletLowBalance.js"
 import * as WalletSource from "./WalletSource.js"
 
 /**
@@ -94,7 +95,11 @@ export const countersLayer: Layer.Layer<AccountCounters.AccountCounters, never, 
  * @category layers
  */
 export const layer = (
-  options: { readonly wallet?: WalletSource.WalletOptions; readonly session?: BillingSession.Options } = {}
+  options: {
+    readonly wallet?: WalletSource.WalletOptions
+    readonly session?: BillingSession.Options
+    readonly lowBalance?: WalletLowBalance.Options
+  } = {}
 ): Layer.Layer<
   | BillingSession.BillingSession
   | WalletAdmin
@@ -109,5 +114,36 @@ export const layer = (
     Effect.map(sources(options.wallet), (s) => ({ funding: [s.wallet], budgets: [s.token] }))
   )
   const services = Layer.mergeAll(KnexBilling.layer, countersLayer, registry, WalletAdmin.layer)
-  return BillingSession.BillingSession.layer(options.session).pipe(Layer.provideMerge(services))
+  return sessionLayer(options).pipe(Layer.provideMerge(services))
 }
+
+/**
+ * The `BillingSession` over the knex client with the wallet package's defaults:
+ * the database-backed low-balance policy, and split funding opted into per
+ * account (`WalletAdmin.setSplitFunding`) unless `session.splitFundingFor` says
+ * otherwise. Needs the journal, registry and counters.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const sessionLayer = (
+  options: { readonly session?: BillingSession.Options; readonly lowBalance?: WalletLowBalance.Options } = {}
+): Layer.Layer<
+  BillingSession.BillingSession,
+  never,
+  KnexClient.KnexClient | HoldJournal.HoldJournal | FundingRegistry.FundingRegistry | AccountCounters.AccountCounters
+> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const client = yield* KnexClient.KnexClient
+    const session: BillingSession.Options = {
+      splitFundingFor: (accountId) =>
+        client.query("wallet.splitFunding", (db) =>
+          db(client.table("accounts")).where({ id: accountId }).first("split_funding")).pipe(
+            Effect.map((row) => Boolean(row?.split_funding))
+          ),
+      ...options.session
+    }
+    return BillingSession.BillingSession.layer(session).pipe(
+      Layer.provide(WalletLowBalance.layer(options.lowBalance))
+    )
+  }))

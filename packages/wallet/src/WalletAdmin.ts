@@ -66,6 +66,22 @@ export const AdjustToken = Schema.Struct({
 })
 
 /**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const SetThreshold = Schema.Struct({
+  accountId: Id,
+  /** Below this balance (after a settle) a `LowBalance` event is published; null restores the default. */
+  threshold: Schema.NullOr(Quota.Quota)
+})
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const SetSplitFunding = Schema.Struct({ accountId: Id, enabled: Schema.Boolean })
+
+/**
  * An account's balances.
  *
  * @since 0.1.0
@@ -77,6 +93,7 @@ export interface Account {
   readonly usedQuota: number
   readonly requestCount: number
   readonly lowBalanceThreshold: number | undefined
+  readonly splitFunding: boolean
 }
 
 /**
@@ -126,6 +143,10 @@ export class WalletAdmin extends Context.Service<WalletAdmin, {
     input: typeof CreateToken.Encoded
   ) => Effect.Effect<Token, E | TokenExists | AccountNotFound | TokenNotFound>
   readonly adjustToken: (input: typeof AdjustToken.Encoded) => Effect.Effect<Token, E | TokenNotFound>
+  readonly setLowBalanceThreshold: (
+    input: typeof SetThreshold.Encoded
+  ) => Effect.Effect<Account, E | AccountNotFound>
+  readonly setSplitFunding: (input: typeof SetSplitFunding.Encoded) => Effect.Effect<Account, E | AccountNotFound>
   readonly account: (accountId: string) => Effect.Effect<Account, E | AccountNotFound>
   readonly token: (tokenId: string) => Effect.Effect<Token, E | TokenNotFound>
 }>()("@relay-billing/wallet/WalletAdmin") {
@@ -145,7 +166,8 @@ const toAccount = (row: Record<string, unknown>): Account => ({
   requestCount: Number(row["request_count"]),
   lowBalanceThreshold: row["low_balance_threshold"] === null || row["low_balance_threshold"] === undefined
     ? undefined
-    : Number(row["low_balance_threshold"])
+    : Number(row["low_balance_threshold"]),
+  splitFunding: Boolean(row["split_funding"])
 })
 
 const toToken = (row: Record<string, unknown>): Token => ({
@@ -327,6 +349,22 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
           }])
           return after
         }))
+      }),
+    setLowBalanceThreshold: (input) =>
+      Effect.gen(function*() {
+        const req = yield* Input.decodeInput(SetThreshold, "")(input)
+        const changed = yield* client.query("wallet.setThreshold", (db) =>
+          db(accounts).where({ id: req.accountId }).update({ low_balance_threshold: req.threshold }))
+        if (changed === 0) return yield* new AccountNotFound({ accountId: req.accountId })
+        return yield* account(req.accountId)
+      }),
+    setSplitFunding: (input) =>
+      Effect.gen(function*() {
+        const req = yield* Input.decodeInput(SetSplitFunding, "")(input)
+        const changed = yield* client.query("wallet.setSplitFunding", (db) =>
+          db(accounts).where({ id: req.accountId }).update({ split_funding: req.enabled }))
+        if (changed === 0) return yield* new AccountNotFound({ accountId: req.accountId })
+        return yield* account(req.accountId)
       }),
     account: (accountId) => Effect.flatMap(Input.decodeInput(Id, "accountId")(accountId), account),
     token: (tokenId) => Effect.flatMap(Input.decodeInput(Id, "tokenId")(tokenId), token)

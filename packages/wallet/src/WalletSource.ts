@@ -79,12 +79,21 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
             detail: `hold ${req.holdId} is being reserved concurrently`
           })
         }
+        // Split funding: take what the wallet has (read under a row lock), up to the amount.
+        let amount: number = req.amount
+        if (req.partial) {
+          const current = (yield* readBalance(client, accounts, "balance", req.accountId, `${id}.reserve`, true)) ?? 0
+          if (current > 0) amount = Math.min(current, req.amount)
+        }
         const balance = yield* Statements.updateReturning(
           client,
           `${id}.reserve`,
           accounts,
-          (q) => q.where({ id: req.accountId }).andWhere("balance", ">=", req.amount).andWhere("balance", ">", 0),
-          { balance: client.knex.raw("balance - ?", [req.amount]) },
+          (q) =>
+            req.unconditional
+              ? q.where({ id: req.accountId })
+              : q.where({ id: req.accountId }).andWhere("balance", ">=", amount).andWhere("balance", ">", 0),
+          { balance: client.knex.raw("balance - ?", [amount]) },
           "balance",
           { id: req.accountId }
         )
@@ -98,7 +107,11 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
             available: available ?? 0
           })
         }
-        if (req.amount > 0) {
+        if (amount !== req.amount) {
+          yield* client.query(`${id}.part.amount`, (db) =>
+            db(client.table("hold_parts")).where({ source_id: id, hold_id: req.holdId }).update({ amount }))
+        }
+        if (amount > 0) {
           const now = yield* Clock.currentTimeMillis
           yield* KnexLedger.append(client, [{
             at: now,
@@ -107,11 +120,11 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
             subjectId: req.accountId,
             accountId: req.accountId,
             holdId: req.holdId,
-            amount: -req.amount,
+            amount: -amount,
             balanceAfter: balance
           }])
         }
-        return { amount: req.amount }
+        return { amount }
       })),
     settle: (req) =>
       tx(Effect.gen(function*() {

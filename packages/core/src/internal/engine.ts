@@ -12,6 +12,7 @@ import {
   UnknownSource
 } from "../BillingError.js"
 import type { Publisher } from "../BillingEvents.js"
+import type { Policy as LowBalancePolicy } from "../LowBalance.js"
 import { BillingEvent } from "../BillingEvents.js"
 import type { BillingSettler, RefundResult } from "../BillingSettler.js"
 import type { Budget } from "../Budget.js"
@@ -33,6 +34,7 @@ export interface EngineConfig {
   readonly roles: FundingResolver.Roles
   readonly tokenBudgetId: string
   readonly reapBatch: number
+  readonly splitFundingFor: ((accountId: string) => Effect.Effect<boolean, StoreError>) | undefined
 }
 
 /** A decoded open request. */
@@ -46,6 +48,8 @@ export interface OpenInput {
   readonly force?: boolean
   readonly sources?: ReadonlyArray<string>
   readonly ttlMillis?: number
+  readonly split?: boolean
+  readonly postConsume?: boolean
   readonly metadata?: Readonly<Record<string, string>>
 }
 
@@ -60,6 +64,7 @@ export interface ReapReport {
 type Target = FundingSource | Budget
 
 interface Deps {
+  readonly lowBalance: LowBalancePolicy
   readonly journal: HoldJournal["Service"]
   readonly registry: FundingRegistry["Service"]
   readonly counters: AccountCounters["Service"]
@@ -73,7 +78,7 @@ class Duplicate {
 
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
-  const { config, counters, events, journal, registry } = deps
+  const { config, counters, events, journal, lowBalance, registry } = deps
 
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
 
@@ -114,7 +119,8 @@ export const makeEngine = (deps: Deps) => {
     input: OpenInput,
     subjectId: string,
     amount: Quota,
-    failures: Array<unknown>
+    failures: Array<unknown>,
+    partial = false
   ) =>
     Effect.acquireRelease(
       (target.reserve as FundingSource["reserve"])({
@@ -122,6 +128,8 @@ export const makeEngine = (deps: Deps) => {
         accountId: input.accountId,
         subjectId,
         amount,
+        ...(partial ? { partial } : {}),
+        ...(input.postConsume ? { unconditional: true } : {}),
         ...(input.metadata ? { metadata: input.metadata } : {})
       }).pipe(
         Effect.flatMap((reservation) =>
@@ -217,6 +225,77 @@ export const makeEngine = (deps: Deps) => {
       return yield* Effect.failCause(exit.cause)
     })
 
+  /**
+   * Split funding: the token reserves the whole estimate, then each source in
+   * order reserves what it can of the rest (`partial`), until it is covered.
+   */
+  const splitAttempt = (
+    outer: Scope.Scope,
+    sources: ReadonlyArray<FundingSource>,
+    budget: Budget | undefined,
+    input: OpenInput
+  ) =>
+    Effect.gen(function*() {
+      const amount = input.estimate
+      const child = yield* Scope.fork(outer)
+      const failures: Array<unknown> = []
+      const exit = yield* Effect.exit(
+        Effect.gen(function*() {
+          const budgetParts: Array<HoldPart> = []
+          if (budget !== undefined && input.tokenId !== undefined) {
+            budgetParts.push(yield* acquirePart(budget, "budget", input, input.tokenId, amount, failures))
+          }
+          const funding: Array<HoldPart> = []
+          let remaining = amount as number
+          for (const source of sources) {
+            if (remaining === 0) break
+            const result = yield* Effect.result(
+              acquirePart(source, "funding", input, input.accountId, remaining as Quota, failures, true)
+            )
+            if (result._tag === "Failure") {
+              if (result.failure instanceof InsufficientFunds) continue
+              return yield* Effect.fail(result.failure)
+            }
+            if (result.success.amount === 0) {
+              return yield* new ContractViolation({
+                sourceId: source.id,
+                detail: "a partial reservation must reserve more than 0 or fail with InsufficientFunds"
+              })
+            }
+            funding.push(result.success)
+            remaining -= result.success.amount
+          }
+          if (remaining > 0) {
+            return yield* new InsufficientFunds({
+              sourceId: sources.map((s) => s.id).join("+"),
+              accountId: input.accountId,
+              required: amount,
+              available: amount - remaining,
+              reason: "split funding: all sources together cannot cover the estimate"
+            })
+          }
+          return { parts: [...funding, ...budgetParts], amount, trusted: false }
+        }).pipe(Scope.provide(child))
+      )
+      if (Exit.isSuccess(exit)) return exit.value
+      yield* Scope.close(child, exit)
+      if (failures.length > 0) {
+        return yield* new StoreError({
+          operation: "open.compensate",
+          detail: `could not give back a partial reservation of hold ${input.holdId}`,
+          cause: failures[0]
+        })
+      }
+      return yield* Effect.failCause(exit.cause)
+    })
+
+  const splitWanted = (input: OpenInput) =>
+    input.split !== undefined
+      ? Effect.succeed(input.split)
+      : config.splitFundingFor
+      ? config.splitFundingFor(input.accountId)
+      : Effect.succeed(false)
+
   const reserveChain = (input: OpenInput, preference: Preference.Preference) =>
     Effect.gen(function*() {
       const outer = yield* Scope.Scope
@@ -235,6 +314,11 @@ export const makeEngine = (deps: Deps) => {
           continue
         }
         return yield* Effect.fail(error)
+      }
+      if (firstShortfall && input.estimate > 0 && (yield* splitWanted(input))) {
+        const sources: Array<FundingSource> = []
+        for (const sourceId of order) sources.push(yield* registry.funding(sourceId))
+        return yield* splitAttempt(outer, sources, budget, input)
       }
       return yield* Effect.fail(
         firstShortfall ??
@@ -358,7 +442,10 @@ export const makeEngine = (deps: Deps) => {
       }
       return { hold: settled, settlement, fresh: true }
     }))
-    if (outcome.fresh) yield* publish(BillingEvent.Settled({ hold: outcome.hold, settlement: outcome.settlement }))
+    if (outcome.fresh) {
+      yield* publish(BillingEvent.Settled({ hold: outcome.hold, settlement: outcome.settlement }))
+      yield* warnIfLow(outcome.hold, outcome.settlement)
+    }
     const incomplete = outcome.settlement.incomplete
     if (outcome.fresh && incomplete) {
       return yield* new SettleIncomplete({
@@ -370,6 +457,29 @@ export const makeEngine = (deps: Deps) => {
     }
     return outcome.settlement
   })
+
+  /**
+   * Publishes one `LowBalance` when the paying source (the last funding part that
+   * charged anything) ended below the account's threshold, within the policy's
+   * rate limit. Never fails the settle: a policy error is logged.
+   */
+  const warnIfLow = (hold: Hold, settlement: Settlement) =>
+    Effect.gen(function*() {
+      const paying = [...settlement.parts].reverse().find((p) => p.kind === "funding" && p.charged > 0)
+      if (!paying || paying.balanceAfter === undefined) return
+      const threshold = yield* lowBalance.threshold(hold.accountId)
+      if (!(paying.balanceAfter < threshold)) return
+      if (!(yield* lowBalance.claim(hold.accountId, paying.sourceId, settlement.settledAt))) return
+      yield* publish(BillingEvent.LowBalance({
+        accountId: hold.accountId,
+        sourceId: paying.sourceId,
+        subjectId: paying.subjectId,
+        balance: paying.balanceAfter,
+        threshold
+      }))
+    }).pipe(
+      Effect.catchCause((cause) => Effect.logWarning("relay-billing: low-balance check failed", cause))
+    )
 
   // ---------------------------------------------------------------- refund / expire
 
@@ -434,12 +544,31 @@ export const makeEngine = (deps: Deps) => {
     return report
   })
 
+  /**
+   * Post-consume: one charge of `actual` after the work, without a reservation
+   * before it. Opens an unconditional hold of 0 (the source's minimum) and
+   * settles it with `actual` in one transaction; idempotent by hold id (a repeat
+   * returns the first settlement).
+   */
+  const charge = (input: OpenInput, actualInput: number) =>
+    Effect.gen(function*() {
+      const actual = yield* QuotaModule.decode("actual", actualInput)
+      const existing = yield* journal.get(input.holdId)
+      if (existing?.status === "settled" && existing.settlement) {
+        yield* checkExisting({ ...existing, status: "pending" }, { ...input, estimate: 0 as Quota })
+        return existing.settlement
+      }
+      return yield* journal.transaction(
+        Effect.flatMap(open({ ...input, estimate: 0 as Quota, postConsume: true, force: true }), (s) => s.settle(actual))
+      )
+    }).pipe(Effect.withSpan("BillingSession.charge", { attributes: { holdId: input.holdId } }))
+
   const get = (holdId: string) =>
     journal.get(holdId).pipe(
       Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
     )
 
-  return { open, settle, refund, reapExpired, get }
+  return { open, settle, refund, reapExpired, get, charge }
 }
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({

@@ -62,7 +62,9 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
         }
         const row = wallet(state, req.accountId)
         const balance = row?.balance ?? 0
-        if (!row || balance <= 0 || balance < req.amount) {
+        // Split funding: take what the wallet has, up to the amount.
+        const amount = req.partial && row && balance > 0 ? Math.min(balance, req.amount) : req.amount
+        if (!row || (!req.unconditional && (balance <= 0 || balance < amount))) {
           return yield* new BillingError.InsufficientFunds({
             sourceId: id,
             accountId: req.accountId,
@@ -71,20 +73,20 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
           })
         }
         const now = yield* Clock.currentTimeMillis
-        row.balance -= req.amount
-        state.parts.set(partKey(id, req.holdId), { amount: req.amount, status: "reserved" })
-        if (req.amount !== 0) {
+        row.balance -= amount
+        state.parts.set(partKey(id, req.holdId), { amount, status: "reserved" })
+        if (amount !== 0) {
           state.ledger.push(ledgerRow(state, now, {
             kind: "reserve",
             sourceId: id,
             subjectId: req.accountId,
             accountId: req.accountId,
             holdId: req.holdId,
-            amount: -req.amount,
+            amount: -amount,
             balanceAfter: row.balance
           }))
         }
-        return { amount: req.amount }
+        return { amount }
       })),
     settle: (req) =>
       store.atomic(Effect.gen(function*() {
@@ -197,7 +199,7 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
           return { amount: existing.amount as Quota.Quota }
         }
         const row = state.tokens.get(req.subjectId)
-        if (!row || (!row.unlimited && row.remain < req.amount)) {
+        if (!row || (!row.unlimited && !req.unconditional && row.remain < req.amount)) {
           return yield* new BillingError.TokenBudgetExceeded({
             budgetId: id,
             tokenId: req.subjectId,
@@ -299,7 +301,13 @@ export const makeSubscription = (
         const active = [...state.subscriptions.values()]
           .filter((s) => s.accountId === req.accountId && isActive(s, now))
           .sort((a, b) => a.endAt - b.endAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-        const chosen = active.find((s) => s.total === 0 || s.total - s.used >= req.amount)
+        // Split funding (partial): the soonest-expiring subscription with any room gives
+        // what it has (this in-memory source draws from one subscription per hold).
+        const chosen = req.partial
+          ? active.find((s) => s.total === 0 || s.total - s.used > 0)
+          : active.find((s) => s.total === 0 || s.total - s.used >= req.amount) ??
+            (req.unconditional ? active[0] : undefined)
+        const amount = chosen && req.partial && chosen.total > 0 ? Math.min(req.amount, chosen.total - chosen.used) : req.amount
         if (!chosen) {
           return yield* new BillingError.InsufficientFunds({
             sourceId: id,
@@ -309,10 +317,10 @@ export const makeSubscription = (
             reason: active.length === 0 ? "no active subscription" : "subscription quota insufficient"
           })
         }
-        chosen.used += req.amount
-        subLedger(state, now, chosen, "reserve", req.holdId, -req.amount)
-        state.parts.set(partKey(id, req.holdId), { amount: req.amount, ref: chosen.id, status: "reserved" })
-        return { amount: req.amount, ref: chosen.id }
+        chosen.used += amount
+        subLedger(state, now, chosen, "reserve", req.holdId, -amount)
+        state.parts.set(partKey(id, req.holdId), { amount, ref: chosen.id, status: "reserved" })
+        return { amount, ref: chosen.id }
       })),
     settle: (req) =>
       store.atomic(Effect.gen(function*() {
@@ -359,7 +367,8 @@ export const makeSubscription = (
         const result = {
           charged: part.amount + (target - before) + (overflow - unbilled),
           unbilled: unbilled as Quota.Quota,
-          balanceAfter: sub.total - sub.used
+          // An unlimited subscription (total 0) has no balance to warn about.
+          ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {})
         }
         part.status = "settled"
         part.result = result

@@ -29,4 +29,30 @@ const accountsAndTokens: Migrations.Migration = {
   }
 }
 
-export const walletMigrations: Migrations.MigrationSet = { name: "wallet", migrations: [accountsAndTokens] }
+const noticesAndSplit: Migrations.Migration = {
+  name: "0002_low_balance_notices_split_funding",
+  up: async (knex, { table }) => {
+    await knex.schema.alterTable(table("accounts"), (t) => {
+      t.boolean("split_funding").notNullable().defaultTo(false)
+    })
+    // The last two low-balance warnings per (account, source): a sliding window of 2.
+    await knex.schema.createTable(table("low_balance_notices"), (t) => {
+      t.string("account_id", ID).notNullable()
+      t.string("source_id", 64).notNullable()
+      t.bigInteger("sent1").notNullable()
+      t.bigInteger("sent2").notNullable()
+      t.primary(["account_id", "source_id"])
+    })
+  },
+  down: async (knex, { table }) => {
+    await knex.schema.dropTableIfExists(table("low_balance_notices"))
+    await knex.schema.alterTable(table("accounts"), (t) => {
+      t.dropColumn("split_funding")
+    })
+  }
+}
+
+export const walletMigrations: Migrations.MigrationSet = {
+  name: "wallet",
+  migrations: [accountsAndTokens, noticesAndSplit]
+}

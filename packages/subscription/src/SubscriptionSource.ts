@@ -1,0 +1,225 @@
+/**
+ * The subscription funding source on knex. A reservation of `max(P, 1)` goes to
+ * the soonest-expiring active subscription with room (ties by id), after a lazy
+ * reset of a period that has ended; the rows are locked (`SELECT … FOR UPDATE`)
+ * on PostgreSQL/MySQL and SQLite serialises writers. Settlement moves
+ * `amount_used` by the delta, floored at 0; what goes above a non-zero total
+ * goes to the wallet in the same transaction when the plan allows it, and is
+ * otherwise recorded in the ledger as unbilled — never silently dropped.
+ * Idempotent by hold id; a hold id already refunded is a typed error.
+ *
+ * @since 0.1.0
+ */
+import { Effect } from "effect"
+import { BillingError } from "@relay-billing/core"
+import type { FundingSource } from "@relay-billing/core"
+import { PartRecords } from "@relay-billing/knex"
+import type { KnexClient } from "@relay-billing/knex"
+import { WalletSource } from "@relay-billing/wallet"
+import type { Draw, SubscriptionRow } from "./internal/rows.js"
+import { decodeDraw, encodeDraw, isActive, room } from "./internal/rows.js"
+import { makeStore, now } from "./internal/store.js"
+
+/**
+ * Options of the source.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubscriptionOptions {
+  /** Source id (default `"subscription"`). */
+  readonly id?: string
+  /** Id of the wallet source that receives overflow (default `"wallet"`). */
+  readonly walletId?: string
+  /** Time zone of calendar resets (default `"UTC"`). */
+  readonly timeZone?: string
+}
+
+/**
+ * Builds the subscription source over a client.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (client: KnexClient.Client, options: SubscriptionOptions = {}): FundingSource.FundingSource => {
+  const id = options.id ?? "subscription"
+  const walletId = options.walletId ?? "wallet"
+  const store = makeStore(client, id, options.timeZone ?? "UTC")
+  const tx = client.transaction
+
+  const activeAfterReset = (accountId: string, at: number) =>
+    Effect.gen(function*() {
+      const rows = yield* store.lockActive(accountId, at)
+      for (const row of rows) yield* store.resetIfDue(row, at)
+      return rows
+    })
+
+  /** Rows drawn by a part, locked, with due resets applied. */
+  const drawnRows = (draw: Draw, at: number) =>
+    Effect.gen(function*() {
+      const rows = yield* store.lockRows(draw.map((d) => d.id))
+      for (const row of rows) yield* store.resetIfDue(row, at)
+      return rows
+    })
+
+  const missing = (operation: string, holdId: string) =>
+    new BillingError.StoreError({ operation: `${id}.${operation}`, detail: `no reservation for hold ${holdId}` })
+
+  /** Charges `extra` above a row's total to the wallet (if allowed) or records it unbilled. */
+  const overflow = (row: SubscriptionRow, amount: number, holdId: string) =>
+    Effect.gen(function*() {
+      if (amount <= 0) return 0
+      if (row.allowWalletOverflow) {
+        const after = yield* WalletSource.charge(client, {
+          accountId: row.accountId,
+          amount,
+          holdId,
+          sourceId: walletId,
+          note: `overflow of subscription ${row.id}`
+        })
+        if (after !== undefined) return 0
+      }
+      yield* store.ledger(row, "unbilled", holdId, 0, {
+        unbilled: amount,
+        note: row.allowWalletOverflow ? "overflow: no wallet to charge" : "overflow not allowed by the plan"
+      })
+      return amount
+    })
+
+  return {
+    id,
+    storeId: client.id,
+    minimumReservation: (requested) => Math.max(requested, 1) as typeof requested,
+    availability: (accountId) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const rows = yield* client.query(`${id}.availability`, (db) =>
+          db(store.subscriptions)
+            .select("allow_wallet_overflow")
+            .where({ account_id: accountId, status: "active" })
+            .andWhere("start_at", "<=", at)
+            .andWhere("end_at", ">", at))
+        return {
+          available: rows.length > 0,
+          allowFallback: rows.every((r: { allow_wallet_overflow: unknown }) => Boolean(r.allow_wallet_overflow))
+        }
+      }),
+    reserve: (req) =>
+      tx(Effect.gen(function*() {
+        const claimed = yield* PartRecords.claim(client, {
+          sourceId: id,
+          holdId: req.holdId,
+          subjectId: req.accountId,
+          amount: req.amount
+        })
+        if (!claimed) {
+          const existing = yield* PartRecords.get(client, id, req.holdId)
+          if (existing?.status === "refunded") {
+            return yield* new BillingError.HoldResolved({ holdId: req.holdId, status: "refunded", operation: "reserve" })
+          }
+          if (existing) return { amount: existing.amount, ...(existing.ref ? { ref: existing.ref } : {}) }
+          return yield* new BillingError.StoreError({ operation: `${id}.reserve`, detail: `hold ${req.holdId} is being reserved concurrently` })
+        }
+        const at = yield* now
+        const rows = yield* activeAfterReset(req.accountId, at)
+        const draw: Array<{ id: string; amount: number }> = []
+        if (req.partial) {
+          let remaining: number = req.amount
+          for (const row of rows) {
+            if (remaining === 0) break
+            const take = Math.min(remaining, room(row))
+            if (take > 0) {
+              draw.push({ id: row.id, amount: take })
+              remaining -= take
+            }
+          }
+        } else {
+          // Post-consume (unconditional): the soonest-expiring active subscription takes it
+          // even without room; settlement applies the overflow rule.
+          const chosen = rows.find((row) => room(row) >= req.amount) ?? (req.unconditional ? rows[0] : undefined)
+          if (chosen) draw.push({ id: chosen.id, amount: req.amount })
+        }
+        if (draw.length === 0) {
+          yield* PartRecords.remove(client, id, req.holdId)
+          const best = rows.reduce((m, r) => Math.max(m, Math.min(room(r), Number.MAX_SAFE_INTEGER)), 0)
+          return yield* new BillingError.InsufficientFunds({
+            sourceId: id,
+            accountId: req.accountId,
+            required: req.amount,
+            available: best,
+            reason: rows.length === 0 ? "no active subscription" : "subscription quota insufficient"
+          })
+        }
+        for (const d of draw) {
+          const row = rows.find((r) => r.id === d.id)!
+          yield* store.setUsed(row, row.used + d.amount, "reserve", req.holdId)
+        }
+        const amount = draw.reduce((a, d) => a + d.amount, 0)
+        const ref = encodeDraw(draw)
+        yield* client.query(`${id}.part.ref`, (db) =>
+          db(client.table("hold_parts")).where({ source_id: id, hold_id: req.holdId }).update({ amount, ref }))
+        return { amount, ref }
+      })),
+    settle: (req) =>
+      tx(Effect.gen(function*() {
+        const part = yield* PartRecords.get(client, id, req.holdId)
+        if (!part) return yield* missing("settle", req.holdId)
+        if (part.status === "settled" && part.result) return part.result
+        if (part.status === "refunded") {
+          return yield* new BillingError.HoldResolved({ holdId: req.holdId, status: "refunded", operation: "settle" })
+        }
+        const draw = decodeDraw(part.ref)
+        const at = yield* now
+        const rows = yield* drawnRows(draw, at)
+        let delta = req.actual - part.amount
+        let unbilled = 0
+        let last: SubscriptionRow | undefined = rows[rows.length - 1]
+        if (delta > 0) {
+          // The extra goes to the last row with room (the last row if none has room).
+          const target = [...rows].reverse().find((r) => room(r) > 0) ?? last
+          if (target) {
+            const wanted = target.used + delta
+            const capped = target.total > 0 ? Math.min(wanted, target.total) : wanted
+            yield* store.setUsed(target, capped, "settle", req.holdId)
+            unbilled = yield* overflow(target, wanted - capped, req.holdId)
+            last = target
+          }
+        } else if (delta < 0) {
+          // Give back in reverse order, never below 0 (a reset may have cleared the usage).
+          let back = -delta
+          for (const d of [...draw].reverse()) {
+            const row = rows.find((r) => r.id === d.id)
+            if (!row || back === 0) continue
+            const give = Math.min(back, d.amount)
+            back -= give
+            yield* store.setUsed(row, Math.max(0, row.used - give), "settle", req.holdId)
+            last = row
+          }
+          delta = 0
+        }
+        const result: FundingSource.PartResult = {
+          charged: req.actual - unbilled,
+          unbilled,
+          // An unlimited subscription (total 0) has no balance to warn about.
+          ...(last && last.total > 0 ? { balanceAfter: last.total - last.used } : {})
+        }
+        yield* PartRecords.markSettled(client, id, req.holdId, result)
+        return result
+      })),
+    refund: (req) =>
+      tx(Effect.gen(function*() {
+        const part = yield* PartRecords.get(client, id, req.holdId)
+        if (!part || part.status !== "reserved") return
+        const draw = decodeDraw(part.ref)
+        const at = yield* now
+        const rows = yield* drawnRows(draw, at)
+        for (const d of draw) {
+          const row = rows.find((r) => r.id === d.id)
+          if (row) yield* store.setUsed(row, Math.max(0, row.used - d.amount), req.reason, req.holdId)
+        }
+        yield* PartRecords.end(client, id, req.holdId, req.reason)
+      }))
+  }
+}
+
+export { isActive }
