@@ -72,16 +72,31 @@ export const run = (
         client.query(`audit.${b.sourceId}.balances`, (db) =>
           db(client.table(b.table)).select({ id: b.idColumn, balance: b.balanceColumn }))
       ])
+      // A value that is not a safe integer is itself a problem to report, never a throw.
+      const read = (value: unknown, what: string): number | undefined => {
+        try {
+          return int(value, what)
+        } catch {
+          problems.push(`${b.sourceId}: ${what} ${String(value)} is not a safe integer`)
+          return undefined
+        }
+      }
       yield* decodeRows(`audit.${b.sourceId}`, () => {
         const bySubject = new Map<string, number>()
         for (const s of sums as Array<Record<string, unknown>>) {
-          bySubject.set(String(s["subject_id"]), int(s["total"] ?? 0, "sum(amount)"))
+          const total = read(s["total"] ?? 0, `ledger sum of ${String(s["subject_id"])}`)
+          if (total !== undefined) bySubject.set(String(s["subject_id"]), total)
+          else bySubject.set(String(s["subject_id"]), Number.NaN)
         }
         for (const r of rows as Array<Record<string, unknown>>) {
           subjects++
           const id = String(r["id"])
-          const balance = int(r["balance"], b.balanceColumn)
+          const balance = read(r["balance"], `${b.table}.${b.balanceColumn} of ${id}`)
           const sum = bySubject.get(id) ?? 0
+          if (balance === undefined || Number.isNaN(sum)) {
+            bySubject.delete(id)
+            continue
+          }
           bySubject.delete(id)
           if (sum !== sign * balance) {
             problems.push(`${b.sourceId} ${id}: ${b.table}.${b.balanceColumn} ${balance} but the ledger sums to ${sum}`)

@@ -135,10 +135,11 @@ export class WalletAdmin extends Context.Service<WalletAdmin, {
   ) => Effect.Effect<Account, E | AccountExists | AccountNotFound>
   readonly topUp: (
     input: typeof TopUp.Encoded
-  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict>
+  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict | BillingError.InsufficientFunds>
+  /** A negative adjustment never takes the balance below zero (`InsufficientFunds`). */
   readonly adjust: (
     input: typeof Adjust.Encoded
-  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict>
+  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict | BillingError.InsufficientFunds>
   readonly createToken: (
     input: typeof CreateToken.Encoded
   ) => Effect.Effect<Token, E | TokenExists | AccountNotFound | TokenNotFound>
@@ -159,11 +160,18 @@ export class WalletAdmin extends Context.Service<WalletAdmin, {
   )
 }
 
+/** Reads a money column and checks it is a safe integer (a corrupt row is a defect, not a number). */
+const safe = (value: unknown, column: string): number => {
+  const n = Number(value)
+  if (!Number.isSafeInteger(n)) throw new Error(`${column} ${String(value)} is not a safe integer`)
+  return n
+}
+
 const toAccount = (row: Record<string, unknown>): Account => ({
   id: String(row["id"]),
-  balance: Number(row["balance"]),
-  usedQuota: Number(row["used_quota"]),
-  requestCount: Number(row["request_count"]),
+  balance: safe(row["balance"], "balance"),
+  usedQuota: safe(row["used_quota"], "used_quota"),
+  requestCount: safe(row["request_count"], "request_count"),
   lowBalanceThreshold: row["low_balance_threshold"] === null || row["low_balance_threshold"] === undefined
     ? undefined
     : Number(row["low_balance_threshold"]),
@@ -173,8 +181,8 @@ const toAccount = (row: Record<string, unknown>): Account => ({
 const toToken = (row: Record<string, unknown>): Token => ({
   id: String(row["id"]),
   accountId: String(row["account_id"]),
-  remain: Number(row["remain"]),
-  used: Number(row["used"]),
+  remain: safe(row["remain"], "remain"),
+  used: safe(row["used"], "used"),
   unlimited: Boolean(row["unlimited"])
 })
 
@@ -233,9 +241,31 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
         if (previous) return previous
       }
       const applied = client.transaction(Effect.gen(function*() {
-        const changed = yield* client.query("wallet.credit", (db) =>
-          db(accounts).where({ id: accountId }).update({ balance: db.raw("balance + ?", [amount]) }))
-        if (changed === 0) return yield* new AccountNotFound({ accountId })
+        // Guarded in the statement: an admin debit never takes a balance below zero (only a
+        // settlement may), and a credit never takes it past the largest safe integer.
+        const changed = yield* client.query("wallet.credit", (db) => {
+          const q = db(accounts).where({ id: accountId })
+          if (amount < 0) q.andWhere("balance", ">=", -amount)
+          else q.andWhere("balance", "<=", Number.MAX_SAFE_INTEGER - amount)
+          return q.update({ balance: db.raw("balance + ?", [amount]) })
+        })
+        if (changed === 0) {
+          const current = yield* account(accountId)
+          if (amount < 0) {
+            return yield* new BillingError.InsufficientFunds({
+              sourceId: "wallet",
+              accountId,
+              required: -amount,
+              available: current.balance,
+              reason: "an adjustment may not take the balance below zero"
+            })
+          }
+          return yield* new BillingError.InvalidInput({
+            field: "amount",
+            value: String(amount),
+            reason: `the balance ${current.balance} would exceed ${Number.MAX_SAFE_INTEGER}`
+          })
+        }
         const after = yield* account(accountId)
         const at = yield* Clock.currentTimeMillis
         yield* KnexLedger.append(client, [{
@@ -259,11 +289,25 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
       ))
     })
 
+  /** A unique-key violation from a concurrent create becomes the typed "exists" error. */
+  const existsAfter = <A, E, X>(
+    effect: Effect.Effect<A, E>,
+    exists: Effect.Effect<boolean, BillingError.StoreError>,
+    error: () => X
+  ): Effect.Effect<A, E | X | BillingError.StoreError> =>
+    Effect.catch(effect, (cause): Effect.Effect<A, E | X | BillingError.StoreError> =>
+      cause instanceof BillingError.StoreError
+        ? Effect.flatMap(exists, (found) => Effect.fail(found ? error() : cause))
+        : Effect.fail(cause))
+
   return WalletAdmin.of({
     createAccount: (input) =>
       Effect.gen(function*() {
         const req = yield* Input.decodeInput(CreateAccount, "")(input)
-        return yield* client.transaction(Effect.gen(function*() {
+        const exists = client.query("wallet.exists", (db) => db(accounts).where({ id: req.id }).first("id")).pipe(
+          Effect.map(Boolean)
+        )
+        return yield* existsAfter(client.transaction(Effect.gen(function*() {
           const exists = yield* client.query("wallet.createAccount", (db) => db(accounts).where({ id: req.id }).first("id"))
           if (exists) return yield* new AccountExists({ accountId: req.id })
           const at = yield* Clock.currentTimeMillis
@@ -289,7 +333,7 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
             }])
           }
           return yield* account(req.id)
-        }))
+        })), exists, () => new AccountExists({ accountId: req.id }))
       }),
     topUp: (input) =>
       Effect.flatMap(Input.decodeInput(TopUp, "")(input), (req) => credit(req.accountId, req.amount, "topup", req.key, `top-up ${req.key}`)),
@@ -298,7 +342,10 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
     createToken: (input) =>
       Effect.gen(function*() {
         const req = yield* Input.decodeInput(CreateToken, "")(input)
-        return yield* client.transaction(Effect.gen(function*() {
+        const exists = client.query("wallet.exists", (db) => db(tokens).where({ id: req.id }).first("id")).pipe(
+          Effect.map(Boolean)
+        )
+        return yield* existsAfter(client.transaction(Effect.gen(function*() {
           yield* account(req.accountId)
           const exists = yield* client.query("wallet.createToken", (db) => db(tokens).where({ id: req.id }).first("id"))
           if (exists) return yield* new TokenExists({ tokenId: req.id })
@@ -326,7 +373,7 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
             }])
           }
           return yield* token(req.id)
-        }))
+        })), exists, () => new TokenExists({ tokenId: req.id }))
       }),
     adjustToken: (input) =>
       Effect.gen(function*() {
