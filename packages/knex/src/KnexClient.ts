@@ -97,15 +97,18 @@ const storeError = (operation: string) => (cause: unknown) =>
     cause
   })
 
-const maxRetries = 8
+const maxRetries = 12
 
 /** Deadlocks, lock-wait timeouts and serialization failures, on every dialect. */
 const isRetryable = (error: unknown): boolean => {
   if (!(error instanceof BillingError.StoreError)) return false
   const cause = error.cause as { code?: unknown; errno?: unknown } | undefined
   if (!cause || typeof cause !== "object") return false
+  // SQLite reports extended codes: SQLITE_BUSY_SNAPSHOT is what a transaction that read
+  // before writing gets when another process committed in between (busy_timeout does not
+  // apply to it); the whole transaction was rolled back, so running it again is safe.
   return cause.errno === 1213 || cause.errno === 1205 || cause.code === "40P01" || cause.code === "40001" ||
-    cause.code === "SQLITE_BUSY"
+    (typeof cause.code === "string" && cause.code.startsWith("SQLITE_BUSY"))
 }
 
 const dialectOf = (instance: Knex): Dialect => {

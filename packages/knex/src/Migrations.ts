@@ -3,14 +3,16 @@
  * (its migrations as code, run through a knex `migrationSource` with the
  * package's own migrations table, prefixed); {@link run} applies every set the
  * host installed, in order. It is safe to run from several processes at once:
- * knex's migration lock serialises them and a process that finds the lock taken
- * waits and retries.
+ * the lock table and its single row are created idempotently first, knex's
+ * migration lock then serialises the runs, and a process that finds the lock
+ * taken waits and retries.
  *
  * @since 0.1.0
  */
 import { Effect, Schedule } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import type { Knex } from "knex"
+import { insertIgnore } from "./internal/sql.js"
 import { KnexClient } from "./KnexClient.js"
 import type { Dialect } from "./KnexClient.js"
 
@@ -69,6 +71,23 @@ const migrationSource = (set: MigrationSet, context: MigrationContext): Knex.Mig
     })
 })
 
+/** knex's lock table (same shape as knex creates) with exactly one row, index 1. */
+const ensureLockRow = (client: KnexClient["Service"], lockTable: string) =>
+  Effect.gen(function*() {
+    const exists = yield* client.query("migrate.lock.exists", (db) => db.schema.hasTable(lockTable))
+    if (!exists) {
+      // A concurrent creator makes this fail; the retry then finds the table.
+      yield* client.query("migrate.lock.create", (db) =>
+        db.schema.createTable(lockTable, (t) => {
+          t.increments("index").primary()
+          t.integer("is_locked")
+        }))
+    }
+    yield* insertIgnore(client, "migrate.lock.row", lockTable, { index: 1, is_locked: 0 }, "index")
+    // Repair a table left with extra unlocked rows by an earlier race.
+    yield* client.query("migrate.lock.repair", (db) => db(lockTable).whereNot("index", 1).andWhere("is_locked", 0).delete())
+  })
+
 /**
  * Applies every set's pending migrations, in order.
  *
@@ -84,6 +103,12 @@ export const run = (
     const report: Record<string, ReadonlyArray<string>> = {}
     for (const set of sets) {
       const tableName = `${client.prefix}${set.name}_migrations`
+      // knex creates its lock table and lock row by checking, then inserting: processes
+      // starting together can insert several rows, after which knex's lock (which wants
+      // exactly one row to change) can never be taken again. Create both idempotently first.
+      yield* ensureLockRow(client, `${tableName}_lock`).pipe(
+        Effect.retry({ schedule: Schedule.spaced("100 millis"), times: 20 })
+      )
       // Another process holding the lock (or creating the migrations table at the same
       // moment) makes knex fail at once; wait and try again, the second run is a no-op.
       const [, applied] = yield* client.query(
