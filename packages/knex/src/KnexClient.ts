@@ -98,6 +98,7 @@ const storeError = (operation: string) => (cause: unknown) =>
   })
 
 const maxRetries = 12
+const retrySchedule = Schedule.exponential("5 millis").pipe(Schedule.jittered)
 
 /** Deadlocks, lock-wait timeouts and serialization failures, on every dialect. */
 const isRetryable = (error: unknown): boolean => {
@@ -182,7 +183,7 @@ export const fromKnex = (
         return yield* (lock ? lock.withPermit(body) : body).pipe(
           Effect.retry({
             while: (error) => isRetryable(error),
-            schedule: Schedule.exponential("5 millis").pipe(Schedule.jittered),
+            schedule: retrySchedule,
             times: maxRetries
           })
         )

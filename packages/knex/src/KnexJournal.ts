@@ -75,10 +75,16 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
         return options?.forUpdate && lockable ? q.forUpdate() : q
       }).pipe(Effect.flatMap((row) => decodeRows("journal.get", () => (row ? fromRow(row) : undefined)))),
     update: (hold, expected) =>
-      client.query("journal.update", (db) => {
-        const { id: _id, ...changes } = toRow(hold)
-        return db(holds).where({ id: hold.id, status: expected }).update(changes)
-      }).pipe(Effect.map((n) => n === 1)),
+      client.query("journal.update", (db) =>
+        // Only what a hold changes after it was inserted.
+        db(holds).where({ id: hold.id, status: expected }).update({
+          status: hold.status,
+          reserved: hold.reserved,
+          trusted: hold.trusted,
+          parts: JSON.stringify(hold.parts),
+          resolved_at: hold.resolvedAt ?? null,
+          settlement: hold.settlement ? JSON.stringify(hold.settlement) : null
+        })).pipe(Effect.map((n) => n === 1)),
     expired: (now, limit) =>
       client.query("journal.expired", (db) =>
         db(holds)

@@ -28,7 +28,7 @@ describe("post-consume", () => {
       assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 7_000, requestCount: 1 } })
       assert.deepStrictEqual(
         store.entries().filter((e) => e.holdId === "r1").map((e) => [e.sourceId, e.kind, e.amount]),
-        [["wallet", "settle", -7_000], ["token", "settle", -7_000]]
+        [["token", "settle", -7_000], ["wallet", "settle", -7_000]]
       )
       assert.deepStrictEqual(store.audit().problems, [])
     }).pipe(Effect.provide(layer))

@@ -428,11 +428,13 @@ describe("new-api B5: funding settled but the token step failed", () => {
       const engine = yield* Engine
       const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
       const opened = store.snapshot()
-      store.faults.failNext("token.settle")
+      // In one store, settle runs in the lock order of open (token, then wallet): the token's
+      // extra debit is applied first, then the wallet step fails.
+      store.faults.failNext("wallet.settle")
       const error = yield* expectFailure(s.settle(A), "StoreError")
-      assert.strictEqual(error.operation, "token.settle")
-      assert.strictEqual(store.faults.calls("wallet.settle"), 1)
-      // The wallet's extra debit was rolled back with the transaction.
+      assert.strictEqual(error.operation, "wallet.settle")
+      assert.strictEqual(store.faults.calls("token.settle"), 1)
+      // The token's extra debit was rolled back with the transaction.
       assert.deepStrictEqual(store.snapshot(), opened)
       assert.deepStrictEqual(store.snapshot().holds, { h1: "pending" })
       assert.isTrue(yield* s.needsRefund)
@@ -444,8 +446,8 @@ describe("new-api B5: funding settled but the token step failed", () => {
       assert.deepStrictEqual(snap.tokens, { t: { remain: R - A, used: A } })
       assert.deepStrictEqual(snap.counters, { a: { usedQuota: A, requestCount: 1 } })
       assert.deepStrictEqual(ledgerOf(store, "h1").filter(([, kind]) => kind === "settle"), [
-        ["wallet", "settle", -(A - P)],
-        ["token", "settle", -(A - P)]
+        ["token", "settle", -(A - P)],
+        ["wallet", "settle", -(A - P)]
       ])
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))

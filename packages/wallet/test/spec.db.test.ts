@@ -162,8 +162,8 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* holdLedger("s1-h"), [
             `token reserve ${-P} → ${R - P}`,
             `wallet reserve ${-P} → ${W - P}`,
-            `wallet settle ${P - A} → ${W - A}`,
-            `token settle ${P - A} → ${R - A}`
+            `token settle ${P - A} → ${R - A}`,
+            `wallet settle ${P - A} → ${W - A}`
           ])
           assert.deepStrictEqual(yield* partRecords("s1-h"), [`token:settled:${P}`, `wallet:settled:${P}`])
           yield* auditClean
@@ -181,8 +181,8 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* holdLedger("s2-h"), [
             `token reserve ${-P} → ${R - P}`,
             `wallet reserve ${-P} → ${W - P}`,
-            `wallet settle ${P - A} → ${W - A}`,
-            `token settle ${P - A} → ${R - A}`
+            `token settle ${P - A} → ${R - A}`,
+            `wallet settle ${P - A} → ${W - A}`
           ])
           // The answer was already streamed: the extra charge has no floor by default.
           yield* account("s2-low", 50_000, { unlimited: true })
@@ -700,7 +700,7 @@ for (const target of targets) {
           const settlement = yield* s.settle(A)
           assert.deepStrictEqual({ reserved: settlement.reserved, delta: settlement.delta }, { reserved: 0, delta: A })
           assert.deepStrictEqual(yield* state("tr", "tr-t"), { W: 1_000_000 - A, usedQuota: A, requestCount: 1, R: -A, TU: A })
-          assert.deepStrictEqual(yield* holdLedger("tr-h"), [`wallet settle ${-A} → ${1_000_000 - A}`, `token settle ${-A} → ${-A}`])
+          assert.deepStrictEqual(yield* holdLedger("tr-h"), [`token settle ${-A} → ${-A}`, `wallet settle ${-A} → ${1_000_000 - A}`])
 
           // A trusted hold refunds nothing and still ends refunded.
           const t = yield* billing.open({ holdId: "tr-h2", accountId: "tr", tokenId: "tr-t", estimate: P, preference: "wallet_only" })

@@ -1,4 +1,4 @@
-import { Clock, Effect, Exit, Scope } from "effect"
+import { Cause, Clock, Effect, Exit, Scope } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
 import {
   ContractViolation,
@@ -72,6 +72,13 @@ interface Deps {
   readonly config: EngineConfig
 }
 
+interface AttemptContext {
+  /** Causes of failed releases of external parts. */
+  readonly failures: Array<unknown>
+  /** Parts acquired in the journal's store, to release explicitly on a fallback. */
+  readonly acquired: Array<{ readonly target: Target; readonly part: HoldPart }>
+}
+
 class Duplicate {
   readonly _tag = "Duplicate"
 }
@@ -112,14 +119,21 @@ export const makeEngine = (deps: Deps) => {
       return hold
     })
 
-  /** Acquires one part in the current scope; it is given back if the scope closes with a failure. */
+  /**
+   * Acquires one part in the current scope. An external part is released if the
+   * scope closes with a failure; a part in the journal's store is undone by the
+   * transaction's rollback instead (running its release inside a transaction the
+   * database already aborted would fail and hide the original error). It is
+   * recorded in `acquired` so a fallback, which keeps the transaction, can
+   * release it explicitly.
+   */
   const acquirePart = (
     target: Target,
     kind: HoldPart["kind"],
     input: OpenInput,
     subjectId: string,
     amount: Quota,
-    failures: Array<unknown>,
+    ctx: AttemptContext,
     partial = false
   ) =>
     Effect.acquireRelease(
@@ -134,12 +148,16 @@ export const makeEngine = (deps: Deps) => {
       }).pipe(
         Effect.flatMap((reservation) =>
           QuotaModule.isQuota(reservation.amount) && reservation.amount <= amount
-            ? Effect.succeed<HoldPart>({
-              kind,
-              sourceId: target.id,
-              subjectId,
-              amount: reservation.amount,
-              ...(reservation.ref !== undefined ? { ref: reservation.ref } : {})
+            ? Effect.sync((): HoldPart => {
+              const part: HoldPart = {
+                kind,
+                sourceId: target.id,
+                subjectId,
+                amount: reservation.amount as Quota,
+                ...(reservation.ref !== undefined ? { ref: reservation.ref } : {})
+              }
+              if (shared(target)) ctx.acquired.push({ target, part })
+              return part
             })
             : Effect.fail(
               new ContractViolation({
@@ -150,22 +168,55 @@ export const makeEngine = (deps: Deps) => {
         )
       ),
       (part, exit) =>
-        Exit.isSuccess(exit) ? Effect.void : target.refund({
-          holdId: input.holdId,
-          accountId: input.accountId,
-          part,
-          reason: "release"
-        }).pipe(
+        Exit.isSuccess(exit) || shared(target) ? Effect.void : release(target, part, input).pipe(
           Effect.catchCause((cause) => {
-            failures.push(cause)
-            return shared(target)
-              ? Effect.logDebug("relay-billing: compensation inside the rolled-back transaction failed", cause)
-              : Effect.logError("relay-billing: compensation of an external reservation failed", cause).pipe(
-                Effect.annotateLogs({ holdId: input.holdId, sourceId: target.id })
-              )
+            ctx.failures.push(cause)
+            return Effect.logError("relay-billing: compensation of an external reservation failed", cause).pipe(
+              Effect.annotateLogs({ holdId: input.holdId, sourceId: target.id })
+            )
           })
         )
     )
+
+  const release = (target: Target, part: HoldPart, input: OpenInput) =>
+    target.refund({ holdId: input.holdId, accountId: input.accountId, part, reason: "release" })
+
+  /**
+   * Ends a failed attempt: external parts are released by closing its scope. On
+   * insufficient funds the open goes on to the next source inside the same
+   * transaction, so the attempt's shared parts are released explicitly, and a
+   * failed release aborts the open. Any other failure aborts the transaction,
+   * whose rollback undoes the shared parts; its original cause is kept (a
+   * deadlock stays retryable).
+   */
+  const endAttempt = <E>(
+    child: Scope.Closeable,
+    exit: Exit.Failure<unknown, E>,
+    ctx: AttemptContext,
+    input: OpenInput
+  ): Effect.Effect<never, E | StoreError> =>
+    Effect.gen(function*() {
+      yield* Scope.close(child, exit)
+      const cause = exit.cause
+      const first = Cause.findErrorOption(cause)
+      const shortfall = first._tag === "Some" && first.value instanceof InsufficientFunds
+      if (shortfall) {
+        for (const { part, target } of [...ctx.acquired].reverse()) {
+          const released = yield* Effect.exit(release(target, part, input))
+          if (released._tag === "Failure") ctx.failures.push(released.cause)
+        }
+      }
+      // A failed release of an external part leaves money outside the store: report it
+      // (the original cause is in the log). Shared parts never fail here: the rollback undoes them.
+      if (ctx.failures.length > 0) {
+        return yield* new StoreError({
+          operation: "open.compensate",
+          detail: `could not give back a partial reservation of hold ${input.holdId}`,
+          cause: ctx.failures[0]
+        })
+      }
+      return yield* Effect.failCause(cause)
+    })
 
   const isTrusted = (source: FundingSource, budget: Budget | undefined, input: OpenInput) =>
     Effect.gen(function*() {
@@ -196,14 +247,14 @@ export const makeEngine = (deps: Deps) => {
         })
       }
       const child = yield* Scope.fork(outer)
-      const failures: Array<unknown> = []
+      const ctx: AttemptContext = { failures: [], acquired: [] }
       const exit = yield* Effect.exit(
         Effect.gen(function*() {
           const parts: Array<HoldPart> = []
           if (budget !== undefined && input.tokenId !== undefined) {
-            parts.push(yield* acquirePart(budget, "budget", input, input.tokenId, amount, failures))
+            parts.push(yield* acquirePart(budget, "budget", input, input.tokenId, amount, ctx))
           }
-          const funding = yield* acquirePart(source, "funding", input, input.accountId, amount, failures)
+          const funding = yield* acquirePart(source, "funding", input, input.accountId, amount, ctx)
           if (funding.amount !== amount) {
             return yield* new ContractViolation({
               sourceId: source.id,
@@ -214,15 +265,7 @@ export const makeEngine = (deps: Deps) => {
         }).pipe(Scope.provide(child))
       )
       if (Exit.isSuccess(exit)) return exit.value
-      yield* Scope.close(child, exit)
-      if (failures.length > 0) {
-        return yield* new StoreError({
-          operation: "open.compensate",
-          detail: `could not give back a partial reservation of hold ${input.holdId}`,
-          cause: failures[0]
-        })
-      }
-      return yield* Effect.failCause(exit.cause)
+      return yield* endAttempt(child, exit, ctx, input)
     })
 
   /**
@@ -238,19 +281,19 @@ export const makeEngine = (deps: Deps) => {
     Effect.gen(function*() {
       const amount = input.estimate
       const child = yield* Scope.fork(outer)
-      const failures: Array<unknown> = []
+      const ctx: AttemptContext = { failures: [], acquired: [] }
       const exit = yield* Effect.exit(
         Effect.gen(function*() {
           const budgetParts: Array<HoldPart> = []
           if (budget !== undefined && input.tokenId !== undefined) {
-            budgetParts.push(yield* acquirePart(budget, "budget", input, input.tokenId, amount, failures))
+            budgetParts.push(yield* acquirePart(budget, "budget", input, input.tokenId, amount, ctx))
           }
           const funding: Array<HoldPart> = []
           let remaining = amount as number
           for (const source of sources) {
             if (remaining === 0) break
             const result = yield* Effect.result(
-              acquirePart(source, "funding", input, input.accountId, remaining as Quota, failures, true)
+              acquirePart(source, "funding", input, input.accountId, remaining as Quota, ctx, true)
             )
             if (result._tag === "Failure") {
               if (result.failure instanceof InsufficientFunds) continue
@@ -278,15 +321,7 @@ export const makeEngine = (deps: Deps) => {
         }).pipe(Scope.provide(child))
       )
       if (Exit.isSuccess(exit)) return exit.value
-      yield* Scope.close(child, exit)
-      if (failures.length > 0) {
-        return yield* new StoreError({
-          operation: "open.compensate",
-          detail: `could not give back a partial reservation of hold ${input.holdId}`,
-          cause: failures[0]
-        })
-      }
-      return yield* Effect.failCause(exit.cause)
+      return yield* endAttempt(child, exit, ctx, input)
     })
 
   const splitWanted = (input: OpenInput) =>
@@ -332,7 +367,7 @@ export const makeEngine = (deps: Deps) => {
     preConsumed: hold.reserved,
     needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
     settle: (actual) => settle(hold.id, actual),
-    refund: refund(hold.id)
+    refund: Effect.suspend(() => refund(hold.id))
   })
 
   const open = Effect.fn("BillingSession.open")(function*(input: OpenInput) {
@@ -394,10 +429,18 @@ export const makeEngine = (deps: Deps) => {
       const funding = hold.parts.filter((p) => p.kind === "funding")
       const budgets = hold.parts.filter((p) => p.kind === "budget")
       const amounts = allocate(funding.map((p) => p.amount), actual)
-      const plan: Array<readonly [HoldPart, Quota]> = [
-        ...funding.map((p, i) => [p, amounts[i] ?? (0 as Quota)] as const),
-        ...budgets.map((p) => [p, actual] as const)
-      ]
+      const fundingPlan = funding.map((p, i) => [p, amounts[i] ?? (0 as Quota)] as const)
+      const budgetPlan = budgets.map((p) => [p, actual] as const)
+      // In one store, settle in the order open reserved (budget, then funding): the same lock
+      // order for every operation, so a concurrent open and settle on one account cannot
+      // deadlock. With an external part, funding goes first (new-api's B5 rule: what was
+      // charged is never repeated; a failed token step is recorded).
+      const allShared = yield* Effect.forEach(hold.parts, (p) => Effect.map(targetOf(p), shared)).pipe(
+        Effect.map((flags) => flags.every(Boolean))
+      )
+      const plan: Array<readonly [HoldPart, Quota]> = allShared
+        ? [...budgetPlan, ...fundingPlan]
+        : [...fundingPlan, ...budgetPlan]
       const parts: Array<PartSettlement> = []
       let externalDone = false
       let incomplete: Settlement["incomplete"]
@@ -425,6 +468,10 @@ export const makeEngine = (deps: Deps) => {
         }
         parts.push(partSettlement(part, result.success))
       }
+      // Report the parts in the hold's order (funding, then budget), whatever order they ran in.
+      const position = (p: PartSettlement) =>
+        hold.parts.findIndex((h) => h.kind === p.kind && h.sourceId === p.sourceId && h.subjectId === p.subjectId)
+      parts.sort((a, b) => position(a) - position(b))
       if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: actual, requestCount: 1 })
       const now = yield* Clock.currentTimeMillis
       const settlement: Settlement = {
