@@ -1,0 +1,193 @@
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import path from "node:path"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
+import * as Config from "../src/Config.js"
+
+const decode = (input: unknown) => Effect.runPromise(Config.decodeConfig(input))
+const fail = (input: unknown) => Effect.runPromise(Effect.flip(Config.decodeConfig(input)))
+
+const channel = { name: "primary", baseUrl: "http://127.0.0.1:9000/v1", apiKey: "sk-up", models: ["gpt-4o-mini"] }
+
+describe("Config.decodeConfig", () => {
+  it("fills every default of relay-api.md", async () => {
+    const config = await decode({})
+    expect(config).toEqual({
+      quotaPerUnit: 500_000,
+      groups: { default: 1 },
+      models: {},
+      channels: [],
+      billing: {
+        trustQuota: null,
+        holdTtlSeconds: 600,
+        minPreConsumeTokens: 500,
+        onClientDisconnect: "charge-prompt",
+        retries: 2,
+        reapIntervalSeconds: 30
+      }
+    })
+    const partial = await decode({ billing: { retries: 0 }, channels: [{ ...channel, apiKey: undefined }].map(({ apiKey: _, ...c }) => c) })
+    expect(partial.billing.retries).toBe(0)
+    expect(partial.billing.holdTtlSeconds).toBe(600)
+    expect(partial.channels[0]).toEqual({ ...channel, apiKey: "", priority: 0 })
+  })
+
+  it("decodes the example of relay-api.md as written", async () => {
+    const example = {
+      quotaPerUnit: 500000,
+      groups: { default: 1, vip: 0.8 },
+      models: { "gpt-4o-mini": { modelRatio: 0.075, completionRatio: 4 }, "image-model": { price: 0.04 } },
+      channels: [{ ...channel, priority: 0 }],
+      billing: {
+        trustQuota: null,
+        holdTtlSeconds: 600,
+        minPreConsumeTokens: 500,
+        onClientDisconnect: "charge-prompt",
+        retries: 2,
+        reapIntervalSeconds: 30
+      }
+    }
+    const config = await decode(example)
+    expect(config).toEqual(example)
+    expect(Config.isFixedPrice(config.models["image-model"]!)).toBe(true)
+    expect(Config.isFixedPrice(config.models["gpt-4o-mini"]!)).toBe(false)
+  })
+
+  it("adds the default group when the config omits it", async () => {
+    expect((await decode({ groups: { vip: 0.8 } })).groups).toEqual({ default: 1, vip: 0.8 })
+  })
+
+  it("accepts trustQuota as an integer and each onClientDisconnect policy", async () => {
+    expect((await decode({ billing: { trustQuota: 1000 } })).billing.trustQuota).toBe(1000)
+    for (const policy of ["charge-prompt", "refund", "charge-streamed"] as const) {
+      expect((await decode({ billing: { onClientDisconnect: policy } })).billing.onClientDisconnect).toBe(policy)
+    }
+  })
+
+  it.each<[string, unknown, string]>([
+    ["holdTtlSeconds 0", { billing: { holdTtlSeconds: 0 } }, "billing.holdTtlSeconds: expected ≥ 1, got 0"],
+    ["holdTtlSeconds 1.5", { billing: { holdTtlSeconds: 1.5 } }, "billing.holdTtlSeconds: expected an integer ≥ 1, got 1.5"],
+    ["trustQuota -1", { billing: { trustQuota: -1 } }, "billing.trustQuota: expected ≥ 0, got -1"],
+    ["trustQuota string", { billing: { trustQuota: "10" } }, "billing.trustQuota: "],
+    ["minPreConsumeTokens -5", { billing: { minPreConsumeTokens: -5 } }, "billing.minPreConsumeTokens: expected ≥ 0, got -5"],
+    [
+      "onClientDisconnect",
+      { billing: { onClientDisconnect: "charge-all" } },
+      "billing.onClientDisconnect: expected \"charge-prompt\" | \"refund\" | \"charge-streamed\", got \"charge-all\""
+    ],
+    ["retries -1", { billing: { retries: -1 } }, "billing.retries: expected ≥ 0, got -1"],
+    ["reapIntervalSeconds 0", { billing: { reapIntervalSeconds: 0 } }, "billing.reapIntervalSeconds: expected ≥ 1, got 0"],
+    ["unknown billing key", { billing: { holdTTLSeconds: 5 } }, "billing.holdTTLSeconds: unknown key, got 5"],
+    ["unknown top-level key", { quota: 1 }, "quota: unknown key, got 1"],
+    ["quotaPerUnit 0", { quotaPerUnit: 0 }, "quotaPerUnit: expected a finite number > 0, got 0"],
+    ["group ratio -1", { groups: { vip: -1 } }, "groups.vip: expected a finite number ≥ 0, got -1"],
+    [
+      "modelRatio -1",
+      { models: { m: { modelRatio: -1, completionRatio: 1 } } },
+      "models.m.modelRatio: expected a finite number ≥ 0, got -1"
+    ],
+    ["price string", { models: { m: { price: "0.04" } } }, "models.m.price: expected number, got \"0.04\""],
+    ["completionRatio missing", { models: { m: { modelRatio: 1 } } }, "models.m.completionRatio: missing key"],
+    ["channel name empty", { channels: [{ ...channel, name: "" }] }, "channels.0.name: expected a non-empty string, got \"\""],
+    [
+      "channel baseUrl",
+      { channels: [{ ...channel, baseUrl: "127.0.0.1:9000" }] },
+      "channels.0.baseUrl: expected an http(s) URL (or demo:) with its version prefix, got \"127.0.0.1:9000\""
+    ],
+    ["channel models empty", { channels: [{ ...channel, models: [] }] }, "channels.0.models: expected at least one model, got []"],
+    ["channel priority 0.5", { channels: [{ ...channel, priority: 0.5 }] }, "channels.0.priority: expected an integer, got 0.5"],
+    ["channel apiKey number", { channels: [{ ...channel, apiKey: 5 }] }, "channels.0.apiKey: expected string, got 5"],
+    [
+      "duplicate channel names",
+      { channels: [channel, { ...channel, baseUrl: "http://127.0.0.1:9001/v1" }] },
+      "channels.1.name: expected a unique channel name, \"primary\" is repeated, got \"primary\""
+    ],
+    ["not an object", [], "(root): expected object"]
+  ])("names the field and value: %s", async (_, input, message) => {
+    const error = await fail(input)
+    expect(error).toBeInstanceOf(Config.ConfigError)
+    expect(error.message.startsWith(message)).toBe(true)
+  })
+
+  it("carries field, value and reason on the typed error", async () => {
+    const error = await fail({ billing: { holdTtlSeconds: 0 } })
+    expect(error._tag).toBe("ConfigError")
+    expect(error.code).toBe("config_error")
+    expect({ field: error.field, value: error.value, reason: error.reason }).toEqual({
+      field: "billing.holdTtlSeconds",
+      value: "0",
+      reason: "expected ≥ 1"
+    })
+  })
+})
+
+describe("Config.defaultConfig", () => {
+  it("has the demo responder as its only channel, serving a token-priced model `demo`", async () => {
+    const config = await Effect.runPromise(Config.defaultConfig)
+    expect(config.channels).toEqual([{ name: "demo", baseUrl: Config.DEMO_BASE_URL, apiKey: "", models: ["demo"], priority: 0 }])
+    expect(config.models["demo"]).toEqual({ modelRatio: 1, completionRatio: 1 })
+    expect(config.billing.holdTtlSeconds).toBe(600)
+  })
+})
+
+describe("Config.load", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "relay-config-"))
+
+  it("uses the built-in config and the environment defaults", async () => {
+    const loaded = await Effect.runPromise(Config.load({}))
+    expect(loaded.port).toBe(3000)
+    expect(loaded.databaseUrl).toBe("sqlite:./data/relay.db")
+    expect(loaded.adminKey).toBeUndefined()
+    expect(loaded.configSource).toBe("built-in")
+    expect(loaded.config.channels.map((c) => c.name)).toEqual(["demo"])
+  })
+
+  it("reads RELAY_CONFIG, RELAY_PORT, RELAY_DATABASE_URL and RELAY_ADMIN_KEY", async () => {
+    const file = path.join(dir, "ok.json")
+    writeFileSync(file, JSON.stringify({ models: { m: { price: 0.04 } }, channels: [{ ...channel, models: ["m"] }] }))
+    const loaded = await Effect.runPromise(
+      Config.load({
+        RELAY_CONFIG: file,
+        RELAY_PORT: "0",
+        RELAY_DATABASE_URL: "postgres://u:p@localhost/db",
+        RELAY_ADMIN_KEY: "admin-secret",
+        PATH: "/usr/bin"
+      })
+    )
+    expect(loaded).toMatchObject({ port: 0, databaseUrl: "postgres://u:p@localhost/db", adminKey: "admin-secret" })
+    expect(loaded.configSource).toBe(file)
+    expect(loaded.config.channels[0]!.models).toEqual(["m"])
+    // empty variables count as unset
+    expect((await Effect.runPromise(Config.load({ RELAY_PORT: "", RELAY_CONFIG: "" }))).port).toBe(3000)
+  })
+
+  it.each<[Record<string, string>, string]>([
+    [{ RELAY_PORT: "abc" }, "RELAY_PORT: expected a TCP port (an integer from 0 to 65535), got \"abc\""],
+    [{ RELAY_PORT: "70000" }, "RELAY_PORT: expected a TCP port (an integer from 0 to 65535), got \"70000\""],
+    [{ RELAY_DATABASE_URL: "redis://x" }, "RELAY_DATABASE_URL: expected sqlite:PATH, postgres://… or mysql://…, got \"redis://x\""]
+  ])("names a bad environment variable: %o", async (env, message) => {
+    const error = await Effect.runPromise(Effect.flip(Config.load(env)))
+    expect(error.message.startsWith(message)).toBe(true)
+  })
+
+  it("names the config file and the field of an invalid file", async () => {
+    const file = path.join(dir, "bad.json")
+    writeFileSync(file, JSON.stringify({ billing: { holdTtlSeconds: 0 } }))
+    const error = await Effect.runPromise(Effect.flip(Config.load({ RELAY_CONFIG: file })))
+    expect(error.message).toBe(`billing.holdTtlSeconds: expected ≥ 1, got 0 (in ${file})`)
+  })
+
+  it("reports an unreadable file and invalid JSON", async () => {
+    const missing = path.join(dir, "missing.json")
+    const e1 = await Effect.runPromise(Effect.flip(Config.load({ RELAY_CONFIG: missing })))
+    expect(e1.field).toBe("RELAY_CONFIG")
+    expect(e1.message).toContain("ENOENT")
+    expect(e1.message).toContain(missing)
+    const broken = path.join(dir, "broken.json")
+    writeFileSync(broken, "{ not json")
+    const e2 = await Effect.runPromise(Effect.flip(Config.load({ RELAY_CONFIG: broken })))
+    expect(e2.message).toContain("expected JSON")
+    expect(e2.source).toBe(broken)
+  })
+})
