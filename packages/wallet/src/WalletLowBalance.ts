@@ -60,8 +60,9 @@ export const make = (client: KnexClient.Client, options: Options = {}): LowBalan
           const row = yield* client.query("wallet.notice", (db) => db(notices).where(key).first("sent1", "sent2"))
           const sent1 = Number(row?.sent1 ?? 0)
           const sent2 = Number(row?.sent2 ?? 0)
-          // sent1 is the older of the last two warnings: a third inside the window is refused.
-          if (sent1 > now - LowBalance.windowMillis) return false
+          // sent1 is the older of the last two warnings (0 = none yet): a third inside the
+          // window is refused.
+          if (sent1 > 0 && sent1 > now - LowBalance.windowMillis) return false
           const changed = yield* client.query("wallet.notice", (db) =>
             db(notices).where({ ...key, sent1, sent2 }).update({ sent1: sent2, sent2: now }))
           if (changed === 1) return true

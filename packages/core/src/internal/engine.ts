@@ -607,6 +607,15 @@ export const makeEngine = (deps: Deps) => {
       }
       return yield* journal.transaction(
         Effect.flatMap(open({ ...input, estimate: 0 as Quota, postConsume: true, force: true }), (s) => s.settle(actual))
+      ).pipe(
+        // A concurrent charge of the same id settled first: answer with its settlement.
+        Effect.catchTag("HoldResolved", (error) =>
+          Effect.gen(function*() {
+            const settled = yield* journal.get(input.holdId)
+            if (settled?.status !== "settled" || !settled.settlement) return yield* Effect.fail(error)
+            yield* checkExisting({ ...settled, status: "pending" }, { ...input, estimate: 0 as Quota })
+            return settled.settlement
+          }))
       )
     }).pipe(Effect.withSpan("BillingSession.charge", { attributes: { holdId: input.holdId } }))
 
