@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import { Effect } from "effect"
+import { BillingError as BillingErrors } from "@relay-billing/core"
 import type { BillingError, FundingSource } from "@relay-billing/core"
 import type { Client } from "./KnexClient.js"
 import { decodeRows, insertIgnore, int } from "./internal/sql.js"
@@ -104,6 +105,33 @@ export const claim = (
     status: "reserved",
     result: null
   }, ["source_id", "hold_id"]).pipe(Effect.map((n) => n === 1))
+
+/**
+ * Claims the hold id for a new reservation, or replays the reservation already
+ * recorded for it: `undefined` when this call claimed it (go on and reserve),
+ * the existing reservation when there is one, and a typed `HoldResolved` when
+ * the hold id was refunded. Makes every source's reserve idempotent by hold id
+ * in one statement on the normal path.
+ *
+ * @since 0.1.0
+ * @category mutations
+ */
+export const claimOrReplay = (
+  client: Client,
+  record: { readonly sourceId: string; readonly holdId: string; readonly subjectId: string; readonly amount: number }
+): Effect.Effect<FundingSource.Reservation | undefined, BillingError.HoldResolved | BillingError.StoreError> =>
+  Effect.gen(function*() {
+    if (yield* claim(client, record)) return undefined
+    const existing = yield* get(client, record.sourceId, record.holdId)
+    if (existing?.status === "refunded") {
+      return yield* new BillingErrors.HoldResolved({ holdId: record.holdId, status: "refunded", operation: "reserve" })
+    }
+    if (existing) return { amount: existing.amount, ...(existing.ref !== undefined ? { ref: existing.ref } : {}) }
+    return yield* new BillingErrors.StoreError({
+      operation: `${record.sourceId}.reserve`,
+      detail: `hold ${record.holdId} is being reserved concurrently`
+    })
+  })
 
 /**
  * Deletes a record (a claim whose reservation then failed).

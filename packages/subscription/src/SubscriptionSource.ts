@@ -106,20 +106,13 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
       }),
     reserve: (req) =>
       tx(Effect.gen(function*() {
-        const claimed = yield* PartRecords.claim(client, {
+        const replay = yield* PartRecords.claimOrReplay(client, {
           sourceId: id,
           holdId: req.holdId,
           subjectId: req.accountId,
           amount: req.amount
         })
-        if (!claimed) {
-          const existing = yield* PartRecords.get(client, id, req.holdId)
-          if (existing?.status === "refunded") {
-            return yield* new BillingError.HoldResolved({ holdId: req.holdId, status: "refunded", operation: "reserve" })
-          }
-          if (existing) return { amount: existing.amount, ...(existing.ref ? { ref: existing.ref } : {}) }
-          return yield* new BillingError.StoreError({ operation: `${id}.reserve`, detail: `hold ${req.holdId} is being reserved concurrently` })
-        }
+        if (replay) return replay
         const at = yield* now
         const rows = yield* activeAfterReset(req.accountId, at)
         const draw: Array<{ id: string; amount: number }> = []

@@ -73,21 +73,13 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
       ),
     reserve: (req) =>
       tx(Effect.gen(function*() {
-        const claimed = yield* PartRecords.claim(client, {
+        const replay = yield* PartRecords.claimOrReplay(client, {
           sourceId: id,
           holdId: req.holdId,
           subjectId: req.subjectId,
           amount: req.amount
         })
-        if (!claimed) {
-          const existing = yield* PartRecords.get(client, id, req.holdId)
-          if (existing?.status === "refunded") return yield* resolved(req.holdId, "reserve")
-          if (existing) return { amount: existing.amount }
-          return yield* new BillingError.StoreError({
-            operation: `${id}.reserve`,
-            detail: `hold ${req.holdId} is being reserved concurrently`
-          })
-        }
+        if (replay) return replay
         const remain = yield* Statements.updateReturning(
           client,
           `${id}.reserve`,

@@ -64,21 +64,13 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
       tx(Effect.gen(function*() {
         // Claim the hold id first: one statement on the normal path, and a repeated
         // reserve finds the existing record instead of debiting twice.
-        const claimed = yield* PartRecords.claim(client, {
+        const replay = yield* PartRecords.claimOrReplay(client, {
           sourceId: id,
           holdId: req.holdId,
           subjectId: req.accountId,
           amount: req.amount
         })
-        if (!claimed) {
-          const existing = yield* PartRecords.get(client, id, req.holdId)
-          if (existing?.status === "refunded") return yield* resolved(req.holdId, "reserve")
-          if (existing) return { amount: existing.amount }
-          return yield* new BillingError.StoreError({
-            operation: `${id}.reserve`,
-            detail: `hold ${req.holdId} is being reserved concurrently`
-          })
-        }
+        if (replay) return replay
         // Split funding: take what the wallet has (read under a row lock), up to the amount.
         let amount: number = req.amount
         if (req.partial) {
