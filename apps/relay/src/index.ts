@@ -12,3 +12,17 @@ export * as HttpServer from "./HttpServer.js"
 export * as Pricing from "./Pricing.js"
 /** @since 0.1.0 */
 export * as Tokenizer from "./Tokenizer.js"
+/** @since 0.1.0 */
+export * as AdminApi from "./AdminApi.js"
+/** @since 0.1.0 */
+export * as AdminKey from "./AdminKey.js"
+/** @since 0.1.0 */
+export * as RelayBilling from "./RelayBilling.js"
+/** @since 0.1.0 */
+export * as RelayStore from "./RelayStore.js"
+/** @since 0.1.0 */
+export * as Channels from "./Channels.js"
+/** @since 0.1.0 */
+export * as DemoResponder from "./DemoResponder.js"
+/** @since 0.1.0 */
+export * as Upstream from "./Upstream.js"

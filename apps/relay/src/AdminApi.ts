@@ -1,0 +1,569 @@
+/**
+ * The admin API of `relay-api.md` (`/admin/*`, bearer admin key, JSON): accounts,
+ * top-ups, tokens, plans, subscriptions, holds, the reaper, request logs and
+ * the audit, as `effect/http` routes over the SDK's admin services and the
+ * {@link RelayStore}.
+ *
+ * Errors: 401 `invalid_api_key` for a missing or wrong admin key, 400
+ * `invalid_request` naming the offending `field`, 404 `not_found` for an
+ * unknown id (in the path, the body or the query) naming its field, 409 for a
+ * conflicting idempotency key, 500 `store_error` for a database failure.
+ *
+ * Extension (compatible): `PATCH /admin/tokens/:id` `{status: "active"|"disabled"}`.
+ *
+ * @since 0.1.0
+ */
+import { randomUUID } from "node:crypto"
+import { Effect, Layer, Schema } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { BillingSession } from "@relay-billing/core"
+import type { Hold } from "@relay-billing/core"
+import { Audit, KnexClient } from "@relay-billing/knex"
+import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
+import { WalletAdmin } from "@relay-billing/wallet"
+import { AdminKey, matchesBearer } from "./AdminKey.js"
+import * as Api from "./internal/apiError.js"
+import { generateId } from "./internal/secrets.js"
+import { BillingPreference, RelayStore } from "./RelayStore.js"
+import type { AccountMeta } from "./RelayStore.js"
+
+// ---------------------------------------------------------------------------
+// bodies
+// ---------------------------------------------------------------------------
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER
+const Amount = Schema.Int.check(
+  Schema.isGreaterThanOrEqualTo(0, { message: "expected an integer ≥ 0" }),
+  Schema.isLessThanOrEqualTo(MAX_SAFE, { message: "expected a safe integer" })
+)
+const PositiveAmount = Schema.Int.check(
+  Schema.isGreaterThan(0, { message: "expected an integer > 0" }),
+  Schema.isLessThanOrEqualTo(MAX_SAFE, { message: "expected a safe integer" })
+)
+const Id = Schema.String.check(
+  Schema.isMinLength(1, { message: "expected a non-empty string" }),
+  Schema.isMaxLength(191, { message: "expected at most 191 characters" })
+)
+const Name = Schema.String.check(Schema.isMaxLength(255, { message: "expected at most 255 characters" }))
+const Group = Id
+const IsoTime = Schema.String.check(
+  Schema.makeFilter((s: string) =>
+    /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) && Number.isFinite(Date.parse(s))
+      ? undefined
+      : "expected an ISO-8601 time"
+  )
+)
+
+/**
+ * `POST /admin/accounts`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const CreateAccountBody = Schema.Struct({
+  name: Schema.optionalKey(Name),
+  quota: Schema.optionalKey(Amount),
+  group: Schema.optionalKey(Group),
+  billingPreference: Schema.optionalKey(BillingPreference),
+  quotaWarningThreshold: Schema.optionalKey(Amount)
+})
+
+/**
+ * `PATCH /admin/accounts/:id`; `quotaWarningThreshold: null` restores the default.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PatchAccountBody = Schema.Struct({
+  group: Schema.optionalKey(Group),
+  billingPreference: Schema.optionalKey(BillingPreference),
+  quotaWarningThreshold: Schema.optionalKey(Schema.NullOr(Amount))
+})
+
+/**
+ * `POST /admin/accounts/:id/topup`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const TopUpBody = Schema.Struct({
+  amount: PositiveAmount,
+  idempotencyKey: Schema.optionalKey(Schema.String.check(
+    Schema.isMinLength(1, { message: "expected a non-empty string" }),
+    Schema.isMaxLength(128, { message: "expected at most 128 characters" })
+  ))
+})
+
+/**
+ * `POST /admin/tokens`. Without `remainQuota` and `unlimited` the token is
+ * unlimited; with `remainQuota` it is limited unless `unlimited: true`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const CreateTokenBody = Schema.Struct({
+  accountId: Id,
+  name: Schema.optionalKey(Name),
+  remainQuota: Schema.optionalKey(Amount),
+  unlimited: Schema.optionalKey(Schema.Boolean),
+  models: Schema.optionalKey(Schema.NullOr(Schema.Array(Id))),
+  expiresAt: Schema.optionalKey(Schema.NullOr(IsoTime))
+})
+
+/**
+ * `PATCH /admin/tokens/:id` (extension).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PatchTokenBody = Schema.Struct({
+  status: Schema.Literals(["active", "disabled"])
+})
+
+/**
+ * `POST /admin/plans`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const CreatePlanBody = Schema.Struct({
+  title: Schema.String.check(
+    Schema.isMinLength(1, { message: "expected a non-empty string" }),
+    Schema.isMaxLength(255, { message: "expected at most 255 characters" })
+  ),
+  totalAmount: Amount,
+  resetPeriod: Schema.Literals(["never", "daily", "weekly", "monthly", "custom"]),
+  resetSeconds: Schema.optionalKey(PositiveAmount),
+  durationSeconds: PositiveAmount,
+  allowWalletOverflow: Schema.optionalKey(Schema.Boolean)
+})
+
+/**
+ * `POST /admin/subscriptions`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const CreateSubscriptionBody = Schema.Struct({
+  accountId: Id,
+  planId: Id
+})
+
+const LogsQuery = Schema.Struct({
+  accountId: Schema.optionalKey(Id),
+  limit: Schema.optionalKey(Schema.String.check(
+    Schema.makeFilter((s: string) =>
+      /^\d{1,4}$/.test(s) && Number(s) >= 1 && Number(s) <= 1000 ? undefined : "expected an integer from 1 to 1000"
+    )
+  ))
+})
+
+// ---------------------------------------------------------------------------
+// responses
+// ---------------------------------------------------------------------------
+
+/**
+ * An account as the admin API shows it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AccountView {
+  readonly id: string
+  readonly name: string
+  readonly quota: number
+  readonly usedQuota: number
+  readonly requestCount: number
+  readonly group: string
+  readonly billingPreference: string
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString()
+
+const accountView = (meta: AccountMeta, wallet: WalletAdmin.Account): AccountView => ({
+  id: meta.id,
+  name: meta.name,
+  quota: wallet.balance,
+  usedQuota: wallet.usedQuota,
+  requestCount: wallet.requestCount,
+  group: meta.group,
+  billingPreference: meta.billingPreference
+})
+
+const subscriptionView = (s: SubscriptionAdmin.Subscription) => ({
+  id: s.id,
+  accountId: s.accountId,
+  planId: s.planId,
+  amountTotal: s.total,
+  amountUsed: s.used,
+  startAt: iso(s.startAt),
+  endAt: iso(s.endAt),
+  status: s.status
+})
+
+const planView = (p: SubscriptionAdmin.Plan) => ({
+  id: p.id,
+  title: p.name,
+  totalAmount: p.totalAmount,
+  resetPeriod: p.resetPeriod,
+  ...(p.resetSeconds !== undefined ? { resetSeconds: p.resetSeconds } : {}),
+  durationSeconds: p.durationSeconds,
+  allowWalletOverflow: p.allowWalletOverflow
+})
+
+/**
+ * A hold as the admin API shows it: budget parts have `source: "token"`,
+ * funding parts the funding source id; `unbilled` sums the settlement parts'
+ * unbilled overflow.
+ *
+ * @since 0.1.0
+ * @category views
+ */
+export const holdView = (hold: Hold.Hold) => {
+  const settled = hold.settlement
+  const parts = hold.parts.map((part, i) => {
+    const candidates = settled?.parts ?? []
+    const same = (s: (typeof candidates)[number]) =>
+      s.kind === part.kind && s.sourceId === part.sourceId && s.subjectId === part.subjectId
+    const match = candidates[i] !== undefined && same(candidates[i]!) ? candidates[i] : candidates.find(same)
+    return {
+      source: part.kind === "budget" ? "token" : part.sourceId,
+      ref: part.ref ?? part.subjectId,
+      reserved: part.amount,
+      ...(match !== undefined ? { charged: match.charged } : {})
+    }
+  })
+  return {
+    id: hold.id,
+    accountId: hold.accountId,
+    ...(hold.tokenId !== undefined ? { tokenId: hold.tokenId } : {}),
+    status: hold.status,
+    reserved: hold.reserved,
+    ...(settled !== undefined
+      ? { actual: settled.actual, unbilled: settled.parts.reduce((sum, p) => sum + p.unbilled, 0) }
+      : {}),
+    parts,
+    expiresAt: iso(hold.expiresAt)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// errors
+// ---------------------------------------------------------------------------
+
+/** SDK input field names → the admin API's. */
+const FIELD_NAMES: Record<string, string> = {
+  balance: "quota",
+  lowBalanceThreshold: "quotaWarningThreshold",
+  threshold: "quotaWarningThreshold",
+  remain: "remainQuota",
+  name: "title",
+  key: "idempotencyKey"
+}
+
+/** Maps any failure of a handler to an HTTP error. */
+const toApiError = (error: unknown): Api.ApiError => {
+  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
+  switch (e?._tag) {
+    case "ApiError":
+      return error as Api.ApiError
+    case "InvalidInput": {
+      const field = String(e["field"] ?? "body")
+      const mapped = FIELD_NAMES[field] ?? field
+      return Api.invalidRequest(mapped, `${mapped}: ${String(e["reason"])}${e["value"] ? `, got ${String(e["value"])}` : ""}`)
+    }
+    case "AccountNotFound":
+    case "RelayAccountNotFound":
+      return Api.notFound("accountId", e.message ?? "account not found")
+    case "TokenNotFound":
+    case "RelayTokenNotFound":
+      return Api.notFound("id", e.message ?? "token not found")
+    case "PlanNotFound":
+      return Api.notFound("planId", e.message ?? "plan not found")
+    case "SubscriptionNotFound":
+      return Api.notFound("id", e.message ?? "subscription not found")
+    case "HoldNotFound":
+      return Api.notFound("requestId", e.message ?? "hold not found")
+    case "IdempotencyConflict":
+      return Api.conflict("idempotency_conflict", "idempotencyKey", e.message ?? "idempotency key already used")
+    case "AccountExists":
+    case "TokenExists":
+    case "AlreadyExists":
+      return Api.conflict("already_exists", "id", e.message ?? "already exists")
+    case "StoreError":
+      return Api.internal("store_error", `database error in ${String(e["operation"] ?? "a query")}`)
+    default:
+      return Api.internal("internal_error", "internal error")
+  }
+}
+
+/** Re-labels a not-found failure with the field the caller named the id in. */
+const notFoundIn = (field: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Api.ApiError, R> =>
+  Effect.mapError(effect, (error) => {
+    const tag = (error as { readonly _tag?: string })?._tag ?? ""
+    return tag.endsWith("NotFound") ? Api.notFound(field, (error as { message: string }).message) : error
+  })
+
+// ---------------------------------------------------------------------------
+// routes
+// ---------------------------------------------------------------------------
+
+/**
+ * Options of the admin routes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The configured groups; when given, an account's `group` must be one of them. */
+  readonly groups?: ReadonlyArray<string> | undefined
+}
+
+type Handler = Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  unknown,
+  HttpServerRequest.HttpServerRequest | HttpRouter.RouteContext
+>
+
+/**
+ * The admin routes. Requires the SDK services of `Subscription.layer`, the
+ * {@link RelayStore}, the knex client (for the audit) and the {@link AdminKey}.
+ *
+ * @since 0.1.0
+ * @category routes
+ */
+export const routes = (options: Options = {}): Layer.Layer<
+  never,
+  never,
+  | HttpRouter.HttpRouter
+  | AdminKey
+  | RelayStore
+  | WalletAdmin.WalletAdmin
+  | SubscriptionAdmin.SubscriptionAdmin
+  | BillingSession.BillingSession
+  | KnexClient.KnexClient
+> =>
+  HttpRouter.use((router) =>
+    Effect.gen(function*() {
+      const { key } = yield* AdminKey
+      const store = yield* RelayStore
+      const wallet = yield* WalletAdmin.WalletAdmin
+      const subscriptions = yield* SubscriptionAdmin.SubscriptionAdmin
+      const session = yield* BillingSession.BillingSession
+      const client = yield* KnexClient.KnexClient
+
+      /** Authenticates, runs, and renders every failure as an HTTP error. */
+      const handle = (handler: Handler) =>
+        Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          if (!matchesBearer(request.headers["authorization"], key)) {
+            return yield* Api.unauthorized(
+              request.headers["authorization"] === undefined
+                ? "Missing admin key (Authorization: Bearer <RELAY_ADMIN_KEY>)"
+                : "Incorrect admin key"
+            )
+          }
+          return yield* handler
+        }).pipe(Effect.catch((error) => Effect.succeed(Api.toResponse(toApiError(error)))))
+
+      const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
+      const param = (name: string) => Effect.map(HttpRouter.params, (p) => p[name] ?? "")
+
+      const checkGroup = (group: string | undefined) =>
+        group !== undefined && options.groups !== undefined && !options.groups.includes(group)
+          ? Effect.fail(Api.invalidRequest("group", `group: expected one of ${options.groups.join(", ")}, got ${JSON.stringify(group)}`))
+          : Effect.void
+
+      const readAccount = (id: string) =>
+        Effect.gen(function*() {
+          const meta = yield* store.account(id)
+          const balances = yield* wallet.account(id)
+          return accountView(meta, balances)
+        })
+
+      const tokenView = (id: string) =>
+        Effect.gen(function*() {
+          const meta = yield* store.token(id)
+          const budget = yield* wallet.token(id)
+          const status = meta.status === "active" && meta.expiresAt !== undefined && meta.expiresAt <= Date.now()
+            ? "expired"
+            : meta.status
+          return {
+            id: budget.id,
+            accountId: budget.accountId,
+            remainQuota: budget.remain,
+            usedQuota: budget.used,
+            unlimited: budget.unlimited,
+            status
+          }
+        })
+
+      yield* router.addAll([
+        HttpRouter.route("POST", "/admin/accounts", handle(Effect.gen(function*() {
+          const body = yield* Api.decodeBody(CreateAccountBody)
+          yield* checkGroup(body.group)
+          const id = generateId("acc")
+          yield* client.transaction(Effect.gen(function*() {
+            yield* wallet.createAccount({
+              id,
+              ...(body.quota !== undefined ? { balance: body.quota } : {}),
+              ...(body.quotaWarningThreshold !== undefined ? { lowBalanceThreshold: body.quotaWarningThreshold } : {})
+            })
+            yield* store.createAccount({
+              id,
+              name: body.name ?? "",
+              group: body.group ?? "default",
+              billingPreference: body.billingPreference ?? "subscription_first"
+            })
+          }))
+          return json(yield* readAccount(id), 201)
+        }))),
+
+        HttpRouter.route("GET", "/admin/accounts/:id", handle(Effect.gen(function*() {
+          const id = yield* param("id")
+          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+        }))),
+
+        HttpRouter.route("PATCH", "/admin/accounts/:id", handle(Effect.gen(function*() {
+          const id = yield* param("id")
+          yield* store.account(id).pipe(notFoundIn("id"))
+          const body = yield* Api.decodeBody(PatchAccountBody)
+          yield* checkGroup(body.group)
+          yield* client.transaction(Effect.gen(function*() {
+            if (body.quotaWarningThreshold !== undefined) {
+              yield* wallet.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
+            }
+            yield* store.updateAccount(id, {
+              ...(body.group !== undefined ? { group: body.group } : {}),
+              ...(body.billingPreference !== undefined ? { billingPreference: body.billingPreference } : {})
+            })
+          }))
+          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+        }))),
+
+        HttpRouter.route("POST", "/admin/accounts/:id/topup", handle(Effect.gen(function*() {
+          const id = yield* param("id")
+          yield* store.account(id).pipe(notFoundIn("id"))
+          const body = yield* Api.decodeBody(TopUpBody)
+          // keys are scoped to the account; without a key every call tops up
+          const idempotencyKey = `topup:${id}:${body.idempotencyKey ?? randomUUID()}`
+          yield* wallet.topUp({ accountId: id, amount: body.amount, key: idempotencyKey })
+          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+        }))),
+
+        HttpRouter.route("POST", "/admin/tokens", handle(Effect.gen(function*() {
+          const body = yield* Api.decodeBody(CreateTokenBody)
+          yield* store.account(body.accountId).pipe(notFoundIn("accountId"))
+          const id = generateId("tok")
+          const unlimited = body.unlimited ?? body.remainQuota === undefined
+          const created = yield* client.transaction(Effect.gen(function*() {
+            const budget = yield* wallet.createToken({
+              id,
+              accountId: body.accountId,
+              remain: body.remainQuota ?? 0,
+              unlimited
+            })
+            const { key } = yield* store.createToken({
+              id,
+              accountId: body.accountId,
+              name: body.name ?? "",
+              models: body.models ?? undefined,
+              expiresAt: body.expiresAt === undefined || body.expiresAt === null ? undefined : Date.parse(body.expiresAt)
+            })
+            return { budget, key }
+          }))
+          return json({
+            id,
+            key: created.key,
+            accountId: body.accountId,
+            remainQuota: created.budget.remain,
+            usedQuota: created.budget.used,
+            unlimited: created.budget.unlimited
+          }, 201)
+        }))),
+
+        HttpRouter.route("GET", "/admin/tokens/:id", handle(Effect.gen(function*() {
+          const id = yield* param("id")
+          return json(yield* tokenView(id).pipe(notFoundIn("id")))
+        }))),
+
+        HttpRouter.route("PATCH", "/admin/tokens/:id", handle(Effect.gen(function*() {
+          const id = yield* param("id")
+          yield* store.token(id).pipe(notFoundIn("id"))
+          const body = yield* Api.decodeBody(PatchTokenBody)
+          yield* store.setTokenStatus(id, body.status)
+          return json(yield* tokenView(id).pipe(notFoundIn("id")))
+        }))),
+
+        HttpRouter.route("POST", "/admin/plans", handle(Effect.gen(function*() {
+          const body = yield* Api.decodeBody(CreatePlanBody)
+          if (body.resetPeriod === "custom" && body.resetSeconds === undefined) {
+            return yield* Api.invalidRequest("resetSeconds", "resetSeconds: required when resetPeriod is \"custom\"")
+          }
+          const plan = yield* subscriptions.createPlan({
+            id: generateId("plan"),
+            name: body.title,
+            totalAmount: body.totalAmount,
+            resetPeriod: body.resetPeriod,
+            ...(body.resetSeconds !== undefined ? { resetSeconds: body.resetSeconds } : {}),
+            durationSeconds: body.durationSeconds,
+            ...(body.allowWalletOverflow !== undefined ? { allowWalletOverflow: body.allowWalletOverflow } : {})
+          })
+          return json(planView(plan), 201)
+        }))),
+
+        HttpRouter.route("POST", "/admin/subscriptions", handle(Effect.gen(function*() {
+          const body = yield* Api.decodeBody(CreateSubscriptionBody)
+          yield* store.account(body.accountId).pipe(notFoundIn("accountId"))
+          yield* subscriptions.plan(body.planId).pipe(notFoundIn("planId"))
+          const created = yield* subscriptions.subscribe({
+            id: generateId("sub"),
+            accountId: body.accountId,
+            planId: body.planId
+          })
+          return json(subscriptionView(created), 201)
+        }))),
+
+        HttpRouter.route("GET", "/admin/subscriptions/:id", handle(Effect.gen(function*() {
+          const id = yield* param("id")
+          return json(subscriptionView(yield* subscriptions.subscription(id).pipe(notFoundIn("id"))))
+        }))),
+
+        HttpRouter.route("GET", "/admin/holds/:requestId", handle(Effect.gen(function*() {
+          const requestId = yield* param("requestId")
+          return json(holdView(yield* session.get(requestId).pipe(notFoundIn("requestId"))))
+        }))),
+
+        HttpRouter.route("POST", "/admin/holds/reap", handle(Effect.gen(function*() {
+          const report = yield* session.reapExpired()
+          return json({ expired: report.expired })
+        }))),
+
+        HttpRouter.route("GET", "/admin/logs", handle(Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const search = new URL(request.url, "http://relay.local").searchParams
+          const raw: Record<string, string> = {}
+          for (const name of ["accountId", "limit"]) {
+            const value = search.get(name)
+            if (value !== null && value !== "") raw[name] = value
+          }
+          const query = yield* Schema.decodeUnknownEffect(LogsQuery)(raw).pipe(
+            Effect.mapError((error) => Api.fromSchemaError(raw, error))
+          )
+          if (query.accountId !== undefined) yield* store.account(query.accountId).pipe(notFoundIn("accountId"))
+          const entries = yield* store.logs({
+            accountId: query.accountId,
+            limit: query.limit === undefined ? undefined : Number(query.limit)
+          })
+          return json(entries.map((e) => ({ ...e, createdAt: iso(e.createdAt) })))
+        }))),
+
+        HttpRouter.route("GET", "/admin/audit", handle(Effect.gen(function*() {
+          const report = yield* Audit.run(Subscription.auditBalances).pipe(
+            Effect.provideService(KnexClient.KnexClient, client)
+          )
+          return json({ ok: report.ok, problems: report.problems })
+        })))
+      ])
+    })
+  )

@@ -1,0 +1,110 @@
+/**
+ * Wires the relay's billing: a knex client (from `RELAY_DATABASE_URL`), every
+ * migration (`Subscription.allMigrations`, then the relay's own), the SDK's
+ * `Subscription.layer` (BillingSession funded by subscriptions and the wallet,
+ * token budgets, WalletAdmin, SubscriptionAdmin) and the {@link RelayStore};
+ * plus the admin key. The server module mounts {@link AdminApi.routes} (and the
+ * client API) over {@link layerFromConfig}.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer } from "effect"
+import type { AccountCounters, BillingError, BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
+import { KnexClient, Migrations } from "@relay-billing/knex"
+import { Subscription } from "@relay-billing/subscription"
+import type { SubscriptionAdmin } from "@relay-billing/subscription"
+import type { WalletAdmin } from "@relay-billing/wallet"
+import { AdminKey } from "./AdminKey.js"
+import type { AdminKeyError } from "./AdminKey.js"
+import type { Loaded } from "./Config.js"
+import * as RelayStore from "./RelayStore.js"
+
+/**
+ * Every migration set the relay runs, in order.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const migrationSets: ReadonlyArray<Migrations.MigrationSet> = [...Subscription.allMigrations, RelayStore.migrations]
+
+/**
+ * Applies every pending migration of {@link migrationSets}.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const migrate: Effect.Effect<Migrations.MigrationReport, BillingError.StoreError, KnexClient.KnexClient> = Migrations
+  .run(migrationSets)
+
+/**
+ * The services the relay's billing provides.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Services =
+  | KnexClient.KnexClient
+  | BillingSession.BillingSession
+  | WalletAdmin.WalletAdmin
+  | SubscriptionAdmin.SubscriptionAdmin
+  | HoldJournal.HoldJournal
+  | Ledger.Ledger
+  | AccountCounters.AccountCounters
+  | FundingRegistry.FundingRegistry
+  | RelayStore.RelayStore
+
+/**
+ * The billing services over a given client layer; migrations run first.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient = <E, R>(
+  client: Layer.Layer<KnexClient.KnexClient, E, R>,
+  options: Subscription.LayerOptions = {}
+): Layer.Layer<Services, E | BillingError.StoreError, R> => {
+  const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
+  return Layer.mergeAll(Subscription.layer(options), RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
+}
+
+/**
+ * The billing services over a database URL (`sqlite:PATH`, `postgres://…`, `mysql://…`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerUrl = (
+  url: string,
+  options: Subscription.LayerOptions & { readonly client?: KnexClient.ClientOptions } = {}
+): Layer.Layer<Services, BillingError.StoreError> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
+
+/**
+ * The SDK options the relay's config implies: hold lifetime
+ * (`billing.holdTtlSeconds`) and the trust bypass (`billing.trustQuota`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const sdkOptions = (loaded: Loaded): Subscription.LayerOptions => ({
+  session: {
+    holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
+    ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {})
+  }
+})
+
+/**
+ * Everything the admin API (and the request flow) needs, from the loaded
+ * configuration: the billing services over `RELAY_DATABASE_URL` and the admin
+ * key (`RELAY_ADMIN_KEY`, else `adminKeyPath`, default `./data/admin-key`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromConfig = (
+  loaded: Loaded,
+  options: { readonly adminKeyPath?: string; readonly client?: KnexClient.ClientOptions } = {}
+): Layer.Layer<Services | AdminKey, BillingError.StoreError | AdminKeyError> =>
+  Layer.merge(
+    layerUrl(loaded.databaseUrl, { ...sdkOptions(loaded), ...(options.client ? { client: options.client } : {}) }),
+    AdminKey.layer({ envKey: loaded.adminKey, path: options.adminKeyPath })
+  )
