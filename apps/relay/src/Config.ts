@@ -170,6 +170,49 @@ export const Billing = Schema.Struct({
 /** @since 0.1.0 @category models */
 export type Billing = typeof Billing.Type
 
+const isHttpUrl = (s: string): boolean => {
+  try {
+    const url = new URL(s)
+    return url.protocol === "http:" || url.protocol === "https:"
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The `LowBalance` webhook (`notifications.webhook`): every low-balance warning
+ * is POSTed as JSON to `url`, signed with `X-Relay-Signature: sha256=<hex
+ * HMAC-SHA256(secret, body)>`. `timeoutMs` bounds one attempt (default 5000);
+ * `maxAttempts` bounds the attempts of one event, retried with exponential
+ * back-off (default 5). See the `Webhook` module.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const WebhookConfig = Schema.Struct({
+  url: Schema.String.check(
+    Schema.makeFilter((s: string) => isHttpUrl(s) ? undefined : "expected an http(s) URL")
+  ),
+  secret: nonEmptyString,
+  timeoutMs: intAtLeast(1).pipe(Schema.withDecodingDefaultKey(Effect.succeed(5000))),
+  maxAttempts: intAtLeast(1).pipe(Schema.withDecodingDefaultKey(Effect.succeed(5)))
+})
+/** @since 0.1.0 @category models */
+export type WebhookConfig = typeof WebhookConfig.Type
+
+/**
+ * Notification options (optional section `notifications`); today only
+ * `webhook` ({@link WebhookConfig}).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Notifications = Schema.Struct({
+  webhook: Schema.optionalKey(WebhookConfig)
+})
+/** @since 0.1.0 @category models */
+export type Notifications = typeof Notifications.Type
+
 const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) => {
   const seen = new Set<string>()
   for (let i = 0; i < channels.length; i++) {
@@ -185,7 +228,8 @@ const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) 
  * silently fall back to a default). Defaults: `quotaPerUnit` 500000, `groups`
  * `{ default: 1 }` (a `default` group with ratio 1 is added when absent),
  * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, and
- * the billing defaults of {@link Billing}.
+ * the billing defaults of {@link Billing}. `notifications` is optional and
+ * stays absent when not given.
  *
  * @since 0.1.0
  * @category schemas
@@ -197,7 +241,9 @@ export const RelayConfig = Schema.Struct({
   ),
   models: Schema.Record(Schema.String, ModelPrice).pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   channels: Schema.Array(Channel).check(uniqueChannelNames).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
-  billing: Billing.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+  billing: Billing.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  /** Optional: absent when the file has no `notifications` section. */
+  notifications: Schema.optionalKey(Notifications)
 })
 /** @since 0.1.0 @category models */
 export type RelayConfig = typeof RelayConfig.Type

@@ -3,7 +3,8 @@
  * migration (`Subscription.allMigrations`, then the relay's own), the SDK's
  * `Subscription.layer` (BillingSession funded by subscriptions and the wallet,
  * token budgets, WalletAdmin, SubscriptionAdmin) and the {@link RelayStore};
- * plus the admin key. The server module mounts {@link AdminApi.routes} (and the
+ * plus the admin key. The session's `BillingEvents` publisher is the
+ * `notifications.webhook` notifier when configured (see {@link Webhook}). The server module mounts {@link AdminApi.routes} (and the
  * client API) over {@link layerFromConfig}.
  *
  * @since 0.1.0
@@ -18,6 +19,7 @@ import { AdminKey } from "./AdminKey.js"
 import type { AdminKeyError } from "./AdminKey.js"
 import type { Loaded } from "./Config.js"
 import * as RelayStore from "./RelayStore.js"
+import * as Webhook from "./Webhook.js"
 
 /**
  * Every migration set the relay runs, in order.
@@ -61,10 +63,20 @@ export type Services =
  */
 export const layerClient = <E, R>(
   client: Layer.Layer<KnexClient.KnexClient, E, R>,
-  options: Subscription.LayerOptions = {}
+  options: Subscription.LayerOptions & {
+    /**
+     * What the `BillingSession` publishes its events to: a layer providing
+     * `BillingEvents.BillingEvents` (e.g. {@link Webhook.layer}); default:
+     * events are dropped.
+     */
+    readonly events?: Layer.Layer<never> | undefined
+  } = {}
 ): Layer.Layer<Services, E | BillingError.StoreError, R> => {
   const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
-  return Layer.mergeAll(Subscription.layer(options), RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
+  const billing = options.events === undefined ? Subscription.layer(options) : Subscription.layer(options).pipe(
+    Layer.provide(options.events)
+  )
+  return Layer.mergeAll(billing, RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
 }
 
 /**
@@ -75,7 +87,11 @@ export const layerClient = <E, R>(
  */
 export const layerUrl = (
   url: string,
-  options: Subscription.LayerOptions & { readonly client?: KnexClient.ClientOptions } = {}
+  options: Subscription.LayerOptions & {
+    readonly client?: KnexClient.ClientOptions
+    /** See {@link layerClient}. */
+    readonly events?: Layer.Layer<never> | undefined
+  } = {}
 ): Layer.Layer<Services, BillingError.StoreError> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
 
 /**
@@ -96,15 +112,27 @@ export const sdkOptions = (loaded: Loaded): Subscription.LayerOptions => ({
  * Everything the admin API (and the request flow) needs, from the loaded
  * configuration: the billing services over `RELAY_DATABASE_URL` and the admin
  * key (`RELAY_ADMIN_KEY`, else `adminKeyPath`, default `./data/admin-key`).
+ * The session publishes its events to `options.events` when given, else to
+ * the `notifications.webhook` of the config ({@link Webhook.layerFromConfig};
+ * events are dropped when the section is absent).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerFromConfig = (
   loaded: Loaded,
-  options: { readonly adminKeyPath?: string; readonly client?: KnexClient.ClientOptions } = {}
+  options: {
+    readonly adminKeyPath?: string
+    readonly client?: KnexClient.ClientOptions
+    /** Overrides the config's notifier (see {@link layerClient}). */
+    readonly events?: Layer.Layer<never> | undefined
+  } = {}
 ): Layer.Layer<Services | AdminKey, BillingError.StoreError | AdminKeyError> =>
   Layer.merge(
-    layerUrl(loaded.databaseUrl, { ...sdkOptions(loaded), ...(options.client ? { client: options.client } : {}) }),
+    layerUrl(loaded.databaseUrl, {
+      ...sdkOptions(loaded),
+      ...(options.client ? { client: options.client } : {}),
+      events: options.events ?? Webhook.layerFromConfig(loaded.config)
+    }),
     AdminKey.layer({ envKey: loaded.adminKey, path: options.adminKeyPath })
   )

@@ -26,3 +26,13 @@ export * as Channels from "./Channels.js"
 export * as DemoResponder from "./DemoResponder.js"
 /** @since 0.1.0 */
 export * as Upstream from "./Upstream.js"
+/** @since 0.1.0 */
+export * as ClientApi from "./ClientApi.js"
+/** @since 0.1.0 */
+export * as Server from "./Server.js"
+/** @since 0.1.0 */
+export * as Webhook from "./Webhook.js"
+/** @since 0.1.0 */
+export * as Demo from "./Demo.js"
+/** @since 0.1.0 */
+export * as Cli from "./Cli.js"

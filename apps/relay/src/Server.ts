@@ -1,0 +1,123 @@
+/**
+ * The relay server: one HTTP server on `RELAY_PORT` serving the admin API
+ * (`/admin/*`) and the client API (`/v1/*`) over the billing services of
+ * {@link RelayBilling.layerFromConfig} (migrations applied on start), plus a
+ * reaper fiber that refunds expired holds every `billing.reapIntervalSeconds`.
+ *
+ * Shutdown is graceful: interrupting {@link serve} (e.g. on SIGINT/SIGTERM)
+ * stops accepting connections, waits for in-flight requests (up to
+ * `drainTimeout`, default 10 s) — they settle or refund through
+ * `withBilling` — and only then closes the database.
+ *
+ * Usage (a CLI):
+ *
+ * ```ts
+ * const loaded = await Effect.runPromise(Config.load())
+ * const fiber = Effect.runFork(Server.serve(loaded))
+ * process.once("SIGINT", () => Effect.runFork(Fiber.interrupt(fiber)))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Layer, Schedule } from "effect"
+import type { BillingError } from "@relay-billing/core"
+import { BillingSession } from "@relay-billing/core"
+import type { KnexClient } from "@relay-billing/knex"
+import { HttpRouter } from "effect/http"
+import type { HttpServer as EffectHttpServer } from "effect/http"
+import * as AdminApi from "./AdminApi.js"
+import type { AdminKey, AdminKeyError } from "./AdminKey.js"
+import * as ClientApi from "./ClientApi.js"
+import type { Loaded } from "./Config.js"
+import * as HttpServer from "./HttpServer.js"
+import * as RelayBilling from "./RelayBilling.js"
+import * as Upstream from "./Upstream.js"
+
+/**
+ * Options of {@link serve} / {@link layer}; all optional.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Port to listen on instead of `loaded.port` (0 picks a free one). */
+  readonly port?: number | undefined
+  /** Interface to bind; default `0.0.0.0`. */
+  readonly host?: string | undefined
+  /** How long a shutdown waits for in-flight requests; default 10 seconds. */
+  readonly drainTimeout?: Duration.Input | undefined
+  /** Where a generated admin key is stored; default `./data/admin-key`. */
+  readonly adminKeyPath?: string | undefined
+  /** knex client options (schema, table prefix, pool). */
+  readonly client?: KnexClient.ClientOptions | undefined
+  /** Log each HTTP request (effect's HTTP logger); default false. */
+  readonly httpLogger?: boolean | undefined
+}
+
+/**
+ * Refunds expired holds every `intervalSeconds`; failures are logged and the
+ * loop goes on. Runs until interrupted.
+ *
+ * @since 0.1.0
+ * @category reaper
+ */
+export const reaper = (intervalSeconds: number): Effect.Effect<never, never, BillingSession.BillingSession> =>
+  Effect.gen(function*() {
+    const session = yield* BillingSession.BillingSession
+    const once = session.reapExpired().pipe(
+      Effect.tap((report) =>
+        report.expired > 0 ? Effect.log(`relay: reaper refunded ${report.expired} expired hold(s)`) : Effect.void
+      ),
+      Effect.catchCause((cause) => Effect.logError("relay: reaper pass failed", cause))
+    )
+    return yield* Effect.forever(Effect.andThen(Effect.sleep(Duration.seconds(intervalSeconds)), once))
+  })
+
+/**
+ * The whole relay as a layer: the HTTP server (listening), both APIs, the
+ * reaper, and the billing services (also provided to the caller, e.g. tests).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  loaded: Loaded,
+  options: Options = {}
+): Layer.Layer<
+  EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey,
+  HttpServer.ServeError | BillingError.StoreError | AdminKeyError
+> => {
+  const services = RelayBilling.layerFromConfig(loaded, {
+    ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
+    ...(options.client !== undefined ? { client: options.client } : {})
+  })
+  const apis = Layer.mergeAll(
+    AdminApi.routes({ groups: Object.keys(loaded.config.groups) }),
+    ClientApi.routes(loaded.config).pipe(Layer.provide(Upstream.layerFetch()))
+  )
+  const app = HttpRouter.serve(apis, { disableLogger: options.httpLogger !== true }).pipe(
+    Layer.provideMerge(
+      HttpServer.layer({
+        port: options.port ?? loaded.port,
+        ...(options.host !== undefined ? { host: options.host } : {}),
+        ...(options.drainTimeout !== undefined ? { drainTimeout: options.drainTimeout } : {})
+      })
+    )
+  )
+  const reap = Layer.effectDiscard(Effect.forkScoped(reaper(loaded.config.billing.reapIntervalSeconds)))
+  return Layer.mergeAll(app, reap).pipe(Layer.provideMerge(services))
+}
+
+/**
+ * Serves the relay until interrupted (then shuts down gracefully, see the
+ * module docs). Fails at start-up when the port cannot be bound, the database
+ * cannot be reached or migrated, or the admin key cannot be read or written.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const serve = (
+  loaded: Loaded,
+  options: Options = {}
+): Effect.Effect<never, HttpServer.ServeError | BillingError.StoreError | AdminKeyError> =>
+  Layer.launch(layer(loaded, options))
