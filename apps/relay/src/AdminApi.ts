@@ -180,11 +180,16 @@ export interface AccountView {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
-const accountView = (meta: AccountMeta, wallet: WalletAdmin.Account): AccountView => ({
+/**
+ * `usedQuota` is what the account actually paid (relay-api.md): the SDK's counter
+ * (every settled A, billing-semantics §3.4) less the overflow nobody could pay,
+ * which the ledger records as unbilled.
+ */
+const accountView = (meta: AccountMeta, wallet: WalletAdmin.Account, unbilled: number): AccountView => ({
   id: meta.id,
   name: meta.name,
   quota: wallet.balance,
-  usedQuota: wallet.usedQuota,
+  usedQuota: wallet.usedQuota - unbilled,
   requestCount: wallet.requestCount,
   group: meta.group,
   billingPreference: meta.billingPreference
@@ -378,7 +383,11 @@ export const routes = (options: Options = {}): Layer.Layer<
         Effect.gen(function*() {
           const meta = yield* store.account(id)
           const balances = yield* wallet.account(id)
-          return accountView(meta, balances)
+          const unbilled = yield* client.query("relay.unbilled", (db) =>
+            db(client.table("ledger")).where({ account_id: id }).sum({ total: "unbilled" })).pipe(
+              Effect.map((rows) => Number((rows as Array<{ total: unknown }>)[0]?.total ?? 0) || 0)
+            )
+          return accountView(meta, balances, unbilled)
         })
 
       const tokenView = (id: string) =>

@@ -413,6 +413,28 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
   })
 
   // last: it corrupts the shared database on purpose
+  it("usedQuota is what was actually paid: a subscription overflow nobody could pay is not counted", async () => {
+    const { id: accountId } = await newAccount({ quota: 50_000 })
+    const plan = await h.call("POST", "/admin/plans", {
+      title: "Capped",
+      totalAmount: 1_000,
+      resetPeriod: "never",
+      durationSeconds: 86_400,
+      allowWalletOverflow: false
+    })
+    const sub = await h.call("POST", "/admin/subscriptions", { accountId, planId: plan.body.id })
+    expect(sub.status).toBe(201)
+    const holdId = `req-${target.name}-overflow`
+    const session = await h.run(BillingSession.open({ holdId, accountId, estimate: 600, preference: "subscription_only" }))
+    await h.run(session.settle(1_500)) // 1,000 paid by the subscription, 500 unbilled
+    const hold = await h.call("GET", `/admin/holds/${holdId}`)
+    expect(hold.body).toMatchObject({ status: "settled", actual: 1_500, unbilled: 500 })
+    const account = await h.call("GET", `/admin/accounts/${accountId}`)
+    expect(account.body).toMatchObject({ quota: 50_000, usedQuota: 1_000, requestCount: 1 })
+    expect((await h.call("GET", `/admin/subscriptions/${sub.body.id}`)).body).toMatchObject({ amountUsed: 1_000 })
+    expect((await h.call("GET", "/admin/audit")).body).toEqual({ ok: true, problems: [] })
+  })
+
   it("reports a balance that disagrees with the ledger", async () => {
     const { id } = await newAccount({ quota: 500 })
     const column = Subscription.auditBalances.find((b) => b.sourceId === "wallet")!
