@@ -11,7 +11,7 @@
  */
 import { Context, Effect, Layer, Schema } from "effect"
 import type { BillingError } from "@relay-billing/core"
-import { KnexClient, Statements } from "@relay-billing/knex"
+import { IdColumns, KnexClient, Statements } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
 import { constantTimeEqualHex, generateKey, hashKey } from "./internal/secrets.js"
 
@@ -81,9 +81,27 @@ export const migrations: Migrations.MigrationSet = {
         await knex.schema.dropTableIfExists(context.table(tables.tokens))
         await knex.schema.dropTableIfExists(context.table(tables.accounts))
       }
+    },
+    {
+      // Ids, request ids and key hashes compare byte for byte on MySQL/MariaDB too
+      // (issue 8 #2: `chatcmpl-AbC123` and `chatcmpl-abc123` are two requests); no-op elsewhere.
+      name: "0002_binary_ids",
+      up: (knex, context) => IdColumns.makeBinary(knex, context, relayIdColumns(context)),
+      down: (knex, context) => IdColumns.revertBinary(knex, context, relayIdColumns(context))
     }
   ]
 }
+
+const relayIdColumns = ({ table }: Migrations.MigrationContext): ReadonlyArray<IdColumns.ExistingColumn> => [
+  { table: table(tables.accounts), column: "id", length: 191, nullable: false },
+  { table: table(tables.accounts), column: "group_name", length: 191, nullable: false },
+  { table: table(tables.tokens), column: "id", length: 191, nullable: false },
+  { table: table(tables.tokens), column: "account_id", length: 191, nullable: false },
+  { table: table(tables.tokens), column: "key_hash", length: 64, nullable: false },
+  { table: table(tables.logs), column: "request_id", length: 191, nullable: false },
+  { table: table(tables.logs), column: "account_id", length: 191, nullable: false },
+  { table: table(tables.logs), column: "token_id", length: 191, nullable: true }
+]
 
 // ---------------------------------------------------------------------------
 // models

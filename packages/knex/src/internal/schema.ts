@@ -1,4 +1,5 @@
-import type { Migration, MigrationSet } from "../Migrations.js"
+import * as IdColumns from "../IdColumns.js"
+import type { Migration, MigrationContext, MigrationSet } from "../Migrations.js"
 
 /** Width of id columns (fits a MySQL utf8mb4 index). */
 export const ID = 191
@@ -59,5 +60,58 @@ const holdsAndLedger: Migration = {
   }
 }
 
+/** Every id and key column of the tables of 0001 (issue 8 #2). */
+const idColumns = ({ table }: MigrationContext): ReadonlyArray<IdColumns.ExistingColumn> => [
+  { table: table("holds"), column: "id", length: ID, nullable: false },
+  { table: table("holds"), column: "account_id", length: ID, nullable: false },
+  { table: table("holds"), column: "token_id", length: ID, nullable: true },
+  { table: table("hold_parts"), column: "source_id", length: 64, nullable: false },
+  { table: table("hold_parts"), column: "hold_id", length: ID, nullable: false },
+  { table: table("hold_parts"), column: "subject_id", length: ID, nullable: false },
+  { table: table("ledger"), column: "source_id", length: 64, nullable: false },
+  { table: table("ledger"), column: "subject_id", length: ID, nullable: false },
+  { table: table("ledger"), column: "account_id", length: ID, nullable: false },
+  { table: table("ledger"), column: "hold_id", length: ID, nullable: true },
+  { table: table("ledger"), column: "idempotency_key", length: ID, nullable: true }
+]
+
+/**
+ * Ids compare byte for byte on MySQL/MariaDB too (binary NO PAD collation):
+ * `chatcmpl-AbC123` ≠ `chatcmpl-abc123`, `req-77 ` ≠ `req-77`, `req-é` ≠ `req-e`.
+ * A no-op on SQLite and PostgreSQL, which already compare bytes.
+ */
+const binaryIds: Migration = {
+  name: "0002_binary_ids",
+  up: (knex, context) => IdColumns.makeBinary(knex, context, idColumns(context)),
+  down: (knex, context) => IdColumns.revertBinary(knex, context, idColumns(context))
+}
+
+/**
+ * A part's `ref` (and the hold's `parts`, which repeat it) is whatever its source
+ * produced, of any length (issue 8 #7: split funding over 4 subscriptions with
+ * UUID ids, or one subscription with a 185-character id, did not fit 191).
+ * SQLite does not enforce `varchar` widths; `holds.parts` is already `text`
+ * there and on PostgreSQL; MySQL's `text` (64 KiB) becomes `mediumtext`.
+ */
+const unboundedRefs: Migration = {
+  name: "0003_unbounded_part_refs",
+  up: async (knex, { dialect, table }) => {
+    if (dialect === "postgres") {
+      await knex.raw(`alter table ?? alter column ?? type text`, [table("hold_parts"), "ref"])
+    } else if (dialect === "mysql") {
+      await knex.raw(`alter table ?? modify ?? mediumtext null`, [table("hold_parts"), "ref"])
+      await knex.raw(`alter table ?? modify ?? mediumtext not null`, [table("holds"), "parts"])
+    }
+  },
+  down: async (knex, { dialect, table }) => {
+    if (dialect === "postgres") {
+      await knex.raw(`alter table ?? alter column ?? type varchar(${ID})`, [table("hold_parts"), "ref"])
+    } else if (dialect === "mysql") {
+      await knex.raw(`alter table ?? modify ?? varchar(${ID}) null`, [table("hold_parts"), "ref"])
+      await knex.raw(`alter table ?? modify ?? text not null`, [table("holds"), "parts"])
+    }
+  }
+}
+
 /** The knex package's migrations: holds, per-source part records, the ledger. */
-export const knexMigrations: MigrationSet = { name: "knex", migrations: [holdsAndLedger] }
+export const knexMigrations: MigrationSet = { name: "knex", migrations: [holdsAndLedger, binaryIds, unboundedRefs] }

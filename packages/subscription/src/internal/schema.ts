@@ -1,3 +1,4 @@
+import { IdColumns } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
 
 const ID = 191
@@ -41,7 +42,25 @@ const plansAndSubscriptions: Migrations.Migration = {
   }
 }
 
+const idColumns = ({ table }: Migrations.MigrationContext): ReadonlyArray<IdColumns.ExistingColumn> => [
+  { table: table("plans"), column: "id", length: ID, nullable: false },
+  { table: table("subscriptions"), column: "id", length: ID, nullable: false },
+  { table: table("subscriptions"), column: "account_id", length: ID, nullable: false },
+  { table: table("subscriptions"), column: "plan_id", length: ID, nullable: false }
+]
+
+const foreignKeys = ({ table }: Migrations.MigrationContext): ReadonlyArray<IdColumns.ForeignKey> => [
+  { table: table("subscriptions"), column: "plan_id", references: table("plans"), referencedColumn: "id" }
+]
+
+/** Plan and subscription ids compare byte for byte on MySQL/MariaDB too (issue 8 #2); no-op elsewhere. */
+const binaryIds: Migrations.Migration = {
+  name: "0002_binary_ids",
+  up: (knex, context) => IdColumns.makeBinary(knex, context, idColumns(context), foreignKeys(context)),
+  down: (knex, context) => IdColumns.revertBinary(knex, context, idColumns(context), foreignKeys(context))
+}
+
 export const subscriptionMigrations: Migrations.MigrationSet = {
   name: "subscription",
-  migrations: [plansAndSubscriptions]
+  migrations: [plansAndSubscriptions, binaryIds]
 }

@@ -1,3 +1,4 @@
+import { IdColumns } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
 
 const ID = 191
@@ -52,7 +53,26 @@ const noticesAndSplit: Migrations.Migration = {
   }
 }
 
+const idColumns = ({ table }: Migrations.MigrationContext): ReadonlyArray<IdColumns.ExistingColumn> => [
+  { table: table("accounts"), column: "id", length: ID, nullable: false },
+  { table: table("tokens"), column: "id", length: ID, nullable: false },
+  { table: table("tokens"), column: "account_id", length: ID, nullable: false },
+  { table: table("low_balance_notices"), column: "account_id", length: ID, nullable: false },
+  { table: table("low_balance_notices"), column: "source_id", length: 64, nullable: false }
+]
+
+const foreignKeys = ({ table }: Migrations.MigrationContext): ReadonlyArray<IdColumns.ForeignKey> => [
+  { table: table("tokens"), column: "account_id", references: table("accounts"), referencedColumn: "id" }
+]
+
+/** Account and token ids compare byte for byte on MySQL/MariaDB too (issue 8 #2); no-op elsewhere. */
+const binaryIds: Migrations.Migration = {
+  name: "0003_binary_ids",
+  up: (knex, context) => IdColumns.makeBinary(knex, context, idColumns(context), foreignKeys(context)),
+  down: (knex, context) => IdColumns.revertBinary(knex, context, idColumns(context), foreignKeys(context))
+}
+
 export const walletMigrations: Migrations.MigrationSet = {
   name: "wallet",
-  migrations: [accountsAndTokens, noticesAndSplit]
+  migrations: [accountsAndTokens, noticesAndSplit, binaryIds]
 }
