@@ -9,6 +9,7 @@
 import { Clock, Effect } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import { KnexClient } from "./KnexClient.js"
+import { partProblems } from "./internal/auditParts.js"
 import { decodeRows, int } from "./internal/sql.js"
 
 /**
@@ -121,6 +122,8 @@ export const run = (
         )
       }
     }
+    // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
+    problems.push(...(yield* partProblems(client)))
     const [holdCount, stale] = yield* Effect.all([
       client.query("audit.holds.count", (db) => db(holds).count({ n: "*" })),
       client.query("audit.holds.expired", (db) =>

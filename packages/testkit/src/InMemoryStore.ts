@@ -23,6 +23,7 @@ import { Faults } from "./Faults.js"
 import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
 import type { StoreHandle } from "./internal/memorySources.js"
 import type { State, SubscriptionRow } from "./internal/state.js"
+import { partProblems } from "./internal/auditParts.js"
 import { emptyState } from "./internal/state.js"
 
 let storeCounter = 0
@@ -388,7 +389,18 @@ export class InMemoryStore {
       const expected = settledCharge.get(accountId) ?? 0
       if (c.usedQuota !== expected) problems.push(`account ${accountId}: usedQuota ${c.usedQuota} != settled ${expected}`)
     }
+    // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
+    problems.push(...partProblems(s))
     return { problems, unbilled }
+  }
+
+  /**
+   * Changes the stored state directly, bypassing every source and the journal
+   * (no ledger row, no checks): for tests that tamper with the "database" and
+   * expect `audit` to notice.
+   */
+  unsafeTamper(mutate: (state: State) => void): void {
+    mutate(this.state)
   }
 
   /** The core services of this store: journal, ledger, counters and a registry of its sources. */
