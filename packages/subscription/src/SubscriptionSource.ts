@@ -24,7 +24,7 @@ import { PartRecords } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { WalletSource } from "@relay-billing/wallet"
 import type { Draw, DrawItem, SubscriptionRow } from "./internal/rows.js"
-import { decodeDraw, encodeDraw, inCurrentPeriod, isActive, periodOf, room } from "./internal/rows.js"
+import { decodeDraw, drawFrom, encodeDraw, inCurrentPeriod, isActive, room } from "./internal/rows.js"
 import { makeStore, now } from "./internal/store.js"
 
 /**
@@ -111,6 +111,18 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           allowFallback: rows.every((r: { allow_wallet_overflow: unknown }) => Boolean(r.allow_wallet_overflow))
         }
       }),
+    room: (accountId) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const rows = yield* store.lockActive(accountId, at, false)
+        let best = 0
+        for (const row of rows) {
+          // read only: a reset that is due counts as done, without writing it
+          const used = row.nextResetAt !== undefined && row.nextResetAt <= at ? 0 : row.used
+          best = Math.max(best, row.total === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, row.total - used))
+        }
+        return best
+      }),
     reserve: (req) =>
       tx(Effect.gen(function*() {
         const replay = yield* PartRecords.claimOrReplay(client, {
@@ -129,7 +141,7 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
             if (remaining === 0) break
             const take = Math.min(remaining, room(row))
             if (take > 0) {
-              draw.push({ id: row.id, amount: take, period: periodOf(row) })
+              draw.push(drawFrom(row, take))
               remaining -= take
             }
           }
@@ -137,7 +149,7 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           // Post-consume (unconditional): the soonest-expiring active subscription takes it
           // even without room; settlement applies the overflow rule.
           const chosen = rows.find((row) => room(row) >= req.amount) ?? (req.unconditional ? rows[0] : undefined)
-          if (chosen) draw.push({ id: chosen.id, amount: req.amount, period: periodOf(chosen) })
+          if (chosen) draw.push(drawFrom(chosen, req.amount))
         }
         if (draw.length === 0) {
           yield* PartRecords.remove(client, id, req.holdId)

@@ -48,14 +48,14 @@ export const room = (s: SubscriptionRow) => (s.total === 0 ? Number.POSITIVE_INF
 
 /**
  * One subscription a part drew from: how much, and from which period — the
- * start of the period (`lastResetAt`) when it was drawn, `null` for a plan that
- * never resets. `period` is absent in refs written before issue 8; those are
- * treated as drawn from the current period (the old behaviour).
+ * start of the period (`lastResetAt`) when it was drawn. `period` is absent for
+ * a plan that never resets, and in refs written before issue 8; such a draw
+ * belongs to the current period (the old behaviour).
  */
 export interface DrawItem {
   readonly id: string
   readonly amount: number
-  readonly period?: number | null
+  readonly period?: number
 }
 
 /** The reservation a part records: which rows it drew from, how much from each, in which period. */
@@ -67,11 +67,12 @@ export const encodeDraw = (draw: Draw): string =>
 export const decodeDraw = (ref: string | undefined): Draw => {
   if (!ref) return []
   const parsed = JSON.parse(ref) as Array<[string, number, (number | null)?]>
-  return parsed.map(([id, amount, period]) => (period === undefined ? { id, amount } : { id, amount, period }))
+  return parsed.map(([id, amount, period]) => (typeof period === "number" ? { id, amount, period } : { id, amount }))
 }
 
-/** The period a row is in now: the start of its current period, `null` when it never resets. */
-export const periodOf = (row: SubscriptionRow): number | null => row.lastResetAt ?? null
+/** A draw from `row` now: the start of its current period (none when it never resets). */
+export const drawFrom = (row: SubscriptionRow, amount: number): DrawItem =>
+  row.lastResetAt === undefined ? { id: row.id, amount } : { id: row.id, amount, period: row.lastResetAt }
 
 /**
  * Whether a draw belongs to the row's current period (the row must have had its
@@ -79,4 +80,4 @@ export const periodOf = (row: SubscriptionRow): number | null => row.lastResetAt
  * to that closed period: settling or refunding it never moves today's usage.
  */
 export const inCurrentPeriod = (draw: DrawItem, row: SubscriptionRow): boolean =>
-  draw.period === undefined || draw.period === periodOf(row)
+  draw.period === undefined || draw.period === row.lastResetAt

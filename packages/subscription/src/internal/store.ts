@@ -19,15 +19,15 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
         new BillingError.StoreError({ operation, detail: cause instanceof Error ? cause.message : String(cause), cause })
     })
 
-  /** Active subscriptions of an account, soonest expiry first (ties by id), locked. */
-  const lockActive = (accountId: string, now: number) =>
+  /** Active subscriptions of an account, soonest expiry first (ties by id), locked unless `lock` is false. */
+  const lockActive = (accountId: string, now: number, lock = true) =>
     client.query(`${sourceId}.active`, (db) => {
       const q = db(subscriptions)
         .where({ account_id: accountId, status: "active" })
         .andWhere("start_at", "<=", now)
         .andWhere("end_at", ">", now)
         .orderBy([{ column: "end_at", order: "asc" }, { column: "id", order: "asc" }])
-      return lockable ? q.forUpdate() : q
+      return lockable && lock ? q.forUpdate() : q
     }).pipe(Effect.flatMap((rows) => decode(`${sourceId}.active`, rows)))
 
   /** Rows by id, locked, in the given order. */
@@ -86,11 +86,11 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
     kind: Ledger.EntryKind,
     holdId: string,
     amount: number,
-    period: number | null | undefined
+    period: number | undefined
   ) =>
     Effect.gen(function*() {
       if (amount === 0) return
-      const from = period === null || period === undefined ? "an earlier period" : `the period from ${new Date(period).toISOString()}`
+      const from = period === undefined ? "an earlier period" : `the period from ${new Date(period).toISOString()}`
       yield* ledger(row, kind, holdId, amount, { note: `returned to ${from}, already reset` })
       yield* ledger(row, "reset", undefined, -amount, {
         note: `hold ${holdId}: reserved in ${from}, cleared by its reset; the current period is unchanged`
