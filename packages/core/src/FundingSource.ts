@@ -141,6 +141,14 @@ export interface FundingSource {
   readonly availability?: (accountId: string) => Effect.Effect<Availability, StoreError>
   /** The spendable balance, used by the optional trust bypass. */
   readonly balance?: (accountId: string) => Effect.Effect<number, StoreError>
+  /**
+   * The most one reservation could take for the account now, read without
+   * writing: for a subscription, the largest quota left in a current period (a
+   * reset that is due counts as done), `Number.MAX_SAFE_INTEGER` when unlimited,
+   * 0 when nothing is left or there is no active subscription. The post-consume
+   * balance check asks it (and `balance` for sources without it).
+   */
+  readonly room?: (accountId: string) => Effect.Effect<number, StoreError>
   /** Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id already refunded. */
   readonly reserve: (
     request: ReserveRequest

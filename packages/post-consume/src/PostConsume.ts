@@ -35,7 +35,11 @@ export const Request = Schema.Struct({
   tokenId: Schema.optionalKey(Id),
   preference: Schema.optionalKey(Schema.String),
   playground: Schema.optionalKey(Schema.Boolean),
-  /** Check before the work that the paying source and the token can cover this much. */
+  /**
+   * Check before the work that a source the preference allows (a subscription
+   * for the quota it has left, the wallet for its balance) and the token can
+   * cover this much.
+   */
   check: Schema.optionalKey(Quota.Quota),
   metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
 })
@@ -99,16 +103,22 @@ export const make = (
       const amount = req.check
       if (amount === undefined) return
       const order = yield* FundingResolver.resolve(registry, Preference.normalize(req.preference), req.accountId, options.roles)
+      // Passes only if one source the preference allows can pay the whole amount now:
+      // a subscription counts for the room it has left, the wallet for its balance.
       let best = 0
       let covered = false
       for (const id of order) {
         const source = yield* registry.funding(id)
-        if (source.balance) {
-          const balance = yield* source.balance(req.accountId)
-          best = Math.max(best, balance)
-          if (balance > 0 && balance >= amount) covered = true
+        const room = source.room
+          ? yield* source.room(req.accountId)
+          : source.balance
+          ? yield* source.balance(req.accountId)
+          : undefined
+        if (room !== undefined) {
+          best = Math.max(best, room)
+          covered = room > 0 && room >= amount
         } else if (source.availability) {
-          // A source that cannot tell its balance (a subscription) is trusted when usable.
+          // A source that can tell neither its room nor its balance is trusted when usable.
           covered = (yield* source.availability(req.accountId)).available
         }
         if (covered) break

@@ -8,6 +8,13 @@
  * otherwise recorded in the ledger as unbilled — never silently dropped.
  * Idempotent by hold id; a hold id already refunded is a typed error.
  *
+ * A reservation belongs to the period it was drawn from (§3.6): the part's
+ * `ref` records, per subscription, the start of that period. Settling or
+ * refunding a reservation whose period has been reset since never moves the
+ * current period's usage: what is given back only corrects the closed period
+ * (ledger rows that net to 0), and an extra charge above it follows the
+ * overflow rule (the wallet when the plan allows it, else recorded unbilled).
+ *
  * @since 0.1.0
  */
 import { Effect } from "effect"
@@ -16,8 +23,8 @@ import type { FundingSource } from "@relay-billing/core"
 import { PartRecords } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { WalletSource } from "@relay-billing/wallet"
-import type { Draw, SubscriptionRow } from "./internal/rows.js"
-import { decodeDraw, encodeDraw, isActive, room } from "./internal/rows.js"
+import type { Draw, DrawItem, SubscriptionRow } from "./internal/rows.js"
+import { decodeDraw, drawFrom, encodeDraw, inCurrentPeriod, isActive, room } from "./internal/rows.js"
 import { makeStore, now } from "./internal/store.js"
 
 /**
@@ -104,6 +111,18 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           allowFallback: rows.every((r: { allow_wallet_overflow: unknown }) => Boolean(r.allow_wallet_overflow))
         }
       }),
+    room: (accountId) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const rows = yield* store.lockActive(accountId, at, false)
+        let best = 0
+        for (const row of rows) {
+          // read only: a reset that is due counts as done, without writing it
+          const used = row.nextResetAt !== undefined && row.nextResetAt <= at ? 0 : row.used
+          best = Math.max(best, row.total === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, row.total - used))
+        }
+        return best
+      }),
     reserve: (req) =>
       tx(Effect.gen(function*() {
         const replay = yield* PartRecords.claimOrReplay(client, {
@@ -115,14 +134,14 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
         if (replay) return replay
         const at = yield* now
         const rows = yield* activeAfterReset(req.accountId, at)
-        const draw: Array<{ id: string; amount: number }> = []
+        const draw: Array<DrawItem> = []
         if (req.partial) {
           let remaining: number = req.amount
           for (const row of rows) {
             if (remaining === 0) break
             const take = Math.min(remaining, room(row))
             if (take > 0) {
-              draw.push({ id: row.id, amount: take })
+              draw.push(drawFrom(row, take))
               remaining -= take
             }
           }
@@ -130,7 +149,7 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           // Post-consume (unconditional): the soonest-expiring active subscription takes it
           // even without room; settlement applies the overflow rule.
           const chosen = rows.find((row) => room(row) >= req.amount) ?? (req.unconditional ? rows[0] : undefined)
-          if (chosen) draw.push({ id: chosen.id, amount: req.amount })
+          if (chosen) draw.push(drawFrom(chosen, req.amount))
         }
         if (draw.length === 0) {
           yield* PartRecords.remove(client, id, req.holdId)
@@ -164,31 +183,45 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
         const draw = decodeDraw(part.ref)
         const at = yield* now
         const rows = yield* drawnRows(draw, at)
-        let delta = req.actual - part.amount
+        const rowOf = (d: DrawItem) => rows.find((r) => r.id === d.id)
+        const delta = req.actual - part.amount
         let unbilled = 0
         let last: SubscriptionRow | undefined = rows[rows.length - 1]
         if (delta > 0) {
-          // The extra goes to the last row with room (the last row if none has room).
-          const target = [...rows].reverse().find((r) => room(r) > 0) ?? last
+          // The extra goes to the last row with room among those drawn in their current
+          // period (the last of them if none has room). A row whose period was reset since
+          // the draw is never charged for it: the extra follows the overflow rule instead.
+          const live = draw.flatMap((d) => {
+            const row = rowOf(d)
+            return row && inCurrentPeriod(d, row) ? [row] : []
+          })
+          const target = [...live].reverse().find((r) => room(r) > 0) ?? live[live.length - 1]
           if (target) {
             const wanted = target.used + delta
             const capped = target.total > 0 ? Math.min(wanted, target.total) : wanted
             yield* store.setUsed(target, capped, "settle", req.holdId)
             unbilled = yield* overflow(target, wanted - capped, req.holdId)
             last = target
+          } else {
+            const closed = draw.length > 0 ? rowOf(draw[draw.length - 1]!) : undefined
+            if (closed) {
+              unbilled = yield* overflow(closed, delta, req.holdId)
+              last = closed
+            }
           }
         } else if (delta < 0) {
-          // Give back in reverse order, never below 0 (a reset may have cleared the usage).
+          // Give back in reverse order: to the current period's usage (never below 0),
+          // or, for a draw from a period reset since, to that closed period only.
           let back = -delta
           for (const d of [...draw].reverse()) {
-            const row = rows.find((r) => r.id === d.id)
+            const row = rowOf(d)
             if (!row || back === 0) continue
             const give = Math.min(back, d.amount)
             back -= give
-            yield* store.setUsed(row, Math.max(0, row.used - give), "settle", req.holdId)
+            if (inCurrentPeriod(d, row)) yield* store.setUsed(row, Math.max(0, row.used - give), "settle", req.holdId)
+            else yield* store.closedPeriod(row, "settle", req.holdId, give, d.period)
             last = row
           }
-          delta = 0
         }
         const result: FundingSource.PartResult = {
           charged: req.actual - unbilled,
@@ -208,7 +241,9 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
         const rows = yield* drawnRows(draw, at)
         for (const d of draw) {
           const row = rows.find((r) => r.id === d.id)
-          if (row) yield* store.setUsed(row, Math.max(0, row.used - d.amount), req.reason, req.holdId)
+          if (!row) continue
+          if (inCurrentPeriod(d, row)) yield* store.setUsed(row, Math.max(0, row.used - d.amount), req.reason, req.holdId)
+          else yield* store.closedPeriod(row, req.reason, req.holdId, d.amount, d.period)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
       }))

@@ -366,7 +366,7 @@ for (const target of targets) {
           yield* auditClean
         }))
 
-      it.effect("a refund after a period reset is floored at 0 (the reset already cleared the usage)", () =>
+      it.effect("a refund after a period reset leaves the new period at 0 (the reset already cleared the usage; issue 8 #1)", () =>
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
           yield* TestClock.setTime(t("2026-11-28T23:55:00Z"))
@@ -382,9 +382,12 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* ledgerRows({ subjectId: "floor-s" }), [
             "subscription floor-s reserve -20000",
             "subscription floor-s reserve -30000",
-            "subscription floor-s reset 50000"
+            "subscription floor-s reset 50000",
+            // the refund corrects the closed period only: the pair nets to 0 on today's usage
+            "subscription floor-s refund 30000",
+            "subscription floor-s reset -30000"
           ])
-          // a shortfall given back after a reset is floored too
+          // a shortfall given back after a reset does not touch the new period either
           const s2 = yield* billing.open({ holdId: "floor-h2", accountId: "floor", estimate: 30_000 })
           yield* TestClock.adjust("1 day")
           yield* s2.settle(10_000)

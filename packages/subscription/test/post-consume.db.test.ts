@@ -8,9 +8,11 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
 import { BillingError, BillingSettler } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
 import { PostConsume } from "@relay-billing/post-consume"
+import { WalletAdmin } from "@relay-billing/wallet"
 import {
   account,
   auditClean,
@@ -18,6 +20,7 @@ import {
   ledgerRows,
   subscribe,
   subscriptionBilling,
+  t,
   targets,
   used,
   walletState
@@ -163,6 +166,60 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* walletState("po"), { W: 50_000, usedQuota: 0, requestCount: 0 })
           assert.deepStrictEqual(yield* ledgerRows({ holdId: "po-1" }), [])
           assert.strictEqual(yield* holdCount("po"), 0)
+          yield* auditClean
+        }))
+
+      it.effect("issue 8 #9: subscription exhausted and wallet 0: the check of 2,000 fails typed, writes nothing, and the wallet never goes to -2,000", () =>
+        Effect.gen(function*() {
+          const pc = yield* post
+          yield* TestClock.setTime(t("2026-11-28T10:00:00Z"))
+          yield* account("px", 0)
+          yield* subscribe("px-s", "px", { total: 10_000, period: "daily" })
+          yield* (yield* pc.settler({ requestId: "px-0", accountId: "px", preference: "subscription_only" })).settle(10_000)
+          assert.strictEqual(yield* used("px-s"), 10_000)
+          const rowsBefore = yield* ledgerRows({ accountId: "px" })
+          for (const preference of [undefined, "subscription_first", "subscription_only", "wallet_first"]) {
+            const e = yield* failureOf(pc.settler({
+              requestId: "px-1",
+              accountId: "px",
+              check: 2_000,
+              ...(preference !== undefined ? { preference } : {})
+            }))
+            assert.instanceOf(e, BillingError.InsufficientFunds, `preference ${preference}`)
+            assert.strictEqual((e as BillingError.InsufficientFunds).required, 2_000)
+            assert.strictEqual((e as BillingError.InsufficientFunds).available, 0)
+          }
+          assert.deepStrictEqual(yield* walletState("px"), { W: 0, usedQuota: 10_000, requestCount: 1 })
+          assert.deepStrictEqual(yield* ledgerRows({ accountId: "px" }), rowsBefore)
+          assert.strictEqual(yield* holdCount("px"), 1)
+          // after midnight the due reset counts (read only: the stored usage is still yesterday's)
+          yield* TestClock.setTime(t("2026-11-29T00:00:00Z"))
+          yield* pc.check({ requestId: "px-3", accountId: "px", preference: "subscription_only", check: 10_000 })
+          assert.strictEqual(yield* used("px-s"), 10_000)
+          const over = yield* failureOf(pc.check({ requestId: "px-4", accountId: "px", preference: "subscription_only", check: 10_001 }))
+          assert.instanceOf(over, BillingError.InsufficientFunds)
+          assert.strictEqual((over as BillingError.InsufficientFunds).available, 10_000)
+          yield* auditClean
+        }))
+
+      it.effect("issue 8 #9: a subscription counts for what it has left, the wallet covers the rest of the preference; unlimited always pays", () =>
+        Effect.gen(function*() {
+          const pc = yield* post
+          yield* account("py", 0)
+          yield* subscribe("py-s", "py", { total: 10_000 })
+          yield* (yield* pc.settler({ requestId: "py-0", accountId: "py", preference: "subscription_only" })).settle(9_000)
+          yield* pc.check({ requestId: "py-1", accountId: "py", check: 1_000 })
+          const e = yield* failureOf(pc.check({ requestId: "py-2", accountId: "py", check: 1_001 }))
+          assert.instanceOf(e, BillingError.InsufficientFunds)
+          assert.strictEqual((e as BillingError.InsufficientFunds).available, 1_000)
+          const admin = yield* WalletAdmin.WalletAdmin
+          yield* admin.topUp({ accountId: "py", amount: 5_000, key: "py-k" })
+          yield* pc.check({ requestId: "py-3", accountId: "py", check: 2_000 })
+          assert.instanceOf(yield* failureOf(pc.check({ requestId: "py-4", accountId: "py", preference: "subscription_only", check: 2_000 })), BillingError.InsufficientFunds)
+          yield* account("pz", 0)
+          yield* subscribe("pz-s", "pz", { total: 0 })
+          yield* (yield* pc.settler({ requestId: "pz-0", accountId: "pz", preference: "subscription_only" })).settle(50_000)
+          yield* pc.check({ requestId: "pz-1", accountId: "pz", preference: "subscription_only", check: 1_000_000 })
           yield* auditClean
         }))
     })

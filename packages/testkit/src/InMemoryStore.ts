@@ -16,7 +16,8 @@ import {
   BillingSession,
   FundingRegistry,
   HoldJournal,
-  Ledger
+  Ledger,
+  LowBalance
 } from "@relay-billing/core"
 import type { Budget, FundingSource, Hold } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
@@ -45,6 +46,11 @@ export interface StoreOptions {
   readonly walletFloorAtZero?: boolean
   /** Source ids (defaults `wallet`, `token`, `subscription`). */
   readonly ids?: { readonly wallet?: string; readonly token?: string; readonly subscription?: string }
+  /**
+   * The low-balance policy of this store (threshold and rate limit). Default: a
+   * fresh `LowBalance.inMemory()` per store, so two stores never share a rate limit.
+   */
+  readonly lowBalance?: LowBalance.Policy
 }
 
 /**
@@ -108,10 +114,13 @@ export class InMemoryStore {
   readonly journal: HoldJournal.HoldJournal["Service"]
   readonly ledger: Ledger.Ledger["Service"]
   readonly counters: AccountCounters.AccountCounters["Service"]
+  /** The low-balance policy (its rate limit is this store's own), provided by {@link layer}. */
+  readonly lowBalance: LowBalance.Policy
 
   constructor(options: StoreOptions = {}) {
     this.id = `memory:${++storeCounter}`
     this.faults = options.faults ?? new Faults()
+    this.lowBalance = options.lowBalance ?? LowBalance.inMemory()
     const handle: StoreHandle = {
       id: this.id,
       faults: this.faults,
@@ -403,7 +412,11 @@ export class InMemoryStore {
     mutate(this.state)
   }
 
-  /** The core services of this store: journal, ledger, counters and a registry of its sources. */
+  /**
+   * The core services of this store: journal, ledger, counters, a registry of
+   * its sources, and its low-balance policy (so the rate limit is per store, not
+   * per process).
+   */
   layer(): Layer.Layer<
     HoldJournal.HoldJournal | Ledger.Ledger | AccountCounters.AccountCounters | FundingRegistry.FundingRegistry
   > {
@@ -411,7 +424,8 @@ export class InMemoryStore {
       Layer.succeed(HoldJournal.HoldJournal, this.journal),
       Layer.succeed(Ledger.Ledger, this.ledger),
       Layer.succeed(AccountCounters.AccountCounters, this.counters),
-      FundingRegistry.FundingRegistry.layer({ funding: [this.wallet, this.subscription], budgets: [this.token] })
+      FundingRegistry.FundingRegistry.layer({ funding: [this.wallet, this.subscription], budgets: [this.token] }),
+      Layer.succeed(LowBalance.LowBalance, this.lowBalance)
     )
   }
 

@@ -46,13 +46,38 @@ export const isActive = (s: SubscriptionRow, now: number) => s.status === "activ
 /** Room left in the current period (Infinity for an unlimited total). */
 export const room = (s: SubscriptionRow) => (s.total === 0 ? Number.POSITIVE_INFINITY : s.total - s.used)
 
-/** The reservation a part records: which rows it drew from, and how much from each. */
-export type Draw = ReadonlyArray<{ readonly id: string; readonly amount: number }>
+/**
+ * One subscription a part drew from: how much, and from which period — the
+ * start of the period (`lastResetAt`) when it was drawn. `period` is absent for
+ * a plan that never resets, and in refs written before issue 8; such a draw
+ * belongs to the current period (the old behaviour).
+ */
+export interface DrawItem {
+  readonly id: string
+  readonly amount: number
+  readonly period?: number
+}
 
-export const encodeDraw = (draw: Draw): string => JSON.stringify(draw.map((d) => [d.id, d.amount]))
+/** The reservation a part records: which rows it drew from, how much from each, in which period. */
+export type Draw = ReadonlyArray<DrawItem>
+
+export const encodeDraw = (draw: Draw): string =>
+  JSON.stringify(draw.map((d) => (d.period === undefined ? [d.id, d.amount] : [d.id, d.amount, d.period])))
 
 export const decodeDraw = (ref: string | undefined): Draw => {
   if (!ref) return []
-  const parsed = JSON.parse(ref) as Array<[string, number]>
-  return parsed.map(([id, amount]) => ({ id, amount }))
+  const parsed = JSON.parse(ref) as Array<[string, number, (number | null)?]>
+  return parsed.map(([id, amount, period]) => (typeof period === "number" ? { id, amount, period } : { id, amount }))
 }
+
+/** A draw from `row` now: the start of its current period (none when it never resets). */
+export const drawFrom = (row: SubscriptionRow, amount: number): DrawItem =>
+  row.lastResetAt === undefined ? { id: row.id, amount } : { id: row.id, amount, period: row.lastResetAt }
+
+/**
+ * Whether a draw belongs to the row's current period (the row must have had its
+ * due reset applied). A draw from a period that has been reset since belongs
+ * to that closed period: settling or refunding it never moves today's usage.
+ */
+export const inCurrentPeriod = (draw: DrawItem, row: SubscriptionRow): boolean =>
+  draw.period === undefined || draw.period === row.lastResetAt

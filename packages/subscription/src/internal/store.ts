@@ -19,15 +19,15 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
         new BillingError.StoreError({ operation, detail: cause instanceof Error ? cause.message : String(cause), cause })
     })
 
-  /** Active subscriptions of an account, soonest expiry first (ties by id), locked. */
-  const lockActive = (accountId: string, now: number) =>
+  /** Active subscriptions of an account, soonest expiry first (ties by id), locked unless `lock` is false. */
+  const lockActive = (accountId: string, now: number, lock = true) =>
     client.query(`${sourceId}.active`, (db) => {
       const q = db(subscriptions)
         .where({ account_id: accountId, status: "active" })
         .andWhere("start_at", "<=", now)
         .andWhere("end_at", ">", now)
         .orderBy([{ column: "end_at", order: "asc" }, { column: "id", order: "asc" }])
-      return lockable ? q.forUpdate() : q
+      return lockable && lock ? q.forUpdate() : q
     }).pipe(Effect.flatMap((rows) => decode(`${sourceId}.active`, rows)))
 
   /** Rows by id, locked, in the given order. */
@@ -72,6 +72,32 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
     })
 
   /**
+   * Settles or refunds `amount` of a reservation drawn from a period that has
+   * been reset since (§3.6). The reset already cleared that reservation from
+   * the usage, so the current period's `amount_used` does not move. Two ledger
+   * rows record it and net to 0 on the subscription: the hold's own row
+   * (`kind`, +amount: the closed period's usage corrected, so the hold's rows
+   * sum to what it was charged) and a `reset` row (−amount, no hold: that much
+   * of the earlier reset was this reservation, so the reset rows of a period
+   * sum to the usage it really closed with).
+   */
+  const closedPeriod = (
+    row: SubscriptionRow,
+    kind: Ledger.EntryKind,
+    holdId: string,
+    amount: number,
+    period: number | undefined
+  ) =>
+    Effect.gen(function*() {
+      if (amount === 0) return
+      const from = period === undefined ? "an earlier period" : `the period from ${new Date(period).toISOString()}`
+      yield* ledger(row, kind, holdId, amount, { note: `returned to ${from}, already reset` })
+      yield* ledger(row, "reset", undefined, -amount, {
+        note: `hold ${holdId}: reserved in ${from}, cleared by its reset; the current period is unchanged`
+      })
+    })
+
+  /**
    * Resets a row whose period ended: usage back to 0 (a `reset` ledger row), the
    * period start and next boundary moved to the current period (missed periods
    * are caught up in one step). The row must be locked (or the dialect serialised).
@@ -97,7 +123,7 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
       return true
     })
 
-  return { lockActive, lockRows, setUsed, resetIfDue, ledger, subscriptions }
+  return { lockActive, lockRows, setUsed, closedPeriod, resetIfDue, ledger, subscriptions }
 }
 
 export type SubscriptionStore = ReturnType<typeof makeStore>

@@ -288,6 +288,14 @@ export const makeSubscription = (
         )
         return { available: active.length > 0, allowFallback: active.every((s) => s.allowWalletOverflow) }
       })),
+    room: (accountId) =>
+      store.atomic(Effect.gen(function*() {
+        yield* op("room")
+        const now = yield* Clock.currentTimeMillis
+        return [...store.state().subscriptions.values()]
+          .filter((s) => s.accountId === accountId && isActive(s, now))
+          .reduce((best, s) => Math.max(best, s.total === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, s.total - s.used)), 0)
+      })),
     reserve: (req) =>
       store.atomic(Effect.gen(function*() {
         yield* op("reserve")

@@ -1,0 +1,69 @@
+/**
+ * Issue 8 #12 (§7): the in-memory low-balance rate limit (at most 2 warnings
+ * per account and source per 10 minutes) belongs to one store, not to the
+ * process: two stores with the same account id each warn twice.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import { BillingSession, LowBalance } from "@relay-billing/core"
+import { InMemoryStore } from "../src/index.js"
+import { capturingEvents } from "./fixtures.js"
+
+const NOW = Date.parse("2026-11-28T09:00:00Z")
+
+/** Five settles of 200 from a wallet of 1,500 (the last three end below 1,000); returns how many LowBalance events the store's stack published. */
+const warnings = (store: InMemoryStore.InMemoryStore, prefix: string) => {
+  const captured = capturingEvents()
+  return Effect.gen(function*() {
+    yield* store.createAccount("a", 1_500)
+    const billing = yield* BillingSession.BillingSession
+    for (let i = 0; i < 5; i++) {
+      const s = yield* billing.open({ holdId: `${prefix}-${i}`, accountId: "a", estimate: 100, preference: "wallet_only" })
+      yield* s.settle(200)
+    }
+    return captured.events.filter((e) => e._tag === "LowBalance").length
+  }).pipe(Effect.provide(store.billingLayer().pipe(Layer.provide(captured.layer))))
+}
+
+describe("in-memory low-balance rate limit (issue 8 #12)", () => {
+  it.effect("issue 8 #12: two stores with the same account id each publish 2 warnings: [2, 2], not [2, 0]", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(NOW)
+      const first = InMemoryStore.make()
+      const second = InMemoryStore.make()
+      const counts = [yield* warnings(first, "x"), yield* warnings(second, "y")]
+      assert.deepStrictEqual(counts, [2, 2])
+      assert.deepStrictEqual(first.audit().problems, [])
+      assert.deepStrictEqual(second.audit().problems, [])
+    }))
+
+  it.effect("issue 8 #12: within one store the limit still holds across billing stacks: 2 in 10 minutes, 2 more after the window", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(NOW)
+      const store = InMemoryStore.make()
+      const captured = capturingEvents()
+      const stack = () => store.billingLayer().pipe(Layer.provide(captured.layer))
+      const settle = (id: string) =>
+        Effect.gen(function*() {
+          const billing = yield* BillingSession.BillingSession
+          yield* (yield* billing.open({ holdId: id, accountId: "a", estimate: 100, preference: "wallet_only" })).settle(100)
+        }).pipe(Effect.provide(stack()))
+      yield* store.createAccount("a", 1_000)
+      for (const id of ["h1", "h2", "h3"]) yield* settle(id)
+      assert.strictEqual(captured.events.filter((e) => e._tag === "LowBalance").length, 2)
+      yield* TestClock.adjust(LowBalance.windowMillis)
+      for (const id of ["h4", "h5", "h6"]) yield* settle(id)
+      assert.strictEqual(captured.events.filter((e) => e._tag === "LowBalance").length, 4)
+      assert.deepStrictEqual(store.audit().problems, [])
+    }))
+
+  it.effect("a store takes its own policy (threshold) as an option", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(NOW)
+      const store = InMemoryStore.make({ lowBalance: LowBalance.inMemory({ threshold: 2_500 }) })
+      assert.strictEqual(yield* warnings(store, "z"), 2)
+      const quiet = InMemoryStore.make({ lowBalance: LowBalance.inMemory({ threshold: 0 }) })
+      assert.strictEqual(yield* warnings(quiet, "q"), 0)
+    }))
+})
