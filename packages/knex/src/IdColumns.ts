@@ -136,6 +136,12 @@ export interface ForeignKey {
   readonly referencedColumn: string
 }
 
+const byTable = (columns: ReadonlyArray<ExistingColumn>): Map<string, Array<ExistingColumn>> => {
+  const out = new Map<string, Array<ExistingColumn>>()
+  for (const c of columns) out.set(c.table, [...(out.get(c.table) ?? []), c])
+  return out
+}
+
 /**
  * Converts existing `varchar` columns to the binary `NO PAD` collation on
  * MySQL/MariaDB, keeping width, nullability, keys and indexes; does nothing on
@@ -158,12 +164,15 @@ export const makeBinary = async (
       t.dropForeign([fk.column])
     })
   }
-  for (const c of columns) {
+  // One statement per table: MySQL rebuilds the table once, not once per column.
+  for (const [table, cols] of byTable(columns)) {
     await knex.raw(
-      `alter table ?? modify ?? varchar(${c.length}) character set utf8mb4 collate ${collation} ${
-        c.nullable ? "null" : "not null"
+      `alter table ?? ${
+        cols.map((c) =>
+          `modify ?? varchar(${c.length}) character set utf8mb4 collate ${collation} ${c.nullable ? "null" : "not null"}`
+        ).join(", ")
       }`,
-      [c.table, c.column]
+      [table, ...cols.map((c) => c.column)]
     )
   }
   for (const fk of foreignKeys) {
@@ -192,8 +201,11 @@ export const revertBinary = async (
       t.dropForeign([fk.column])
     })
   }
-  for (const c of columns) {
-    await knex.raw(`alter table ?? modify ?? varchar(${c.length}) ${c.nullable ? "null" : "not null"}`, [c.table, c.column])
+  for (const [table, cols] of byTable(columns)) {
+    await knex.raw(
+      `alter table ?? ${cols.map((c) => `modify ?? varchar(${c.length}) ${c.nullable ? "null" : "not null"}`).join(", ")}`,
+      [table, ...cols.map((c) => c.column)]
+    )
   }
   for (const fk of foreignKeys) {
     await knex.schema.alterTable(fk.table, (t) => {

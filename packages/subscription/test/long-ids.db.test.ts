@@ -108,6 +108,17 @@ for (const target of targets) {
     })
 
     layer(TestDatabase.layer(target), { timeout: 60_000 })((it) => {
+      it.effect("issue 8 #2 and #7: every migration rolls back and applies again", () =>
+        Effect.gen(function*() {
+          yield* Migrations.run(Subscription.allMigrations)
+          yield* Migrations.rollbackAll(Subscription.allMigrations)
+          const again = yield* Migrations.run(Subscription.allMigrations)
+          assert.includeMembers([...again["knex"]!], ["0001_holds_parts_ledger", "0002_binary_ids", "0004_unbounded_part_refs"])
+          assert.deepStrictEqual(again["subscription"], ["0001_plans_subscriptions", "0002_binary_ids"])
+        }))
+    })
+
+    layer(TestDatabase.layer(target), { timeout: 60_000 })((it) => {
       it.effect("issue 8 #2 and #7: a database created with the old subscription migration is upgraded, then tells ids apart and takes long refs", () =>
         Effect.gen(function*() {
           const client = yield* KnexClient.KnexClient

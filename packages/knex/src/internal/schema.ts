@@ -94,7 +94,7 @@ const binaryIds: Migration = {
  * there and on PostgreSQL; MySQL's `text` (64 KiB) becomes `mediumtext`.
  */
 const unboundedRefs: Migration = {
-  name: "0003_unbounded_part_refs",
+  name: "0004_unbounded_part_refs",
   up: async (knex, { dialect, table }) => {
     if (dialect === "postgres") {
       await knex.raw(`alter table ?? alter column ?? type text`, [table("hold_parts"), "ref"])
