@@ -140,9 +140,9 @@ export type FundingCheckId =
   | "concurrency.reserve"
   | "concurrency.same-hold"
   | "concurrency.resolve"
+  | "room"
   | "availability"
   | "balance"
-  | "room"
 
 /**
  * The checks of the budget suite.
@@ -578,9 +578,9 @@ export const checks: { readonly [K in FundingCheckId]: Check<FundingHarness, Fun
   "concurrency.reserve": shared("concurrency.reserve", fundingSubject),
   "concurrency.same-hold": shared("concurrency.same-hold", fundingSubject),
   "concurrency.resolve": shared("concurrency.resolve", fundingSubject),
+  "room": room,
   "availability": availability,
-  "balance": balance,
-  "room": room
+  "balance": balance
 }
 
 /**
@@ -650,10 +650,10 @@ export const checkTitles: { readonly [K in FundingCheckId]: string } = {
     "concurrent reserves against a balance that affords exactly k: exactly k succeed, the rest fail with InsufficientFunds, the balance never goes negative",
   "concurrency.same-hold": "concurrent reserves of one hold id debit once",
   "concurrency.resolve": "a settle racing refunds of one hold resolves it exactly once",
-  "availability": "availability of a funded account is available, with boolean fields, and moves nothing",
-  "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account",
   "room":
-    "source.room reports what one reservation could take before and after a reserve, moves nothing, a reservation of all of it succeeds, and 0 for an unknown account"
+    "source.room reports what one reservation could take before and after a reserve, moves nothing, a reservation of all of it succeeds, and 0 for an unknown account",
+  "availability": "availability of a funded account is available, with boolean fields, and moves nothing",
+  "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account"
 }
 
 /**

@@ -16,8 +16,7 @@ import {
   BillingSession,
   FundingRegistry,
   HoldJournal,
-  Ledger,
-  LowBalance
+  Ledger
 } from "@relay-billing/core"
 import type { Budget, FundingSource, Hold } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
@@ -25,6 +24,7 @@ import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memory
 import type { StoreHandle } from "./internal/memorySources.js"
 import type { State, SubscriptionRow } from "./internal/state.js"
 import { emptyState } from "./internal/state.js"
+import { LowBalance } from "@relay-billing/core"
 
 let storeCounter = 0
 
@@ -113,7 +113,10 @@ export class InMemoryStore {
   readonly journal: HoldJournal.HoldJournal["Service"]
   readonly ledger: Ledger.Ledger["Service"]
   readonly counters: AccountCounters.AccountCounters["Service"]
-  /** The low-balance policy (its rate limit is this store's own), provided by {@link layer}. */
+  /**
+   * The low-balance policy, provided by {@link layer} next to the core services:
+   * its rate limit is this store's own, not the process's.
+   */
   readonly lowBalance: LowBalance.Policy
 
   constructor(options: StoreOptions = {}) {
@@ -400,11 +403,7 @@ export class InMemoryStore {
     return { problems, unbilled }
   }
 
-  /**
-   * The core services of this store: journal, ledger, counters, a registry of
-   * its sources, and its low-balance policy (so the rate limit is per store, not
-   * per process).
-   */
+  /** The core services of this store: journal, ledger, counters and a registry of its sources. */
   layer(): Layer.Layer<
     HoldJournal.HoldJournal | Ledger.Ledger | AccountCounters.AccountCounters | FundingRegistry.FundingRegistry
   > {
