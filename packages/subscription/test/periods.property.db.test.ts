@@ -339,11 +339,11 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           // 3. periods: the current period's usage is what the holds drawn in it took
           for (const sub of subs) {
             const own = rows.filter((r) => r.sourceId === "subscription" && r.subjectId === sub.id)
-            // a period reset writes a hold-less `reset` row giving the usage back (> 0); a
-            // correction of a closed period writes a negative one
+            // a period reset writes a hold-less `reset` row giving the usage back (a reset of
+            // 0 writes none, and then no hold drawn in the closed period still counts)
             let start = -1
             own.forEach((r, k) => {
-              if (r.kind === "reset" && r.holdId === undefined && r.amount > 0) start = k
+              if (r.kind === "reset" && r.holdId === undefined) start = k
             })
             const current = new Set(
               own.slice(start + 1).filter((r) => r.kind === "reserve" && r.holdId !== undefined).map((r) => r.holdId!)
