@@ -4,13 +4,16 @@
  * refunding or expiring a hold drawn from the previous period never changes
  * the new period's usage; an extra charge above the old reservation follows the
  * overflow rule (the wallet when the plan allows it, else recorded unbilled).
- * Every target, TestClock only, audit clean after each test.
+ * Every target, TestClock only (the race test sets up on a TestClock in the
+ * past and races on the live clock, far from any boundary), audit clean after
+ * each test.
  */
-import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { assert, describe, it, layer } from "@effect/vitest"
+import { Clock, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { BillingError, BillingSession } from "@relay-billing/core"
-import { SubscriptionJobs } from "../src/index.js"
+import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Subscription, SubscriptionJobs } from "../src/index.js"
 import { account, auditClean, failureOf, ledgerRows, subscribe, subscriptionBilling, t, targets, used, walletState } from "./support.js"
 
 const HOUR = 3_600_000
@@ -178,5 +181,58 @@ for (const target of targets) {
           yield* auditClean
         }))
     })
+  })
+
+  // Separate clients (own pools) on one database: the reset job, old-period settles and
+  // refunds, and new-period usage all at once.
+  describe(`issue 8 #1 old holds racing the reset job on ${target.name}`, () => {
+    it.live("issue 8 #1: 10 holds from the previous period settled / refunded concurrently with the reset job and new usage: the new period holds exactly its own usage", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const isolated = yield* TestDatabase.isolated(target)
+        const clients = yield* Effect.all(Array.from({ length: 3 }, () => KnexClient.fromUrl(isolated.url, isolated.options)))
+        const on = <A, E, R>(client: KnexClient.Client, e: Effect.Effect<A, E, R>) =>
+          e.pipe(Effect.provide(Subscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))))
+        yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, clients[0]!)
+        const now = yield* Clock.currentTimeMillis
+        // Set up 90 minutes ago on a TestClock: hourly periods from then, so one boundary
+        // has passed and the next one is 30 minutes away.
+        yield* on(clients[0]!, Effect.gen(function*() {
+          yield* TestClock.setTime(now - 90 * 60_000)
+          const billing = yield* BillingSession.BillingSession
+          yield* account("rc", 0)
+          yield* subscribe("rc-s", "rc", { total: 1_000_000, period: "custom", resetSeconds: 3_600 })
+          for (let i = 0; i < 10; i++) {
+            yield* billing.open({ holdId: `rc-old-${i}`, accountId: "rc", estimate: 50_000, preference: "subscription_only", ttlMillis: 6 * HOUR })
+          }
+          assert.strictEqual(yield* used("rc-s"), 500_000)
+        }).pipe(Effect.provide(TestClock.layer())))
+        const ops: Array<Effect.Effect<unknown, unknown>> = []
+        for (let i = 0; i < 10; i++) {
+          const client = clients[i % clients.length]!
+          ops.push(on(client, Effect.gen(function*() {
+            const billing = yield* BillingSession.BillingSession
+            // settle below, at and above the reservation, or refund
+            if (i % 4 === 3) yield* billing.refund(`rc-old-${i}`)
+            else yield* billing.settle(`rc-old-${i}`, [10_000, 50_000, 70_000][i % 4]!)
+          })))
+          ops.push(on(client, Effect.gen(function*() {
+            const billing = yield* BillingSession.BillingSession
+            yield* (yield* billing.open({ holdId: `rc-new-${i}`, accountId: "rc", estimate: 7_000, preference: "subscription_only" })).settle(7_000)
+          })))
+          if (i % 3 === 0) ops.push(on(client, SubscriptionJobs.resetDueSubscriptions()))
+        }
+        yield* Effect.all(ops, { concurrency: "unbounded" })
+        yield* on(clients[0]!, Effect.gen(function*() {
+          assert.strictEqual(yield* used("rc-s"), 70_000)
+          // the holds' own rows: what each was charged from the subscription; the 20,000
+          // extras above two old reservations go to the wallet (overflow allowed), never today
+          assert.strictEqual((yield* walletState("rc")).W, -40_000)
+          for (let i = 0; i < 10; i++) {
+            const expected = i % 4 === 3 ? 0 : Math.min([10_000, 50_000, 70_000][i % 4]!, 50_000)
+            assert.strictEqual(yield* subscriptionNet(`rc-old-${i}`), -expected, `rc-old-${i}`)
+          }
+          yield* auditClean
+        }))
+      })), 60_000)
   })
 }

@@ -140,6 +140,7 @@ export type FundingCheckId =
   | "concurrency.reserve"
   | "concurrency.same-hold"
   | "concurrency.resolve"
+  | "room"
   | "availability"
   | "balance"
 
@@ -408,6 +409,32 @@ const balance: Check<FundingHarness, FundingSuiteOptions> = (h) =>
     return core.passed
   })
 
+const room: Check<FundingHarness, FundingSuiteOptions> = (h) =>
+  Effect.gen(function*() {
+    const ctx = { id: "room" }
+    const read = h.source.room
+    if (read === undefined) return core.notApplicable("the source does not define room")
+    const s = fundingSubject(h)
+    const funded = core.freshId("room")
+    yield* core.step(ctx, `funding an account with ${core.FUND}`, h.fund(funded, core.FUND))
+    yield* core.expectEqual(ctx, `source.room of an account funded with ${core.FUND}`, yield* core.step(ctx, "source.room", read(funded)), core.FUND)
+    const amount = s.reservationFor(core.ESTIMATE)
+    yield* core.step(ctx, `reserve ${amount}`, s.reserve(core.freshId("hold"), funded, amount))
+    const left = yield* core.step(ctx, "source.room", read(funded))
+    yield* core.expectEqual(ctx, `source.room after reserving ${amount}`, left, core.FUND - amount)
+    // read only: reading it moved nothing; exact: a reservation of all of it succeeds
+    yield* core.expectEqual(
+      ctx,
+      "balance after reading room (must not move)",
+      yield* core.step(ctx, "reading the balance", h.balance(funded)),
+      core.FUND - amount
+    )
+    yield* core.step(ctx, `reserve the whole room ${left}`, s.reserve(core.freshId("hold"), funded, left))
+    yield* core.expectEqual(ctx, "source.room once all of it is reserved", yield* core.step(ctx, "source.room", read(funded)), 0)
+    yield* core.expectEqual(ctx, "source.room of an unknown account", yield* core.step(ctx, "source.room", read(core.freshId("unknown"))), 0)
+    return core.passed
+  })
+
 // ------------------------------------------------------------------ budget-only checks
 
 const unknownSubject: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
@@ -551,6 +578,7 @@ export const checks: { readonly [K in FundingCheckId]: Check<FundingHarness, Fun
   "concurrency.reserve": shared("concurrency.reserve", fundingSubject),
   "concurrency.same-hold": shared("concurrency.same-hold", fundingSubject),
   "concurrency.resolve": shared("concurrency.resolve", fundingSubject),
+  "room": room,
   "availability": availability,
   "balance": balance
 }
@@ -622,6 +650,8 @@ export const checkTitles: { readonly [K in FundingCheckId]: string } = {
     "concurrent reserves against a balance that affords exactly k: exactly k succeed, the rest fail with InsufficientFunds, the balance never goes negative",
   "concurrency.same-hold": "concurrent reserves of one hold id debit once",
   "concurrency.resolve": "a settle racing refunds of one hold resolves it exactly once",
+  "room":
+    "source.room reports what one reservation could take before and after a reserve, moves nothing, a reservation of all of it succeeds, and 0 for an unknown account",
   "availability": "availability of a funded account is available, with boolean fields, and moves nothing",
   "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account"
 }

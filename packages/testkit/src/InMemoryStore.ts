@@ -16,8 +16,7 @@ import {
   BillingSession,
   FundingRegistry,
   HoldJournal,
-  Ledger,
-  LowBalance
+  Ledger
 } from "@relay-billing/core"
 import type { Budget, FundingSource, Hold } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
@@ -26,6 +25,7 @@ import type { StoreHandle } from "./internal/memorySources.js"
 import type { State, SubscriptionRow } from "./internal/state.js"
 import { partProblems } from "./internal/auditParts.js"
 import { emptyState } from "./internal/state.js"
+import { LowBalance } from "@relay-billing/core"
 
 let storeCounter = 0
 
@@ -114,7 +114,10 @@ export class InMemoryStore {
   readonly journal: HoldJournal.HoldJournal["Service"]
   readonly ledger: Ledger.Ledger["Service"]
   readonly counters: AccountCounters.AccountCounters["Service"]
-  /** The low-balance policy (its rate limit is this store's own), provided by {@link layer}. */
+  /**
+   * The low-balance policy, provided by {@link layer} next to the core services:
+   * its rate limit is this store's own, not the process's.
+   */
   readonly lowBalance: LowBalance.Policy
 
   constructor(options: StoreOptions = {}) {

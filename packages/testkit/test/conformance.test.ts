@@ -382,6 +382,20 @@ describe("the funding-source checks catch broken sources", () => {
       }))
       expectViolation(await runCheck(harness, FundingSourceSuite.checks["availability"]), "availability")
     })
+
+    it("room: a subscription whose room ignores what is reserved (issue 8 #9: the post-consume check would pass an exhausted subscription)", async () => {
+      const stale = new Map<string, number>()
+      const harness = brokenSubscription((real) => ({
+        room: (accountId) =>
+          Effect.map(real.room!(accountId), (left) => {
+            const first = stale.get(accountId) ?? left
+            stale.set(accountId, first)
+            return first
+          })
+      }))
+      expectViolation(await runCheck(harness, FundingSourceSuite.checks["room"]), "room")
+      expect(Exit.isSuccess(await runCheck(subscriptionHarness, FundingSourceSuite.checks["room"]))).toBe(true)
+    })
   })
 
   it("checks report not-applicable for capabilities a source does not offer", async () => {

@@ -77,9 +77,9 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
    * the usage, so the current period's `amount_used` does not move. Two ledger
    * rows record it and net to 0 on the subscription: the hold's own row
    * (`kind`, +amount: the closed period's usage corrected, so the hold's rows
-   * sum to what it was charged) and a `reset` row (−amount, no hold: that much
-   * of the earlier reset was this reservation, so the reset rows of a period
-   * sum to the usage it really closed with).
+   * sum to what it was charged) and a hold-less `adjust` row (−amount: that
+   * much of the earlier reset was this reservation). It is not a `reset` row,
+   * so `reset` rows stay exactly the period boundaries.
    */
   const closedPeriod = (
     row: SubscriptionRow,
@@ -92,7 +92,7 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
       if (amount === 0) return
       const from = period === undefined ? "an earlier period" : `the period from ${new Date(period).toISOString()}`
       yield* ledger(row, kind, holdId, amount, { note: `returned to ${from}, already reset` })
-      yield* ledger(row, "reset", undefined, -amount, {
+      yield* ledger(row, "adjust", undefined, -amount, {
         note: `hold ${holdId}: reserved in ${from}, cleared by its reset; the current period is unchanged`
       })
     })
