@@ -59,5 +59,39 @@ const holdsAndLedger: Migration = {
   }
 }
 
-/** The knex package's migrations: holds, per-source part records, the ledger. */
-export const knexMigrations: MigrationSet = { name: "knex", migrations: [holdsAndLedger] }
+/**
+ * Intents of holds with parts outside the journal's store (issue 8 #4): one row
+ * per `(hold_id, phase)`, written before the engine calls such a source and
+ * finished with the hold. Ids compare byte for byte on MySQL (binary collation).
+ */
+const holdIntents: Migration = {
+  name: "0003_hold_intents",
+  up: async (knex, { table }) => {
+    const mysql = String(knex.client.config.client ?? "").includes("mysql")
+    await knex.schema.createTable(table("intents"), (t) => {
+      if (mysql) {
+        t.charset("utf8mb4")
+        t.collate("utf8mb4_bin")
+      }
+      t.string("hold_id", ID).notNullable()
+      t.string("phase", 16).notNullable()
+      t.string("step", 16).notNullable()
+      t.string("account_id", ID).notNullable()
+      t.string("token_id", ID).nullable()
+      t.bigInteger("amount").notNullable()
+      t.text("targets").notNullable()
+      t.string("status", 16).notNullable()
+      t.string("outcome", 32).nullable()
+      t.bigInteger("created_at").notNullable()
+      t.bigInteger("due_at").notNullable()
+      t.primary(["hold_id", "phase"])
+      t.index(["status", "due_at"], `${table("intents")}_status_due`)
+    })
+  },
+  down: async (knex, { table }) => {
+    await knex.schema.dropTableIfExists(table("intents"))
+  }
+}
+
+/** The knex package's migrations: holds, per-source part records, the ledger, hold intents. */
+export const knexMigrations: MigrationSet = { name: "knex", migrations: [holdsAndLedger, holdIntents] }
