@@ -33,6 +33,9 @@ interface OpenScope {
   readonly expiresAt: number
 }
 
+/** The key of a target in the set of targets an open reached. */
+export const targetKey = (t: IntentTarget): string => `${t.kind}:${t.sourceId}`
+
 /** The intent operations the engine uses. */
 export const makeIntents = (deps: IntentDeps) => {
   const { journal, registry, shared } = deps
@@ -97,10 +100,11 @@ export const makeIntents = (deps: IntentDeps) => {
   /**
    * Undoes a pending open intent whose hold was never recorded: releases every
    * external target by hold id (a no-op where nothing was reserved). With
-   * `force` (the open itself failed) it does not wait for `dueAt`. Returns
-   * whether it finished an intent.
+   * `force` (the open itself failed) it does not wait for `dueAt`, and releases
+   * only the targets in `only` (those the failed open reached) when given.
+   * Returns whether it finished an intent.
    */
-  const recoverOpen = (holdId: string, force: boolean) =>
+  const recoverOpen = (holdId: string, force: boolean, only?: ReadonlySet<string>) =>
     journal.transaction(Effect.gen(function*() {
       const intent = yield* journal.getIntent(holdId, "open", { forUpdate: true })
       const now = yield* Clock.currentTimeMillis
@@ -108,6 +112,7 @@ export const makeIntents = (deps: IntentDeps) => {
       const hold = yield* journal.get(holdId)
       if (!hold) {
         for (const t of [...intent.targets].reverse()) {
+          if (only && !only.has(targetKey(t))) continue
           const subjectId = t.kind === "funding" ? intent.accountId : intent.tokenId
           if (subjectId === undefined) continue
           const target = yield* targetOf(t)
