@@ -1,4 +1,4 @@
-import { Cause, Clock, Effect, Exit, Scope } from "effect"
+import { Cause, Clock, Data, Effect, Exit, Scope } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
 import {
   ContractViolation,
@@ -84,6 +84,13 @@ interface AttemptContext {
 class Duplicate {
   readonly _tag = "Duplicate"
 }
+
+/**
+ * Internal: a transaction found a pending hold with an external part whose
+ * resolution was not recorded first (the hold became visible after the caller
+ * looked, e.g. a settle racing the open). The caller records it and runs again.
+ */
+class Unclaimed extends Data.TaggedError("Unclaimed")<{ readonly holdId: string }> {}
 
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
@@ -458,6 +465,33 @@ export const makeEngine = (deps: Deps) => {
     }).pipe(Effect.withSpan(`BillingSession.${operation}.load`))
 
   /**
+   * Inside a resolving transaction: a pending hold with an external part must
+   * have this resolution recorded (pending) before any source is called.
+   */
+  const requireClaim = (hold: Hold, step: "settle" | "refund" | "expire", amount?: Quota) =>
+    Effect.gen(function*() {
+      if (!(yield* intents.hasExternal(hold))) return
+      const intent = yield* journal.getIntent(hold.id, "resolve")
+      const recorded = intent !== undefined && intent.status === "pending" && intent.step === step &&
+        (amount === undefined || intent.amount === amount)
+      if (!recorded) return yield* new Unclaimed({ holdId: hold.id })
+    })
+
+  /** Runs `attempt` again once if it met a hold whose resolution was not recorded yet. */
+  const claimed = <A, E, R>(attempt: Effect.Effect<A, E | Unclaimed, R>, operation: string) =>
+    attempt.pipe(
+      Effect.catchTag("Unclaimed", () => attempt),
+      Effect.mapError((error) =>
+        isUnclaimed(error)
+          ? new StoreError({ operation, detail: `hold ${error.holdId}: its resolution could not be recorded` })
+          : error
+      )
+    ) as Effect.Effect<A, Exclude<E, Unclaimed> | StoreError, R>
+
+  const isUnclaimed = (error: unknown): error is Unclaimed =>
+    typeof error === "object" && error !== null && (error as { readonly _tag?: unknown })._tag === "Unclaimed"
+
+  /**
    * Runs the settle plan of `hold` with `actual` on every part (sources are
    * idempotent by hold id, so a part already settled answers with its first
    * result). Fails when a part fails before any external part was charged (the
@@ -558,6 +592,7 @@ export const makeEngine = (deps: Deps) => {
       if (hold.status !== "pending") {
         return yield* new HoldResolved({ holdId, status: hold.status, operation: "settle" })
       }
+      yield* requireClaim(hold, "settle", actual)
       const { external, incomplete, parts } = yield* runPlan(hold, actual)
       if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: actual, requestCount: 1 })
       const now = yield* Clock.currentTimeMillis
@@ -620,28 +655,33 @@ export const makeEngine = (deps: Deps) => {
       return intent.status === "pending" ? intent : undefined
     })
 
+  const settleOnce = (holdId: string, actual: Quota) =>
+    Effect.gen(function*() {
+      // With an external part, the first recorded resolution decides the hold.
+      const intent = yield* claimIfExternal(holdId, "settle", actual)
+      if (intent && intent.step !== "settle") {
+        yield* finishResolution(intent)
+        return yield* new HoldResolved({
+          holdId,
+          status: intent.step === "expire" ? "expired" : "refunded",
+          operation: "settle"
+        })
+      }
+      if (intent && intent.amount !== actual) {
+        yield* finishResolution(intent)
+        return yield* new IdempotencyConflict({
+          holdId,
+          field: "actual",
+          existing: String(intent.amount),
+          requested: String(actual)
+        })
+      }
+      return yield* settleOutcome(yield* settleTx(holdId, actual, false))
+    })
+
   const settle = Effect.fn("BillingSession.settle")(function*(holdId: string, actualInput: number) {
     const actual = yield* QuotaModule.decode("actual", actualInput)
-    // With an external part, the first recorded resolution decides the hold.
-    const intent = yield* claimIfExternal(holdId, "settle", actual)
-    if (intent && intent.step !== "settle") {
-      yield* finishResolution(intent)
-      return yield* new HoldResolved({
-        holdId,
-        status: intent.step === "expire" ? "expired" : "refunded",
-        operation: "settle"
-      })
-    }
-    if (intent && intent.amount !== actual) {
-      yield* finishResolution(intent)
-      return yield* new IdempotencyConflict({
-        holdId,
-        field: "actual",
-        existing: String(intent.amount),
-        requested: String(actual)
-      })
-    }
-    return yield* settleOutcome(yield* settleTx(holdId, actual, false))
+    return yield* claimed(settleOnce(holdId, actual), "settle.intent")
   })
 
   /**
@@ -686,6 +726,7 @@ export const makeEngine = (deps: Deps) => {
       const outcome = yield* journal.transaction(Effect.gen(function*() {
         const hold = yield* loadPending(holdId, "refund")
         if (hold.status !== "pending") return { hold, refunded: 0, fresh: false }
+        yield* requireClaim(hold, reason)
         const refunded = yield* giveBack(hold, reason)
         const now = yield* Clock.currentTimeMillis
         const done: Hold = { ...hold, status: reason === "expire" ? "expired" : "refunded", resolvedAt: now }
@@ -706,6 +747,9 @@ export const makeEngine = (deps: Deps) => {
     })
 
   const refund = (holdId: string) =>
+    claimed(refundOnce(holdId), "refund.intent").pipe(Effect.withSpan("BillingSession.refund", { attributes: { holdId } }))
+
+  const refundOnce = (holdId: string) =>
     Effect.gen(function*() {
       // With an external part, a settle recorded first decides the hold: finish it instead.
       const intent = yield* claimIfExternal(holdId, "refund")
@@ -721,12 +765,15 @@ export const makeEngine = (deps: Deps) => {
         const result: RefundResult = { holdId, status: after?.status ?? "settled", refunded: 0 }
         return result
       }
-      const outcome = yield* giveBackTx(holdId, "refund")
+      // A recorded expiry (the reaper got there first) is finished as an expiry.
+      const outcome = yield* giveBackTx(holdId, intent?.step === "expire" ? "expire" : "refund")
       const result: RefundResult = { holdId, status: outcome.hold.status, refunded: outcome.refunded }
       return result
-    }).pipe(Effect.withSpan("BillingSession.refund", { attributes: { holdId } }))
+    })
 
-  const expireOne = (holdId: string, now: number) =>
+  const expireOne = (holdId: string, now: number) => claimed(expireOnce(holdId, now), "expire.intent")
+
+  const expireOnce = (holdId: string, now: number) =>
     Effect.gen(function*() {
       // With an external part, a settle or refund recorded first decides the hold.
       const intent = yield* claimIfExternal(holdId, "expire")
@@ -737,6 +784,7 @@ export const makeEngine = (deps: Deps) => {
       return yield* journal.transaction(Effect.gen(function*() {
         const hold = yield* journal.get(holdId, { forUpdate: true })
         if (!hold || hold.status !== "pending" || hold.expiresAt > now) return undefined
+        yield* requireClaim(hold, "expire")
         const refunded = yield* giveBack(hold, "expire")
         const done: Hold = { ...hold, status: "expired", resolvedAt: now }
         if (!(yield* journal.update(done, "pending"))) return undefined
