@@ -128,7 +128,15 @@ const forgetful = (journal: HoldJournal.HoldJournal["Service"]): HoldJournal.Hol
   dueIntents: () => Effect.succeed([])
 })
 
-type Variant = "real" | "forgetful"
+/** The broken variant: the last recorded resolution wins (a retried settle may change the amount). */
+const lastWins = (journal: HoldJournal.HoldJournal["Service"]): HoldJournal.HoldJournal["Service"] => ({
+  ...journal,
+  insertIntent: (intent) =>
+    Effect.flatMap(journal.getIntent(intent.holdId, intent.phase), (existing) =>
+      existing?.status === "done" ? Effect.succeed(existing) : Effect.as(journal.putIntent(intent), intent))
+})
+
+type Variant = "real" | "forgetful" | "last-wins"
 
 class Violation extends Error {}
 
@@ -146,7 +154,11 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
   const eventLayer = Layer.succeed(BillingEvents.BillingEvents, {
     publish: (event: BillingEvents.BillingEvent) => Effect.sync(() => void events.push(event))
   })
-  const journal = variant === "forgetful" ? forgetful(main.journal) : main.journal
+  const journal = variant === "forgetful"
+    ? forgetful(main.journal)
+    : variant === "last-wins"
+    ? lastWins(main.journal)
+    : main.journal
   const layer = composedLayer(
     { ...main, journal } as InMemoryStore.InMemoryStore,
     { funding: exts.map((e) => lossy(e.wallet, lost)), budgets: [main.token] }
@@ -283,15 +295,18 @@ describe("conservation with external sources and injected faults (issue 8 #4, #5
     }
   }, 120_000)
 
-  it("rejects a journal that forgets intents (the engine before issue 8 #4): the property is not vacuous", async () => {
-    const outcome = await fc.check(fc.asyncProperty(scenarioArb, (scenario) => runScenario(scenario, "forgetful")), {
+  it.each([
+    { variant: "forgetful" as const, title: "a journal that forgets intents (the engine before issue 8 #4)", caughtBy: /kept|token|counters|balance|pending|incomplete|recovery pass/ },
+    { variant: "last-wins" as const, title: "a journal where the last recorded settle amount wins (issue 8 #4b)", caughtBy: /kept \d+, the hold records \d+|token kept/ }
+  ])("rejects $title: the property is not vacuous", async ({ caughtBy, variant }) => {
+    const outcome = await fc.check(fc.asyncProperty(scenarioArb, (scenario) => runScenario(scenario, variant)), {
       numRuns: 300,
       seed: 20_261_203,
       endOnFailure: true
     })
     expect(outcome.failed).toBe(true)
     const head = String(outcome.errorInstance).split("\n--- trace")[0]!
-    expect(head).toMatch(/kept|token|counters|balance|pending|incomplete/)
-    console.log(`forgetful journal caught after ${outcome.numRuns} runs: ${head}`)
+    expect(head).toMatch(caughtBy)
+    console.log(`${variant} caught after ${outcome.numRuns} runs: ${head}`)
   }, 120_000)
 })

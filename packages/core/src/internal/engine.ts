@@ -525,11 +525,14 @@ export const makeEngine = (deps: Deps) => {
           (source.settle as FundingSource["settle"])({ holdId, accountId: hold.accountId, part, actual: target })
         )
         if (result._tag === "Failure") {
-          // Everything done so far rolls back with the transaction: fail it.
-          if (!externalDone) return yield* Effect.fail(result.failure)
-          // An external part was already charged and cannot be rolled back: the hold is
-          // settled, the failed part keeps its reservation and the difference is recorded
-          // (the settle intent stays pending: the recovery pass settles the part later).
+          // Everything done in the journal's store rolls back with the transaction: fail it.
+          // A part in that store may have failed half way (a balance moved, its record not),
+          // so it is never committed after a failure; with an external part already charged,
+          // the pending settle intent lets a refund, a retry or the recovery pass finish it.
+          if (!externalDone || shared(source)) return yield* Effect.fail(result.failure)
+          // An external part failed after another was charged, and neither can be rolled back:
+          // the hold is settled, the failed part keeps its reservation and the difference is
+          // recorded (the settle intent stays pending: the recovery pass settles the part later).
           const unbilled = Math.max(0, target - part.amount) as Quota
           const overcharged = Math.max(0, part.amount - target) as Quota
           incomplete ??= {
