@@ -217,6 +217,8 @@ export class SettleIncomplete extends Schema.TaggedError<SettleIncomplete>()("Se
   holdId: Schema.String,
   failedSourceId: Schema.String,
   unbilled: Schema.Number,
+  /** What the failed part holds beyond its share (given back by the recovery pass). */
+  overcharged: Schema.optionalKey(Schema.Number),
   detail: Schema.String
 }) {
   /** Stable code. */
@@ -224,7 +226,8 @@ export class SettleIncomplete extends Schema.TaggedError<SettleIncomplete>()("Se
     return "billing_settle_incomplete"
   }
   override get message(): string {
-    return `hold ${this.holdId} settled, but ${this.failedSourceId} failed and ${this.unbilled} quota is unbilled: ${this.detail}`
+    const over = this.overcharged ? `, ${this.overcharged} overcharged until recovery finishes it` : ""
+    return `hold ${this.holdId} settled, but ${this.failedSourceId} failed and ${this.unbilled} quota is unbilled${over}: ${this.detail}`
   }
 }
 

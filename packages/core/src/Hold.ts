@@ -95,7 +95,17 @@ export const Settlement = Schema.Struct({
   delta: Schema.Number,
   parts: Schema.Array(PartSettlement),
   settledAt: Schema.Number,
-  incomplete: Schema.optionalKey(Schema.Struct({ sourceId: Schema.String, unbilled: Quota, detail: Schema.String }))
+  /**
+   * An external part was charged and a later part failed: the failed part kept
+   * its reservation. `unbilled` is what it should have charged on top,
+   * `overcharged` what it holds beyond its share. The recovery pass finishes it.
+   */
+  incomplete: Schema.optionalKey(Schema.Struct({
+    sourceId: Schema.String,
+    unbilled: Quota,
+    overcharged: Schema.optionalKey(Quota),
+    detail: Schema.String
+  }))
 })
 
 /**

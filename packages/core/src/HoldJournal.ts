@@ -8,6 +8,7 @@ import { Context } from "effect"
 import type { Effect } from "effect"
 import type { StoreError } from "./BillingError.js"
 import type { Hold, HoldStatus } from "./Hold.js"
+import type { HoldIntent, IntentPhase } from "./HoldIntent.js"
 
 /**
  * The journal contract.
@@ -39,4 +40,28 @@ export class HoldJournal extends Context.Service<HoldJournal, {
     readonly accountId?: string
     readonly status?: HoldStatus
   }) => Effect.Effect<ReadonlyArray<Hold>, StoreError>
+  /**
+   * Writes an intent (see `HoldIntent`), replacing the one with the same
+   * `(holdId, phase)`. Outside a transaction it commits on its own: the engine
+   * calls it before a transaction that reaches an external source.
+   */
+  readonly putIntent: (intent: HoldIntent) => Effect.Effect<void, StoreError>
+  /**
+   * Inserts an intent unless one with the same `(holdId, phase)` exists, and
+   * returns the stored one (the first recorded wins).
+   */
+  readonly insertIntent: (intent: HoldIntent) => Effect.Effect<HoldIntent, StoreError>
+  /** Reads an intent; with `forUpdate` the row is locked until the transaction ends. */
+  readonly getIntent: (
+    holdId: string,
+    phase: IntentPhase,
+    options?: { readonly forUpdate?: boolean }
+  ) => Effect.Effect<HoldIntent | undefined, StoreError>
+  /** Marks a pending intent done with `outcome`; `false` when it is not pending (compare-and-set). */
+  readonly finishIntent: (holdId: string, phase: IntentPhase, outcome: string) => Effect.Effect<boolean, StoreError>
+  /** Pending intents whose `dueAt` is at or before `now`, oldest first. */
+  readonly dueIntents: (
+    now: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<{ readonly holdId: string; readonly phase: IntentPhase }>, StoreError>
 }>()("@relay-billing/core/HoldJournal") {}

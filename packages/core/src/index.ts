@@ -24,6 +24,8 @@ export * as FundingResolver from "./FundingResolver.js"
 export * as FundingSource from "./FundingSource.js"
 /** @since 0.1.0 */
 export * as Hold from "./Hold.js"
+/** @since 0.2.0 */
+export * as HoldIntent from "./HoldIntent.js"
 /** @since 0.1.0 */
 export * as HoldJournal from "./HoldJournal.js"
 /** @since 0.1.0 */

@@ -8,13 +8,43 @@
  * @since 0.1.0
  */
 import { Effect, Layer, Schema } from "effect"
-import { Hold, HoldJournal } from "@relay-billing/core"
+import { Hold, HoldIntent, HoldJournal } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
 import { decodeRows, insertIgnore, int, intOrNull } from "./internal/sql.js"
 
 const decodeHold = Schema.decodeUnknownSync(Hold.Hold)
+const decodeIntent = Schema.decodeUnknownSync(HoldIntent.HoldIntent)
+
+const intentRow = (intent: HoldIntent.HoldIntent) => ({
+  hold_id: intent.holdId,
+  phase: intent.phase,
+  step: intent.step,
+  account_id: intent.accountId,
+  token_id: intent.tokenId ?? null,
+  amount: intent.amount,
+  targets: JSON.stringify(intent.targets),
+  status: intent.status,
+  outcome: intent.outcome ?? null,
+  created_at: intent.createdAt,
+  due_at: intent.dueAt
+})
+
+const intentFromRow = (row: Record<string, unknown>): HoldIntent.HoldIntent =>
+  decodeIntent({
+    holdId: row["hold_id"],
+    phase: row["phase"],
+    step: row["step"],
+    accountId: row["account_id"],
+    ...(row["token_id"] !== null && row["token_id"] !== undefined ? { tokenId: row["token_id"] } : {}),
+    amount: int(row["amount"], "amount"),
+    targets: JSON.parse(String(row["targets"])),
+    status: row["status"],
+    ...(row["outcome"] !== null && row["outcome"] !== undefined ? { outcome: row["outcome"] } : {}),
+    createdAt: int(row["created_at"], "created_at"),
+    dueAt: int(row["due_at"], "due_at")
+  })
 
 const toRow = (hold: Hold.Hold) => ({
   id: hold.id,
@@ -61,6 +91,12 @@ const fromRow = (row: Record<string, unknown>): Hold.Hold => {
  */
 export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
   const holds = client.table("holds")
+  const intents = client.table("intents")
+  const readIntent = (operation: string, holdId: string, phase: HoldIntent.IntentPhase, forUpdate: boolean) =>
+    client.query(operation, (db) => {
+      const q = db(intents).where({ hold_id: holdId, phase }).first()
+      return forUpdate && lockable ? q.forUpdate() : q
+    }).pipe(Effect.flatMap((row) => decodeRows(operation, () => (row ? intentFromRow(row) : undefined))))
   const lockable = client.dialect !== "sqlite"
   const readMany = (operation: string, rows: ReadonlyArray<Record<string, unknown>>) =>
     decodeRows(operation, () => rows.map(fromRow))
@@ -99,7 +135,37 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
         if (filter.accountId !== undefined) q.where("account_id", filter.accountId)
         if (filter.status !== undefined) q.where("status", filter.status)
         return q
-      }).pipe(Effect.flatMap((rows) => readMany("journal.list", rows)))
+      }).pipe(Effect.flatMap((rows) => readMany("journal.list", rows))),
+    putIntent: (intent) =>
+      client.query("journal.putIntent", (db) =>
+        db(intents).insert(intentRow(intent)).onConflict(["hold_id", "phase"]).merge()).pipe(Effect.asVoid),
+    insertIntent: (intent) =>
+      insertIgnore(client, "journal.insertIntent", intents, intentRow(intent), ["hold_id", "phase"]).pipe(
+        Effect.andThen(readIntent("journal.insertIntent", intent.holdId, intent.phase, false)),
+        Effect.map((stored) => stored ?? intent)
+      ),
+    getIntent: (holdId, phase, options) => readIntent("journal.getIntent", holdId, phase, options?.forUpdate ?? false),
+    finishIntent: (holdId, phase, outcome) =>
+      client.query("journal.finishIntent", (db) =>
+        db(intents).where({ hold_id: holdId, phase, status: "pending" }).update({ status: "done", outcome })).pipe(
+          Effect.map((n) => n === 1)
+        ),
+    dueIntents: (now, limit) =>
+      client.query("journal.dueIntents", (db) =>
+        db(intents)
+          .select("hold_id", "phase")
+          .where("status", "pending")
+          .andWhere("due_at", "<=", now)
+          .orderBy("due_at", "asc")
+          .limit(limit)).pipe(
+          Effect.flatMap((rows) =>
+            decodeRows("journal.dueIntents", () =>
+              rows.map((r: { hold_id: string; phase: string }) => ({
+                holdId: String(r.hold_id),
+                phase: Schema.decodeUnknownSync(HoldIntent.IntentPhase)(r.phase)
+              })))
+          )
+        )
   })
 }
 

@@ -5,7 +5,7 @@
  *
  * Operation names are `<source>.<op>` (`wallet.reserve`, `token.settle`,
  * `subscription.refund`, …), `journal.<op>` (`insert`, `get`, `update`,
- * `expired`) and `counters.add`.
+ * `expired`, `putIntent`, `insertIntent`, `getIntent`, `finishIntent`, `dueIntents`) and `counters.add`.
  *
  * @since 0.1.0
  */

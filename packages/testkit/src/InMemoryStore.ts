@@ -18,7 +18,7 @@ import {
   HoldJournal,
   Ledger
 } from "@relay-billing/core"
-import type { Budget, FundingSource, Hold } from "@relay-billing/core"
+import type { Budget, FundingSource, Hold, HoldIntent } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
 import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
 import type { StoreHandle } from "./internal/memorySources.js"
@@ -28,6 +28,8 @@ import { emptyState } from "./internal/state.js"
 import { LowBalance } from "@relay-billing/core"
 
 let storeCounter = 0
+
+const intentKey = (holdId: string, phase: string) => `${holdId}\u0000${phase}`
 
 const InTransaction = Context.Reference<ReadonlySet<string>>("@relay-billing/testkit/InTransaction", {
   defaultValue: () => new Set()
@@ -177,6 +179,39 @@ export class InMemoryStore {
                 (filter.status === undefined || h.status === filter.status)
               )
               .map((h) => structuredClone(h))
+          )),
+      putIntent: (intent) =>
+        atomic("journal.putIntent", (state) => {
+          state.intents.set(intentKey(intent.holdId, intent.phase), structuredClone(intent))
+          return Effect.void
+        }),
+      insertIntent: (intent) =>
+        atomic("journal.insertIntent", (state) => {
+          const key = intentKey(intent.holdId, intent.phase)
+          const existing = state.intents.get(key)
+          if (!existing) state.intents.set(key, structuredClone(intent))
+          return Effect.succeed(structuredClone(existing ?? intent))
+        }),
+      getIntent: (holdId, phase) =>
+        atomic("journal.getIntent", (state) => {
+          const intent = state.intents.get(intentKey(holdId, phase))
+          return Effect.succeed(intent ? structuredClone(intent) : undefined)
+        }),
+      finishIntent: (holdId, phase, outcome) =>
+        atomic("journal.finishIntent", (state) => {
+          const intent = state.intents.get(intentKey(holdId, phase))
+          if (!intent || intent.status !== "pending") return Effect.succeed(false)
+          state.intents.set(intentKey(holdId, phase), { ...intent, status: "done", outcome })
+          return Effect.succeed(true)
+        }),
+      dueIntents: (now, limit) =>
+        atomic("journal.dueIntents", (state) =>
+          Effect.succeed(
+            [...state.intents.values()]
+              .filter((i) => i.status === "pending" && i.dueAt <= now)
+              .sort((a, b) => a.dueAt - b.dueAt)
+              .slice(0, limit)
+              .map((i) => ({ holdId: i.holdId, phase: i.phase }))
           ))
     })
     this.ledger = Ledger.Ledger.of({
@@ -347,6 +382,11 @@ export class InMemoryStore {
       subscriptions: Object.fromEntries([...s.subscriptions].map(([k, v]) => [k, { used: v.used, total: v.total }])),
       holds: Object.fromEntries([...s.holds].map(([k, v]) => [k, v.status]))
     }
+  }
+
+  /** The intents recorded for holds with external parts, copied. */
+  intents(): ReadonlyArray<HoldIntent.HoldIntent> {
+    return structuredClone([...this.state.intents.values()])
   }
 
   /** The ledger rows, copied. */

@@ -1,4 +1,4 @@
-import { Cause, Clock, Effect, Exit, Scope } from "effect"
+import { Cause, Clock, Data, Effect, Exit, Scope } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
 import {
   ContractViolation,
@@ -26,6 +26,8 @@ import * as Preference from "../Preference.js"
 import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
 import { allocate } from "./allocate.js"
+import type { HoldIntent } from "../HoldIntent.js"
+import { makeIntents, targetKey } from "./intents.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
 export interface EngineConfig {
@@ -83,11 +85,22 @@ class Duplicate {
   readonly _tag = "Duplicate"
 }
 
+/**
+ * Internal: a transaction found a pending hold with an external part whose
+ * resolution was not recorded first (the hold became visible after the caller
+ * looked, e.g. a settle racing the open). The caller records it and runs again.
+ */
+class Unclaimed extends Data.TaggedError("Unclaimed")<{ readonly holdId: string }> {}
+
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
   const { config, counters, events, journal, lowBalance, registry } = deps
 
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
+
+  const intents = makeIntents({ journal, registry, tokenBudgetId: config.tokenBudgetId, shared })
+  /** The external targets each running open called (by its input), to release after a failure. */
+  const reached = new WeakMap<OpenInput, Set<string>>()
 
   const targetOf = (part: HoldPart) =>
     part.kind === "funding" ? registry.funding(part.sourceId) : registry.budget(part.sourceId)
@@ -126,6 +139,12 @@ export const makeEngine = (deps: Deps) => {
    * database already aborted would fail and hide the original error). It is
    * recorded in `acquired` so a fallback, which keeps the transaction, can
    * release it explicitly.
+   *
+   * The reservation is checked only after the release is registered, so an
+   * external source that reports more than asked or a non-integer gets back
+   * whatever it took; and one whose reserve fails or dies (possibly after
+   * debiting) is released at once (a release is idempotent by hold id and a
+   * no-op when nothing was reserved).
    */
   const acquirePart = (
     target: Target,
@@ -136,39 +155,12 @@ export const makeEngine = (deps: Deps) => {
     ctx: AttemptContext,
     partial = false
   ) =>
-    Effect.acquireRelease(
-      (target.reserve as FundingSource["reserve"])({
-        holdId: input.holdId,
-        accountId: input.accountId,
-        subjectId,
-        amount,
-        ...(partial ? { partial } : {}),
-        ...(input.postConsume ? { unconditional: true } : {}),
-        ...(input.metadata ? { metadata: input.metadata } : {})
-      }).pipe(
-        Effect.flatMap((reservation) =>
-          QuotaModule.isQuota(reservation.amount) && reservation.amount <= amount
-            ? Effect.sync((): HoldPart => {
-              const part: HoldPart = {
-                kind,
-                sourceId: target.id,
-                subjectId,
-                amount: reservation.amount as Quota,
-                ...(reservation.ref !== undefined ? { ref: reservation.ref } : {})
-              }
-              if (shared(target)) ctx.acquired.push({ target, part })
-              return part
-            })
-            : Effect.fail(
-              new ContractViolation({
-                sourceId: target.id,
-                detail: `asked to reserve ${amount}, reported ${reservation.amount}`
-              })
-            )
-        )
-      ),
-      (part, exit) =>
-        Exit.isSuccess(exit) || shared(target) ? Effect.void : release(target, part, input).pipe(
+    Effect.gen(function*() {
+      const external = !shared(target)
+      if (external) reached.get(input)?.add(targetKey({ kind, sourceId: target.id }))
+      const asked: HoldPart = { kind, sourceId: target.id, subjectId, amount }
+      const compensate = (part: HoldPart) =>
+        release(target, part, input).pipe(
           Effect.catchCause((cause) => {
             ctx.failures.push(cause)
             return Effect.logError("relay-billing: compensation of an external reservation failed", cause).pipe(
@@ -176,7 +168,37 @@ export const makeEngine = (deps: Deps) => {
             )
           })
         )
-    )
+      const reservation = yield* Effect.acquireRelease(
+        (target.reserve as FundingSource["reserve"])({
+          holdId: input.holdId,
+          accountId: input.accountId,
+          subjectId,
+          amount,
+          ...(partial ? { partial } : {}),
+          ...(input.postConsume ? { unconditional: true } : {}),
+          ...(input.metadata ? { metadata: input.metadata } : {})
+        }).pipe(Effect.onError(() => external ? compensate(asked) : Effect.void)),
+        (reservation, exit) =>
+          Exit.isSuccess(exit) || !external ? Effect.void : compensate(
+            QuotaModule.isQuota(reservation.amount) ? { ...asked, amount: reservation.amount as Quota } : asked
+          )
+      )
+      if (!QuotaModule.isQuota(reservation.amount) || reservation.amount > amount) {
+        return yield* new ContractViolation({
+          sourceId: target.id,
+          detail: `asked to reserve ${amount}, reported ${reservation.amount}`
+        })
+      }
+      const part: HoldPart = {
+        kind,
+        sourceId: target.id,
+        subjectId,
+        amount: reservation.amount as Quota,
+        ...(reservation.ref !== undefined ? { ref: reservation.ref } : {})
+      }
+      if (shared(target)) ctx.acquired.push({ target, part })
+      return part
+    })
 
   const release = (target: Target, part: HoldPart, input: OpenInput) =>
     target.refund({ holdId: input.holdId, accountId: input.accountId, part, reason: "release" })
@@ -389,6 +411,15 @@ export const makeEngine = (deps: Deps) => {
       expiresAt: now + (input.ttlMillis ?? config.holdTtlMillis),
       ...(input.metadata ? { metadata: { ...input.metadata } } : {})
     }
+    // An open that may reach a source outside the journal's store records its intent first,
+    // in its own write, so that recovery can release what a crash left reserved.
+    const targets = yield* intents.openTargets({ ...draft, holdId: draft.id })
+    const external = targets.length > 0
+    const called = new Set<string>()
+    if (external) {
+      yield* intents.beginOpen({ ...draft, holdId: draft.id }, targets)
+      reached.set(input, called)
+    }
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
         if (!(yield* journal.insert(draft))) return new Duplicate()
@@ -397,9 +428,15 @@ export const makeEngine = (deps: Deps) => {
         if (!(yield* journal.update(hold, "pending"))) {
           return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
         }
+        if (external) yield* intents.commitOpen(hold.id)
         return hold
       }))
+    ).pipe(
+      // The open failed: release every external target now (its compensation may have
+      // failed too); if that fails as well, the recovery pass does it after the TTL.
+      Effect.onError(() => external ? recoverOpenLogged(input.holdId, called) : Effect.void)
     )
+    if (external && outcome instanceof Duplicate) yield* recoverOpenLogged(input.holdId, called)
     if (outcome instanceof Duplicate) {
       const raced = yield* journal.get(input.holdId)
       if (!raced) return yield* new StoreError({ operation: "open", detail: `hold ${input.holdId} vanished` })
@@ -408,6 +445,15 @@ export const makeEngine = (deps: Deps) => {
     yield* Effect.annotateCurrentSpan({ holdId: outcome.id, reserved: outcome.reserved })
     return settlerFor(outcome)
   })
+
+  /** After a failed open: releases the external targets it reached now (recovery retries later). */
+  const recoverOpenLogged = (holdId: string, called: ReadonlySet<string>) =>
+    intents.recoverOpen(holdId, true, called).pipe(
+      Effect.catchCause((cause) =>
+        Effect.logWarning("relay-billing: releasing an open's external reservations failed; recovery retries", cause)
+          .pipe(Effect.annotateLogs({ holdId }))
+      )
+    )
 
   // ---------------------------------------------------------------- settle
 
@@ -418,14 +464,43 @@ export const makeEngine = (deps: Deps) => {
       return hold
     }).pipe(Effect.withSpan(`BillingSession.${operation}.load`))
 
-  const settle = Effect.fn("BillingSession.settle")(function*(holdId: string, actualInput: number) {
-    const actual = yield* QuotaModule.decode("actual", actualInput)
-    const outcome = yield* journal.transaction(Effect.gen(function*() {
-      const hold = yield* loadPending(holdId, "settle")
-      if (hold.status === "settled" && hold.settlement) return { hold, settlement: hold.settlement, fresh: false }
-      if (hold.status !== "pending") {
-        return yield* new HoldResolved({ holdId, status: hold.status, operation: "settle" })
-      }
+  /**
+   * Inside a resolving transaction: a pending hold with an external part must
+   * have this resolution recorded (pending) before any source is called.
+   */
+  const requireClaim = (hold: Hold, step: "settle" | "refund" | "expire", amount?: Quota) =>
+    Effect.gen(function*() {
+      if (!(yield* intents.hasExternal(hold))) return
+      const intent = yield* journal.getIntent(hold.id, "resolve")
+      const recorded = intent !== undefined && intent.status === "pending" && intent.step === step &&
+        (amount === undefined || intent.amount === amount)
+      if (!recorded) return yield* new Unclaimed({ holdId: hold.id })
+    })
+
+  /** Runs `attempt` again once if it met a hold whose resolution was not recorded yet. */
+  const claimed = <A, E, R>(attempt: Effect.Effect<A, E | Unclaimed, R>, operation: string) =>
+    attempt.pipe(
+      Effect.catchTag("Unclaimed", () => attempt),
+      Effect.mapError((error) =>
+        isUnclaimed(error)
+          ? new StoreError({ operation, detail: `hold ${error.holdId}: its resolution could not be recorded` })
+          : error
+      )
+    ) as Effect.Effect<A, Exclude<E, Unclaimed> | StoreError, R>
+
+  const isUnclaimed = (error: unknown): error is Unclaimed =>
+    typeof error === "object" && error !== null && (error as { readonly _tag?: unknown })._tag === "Unclaimed"
+
+  /**
+   * Runs the settle plan of `hold` with `actual` on every part (sources are
+   * idempotent by hold id, so a part already settled answers with its first
+   * result). Fails when a part fails before any external part was charged (the
+   * transaction rolls back); after that, a failed part keeps its reservation and
+   * is reported in `incomplete`.
+   */
+  const runPlan = (hold: Hold, actual: Quota) =>
+    Effect.gen(function*() {
+      const holdId = hold.id
       const funding = hold.parts.filter((p) => p.kind === "funding")
       const budgets = hold.parts.filter((p) => p.kind === "budget")
       const amounts = allocate(funding.map((p) => p.amount), actual)
@@ -450,12 +525,22 @@ export const makeEngine = (deps: Deps) => {
           (source.settle as FundingSource["settle"])({ holdId, accountId: hold.accountId, part, actual: target })
         )
         if (result._tag === "Failure") {
-          // Everything done so far rolls back with the transaction: fail it.
-          if (!externalDone) return yield* Effect.fail(result.failure)
-          // An external part was already charged and cannot be rolled back: the hold is
-          // settled, the failed part keeps its reservation and the shortfall is recorded.
+          // Everything done in the journal's store rolls back with the transaction: fail it.
+          // A part in that store may have failed half way (a balance moved, its record not),
+          // so it is never committed after a failure; with an external part already charged,
+          // the pending settle intent lets a refund, a retry or the recovery pass finish it.
+          if (!externalDone || shared(source)) return yield* Effect.fail(result.failure)
+          // An external part failed after another was charged, and neither can be rolled back:
+          // the hold is settled, the failed part keeps its reservation and the difference is
+          // recorded (the settle intent stays pending: the recovery pass settles the part later).
           const unbilled = Math.max(0, target - part.amount) as Quota
-          incomplete ??= { sourceId: part.sourceId, unbilled, detail: result.failure.message }
+          const overcharged = Math.max(0, part.amount - target) as Quota
+          incomplete ??= {
+            sourceId: part.sourceId,
+            unbilled,
+            ...(overcharged > 0 ? { overcharged } : {}),
+            detail: result.failure.message
+          }
           parts.push(partSettlement(part, { charged: part.amount, unbilled }))
           continue
         }
@@ -472,6 +557,46 @@ export const makeEngine = (deps: Deps) => {
       const position = (p: PartSettlement) =>
         hold.parts.findIndex((h) => h.kind === p.kind && h.sourceId === p.sourceId && h.subjectId === p.subjectId)
       parts.sort((a, b) => position(a) - position(b))
+      return { parts, incomplete, external: !allShared }
+    })
+
+  /**
+   * Finishes a settled hold whose settlement is `incomplete` (the recovery
+   * pass): runs its plan again and records the complete settlement. Counters
+   * were updated by the first settle and are not touched.
+   */
+  const completeSettlement = (hold: Hold, settlement: Settlement) =>
+    Effect.gen(function*() {
+      const run = yield* runPlan(hold, settlement.actual)
+      if (run.incomplete) {
+        return yield* new StoreError({
+          operation: "settle.complete",
+          detail: `hold ${hold.id}: ${run.incomplete.sourceId} still fails: ${run.incomplete.detail}`
+        })
+      }
+      const { incomplete: _done, ...rest } = settlement
+      const complete: Settlement = { ...rest, parts: run.parts }
+      const settled: Hold = { ...hold, settlement: complete }
+      if (!(yield* journal.update(settled, "settled"))) {
+        return yield* new StoreError({ operation: "settle.record", detail: `hold ${hold.id} changed while settling` })
+      }
+      yield* journal.finishIntent(hold.id, "resolve", "settled")
+      return { hold: settled, settlement: complete, fresh: false }
+    })
+
+  /** The settle transaction; with `complete`, an incomplete settlement is finished. */
+  const settleTx = (holdId: string, actual: Quota, complete: boolean) =>
+    journal.transaction(Effect.gen(function*() {
+      const hold = yield* loadPending(holdId, "settle")
+      if (hold.status === "settled" && hold.settlement) {
+        if (complete && hold.settlement.incomplete) return yield* completeSettlement(hold, hold.settlement)
+        return { hold, settlement: hold.settlement, fresh: false }
+      }
+      if (hold.status !== "pending") {
+        return yield* new HoldResolved({ holdId, status: hold.status, operation: "settle" })
+      }
+      yield* requireClaim(hold, "settle", actual)
+      const { external, incomplete, parts } = yield* runPlan(hold, actual)
       if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: actual, requestCount: 1 })
       const now = yield* Clock.currentTimeMillis
       const settlement: Settlement = {
@@ -487,22 +612,79 @@ export const makeEngine = (deps: Deps) => {
       if (!(yield* journal.update(settled, "pending"))) {
         return yield* new StoreError({ operation: "settle.record", detail: `hold ${holdId} changed while settling` })
       }
+      if (external && !incomplete) yield* journal.finishIntent(holdId, "resolve", "settled")
       return { hold: settled, settlement, fresh: true }
     }))
-    if (outcome.fresh) {
-      yield* publish(BillingEvent.Settled({ hold: outcome.hold, settlement: outcome.settlement }))
-      yield* warnIfLow(outcome.hold, outcome.settlement)
-    }
-    const incomplete = outcome.settlement.incomplete
-    if (outcome.fresh && incomplete) {
-      return yield* new SettleIncomplete({
-        holdId,
-        failedSourceId: incomplete.sourceId,
-        unbilled: incomplete.unbilled,
-        detail: incomplete.detail
-      })
-    }
-    return outcome.settlement
+
+  /** Publishes a fresh settlement, and fails with `SettleIncomplete` when it is incomplete. */
+  const settleOutcome = (outcome: { readonly hold: Hold; readonly settlement: Settlement; readonly fresh: boolean }) =>
+    Effect.gen(function*() {
+      if (outcome.fresh) {
+        yield* publish(BillingEvent.Settled({ hold: outcome.hold, settlement: outcome.settlement }))
+        yield* warnIfLow(outcome.hold, outcome.settlement)
+      }
+      const incomplete = outcome.settlement.incomplete
+      if (outcome.fresh && incomplete) {
+        return yield* new SettleIncomplete({
+          holdId: outcome.hold.id,
+          failedSourceId: incomplete.sourceId,
+          unbilled: incomplete.unbilled,
+          ...(incomplete.overcharged !== undefined ? { overcharged: incomplete.overcharged } : {}),
+          detail: incomplete.detail
+        })
+      }
+      return outcome.settlement
+    })
+
+  /**
+   * Finishes the recorded resolution of a hold with external parts: the
+   * recorded settle (with its recorded amount), refund or expiry. Idempotent.
+   */
+  const finishResolution = (intent: HoldIntent) =>
+    intent.step === "settle"
+      ? settleTx(intent.holdId, intent.amount, true).pipe(
+        Effect.flatMap(settleOutcome),
+        Effect.catchTag("SettleIncomplete", () => Effect.void),
+        Effect.asVoid
+      )
+      : giveBackTx(intent.holdId, intent.step === "expire" ? "expire" : "refund").pipe(Effect.asVoid)
+
+  /** The recorded resolution of a pending hold with external parts (recording `step` if none is). */
+  const claimIfExternal = (holdId: string, step: "settle" | "refund" | "expire", amount?: Quota) =>
+    Effect.gen(function*() {
+      const current = yield* journal.get(holdId)
+      if (!current || current.status !== "pending" || !(yield* intents.hasExternal(current))) return undefined
+      const intent = yield* intents.claim(current, step, amount ?? current.reserved)
+      return intent.status === "pending" ? intent : undefined
+    })
+
+  const settleOnce = (holdId: string, actual: Quota) =>
+    Effect.gen(function*() {
+      // With an external part, the first recorded resolution decides the hold.
+      const intent = yield* claimIfExternal(holdId, "settle", actual)
+      if (intent && intent.step !== "settle") {
+        yield* finishResolution(intent)
+        return yield* new HoldResolved({
+          holdId,
+          status: intent.step === "expire" ? "expired" : "refunded",
+          operation: "settle"
+        })
+      }
+      if (intent && intent.amount !== actual) {
+        yield* finishResolution(intent)
+        return yield* new IdempotencyConflict({
+          holdId,
+          field: "actual",
+          existing: String(intent.amount),
+          requested: String(actual)
+        })
+      }
+      return yield* settleOutcome(yield* settleTx(holdId, actual, false))
+    })
+
+  const settle = Effect.fn("BillingSession.settle")(function*(holdId: string, actualInput: number) {
+    const actual = yield* QuotaModule.decode("actual", actualInput)
+    return yield* claimed(settleOnce(holdId, actual), "settle.intent")
   })
 
   /**
@@ -541,37 +723,93 @@ export const makeEngine = (deps: Deps) => {
       return refunded
     })
 
-  const refund = (holdId: string) =>
+  /** The refund transaction (also used to finish a recorded refund or expiry). */
+  const giveBackTx = (holdId: string, reason: "refund" | "expire") =>
     Effect.gen(function*() {
       const outcome = yield* journal.transaction(Effect.gen(function*() {
         const hold = yield* loadPending(holdId, "refund")
         if (hold.status !== "pending") return { hold, refunded: 0, fresh: false }
-        const refunded = yield* giveBack(hold, "refund")
+        yield* requireClaim(hold, reason)
+        const refunded = yield* giveBack(hold, reason)
         const now = yield* Clock.currentTimeMillis
-        const done: Hold = { ...hold, status: "refunded", resolvedAt: now }
+        const done: Hold = { ...hold, status: reason === "expire" ? "expired" : "refunded", resolvedAt: now }
         if (!(yield* journal.update(done, "pending"))) {
           return yield* new StoreError({ operation: "refund.record", detail: `hold ${holdId} changed while refunding` })
         }
+        if (yield* intents.hasExternal(hold)) yield* journal.finishIntent(holdId, "resolve", done.status)
         return { hold: done, refunded, fresh: true }
       }))
-      if (outcome.fresh) yield* publish(BillingEvent.Refunded({ hold: outcome.hold, refunded: outcome.refunded }))
+      if (outcome.fresh) {
+        yield* publish(
+          reason === "expire"
+            ? BillingEvent.Expired({ hold: outcome.hold, refunded: outcome.refunded })
+            : BillingEvent.Refunded({ hold: outcome.hold, refunded: outcome.refunded })
+        )
+      }
+      return outcome
+    })
+
+  const refund = (holdId: string) =>
+    claimed(refundOnce(holdId), "refund.intent").pipe(Effect.withSpan("BillingSession.refund", { attributes: { holdId } }))
+
+  const refundOnce = (holdId: string) =>
+    Effect.gen(function*() {
+      // With an external part, a settle recorded first decides the hold: finish it instead.
+      const intent = yield* claimIfExternal(holdId, "refund")
+      if (intent && intent.step === "settle") {
+        yield* finishResolution(intent).pipe(
+          Effect.mapError((error) =>
+            error._tag === "StoreError" || error._tag === "UnknownSource" || error._tag === "HoldNotFound"
+              ? error
+              : new StoreError({ operation: "refund.settle", detail: error.message, cause: error })
+          )
+        )
+        const after = yield* journal.get(holdId)
+        const result: RefundResult = { holdId, status: after?.status ?? "settled", refunded: 0 }
+        return result
+      }
+      // A recorded expiry (the reaper got there first) is finished as an expiry.
+      const outcome = yield* giveBackTx(holdId, intent?.step === "expire" ? "expire" : "refund")
       const result: RefundResult = { holdId, status: outcome.hold.status, refunded: outcome.refunded }
       return result
-    }).pipe(Effect.withSpan("BillingSession.refund", { attributes: { holdId } }))
+    })
 
-  const expireOne = (holdId: string, now: number) =>
-    journal.transaction(Effect.gen(function*() {
-      const hold = yield* journal.get(holdId, { forUpdate: true })
-      if (!hold || hold.status !== "pending" || hold.expiresAt > now) return undefined
-      const refunded = yield* giveBack(hold, "expire")
-      const done: Hold = { ...hold, status: "expired", resolvedAt: now }
-      if (!(yield* journal.update(done, "pending"))) return undefined
-      return { hold: done, refunded }
-    }))
+  const expireOne = (holdId: string, now: number) => claimed(expireOnce(holdId, now), "expire.intent")
+
+  const expireOnce = (holdId: string, now: number) =>
+    Effect.gen(function*() {
+      // With an external part, a settle or refund recorded first decides the hold.
+      const intent = yield* claimIfExternal(holdId, "expire")
+      if (intent && intent.step !== "expire") {
+        yield* finishResolution(intent)
+        return undefined
+      }
+      return yield* journal.transaction(Effect.gen(function*() {
+        const hold = yield* journal.get(holdId, { forUpdate: true })
+        if (!hold || hold.status !== "pending" || hold.expiresAt > now) return undefined
+        yield* requireClaim(hold, "expire")
+        const refunded = yield* giveBack(hold, "expire")
+        const done: Hold = { ...hold, status: "expired", resolvedAt: now }
+        if (!(yield* journal.update(done, "pending"))) return undefined
+        if (yield* intents.hasExternal(hold)) yield* journal.finishIntent(holdId, "resolve", "expired")
+        return { hold: done, refunded }
+      }))
+    })
+
+  /** Finishes a pending intent the recovery pass found (see `HoldIntent`). */
+  const recoverIntent = (holdId: string, phase: "open" | "resolve") =>
+    phase === "open"
+      ? Effect.asVoid(intents.recoverOpen(holdId, false))
+      : Effect.flatMap(journal.getIntent(holdId, "resolve"), (intent) =>
+        intent && intent.status === "pending" ? finishResolution(intent) : Effect.void)
 
   const reapExpired = Effect.fn("BillingSession.reapExpired")(function*(options?: { readonly limit?: number }) {
     const now = yield* Clock.currentTimeMillis
-    const ids = yield* journal.expired(now, options?.limit ?? config.reapBatch)
+    const limit = options?.limit ?? config.reapBatch
+    const ids = yield* journal.expired(now, limit)
+    // Intents a failure or a crash left pending (sources outside the journal's store), read
+    // before anything changes so that a failed read fails the pass without effect.
+    const due = yield* journal.dueIntents(now, limit)
     let expired = 0
     let refunded = 0
     const failures: Array<{ holdId: string; error: string }> = []
@@ -586,6 +824,11 @@ export const makeEngine = (deps: Deps) => {
         refunded += result.success.refunded
         yield* publish(BillingEvent.Expired(result.success))
       }
+    }
+    // Then finish or undo every pending intent.
+    for (const { holdId, phase } of due) {
+      const result = yield* Effect.result(recoverIntent(holdId, phase))
+      if (result._tag === "Failure") failures.push({ holdId, error: result.failure.message })
     }
     const report: ReapReport = { examined: ids.length, expired, refunded, failures }
     return report

@@ -87,6 +87,37 @@ const binaryIds: Migration = {
 }
 
 /**
+ * Intents of holds with parts outside the journal's store (issue 8 #4): one row
+ * per `(hold_id, phase)`, written before the engine calls such a source and
+ * finished with the hold. Ids compare byte for byte on MySQL (binary collation).
+ */
+const holdIntents: Migration = {
+  name: "0003_hold_intents",
+  up: async (knex, context) => {
+    const { table } = context
+    const ids = await IdColumns.prepare(knex, context)
+    await knex.schema.createTable(table("intents"), (t) => {
+      ids.id(t, "hold_id", ID).notNullable()
+      t.string("phase", 16).notNullable()
+      t.string("step", 16).notNullable()
+      ids.id(t, "account_id", ID).notNullable()
+      ids.id(t, "token_id", ID).nullable()
+      t.bigInteger("amount").notNullable()
+      t.text("targets").notNullable()
+      t.string("status", 16).notNullable()
+      t.string("outcome", 32).nullable()
+      t.bigInteger("created_at").notNullable()
+      t.bigInteger("due_at").notNullable()
+      t.primary(["hold_id", "phase"])
+      t.index(["status", "due_at"], `${table("intents")}_status_due`)
+    })
+  },
+  down: async (knex, { table }) => {
+    await knex.schema.dropTableIfExists(table("intents"))
+  }
+}
+
+/**
  * A part's `ref` (and the hold's `parts`, which repeat it) is whatever its source
  * produced, of any length (issue 8 #7: split funding over 4 subscriptions with
  * UUID ids, or one subscription with a 185-character id, did not fit 191).
@@ -113,5 +144,8 @@ const unboundedRefs: Migration = {
   }
 }
 
-/** The knex package's migrations: holds, per-source part records, the ledger. */
-export const knexMigrations: MigrationSet = { name: "knex", migrations: [holdsAndLedger, binaryIds, unboundedRefs] }
+/** The knex package's migrations: holds, per-source part records, the ledger, hold intents. */
+export const knexMigrations: MigrationSet = {
+  name: "knex",
+  migrations: [holdsAndLedger, binaryIds, holdIntents, unboundedRefs]
+}

@@ -1,4 +1,4 @@
-import type { Hold, Ledger } from "@relay-billing/core"
+import type { Hold, HoldIntent, Ledger } from "@relay-billing/core"
 
 export interface WalletRow {
   balance: number
@@ -44,6 +44,8 @@ export interface State {
   /** Per-source reservation records, keyed `${sourceId}\u0000${holdId}`. */
   parts: Map<string, PartRow>
   ledger: Array<Ledger.LedgerEntry>
+  /** Intents of holds with external parts, keyed `${holdId}\u0000${phase}`. */
+  intents: Map<string, HoldIntent.HoldIntent>
   /** Idempotency keys of top-ups already applied. */
   topups: Set<string>
   seq: number
@@ -57,6 +59,7 @@ export const emptyState = (): State => ({
   holds: new Map(),
   parts: new Map(),
   ledger: [],
+  intents: new Map(),
   topups: new Set(),
   seq: 0
 })

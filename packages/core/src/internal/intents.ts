@@ -1,0 +1,152 @@
+/**
+ * Intents for sources outside the hold's store (see `HoldIntent`): written in
+ * their own committed write before the transaction that calls such a source,
+ * finished inside the transaction that records the hold, and finished or
+ * undone by recovery when that transaction never committed.
+ */
+import { Clock, Effect } from "effect"
+import { StoreError } from "../BillingError.js"
+import type { UnknownSource } from "../BillingError.js"
+import type { Budget } from "../Budget.js"
+import type { FundingRegistry } from "../FundingRegistry.js"
+import type { FundingSource } from "../FundingSource.js"
+import type { Hold, HoldPart } from "../Hold.js"
+import type { HoldIntent, IntentStep, IntentTarget } from "../HoldIntent.js"
+import type { HoldJournal } from "../HoldJournal.js"
+import type { Quota } from "../Quota.js"
+
+type Target = FundingSource | Budget
+
+interface IntentDeps {
+  readonly journal: HoldJournal["Service"]
+  readonly registry: FundingRegistry["Service"]
+  readonly tokenBudgetId: string
+  readonly shared: (target: Target) => boolean
+}
+
+/** What an open may call: its token budget and every registered funding source. */
+interface OpenScope {
+  readonly holdId: string
+  readonly accountId: string
+  readonly tokenId?: string | undefined
+  readonly estimate: Quota
+  readonly expiresAt: number
+}
+
+/** The key of a target in the set of targets an open reached. */
+export const targetKey = (t: IntentTarget): string => `${t.kind}:${t.sourceId}`
+
+/** The intent operations the engine uses. */
+export const makeIntents = (deps: IntentDeps) => {
+  const { journal, registry, shared } = deps
+
+  const targetOf = (t: IntentTarget): Effect.Effect<Target, UnknownSource> =>
+    t.kind === "funding" ? registry.funding(t.sourceId) : registry.budget(t.sourceId)
+
+  /** Whether a part's source is outside the journal's store. */
+  const isExternal = (part: HoldPart) => Effect.map(targetOf(part), (t) => !shared(t))
+
+  /** Whether the hold has a part outside the journal's store. */
+  const hasExternal = (hold: Hold) =>
+    Effect.map(Effect.forEach(hold.parts, isExternal), (flags) => flags.some(Boolean))
+
+  /**
+   * The external targets an open may reach: the token budget (when the open has
+   * a token) and every funding source outside the journal's store.
+   */
+  const openTargets = (scope: OpenScope) =>
+    Effect.gen(function*() {
+      const targets: Array<IntentTarget> = []
+      if (scope.tokenId !== undefined) {
+        const budget = yield* Effect.option(registry.budget(deps.tokenBudgetId))
+        if (budget._tag === "Some" && !shared(budget.value)) targets.push({ kind: "budget", sourceId: budget.value.id })
+      }
+      for (const id of registry.fundingIds) {
+        const source = yield* registry.funding(id)
+        if (!shared(source)) targets.push({ kind: "funding", sourceId: id })
+      }
+      return targets
+    })
+
+  /** Records (own write) that an open may reserve on `targets`; due when the hold would expire. */
+  const beginOpen = (scope: OpenScope, targets: ReadonlyArray<IntentTarget>) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      yield* journal.putIntent({
+        holdId: scope.holdId,
+        phase: "open",
+        step: "reserve",
+        accountId: scope.accountId,
+        ...(scope.tokenId !== undefined ? { tokenId: scope.tokenId } : {}),
+        amount: scope.estimate,
+        targets,
+        status: "pending",
+        createdAt: now,
+        dueAt: scope.expiresAt
+      })
+    })
+
+  /**
+   * Inside the open transaction: marks the open intent done with the hold. If
+   * recovery already took it (the open ran past its due time), the open fails
+   * and its compensation releases what it reserved.
+   */
+  const commitOpen = (holdId: string) =>
+    Effect.flatMap(journal.finishIntent(holdId, "open", "committed"), (ok) =>
+      ok ? Effect.void : Effect.fail(
+        new StoreError({ operation: "open.intent", detail: `hold ${holdId}: recovery took over this open` })
+      ))
+
+  /**
+   * Undoes a pending open intent whose hold was never recorded: releases every
+   * external target by hold id (a no-op where nothing was reserved). With
+   * `force` (the open itself failed) it does not wait for `dueAt`, and releases
+   * only the targets in `only` (those the failed open reached) when given.
+   * Returns whether it finished an intent.
+   */
+  const recoverOpen = (holdId: string, force: boolean, only?: ReadonlySet<string>) =>
+    journal.transaction(Effect.gen(function*() {
+      const intent = yield* journal.getIntent(holdId, "open", { forUpdate: true })
+      const now = yield* Clock.currentTimeMillis
+      if (!intent || intent.status !== "pending" || (!force && intent.dueAt > now)) return false
+      const hold = yield* journal.get(holdId)
+      if (!hold) {
+        for (const t of [...intent.targets].reverse()) {
+          if (only && !only.has(targetKey(t))) continue
+          const subjectId = t.kind === "funding" ? intent.accountId : intent.tokenId
+          if (subjectId === undefined) continue
+          const target = yield* targetOf(t)
+          const part: HoldPart = { kind: t.kind, sourceId: t.sourceId, subjectId, amount: intent.amount }
+          yield* target.refund({ holdId, accountId: intent.accountId, part, reason: "release" })
+        }
+      }
+      yield* journal.finishIntent(holdId, "open", hold ? "committed" : "released")
+      return true
+    }))
+
+  /**
+   * Records (own write) how a hold with external parts resolves, unless a
+   * resolution is already recorded; returns the recorded one (the first wins).
+   */
+  const claim = (hold: Hold, step: Exclude<IntentStep, "reserve">, amount: Quota) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const intent: HoldIntent = {
+        holdId: hold.id,
+        phase: "resolve",
+        step,
+        accountId: hold.accountId,
+        ...(hold.tokenId !== undefined ? { tokenId: hold.tokenId } : {}),
+        amount,
+        targets: [],
+        status: "pending",
+        createdAt: now,
+        dueAt: now
+      }
+      return yield* journal.insertIntent(intent)
+    })
+
+  return { hasExternal, openTargets, beginOpen, commitOpen, recoverOpen, claim }
+}
+
+export type Intents = ReturnType<typeof makeIntents>
