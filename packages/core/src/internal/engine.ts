@@ -25,7 +25,9 @@ import type { HoldJournal } from "../HoldJournal.js"
 import * as Preference from "../Preference.js"
 import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
+import { charged } from "../Hold.js"
 import { allocate } from "./allocate.js"
+import { makeCorrect } from "./correct.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
 export interface EngineConfig {
@@ -472,7 +474,6 @@ export const makeEngine = (deps: Deps) => {
       const position = (p: PartSettlement) =>
         hold.parts.findIndex((h) => h.kind === p.kind && h.sourceId === p.sourceId && h.subjectId === p.subjectId)
       parts.sort((a, b) => position(a) - position(b))
-      if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: actual, requestCount: 1 })
       const now = yield* Clock.currentTimeMillis
       const settlement: Settlement = {
         holdId,
@@ -483,6 +484,8 @@ export const makeEngine = (deps: Deps) => {
         settledAt: now,
         ...(incomplete ? { incomplete } : {})
       }
+      // §3.4: usedQuota grows by what was charged (A less what was recorded as unbilled).
+      if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: charged(settlement), requestCount: 1 })
       const settled: Hold = { ...hold, status: "settled", resolvedAt: now, settlement }
       if (!(yield* journal.update(settled, "pending"))) {
         return yield* new StoreError({ operation: "settle.record", detail: `hold ${holdId} changed while settling` })
@@ -624,7 +627,9 @@ export const makeEngine = (deps: Deps) => {
       Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
     )
 
-  return { open, settle, refund, reapExpired, get, charge }
+  const correct = makeCorrect({ journal, registry, counters, shared })
+
+  return { open, settle, refund, reapExpired, get, charge, correct }
 }
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({

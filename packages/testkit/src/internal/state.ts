@@ -46,6 +46,8 @@ export interface State {
   ledger: Array<Ledger.LedgerEntry>
   /** Idempotency keys of top-ups already applied. */
   topups: Set<string>
+  /** Corrections applied, keyed `${sourceId}\u0000${holdId}\u0000${correctionId}`, with their result. */
+  corrections: Map<string, { corrected: number; balanceAfter?: number }>
   seq: number
 }
 
@@ -58,6 +60,7 @@ export const emptyState = (): State => ({
   parts: new Map(),
   ledger: [],
   topups: new Set(),
+  corrections: new Map(),
   seq: 0
 })
 
