@@ -18,6 +18,7 @@ import type { KnexClient } from "@relay-billing/knex"
 import { WalletSource } from "@relay-billing/wallet"
 import type { Draw, SubscriptionRow } from "./internal/rows.js"
 import { decodeDraw, encodeDraw, isActive, room } from "./internal/rows.js"
+import { makeCorrect } from "./internal/correct.js"
 import { makeStore, now } from "./internal/store.js"
 
 /**
@@ -211,7 +212,10 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           if (row) yield* store.setUsed(row, Math.max(0, row.used - d.amount), req.reason, req.holdId)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
-      }))
+      })),
+    // Corrections (§4.4): the overflow back to the wallet first, then the rows of the period
+    // the hold drew from; an ended period's share is recorded only (see internal/correct.ts).
+    correct: makeCorrect(client, store, id, walletId)
   }
 }
 
