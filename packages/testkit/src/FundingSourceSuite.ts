@@ -142,6 +142,7 @@ export type FundingCheckId =
   | "concurrency.resolve"
   | "availability"
   | "balance"
+  | "correct"
 
 /**
  * The checks of the budget suite.
@@ -174,6 +175,7 @@ export type BudgetCheckId =
   | "concurrency.same-hold"
   | "concurrency.resolve"
   | "remaining"
+  | "correct"
 
 /**
  * Groups of funding checks a source may opt out of, when it lacks the
@@ -552,7 +554,8 @@ export const checks: { readonly [K in FundingCheckId]: Check<FundingHarness, Fun
   "concurrency.same-hold": shared("concurrency.same-hold", fundingSubject),
   "concurrency.resolve": shared("concurrency.resolve", fundingSubject),
   "availability": availability,
-  "balance": balance
+  "balance": balance,
+  "correct": shared("correct", fundingSubject)
 }
 
 /**
@@ -585,7 +588,8 @@ export const budgetChecks: { readonly [K in BudgetCheckId]: Check<BudgetHarness,
   "concurrency.reserve": shared("concurrency.reserve", budgetSubject),
   "concurrency.same-hold": shared("concurrency.same-hold", budgetSubject),
   "concurrency.resolve": shared("concurrency.resolve", budgetSubject),
-  "remaining": remaining
+  "remaining": remaining,
+  "correct": shared("correct", budgetSubject)
 }
 
 /**
@@ -623,7 +627,9 @@ export const checkTitles: { readonly [K in FundingCheckId]: string } = {
   "concurrency.same-hold": "concurrent reserves of one hold id debit once",
   "concurrency.resolve": "a settle racing refunds of one hold resolves it exactly once",
   "availability": "availability of a funded account is available, with boolean fields, and moves nothing",
-  "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account"
+  "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account",
+  "correct":
+    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back"
 }
 
 /**
@@ -659,7 +665,9 @@ export const budgetCheckTitles: { readonly [K in BudgetCheckId]: string } = {
     "concurrent reserves against a budget that affords exactly k: exactly k succeed, the rest fail with TokenBudgetExceeded, it never goes negative",
   "concurrency.same-hold": "concurrent reserves of one hold id debit once",
   "concurrency.resolve": "a settle racing refunds of one hold resolves it exactly once",
-  "remaining": "budget.remaining reports limited and unlimited subjects correctly"
+  "remaining": "budget.remaining reports limited and unlimited subjects correctly",
+  "correct":
+    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back"
 }
 
 const fundingGroups: { readonly [K in FundingCheckId]?: FundingCapability } = {
