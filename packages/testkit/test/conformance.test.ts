@@ -136,7 +136,11 @@ describe("the funding-source checks catch broken sources", () => {
   })
 
   it("issue 8 #14: a source without correct reports the correct check as not applicable", async () => {
-    const harness = brokenWallet(() => ({ correct: undefined }))
+    const harness = () => {
+      const store = InMemoryStore.make()
+      const { correct: _dropped, ...plain } = store.wallet
+      return { ...walletHarness(store), source: plain }
+    }
     const exit = await runCheck(harness, FundingSourceSuite.checks["correct"])
     expect(exit).toStrictEqual(Exit.succeed({ status: "not-applicable", reason: "the source does not define correct" }))
   })
