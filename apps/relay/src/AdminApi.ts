@@ -11,6 +11,12 @@
  *
  * Extension (compatible): `PATCH /admin/tokens/:id` `{status: "active"|"disabled"}`.
  *
+ * Corrections (issue 8 #14): `POST /admin/holds/:requestId/corrections`
+ * `{amount, id}` gives back part or all of a settled request's charge
+ * (idempotent by `id`); 404 for an unknown request, 409 `hold_not_settled`,
+ * `idempotency_conflict`, `correction_exceeds_charge` or
+ * `correction_unsupported`, 400 for a bad body.
+ *
  * @since 0.1.0
  */
 import { randomUUID } from "node:crypto"
@@ -149,6 +155,19 @@ export const CreateSubscriptionBody = Schema.Struct({
   planId: Id
 })
 
+/**
+ * `POST /admin/holds/:requestId/corrections` (issue 8 #14, billing-semantics
+ * §4.4): give back `amount` of a settled request's charge; `id` is the
+ * correction's idempotency key.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const CorrectionBody = Schema.Struct({
+  amount: PositiveAmount,
+  id: Id
+})
+
 const LogsQuery = Schema.Struct({
   accountId: Schema.optionalKey(Id),
   limit: Schema.optionalKey(Schema.String.check(
@@ -181,15 +200,15 @@ export interface AccountView {
 const iso = (ms: number): string => new Date(ms).toISOString()
 
 /**
- * `usedQuota` is what the account actually paid (relay-api.md): the SDK's counter
- * (every settled A, billing-semantics §3.4) less the overflow nobody could pay,
- * which the ledger records as unbilled.
+ * `usedQuota` is the SDK's counter: what the account was charged (A less any
+ * unbilled overflow, billing-semantics §3.4) less corrections (§4.4) — what
+ * relay-api.md calls what was actually paid.
  */
-const accountView = (meta: AccountMeta, wallet: WalletAdmin.Account, unbilled: number): AccountView => ({
+const accountView = (meta: AccountMeta, wallet: WalletAdmin.Account): AccountView => ({
   id: meta.id,
   name: meta.name,
   quota: wallet.balance,
-  usedQuota: wallet.usedQuota - unbilled,
+  usedQuota: wallet.usedQuota,
   requestCount: wallet.requestCount,
   group: meta.group,
   billingPreference: meta.billingPreference
@@ -249,6 +268,50 @@ export const holdView = (hold: Hold.Hold) => {
       : {}),
     parts,
     expiresAt: iso(hold.expiresAt)
+  }
+}
+
+/**
+ * A correction as the admin API shows it: what each part got back (`source`
+ * as in {@link holdView}) and what is still charged on the request.
+ *
+ * @since 0.2.0
+ * @category views
+ */
+export const correctionView = (result: BillingSession.CorrectionResult) => ({
+  requestId: result.holdId,
+  id: result.id,
+  amount: result.amount,
+  remaining: result.remaining,
+  parts: result.parts.map((p) => ({
+    source: p.kind === "budget" ? "token" : p.sourceId,
+    ref: p.subjectId,
+    amount: p.amount
+  })),
+  correctedAt: iso(result.correctedAt)
+})
+
+/**
+ * The typed failures of a correction, as HTTP errors: 404 for an unknown
+ * request, 409 for a request that is not settled, a correction id reused with
+ * another amount, an amount above what is still charged, or a source that
+ * cannot correct. Anything else goes to the common mapping.
+ */
+const correctionError = (error: unknown): unknown => {
+  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
+  switch (e?._tag) {
+    case "HoldNotFound":
+      return Api.notFound("requestId", e.message ?? "hold not found")
+    case "HoldResolved":
+      return Api.conflict("hold_not_settled", "requestId", e.message ?? "the request is not settled")
+    case "IdempotencyConflict":
+      return Api.conflict("idempotency_conflict", "id", e.message ?? "correction id already used with another amount")
+    case "CorrectionExceedsCharge":
+      return Api.conflict("correction_exceeds_charge", "amount", e.message ?? "more than what is still charged")
+    case "CorrectionUnsupported":
+      return Api.conflict("correction_unsupported", "requestId", e.message ?? "a source cannot correct")
+    default:
+      return error
   }
 }
 
@@ -383,11 +446,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         Effect.gen(function*() {
           const meta = yield* store.account(id)
           const balances = yield* wallet.account(id)
-          const unbilled = yield* client.query("relay.unbilled", (db) =>
-            db(client.table("ledger")).where({ account_id: id }).sum({ total: "unbilled" })).pipe(
-              Effect.map((rows) => Number((rows as Array<{ total: unknown }>)[0]?.total ?? 0) || 0)
-            )
-          return accountView(meta, balances, unbilled)
+          return accountView(meta, balances)
         })
 
       const tokenView = (id: string) =>
@@ -543,6 +602,15 @@ export const routes = (options: Options = {}): Layer.Layer<
           return json(holdView(yield* session.get(requestId).pipe(notFoundIn("requestId"))))
         }))),
 
+        HttpRouter.route("POST", "/admin/holds/:requestId/corrections", handle(Effect.gen(function*() {
+          const requestId = yield* param("requestId")
+          const body = yield* Api.decodeBody(CorrectionBody)
+          const result = yield* session.correct({ holdId: requestId, correctionId: body.id, amount: body.amount }).pipe(
+            Effect.mapError(correctionError)
+          )
+          return json(correctionView(result))
+        }))),
+
         HttpRouter.route("POST", "/admin/holds/reap", handle(Effect.gen(function*() {
           const report = yield* session.reapExpired()
           return json({ expired: report.expired })
@@ -568,7 +636,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         }))),
 
         HttpRouter.route("GET", "/admin/audit", handle(Effect.gen(function*() {
-          const report = yield* Audit.run(Subscription.auditBalances).pipe(
+          const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters }).pipe(
             Effect.provideService(KnexClient.KnexClient, client)
           )
           return json({ ok: report.ok, problems: report.problems })

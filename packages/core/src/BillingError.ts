@@ -232,6 +232,50 @@ export class SettleIncomplete extends Schema.TaggedError<SettleIncomplete>()("Se
 }
 
 /**
+ * A correction asked to give back more than the hold still has charged (its
+ * settled charge less the corrections already made). Nothing was changed.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class CorrectionExceedsCharge extends Schema.TaggedError<CorrectionExceedsCharge>()("CorrectionExceedsCharge", {
+  holdId: Schema.String,
+  correctionId: Schema.String,
+  /** The amount asked for. */
+  amount: Schema.Number,
+  /** What is still charged on the hold (the most a correction can give back). */
+  remaining: Schema.Number
+}) {
+  /** Stable code. */
+  get code(): "billing_correction_exceeds_charge" {
+    return "billing_correction_exceeds_charge"
+  }
+  override get message(): string {
+    return `correction ${this.correctionId} of hold ${this.holdId} asks for ${this.amount}, but only ${this.remaining} is still charged`
+  }
+}
+
+/**
+ * A part of the hold was charged through a source (or budget) that cannot
+ * give back a settled charge (it has no `correct`). Nothing was changed.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class CorrectionUnsupported extends Schema.TaggedError<CorrectionUnsupported>()("CorrectionUnsupported", {
+  holdId: Schema.String,
+  sourceId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "billing_correction_unsupported" {
+    return "billing_correction_unsupported"
+  }
+  override get message(): string {
+    return `hold ${this.holdId} was charged through ${this.sourceId}, which cannot correct a settled charge`
+  }
+}
+
+/**
  * Any error the SDK can return.
  *
  * @since 0.1.0
@@ -248,3 +292,5 @@ export type BillingError =
   | UnknownSource
   | ContractViolation
   | SettleIncomplete
+  | CorrectionExceedsCharge
+  | CorrectionUnsupported

@@ -11,6 +11,8 @@ import { Context, Effect, Layer, Schema } from "effect"
 import { AccountCounters } from "./AccountCounters.js"
 import type {
   ContractViolation,
+  CorrectionExceedsCharge,
+  CorrectionUnsupported,
   HoldNotFound,
   HoldResolved,
   IdempotencyConflict,
@@ -25,7 +27,7 @@ import { LowBalance } from "./LowBalance.js"
 import type { BillingSettler, RefundError, RefundResult, SettleError } from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
-import type { Hold, Settlement } from "./Hold.js"
+import type { Correction, Hold, Settlement } from "./Hold.js"
 import { HoldJournal } from "./HoldJournal.js"
 import { decodeInput } from "./Input.js"
 import type { ReapReport } from "./internal/engine.js"
@@ -74,6 +76,58 @@ export const OpenRequest = Schema.Struct({
  * @category models
  */
 export type OpenRequest = typeof OpenRequest.Encoded
+
+/**
+ * The input of `correct` (billing-semantics §4.4), decoded at the boundary.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const CorrectRequest = Schema.Struct({
+  /** The settled hold (request id) whose charge is corrected. */
+  holdId: Id,
+  /** The correction's own idempotency key (unique per hold). */
+  correctionId: Id,
+  /** How much of the charge to give back (> 0, at most what is still charged). */
+  amount: Quota.check(Schema.isGreaterThan(0, { message: "expected an integer > 0" }))
+})
+
+/**
+ * The encoded (plain) form of {@link CorrectRequest} that callers pass.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type CorrectRequest = typeof CorrectRequest.Encoded
+
+/**
+ * The result of a correction: the correction as recorded on the hold (what
+ * each part got back, and what is still charged after it). A repeat with the
+ * same id and amount returns exactly this.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface CorrectionResult extends Correction {
+  readonly holdId: string
+}
+
+/**
+ * Errors `correct` can fail with; each leaves every balance unchanged.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export type CorrectError =
+  | InvalidInput
+  | HoldNotFound
+  | HoldResolved
+  | IdempotencyConflict
+  | CorrectionExceedsCharge
+  | CorrectionUnsupported
+  | ContractViolation
+  | UnknownSource
+  | StoreError
 
 /**
  * Engine options.
@@ -153,6 +207,15 @@ export class BillingSession extends Context.Service<BillingSession, {
    * `estimate` is ignored.
    */
   readonly charge: (request: OpenRequest, actual: number) => Effect.Effect<Settlement, OpenError | SettleError>
+  /**
+   * Corrects a settled hold (a support refund, a billing dispute): gives back
+   * `amount` of its charge through the sources that were charged (last charged
+   * first) and the token, with ledger rows of kind `correction`, and lowers the
+   * account's `usedQuota` by `amount` — in one transaction. Idempotent by
+   * `correctionId`: the same id and amount returns the first result, the same
+   * id with another amount is an `IdempotencyConflict`.
+   */
+  readonly correct: (request: CorrectRequest) => Effect.Effect<CorrectionResult, CorrectError>
   /** Reads a hold. */
   readonly get: (holdId: string) => Effect.Effect<Hold, HoldNotFound | StoreError>
   /** Refunds pending holds past their expiry and marks them expired, exactly once. */
@@ -186,13 +249,15 @@ export class BillingSession extends Context.Service<BillingSession, {
         }
       })
       const decodeOpen = decodeInput(OpenRequest, "")
+      const decodeCorrect = decodeInput(CorrectRequest, "")
       return BillingSession.of({
         open: (request) => Effect.flatMap(decodeOpen(request), engine.open),
         settle: (holdId, actual) => engine.settle(holdId, actual),
         refund: (holdId) => engine.refund(holdId),
         get: (holdId) => engine.get(holdId),
         charge: (request, actual) => Effect.flatMap(decodeOpen({ ...request, estimate: 0 }), (r) => engine.charge(r, actual)),
-        reapExpired: (opts) => engine.reapExpired(opts)
+        reapExpired: (opts) => engine.reapExpired(opts),
+        correct: (request) => Effect.flatMap(decodeCorrect(request), engine.correct)
       })
     })
   }

@@ -7,7 +7,15 @@
  */
 import type { Effect } from "effect"
 import type { HoldResolved, StoreError, TokenBudgetExceeded } from "./BillingError.js"
-import type { PartResult, RefundRequest, Reservation, ReserveRequest, SettleRequest } from "./FundingSource.js"
+import type {
+  CorrectRequest,
+  CorrectResult,
+  PartResult,
+  RefundRequest,
+  Reservation,
+  ReserveRequest,
+  SettleRequest
+} from "./FundingSource.js"
 
 /**
  * What a budget has left; an unlimited budget still counts usage.
@@ -42,6 +50,12 @@ export interface Budget {
   readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | StoreError>
   /** Returns what was reserved; idempotent by hold id; a no-op after settle. */
   readonly refund: (request: RefundRequest) => Effect.Effect<void, StoreError>
+  /**
+   * Optional: gives back part of a settled charge on the subject (a
+   * correction: `remain` up, `used` down); keyed by (hold id, correction id).
+   * See `FundingSource.CorrectRequest`.
+   */
+  readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, StoreError>
 }
 
 /**

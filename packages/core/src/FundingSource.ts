@@ -108,6 +108,43 @@ export interface PartResult {
 }
 
 /**
+ * A request to give back `amount` of what one part of a settled hold was
+ * charged (a correction, billing-semantics §4.4). Keyed by (`holdId`,
+ * `correctionId`): a source outside the hold's store must make a repeat of the
+ * same key move nothing and answer the first result (the engine retries a
+ * correction whose own transaction failed after the source credited). A source
+ * in the hold's store is protected by the hold record, written in the same
+ * transaction. The engine never asks for more than the part still carries.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface CorrectRequest {
+  readonly holdId: string
+  readonly correctionId: string
+  readonly accountId: string
+  readonly part: HoldPart
+  /** What this part carried after settlement (its `charged`). */
+  readonly charged: number
+  /** What earlier corrections already gave back on this part. */
+  readonly corrected: number
+  /** What to give back now (> 0, at most `charged − corrected`). */
+  readonly amount: Quota
+}
+
+/**
+ * What a correction did on one part: `corrected` must equal the requested
+ * amount; `balanceAfter` is the subject's balance after the credit, if known.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface CorrectResult {
+  readonly corrected: number
+  readonly balanceAfter?: number
+}
+
+/**
  * Whether an account can currently use a source (e.g. has an active
  * subscription), and whether a fallback to the next source is allowed when this
  * one has insufficient funds (a plan's `allowWalletOverflow`).
@@ -160,6 +197,13 @@ export interface FundingSource {
    * settle. With reason `"release"` the hold id is forgotten (see {@link RefundRequest}).
    */
   readonly refund: (request: RefundRequest) => Effect.Effect<void, StoreError>
+  /**
+   * Optional: gives back part of a settled charge (a correction), through the
+   * subject that paid, with ledger rows of kind `correction`; keyed by
+   * (hold id, correction id) (see {@link CorrectRequest}). A hold charged
+   * through a source without it cannot be corrected (`CorrectionUnsupported`).
+   */
+  readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, StoreError>
 }
 
 /**

@@ -82,8 +82,55 @@ export const PartSettlement = Schema.Struct({
 export type PartSettlement = typeof PartSettlement.Type
 
 /**
+ * What one correction gave back on one part of a settled hold.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const CorrectionPart = Schema.Struct({
+  kind: PartKind,
+  sourceId: Schema.String,
+  subjectId: Schema.String,
+  /** What this part got back. */
+  amount: Quota,
+  balanceAfter: Schema.optionalKey(Schema.Number)
+})
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type CorrectionPart = typeof CorrectionPart.Type
+
+/**
+ * A correction of a settled hold (billing-semantics §4.4): part or all of the
+ * charge given back, keyed by its own id. Recorded on the settlement, in the
+ * transaction that moved the balances, so a repeat with the same id returns it.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const Correction = Schema.Struct({
+  /** The correction id (its idempotency key, unique per hold). */
+  id: Schema.String,
+  /** What was given back (the account's `usedQuota` went down by this much). */
+  amount: Quota,
+  /** What each part got back: funding parts last charged first, then the token. */
+  parts: Schema.Array(CorrectionPart),
+  /** What is still charged on the hold after this correction. */
+  remaining: Quota,
+  correctedAt: Schema.Number
+})
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type Correction = typeof Correction.Type
+
+/**
  * The result of settling a hold, stored on the hold so that a repeated settle
- * returns exactly the first result.
+ * returns exactly the first result (with the corrections made since, if any).
  *
  * @since 0.1.0
  * @category schemas
@@ -105,7 +152,9 @@ export const Settlement = Schema.Struct({
     unbilled: Quota,
     overcharged: Schema.optionalKey(Quota),
     detail: Schema.String
-  }))
+  })),
+  /** Corrections made after the settlement, in order (§4.4). */
+  corrections: Schema.optionalKey(Schema.Array(Correction))
 })
 
 /**
@@ -160,3 +209,33 @@ export const fundingParts = (hold: Hold): ReadonlyArray<HoldPart> => hold.parts.
  * @category getters
  */
 export const budgetParts = (hold: Hold): ReadonlyArray<HoldPart> => hold.parts.filter((p) => p.kind === "budget")
+
+/**
+ * What a settlement charged the account: the actual cost less what its funding
+ * parts recorded as unbilled (billing-semantics §3.4). This is what the
+ * account's `usedQuota` grows by at settlement.
+ *
+ * @since 0.2.0
+ * @category getters
+ */
+export const charged = (settlement: Settlement): number =>
+  settlement.actual -
+  settlement.parts.reduce((sum, p) => (p.kind === "funding" ? sum + p.unbilled : sum), 0)
+
+/**
+ * The sum of a settlement's corrections.
+ *
+ * @since 0.2.0
+ * @category getters
+ */
+export const corrected = (settlement: Settlement): number =>
+  (settlement.corrections ?? []).reduce((sum, c) => sum + c.amount, 0)
+
+/**
+ * What is still charged after the corrections: `charged − corrected`. The sum
+ * of this over an account's settled holds is what its `usedQuota` must equal.
+ *
+ * @since 0.2.0
+ * @category getters
+ */
+export const stillCharged = (settlement: Settlement): number => charged(settlement) - corrected(settlement)

@@ -23,7 +23,8 @@ export const EntryKind = Schema.Literals([
   "topup",
   "adjust",
   "reset",
-  "unbilled"
+  "unbilled",
+  "correction"
 ])
 
 /**

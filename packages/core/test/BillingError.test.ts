@@ -80,6 +80,18 @@ const cases = [
     tag: "SettleIncomplete",
     code: "billing_settle_incomplete",
     mentions: ["req-4", "token", "15000", "store down"]
+  },
+  {
+    error: new BillingError.CorrectionExceedsCharge({ holdId: "req-5", correctionId: "ticket-1", amount: 7_001, remaining: 7_000 }),
+    tag: "CorrectionExceedsCharge",
+    code: "billing_correction_exceeds_charge",
+    mentions: ["req-5", "ticket-1", "7001", "7000"]
+  },
+  {
+    error: new BillingError.CorrectionUnsupported({ holdId: "req-6", sourceId: "stripe" }),
+    tag: "CorrectionUnsupported",
+    code: "billing_correction_unsupported",
+    mentions: ["req-6", "stripe"]
   }
 ] as const
 

@@ -6,7 +6,8 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect } from "effect"
+import { Clock, Effect, Schema } from "effect"
+import { Hold } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
 import { KnexClient } from "./KnexClient.js"
 import { partProblems } from "./internal/auditParts.js"
@@ -27,6 +28,32 @@ export interface BalanceColumn {
   readonly balanceColumn: string
   /** The ledger sum equals `sign × balance` (default 1; -1 for a "used" counter). */
   readonly sign?: 1 | -1
+}
+
+/**
+ * The account counter the audit checks against the holds (see
+ * {@link usedQuota}). The wallet package exports its own (`accounts.used_quota`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface CounterColumn {
+  /** Unprefixed table name. */
+  readonly table: string
+  readonly idColumn: string
+  /** The lifetime `usedQuota` column. */
+  readonly usedColumn: string
+}
+
+/**
+ * Options of {@link run}.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface RunOptions {
+  /** Also prove `usedQuota = settled charges − corrections` for every account (see {@link usedQuota}). */
+  readonly counters?: CounterColumn
 }
 
 /**
@@ -57,7 +84,8 @@ const expectedPartStatus: Record<string, string> = {
  * @category audit
  */
 export const run = (
-  balances: ReadonlyArray<BalanceColumn>
+  balances: ReadonlyArray<BalanceColumn>,
+  options: RunOptions = {}
 ): Effect.Effect<AuditReport, BillingError.StoreError, KnexClient> =>
   Effect.gen(function*() {
     const client = yield* KnexClient
@@ -124,6 +152,7 @@ export const run = (
     }
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
     problems.push(...(yield* partProblems(client)))
+    if (options.counters) problems.push(...(yield* usedQuota(options.counters)))
     const [holdCount, stale] = yield* Effect.all([
       client.query("audit.holds.count", (db) => db(holds).count({ n: "*" })),
       client.query("audit.holds.expired", (db) =>
@@ -138,3 +167,56 @@ export const run = (
     }
     return report
   })
+
+/**
+ * Proves, for every account, that its `usedQuota` equals what its settled
+ * holds charged (A less what was recorded unbilled, billing-semantics §3.4)
+ * less their corrections (§4.4), from the holds table alone. Returns one
+ * problem per account that disagrees (naming it and both figures), and one per
+ * settlement that cannot be read; never fails for a mismatch.
+ *
+ * @since 0.2.0
+ * @category audit
+ */
+export const usedQuota = (
+  counters: CounterColumn
+): Effect.Effect<ReadonlyArray<string>, BillingError.StoreError, KnexClient> =>
+  Effect.gen(function*() {
+    const client = yield* KnexClient
+    const [settled, accounts] = yield* Effect.all([
+      client.query("audit.usedQuota.holds", (db) =>
+        db(client.table("holds")).select("id", "account_id", "settlement").where("status", "settled")),
+      client.query("audit.usedQuota.accounts", (db) =>
+        db(client.table(counters.table)).select({ id: counters.idColumn, used: counters.usedColumn }))
+    ])
+    const problems: Array<string> = []
+    const expected = new Map<string, number>()
+    for (const row of settled as Array<Record<string, unknown>>) {
+      const accountId = String(row["account_id"])
+      try {
+        const settlement = decodeSettlement(JSON.parse(String(row["settlement"])))
+        expected.set(accountId, (expected.get(accountId) ?? 0) + Hold.stillCharged(settlement))
+      } catch (cause) {
+        problems.push(`hold ${String(row["id"])}: settlement cannot be read (${cause instanceof Error ? cause.message : String(cause)})`)
+      }
+    }
+    for (const row of accounts as Array<Record<string, unknown>>) {
+      const id = String(row["id"])
+      const want = expected.get(id) ?? 0
+      expected.delete(id)
+      const used = Number(row["used"])
+      if (!Number.isSafeInteger(used)) {
+        problems.push(`account ${id}: ${counters.table}.${counters.usedColumn} ${String(row["used"])} is not a safe integer`)
+      } else if (used !== want) {
+        problems.push(
+          `account ${id}: ${counters.table}.${counters.usedColumn} ${used} but its settled charges less corrections are ${want}`
+        )
+      }
+    }
+    for (const [id, want] of expected) {
+      if (want !== 0) problems.push(`account ${id}: settled charges less corrections ${want} but no row in ${counters.table}`)
+    }
+    return problems
+  })
+
+const decodeSettlement = Schema.decodeUnknownSync(Hold.Settlement)

@@ -68,13 +68,20 @@ const fromRow = (row: Record<string, unknown>): Ledger.LedgerEntry => {
  * @since 0.1.0
  * @category queries
  */
-export const entries = (client: Client, filter: Ledger.LedgerFilter) =>
+export const entries = (
+  client: Client,
+  filter: Ledger.LedgerFilter & {
+    /** Only rows whose idempotency key starts with this (hex and `:` only: no LIKE wildcards). */
+    readonly idempotencyKeyPrefix?: string
+  }
+) =>
   client.query("ledger.entries", (db) => {
     const q = db(client.table("ledger")).select("*").orderBy("seq", "asc")
     if (filter.accountId !== undefined) q.where("account_id", filter.accountId)
     if (filter.subjectId !== undefined) q.where("subject_id", filter.subjectId)
     if (filter.sourceId !== undefined) q.where("source_id", filter.sourceId)
     if (filter.holdId !== undefined) q.where("hold_id", filter.holdId)
+    if (filter.idempotencyKeyPrefix !== undefined) q.where("idempotency_key", "like", `${filter.idempotencyKeyPrefix}%`)
     return q
   }).pipe(Effect.flatMap((rows) => decodeRows("ledger.entries", () => rows.map(fromRow))))
 

@@ -8,6 +8,8 @@
 /** @since 0.1.0 */
 export * as Audit from "./Audit.js"
 /** @since 0.2.0 */
+export * as Corrections from "./Corrections.js"
+/** @since 0.2.0 */
 export * as IdColumns from "./IdColumns.js"
 /** @since 0.1.0 */
 export * as KnexBilling from "./KnexBilling.js"

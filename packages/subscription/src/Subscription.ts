@@ -45,6 +45,15 @@ export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
 ]
 
 /**
+ * The counter the audit proves against the holds (the wallet package's
+ * `accounts.used_quota`): `Audit.run(auditBalances, { counters: auditCounters })`.
+ *
+ * @since 0.2.0
+ * @category audit
+ */
+export const auditCounters: Audit.CounterColumn = Wallet.auditCounters
+
+/**
  * Options of the combined layer.
  *
  * @since 0.1.0

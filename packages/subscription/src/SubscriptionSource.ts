@@ -25,6 +25,7 @@ import type { KnexClient } from "@relay-billing/knex"
 import { WalletSource } from "@relay-billing/wallet"
 import type { Draw, DrawItem, SubscriptionRow } from "./internal/rows.js"
 import { decodeDraw, drawFrom, encodeDraw, inCurrentPeriod, isActive, room } from "./internal/rows.js"
+import { makeCorrect } from "./internal/correct.js"
 import { makeStore, now } from "./internal/store.js"
 
 /**
@@ -246,7 +247,10 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           else yield* store.closedPeriod(row, req.reason, req.holdId, d.amount, d.period)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
-      }))
+      })),
+    // Corrections (§4.4): the overflow back to the wallet first, then the rows of the period
+    // the hold drew from; an ended period's share is recorded only (see internal/correct.ts).
+    correct: makeCorrect(client, store, id, walletId)
   }
 }
 

@@ -19,7 +19,7 @@ export const subscriptionBilling = (target: TestDatabase.Target, options: Subscr
 
 /** Runs the audit (wallet, token, subscriptions); dies with its problems if it is not clean. */
 export const auditClean = Effect.gen(function*() {
-  const report = yield* Audit.run(Subscription.auditBalances)
+  const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters })
   if (!report.ok) return yield* Effect.die(new Error(`audit: ${report.problems.join("; ")}`))
   return report
 })

@@ -143,6 +143,7 @@ export type FundingCheckId =
   | "room"
   | "availability"
   | "balance"
+  | "correct"
 
 /**
  * The checks of the budget suite.
@@ -175,6 +176,7 @@ export type BudgetCheckId =
   | "concurrency.same-hold"
   | "concurrency.resolve"
   | "remaining"
+  | "correct"
 
 /**
  * Groups of funding checks a source may opt out of, when it lacks the
@@ -580,7 +582,8 @@ export const checks: { readonly [K in FundingCheckId]: Check<FundingHarness, Fun
   "concurrency.resolve": shared("concurrency.resolve", fundingSubject),
   "room": room,
   "availability": availability,
-  "balance": balance
+  "balance": balance,
+  "correct": shared("correct", fundingSubject)
 }
 
 /**
@@ -613,7 +616,8 @@ export const budgetChecks: { readonly [K in BudgetCheckId]: Check<BudgetHarness,
   "concurrency.reserve": shared("concurrency.reserve", budgetSubject),
   "concurrency.same-hold": shared("concurrency.same-hold", budgetSubject),
   "concurrency.resolve": shared("concurrency.resolve", budgetSubject),
-  "remaining": remaining
+  "remaining": remaining,
+  "correct": shared("correct", budgetSubject)
 }
 
 /**
@@ -653,7 +657,9 @@ export const checkTitles: { readonly [K in FundingCheckId]: string } = {
   "room":
     "source.room reports what one reservation could take before and after a reserve, moves nothing, a reservation of all of it succeeds, and 0 for an unknown account",
   "availability": "availability of a funded account is available, with boolean fields, and moves nothing",
-  "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account"
+  "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account",
+  "correct":
+    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back"
 }
 
 /**
@@ -689,7 +695,9 @@ export const budgetCheckTitles: { readonly [K in BudgetCheckId]: string } = {
     "concurrent reserves against a budget that affords exactly k: exactly k succeed, the rest fail with TokenBudgetExceeded, it never goes negative",
   "concurrency.same-hold": "concurrent reserves of one hold id debit once",
   "concurrency.resolve": "a settle racing refunds of one hold resolves it exactly once",
-  "remaining": "budget.remaining reports limited and unlimited subjects correctly"
+  "remaining": "budget.remaining reports limited and unlimited subjects correctly",
+  "correct":
+    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back"
 }
 
 const fundingGroups: { readonly [K in FundingCheckId]?: FundingCapability } = {

@@ -18,7 +18,8 @@ import {
   HoldJournal,
   Ledger
 } from "@relay-billing/core"
-import type { Budget, FundingSource, Hold, HoldIntent } from "@relay-billing/core"
+import { Hold } from "@relay-billing/core"
+import type { Budget, FundingSource, HoldIntent } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
 import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
 import type { StoreHandle } from "./internal/memorySources.js"
@@ -433,13 +434,16 @@ export class InMemoryStore {
           problems.push(`hold ${hold.id} is ${hold.status} but ${part.sourceId} says ${rec.status}`)
         }
       }
-      if (hold.status === "settled" && hold.settlement && hold.settlement.actual > 0) {
-        settledCharge.set(hold.accountId, (settledCharge.get(hold.accountId) ?? 0) + hold.settlement.actual)
+      // §3.4 and §4.4: usedQuota = what settlements charged (A less unbilled) less corrections.
+      if (hold.status === "settled" && hold.settlement) {
+        settledCharge.set(hold.accountId, (settledCharge.get(hold.accountId) ?? 0) + Hold.stillCharged(hold.settlement))
       }
     }
     for (const [accountId, c] of s.counters) {
       const expected = settledCharge.get(accountId) ?? 0
-      if (c.usedQuota !== expected) problems.push(`account ${accountId}: usedQuota ${c.usedQuota} != settled ${expected}`)
+      if (c.usedQuota !== expected) {
+        problems.push(`account ${accountId}: usedQuota ${c.usedQuota} != settled charges less corrections ${expected}`)
+      }
     }
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
     problems.push(...partProblems(s))

@@ -120,6 +120,31 @@ const credit = (store: InMemoryStore.InMemoryStore, accountId: string, amount: n
   store.topUp(accountId, amount, `broken-${++extra}`).pipe(Effect.asVoid)
 
 describe("the funding-source checks catch broken sources", () => {
+  it("issue 8 #14: a correction that credits again when repeated fails the correct check", async () => {
+    const seen = new Set<string>()
+    const harness = brokenWallet((real) => ({
+      // a repeat of a key is applied again under a fresh key: the wallet is credited twice
+      correct: (req) => {
+        const key = `${req.holdId}/${req.correctionId}`
+        const repeat = seen.has(key)
+        seen.add(key)
+        return real.correct!(repeat ? { ...req, correctionId: `${req.correctionId}-again-${++extra}` } : req)
+      }
+    }))
+    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["correct"]), "correct")
+    expect(message).toMatch(/after repeating a correction \(must not move\)/)
+  })
+
+  it("issue 8 #14: a source without correct reports the correct check as not applicable", async () => {
+    const harness = () => {
+      const store = InMemoryStore.make()
+      const { correct: _dropped, ...plain } = store.wallet
+      return { ...walletHarness(store), source: plain }
+    }
+    const exit = await runCheck(harness, FundingSourceSuite.checks["correct"])
+    expect(exit).toStrictEqual(Exit.succeed({ status: "not-applicable", reason: "the source does not define correct" }))
+  })
+
   it("a refund that credits again when repeated fails refund.idempotent", async () => {
     const refunded = new Set<string>()
     const harness = brokenWallet((real, store) => ({

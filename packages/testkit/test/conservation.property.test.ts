@@ -620,10 +620,10 @@ const modelSettle = (m: Model, holdId: string, actual: number): Predicted => {
       balanceAfter: t.remain
     })
   }
-  // §3.4: counters move with a settle of A > 0.
+  // §3.4: counters move with a settle of A > 0, usedQuota by what was charged (A less unbilled).
   if (actual > 0) {
     const c = m.counters[h.accountId]!
-    c.usedQuota += actual
+    c.usedQuota += actual - (funding["unbilled"] as number)
     c.requestCount += 1
   }
   h.status = "settled"

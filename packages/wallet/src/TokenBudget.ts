@@ -9,7 +9,7 @@
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Budget, FundingSource } from "@relay-billing/core"
-import { KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
+import { Corrections, KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, resolved } from "./internal/rows.js"
 
@@ -137,6 +137,30 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
           yield* ledger(req.reason, req, part.subjectId, part.amount, after)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
+      })),
+    correct: (req) =>
+      tx(Effect.gen(function*() {
+        // A repeat of (hold, correction id) answers the row the first one wrote.
+        const [done] = yield* Corrections.recorded(client, id, req.holdId, req.correctionId)
+        if (done) return { corrected: done.amount, balanceAfter: done.balanceAfter }
+        const token = yield* readToken(req.part.subjectId, `${id}.correct`)
+        if (!token) {
+          return yield* new BillingError.StoreError({ operation: `${id}.correct`, detail: `no token ${req.part.subjectId}` })
+        }
+        const balanceAfter = yield* move(req.part.subjectId, req.amount, `${id}.correct`)
+        const at = yield* Clock.currentTimeMillis
+        yield* KnexLedger.append(client, [{
+          at,
+          kind: "correction",
+          sourceId: id,
+          subjectId: req.part.subjectId,
+          accountId: req.accountId,
+          holdId: req.holdId,
+          amount: req.amount,
+          balanceAfter,
+          idempotencyKey: Corrections.key(id, req.holdId, req.correctionId)
+        }])
+        return { corrected: req.amount, balanceAfter }
       }))
   }
 }

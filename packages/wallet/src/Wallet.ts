@@ -44,6 +44,16 @@ export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
 ]
 
 /**
+ * The counter the audit proves against the holds: `accounts.used_quota` must
+ * equal each account's settled charges less corrections
+ * (`Audit.run(balances, { counters: auditCounters })`).
+ *
+ * @since 0.2.0
+ * @category audit
+ */
+export const auditCounters: Audit.CounterColumn = { table: "accounts", idColumn: "id", usedColumn: "used_quota" }
+
+/**
  * `usedQuota` / `requestCount` on the accounts table.
  *
  * @since 0.1.0

@@ -10,7 +10,7 @@
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
+import { Corrections, KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, resolved } from "./internal/rows.js"
 
@@ -166,9 +166,74 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
           }])
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
+      })),
+    correct: (req) =>
+      tx(Effect.gen(function*() {
+        // A repeat of (hold, correction id) answers the row the first one wrote.
+        const [done] = yield* Corrections.recorded(client, id, req.holdId, req.correctionId)
+        if (done) return { corrected: done.amount, balanceAfter: done.balanceAfter }
+        const balanceAfter = yield* credit(client, {
+          accountId: req.part.subjectId,
+          amount: req.amount,
+          holdId: req.holdId,
+          sourceId: id,
+          idempotencyKey: Corrections.key(id, req.holdId, req.correctionId)
+        })
+        if (balanceAfter === undefined) {
+          return yield* new BillingError.StoreError({ operation: `${id}.correct`, detail: `no account ${req.part.subjectId}` })
+        }
+        return { corrected: req.amount, balanceAfter }
       }))
   }
 }
+
+/**
+ * Gives `amount` back to an account's wallet as a correction of a settled
+ * charge (billing-semantics §4.4), in the current transaction, with its
+ * `correction` ledger row (carrying `idempotencyKey`, unique in the ledger).
+ * Returns the balance after, or `undefined` when the account does not exist.
+ *
+ * @since 0.2.0
+ * @category mutations
+ */
+export const credit = (
+  client: KnexClient.Client,
+  input: {
+    readonly accountId: string
+    readonly amount: number
+    readonly holdId: string
+    readonly idempotencyKey: string
+    readonly note?: string
+    readonly sourceId?: string
+  }
+): Effect.Effect<number | undefined, BillingError.StoreError> =>
+  Effect.gen(function*() {
+    const sourceId = input.sourceId ?? "wallet"
+    const balanceAfter = yield* Statements.updateReturning(
+      client,
+      `${sourceId}.correct`,
+      client.table("accounts"),
+      (q) => q.where({ id: input.accountId }),
+      { balance: client.knex.raw("balance + ?", [input.amount]) },
+      "balance",
+      { id: input.accountId }
+    )
+    if (balanceAfter === undefined) return undefined
+    const at = yield* Clock.currentTimeMillis
+    yield* KnexLedger.append(client, [{
+      at,
+      kind: "correction",
+      sourceId,
+      subjectId: input.accountId,
+      accountId: input.accountId,
+      holdId: input.holdId,
+      amount: input.amount,
+      balanceAfter,
+      idempotencyKey: input.idempotencyKey,
+      ...(input.note !== undefined ? { note: input.note } : {})
+    }])
+    return balanceAfter
+  })
 
 /**
  * Charges `amount` to an account's wallet outside any reservation of the wallet

@@ -18,7 +18,7 @@ export const walletBilling = (target: TestDatabase.Target, options: Parameters<t
 
 /** Runs the audit and fails the test with its problems if it is not clean. */
 export const auditClean = Effect.gen(function*() {
-  const report = yield* Audit.run(Wallet.auditBalances)
+  const report = yield* Audit.run(Wallet.auditBalances, { counters: Wallet.auditCounters })
   if (!report.ok) return yield* Effect.die(new Error(`audit: ${report.problems.join("; ")}`))
   return report
 })

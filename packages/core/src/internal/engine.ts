@@ -25,9 +25,11 @@ import type { HoldJournal } from "../HoldJournal.js"
 import * as Preference from "../Preference.js"
 import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
+import { charged } from "../Hold.js"
 import { allocate } from "./allocate.js"
 import type { HoldIntent } from "../HoldIntent.js"
 import { makeIntents, targetKey } from "./intents.js"
+import { makeCorrect } from "./correct.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
 export interface EngineConfig {
@@ -576,6 +578,9 @@ export const makeEngine = (deps: Deps) => {
       }
       const { incomplete: _done, ...rest } = settlement
       const complete: Settlement = { ...rest, parts: run.parts }
+      // §3.4: usedQuota counts what was charged; the first settle counted the incomplete figure.
+      const more = charged(complete) - charged(settlement)
+      if (more !== 0) yield* counters.add(hold.accountId, { usedQuota: more, requestCount: 0 })
       const settled: Hold = { ...hold, settlement: complete }
       if (!(yield* journal.update(settled, "settled"))) {
         return yield* new StoreError({ operation: "settle.record", detail: `hold ${hold.id} changed while settling` })
@@ -597,7 +602,6 @@ export const makeEngine = (deps: Deps) => {
       }
       yield* requireClaim(hold, "settle", actual)
       const { external, incomplete, parts } = yield* runPlan(hold, actual)
-      if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: actual, requestCount: 1 })
       const now = yield* Clock.currentTimeMillis
       const settlement: Settlement = {
         holdId,
@@ -608,6 +612,8 @@ export const makeEngine = (deps: Deps) => {
         settledAt: now,
         ...(incomplete ? { incomplete } : {})
       }
+      // §3.4: usedQuota grows by what was charged (A less what was recorded as unbilled).
+      if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: charged(settlement), requestCount: 1 })
       const settled: Hold = { ...hold, status: "settled", resolvedAt: now, settlement }
       if (!(yield* journal.update(settled, "pending"))) {
         return yield* new StoreError({ operation: "settle.record", detail: `hold ${holdId} changed while settling` })
@@ -867,7 +873,9 @@ export const makeEngine = (deps: Deps) => {
       Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
     )
 
-  return { open, settle, refund, reapExpired, get, charge }
+  const correct = makeCorrect({ journal, registry, counters, shared })
+
+  return { open, settle, refund, reapExpired, get, charge, correct }
 }
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({

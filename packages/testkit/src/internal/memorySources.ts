@@ -2,6 +2,7 @@ import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Budget, FundingSource, Ledger, Quota } from "@relay-billing/core"
 import type { Faults } from "../Faults.js"
+import { subscriptionCorrect, tokenCorrect, walletCorrect } from "./memoryCorrect.js"
 import type { PartRow, State } from "./state.js"
 import { partKey } from "./state.js"
 
@@ -46,6 +47,7 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
   return {
     id,
     storeId: store.id,
+    correct: walletCorrect(store, id),
     balance: (accountId) =>
       store.atomic(Effect.gen(function*() {
         yield* op("balance")
@@ -183,6 +185,7 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
   return {
     id,
     storeId: store.id,
+    correct: tokenCorrect(store, id),
     remaining: (tokenId) =>
       store.atomic(Effect.gen(function*() {
         yield* op("remaining")
@@ -278,6 +281,7 @@ export const makeSubscription = (
   return {
     id,
     storeId: store.id,
+    correct: subscriptionCorrect(store, id, walletId),
     minimumReservation: (requested) => Math.max(requested, 1) as Quota.Quota,
     availability: (accountId) =>
       store.atomic(Effect.gen(function*() {

@@ -48,6 +48,8 @@ export interface State {
   intents: Map<string, HoldIntent.HoldIntent>
   /** Idempotency keys of top-ups already applied. */
   topups: Set<string>
+  /** Corrections applied, keyed `${sourceId}\u0000${holdId}\u0000${correctionId}`, with their result. */
+  corrections: Map<string, { corrected: number; balanceAfter?: number }>
   seq: number
 }
 
@@ -61,6 +63,7 @@ export const emptyState = (): State => ({
   ledger: [],
   intents: new Map(),
   topups: new Set(),
+  corrections: new Map(),
   seq: 0
 })
 

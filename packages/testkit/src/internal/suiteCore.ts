@@ -174,6 +174,15 @@ export interface Subject {
     reservation: FundingSource.Reservation,
     reason?: FundingSource.RefundRequest["reason"]
   ) => Effect.Effect<void, unknown>
+  /** The target's optional `correct` (a correction of a settled part), when it has one. */
+  readonly correct:
+    | ((
+      holdId: string,
+      subjectId: string,
+      reservation: FundingSource.Reservation,
+      input: { readonly correctionId: string; readonly charged: number; readonly corrected: number; readonly amount: number }
+    ) => Effect.Effect<FundingSource.CorrectResult, unknown>)
+    | undefined
 }
 
 const metadata = { suite: "@relay-billing/testkit" }
@@ -192,7 +201,7 @@ const partOf = (
 })
 
 /** The common shape of `FundingSource` and `Budget` the subject adapter needs. */
-type Target = Pick<FundingSource.FundingSource, "id" | "settle" | "refund"> & {
+type Target = Pick<FundingSource.FundingSource, "id" | "settle" | "refund" | "correct"> & {
   readonly reserve: (request: FundingSource.ReserveRequest) => Effect.Effect<FundingSource.Reservation, unknown>
 }
 
@@ -237,6 +246,18 @@ export const makeSubject = (options: {
           accountId: accountOf(subjectId),
           part: partOf(kind, target.id, subjectId, reservation),
           reason
+        })
+      ),
+    correct: target.correct === undefined ? undefined : (holdId, subjectId, reservation, input) =>
+      Effect.suspend(() =>
+        target.correct!({
+          holdId,
+          correctionId: input.correctionId,
+          accountId: accountOf(subjectId),
+          part: partOf(kind, target.id, subjectId, reservation),
+          charged: input.charged,
+          corrected: input.corrected,
+          amount: input.amount as Quota.Quota
         })
       )
   }
@@ -322,7 +343,49 @@ const settleTo = (actual: (amount: number) => number, what: string): Check => (c
     return passed
   })
 
+/**
+ * A correction of a settled part (optional `correct`, billing-semantics §4.4):
+ * settle BELOW, give back part of it, repeat the same key (nothing moves, the
+ * same answer), then give back the rest under another key.
+ */
+const correctCheck: Check = (ctx, s) =>
+  Effect.gen(function*() {
+    const correct = s.correct
+    if (correct === undefined) return notApplicable(`the ${s.kind === "funding" ? "source" : "budget"} does not define correct`)
+    const { holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
+    yield* step(ctx, `settle(${BELOW})`, s.settle(holdId, subjectId, reservation, BELOW))
+    const part = Math.floor(BELOW / 3)
+    const first = yield* step(
+      ctx,
+      `correct ${part} of a charge of ${BELOW}`,
+      correct(holdId, subjectId, reservation, { correctionId: "c-1", charged: BELOW, corrected: 0, amount: part })
+    )
+    yield* expectEqual(ctx, `correct(${part}).corrected`, first.corrected, part)
+    const level = yield* levelOf(ctx, s, subjectId, "after the correction")
+    yield* expectEqual(ctx, `${s.levelName} after settle ${BELOW} and a correction of ${part}`, level, FUND - BELOW + part)
+    if (first.balanceAfter !== undefined) {
+      yield* expectEqual(ctx, `correct(${part}).balanceAfter vs the ${s.levelName} read after it`, first.balanceAfter, level)
+    }
+    const again = yield* step(
+      ctx,
+      "the same correction again (same hold id and correction id)",
+      correct(holdId, subjectId, reservation, { correctionId: "c-1", charged: BELOW, corrected: 0, amount: part })
+    )
+    yield* expectEqual(ctx, "a repeated correction's corrected (the first answer)", again.corrected, part)
+    yield* expectEqual(ctx, `${s.levelName} after repeating a correction (must not move)`, yield* levelOf(ctx, s, subjectId, "after the repeat"), level)
+    const rest = BELOW - part
+    const second = yield* step(
+      ctx,
+      `correct the remaining ${rest} under another correction id`,
+      correct(holdId, subjectId, reservation, { correctionId: "c-2", charged: BELOW, corrected: part, amount: rest })
+    )
+    yield* expectEqual(ctx, `correct(${rest}).corrected`, second.corrected, rest)
+    yield* expectEqual(ctx, `${s.levelName} after correcting the whole charge`, yield* levelOf(ctx, s, subjectId, "at the end"), FUND)
+    return passed
+  })
+
 export const sharedChecks = {
+  "correct": correctCheck,
   "reserve.exact": (ctx, s) =>
     Effect.gen(function*() {
       const subjectId = yield* opened(ctx, s, FUND)
