@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import type { Effect } from "effect"
-import type { HoldResolved, InsufficientFunds, StoreError } from "./BillingError.js"
+import type { HoldResolved, InsufficientFunds, QuotaOutOfRange, StoreError } from "./BillingError.js"
 import type { HoldPart } from "./Hold.js"
 import type { Quota } from "./Quota.js"
 
@@ -145,8 +145,11 @@ export interface FundingSource {
   readonly reserve: (
     request: ReserveRequest
   ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | StoreError>
-  /** Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund. */
-  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | StoreError>
+  /**
+   * Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund,
+   * and with `QuotaOutOfRange` (writing nothing) when a balance would leave ±(2^53−1).
+   */
+  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | QuotaOutOfRange | StoreError>
   /**
    * Returns exactly what was reserved; idempotent by hold id; a no-op after
    * settle. With reason `"release"` the hold id is forgotten (see {@link RefundRequest}).

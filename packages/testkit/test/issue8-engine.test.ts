@@ -194,7 +194,11 @@ describe("issue 8 #8: a token belongs to one account (§2.9)", () => {
       assert.deepStrictEqual(store.snapshot(), before)
       // The owner still can.
       yield* Effect.flatMap(engine.open(request()), (s) => s.settle(A))
-      assertSettledOnce(store)
+      const snap = store.snapshot()
+      assert.deepStrictEqual(snap.wallets, { a: W - A, b: W })
+      assert.deepStrictEqual(snap.tokens, { t: { remain: R - A, used: A } })
+      assert.deepStrictEqual(snap.holds, { X: "settled" })
+      assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
   })
 })
