@@ -205,7 +205,7 @@ for (const target of targets) {
           assert.include([5_000, 7_000], paid)
           assert.strictEqual(after.requestCount, 2)
           results.forEach((r, i) => {
-            if (amounts[i] === paid) assert.strictEqual(r._tag === "Success" ? r.success.actual : r.failure._tag, paid)
+            if (amounts[i] === paid) assert.strictEqual(r._tag === "Success" ? r.success.actual as number : r.failure._tag, paid)
             else assert.strictEqual(r._tag === "Failure" ? r.failure._tag : "Success", "IdempotencyConflict")
           })
           assert.deepStrictEqual(after, { W: W - A - paid, usedQuota: A + paid, requestCount: 2, R: R - A - paid, TU: A + paid })
