@@ -119,8 +119,10 @@ describe.each(TestDatabase.targets())("issue 8 #3: one X-Request-Id, several req
   it("issue 8 #3: a retry of a running request gets 409 and never refunds it; the first is still billed", async () => {
     const s = await setup()
     const id = rid("retry")
-    mock.setDefault({ type: "ok", delayMs: 50 })
-    // The first request: its stream is open (so its hold is pending) until it is read to the end.
+    // The first request: its upstream stream stays open (so its hold is pending) until the gate opens.
+    let open: () => void = () => undefined
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    mock.enqueue({ type: "ok", gate })
     const first = await s.client.chat.completions.create(
       { model: MODEL, messages: MESSAGES, max_tokens: 10, stream: true },
       { headers: { "X-Request-Id": id } }
@@ -138,6 +140,7 @@ describe.each(TestDatabase.targets())("issue 8 #3: one X-Request-Id, several req
     expect(mock.requests).toHaveLength(1)
     expect(await hold(id)).toMatchObject({ status: "pending" })
     // The first completes and is billed its actual cost, once.
+    open()
     let text = ""
     for await (const chunk of first) text += chunk.choices[0]?.delta?.content ?? ""
     expect(text).toBe("Hello from mock")

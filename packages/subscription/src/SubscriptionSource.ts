@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Effect } from "effect"
-import { BillingError } from "@relay-billing/core"
+import { BillingError, Quota } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
 import { PartRecords } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
@@ -171,7 +171,8 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           // The extra goes to the last row with room (the last row if none has room).
           const target = [...rows].reverse().find((r) => room(r) > 0) ?? last
           if (target) {
-            const wanted = target.used + delta
+            // An unlimited plan's usage stays within ±(2^53−1): refused typed, nothing written (§2.10).
+            const wanted = yield* Quota.addInRange("subscription.amountUsed", target.id, target.used, delta)
             const capped = target.total > 0 ? Math.min(wanted, target.total) : wanted
             yield* store.setUsed(target, capped, "settle", req.holdId)
             unbilled = yield* overflow(target, wanted - capped, req.holdId)

@@ -343,4 +343,26 @@ describe("issue 8 #13: -0 and the safe-integer range (§2.10)", () => {
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
   })
+
+  it.effect("issue 8 #13: an unlimited subscription's amountUsed never leaves the safe range", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      const engine = yield* Engine
+      yield* store.createAccount("s", 0)
+      yield* store.createSubscription({ id: "sub", accountId: "s", total: 0, endAt: Number.MAX_SAFE_INTEGER })
+      const open = (holdId: string) => engine.open({ holdId, accountId: "s", estimate: 0, playground: true, preference: "subscription_only" })
+      const h1 = yield* open("s1")
+      const h2 = yield* open("s2")
+      yield* h1.settle(MAX - 2)
+      const before = store.snapshot()
+      assert.deepStrictEqual(before.subscriptions, { sub: { used: MAX - 1, total: 0 } })
+      const error = yield* expectFailure(h2.settle(5), "QuotaOutOfRange")
+      assert.deepStrictEqual([error.field, error.subjectId, error.current, error.change], ["subscription.amountUsed", "sub", MAX - 1, 4])
+      assert.deepStrictEqual(store.snapshot(), before)
+      assert.strictEqual(before.holds["s2"], "pending")
+      yield* h2.refund
+      assert.deepStrictEqual(store.snapshot().subscriptions, { sub: { used: MAX - 2, total: 0 } })
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
 })
