@@ -26,7 +26,7 @@ for (const target of targets) {
           yield* h1.settle(MAX - 2)
           assert.strictEqual(yield* used("r13-s"), MAX - 1)
           const before = yield* walletState("r13")
-          const error = (yield* failureOf(h2.settle(5))) as { readonly _tag: string; readonly [k: string]: unknown }
+          const error = (yield* failureOf(h2.settle(5))) as unknown as { readonly _tag: string; readonly [k: string]: unknown }
           assert.deepStrictEqual([error._tag, error["field"], error["subjectId"], error["current"], error["change"]], [
             "QuotaOutOfRange",
             "subscription.amountUsed",
