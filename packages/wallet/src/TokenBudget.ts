@@ -124,14 +124,15 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
         }
         if (!token || !token.unlimited) {
           yield* PartRecords.remove(client, id, req.holdId)
-          if (token && (req.unconditional || token.remain >= req.amount)) {
-            // It could afford it: what failed is the bound on `used` (§2.10).
+          if (token) {
+            // The bound on `used` (§2.10) may be what failed; otherwise the budget is short.
             yield* refuseOutOfRange(
               client,
               tokens,
               [{ column: "used", field: "token.used", change: req.amount }],
               req.subjectId,
-              `${id}.reserve`
+              `${id}.reserve`,
+              true
             )
           }
           return yield* new BillingError.TokenBudgetExceeded({

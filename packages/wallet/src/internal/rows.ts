@@ -47,15 +47,19 @@ export const withinRange = (q: Knex.QueryBuilder, column: string, change: number
 
 /**
  * After an UPDATE bounded by {@link withinRange} matched no row: fails with
- * `QuotaOutOfRange` (naming `field`, the row and its current value) when the
- * row exists, and succeeds with `undefined` when it does not.
+ * `QuotaOutOfRange` (naming `field`, the row and its current value) when a
+ * checked column is out of range, and succeeds with `undefined` when the row
+ * does not exist. A row in range is a `StoreError` (the UPDATE had no other
+ * condition), unless `otherConditions` says the UPDATE had some (then
+ * `undefined`: the caller explains the miss).
  */
 export const refuseOutOfRange = (
   client: KnexClient.Client,
   table: string,
   checks: ReadonlyArray<{ readonly column: string; readonly field: string; readonly change: number }>,
   id: string,
-  operation: string
+  operation: string,
+  otherConditions = false
 ): Effect.Effect<undefined, BillingError.QuotaOutOfRange | BillingError.StoreError> =>
   client.query(operation, (db) => db(table).where({ id }).first(...checks.map((c) => c.column))).pipe(
     Effect.flatMap((row): Effect.Effect<undefined, BillingError.QuotaOutOfRange | BillingError.StoreError> => {
@@ -68,7 +72,7 @@ export const refuseOutOfRange = (
           )
         }
       }
-      return Effect.fail(
+      return otherConditions ? Effect.succeed(undefined) : Effect.fail(
         new BillingError.StoreError({ operation, detail: `${table} ${id}: a bounded update matched no row` })
       )
     })
