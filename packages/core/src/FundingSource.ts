@@ -141,10 +141,13 @@ export interface FundingSource {
   readonly availability?: (accountId: string) => Effect.Effect<Availability, StoreError>
   /** The spendable balance, used by the optional trust bypass. */
   readonly balance?: (accountId: string) => Effect.Effect<number, StoreError>
-  /** Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id already refunded. */
+  /**
+   * Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id
+   * already refunded, and with `QuotaOutOfRange` when a counter would leave ±(2^53−1).
+   */
   readonly reserve: (
     request: ReserveRequest
-  ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | StoreError>
+  ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | QuotaOutOfRange | StoreError>
   /**
    * Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund,
    * and with `QuotaOutOfRange` (writing nothing) when a balance would leave ±(2^53−1).

@@ -145,7 +145,8 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
         }
         for (const d of draw) {
           const row = rows.find((r) => r.id === d.id)!
-          yield* store.setUsed(row, row.used + d.amount, "reserve", req.holdId)
+          // An unlimited plan's usage stays within ±(2^53−1) (§2.10).
+          yield* store.setUsed(row, yield* Quota.addInRange("subscription.amountUsed", row.id, row.used, d.amount), "reserve", req.holdId)
         }
         const amount = draw.reduce((a, d) => a + d.amount, 0)
         const ref = encodeDraw(draw)

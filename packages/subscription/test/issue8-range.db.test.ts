@@ -39,6 +39,18 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* walletState("r13"), before)
           yield* h2.refund
           assert.strictEqual(yield* used("r13-s"), MAX - 2)
+          // A reservation that would take it out of range is refused the same way, and leaves no hold.
+          const reserve = (yield* failureOf(
+            billing.open({ holdId: "r13-3", accountId: "r13", estimate: 5, preference: "subscription_only" })
+          )) as unknown as { readonly _tag: string; readonly [k: string]: unknown }
+          assert.deepStrictEqual([reserve._tag, reserve["field"], reserve["current"], reserve["change"]], [
+            "QuotaOutOfRange",
+            "subscription.amountUsed",
+            MAX - 2,
+            5
+          ])
+          assert.strictEqual(yield* used("r13-s"), MAX - 2)
+          assert.isTrue(yield* billing.get("r13-3").pipe(Effect.as(false), Effect.catchTag("HoldNotFound", () => Effect.succeed(true))))
           yield* auditClean
         }))
     })

@@ -362,6 +362,14 @@ describe("issue 8 #13: -0 and the safe-integer range (§2.10)", () => {
       assert.strictEqual(before.holds["s2"], "pending")
       yield* h2.refund
       assert.deepStrictEqual(store.snapshot().subscriptions, { sub: { used: MAX - 2, total: 0 } })
+      // A reservation that would take it out of range is refused the same way, and leaves no hold.
+      const full = store.snapshot()
+      const reserve = yield* expectFailure(
+        engine.open({ holdId: "s3", accountId: "s", estimate: 5, playground: true, preference: "subscription_only" }),
+        "QuotaOutOfRange"
+      )
+      assert.deepStrictEqual([reserve.field, reserve.current, reserve.change], ["subscription.amountUsed", MAX - 2, 5])
+      assert.deepStrictEqual(store.snapshot(), full)
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
   })

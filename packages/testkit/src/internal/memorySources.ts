@@ -166,24 +166,24 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
   const op = (name: string) => store.faults.check(`${id}.${name}`)
   const move = (state: State, tokenId: string, at: number, kind: Ledger.EntryKind, holdId: string, change: number) =>
     Effect.gen(function*() {
-    const row = state.tokens.get(tokenId)!
-    // Both counters are checked before either is written (§2.10).
-    const remain = yield* Quota.addInRange("token.remain", tokenId, row.remain, change)
-    const used = yield* Quota.addInRange("token.used", tokenId, row.used, -change)
-    row.remain = remain
-    row.used = used
-    if (change !== 0) {
-      state.ledger.push(ledgerRow(state, at, {
-        kind,
-        sourceId: id,
-        subjectId: tokenId,
-        accountId: row.accountId,
-        holdId,
-        amount: change,
-        balanceAfter: row.remain
-      }))
-    }
-    return row
+      const row = state.tokens.get(tokenId)!
+      // Both counters are checked before either is written (§2.10).
+      const remain = yield* Quota.addInRange("token.remain", tokenId, row.remain, change)
+      const used = yield* Quota.addInRange("token.used", tokenId, row.used, -change)
+      row.remain = remain
+      row.used = used
+      if (change !== 0) {
+        state.ledger.push(ledgerRow(state, at, {
+          kind,
+          sourceId: id,
+          subjectId: tokenId,
+          accountId: row.accountId,
+          holdId,
+          amount: change,
+          balanceAfter: row.remain
+        }))
+      }
+      return row
     })
   return {
     id,
@@ -329,7 +329,8 @@ export const makeSubscription = (
             reason: active.length === 0 ? "no active subscription" : "subscription quota insufficient"
           })
         }
-        chosen.used += amount
+        // An unlimited plan's usage stays within ±(2^53−1) (§2.10).
+        chosen.used = yield* Quota.addInRange("subscription.amountUsed", chosen.id, chosen.used, amount)
         subLedger(state, now, chosen, "reserve", req.holdId, -amount)
         state.parts.set(partKey(id, req.holdId), { amount, ref: chosen.id, status: "reserved" })
         return { amount, ref: chosen.id }
