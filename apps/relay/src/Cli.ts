@@ -83,7 +83,7 @@ export const runMigrate = (loaded: Config.Loaded): Effect.Effect<Migrations.Migr
 export const runReap = (
   loaded: Config.Loaded,
   options: { readonly limit?: number | undefined } = {}
-): Effect.Effect<BillingSession.ReapReport, BillingError.StoreError> =>
+): Effect.Effect<BillingSession.ReapReport, BillingError.StoreError | BillingError.InvalidInput> =>
   Effect.flatMap(
     BillingSession.BillingSession,
     (session) => session.reapExpired(options.limit !== undefined ? { limit: options.limit } : {})
@@ -149,7 +149,7 @@ export const runAudit = (loaded: Config.Loaded): Effect.Effect<Audit.AuditReport
 export const runDemoBootstrap = (
   loaded: Config.Loaded,
   options: Demo.Options = {}
-): Effect.Effect<Demo.Bootstrapped | undefined, BillingError.StoreError | Demo.DemoError> =>
+): Effect.Effect<Demo.Bootstrapped | undefined, BillingError.StoreError | BillingError.InvalidInput | Demo.DemoError> =>
   Demo.isDemoConfig(loaded)
     ? Demo.bootstrap({ baseUrl: `http://127.0.0.1:${loaded.port}`, ...options }).pipe(
       Effect.provide(RelayBilling.layerUrl(loaded.databaseUrl, RelayBilling.sdkOptions(loaded)))

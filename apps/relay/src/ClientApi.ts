@@ -7,12 +7,15 @@
  * decode the body (400 `invalid_request` naming the field; other OpenAI
  * fields are passed upstream untouched), look the model's price up (400
  * `model_not_found` / `model_price_error`), check the token's `models` (403
- * `model_not_allowed`), refuse a request id whose hold already exists (409
- * `request_id_conflict`), estimate P (Tokenizer + Pricing × the account's
+ * `model_not_allowed`), estimate P (Tokenizer + Pricing × the account's
  * group ratio) and open the hold inside `BillingSettler.withBilling`, so that
  * every exit ends it: success settles with the actual cost from the upstream
  * usage, a failure refunds, a client disconnect applies
  * `billing.onClientDisconnect`. After a settle one request log is recorded.
+ * A request id whose hold already exists is refused by the SDK's atomic open
+ * (409 `request_id_conflict`: `HoldInFlight` while the first request runs,
+ * `HoldResolved` after it, `IdempotencyConflict` for other parameters); the
+ * refused request never touches the first one's hold.
  *
  * Every response carries `X-Request-Id` (the client's, else a generated one).
  *
@@ -126,6 +129,7 @@ const toApiError = (error: unknown): Api.ApiError => {
     case "TokenBudgetExceeded":
       return apiError(403, "pre_consume_token_quota_failed", e.message ?? "token quota insufficient", "insufficient_quota")
     case "IdempotencyConflict":
+    case "HoldInFlight":
     case "HoldResolved":
       return Api.conflict("request_id_conflict", "X-Request-Id", "this request id was already used")
     case "AllChannelsFailed":
@@ -257,13 +261,6 @@ export const routes = (config: RelayConfig): Layer.Layer<
           if (Channels.candidates(config.channels, model).length === 0) {
             return yield* apiError(400, "model_not_found", `no channel serves the model ${JSON.stringify(model)}`)
           }
-          const existing = yield* session.get(requestId).pipe(
-            Effect.map(() => true),
-            Effect.catchTag("HoldNotFound", () => Effect.succeed(false))
-          )
-          if (existing) {
-            return yield* Api.conflict("request_id_conflict", "X-Request-Id", `request id ${requestId} was already used`)
-          }
           const ratio = groupRatio(principal.group)
           const estimate = isFixedPrice(price)
             ? Pricing.fixed({ price, quotaPerUnit: config.quotaPerUnit, groupRatio: ratio })
@@ -277,6 +274,14 @@ export const routes = (config: RelayConfig): Layer.Layer<
           return { requestId, principal, model, price, groupRatio: ratio, promptEstimate, estimate }
         })
 
+      /** Requests whose own hold was opened (only those record a log when they end). */
+      const opened = new WeakSet<Request>()
+
+      /** A used request id: 409 with a JSON body; the first request's hold is never touched. */
+      const usedId = (r: Request, detail: string) => () =>
+        Effect.fail(Api.conflict("request_id_conflict", "X-Request-Id", `request id ${r.requestId} ${detail}`))
+
+      // The SDK's open is the one atomic check of the request id (no read before it).
       const open = (r: Request) =>
         session.open({
           holdId: r.requestId,
@@ -285,7 +290,14 @@ export const routes = (config: RelayConfig): Layer.Layer<
           estimate: r.estimate,
           preference: r.principal.billingPreference,
           metadata: { model: r.model }
-        })
+        }).pipe(
+          Effect.tap(() => Effect.sync(() => opened.add(r))),
+          Effect.catchTags({
+            HoldInFlight: usedId(r, "is still being processed"),
+            HoldResolved: usedId(r, "was already used"),
+            IdempotencyConflict: usedId(r, "was already used with other parameters")
+          })
+        )
 
       /** Cost and tokens of a completion with (or without) the upstream's usage. */
       const chatCost = (r: Request, usage: Upstream.Usage | undefined, text: string, tokens: Tokens): number => {
@@ -331,6 +343,8 @@ export const routes = (config: RelayConfig): Layer.Layer<
       /** After the hold is resolved: records the log of a settled hold and logs the request. */
       const finish = (r: Request, tokens: Tokens) =>
         Effect.gen(function*() {
+          // A request refused at open (e.g. a used request id) has no hold of its own.
+          if (!opened.has(r)) return
           const hold = yield* session.get(r.requestId)
           const quota = hold.status === "settled" ? hold.settlement?.actual ?? 0 : 0
           if (hold.status === "settled") {

@@ -161,7 +161,10 @@ export type OnClientDisconnect = typeof OnClientDisconnect.Type
  */
 export const Billing = Schema.Struct({
   trustQuota: Schema.NullOr(intAtLeast(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(null))),
-  holdTtlSeconds: intAtLeast(1).pipe(Schema.withDecodingDefaultKey(Effect.succeed(600))),
+  // At most 7 days, the SDK's bound on a hold's lifetime (spec §2.10).
+  holdTtlSeconds: intAtLeast(1).check(Schema.isLessThanOrEqualTo(604_800, { message: "expected ≤ 604800 (7 days)" })).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(600))
+  ),
   minPreConsumeTokens: intAtLeast(0).pipe(Schema.withDecodingDefaultKey(Effect.succeed(500))),
   onClientDisconnect: OnClientDisconnect.pipe(Schema.withDecodingDefaultKey(Effect.succeed("charge-prompt" as const))),
   retries: intAtLeast(0).pipe(Schema.withDecodingDefaultKey(Effect.succeed(2))),

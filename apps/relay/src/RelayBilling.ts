@@ -71,7 +71,7 @@ export const layerClient = <E, R>(
      */
     readonly events?: Layer.Layer<never> | undefined
   } = {}
-): Layer.Layer<Services, E | BillingError.StoreError, R> => {
+): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
   const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
   const billing = options.events === undefined ? Subscription.layer(options) : Subscription.layer(options).pipe(
     Layer.provide(options.events)
@@ -92,7 +92,7 @@ export const layerUrl = (
     /** See {@link layerClient}. */
     readonly events?: Layer.Layer<never> | undefined
   } = {}
-): Layer.Layer<Services, BillingError.StoreError> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
+): Layer.Layer<Services, BillingError.StoreError | BillingError.InvalidInput> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
 
 /**
  * The SDK options the relay's config implies: hold lifetime
@@ -127,7 +127,7 @@ export const layerFromConfig = (
     /** Overrides the config's notifier (see {@link layerClient}). */
     readonly events?: Layer.Layer<never> | undefined
   } = {}
-): Layer.Layer<Services | AdminKey, BillingError.StoreError | AdminKeyError> =>
+): Layer.Layer<Services | AdminKey, BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
   Layer.merge(
     layerUrl(loaded.databaseUrl, {
       ...sdkOptions(loaded),

@@ -85,7 +85,7 @@ export const layer = (
   options: Options = {}
 ): Layer.Layer<
   EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey,
-  HttpServer.ServeError | BillingError.StoreError | AdminKeyError
+  HttpServer.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError
 > => {
   const services = RelayBilling.layerFromConfig(loaded, {
     ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
@@ -119,5 +119,5 @@ export const layer = (
 export const serve = (
   loaded: Loaded,
   options: Options = {}
-): Effect.Effect<never, HttpServer.ServeError | BillingError.StoreError | AdminKeyError> =>
+): Effect.Effect<never, HttpServer.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
   Layer.launch(layer(loaded, options))

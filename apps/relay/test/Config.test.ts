@@ -68,6 +68,11 @@ describe("Config.decodeConfig", () => {
   it.each<[string, unknown, string]>([
     ["holdTtlSeconds 0", { billing: { holdTtlSeconds: 0 } }, "billing.holdTtlSeconds: expected ≥ 1, got 0"],
     ["holdTtlSeconds 1.5", { billing: { holdTtlSeconds: 1.5 } }, "billing.holdTtlSeconds: expected an integer ≥ 1, got 1.5"],
+    [
+      "issue 8 #6: holdTtlSeconds above 7 days",
+      { billing: { holdTtlSeconds: 604_801 } },
+      "billing.holdTtlSeconds: expected ≤ 604800 (7 days), got 604801"
+    ],
     ["trustQuota -1", { billing: { trustQuota: -1 } }, "billing.trustQuota: expected ≥ 0, got -1"],
     ["trustQuota string", { billing: { trustQuota: "10" } }, "billing.trustQuota: "],
     ["minPreConsumeTokens -5", { billing: { minPreConsumeTokens: -5 } }, "billing.minPreConsumeTokens: expected ≥ 0, got -5"],

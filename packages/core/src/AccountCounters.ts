@@ -6,7 +6,7 @@
  */
 import { Context } from "effect"
 import type { Effect } from "effect"
-import type { StoreError } from "./BillingError.js"
+import type { QuotaOutOfRange, StoreError } from "./BillingError.js"
 
 /**
  * A change of the counters.
@@ -26,5 +26,6 @@ export interface CounterChange {
  * @category services
  */
 export class AccountCounters extends Context.Service<AccountCounters, {
-  readonly add: (accountId: string, change: CounterChange) => Effect.Effect<void, StoreError>
+  /** Adds `change`; fails with `QuotaOutOfRange` (nothing written) when a counter would leave ±(2^53−1). */
+  readonly add: (accountId: string, change: CounterChange) => Effect.Effect<void, QuotaOutOfRange | StoreError>
 }>()("@relay-billing/core/AccountCounters") {}

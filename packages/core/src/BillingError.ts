@@ -116,8 +116,11 @@ export class IdempotencyConflict extends Schema.TaggedError<IdempotencyConflict>
  */
 export class HoldResolved extends Schema.TaggedError<HoldResolved>()("HoldResolved", {
   holdId: Schema.String,
+  /** The first outcome: `settled`, `refunded` or `expired`. */
   status: Schema.String,
-  operation: Schema.String
+  operation: Schema.String,
+  /** For a settled hold: the amount it was settled with. */
+  actual: Schema.optionalKey(Schema.Number)
 }) {
   /** Stable code. */
   get code(): "billing_hold_resolved" {
@@ -125,6 +128,79 @@ export class HoldResolved extends Schema.TaggedError<HoldResolved>()("HoldResolv
   }
   override get message(): string {
     return `cannot ${this.operation} hold ${this.holdId}: it is already ${this.status}`
+  }
+}
+
+/**
+ * A second open of a hold id whose first open is still pending (the first
+ * request is still running). The caller gets no handle to the first request's
+ * hold, so a failing retry can never settle or refund it (spec §2.7).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class HoldInFlight extends Schema.TaggedError<HoldInFlight>()("HoldInFlight", {
+  holdId: Schema.String,
+  /** When the first request's hold expires unless it is settled, refunded or renewed. */
+  expiresAt: Schema.optionalKey(Schema.Number)
+}) {
+  /** Stable code. */
+  get code(): "billing_hold_in_flight" {
+    return "billing_hold_in_flight"
+  }
+  override get message(): string {
+    return `hold ${this.holdId} is still pending: the request that opened it is running`
+  }
+}
+
+/**
+ * A token (API key) that does not exist for the account that tried to use it:
+ * unknown, or owned by another account (spec §2.9). Nothing was changed.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class TokenNotFound extends Schema.TaggedError<TokenNotFound>()("TokenNotFound", {
+  tokenId: Schema.String,
+  /** The account the token was used for, when known. */
+  accountId: Schema.optionalKey(Schema.String)
+}) {
+  /** Stable code. */
+  get code(): "token_not_found" {
+    return "token_not_found"
+  }
+  override get message(): string {
+    return this.accountId === undefined
+      ? `no token ${this.tokenId}`
+      : `no token ${this.tokenId} for account ${this.accountId}`
+  }
+}
+
+/**
+ * A balance or counter would leave the safe-integer range (±(2^53−1)). The
+ * operation was refused before anything was written (spec §2.10).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class QuotaOutOfRange extends Schema.TaggedError<QuotaOutOfRange>()("QuotaOutOfRange", {
+  /** What would overflow, e.g. `wallet.balance`, `token.used`, `account.usedQuota`. */
+  field: Schema.String,
+  /** The wallet, token, account or subscription id. */
+  subjectId: Schema.String,
+  /** The value before the change. */
+  current: Schema.Number,
+  /** The signed change that was refused. */
+  change: Schema.Number
+}) {
+  /** Stable code. */
+  get code(): "billing_quota_out_of_range" {
+    return "billing_quota_out_of_range"
+  }
+  override get message(): string {
+    return `${this.field} of ${this.subjectId} would leave the safe-integer range: ${this.current} ${
+      this.change < 0 ? "-" : "+"
+    } ${Math.abs(this.change)}`
   }
 }
 
@@ -287,7 +363,10 @@ export type BillingError =
   | InvalidInput
   | IdempotencyConflict
   | HoldResolved
+  | HoldInFlight
   | HoldNotFound
+  | TokenNotFound
+  | QuotaOutOfRange
   | StoreError
   | UnknownSource
   | ContractViolation

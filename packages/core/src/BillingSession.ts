@@ -13,15 +13,18 @@ import type {
   ContractViolation,
   CorrectionExceedsCharge,
   CorrectionUnsupported,
+  HoldInFlight,
   HoldNotFound,
   HoldResolved,
   IdempotencyConflict,
   InsufficientFunds,
-  InvalidInput,
+  QuotaOutOfRange,
   StoreError,
   TokenBudgetExceeded,
+  TokenNotFound,
   UnknownSource
 } from "./BillingError.js"
+import { InvalidInput } from "./BillingError.js"
 import { BillingEvents } from "./BillingEvents.js"
 import { LowBalance } from "./LowBalance.js"
 import type { BillingSettler, RefundError, RefundResult, SettleError } from "./BillingSettler.js"
@@ -33,8 +36,30 @@ import { decodeInput } from "./Input.js"
 import type { ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
 import { Quota } from "./Quota.js"
+import * as QuotaModule from "./Quota.js"
 
 const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
+
+/**
+ * The longest lifetime of a hold: 7 days (spec §2.10). Longer leases would
+ * keep money reserved beyond any request and overflow `expiresAt`.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const MAX_TTL_MILLIS = 7 * 24 * 60 * 60 * 1000
+
+/**
+ * A hold lifetime: a positive integer number of milliseconds, at most
+ * {@link MAX_TTL_MILLIS}.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const TtlMillis = Schema.Int.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(MAX_TTL_MILLIS))
+
+const decodeTtlMillis = decodeInput(TtlMillis, "holdTtlMillis")
+const decodeTtl = (value: number): Effect.Effect<number, InvalidInput> => decodeTtlMillis(value)
 
 /**
  * The input of `open`, decoded at the boundary.
@@ -64,8 +89,8 @@ export const OpenRequest = Schema.Struct({
    * `splitFundingFor`, else off).
    */
   split: Schema.optionalKey(Schema.Boolean),
-  /** Lifetime of the hold before the recovery pass may refund it. */
-  ttlMillis: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  /** Lifetime of the hold before the recovery pass may refund it (at most 7 days). */
+  ttlMillis: Schema.optionalKey(TtlMillis),
   metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
 })
 
@@ -126,6 +151,7 @@ export type CorrectError =
   | CorrectionExceedsCharge
   | CorrectionUnsupported
   | ContractViolation
+  | QuotaOutOfRange
   | UnknownSource
   | StoreError
 
@@ -136,7 +162,7 @@ export type CorrectError =
  * @category models
  */
 export interface Options {
-  /** Lifetime of a hold (default 10 minutes). */
+  /** Lifetime of a hold (default 10 minutes, at most 7 days: `make` fails with `InvalidInput` above). */
   readonly holdTtlMillis?: number
   /**
    * Trust bypass (off by default): when the wallet balance and the token's
@@ -180,6 +206,9 @@ export type OpenError =
   | TokenBudgetExceeded
   | IdempotencyConflict
   | HoldResolved
+  | HoldInFlight
+  | TokenNotFound
+  | QuotaOutOfRange
   | StoreError
   | UnknownSource
   | ContractViolation
@@ -193,7 +222,13 @@ export type { ReapReport }
  * @category services
  */
 export class BillingSession extends Context.Service<BillingSession, {
-  /** Reserves the estimate and records a hold (idempotent by `holdId`). */
+  /**
+   * Reserves the estimate and records a hold. Idempotent by `holdId`: a second
+   * open never debits. While the first hold is pending it fails with
+   * `HoldInFlight` (no handle to the running request's hold); once resolved,
+   * `HoldResolved` carrying the first outcome; another amount, account or token
+   * is an `IdempotencyConflict`.
+   */
   readonly open: (request: OpenRequest) => Effect.Effect<Session, OpenError>
   /** Settles a hold with the actual cost, exactly once. */
   readonly settle: (holdId: string, actual: number) => Effect.Effect<Settlement, SettleError>
@@ -203,8 +238,9 @@ export class BillingSession extends Context.Service<BillingSession, {
    * Post-consume: charges `actual` once after the work, through the source the
    * preference picks (fallback on insufficient funds only), without a balance
    * condition — the work is done, so the charge may take a balance negative.
-   * Idempotent by `holdId`: a repeat returns the first settlement. The request's
-   * `estimate` is ignored.
+   * Idempotent by `holdId`: a repeat with the same amount returns the first
+   * settlement; another amount (or account, or token) is an
+   * `IdempotencyConflict`. The request's `estimate` is ignored.
    */
   readonly charge: (request: OpenRequest, actual: number) => Effect.Effect<Settlement, OpenError | SettleError>
   /**
@@ -226,13 +262,16 @@ export class BillingSession extends Context.Service<BillingSession, {
    * counters. `BillingEvents` (default: dropped) and `LowBalance` (default: in
    * memory, threshold 1,000) are read when the layer is built.
    */
-  static layer(options: Options = {}): Layer.Layer<BillingSession, never, HoldJournal | FundingRegistry | AccountCounters> {
+  static layer(
+    options: Options = {}
+  ): Layer.Layer<BillingSession, InvalidInput, HoldJournal | FundingRegistry | AccountCounters> {
     return Layer.effect(BillingSession, BillingSession.make(options))
   }
 
-  /** Builds the engine value. */
+  /** Builds the engine value; an option out of bounds (`holdTtlMillis`) fails with `InvalidInput`. */
   static make(options: Options = {}) {
     return Effect.gen(function*() {
+      if (options.holdTtlMillis !== undefined) yield* decodeTtl(options.holdTtlMillis)
       const engine = makeEngine({
         journal: yield* HoldJournal,
         registry: yield* FundingRegistry,
@@ -248,8 +287,11 @@ export class BillingSession extends Context.Service<BillingSession, {
           splitFundingFor: options.splitFundingFor
         }
       })
-      const decodeOpen = decodeInput(OpenRequest, "")
+      const decodeRequest = decodeInput(OpenRequest, "")
       const decodeCorrect = decodeInput(CorrectRequest, "")
+      // -0 is a valid quota but is stored and compared as 0.
+      const decodeOpen = (request: unknown) =>
+        Effect.map(decodeRequest(request), (r) => ({ ...r, estimate: QuotaModule.normalize(r.estimate) }))
       return BillingSession.of({
         open: (request) => Effect.flatMap(decodeOpen(request), engine.open),
         settle: (holdId, actual) => engine.settle(holdId, actual),

@@ -9,22 +9,25 @@
 import { Cause, Effect, Exit } from "effect"
 import type {
   ContractViolation,
+  HoldInFlight,
   HoldNotFound,
   IdempotencyConflict,
   InsufficientFunds,
   TokenBudgetExceeded,
   HoldResolved,
   InvalidInput,
+  QuotaOutOfRange,
   SettleIncomplete,
   StoreError,
+  TokenNotFound,
   UnknownSource
 } from "./BillingError.js"
 import type { HoldStatus, Settlement } from "./Hold.js"
 
 /**
  * Errors a settle can fail with. The open-time errors (`InsufficientFunds`,
- * `TokenBudgetExceeded`, `IdempotencyConflict`) come only from post-consume
- * settlers, whose settle is the charge itself.
+ * `TokenBudgetExceeded`, `TokenNotFound`, `IdempotencyConflict`, `HoldInFlight`)
+ * come only from post-consume settlers, whose settle is the charge itself.
  *
  * @since 0.1.0
  * @category errors
@@ -32,7 +35,10 @@ import type { HoldStatus, Settlement } from "./Hold.js"
 export type SettleError =
   | InsufficientFunds
   | TokenBudgetExceeded
+  | TokenNotFound
   | IdempotencyConflict
+  | HoldInFlight
+  | QuotaOutOfRange
   | InvalidInput
   | HoldNotFound
   | HoldResolved

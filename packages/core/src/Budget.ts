@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import type { Effect } from "effect"
-import type { HoldResolved, StoreError, TokenBudgetExceeded } from "./BillingError.js"
+import type { HoldResolved, QuotaOutOfRange, StoreError, TokenBudgetExceeded, TokenNotFound } from "./BillingError.js"
 import type {
   CorrectRequest,
   CorrectResult,
@@ -42,12 +42,16 @@ export interface Budget {
   readonly storeId?: string
   /** What the subject has left (used by the optional trust bypass). */
   readonly remaining?: (subjectId: string) => Effect.Effect<Remaining, StoreError>
-  /** Reserves `amount` on the subject (nothing on an unlimited one); idempotent by hold id. */
+  /**
+   * Reserves `amount` on the subject (nothing on an unlimited one); idempotent by
+   * hold id. A subject that does not belong to `request.accountId` fails with
+   * `TokenNotFound` for that account and changes nothing (spec §2.9).
+   */
   readonly reserve: (
     request: ReserveRequest
-  ) => Effect.Effect<Reservation, TokenBudgetExceeded | HoldResolved | StoreError>
-  /** Moves the subject to `actual`; idempotent by hold id. */
-  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | StoreError>
+  ) => Effect.Effect<Reservation, TokenBudgetExceeded | TokenNotFound | HoldResolved | QuotaOutOfRange | StoreError>
+  /** Moves the subject to `actual`; idempotent by hold id; `QuotaOutOfRange` (nothing written) out of ±(2^53−1). */
+  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | QuotaOutOfRange | StoreError>
   /** Returns what was reserved; idempotent by hold id; a no-op after settle. */
   readonly refund: (request: RefundRequest) => Effect.Effect<void, StoreError>
   /**
@@ -55,7 +59,7 @@ export interface Budget {
    * correction: `remain` up, `used` down); keyed by (hold id, correction id).
    * See `FundingSource.CorrectRequest`.
    */
-  readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, StoreError>
+  readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, QuotaOutOfRange | StoreError>
 }
 
 /**

@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import type { Effect } from "effect"
-import type { HoldResolved, InsufficientFunds, StoreError } from "./BillingError.js"
+import type { HoldResolved, InsufficientFunds, QuotaOutOfRange, StoreError } from "./BillingError.js"
 import type { HoldPart } from "./Hold.js"
 import type { Quota } from "./Quota.js"
 
@@ -186,12 +186,18 @@ export interface FundingSource {
    * balance check asks it (and `balance` for sources without it).
    */
   readonly room?: (accountId: string) => Effect.Effect<number, StoreError>
-  /** Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id already refunded. */
+  /**
+   * Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id
+   * already refunded, and with `QuotaOutOfRange` when a counter would leave ±(2^53−1).
+   */
   readonly reserve: (
     request: ReserveRequest
-  ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | StoreError>
-  /** Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund. */
-  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | StoreError>
+  ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | QuotaOutOfRange | StoreError>
+  /**
+   * Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund,
+   * and with `QuotaOutOfRange` (writing nothing) when a balance would leave ±(2^53−1).
+   */
+  readonly settle: (request: SettleRequest) => Effect.Effect<PartResult, HoldResolved | QuotaOutOfRange | StoreError>
   /**
    * Returns exactly what was reserved; idempotent by hold id; a no-op after
    * settle. With reason `"release"` the hold id is forgotten (see {@link RefundRequest}).
@@ -203,7 +209,7 @@ export interface FundingSource {
    * (hold id, correction id) (see {@link CorrectRequest}). A hold charged
    * through a source without it cannot be corrected (`CorrectionUnsupported`).
    */
-  readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, StoreError>
+  readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, QuotaOutOfRange | StoreError>
 }
 
 /**

@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import { Effect, Schema } from "effect"
-import { InvalidInput } from "./BillingError.js"
+import { InvalidInput, QuotaOutOfRange } from "./BillingError.js"
 
 /**
  * A non-negative safe integer number of quota units (default 500,000 quota = 1 USD).
@@ -66,7 +66,7 @@ export const isQuota = (value: unknown): value is Quota =>
  */
 export const decode = (field: string, value: unknown): Effect.Effect<Quota, InvalidInput> =>
   isQuota(value)
-    ? Effect.succeed(value)
+    ? Effect.succeed(normalize(value))
     : Effect.fail(
       new InvalidInput({
         field,
@@ -74,6 +74,40 @@ export const decode = (field: string, value: unknown): Effect.Effect<Quota, Inva
         reason: "expected a non-negative safe integer number of quota units"
       })
     )
+
+/**
+ * Normalises `-0` to `0` (a decoded amount is stored and compared as `0`).
+ *
+ * @since 0.2.0
+ * @category decoding
+ */
+export const normalize = <N extends number>(value: N): N => (value === 0 ? 0 : value) as N
+
+/**
+ * True when `current + change` stays within ±(2^53−1).
+ *
+ * @since 0.2.0
+ * @category guards
+ */
+export const inSafeRange = (current: number, change: number): boolean => Number.isSafeInteger(current + change)
+
+/**
+ * `current + change`, or a {@link QuotaOutOfRange} naming `field` and `subjectId`
+ * when the result would leave the safe-integer range. Sources call it before
+ * writing a balance or counter, so a refused change writes nothing.
+ *
+ * @since 0.2.0
+ * @category guards
+ */
+export const addInRange = (
+  field: string,
+  subjectId: string,
+  current: number,
+  change: number
+): Effect.Effect<number, QuotaOutOfRange> =>
+  inSafeRange(current, change)
+    ? Effect.succeed(current + change)
+    : Effect.fail(new QuotaOutOfRange({ field, subjectId, current, change }))
 
 /**
  * Formats a quota amount as US dollars (display only; never used for arithmetic).

@@ -92,6 +92,24 @@ const cases = [
     tag: "CorrectionUnsupported",
     code: "billing_correction_unsupported",
     mentions: ["req-6", "stripe"]
+  },
+  {
+    error: new BillingError.HoldInFlight({ holdId: "req-5", expiresAt: 600_000 }),
+    tag: "HoldInFlight",
+    code: "billing_hold_in_flight",
+    mentions: ["req-5", "pending"]
+  },
+  {
+    error: new BillingError.TokenNotFound({ tokenId: "tok-9", accountId: "acct-b" }),
+    tag: "TokenNotFound",
+    code: "token_not_found",
+    mentions: ["tok-9", "acct-b"]
+  },
+  {
+    error: new BillingError.QuotaOutOfRange({ field: "wallet.balance", subjectId: "acct-c", current: -9_007_199_254_710_991, change: -9_007_199_254_710_991 }),
+    tag: "QuotaOutOfRange",
+    code: "billing_quota_out_of_range",
+    mentions: ["wallet.balance", "acct-c", "-9007199254710991 - 9007199254710991"]
   }
 ] as const
 

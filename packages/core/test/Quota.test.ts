@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Schema } from "effect"
 import { InvalidInput } from "../src/BillingError.js"
+import * as BillingError from "../src/BillingError.js"
 import * as Quota from "../src/Quota.js"
 
 const decodeExit = (field: string, value: unknown) => Effect.runSync(Effect.exit(Quota.decode(field, value)))
@@ -46,6 +47,21 @@ describe("Quota.decode", () => {
     expect(error.message).toContain("estimate")
     expect(error.message).toContain(rendered)
     expect(Quota.isQuota(value)).toBe(false)
+  })
+
+  it("issue 8 #13: -0 decodes to 0", () => {
+    const exit = decodeExit("actual", -0)
+    expect(Exit.isSuccess(exit) && Object.is(exit.value, 0)).toBe(true)
+  })
+
+  it("issue 8 #13: addInRange refuses a result outside ±(2^53−1), typed, naming the field", () => {
+    const max = Number.MAX_SAFE_INTEGER
+    expect(Effect.runSync(Quota.addInRange("wallet.balance", "a", max - 1, 1))).toBe(max)
+    expect(Effect.runSync(Quota.addInRange("wallet.balance", "a", -max + 1, -1))).toBe(-max)
+    for (const [current, change] of [[max, 1], [-max, -1], [max, max], [-max + 5, -max]] as const) {
+      const exit = Effect.runSync(Effect.exit(Quota.addInRange("token.used", "t", current, change)))
+      expect(exit).toStrictEqual(Exit.fail(new BillingError.QuotaOutOfRange({ field: "token.used", subjectId: "t", current, change })))
+    }
   })
 
   it("uses the field name it is given", () => {

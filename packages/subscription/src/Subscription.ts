@@ -7,7 +7,7 @@
  */
 import { Effect, Layer } from "effect"
 import { FundingRegistry } from "@relay-billing/core"
-import type { BillingSession } from "@relay-billing/core"
+import type { BillingError, BillingSession } from "@relay-billing/core"
 import type { AccountCounters, HoldJournal, Ledger } from "@relay-billing/core"
 import { KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
@@ -81,7 +81,7 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<
   | Ledger.Ledger
   | AccountCounters.AccountCounters
   | FundingRegistry.FundingRegistry,
-  never,
+  BillingError.InvalidInput,
   KnexClient.KnexClient
 > => {
   const registry = FundingRegistry.FundingRegistry.layerEffect(

@@ -18,7 +18,7 @@
  * @since 0.1.0
  */
 import { Effect } from "effect"
-import { BillingError } from "@relay-billing/core"
+import { BillingError, Quota } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
 import { PartRecords } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
@@ -165,7 +165,8 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
         }
         for (const d of draw) {
           const row = rows.find((r) => r.id === d.id)!
-          yield* store.setUsed(row, row.used + d.amount, "reserve", req.holdId)
+          // An unlimited plan's usage stays within ±(2^53−1) (§2.10).
+          yield* store.setUsed(row, yield* Quota.addInRange("subscription.amountUsed", row.id, row.used, d.amount), "reserve", req.holdId)
         }
         const amount = draw.reduce((a, d) => a + d.amount, 0)
         const ref = encodeDraw(draw)
@@ -198,7 +199,8 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           })
           const target = [...live].reverse().find((r) => room(r) > 0) ?? live[live.length - 1]
           if (target) {
-            const wanted = target.used + delta
+            // An unlimited plan's usage stays within ±(2^53−1): refused typed, nothing written (§2.10).
+            const wanted = yield* Quota.addInRange("subscription.amountUsed", target.id, target.used, delta)
             const capped = target.total > 0 ? Math.min(wanted, target.total) : wanted
             yield* store.setUsed(target, capped, "settle", req.holdId)
             unbilled = yield* overflow(target, wanted - capped, req.holdId)

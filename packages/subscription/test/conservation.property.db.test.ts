@@ -272,7 +272,7 @@ const doubleRefundWallet = (client: KnexClient.Client, wallet: FundingSource.Fun
           amount: -req.part.amount,
           holdId: req.holdId,
           note: "broken: second refund credit"
-        })
+        }).pipe(Effect.catchTag("QuotaOutOfRange", (e) => Effect.die(e)))
       }
     })
 })

@@ -157,6 +157,7 @@ export type BudgetCheckId =
   | "reserve.insufficient"
   | "reserve.entire-balance"
   | "reserve.unknown-subject"
+  | "reserve.other-account"
   | "reserve.after-refund"
   | "reserve.after-settle"
   | "settle.below-reservation"
@@ -454,6 +455,42 @@ const unknownSubject: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
     return core.passed
   })
 
+/**
+ * A subject belongs to one account (spec §2.9): reserving it for another
+ * account fails with `TokenNotFound` and changes nothing, and the hold id stays
+ * free for the owner.
+ */
+const otherAccount: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
+  Effect.gen(function*() {
+    const ctx = { id: "reserve.other-account" }
+    const subjectId = core.freshId("owned")
+    const owner = (h.accountOf ?? ((id: string) => id))(subjectId)
+    const stranger = `${owner}-not-the-owner`
+    yield* core.step(ctx, `creating a subject with ${core.FUND}`, h.create(subjectId, { remain: core.FUND }))
+    const holdId = core.freshId("hold")
+    const error = yield* core.expectFailure(
+      ctx,
+      `reserve ${core.ESTIMATE} on a subject of ${owner} for account ${stranger}`,
+      Effect.suspend(() =>
+        h.budget.reserve({ holdId, accountId: stranger, subjectId, amount: core.ESTIMATE as Quota.Quota })
+      )
+    )
+    yield* core.expectTag(ctx, "reserve for another account", error, "TokenNotFound")
+    yield* core.expectEqual(ctx, "TokenNotFound.code", core.field(error, "code"), "token_not_found")
+    yield* core.expectEqual(ctx, "TokenNotFound.tokenId", core.field(error, "tokenId"), subjectId)
+    yield* core.expectEqual(ctx, "TokenNotFound.accountId", core.field(error, "accountId"), stranger)
+    const left = yield* core.step(ctx, "reading remaining after the refused reserve", h.remaining(subjectId))
+    yield* core.expectEqual(ctx, "remaining after a reserve for another account", left, core.FUND)
+    yield* core.step(
+      ctx,
+      `reserve ${core.ESTIMATE} with the same hold id for the owner`,
+      Effect.suspend(() => h.budget.reserve({ holdId, accountId: owner, subjectId, amount: core.ESTIMATE as Quota.Quota }))
+    )
+    const after = yield* core.step(ctx, "reading remaining after the owner's reserve", h.remaining(subjectId))
+    yield* core.expectEqual(ctx, "remaining after the owner's reserve", after, core.FUND - core.ESTIMATE)
+    return core.passed
+  })
+
 const unlimitedSubject = (ctx: core.CheckContext, h: BudgetHarness) =>
   Effect.gen(function*() {
     const subjectId = core.freshId("unlimited")
@@ -598,6 +635,7 @@ export const budgetChecks: { readonly [K in BudgetCheckId]: Check<BudgetHarness,
   "reserve.insufficient": shared("reserve.insufficient", budgetSubject),
   "reserve.entire-balance": shared("reserve.entire-balance", budgetSubject),
   "reserve.unknown-subject": unknownSubject,
+  "reserve.other-account": otherAccount,
   "reserve.after-refund": shared("reserve.after-refund", budgetSubject),
   "reserve.after-settle": shared("reserve.after-settle", budgetSubject),
   "settle.below-reservation": shared("settle.below-reservation", budgetSubject),
@@ -675,6 +713,8 @@ export const budgetCheckTitles: { readonly [K in BudgetCheckId]: string } = {
     "reserving over the remaining budget fails with TokenBudgetExceeded (code pre_consume_token_quota_failed, required) and changes nothing",
   "reserve.entire-balance": "reserving exactly the whole remaining budget succeeds and leaves 0",
   "reserve.unknown-subject": "reserving on a subject that was never created fails with TokenBudgetExceeded",
+  "reserve.other-account":
+    "reserving a subject for an account that does not own it fails with TokenNotFound (code token_not_found) and changes nothing",
   "reserve.after-refund": "reserve of a refunded hold id fails with HoldResolved and debits nothing",
   "reserve.after-settle": "reserve of a settled hold id debits nothing (same reservation or HoldResolved)",
   "settle.below-reservation": "settle with actual < reserved gives back the difference (net charge = actual)",

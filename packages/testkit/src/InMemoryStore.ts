@@ -16,7 +16,8 @@ import {
   BillingSession,
   FundingRegistry,
   HoldJournal,
-  Ledger
+  Ledger,
+  Quota
 } from "@relay-billing/core"
 import { Hold } from "@relay-billing/core"
 import type { Budget, FundingSource, HoldIntent } from "@relay-billing/core"
@@ -234,10 +235,15 @@ export class InMemoryStore {
       add: (accountId, change) =>
         atomic("counters.add", (state) => {
           const row = state.counters.get(accountId) ?? { usedQuota: 0, requestCount: 0 }
-          row.usedQuota += change.usedQuota
-          row.requestCount += change.requestCount
-          state.counters.set(accountId, row)
-          return Effect.void
+          // Both counters are checked before either is written (§2.10).
+          return Effect.all([
+            Quota.addInRange("account.usedQuota", accountId, row.usedQuota, change.usedQuota),
+            Quota.addInRange("account.requestCount", accountId, row.requestCount, change.requestCount)
+          ]).pipe(Effect.map(([usedQuota, requestCount]) => {
+            row.usedQuota = usedQuota
+            row.requestCount = requestCount
+            state.counters.set(accountId, row)
+          }))
         })
     })
   }
@@ -476,13 +482,17 @@ export class InMemoryStore {
     )
   }
 
-  /** A ready `BillingSession` over this store (plus the store's core services). */
+  /**
+   * A ready `BillingSession` over this store (plus the store's core services);
+   * fails with `InvalidInput` for an option out of bounds (`holdTtlMillis`).
+   */
   billingLayer(options?: BillingSession.Options): Layer.Layer<
     | BillingSession.BillingSession
     | HoldJournal.HoldJournal
     | Ledger.Ledger
     | AccountCounters.AccountCounters
-    | FundingRegistry.FundingRegistry
+    | FundingRegistry.FundingRegistry,
+    BillingError.InvalidInput
   > {
     return BillingSession.BillingSession.layer(options).pipe(Layer.provideMerge(this.layer()))
   }

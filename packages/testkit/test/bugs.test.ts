@@ -379,9 +379,11 @@ describe("new-api bug 4: refund dispatched from loose fields / twice / after set
       const engine = yield* Engine
       const request = { holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" }
       const s = yield* engine.open(request)
-      const sameHold = yield* engine.open(request)
+      // A second open of the pending hold gets no handle (§2.7, issue 8 #3): the
+      // handles left are the first session's and the engine's.
+      yield* expectFailure(engine.open(request), "HoldInFlight")
       const results = yield* Effect.all(
-        [s.refund, sameHold.refund, engine.refund("h1"), s.refund, engine.refund("h1")],
+        [s.refund, s.refund, engine.refund("h1"), s.refund, engine.refund("h1")],
         { concurrency: "unbounded" }
       )
       assert.strictEqual(results.reduce((n, r) => n + r.refunded, 0), P)

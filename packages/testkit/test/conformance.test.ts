@@ -471,6 +471,20 @@ describe("the budget checks catch broken budgets", () => {
     )
     expect(message).toContain("expected a TokenBudgetExceeded error")
   })
+
+  it("issue 8 #8: a budget that lets any account spend a token fails reserve.other-account", async () => {
+    // The old behaviour: the owner is never compared with the request's account.
+    const harness = brokenToken((real) => ({
+      reserve: (req) => real.reserve({ ...req, accountId: `owner-of-${req.subjectId}` })
+    }))
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.budgetChecks["reserve.other-account"]),
+      "reserve.other-account"
+    )
+    expect(message).toContain("expected a typed failure")
+    // The real in-memory budget passes it.
+    expect(Exit.isSuccess(await runCheck(tokenHarness, FundingSourceSuite.budgetChecks["reserve.other-account"]))).toBe(true)
+  })
 })
 
 describe("skip options", () => {

@@ -479,9 +479,14 @@ const modelOpen = (m: Model, op: Extract<Op, { t: "open" }>): Predicted => {
     if (existing.tokenId !== tokenId) return fail("IdempotencyConflict", { field: "tokenId" })
     if (existing.estimate !== op.estimate) return fail("IdempotencyConflict", { field: "estimate" })
     if (existing.status !== "pending") {
-      return fail("HoldResolved", { status: existing.status, operation: "open" })
+      return fail("HoldResolved", {
+        status: existing.status,
+        operation: "open",
+        ...(existing.status === "settled" ? { actual: existing.actual } : {})
+      })
     }
-    return ok(holdView(existing))
+    // §2.7 (issue 8 #3): a second open of a pending hold never gets a handle to it.
+    return fail("HoldInFlight", { holdId: existing.id, expiresAt: existing.expiresAt })
   }
   const preference = normalizePreference(op.preference)
   const active = activeSubs(m, op.accountId)

@@ -506,23 +506,30 @@ describe("§8 example cases", () => {
 })
 
 describe("idempotency (§2.7, §3.1, §4.1)", () => {
-  it.effect("opening the same id twice returns the same hold and debits once (also when concurrent)", () => {
+  // Updated for issue 8 #3 (§2.7 now): a second open of a pending hold is HoldInFlight, never a replayed handle.
+  it.effect("opening the same id twice debits once; while the first is pending the second is HoldInFlight (also when concurrent)", () => {
     const store = InMemoryStore.make()
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
       const request = { holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" }
       const first = yield* engine.open(request)
-      const second = yield* engine.open(request)
-      assert.deepStrictEqual(second.hold, first.hold)
+      const second = yield* expectFailure(engine.open(request), "HoldInFlight")
+      assert.deepStrictEqual([second.holdId, second.expiresAt], ["h1", first.hold.expiresAt])
       assert.deepStrictEqual(store.snapshot().wallets, { a: W0 - P })
       assert.deepStrictEqual(store.snapshot().tokens, { t: { remain: R0 - P, used: P } })
 
       const concurrent = yield* Effect.all(
-        Array.from({ length: 8 }, () => engine.open({ ...request, holdId: "h2" })),
+        Array.from({ length: 8 }, () => Effect.result(engine.open({ ...request, holdId: "h2" }))),
         { concurrency: "unbounded" }
       )
-      assert.isTrue(concurrent.every((s) => s.hold.id === "h2" && s.hold.reserved === P))
+      const opened = concurrent.flatMap((r) => r._tag === "Success" ? [r.success] : [])
+      assert.strictEqual(opened.length, 1)
+      assert.isTrue(opened.every((s) => s.hold.id === "h2" && s.hold.reserved === P))
+      assert.deepStrictEqual(
+        concurrent.flatMap((r) => r._tag === "Failure" ? [r.failure._tag] : []),
+        Array(7).fill("HoldInFlight")
+      )
       assert.deepStrictEqual(store.snapshot().wallets, { a: W0 - 2 * P })
       assert.deepStrictEqual(ledgerOf(store, "h2"), [["token", "reserve", -P], ["wallet", "reserve", -P]])
       assertAuditClean(store)

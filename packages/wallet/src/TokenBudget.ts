@@ -11,7 +11,7 @@ import { BillingError } from "@relay-billing/core"
 import type { Budget, FundingSource } from "@relay-billing/core"
 import { Corrections, KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
-import { readBalance, resolved } from "./internal/rows.js"
+import { readBalance, refuseOutOfRange, resolved, withinRange } from "./internal/rows.js"
 
 /**
  * Builds the token budget over a client.
@@ -33,17 +33,32 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
       )
     )
 
-  /** remain += change, used −= change; returns remain after. */
+  /** Both counters stay within ±(2^53−1) (spec §2.10). */
+  const rangeChecks = (change: number) => [
+    { column: "remain", field: "token.remain", change },
+    { column: "used", field: "token.used", change: -change }
+  ]
+
+  /**
+   * remain += change, used −= change, only while both stay within ±(2^53−1)
+   * (otherwise `QuotaOutOfRange`, nothing written); returns remain after.
+   */
   const move = (tokenId: string, change: number, operation: string) =>
     Statements.updateReturning(
       client,
       operation,
       tokens,
-      (q) => q.where({ id: tokenId }),
+      (q) => withinRange(withinRange(q.where({ id: tokenId }), "remain", change), "used", -change),
       { remain: client.knex.raw("remain + ?", [change]), used: client.knex.raw("used - ?", [change]) },
       "remain",
       { id: tokenId }
-    ).pipe(Effect.map((r) => r ?? 0))
+    ).pipe(
+      Effect.flatMap((r) =>
+        r !== undefined
+          ? Effect.succeed(r)
+          : Effect.map(refuseOutOfRange(client, tokens, rangeChecks(change), tokenId, operation), () => 0)
+      )
+    )
 
   const ledger = (
     kind: "reserve" | "settle" | "refund" | "expire" | "release",
@@ -84,10 +99,15 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
           client,
           `${id}.reserve`,
           tokens,
-          (q) =>
-            req.unconditional
-              ? q.where({ id: req.subjectId, unlimited: false })
-              : q.where({ id: req.subjectId, unlimited: false }).andWhere("remain", ">=", req.amount),
+          (q) => {
+            // The account is in the conditional write too: a token of another account never matches.
+            const own = withinRange(
+              q.where({ id: req.subjectId, account_id: req.accountId, unlimited: false }),
+              "used",
+              req.amount
+            )
+            return req.unconditional ? own : own.andWhere("remain", ">=", req.amount)
+          },
           { remain: client.knex.raw("remain - ?", [req.amount]), used: client.knex.raw("used + ?", [req.amount]) },
           "remain",
           { id: req.subjectId }
@@ -97,8 +117,24 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
           return { amount: req.amount }
         }
         const token = yield* readToken(req.subjectId, `${id}.reserve`)
+        // A token belongs to one account (§2.9): another account's token is not found for it.
+        if (token && token.accountId !== req.accountId) {
+          yield* PartRecords.remove(client, id, req.holdId)
+          return yield* new BillingError.TokenNotFound({ tokenId: req.subjectId, accountId: req.accountId })
+        }
         if (!token || !token.unlimited) {
           yield* PartRecords.remove(client, id, req.holdId)
+          if (token) {
+            // The bound on `used` (§2.10) may be what failed; otherwise the budget is short.
+            yield* refuseOutOfRange(
+              client,
+              tokens,
+              [{ column: "used", field: "token.used", change: req.amount }],
+              req.subjectId,
+              `${id}.reserve`,
+              true
+            )
+          }
           return yield* new BillingError.TokenBudgetExceeded({
             budgetId: id,
             tokenId: req.subjectId,
@@ -133,7 +169,11 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
         const part = yield* PartRecords.get(client, id, req.holdId)
         if (!part || part.status !== "reserved") return
         if (part.amount > 0) {
-          const after = yield* move(part.subjectId, part.amount, `${id}.refund`)
+          // Giving a reservation back returns to counters that were in range.
+          const after = yield* move(part.subjectId, part.amount, `${id}.refund`).pipe(
+            Effect.catchTag("QuotaOutOfRange", (e) =>
+              Effect.fail(new BillingError.StoreError({ operation: `${id}.refund`, detail: e.message })))
+          )
           yield* ledger(req.reason, req, part.subjectId, part.amount, after)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)

@@ -7,9 +7,10 @@
  */
 import { Effect, Layer } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry } from "@relay-billing/core"
-import type { Budget, FundingSource, HoldJournal, Ledger } from "@relay-billing/core"
+import type { BillingError, Budget, FundingSource, HoldJournal, Ledger } from "@relay-billing/core"
 import { KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
+import { refuseOutOfRange, withinRange } from "./internal/rows.js"
 import { walletMigrations } from "./internal/schema.js"
 import * as TokenBudget from "./TokenBudget.js"
 import { WalletAdmin } from "./WalletAdmin.js"
@@ -62,11 +63,23 @@ export const auditCounters: Audit.CounterColumn = { table: "accounts", idColumn:
 export const makeCounters = (client: KnexClient.Client): AccountCounters.AccountCounters["Service"] =>
   AccountCounters.AccountCounters.of({
     add: (accountId, change) =>
-      client.query("wallet.counters", (db) =>
-        db(client.table("accounts")).where({ id: accountId }).update({
+      change.usedQuota === 0 && change.requestCount === 0 ? Effect.void : client.query("wallet.counters", (db) =>
+        withinRange(
+          withinRange(db(client.table("accounts")).where({ id: accountId }), "used_quota", change.usedQuota),
+          "request_count",
+          change.requestCount
+        ).update({
           used_quota: db.raw("used_quota + ?", [change.usedQuota]),
           request_count: db.raw("request_count + ?", [change.requestCount])
-        })).pipe(Effect.asVoid)
+        })).pipe(
+          // No row: an unknown account (nothing to count), or a counter would leave ±(2^53−1).
+          Effect.flatMap((changed) =>
+            Number(changed) > 0 ? Effect.void : refuseOutOfRange(client, client.table("accounts"), [
+              { column: "used_quota", field: "account.usedQuota", change: change.usedQuota },
+              { column: "request_count", field: "account.requestCount", change: change.requestCount }
+            ], accountId, "wallet.counters").pipe(Effect.asVoid)
+          )
+        )
   })
 
 /**
@@ -117,7 +130,7 @@ export const layer = (
   | Ledger.Ledger
   | AccountCounters.AccountCounters
   | FundingRegistry.FundingRegistry,
-  never,
+  BillingError.InvalidInput,
   KnexClient.KnexClient
 > => {
   const registry = FundingRegistry.FundingRegistry.layerEffect(
@@ -140,7 +153,7 @@ export const sessionLayer = (
   options: { readonly session?: BillingSession.Options; readonly lowBalance?: WalletLowBalance.Options } = {}
 ): Layer.Layer<
   BillingSession.BillingSession,
-  never,
+  BillingError.InvalidInput,
   KnexClient.KnexClient | HoldJournal.HoldJournal | FundingRegistry.FundingRegistry | AccountCounters.AccountCounters
 > =>
   Layer.unwrap(Effect.gen(function*() {

@@ -4,6 +4,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
+import { BillingError } from "@relay-billing/core"
 
 /**
  * An account with this id already exists.
@@ -60,19 +61,17 @@ export class TokenExists extends Schema.TaggedError<TokenExists>()("TokenExists"
 }
 
 /**
- * No token with this id.
+ * No token with this id (for this account). The same error as core's
+ * `BillingError.TokenNotFound`, which the token budget raises when a token is
+ * used for an account that does not own it (spec §2.9): one tag, one code.
  *
  * @since 0.1.0
  * @category errors
  */
-export class TokenNotFound extends Schema.TaggedError<TokenNotFound>()("TokenNotFound", {
-  tokenId: Schema.String
-}) {
-  /** Stable code. */
-  get code(): "token_not_found" {
-    return "token_not_found"
-  }
-  override get message(): string {
-    return `no token ${this.tokenId}`
-  }
-}
+export const TokenNotFound = BillingError.TokenNotFound
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type TokenNotFound = BillingError.TokenNotFound

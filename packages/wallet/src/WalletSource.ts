@@ -12,7 +12,7 @@ import { BillingError } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
 import { Corrections, KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
-import { readBalance, resolved } from "./internal/rows.js"
+import { readBalance, refuseOutOfRange, resolved, withinRange } from "./internal/rows.js"
 
 /**
  * Options of the wallet source.
@@ -52,6 +52,27 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
       { balance: client.knex.raw("balance + ?", [change]) },
       "balance",
       { id: accountId }
+    )
+
+  /**
+   * balance += change, only while the result stays within ±(2^53−1); otherwise
+   * `QuotaOutOfRange` and nothing written (spec §2.10).
+   */
+  const boundedMove = (accountId: string, change: number, operation: string) =>
+    Effect.flatMap(
+      Statements.updateReturning(
+        client,
+        operation,
+        accounts,
+        (q) => withinRange(q.where({ id: accountId }), "balance", change),
+        { balance: client.knex.raw("balance + ?", [change]) },
+        "balance",
+        { id: accountId }
+      ),
+      (after) =>
+        after !== undefined
+          ? Effect.succeed(after)
+          : refuseOutOfRange(client, accounts, [{ column: "balance", field: "wallet.balance", change }], accountId, operation)
     )
 
   return {
@@ -137,7 +158,7 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
         const now = yield* Clock.currentTimeMillis
         const balanceAfter = delta === 0
           ? (yield* readBalance(client, accounts, "balance", part.subjectId, `${id}.settle`)) ?? 0
-          : (yield* move(part.subjectId, -delta, `${id}.settle`)) ?? 0
+          : (yield* boundedMove(part.subjectId, -delta, `${id}.settle`)) ?? 0
         const base = { sourceId: id, subjectId: part.subjectId, accountId: req.accountId, holdId: req.holdId, at: now }
         yield* KnexLedger.append(client, [
           ...(delta !== 0 ? [{ ...base, kind: "settle" as const, amount: -delta, balanceAfter }] : []),
@@ -254,19 +275,29 @@ export const charge = (
     readonly note: string
     readonly sourceId?: string
   }
-): Effect.Effect<number | undefined, BillingError.StoreError> =>
+): Effect.Effect<number | undefined, BillingError.QuotaOutOfRange | BillingError.StoreError> =>
   Effect.gen(function*() {
     const sourceId = input.sourceId ?? "wallet"
+    const operation = `${sourceId}.charge`
     const balanceAfter = yield* Statements.updateReturning(
       client,
-      `${sourceId}.charge`,
+      operation,
       client.table("accounts"),
-      (q) => q.where({ id: input.accountId }),
+      (q) => withinRange(q.where({ id: input.accountId }), "balance", -input.amount),
       { balance: client.knex.raw("balance - ?", [input.amount]) },
       "balance",
       { id: input.accountId }
     )
-    if (balanceAfter === undefined) return undefined
+    if (balanceAfter === undefined) {
+      // No such account, or (QuotaOutOfRange, nothing written) the balance would leave ±(2^53−1).
+      return yield* refuseOutOfRange(
+        client,
+        client.table("accounts"),
+        [{ column: "balance", field: "wallet.balance", change: -input.amount }],
+        input.accountId,
+        operation
+      )
+    }
     const at = yield* Clock.currentTimeMillis
     yield* KnexLedger.append(client, [{
       at,

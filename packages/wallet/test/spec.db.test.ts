@@ -336,7 +336,8 @@ for (const target of targets) {
           yield* auditClean
         }))
 
-      it.effect("open is idempotent by hold id: the same request returns the same hold and debits once; a different one is a typed conflict", () =>
+      // Updated for issue 8 #3 (§2.7 now): a second open of a pending hold is HoldInFlight, never its handle.
+      it.effect("open is idempotent by hold id: the same request while pending is HoldInFlight and debits once; a different one is a typed conflict", () =>
         Effect.gen(function*() {
           const W = 500_000, P = 30_000
           const billing = yield* BillingSession.BillingSession
@@ -344,8 +345,12 @@ for (const target of targets) {
           yield* account("io-2", W, { remain: 400_000 })
           const request = { holdId: "io-h", accountId: "io", tokenId: "io-t", estimate: P, preference: "wallet_only" } as const
           const first = yield* billing.open(request)
-          const again = yield* billing.open(request)
-          assert.deepStrictEqual(again.hold, first.hold)
+          const again = yield* failureOf(billing.open(request))
+          assert.instanceOf(again, BillingError.HoldInFlight)
+          assert.deepStrictEqual({ holdId: (again as BillingError.HoldInFlight).holdId, code: (again as BillingError.HoldInFlight).code }, {
+            holdId: "io-h",
+            code: "billing_hold_in_flight"
+          })
           assert.deepStrictEqual(yield* state("io", "io-t"), { W: W - P, usedQuota: 0, requestCount: 0, R: 400_000 - P, TU: P })
           const conflicts: Array<[Record<string, string | number>, string, string, string]> = [
             [{ estimate: P + 1_000 }, "estimate", String(P), String(P + 1_000)],
@@ -491,20 +496,31 @@ for (const target of targets) {
           yield* auditClean
         })))
 
-      it.effect("64 concurrent opens of one request id → one hold, debited once, every caller gets it", () =>
+      // Updated for issue 8 #3 (§2.7 now): one caller gets the session, the others HoldInFlight.
+      it.effect("64 concurrent opens of one request id → one hold, debited once, one caller gets it and the rest HoldInFlight", () =>
         TestClock.withLive(Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
           yield* account("same64", 1_000_000, { remain: 1_000_000 })
-          const sessions = yield* Effect.all(
+          const results = yield* Effect.all(
             Array.from({ length: 64 }, () =>
-              billing.open({ holdId: "same64-h", accountId: "same64", tokenId: "same64-t", estimate: 30_000, preference: "wallet_only" })),
+              Effect.result(
+                billing.open({ holdId: "same64-h", accountId: "same64", tokenId: "same64-t", estimate: 30_000, preference: "wallet_only" })
+              )),
             { concurrency: "unbounded" }
           )
-          assert.strictEqual(new Set(sessions.map((s) => JSON.stringify(s.hold))).size, 1)
+          const opened = results.flatMap((r) => r._tag === "Success" ? [r.success] : [])
+          assert.strictEqual(opened.length, 1)
+          assert.deepStrictEqual(results.flatMap((r) => r._tag === "Failure" ? [r.failure._tag] : []), Array(63).fill("HoldInFlight"))
           assert.deepStrictEqual(yield* state("same64", "same64-t"), { W: 970_000, usedQuota: 0, requestCount: 0, R: 970_000, TU: 30_000 })
-          // 64 concurrent settles and refunds of that hold resolve it exactly once.
+          // 64 concurrent settles and refunds of that hold (by its session and by id) resolve it exactly once.
+          const session = opened[0]!
           const settles = yield* Effect.all(
-            sessions.map((s, i) => Effect.exit(i % 2 === 0 ? Effect.asVoid(s.settle(12_000)) : Effect.asVoid(s.refund))),
+            Array.from({ length: 64 }, (_, i) =>
+              Effect.exit(
+                i % 2 === 0
+                  ? Effect.asVoid(i % 4 === 0 ? session.settle(12_000) : billing.settle("same64-h", 12_000))
+                  : Effect.asVoid(i % 4 === 1 ? session.refund : billing.refund("same64-h"))
+              )),
             { concurrency: "unbounded" }
           )
           const hold = yield* billing.get("same64-h")

@@ -36,6 +36,8 @@ export type Behavior =
     readonly delayMs?: number
     /** Leave the `usage` out (non-stream) or never send the usage chunk (stream). */
     readonly omitUsage?: boolean
+    /** A stream waits for this before its final (`finish_reason`) chunk: the test decides when it ends. */
+    readonly gate?: Promise<void>
   }
   | {
     readonly type: "error"
@@ -286,6 +288,7 @@ export const start = async (): Promise<MockUpstream> => {
       return
     }
     if (delayMs > 0) await sleep(delayMs)
+    if (behavior.type === "ok" && behavior.gate !== undefined) await behavior.gate
     await write(chunk({}, "stop"))
     if (includeUsage && behavior.omitUsage !== true) {
       await write({ id, object: "chat.completion.chunk", created, model, choices: [], usage: fullUsage })

@@ -2,6 +2,7 @@ import { Cause, Clock, Data, Effect, Exit, Scope } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
 import {
   ContractViolation,
+  HoldInFlight,
   HoldNotFound,
   HoldResolved,
   IdempotencyConflict,
@@ -127,7 +128,12 @@ export const makeEngine = (deps: Deps) => {
       }
       if (hold.estimate !== input.estimate) return yield* mismatch("estimate", hold.estimate, input.estimate)
       if (hold.status !== "pending") {
-        return yield* new HoldResolved({ holdId: hold.id, status: hold.status, operation: "open" })
+        return yield* new HoldResolved({
+          holdId: hold.id,
+          status: hold.status,
+          operation: "open",
+          ...(hold.settlement ? { actual: hold.settlement.actual } : {})
+        })
       }
       return hold
     })
@@ -433,9 +439,12 @@ export const makeEngine = (deps: Deps) => {
     )
     if (external && outcome instanceof Duplicate) yield* recoverOpenLogged(input.holdId)
     if (outcome instanceof Duplicate) {
+      // Never a handle to another request's hold (§2.7): a conflict, the first
+      // outcome, or — while the first request still runs — HoldInFlight.
       const raced = yield* journal.get(input.holdId)
       if (!raced) return yield* new StoreError({ operation: "open", detail: `hold ${input.holdId} vanished` })
-      return settlerFor(yield* checkExisting(raced, input))
+      const pending = yield* checkExisting(raced, input)
+      return yield* new HoldInFlight({ holdId: pending.id, expiresAt: pending.expiresAt })
     }
     yield* Effect.annotateCurrentSpan({ holdId: outcome.id, reserved: outcome.reserved })
     return settlerFor(outcome)
@@ -842,16 +851,28 @@ export const makeEngine = (deps: Deps) => {
    * Post-consume: one charge of `actual` after the work, without a reservation
    * before it. Opens an unconditional hold of 0 (the source's minimum) and
    * settles it with `actual` in one transaction; idempotent by hold id (a repeat
-   * returns the first settlement).
+   * with the same amount returns the first settlement, another amount is an
+   * `IdempotencyConflict` on `actual`).
    */
   const charge = (input: OpenInput, actualInput: number) =>
     Effect.gen(function*() {
       const actual = yield* QuotaModule.decode("actual", actualInput)
+      /** The first charge of this id, if it matches this one (same account, token and amount). */
+      const replay = (settled: Hold, settlement: Settlement) =>
+        Effect.gen(function*() {
+          yield* checkExisting({ ...settled, status: "pending" }, { ...input, estimate: 0 as Quota })
+          if (settlement.actual !== actual) {
+            return yield* new IdempotencyConflict({
+              holdId: settled.id,
+              field: "actual",
+              existing: String(settlement.actual),
+              requested: String(actual)
+            })
+          }
+          return settlement
+        })
       const existing = yield* journal.get(input.holdId)
-      if (existing?.status === "settled" && existing.settlement) {
-        yield* checkExisting({ ...existing, status: "pending" }, { ...input, estimate: 0 as Quota })
-        return existing.settlement
-      }
+      if (existing?.status === "settled" && existing.settlement) return yield* replay(existing, existing.settlement)
       return yield* journal.transaction(
         Effect.flatMap(open({ ...input, estimate: 0 as Quota, postConsume: true, force: true }), (s) => s.settle(actual))
       ).pipe(
@@ -860,8 +881,7 @@ export const makeEngine = (deps: Deps) => {
           Effect.gen(function*() {
             const settled = yield* journal.get(input.holdId)
             if (settled?.status !== "settled" || !settled.settlement) return yield* Effect.fail(error)
-            yield* checkExisting({ ...settled, status: "pending" }, { ...input, estimate: 0 as Quota })
-            return settled.settlement
+            return yield* replay(settled, settled.settlement)
           }))
       )
     }).pipe(Effect.withSpan("BillingSession.charge", { attributes: { holdId: input.holdId } }))

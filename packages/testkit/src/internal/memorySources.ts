@@ -1,6 +1,6 @@
 import { Clock, Effect } from "effect"
-import { BillingError } from "@relay-billing/core"
-import type { Budget, FundingSource, Ledger, Quota } from "@relay-billing/core"
+import { BillingError, Quota } from "@relay-billing/core"
+import type { Budget, FundingSource, Ledger } from "@relay-billing/core"
 import type { Faults } from "../Faults.js"
 import { subscriptionCorrect, tokenCorrect, walletCorrect } from "./memoryCorrect.js"
 import type { PartRow, State } from "./state.js"
@@ -109,7 +109,8 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
           unbilled = delta - payable
           delta = payable
         }
-        row.balance -= delta
+        // Refused before any write when the balance would leave the safe range (§2.10).
+        row.balance = yield* Quota.addInRange("wallet.balance", req.accountId, row.balance, -delta)
         if (delta !== 0) {
           state.ledger.push(ledgerRow(state, now, {
             kind: "settle",
@@ -165,23 +166,27 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
 
 export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget => {
   const op = (name: string) => store.faults.check(`${id}.${name}`)
-  const move = (state: State, tokenId: string, at: number, kind: Ledger.EntryKind, holdId: string, change: number) => {
-    const row = state.tokens.get(tokenId)!
-    row.remain += change
-    row.used -= change
-    if (change !== 0) {
-      state.ledger.push(ledgerRow(state, at, {
-        kind,
-        sourceId: id,
-        subjectId: tokenId,
-        accountId: row.accountId,
-        holdId,
-        amount: change,
-        balanceAfter: row.remain
-      }))
-    }
-    return row
-  }
+  const move = (state: State, tokenId: string, at: number, kind: Ledger.EntryKind, holdId: string, change: number) =>
+    Effect.gen(function*() {
+      const row = state.tokens.get(tokenId)!
+      // Both counters are checked before either is written (§2.10).
+      const remain = yield* Quota.addInRange("token.remain", tokenId, row.remain, change)
+      const used = yield* Quota.addInRange("token.used", tokenId, row.used, -change)
+      row.remain = remain
+      row.used = used
+      if (change !== 0) {
+        state.ledger.push(ledgerRow(state, at, {
+          kind,
+          sourceId: id,
+          subjectId: tokenId,
+          accountId: row.accountId,
+          holdId,
+          amount: change,
+          balanceAfter: row.remain
+        }))
+      }
+      return row
+    })
   return {
     id,
     storeId: store.id,
@@ -202,6 +207,10 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
           return { amount: existing.amount as Quota.Quota }
         }
         const row = state.tokens.get(req.subjectId)
+        // A token belongs to one account (§2.9).
+        if (row && row.accountId !== req.accountId) {
+          return yield* new BillingError.TokenNotFound({ tokenId: req.subjectId, accountId: req.accountId })
+        }
         if (!row || (!row.unlimited && !req.unconditional && row.remain < req.amount)) {
           return yield* new BillingError.TokenBudgetExceeded({
             budgetId: id,
@@ -213,7 +222,7 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
         // An unlimited token reserves nothing; its counters move at settlement.
         const amount = row.unlimited ? 0 : req.amount
         const now = yield* Clock.currentTimeMillis
-        move(state, req.subjectId, now, "reserve", req.holdId, -amount)
+        yield* move(state, req.subjectId, now, "reserve", req.holdId, -amount)
         state.parts.set(partKey(id, req.holdId), { amount, status: "reserved" })
         return { amount: amount as Quota.Quota }
       })),
@@ -228,7 +237,7 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
         if (part.status === "settled" && part.result) return part.result
         if (part.status === "refunded") return yield* resolved(req.holdId, "refunded", "settle")
         const now = yield* Clock.currentTimeMillis
-        const row = move(state, req.part.subjectId, now, "settle", req.holdId, -(req.actual - part.amount))
+        const row = yield* move(state, req.part.subjectId, now, "settle", req.holdId, -(req.actual - part.amount))
         const result = { charged: req.actual, unbilled: 0 as Quota.Quota, balanceAfter: row.remain }
         part.status = "settled"
         part.result = result
@@ -241,7 +250,10 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
         const part = partOf(state, id, req.holdId)
         if (!part || part.status !== "reserved") return
         const now = yield* Clock.currentTimeMillis
-        move(state, req.part.subjectId, now, req.reason, req.holdId, part.amount)
+        // Giving a reservation back returns to counters that were in range: never out of range.
+        yield* move(state, req.part.subjectId, now, req.reason, req.holdId, part.amount).pipe(
+          Effect.catchTag("QuotaOutOfRange", (e) => Effect.fail(new BillingError.StoreError({ operation: `${id}.refund`, detail: e.message })))
+        )
         forget(state, id, req, part)
       }))
   }
@@ -329,7 +341,8 @@ export const makeSubscription = (
             reason: active.length === 0 ? "no active subscription" : "subscription quota insufficient"
           })
         }
-        chosen.used += amount
+        // An unlimited plan's usage stays within ±(2^53−1) (§2.10).
+        chosen.used = yield* Quota.addInRange("subscription.amountUsed", chosen.id, chosen.used, amount)
         subLedger(state, now, chosen, "reserve", req.holdId, -amount)
         state.parts.set(partKey(id, req.holdId), { amount, ref: chosen.id, status: "reserved" })
         return { amount, ref: chosen.id }
@@ -353,6 +366,9 @@ export const makeSubscription = (
           overflow = target - sub.total
           target = sub.total
         }
+        yield* Quota.addInRange("subscription.amountUsed", sub.id, before, target - before)
+        const overflowWallet = sub.allowWalletOverflow ? state.wallets.get(sub.accountId) : undefined
+        if (overflow > 0 && overflowWallet) yield* Quota.addInRange("wallet.balance", sub.accountId, overflowWallet.balance, -overflow)
         sub.used = target
         let unbilled = 0
         if (overflow > 0) {
