@@ -145,6 +145,14 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
       await new Promise((r) => setTimeout(r, 20)) // a poll interval, not a wait for time to pass
     }
   }
+  /** The account's request log once it has `count` rows: an aborted request's row is written after its settle. */
+  const waitLogs = async (accountId: string, count: number) => {
+    for (;;) {
+      const rows = await logs(accountId)
+      if (rows.length >= count) return rows
+      await new Promise((r) => setTimeout(r, 20)) // a poll interval, not a wait for time to pass
+    }
+  }
 
   // -------------------------------------------------------------------------
   // scenarios
@@ -315,7 +323,7 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     expect(resolved).toMatchObject({ status: "settled", reserved: P, actual: charged })
     expect(await account(s.accountId)).toMatchObject({ quota: 1000 - charged, usedQuota: charged })
     expect(await token(s.tokenId)).toMatchObject({ remainQuota: 600 - charged, usedQuota: charged })
-    expect(await logs(s.accountId)).toEqual([
+    expect(await waitLogs(s.accountId, 1)).toEqual([
       expect.objectContaining({ requestId: id, quota: charged, promptTokens: PROMPT_ESTIMATE, completionTokens: 0 })
     ])
     // the upstream request was aborted too

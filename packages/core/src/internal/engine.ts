@@ -424,8 +424,10 @@ export const makeEngine = (deps: Deps) => {
     const targets = yield* intents.openTargets({ ...draft, holdId: draft.id })
     const external = targets.length > 0
     const called = new Set<string>()
+    const scope = { ...draft, holdId: draft.id }
+    let leftover = false
     if (external) {
-      yield* intents.beginOpen({ ...draft, holdId: draft.id }, targets)
+      leftover = (yield* intents.beginOpen(scope, targets)).leftover
       reached.set(input, called)
     }
     const outcome = yield* journal.transaction(
@@ -436,15 +438,16 @@ export const makeEngine = (deps: Deps) => {
         if (!(yield* journal.update(hold, "pending"))) {
           return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
         }
+        if (external && leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
         if (external) yield* intents.commitOpen(hold.id)
         return hold
       }))
     ).pipe(
       // The open failed: release every external target now (its compensation may have
       // failed too); if that fails as well, the recovery pass does it after the TTL.
-      Effect.onError(() => external ? recoverOpenLogged(input.holdId, called) : Effect.void)
+      Effect.onError(() => external ? recoverOpenLogged(input.holdId, leftover ? undefined : called) : Effect.void)
     )
-    if (external && outcome instanceof Duplicate) yield* recoverOpenLogged(input.holdId, called)
+    if (external && outcome instanceof Duplicate) yield* recoverOpenLogged(input.holdId, leftover ? undefined : called)
     if (outcome instanceof Duplicate) {
       // Never a handle to another request's hold (§2.7): a conflict, the first
       // outcome, or — while the first request still runs — HoldInFlight.
@@ -457,8 +460,12 @@ export const makeEngine = (deps: Deps) => {
     return settlerFor(outcome)
   })
 
-  /** After a failed open: releases the external targets it reached now (recovery retries later). */
-  const recoverOpenLogged = (holdId: string, called: ReadonlySet<string>) =>
+  /**
+   * After a failed open: releases the external targets it reached now (recovery retries
+   * later); every target when an earlier open of the id left its intent pending (`only`
+   * undefined), since finishing the intent would forget that attempt's reservations.
+   */
+  const recoverOpenLogged = (holdId: string, called: ReadonlySet<string> | undefined) =>
     intents.recoverOpen(holdId, true, called).pipe(
       Effect.catchCause((cause) =>
         Effect.logWarning("relay-billing: releasing an open's external reservations failed; recovery retries", cause)
