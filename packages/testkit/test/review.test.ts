@@ -1,0 +1,122 @@
+/**
+ * Issue 8 review: adversarial tests where the issue 8 features meet (external
+ * sources × post-consume charge, external sources × corrections).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
+import { BillingSession } from "@relay-billing/core"
+import { InMemoryStore } from "../src/index.js"
+import { assertAuditClean, composedLayer, expectFailure } from "./fixtures.js"
+
+const Engine = BillingSession.BillingSession
+
+const W = 1_000_000
+const R = 800_000
+const C = 7_000
+
+/** The journal, counters and token live in `main`; the funding source "credits" in `ext`. */
+const externalWallet = () => {
+  const main = InMemoryStore.make()
+  const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
+  const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+  const setup = Effect.gen(function*() {
+    yield* main.createAccount("a", 0)
+    yield* main.createToken("t", "a", { remain: R })
+    yield* ext.createAccount("a", W)
+  })
+  return { main, ext, layer, setup }
+}
+
+const chargeRequest = { holdId: "c1", accountId: "a", tokenId: "t", sources: ["credits"] }
+
+describe("issue 8 review: post-consume charge through a source outside the hold's store", () => {
+  it.effect("issue 8 review: charge(7,000) whose counters fail after the external charge is recorded; the recovery pass finishes it", () => {
+    const { ext, layer, main, setup } = externalWallet()
+    return Effect.gen(function*() {
+      yield* setup
+      const engine = yield* Engine
+      main.faults.failNext("counters.add")
+      yield* expectFailure(engine.charge(chargeRequest, C), "StoreError")
+      // The external source was charged: the hold and its settle intent must say so.
+      const hold = yield* engine.get("c1")
+      assert.strictEqual(hold.status, "pending")
+      yield* TestClock.adjust("11 minutes")
+      const report = yield* engine.reapExpired()
+      assert.deepStrictEqual(report.failures, [])
+      const settled = yield* engine.get("c1")
+      assert.strictEqual(settled.status, "settled")
+      assert.strictEqual(settled.settlement?.actual, C)
+      assert.deepStrictEqual(ext.snapshot().wallets, { a: W - C })
+      assert.deepStrictEqual(main.snapshot().tokens, { t: { remain: R - C, used: C } })
+      assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: C, requestCount: 1 } })
+      assertAuditClean(main)
+      assertAuditClean(ext)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("issue 8 review: a retried charge with the same amount finishes it; another amount is an IdempotencyConflict", () => {
+    const { ext, layer, main, setup } = externalWallet()
+    return Effect.gen(function*() {
+      yield* setup
+      const engine = yield* Engine
+      main.faults.failNext("counters.add")
+      yield* expectFailure(engine.charge(chargeRequest, C), "StoreError")
+      const conflict = yield* expectFailure(engine.charge(chargeRequest, 9_000), "IdempotencyConflict")
+      assert.strictEqual(conflict.field, "actual")
+      const settlement = yield* engine.charge(chargeRequest, C)
+      assert.strictEqual(settlement.actual, C)
+      assert.strictEqual((yield* engine.charge(chargeRequest, C)).actual, C)
+      yield* expectFailure(engine.charge(chargeRequest, 9_000), "IdempotencyConflict")
+      assert.deepStrictEqual(ext.snapshot().wallets, { a: W - C })
+      assert.deepStrictEqual(main.snapshot().tokens, { t: { remain: R - C, used: C } })
+      assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: C, requestCount: 1 } })
+      assertAuditClean(main)
+      assertAuditClean(ext)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("issue 8 review: charge through an external source without faults charges once; a repeat replays", () => {
+    const { ext, layer, main, setup } = externalWallet()
+    return Effect.gen(function*() {
+      yield* setup
+      const engine = yield* Engine
+      assert.strictEqual((yield* engine.charge(chargeRequest, C)).actual, C)
+      assert.strictEqual((yield* engine.charge(chargeRequest, C)).actual, C)
+      assert.deepStrictEqual(ext.snapshot().wallets, { a: W - C })
+      assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: C, requestCount: 1 } })
+      assertAuditClean(main)
+      assertAuditClean(ext)
+    }).pipe(Effect.provide(layer))
+  })
+})
+
+describe("issue 8 review: QuotaOutOfRange meets a source outside the hold's store", () => {
+  it.effect("issue 8 review: a settle(100) that would take usedQuota past 2^53−1 is refused typed before the external source is charged; the refund gives 10 back", () => {
+    const main = InMemoryStore.make()
+    const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
+    const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+    const MAX = Number.MAX_SAFE_INTEGER
+    return Effect.gen(function*() {
+      yield* main.createAccount("a", 0)
+      yield* ext.createAccount("a", MAX)
+      const engine = yield* Engine
+      const first = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 10, sources: ["credits"] })
+      yield* first.settle(MAX - 5)
+      yield* ext.topUp("a", W, "top-up")
+      const second = yield* engine.open({ holdId: "h2", accountId: "a", estimate: 10, sources: ["credits"] })
+      const before = ext.snapshot().wallets
+      const error = yield* expectFailure(second.settle(100), "QuotaOutOfRange")
+      assert.strictEqual(error.field, "account.usedQuota")
+      // Nothing moved: the external wallet still holds the reservation only, and the hold can be refunded.
+      assert.deepStrictEqual(ext.snapshot().wallets, before)
+      assert.deepStrictEqual(yield* engine.refund("h2"), { holdId: "h2", status: "refunded", refunded: 10 })
+      assert.deepStrictEqual(ext.snapshot().wallets, { a: MAX - (MAX - 5) + W })
+      assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: MAX - 5, requestCount: 1 } })
+      yield* TestClock.adjust("11 minutes")
+      assert.deepStrictEqual((yield* engine.reapExpired()).failures, [])
+      assertAuditClean(main)
+      assertAuditClean(ext)
+    }).pipe(Effect.provide(layer))
+  })
+})
