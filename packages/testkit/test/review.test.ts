@@ -28,7 +28,7 @@ const externalWallet = () => {
   return { main, ext, layer, setup }
 }
 
-const chargeRequest = { holdId: "c1", accountId: "a", tokenId: "t", sources: ["credits"] }
+const chargeRequest = { holdId: "c1", accountId: "a", tokenId: "t", estimate: 0, sources: ["credits"] }
 
 describe("issue 8 review: post-consume charge through a source outside the hold's store", () => {
   it.effect("issue 8 review: charge(7,000) whose counters fail after the external charge is recorded; the recovery pass finishes it", () => {
@@ -118,5 +118,43 @@ describe("issue 8 review: QuotaOutOfRange meets a source outside the hold's stor
       assertAuditClean(main)
       assertAuditClean(ext)
     }).pipe(Effect.provide(layer))
+  })
+})
+
+describe("issue 8 review: corrections stay within the safe-integer range", () => {
+  it.effect("issue 8 review: a correction that would take the in-memory wallet past 2^53−1 is refused typed (QuotaOutOfRange), nothing written", () => {
+    const store = InMemoryStore.make()
+    const MAX = Number.MAX_SAFE_INTEGER
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", MAX - 5)
+      const engine = yield* Engine
+      const session = yield* engine.open({ holdId: "h", accountId: "a", estimate: 10 })
+      yield* session.settle(10)
+      yield* store.topUp("a", 15, "top-up")
+      assert.deepStrictEqual(store.snapshot().wallets, { a: MAX })
+      const error = yield* expectFailure(engine.correct({ holdId: "h", correctionId: "c1", amount: 10 }), "QuotaOutOfRange")
+      assert.strictEqual(error.field, "wallet.balance")
+      assert.deepStrictEqual(store.snapshot().wallets, { a: MAX })
+      assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 10, requestCount: 1 } })
+      assert.deepStrictEqual((yield* engine.get("h")).settlement?.corrections ?? [], [])
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("issue 8 review: a correction that takes a token back to exactly 2^53−1 is accepted (the bound is inclusive)", () => {
+    const store = InMemoryStore.make()
+    const MAX = Number.MAX_SAFE_INTEGER
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000)
+      yield* store.createToken("t", "a", { remain: MAX })
+      const engine = yield* Engine
+      const session = yield* engine.open({ holdId: "h", accountId: "a", tokenId: "t", estimate: 10 })
+      yield* session.settle(10)
+      assert.deepStrictEqual(store.snapshot().tokens, { t: { remain: MAX - 10, used: 10 } })
+      const ok = yield* engine.correct({ holdId: "h", correctionId: "c1", amount: 10 })
+      assert.strictEqual(ok.amount, 10)
+      assert.deepStrictEqual(store.snapshot().tokens, { t: { remain: MAX, used: 0 } })
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
   })
 })

@@ -79,7 +79,7 @@ for (const target of targets) {
           const faults = new Faults.Faults()
           const engine = yield* engineWith(faults, [ext.wallet])
           yield* setup("rc", [[ext, W]])
-          const request = { holdId: "rc-h", accountId: "rc", tokenId: "rc-t", sources: ["credits"] }
+          const request = { holdId: "rc-h", accountId: "rc", tokenId: "rc-t", estimate: 0, sources: ["credits"] }
           faults.failNext("wallet.counters")
           assert.strictEqual((yield* failureOf(engine.charge(request, C)))._tag, "StoreError")
           const conflict = yield* failureOf(engine.charge(request, 9_000))
@@ -116,6 +116,23 @@ for (const target of targets) {
           yield* TestClock.adjust("11 minutes")
           assert.deepStrictEqual((yield* engine.reapExpired()).failures, [])
           assert.deepStrictEqual(ext.audit().problems, [])
+          yield* auditClean
+        }))
+
+      it.effect("issue 8 review: a correction that would take the wallet past 2^53−1 is refused typed (QuotaOutOfRange), nothing written", () =>
+        Effect.gen(function*() {
+          const admin = yield* WalletAdmin.WalletAdmin
+          const engine = yield* BillingSession.BillingSession
+          yield* admin.createAccount({ id: "rw", balance: MAX - 5 })
+          const session = yield* engine.open({ holdId: "rw-h", accountId: "rw", estimate: 10, sources: ["wallet"] })
+          yield* session.settle(10)
+          yield* admin.topUp({ accountId: "rw", amount: 15, key: "rw-top" })
+          assert.strictEqual((yield* admin.account("rw")).balance, MAX)
+          const error = yield* failureOf(engine.correct({ holdId: "rw-h", correctionId: "c1", amount: 10 }))
+          assert.strictEqual(error._tag, "QuotaOutOfRange")
+          const account = yield* admin.account("rw")
+          assert.deepStrictEqual([account.balance, account.usedQuota], [MAX, 10])
+          assert.deepStrictEqual((yield* engine.get("rw-h")).settlement?.corrections ?? [], [])
           yield* auditClean
         }))
     })
