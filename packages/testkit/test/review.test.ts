@@ -158,3 +158,68 @@ describe("issue 8 review: corrections stay within the safe-integer range", () =>
     }).pipe(Effect.provide(store.billingLayer()))
   })
 })
+
+describe("issue 8 review: a correction meets an incomplete external settlement", () => {
+  const splitHold = () => {
+    const main = InMemoryStore.make()
+    const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
+    const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
+    const layer = composedLayer(main, { funding: [extA.wallet, extB.wallet], budgets: [main.token] })
+    const setup = Effect.gen(function*() {
+      yield* main.createAccount("a", 0)
+      yield* main.createToken("t", "a", { remain: R })
+      yield* extA.createAccount("a", 20_000)
+      yield* extB.createAccount("a", 30_000)
+      const engine = yield* Engine
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 50_000,
+        sources: ["credits-a", "credits-b"],
+        split: true
+      })
+      // 20,000 + 30,000 reserved, settle(10,000): credits-a charges 10,000, credits-b fails once.
+      extB.faults.failNext("credits-b.settle")
+      yield* expectFailure(s.settle(10_000), "SettleIncomplete")
+      return engine
+    })
+    return { main, extA, extB, layer, setup }
+  }
+
+  it.effect("issue 8 review: correct(10,000) before recovery finishes the settle first and credits credits-a (which charged), never credits-b (which charged nothing)", () => {
+    const { extA, extB, layer, main, setup } = splitHold()
+    return Effect.gen(function*() {
+      const engine = yield* setup
+      const correction = yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 })
+      assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], ["token", 10_000]])
+      assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 20_000 }, { a: 30_000 }])
+      yield* engine.reapExpired()
+      assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 20_000 }, { a: 30_000 }])
+      assert.deepStrictEqual(main.snapshot().tokens, { t: { remain: R, used: 0 } })
+      assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: 0, requestCount: 1 } })
+      assertAuditClean(main)
+      assertAuditClean(extA)
+      assertAuditClean(extB)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("issue 8 review: while the failed part still cannot be settled, correct fails typed and moves nothing", () => {
+    const { extA, extB, layer, main, setup } = splitHold()
+    return Effect.gen(function*() {
+      const engine = yield* setup
+      extB.faults.failAlways("credits-b.settle")
+      const error = yield* expectFailure(engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 }), "StoreError")
+      assert.strictEqual(error.operation, "correct.incomplete")
+      assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 10_000 }, { a: 0 }])
+      assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: 10_000, requestCount: 1 } })
+      extB.faults.clear()
+      const correction = yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 })
+      assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], ["token", 10_000]])
+      assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 20_000 }, { a: 30_000 }])
+      assertAuditClean(main)
+      assertAuditClean(extA)
+      assertAuditClean(extB)
+    }).pipe(Effect.provide(layer))
+  })
+})

@@ -927,7 +927,24 @@ export const makeEngine = (deps: Deps) => {
       Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
     )
 
-  const correct = makeCorrect({ journal, registry, counters, shared })
+  const correctRecorded = makeCorrect({ journal, registry, counters, shared })
+
+  /**
+   * A correction of a settlement left incomplete by a failed external part first
+   * finishes the recorded settle (as the recovery pass would); if it is still
+   * incomplete, the correction fails typed and moves nothing.
+   */
+  const correct = (input: Parameters<typeof correctRecorded>[0]) =>
+    Effect.gen(function*() {
+      const hold = yield* journal.get(input.holdId)
+      if (hold?.settlement?.incomplete) {
+        const intent = yield* journal.getIntent(input.holdId, "resolve")
+        if (intent?.status === "pending" && intent.step === "settle") {
+          yield* finishResolution(intent).pipe(Effect.catch(() => Effect.void))
+        }
+      }
+      return yield* correctRecorded(input)
+    })
 
   return { open, settle, refund, reapExpired, get, charge, correct }
 }
