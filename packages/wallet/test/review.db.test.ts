@@ -135,6 +135,36 @@ for (const target of targets) {
           assert.deepStrictEqual((yield* engine.get("rw-h")).settlement?.corrections ?? [], [])
           yield* auditClean
         }))
+
+      it.effect("issue 8 review: correct(10,000) of an incomplete split settlement (credits-b failed once) finishes it first and credits credits-a only", () =>
+        Effect.gen(function*() {
+          const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
+          const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
+          const faults = new Faults.Faults()
+          const engine = yield* engineWith(faults, [extA.wallet, extB.wallet])
+          yield* setup("ri", [[extA, 20_000], [extB, 30_000]])
+          const session = yield* engine.open({
+            holdId: "ri-h",
+            accountId: "ri",
+            tokenId: "ri-t",
+            estimate: 50_000,
+            sources: ["credits-a", "credits-b"],
+            split: true
+          })
+          extB.faults.failNext("credits-b.settle")
+          assert.strictEqual((yield* failureOf(session.settle(10_000)))._tag, "SettleIncomplete")
+          extB.faults.failNext("credits-b.settle")
+          const busy = yield* failureOf(engine.correct({ holdId: "ri-h", correctionId: "c1", amount: 10_000 }))
+          assert.strictEqual(busy._tag, "StoreError")
+          assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ ri: 10_000 }, { ri: 0 }])
+          const correction = yield* engine.correct({ holdId: "ri-h", correctionId: "c1", amount: 10_000 })
+          assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], ["token", 10_000]])
+          yield* engine.reapExpired()
+          assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ ri: 20_000 }, { ri: 30_000 }])
+          assert.deepStrictEqual(yield* dbState("ri"), { usedQuota: 0, requestCount: 1, R, TU: 0 })
+          assert.deepStrictEqual([extA.audit().problems, extB.audit().problems], [[], []])
+          yield* auditClean
+        }))
     })
   })
 }
