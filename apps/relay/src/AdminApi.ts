@@ -453,7 +453,8 @@ export const routes = (options: Options = {}): Layer.Layer<
         Effect.gen(function*() {
           const meta = yield* store.token(id)
           const budget = yield* wallet.token(id)
-          const status = meta.status === "active" && meta.expiresAt !== undefined && meta.expiresAt <= Date.now()
+          const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+          const status = meta.status === "active" && meta.expiresAt !== undefined && meta.expiresAt <= now
             ? "expired"
             : meta.status
           return {

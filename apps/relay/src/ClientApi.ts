@@ -357,7 +357,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
               completionTokens: tokens.completion,
               quota: hold.settlement?.actual ?? 0,
               source: sourcesOf(hold),
-              createdAt: Date.now()
+              createdAt: yield* Effect.clockWith((clock) => clock.currentTimeMillis)
             })
           }
           yield* Effect.log("relay request").pipe(

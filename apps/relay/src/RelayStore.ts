@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import { IdColumns, KnexClient, Statements } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
@@ -405,7 +405,7 @@ export const make = (client: KnexClient.Client): Service => {
           name: input.name,
           group_name: input.group,
           billing_preference: input.billingPreference,
-          created_at: Date.now()
+          created_at: yield* Clock.currentTimeMillis
         }
         yield* client.query("relay.createAccount", (db) => db(accounts).insert(row))
         return toAccount(row)
@@ -432,7 +432,7 @@ export const make = (client: KnexClient.Client): Service => {
           models: input.models === undefined ? null : JSON.stringify(input.models),
           expires_at: input.expiresAt ?? null,
           status: "active",
-          created_at: Date.now()
+          created_at: yield* Clock.currentTimeMillis
         }
         yield* client.query("relay.createToken", (db) => db(tokens).insert(row))
         return { token: toToken(row), key }
@@ -468,7 +468,9 @@ export const make = (client: KnexClient.Client): Service => {
         }
         if (row["status"] !== "active") return yield* new InvalidApiKey({ reason: "disabled" })
         const expiresAt = optNum(row["expires_at"])
-        if (expiresAt !== undefined && expiresAt <= Date.now()) return yield* new InvalidApiKey({ reason: "expired" })
+        if (expiresAt !== undefined && expiresAt <= (yield* Clock.currentTimeMillis)) {
+          return yield* new InvalidApiKey({ reason: "expired" })
+        }
         return {
           tokenId: String(row["id"]),
           accountId: String(row["account_id"]),

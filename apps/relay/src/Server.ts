@@ -56,7 +56,9 @@ export interface Options {
 
 /**
  * Refunds expired holds every `intervalSeconds`; failures are logged and the
- * loop goes on. Runs until interrupted.
+ * loop goes on. Runs until interrupted. The interval and the holds' expiry
+ * both read Effect's `Clock` (a `TestClock` drives them in tests). Each pass
+ * ends with a debug log `relay: reaper pass: examined N, expired N`.
  *
  * @since 0.1.0
  * @category reaper
@@ -67,6 +69,9 @@ export const reaper = (intervalSeconds: number): Effect.Effect<never, never, Bil
     const once = session.reapExpired().pipe(
       Effect.tap((report) =>
         report.expired > 0 ? Effect.log(`relay: reaper refunded ${report.expired} expired hold(s)`) : Effect.void
+      ),
+      Effect.tap((report) =>
+        Effect.logDebug(`relay: reaper pass: examined ${report.examined}, expired ${report.expired}`)
       ),
       Effect.catchCause((cause) => Effect.logError("relay: reaper pass failed", cause))
     )

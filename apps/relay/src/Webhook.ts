@@ -24,7 +24,7 @@
  */
 import { createHmac, randomUUID, timingSafeEqual } from "node:crypto"
 import type { Cause } from "effect"
-import { Effect, Fiber, Layer, Queue, Schedule } from "effect"
+import { Clock, Effect, Fiber, Layer, Queue, Schedule } from "effect"
 import { BillingEvents } from "@relay-billing/core"
 import type { RelayConfig, WebhookConfig } from "./Config.js"
 
@@ -223,8 +223,8 @@ export const make = (options: Options) =>
     )
 
     const enqueue = (event: LowBalanceEvent): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const delivery: Delivery = { id: randomUUID(), body: JSON.stringify(payload(event, new Date())) }
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const delivery: Delivery = { id: randomUUID(), body: JSON.stringify(payload(event, new Date(now))) }
         if (closed) {
           dropped++
           return Effect.logWarning(`webhook: notifier closed, low_balance event for ${event.accountId} dropped`)

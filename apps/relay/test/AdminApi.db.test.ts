@@ -1,4 +1,5 @@
 import { Context, Effect } from "effect"
+import { TestClock } from "effect/testing"
 import { BillingSession } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { Subscription } from "@relay-billing/subscription"
@@ -351,8 +352,13 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     expect((await h.call("GET", `/admin/subscriptions/${sub.body.id}`)).body.amountUsed).toBe(80)
 
     // an abandoned hold expires and is reaped once
-    await h.run(BillingSession.open({ holdId: `${holdId}-lost`, accountId, tokenId, estimate: 300, preference: "wallet_only", ttlMillis: 1 }))
-    await new Promise((r) => setTimeout(r, 30))
+    // opened (by Effect's Clock) in 2020 with a minute to live: long expired, no sleeping
+    await h.run(
+      TestClock.setTime(Date.parse("2020-01-01T00:00:00Z")).pipe(
+        Effect.andThen(BillingSession.open({ holdId: `${holdId}-lost`, accountId, tokenId, estimate: 300, preference: "wallet_only", ttlMillis: 60_000 })),
+        Effect.provide(TestClock.layer())
+      )
+    )
     const reaped = await h.call("POST", "/admin/holds/reap")
     expect(reaped.status).toBe(200)
     expect(reaped.body).toEqual({ expired: 1 })

@@ -2,6 +2,7 @@ import { mkdtemp, rm, stat } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { HttpRouter } from "effect/http"
 import { BillingSession } from "@relay-billing/core"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -98,17 +99,18 @@ describe("RelayBilling (wiring from the config)", () => {
           ...(body !== undefined ? { body: JSON.stringify(body) } : {})
         }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }))
       const account = await call("POST", "/admin/accounts", { quota: 1000 })
-      const before = Date.now()
+      // opened at a known instant of Effect's Clock: it expires exactly 7 s later
+      const openedAt = Date.parse("2030-01-01T00:00:00.000Z")
       await Effect.runPromise(
-        BillingSession.open({ holdId: "ttl-1", accountId: account.body.id, estimate: 10, playground: true }).pipe(
-          Effect.provideContext(server.context as Context.Context<BillingSession.BillingSession>)
+        TestClock.setTime(openedAt).pipe(
+          Effect.andThen(BillingSession.open({ holdId: "ttl-1", accountId: account.body.id, estimate: 10, playground: true })),
+          Effect.provideContext(server.context as Context.Context<BillingSession.BillingSession>),
+          Effect.provide(TestClock.layer())
         )
       )
       const hold = await call("GET", "/admin/holds/ttl-1")
       expect(hold.status).toBe(200)
-      const ttl = Date.parse(hold.body.expiresAt) - before
-      expect(ttl).toBeGreaterThanOrEqual(6_000)
-      expect(ttl).toBeLessThanOrEqual(8_000)
+      expect(Date.parse(hold.body.expiresAt) - openedAt).toBe(7_000)
       expect(hold.body.tokenId).toBeUndefined()
       expect((await call("GET", "/admin/audit")).body).toEqual({ ok: true, problems: [] })
     } finally {

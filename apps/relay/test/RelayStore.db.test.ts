@@ -1,9 +1,14 @@
 import { Context, Effect, Exit } from "effect"
+import { TestClock } from "effect/testing"
 import { TestDatabase } from "@relay-billing/knex"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { RelayStore } from "../src/RelayStore.js"
 import * as RelayStoreModule from "../src/RelayStore.js"
 import { type Harness, startAdmin } from "./support/AdminHarness.js"
+
+/** Runs `effect` with a TestClock set to `millis` (epoch). */
+const at = <A, E, R>(millis: number, effect: Effect.Effect<A, E, R>) =>
+  TestClock.setTime(millis).pipe(Effect.andThen(effect), Effect.provide(TestClock.layer()))
 
 describe.each(TestDatabase.targets())("RelayStore on $name", (target) => {
   let h: Harness
@@ -72,10 +77,12 @@ describe.each(TestDatabase.targets())("RelayStore on $name", (target) => {
     const expired = await h.call("POST", "/admin/tokens", { accountId, expiresAt: "2020-02-02T00:00:00Z" })
     expect(expired.status).toBe(201)
     expect((await rejection(expired.body.key)).reason).toBe("expired")
-    const soon = await h.call("POST", "/admin/tokens", { accountId, expiresAt: new Date(Date.now() + 400).toISOString() })
-    expect((await h.run(store.authenticate(soon.body.key))).tokenId).toBe(soon.body.id)
-    await new Promise((r) => setTimeout(r, 450))
-    expect((await rejection(soon.body.key)).reason).toBe("expired")
+    // expiry is read from Effect's Clock: a token is valid up to its expiresAt, not at it
+    const expiresAt = Date.parse("2031-05-06T07:08:09.010Z")
+    const soon = await h.call("POST", "/admin/tokens", { accountId, expiresAt: new Date(expiresAt).toISOString() })
+    expect((await h.run(at(expiresAt - 1, store.authenticate(soon.body.key)))).tokenId).toBe(soon.body.id)
+    const expiredNow = await h.run(at(expiresAt, Effect.flip(store.authenticate(soon.body.key))))
+    expect(expiredNow._tag === "InvalidApiKey" && expiredNow.reason).toBe("expired")
   })
 
   it("generates distinct keys and stores only their hashes", async () => {

@@ -122,7 +122,8 @@ for (const target of targets) {
             settlement.parts.filter((p) => p.kind === "funding").map((p) => [p.sourceId, p.charged, p.unbilled]),
             [["subscription", 60_000, 10_000]]
           )
-          assert.deepStrictEqual(yield* walletState("pn"), { W: 1_000_000, usedQuota: 160_000, requestCount: 2 })
+          // §3.4: usedQuota counts what was charged (70,000 less the 10,000 recorded unbilled).
+          assert.deepStrictEqual(yield* walletState("pn"), { W: 1_000_000, usedQuota: 150_000, requestCount: 2 })
           assert.include(yield* ledgerRows({ holdId: "pn-old", sourceId: "subscription" }), "subscription pn-s unbilled 0 unbilled 10000")
           yield* auditClean
         }))

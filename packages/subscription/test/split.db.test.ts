@@ -53,6 +53,13 @@ const snapshot = (id: string) =>
     }
   })
 
+/**
+ * A sweep fails the operation at every query k in turn (dozens of transactions): up to
+ * 26 s under `.ci/run` on a busy 2-core machine, against the default 30 s. Only a hang
+ * reaches this limit; a half-recorded state fails the assertions.
+ */
+const SWEEP_TIMEOUT_MS = 180_000
+
 for (const target of targets) {
   describe(`split funding on ${target.name}`, () => {
     layer(subscriptionBilling(target), { timeout: 60_000 })((it) => {
@@ -244,19 +251,19 @@ for (const target of targets) {
           const r = yield* sweep("fo", () => Effect.void, (id) =>
             BillingSession.open({ holdId: `${id}-h`, accountId: id, tokenId: `${id}-t`, estimate: 50_000, split: true }))
           assert.isAbove(r.queries, 5)
-        }))
+        }), SWEEP_TIMEOUT_MS)
 
       it.effect("a split settle (with an extra) failing at every query k: state exactly before or after", () =>
         Effect.gen(function*() {
           yield* sweep("fs", (id) => Effect.asVoid(BillingSession.open({ holdId: `${id}-h`, accountId: id, tokenId: `${id}-t`, estimate: 50_000, split: true })), (id) =>
             Effect.flatMap(billingService, (b) => b.settle(`${id}-h`, 20_000)))
-        }))
+        }), SWEEP_TIMEOUT_MS)
 
       it.effect("a split refund failing at every query k: state exactly before or after", () =>
         Effect.gen(function*() {
           yield* sweep("fr", (id) => Effect.asVoid(BillingSession.open({ holdId: `${id}-h`, accountId: id, tokenId: `${id}-t`, estimate: 50_000, split: true })), (id) =>
             Effect.flatMap(billingService, (b) => b.refund(`${id}-h`)))
-        }))
+        }), SWEEP_TIMEOUT_MS)
     })
   })
 }

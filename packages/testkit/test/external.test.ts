@@ -218,6 +218,68 @@ describe("issue 8 #4: a crash between an external reservation and the hold's com
   })
 })
 
+describe("issue 8 #4: an earlier open of the same id left an external reservation behind", () => {
+  /** Two external sources, "credits-a" and "credits-b", each in its own store. */
+  const twoExternal = (bBalance: number) => {
+    const main = InMemoryStore.make()
+    const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
+    const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
+    const layer = composedLayer(main, { funding: [extA.wallet, extB.wallet], budgets: [main.token] })
+    const setup = Effect.gen(function*() {
+      yield* main.createAccount("a", 0)
+      yield* main.createToken("t", "a", { remain: R })
+      yield* extA.createAccount("a", W)
+      yield* extB.createAccount("a", bBalance)
+    })
+    const open = (sources: ReadonlyArray<string>) =>
+      Effect.flatMap(Engine, (engine) => engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, sources }))
+    /** The first open reserves on credits-a, its hold write fails and so does the release. */
+    const strand = Effect.gen(function*() {
+      main.faults.failNext("journal.update")
+      extA.faults.failAlways("credits-a.refund")
+      yield* expectFailure(open(["credits-a"]), "StoreError")
+      assert.deepStrictEqual(extA.snapshot().wallets, { a: W - P })
+      extA.faults.clear()
+    })
+    return { main, extA, extB, layer, setup, open, strand }
+  }
+
+  it.effect("a later open of the id that fails (insufficient on credits-b) releases credits-a's leftover at once", () => {
+    const t = twoExternal(0)
+    return Effect.gen(function*() {
+      yield* t.setup
+      yield* t.strand
+      yield* expectFailure(t.open(["credits-b"]), "InsufficientFunds")
+      assert.deepStrictEqual(t.extA.snapshot().wallets, { a: W })
+      assert.deepStrictEqual(t.main.snapshot().holds, {})
+      // Nothing is left for the recovery pass to do.
+      yield* TestClock.adjust("11 minutes")
+      const report = yield* Effect.flatMap(Engine, (engine) => engine.reapExpired())
+      assert.deepStrictEqual(report.failures, [])
+      assert.deepStrictEqual(t.extA.snapshot().wallets, { a: W })
+      assertAuditClean(t.extA)
+      assertAuditClean(t.extB)
+    }).pipe(Effect.provide(t.layer))
+  })
+
+  it.effect("a later open of the id that succeeds on credits-b releases credits-a's leftover in its transaction", () => {
+    const t = twoExternal(W)
+    return Effect.gen(function*() {
+      yield* t.setup
+      yield* t.strand
+      const session = yield* t.open(["credits-b"])
+      assert.deepStrictEqual(t.extA.snapshot().wallets, { a: W })
+      assert.deepStrictEqual(t.extB.snapshot().wallets, { a: W - P })
+      yield* session.settle(A)
+      assert.deepStrictEqual(t.extB.snapshot().wallets, { a: W - A })
+      assert.deepStrictEqual(t.extA.snapshot().wallets, { a: W })
+      assertAuditClean(t.main)
+      assertAuditClean(t.extA)
+      assertAuditClean(t.extB)
+    }).pipe(Effect.provide(t.layer))
+  })
+})
+
 // ------------------------------------------------------------------ #5 misbehaving plugins
 
 type Misbehaviour = "over-reserve" | "nan" | "fail-after-debit" | "die-after-debit"

@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import { LowBalance } from "@relay-billing/core"
 import { KnexClient, Statements } from "@relay-billing/knex"
 
@@ -39,7 +39,7 @@ export const make = (client: KnexClient.Client, options: Options = {}): LowBalan
   return {
     threshold: (accountId) =>
       Effect.gen(function*() {
-        const now = Date.now()
+        const now = yield* Clock.currentTimeMillis
         const hit = cache.get(accountId)
         if (hit && now - hit.at < ttl) return hit.value
         const row = yield* client.query("wallet.threshold", (db) =>

@@ -11,14 +11,17 @@
  * 4. concurrent reapers: 3 processes reap the same crash at the same moment (spec §6)
  * 5. migrations: 4 processes migrate one fresh database at the same moment
  *
- * Real time throughout (processes do not share a TestClock). Each scenario gets its own
- * isolated database; workers receive its URL and client options as JSON in argv.
+ * Processes do not share a TestClock, and nothing here waits for real time to pass: the
+ * crashed process's holds live for `TTL` (far longer than any run), and the recovery
+ * processes read a `Clock` shifted past that expiry (`clockOffsetMillis`, see the worker).
+ * Each scenario gets its own isolated database; workers receive its URL and client
+ * options as JSON in argv.
  */
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { Effect, Layer, Semaphore } from "effect"
+import { Duration, Effect, Layer, Semaphore } from "effect"
 import type { Scope } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
@@ -118,7 +121,7 @@ const startWorker = (name: string, config: Record<string, unknown>): Worker => {
       resolve({ code, signal })
     })
   })
-  const line = (predicate: (line: WorkerLine) => boolean, timeoutMs = 20_000) =>
+  const line = (predicate: (line: WorkerLine) => boolean, timeoutMs = 90_000) =>
     new Promise<WorkerLine>((resolve, reject) => {
       const check = () => {
         const found = lines.find(predicate)
@@ -162,7 +165,7 @@ const releaseTogether = (workers: ReadonlyArray<Worker>) =>
   })
 
 /** The worker's final result line; fails unless it exited 0 with a result and no error. */
-const result = (w: Worker, timeoutMs = 20_000) =>
+const result = (w: Worker, timeoutMs = 90_000) =>
   Effect.promise(async () => {
     const line = await w.line((l) => l.ready !== true && (l.cmd !== undefined), timeoutMs)
     const exit = await w.exited
@@ -293,9 +296,6 @@ const admin = (client: KnexClient.Client) => WalletAdmin.make(client)
 const inParent = <A, E>(client: KnexClient.Client, effect: Effect.Effect<A, E, BillingSession.BillingSession>) =>
   Effect.provide(effect, Wallet.layer().pipe(Layer.provide(Layer.succeed(KnexClient.KnexClient)(client))))
 
-const sleepUntil = (epochMillis: number) =>
-  Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, epochMillis - Date.now()))))
-
 const count = <A>(items: ReadonlyArray<A>, key: (a: A) => string) => {
   const out: Record<string, number> = {}
   for (const item of items) out[key(item)] = (out[key(item)] ?? 0) + 1
@@ -304,7 +304,14 @@ const count = <A>(items: ReadonlyArray<A>, key: (a: A) => string) => {
 
 // ------------------------------------------------------------------ crash scenario (cases 2 and 3)
 
-const TTL = 2_500
+/**
+ * The crashed process's holds live this long by the wall clock: far longer than the test,
+ * so the crashed process's own early recovery pass can never find one expired however
+ * slow the machine is.
+ */
+const TTL = 3_600_000
+/** Recovery processes read a Clock this far ahead: every crashed hold is past its expiry for them. */
+const AFTER_EXPIRY = { clockOffsetMillis: TTL + 60_000 }
 /** Holds the killed process's loop commits before the kill (more holds, more contention among reapers). */
 const LOOP_HOLDS = 20
 
@@ -552,10 +559,9 @@ const crashRecovery = (target: TestDatabase.Target) =>
   Effect.gen(function*() {
     const db = yield* database(target)
     const crashed = yield* crash(db)
-    // Start both reapers now (Node start-up overlaps the wait), release them after expiry.
-    const first = yield* worker("reap-1", { cmd: "reap", ...db.connection, barrier: true })
-    const second = yield* worker("reap-2", { cmd: "reap", ...db.connection, barrier: true })
-    yield* sleepUntil(Math.max(...crashed.holds.map((h) => h.expiresAt)) + 50)
+    // Both recovery processes run after the holds' expiry (by their Clock).
+    const first = yield* worker("reap-1", { cmd: "reap", ...db.connection, barrier: true, ...AFTER_EXPIRY })
+    const second = yield* worker("reap-2", { cmd: "reap", ...db.connection, barrier: true, ...AFTER_EXPIRY })
 
     yield* releaseTogether([first])
     const report = (yield* result(first))["report"] as ReapReport
@@ -579,8 +585,9 @@ const concurrentReapers = (target: TestDatabase.Target) =>
     const db = yield* database(target)
     const crashed = yield* crash(db)
     const reapers: Array<Worker> = []
-    for (let n = 0; n < 3; n++) reapers.push(yield* worker(`reap-${n}`, { cmd: "reap", ...db.connection, barrier: true }))
-    yield* sleepUntil(Math.max(...crashed.holds.map((h) => h.expiresAt)) + 50)
+    for (let n = 0; n < 3; n++) {
+      reapers.push(yield* worker(`reap-${n}`, { cmd: "reap", ...db.connection, barrier: true, ...AFTER_EXPIRY }))
+    }
     yield* releaseTogether(reapers)
     const reports = (yield* Effect.all(reapers.map((w) => result(w)))).map((r) => r["report"] as ReapReport)
 
@@ -677,6 +684,25 @@ const migrations = (target: TestDatabase.Target) =>
  */
 const slots = Semaphore.makeUnsafe(3)
 
+/**
+ * How long one scenario may run once it holds a slot. The time spent queueing for a slot
+ * does not count (with 15 scenarios and 3 slots, the last ones wait for four rounds on a
+ * busy machine: counting that wait made them time out at random).
+ */
+const SCENARIO_TIMEOUT = Duration.minutes(3)
+/** vitest's limit for one test: queueing for a slot plus running; only a hang reaches it. */
+const TEST_TIMEOUT_MS = 15 * 60_000
+
+const limited = (title: string, scenario: Effect.Effect<unknown, unknown, Scope.Scope>) =>
+  slots.withPermit(
+    scenario.pipe(
+      Effect.timeoutOrElse({
+        duration: SCENARIO_TIMEOUT,
+        orElse: () => Effect.die(new Error(`${title}: still running after ${Duration.format(SCENARIO_TIMEOUT)}`))
+      })
+    )
+  )
+
 const scenarios: ReadonlyArray<readonly [string, (target: TestDatabase.Target) => Effect.Effect<unknown, unknown, Scope.Scope>]> = [
   [`${PROCESSES} processes × ${PER_PROCESS} concurrent opens on a wallet that affords ${AFFORDABLE}: exactly ${AFFORDABLE} succeed, never below zero (case 16)`, contention],
   [`${PROCESSES} processes settle ${PROCESSES * PER_SETTLER} holds of one account at the same moment: every settle succeeds once`, settles],
@@ -688,7 +714,8 @@ const scenarios: ReadonlyArray<readonly [string, (target: TestDatabase.Target) =
 describe.concurrent("relay-billing across OS processes", () => {
   for (const [title, scenario] of scenarios) {
     for (const target of dbTargets) {
-      it.live(`[${target.name}] ${title}`, () => slots.withPermit(scenario(target)), 45_000)
+      const name = `[${target.name}] ${title}`
+      it.live(name, () => limited(name, scenario(target)), TEST_TIMEOUT_MS)
     }
   }
 })

@@ -90,7 +90,13 @@ describe("smoke package setup", () => {
   })
 })
 
-describe.each(targets)("%s", (name) => {
+/**
+ * These tests start plain Node processes (spawnSync, up to 60 s each): 15 s each under
+ * `.ci/run` on a busy 2-core machine, against the default 30 s. Only a hang reaches this.
+ */
+const SPAWN_TEST_TIMEOUT_MS = 150_000
+
+describe.each(targets)("%s", { timeout: SPAWN_TEST_TIMEOUT_MS }, (name) => {
   it("has a built dist/ with every entry file of its package.json", () => {
     const dir = packageDir(name)
     const dist = path.join(dir, "dist")

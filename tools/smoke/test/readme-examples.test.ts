@@ -25,7 +25,13 @@ const packages = readdirSync(packagesDir).filter((name) => {
   return !pkg.private
 })
 
-describe("README runnable examples", () => {
+/**
+ * These tests start plain Node processes (spawnSync, up to 60 s each): 15 s each under
+ * `.ci/run` on a busy 2-core machine, against the default 30 s. Only a hang reaches this.
+ */
+const SPAWN_TEST_TIMEOUT_MS = 150_000
+
+describe("README runnable examples", { timeout: SPAWN_TEST_TIMEOUT_MS }, () => {
   for (const name of packages) {
     it(`packages/${name}/README.md has a runnable example that runs`, () => {
       const readme = readFileSync(path.join(packagesDir, name, "README.md"), "utf8")

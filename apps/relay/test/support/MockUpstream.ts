@@ -10,7 +10,8 @@
  * Programmable: `enqueue(...)` behaviours consumed one per request (then the
  * `setDefault` one): a normal answer with chosen content, chunks and usage; an
  * HTTP error with OpenAI's error JSON; a reset (the socket is destroyed before
- * any response); a slow stream (a delay between chunks); a broken stream (the
+ * any response); a slow stream (a delay between chunks); a stream paused at a
+ * known chunk until the test releases it or the client leaves; a broken stream (the
  * socket is destroyed after N chunks, before the usage). Every request is
  * recorded (method, path, headers, parsed body) with whether its response has
  * completed.
@@ -38,6 +39,14 @@ export type Behavior =
     readonly omitUsage?: boolean
     /** A stream waits for this before its final (`finish_reason`) chunk: the test decides when it ends. */
     readonly gate?: Promise<void>
+    /**
+     * Stream only: after the role chunk and this many content chunks, send nothing more
+     * until `release` resolves (then go on), or, without `release`, until the client goes
+     * away. Lets a test act at a known point of the stream without timing it.
+     */
+    readonly holdAfter?: number
+    /** Ends a `holdAfter` pause (see there). */
+    readonly release?: Promise<void>
   }
   | {
     readonly type: "error"
@@ -276,8 +285,17 @@ export const start = async (): Promise<MockUpstream> => {
     }
     await write(chunk({ role: "assistant", content: "" }, null))
     let sent = 0
+    const hold = async () => {
+      const gone = new Promise<"gone">((resolve) => {
+        if (record.completed || res.destroyed) resolve("gone")
+        else res.on("close", () => resolve("gone"))
+      })
+      const released = behavior.type === "ok" && behavior.release !== undefined ? behavior.release : undefined
+      return released === undefined ? gone : Promise.race([released.then(() => "released" as const), gone])
+    }
     for (const content of chunks) {
       if (behavior.type === "break" && sent >= behavior.afterChunks) break
+      if (behavior.type === "ok" && behavior.holdAfter === sent && (await hold()) === "gone") return
       if (delayMs > 0) await sleep(delayMs)
       await write(chunk({ content }, null))
       sent++

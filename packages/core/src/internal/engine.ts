@@ -29,7 +29,7 @@ import * as QuotaModule from "../Quota.js"
 import { charged } from "../Hold.js"
 import { allocate } from "./allocate.js"
 import type { HoldIntent } from "../HoldIntent.js"
-import { makeIntents } from "./intents.js"
+import { makeIntents, targetKey } from "./intents.js"
 import { makeCorrect } from "./correct.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
@@ -102,6 +102,8 @@ export const makeEngine = (deps: Deps) => {
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
 
   const intents = makeIntents({ journal, registry, tokenBudgetId: config.tokenBudgetId, shared })
+  /** The external targets each running open called (by its input), to release after a failure. */
+  const reached = new WeakMap<OpenInput, Set<string>>()
 
   const targetOf = (part: HoldPart) =>
     part.kind === "funding" ? registry.funding(part.sourceId) : registry.budget(part.sourceId)
@@ -163,6 +165,7 @@ export const makeEngine = (deps: Deps) => {
   ) =>
     Effect.gen(function*() {
       const external = !shared(target)
+      if (external) reached.get(input)?.add(targetKey({ kind, sourceId: target.id }))
       const asked: HoldPart = { kind, sourceId: target.id, subjectId, amount }
       const compensate = (part: HoldPart) =>
         release(target, part, input).pipe(
@@ -420,7 +423,13 @@ export const makeEngine = (deps: Deps) => {
     // in its own write, so that recovery can release what a crash left reserved.
     const targets = yield* intents.openTargets({ ...draft, holdId: draft.id })
     const external = targets.length > 0
-    if (external) yield* intents.beginOpen({ ...draft, holdId: draft.id }, targets)
+    const called = new Set<string>()
+    const scope = { ...draft, holdId: draft.id }
+    let leftover = false
+    if (external) {
+      leftover = (yield* intents.beginOpen(scope, targets)).leftover
+      reached.set(input, called)
+    }
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
         if (!(yield* journal.insert(draft))) return new Duplicate()
@@ -429,15 +438,16 @@ export const makeEngine = (deps: Deps) => {
         if (!(yield* journal.update(hold, "pending"))) {
           return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
         }
+        if (external && leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
         if (external) yield* intents.commitOpen(hold.id)
         return hold
       }))
     ).pipe(
       // The open failed: release every external target now (its compensation may have
       // failed too); if that fails as well, the recovery pass does it after the TTL.
-      Effect.onError(() => external ? recoverOpenLogged(input.holdId) : Effect.void)
+      Effect.onError(() => external ? recoverOpenLogged(input.holdId, leftover ? undefined : called) : Effect.void)
     )
-    if (external && outcome instanceof Duplicate) yield* recoverOpenLogged(input.holdId)
+    if (external && outcome instanceof Duplicate) yield* recoverOpenLogged(input.holdId, leftover ? undefined : called)
     if (outcome instanceof Duplicate) {
       // Never a handle to another request's hold (§2.7): a conflict, the first
       // outcome, or — while the first request still runs — HoldInFlight.
@@ -451,13 +461,12 @@ export const makeEngine = (deps: Deps) => {
   })
 
   /**
-   * After a failed open: releases every external target of the hold id's open intent now
-   * (recovery retries later). Not only those this attempt reached: an earlier failed open
-   * of the same id may have left a reservation whose release failed, and finishing the
-   * intent forgets it (releases are idempotent by hold id, a no-op where nothing is reserved).
+   * After a failed open: releases the external targets it reached now (recovery retries
+   * later); every target when an earlier open of the id left its intent pending (`only`
+   * undefined), since finishing the intent would forget that attempt's reservations.
    */
-  const recoverOpenLogged = (holdId: string) =>
-    intents.recoverOpen(holdId, true).pipe(
+  const recoverOpenLogged = (holdId: string, called: ReadonlySet<string> | undefined) =>
+    intents.recoverOpen(holdId, true, called).pipe(
       Effect.catchCause((cause) =>
         Effect.logWarning("relay-billing: releasing an open's external reservations failed; recovery retries", cause)
           .pipe(Effect.annotateLogs({ holdId }))

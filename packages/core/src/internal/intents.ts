@@ -68,10 +68,17 @@ export const makeIntents = (deps: IntentDeps) => {
       return targets
     })
 
-  /** Records (own write) that an open may reserve on `targets`; due when the hold would expire. */
+  /**
+   * Records (own write) that an open may reserve on `targets`; due when the hold would
+   * expire. Answers whether an open intent of this hold id was still pending: an earlier
+   * open of the id failed and could not release what it reserved (or another open of the
+   * id is running), so this open must release every target it does not keep, not only
+   * those it reached itself.
+   */
   const beginOpen = (scope: OpenScope, targets: ReadonlyArray<IntentTarget>) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
+      const before = yield* journal.getIntent(scope.holdId, "open")
       yield* journal.putIntent({
         holdId: scope.holdId,
         phase: "open",
@@ -84,7 +91,30 @@ export const makeIntents = (deps: IntentDeps) => {
         createdAt: now,
         dueAt: scope.expiresAt
       })
+      return { leftover: before?.status === "pending" }
     })
+
+  /** The request that releases target `t` of hold `holdId` (by hold id; the source releases what it holds). */
+  const releaseTarget = (holdId: string, accountId: string, tokenId: string | undefined, t: IntentTarget, amount: Quota) =>
+    Effect.gen(function*() {
+      const subjectId = t.kind === "funding" ? accountId : tokenId
+      if (subjectId === undefined) return
+      const target = yield* targetOf(t)
+      const part: HoldPart = { kind: t.kind, sourceId: t.sourceId, subjectId, amount }
+      yield* target.refund({ holdId, accountId, part, reason: "release" })
+    })
+
+  /**
+   * Inside the open transaction, after an earlier open of the id left its intent pending:
+   * releases every external target the hold does not keep (an earlier attempt's
+   * reservation there would otherwise be forgotten when this open finishes the intent).
+   */
+  const releaseUnkept = (scope: OpenScope, targets: ReadonlyArray<IntentTarget>, kept: ReadonlyArray<HoldPart>) =>
+    Effect.forEach(
+      targets.filter((t) => !kept.some((p) => p.kind === t.kind && p.sourceId === t.sourceId)),
+      (t) => releaseTarget(scope.holdId, scope.accountId, scope.tokenId, t, scope.estimate),
+      { discard: true }
+    )
 
   /**
    * Inside the open transaction: marks the open intent done with the hold. If
@@ -113,11 +143,7 @@ export const makeIntents = (deps: IntentDeps) => {
       if (!hold) {
         for (const t of [...intent.targets].reverse()) {
           if (only && !only.has(targetKey(t))) continue
-          const subjectId = t.kind === "funding" ? intent.accountId : intent.tokenId
-          if (subjectId === undefined) continue
-          const target = yield* targetOf(t)
-          const part: HoldPart = { kind: t.kind, sourceId: t.sourceId, subjectId, amount: intent.amount }
-          yield* target.refund({ holdId, accountId: intent.accountId, part, reason: "release" })
+          yield* releaseTarget(holdId, intent.accountId, intent.tokenId, t, intent.amount)
         }
       }
       yield* journal.finishIntent(holdId, "open", hold ? "committed" : "released")
@@ -146,7 +172,7 @@ export const makeIntents = (deps: IntentDeps) => {
       return yield* journal.insertIntent(intent)
     })
 
-  return { hasExternal, openTargets, beginOpen, commitOpen, recoverOpen, claim }
+  return { hasExternal, openTargets, beginOpen, releaseUnkept, commitOpen, recoverOpen, claim }
 }
 
 export type Intents = ReturnType<typeof makeIntents>
