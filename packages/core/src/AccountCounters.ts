@@ -28,4 +28,11 @@ export interface CounterChange {
 export class AccountCounters extends Context.Service<AccountCounters, {
   /** Adds `change`; fails with `QuotaOutOfRange` (nothing written) when a counter would leave ±(2^53−1). */
   readonly add: (accountId: string, change: CounterChange) => Effect.Effect<void, QuotaOutOfRange | StoreError>
+  /**
+   * Read only: fails with `QuotaOutOfRange` when `add(accountId, change)` would,
+   * writes nothing. Optional; the engine calls it before charging a source
+   * outside the hold's store, whose charge could not be undone if the counters
+   * then refused it.
+   */
+  readonly check?: (accountId: string, change: CounterChange) => Effect.Effect<void, QuotaOutOfRange | StoreError>
 }>()("@relay-billing/core/AccountCounters") {}

@@ -244,7 +244,15 @@ export class InMemoryStore {
             row.requestCount = requestCount
             state.counters.set(accountId, row)
           }))
-        })
+        }),
+      check: (accountId, change) =>
+        this.transaction(Effect.suspend(() => {
+          const row = this.state.counters.get(accountId) ?? { usedQuota: 0, requestCount: 0 }
+          return Effect.asVoid(Effect.all([
+            Quota.addInRange("account.usedQuota", accountId, row.usedQuota, change.usedQuota),
+            Quota.addInRange("account.requestCount", accountId, row.requestCount, change.requestCount)
+          ]))
+        }))
     })
   }
 

@@ -79,7 +79,13 @@ export const makeCounters = (client: KnexClient.Client): AccountCounters.Account
               { column: "request_count", field: "account.requestCount", change: change.requestCount }
             ], accountId, "wallet.counters").pipe(Effect.asVoid)
           )
-        )
+        ),
+    // Read only: what `add` would refuse (an unknown account is nothing to count).
+    check: (accountId, change) =>
+      refuseOutOfRange(client, client.table("accounts"), [
+        { column: "used_quota", field: "account.usedQuota", change: change.usedQuota },
+        { column: "request_count", field: "account.requestCount", change: change.requestCount }
+      ], accountId, "wallet.counters.check", true).pipe(Effect.asVoid)
   })
 
 /**

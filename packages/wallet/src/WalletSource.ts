@@ -227,19 +227,25 @@ export const credit = (
     readonly note?: string
     readonly sourceId?: string
   }
-): Effect.Effect<number | undefined, BillingError.StoreError> =>
+): Effect.Effect<number | undefined, BillingError.QuotaOutOfRange | BillingError.StoreError> =>
   Effect.gen(function*() {
     const sourceId = input.sourceId ?? "wallet"
     const balanceAfter = yield* Statements.updateReturning(
       client,
       `${sourceId}.correct`,
       client.table("accounts"),
-      (q) => q.where({ id: input.accountId }),
+      // The balance stays within ±(2^53−1) (§2.10): a credit past it is refused typed, nothing written.
+      (q) => withinRange(q.where({ id: input.accountId }), "balance", input.amount),
       { balance: client.knex.raw("balance + ?", [input.amount]) },
       "balance",
       { id: input.accountId }
     )
-    if (balanceAfter === undefined) return undefined
+    if (balanceAfter === undefined) {
+      yield* refuseOutOfRange(client, client.table("accounts"), [
+        { column: "balance", field: "wallet.balance", change: input.amount }
+      ], input.accountId, `${sourceId}.correct`, true)
+      return undefined
+    }
     const at = yield* Clock.currentTimeMillis
     yield* KnexLedger.append(client, [{
       at,

@@ -81,6 +81,15 @@ export const makeCorrect = (deps: Deps) => {
       if (hold.status !== "settled" || !settlement) {
         return yield* new HoldResolved({ holdId, status: hold.status, operation: "correct" })
       }
+      // A settlement whose external part failed still carries that part's reservation, recorded as
+      // charged: a correction now would credit a source that charged nothing. Finish it first.
+      if (settlement.incomplete) {
+        return yield* new StoreError({
+          operation: "correct.incomplete",
+          detail: `hold ${holdId}: the settlement on ${settlement.incomplete.sourceId} is not finished yet; ` +
+            "retry after the recovery pass (reapExpired) finishes it"
+        })
+      }
       const existing = settlement.corrections?.find((c) => c.id === correctionId)
       if (existing) {
         if (existing.amount !== amount) {

@@ -672,18 +672,34 @@ export const makeEngine = (deps: Deps) => {
       : giveBackTx(intent.holdId, intent.step === "expire" ? "expire" : "refund").pipe(Effect.asVoid)
 
   /** The recorded resolution of a pending hold with external parts (recording `step` if none is). */
-  const claimIfExternal = (holdId: string, step: "settle" | "refund" | "expire", amount?: Quota) =>
+  const claimIfExternal = <E = never>(
+    holdId: string,
+    step: "settle" | "refund" | "expire",
+    amount?: Quota,
+    before?: (hold: Hold) => Effect.Effect<void, E>
+  ) =>
     Effect.gen(function*() {
       const current = yield* journal.get(holdId)
       if (!current || current.status !== "pending" || !(yield* intents.hasExternal(current))) return undefined
+      if (before) yield* before(current)
       const intent = yield* intents.claim(current, step, amount ?? current.reserved)
       return intent.status === "pending" ? intent : undefined
     })
 
+  /**
+   * Read only, before an external source is charged `actual`: whether the
+   * account's counters can take the charge (§2.10). After an external charge,
+   * a counter out of range could never be recorded and the hold would be stuck.
+   */
+  const checkCounters = (actual: Quota) => (hold: Hold) =>
+    actual > 0 && counters.check
+      ? counters.check(hold.accountId, { usedQuota: actual, requestCount: 1 })
+      : Effect.void
+
   const settleOnce = (holdId: string, actual: Quota) =>
     Effect.gen(function*() {
       // With an external part, the first recorded resolution decides the hold.
-      const intent = yield* claimIfExternal(holdId, "settle", actual)
+      const intent = yield* claimIfExternal(holdId, "settle", actual, checkCounters(actual))
       if (intent && intent.step !== "settle") {
         yield* finishResolution(intent)
         return yield* new HoldResolved({
@@ -882,9 +898,29 @@ export const makeEngine = (deps: Deps) => {
         })
       const existing = yield* journal.get(input.holdId)
       if (existing?.status === "settled" && existing.settlement) return yield* replay(existing, existing.settlement)
-      return yield* journal.transaction(
-        Effect.flatMap(open({ ...input, estimate: 0 as Quota, postConsume: true, force: true }), (s) => s.settle(actual))
-      ).pipe(
+      // With a source outside the journal's store, open and settle each run their own
+      // transaction so that their intents are committed before an external call (inside one
+      // enclosing transaction they would roll back with it, and an external charge followed
+      // by a failure would be recorded nowhere). A retry finds the pending hold and settles it.
+      const postConsume: OpenInput = { ...input, estimate: 0 as Quota, postConsume: true, force: true }
+      const external = (yield* intents.openTargets({ ...postConsume, expiresAt: 0 })).length > 0
+      /** Settles the pending hold of an earlier (or concurrent) charge of this id. */
+      const settleExisting = Effect.gen(function*() {
+        const pending = yield* journal.get(input.holdId)
+        if (!pending) return yield* new HoldNotFound({ holdId: input.holdId })
+        if (pending.status === "settled" && pending.settlement) return yield* replay(pending, pending.settlement)
+        yield* checkExisting(pending, postConsume)
+        const settlement = yield* settle(pending.id, actual)
+        return settlement.actual === actual ? settlement : yield* replay(pending, settlement)
+      })
+      if (external && existing?.status === "pending") return yield* settleExisting
+      const run = external
+        ? Effect.flatMap(
+          open(postConsume).pipe(Effect.catchTag("HoldInFlight", () => Effect.succeed(undefined))),
+          (s) => (s === undefined ? settleExisting : s.settle(actual))
+        )
+        : journal.transaction(Effect.flatMap(open(postConsume), (s) => s.settle(actual)))
+      return yield* run.pipe(
         // A concurrent charge of the same id settled first: answer with its settlement.
         Effect.catchTag("HoldResolved", (error) =>
           Effect.gen(function*() {
@@ -900,7 +936,24 @@ export const makeEngine = (deps: Deps) => {
       Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
     )
 
-  const correct = makeCorrect({ journal, registry, counters, shared })
+  const correctRecorded = makeCorrect({ journal, registry, counters, shared })
+
+  /**
+   * A correction of a settlement left incomplete by a failed external part first
+   * finishes the recorded settle (as the recovery pass would); if it is still
+   * incomplete, the correction fails typed and moves nothing.
+   */
+  const correct = (input: Parameters<typeof correctRecorded>[0]) =>
+    Effect.gen(function*() {
+      const hold = yield* journal.get(input.holdId)
+      if (hold?.settlement?.incomplete) {
+        const intent = yield* journal.getIntent(input.holdId, "resolve")
+        if (intent?.status === "pending" && intent.step === "settle") {
+          yield* finishResolution(intent).pipe(Effect.catch(() => Effect.void))
+        }
+      }
+      return yield* correctRecorded(input)
+    })
 
   return { open, settle, refund, reapExpired, get, charge, correct }
 }

@@ -1,5 +1,5 @@
 import { Clock, Effect } from "effect"
-import { BillingError } from "@relay-billing/core"
+import { BillingError, Quota } from "@relay-billing/core"
 import type { FundingSource, Ledger } from "@relay-billing/core"
 import type { StoreHandle } from "./memorySources.js"
 import type { State } from "./state.js"
@@ -25,7 +25,11 @@ const push = (state: State, at: number, row: Omit<Ledger.LedgerEntry, "id" | "at
 const once = (
   store: StoreHandle,
   sourceId: string,
-  body: (state: State, req: FundingSource.CorrectRequest, at: number) => FundingSource.CorrectResult
+  body: (
+    state: State,
+    req: FundingSource.CorrectRequest,
+    at: number
+  ) => FundingSource.CorrectResult | Effect.Effect<FundingSource.CorrectResult, BillingError.QuotaOutOfRange>
 ): Correct =>
 (req) =>
   store.atomic(Effect.gen(function*() {
@@ -35,7 +39,8 @@ const once = (
     const seen = state.corrections.get(key)
     if (seen) return seen
     const at = yield* Clock.currentTimeMillis
-    const result = body(state, req, at)
+    const outcome = body(state, req, at)
+    const result = Effect.isEffect(outcome) ? yield* outcome : outcome
     state.corrections.set(key, result)
     return result
   }))
@@ -49,9 +54,10 @@ export const walletCorrect = (store: StoreHandle, id: string): Correct => (req) 
     Effect.sync(() => store.state().wallets.has(req.part.subjectId)),
     (exists) =>
       exists
-        ? once(store, id, (state, r, at) => {
+        ? once(store, id, (state, r, at) => Effect.gen(function*() {
           const row = state.wallets.get(r.part.subjectId)!
-          row.balance += r.amount
+          // Within ±(2^53−1) (§2.10): refused typed before any write.
+          row.balance = yield* Quota.addInRange("wallet.balance", r.part.subjectId, row.balance, r.amount)
           push(state, at, {
             kind: "correction",
             sourceId: id,
@@ -62,7 +68,7 @@ export const walletCorrect = (store: StoreHandle, id: string): Correct => (req) 
             balanceAfter: row.balance
           })
           return { corrected: r.amount, balanceAfter: row.balance }
-        })(req)
+        }))(req)
         : Effect.fail(missing(id, `wallet ${req.part.subjectId}`))
   )
 
@@ -72,10 +78,13 @@ export const tokenCorrect = (store: StoreHandle, id: string): Correct => (req) =
     Effect.sync(() => store.state().tokens.has(req.part.subjectId)),
     (exists) =>
       exists
-        ? once(store, id, (state, r, at) => {
+        ? once(store, id, (state, r, at) => Effect.gen(function*() {
           const row = state.tokens.get(r.part.subjectId)!
-          row.remain += r.amount
-          row.used -= r.amount
+          // Both within ±(2^53−1) (§2.10), checked before either is written.
+          const remain = yield* Quota.addInRange("token.remain", r.part.subjectId, row.remain, r.amount)
+          const used = yield* Quota.addInRange("token.used", r.part.subjectId, row.used, -r.amount)
+          row.remain = remain
+          row.used = used
           push(state, at, {
             kind: "correction",
             sourceId: id,
@@ -86,7 +95,7 @@ export const tokenCorrect = (store: StoreHandle, id: string): Correct => (req) =
             balanceAfter: row.remain
           })
           return { corrected: r.amount, balanceAfter: row.remain }
-        })(req)
+        }))(req)
         : Effect.fail(missing(id, `token ${req.part.subjectId}`))
   )
 
@@ -99,7 +108,7 @@ export const subscriptionCorrect = (store: StoreHandle, id: string, walletId: st
   Effect.flatMap(
     Effect.sync(() => (req.part.ref !== undefined ? store.state().subscriptions.get(req.part.ref) : undefined)),
     (sub) =>
-      sub === undefined ? Effect.fail(missing(id, `subscription for hold ${req.holdId}`)) : once(store, id, (state, r, at) => {
+      sub === undefined ? Effect.fail(missing(id, `subscription for hold ${req.holdId}`)) : once(store, id, (state, r, at) => Effect.gen(function*() {
         const note = `overflow of subscription ${sub.id}`
         // What this hold still owes the wallet for overflow (overflow rows and their corrections).
         const overflow = -state.ledger
@@ -109,7 +118,7 @@ export const subscriptionCorrect = (store: StoreHandle, id: string, walletId: st
         const wallet = state.wallets.get(sub.accountId)
         const fromWallet = wallet ? Math.min(rest, Math.max(0, overflow)) : 0
         if (wallet && fromWallet > 0) {
-          wallet.balance += fromWallet
+          wallet.balance = yield* Quota.addInRange("wallet.balance", sub.accountId, wallet.balance, fromWallet)
           rest -= fromWallet
           push(state, at, {
             kind: "correction",
@@ -135,5 +144,5 @@ export const subscriptionCorrect = (store: StoreHandle, id: string, walletId: st
           ...(give < rest ? { note: `correction of ${rest - give} beyond the subscription's usage` } : {})
         })
         return { corrected: r.amount, ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {}) }
-      })(req)
+      }))(req)
   )
