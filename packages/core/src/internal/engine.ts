@@ -672,6 +672,15 @@ export const makeEngine = (deps: Deps) => {
       : giveBackTx(intent.holdId, intent.step === "expire" ? "expire" : "refund").pipe(Effect.asVoid)
 
   /** The recorded resolution of a pending hold with external parts (recording `step` if none is). */
+  /** Whether any registered funding source or the token budget lives outside the journal's store. */
+  const registryHasExternal = Effect.gen(function*() {
+    for (const id of registry.fundingIds) {
+      if (!shared(yield* registry.funding(id))) return true
+    }
+    const budget = yield* Effect.option(registry.budget(config.tokenBudgetId))
+    return budget._tag === "Some" && !shared(budget.value)
+  })
+
   const claimIfExternal = <E = never>(
     holdId: string,
     step: "settle" | "refund" | "expire",
@@ -679,6 +688,9 @@ export const makeEngine = (deps: Deps) => {
     before?: (hold: Hold) => Effect.Effect<void, E>
   ) =>
     Effect.gen(function*() {
+      // Hot path: with every registered source in the journal's store, no hold has an
+      // external part, so no read is needed before the resolving transaction.
+      if (!(yield* registryHasExternal)) return undefined
       const current = yield* journal.get(holdId)
       if (!current || current.status !== "pending" || !(yield* intents.hasExternal(current))) return undefined
       if (before) yield* before(current)
