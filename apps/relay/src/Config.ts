@@ -173,6 +173,36 @@ export const Billing = Schema.Struct({
 /** @since 0.1.0 @category models */
 export type Billing = typeof Billing.Type
 
+const intBetween = (min: number, max: number, unit: string) =>
+  intAtLeast(min).check(Schema.isLessThanOrEqualTo(max, { message: `expected ≤ ${max}${unit}` }))
+
+/**
+ * Request limits (`limits`), each a positive integer with the default of
+ * `relay-api.md`:
+ *
+ * - `maxBodyBytes` (8 MiB, at most 1 GiB): a larger request body is refused
+ *   with 413 before it is read whole;
+ * - `maxJsonDepth` (64, at most 1024): JSON nested deeper gives 400;
+ * - `upstreamIdleSeconds` (60, at most 1 day): an upstream that sends nothing
+ *   for that long (before its headers, before its body, or between two stream
+ *   chunks) counts as a failed attempt;
+ * - `clientIdleSeconds` (60, at most 1 day): a client that reads nothing for
+ *   that long is disconnected and billed by `billing.onClientDisconnect`;
+ * - `maxRequestSeconds` (300, at most 1 day): no request runs longer.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Limits = Schema.Struct({
+  maxBodyBytes: intBetween(1, 1_073_741_824, " (1 GiB)").pipe(Schema.withDecodingDefaultKey(Effect.succeed(8_388_608))),
+  maxJsonDepth: intBetween(1, 1024, "").pipe(Schema.withDecodingDefaultKey(Effect.succeed(64))),
+  upstreamIdleSeconds: intBetween(1, 86_400, " (1 day)").pipe(Schema.withDecodingDefaultKey(Effect.succeed(60))),
+  clientIdleSeconds: intBetween(1, 86_400, " (1 day)").pipe(Schema.withDecodingDefaultKey(Effect.succeed(60))),
+  maxRequestSeconds: intBetween(1, 86_400, " (1 day)").pipe(Schema.withDecodingDefaultKey(Effect.succeed(300)))
+})
+/** @since 0.1.0 @category models */
+export type Limits = typeof Limits.Type
+
 const isHttpUrl = (s: string): boolean => {
   try {
     const url = new URL(s)
@@ -231,7 +261,7 @@ const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) 
  * silently fall back to a default). Defaults: `quotaPerUnit` 500000, `groups`
  * `{ default: 1 }` (a `default` group with ratio 1 is added when absent),
  * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, and
- * the billing defaults of {@link Billing}. `notifications` is optional and
+ * the billing defaults of {@link Billing}, the limits of {@link Limits}. `notifications` is optional and
  * stays absent when not given.
  *
  * @since 0.1.0
@@ -245,6 +275,7 @@ export const RelayConfig = Schema.Struct({
   models: Schema.Record(Schema.String, ModelPrice).pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   channels: Schema.Array(Channel).check(uniqueChannelNames).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
   billing: Billing.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  limits: Limits.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   /** Optional: absent when the file has no `notifications` section. */
   notifications: Schema.optionalKey(Notifications)
 })

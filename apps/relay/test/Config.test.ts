@@ -25,6 +25,13 @@ describe("Config.decodeConfig", () => {
         onClientDisconnect: "charge-prompt",
         retries: 2,
         reapIntervalSeconds: 30
+      },
+      limits: {
+        maxBodyBytes: 8_388_608,
+        maxJsonDepth: 64,
+        upstreamIdleSeconds: 60,
+        clientIdleSeconds: 60,
+        maxRequestSeconds: 300
       }
     })
     const partial = await decode({ billing: { retries: 0 }, channels: [{ ...channel, apiKey: undefined }].map(({ apiKey: _, ...c }) => c) })
@@ -46,6 +53,13 @@ describe("Config.decodeConfig", () => {
         onClientDisconnect: "charge-prompt",
         retries: 2,
         reapIntervalSeconds: 30
+      },
+      limits: {
+        maxBodyBytes: 8388608,
+        maxJsonDepth: 64,
+        upstreamIdleSeconds: 60,
+        clientIdleSeconds: 60,
+        maxRequestSeconds: 300
       }
     }
     const config = await decode(example)
@@ -56,6 +70,19 @@ describe("Config.decodeConfig", () => {
 
   it("adds the default group when the config omits it", async () => {
     expect((await decode({ groups: { vip: 0.8 } })).groups).toEqual({ default: 1, vip: 0.8 })
+  })
+
+  it("accepts limits at their bounds and keeps the defaults of the others", async () => {
+    const low = await decode({ limits: { maxBodyBytes: 1, maxJsonDepth: 1, upstreamIdleSeconds: 1, clientIdleSeconds: 1, maxRequestSeconds: 1 } })
+    expect(low.limits).toEqual({ maxBodyBytes: 1, maxJsonDepth: 1, upstreamIdleSeconds: 1, clientIdleSeconds: 1, maxRequestSeconds: 1 })
+    const high = await decode({ limits: { maxBodyBytes: 2 ** 30, maxJsonDepth: 1024, maxRequestSeconds: 86_400 } })
+    expect(high.limits).toEqual({
+      maxBodyBytes: 2 ** 30,
+      maxJsonDepth: 1024,
+      upstreamIdleSeconds: 60,
+      clientIdleSeconds: 60,
+      maxRequestSeconds: 86_400
+    })
   })
 
   it("accepts trustQuota as an integer and each onClientDisconnect policy", async () => {
@@ -83,6 +110,18 @@ describe("Config.decodeConfig", () => {
     ],
     ["retries -1", { billing: { retries: -1 } }, "billing.retries: expected ≥ 0, got -1"],
     ["reapIntervalSeconds 0", { billing: { reapIntervalSeconds: 0 } }, "billing.reapIntervalSeconds: expected ≥ 1, got 0"],
+    ["maxBodyBytes 0", { limits: { maxBodyBytes: 0 } }, "limits.maxBodyBytes: expected ≥ 1, got 0"],
+    ["maxBodyBytes 1.5", { limits: { maxBodyBytes: 1.5 } }, "limits.maxBodyBytes: expected an integer ≥ 1, got 1.5"],
+    ["maxBodyBytes above 1 GiB", { limits: { maxBodyBytes: 2 ** 30 + 1 } }, "limits.maxBodyBytes: expected ≤ 1073741824 (1 GiB), got 1073741825"],
+    ["maxBodyBytes string", { limits: { maxBodyBytes: "8MB" } }, "limits.maxBodyBytes: expected number, got \"8MB\""],
+    ["maxJsonDepth -1", { limits: { maxJsonDepth: -1 } }, "limits.maxJsonDepth: expected ≥ 1, got -1"],
+    ["maxJsonDepth 5000", { limits: { maxJsonDepth: 5000 } }, "limits.maxJsonDepth: expected ≤ 1024, got 5000"],
+    ["upstreamIdleSeconds 0", { limits: { upstreamIdleSeconds: 0 } }, "limits.upstreamIdleSeconds: expected ≥ 1, got 0"],
+    ["upstreamIdleSeconds 0.5", { limits: { upstreamIdleSeconds: 0.5 } }, "limits.upstreamIdleSeconds: expected an integer ≥ 1, got 0.5"],
+    ["clientIdleSeconds above a day", { limits: { clientIdleSeconds: 86_401 } }, "limits.clientIdleSeconds: expected ≤ 86400 (1 day), got 86401"],
+    ["maxRequestSeconds null", { limits: { maxRequestSeconds: null } }, "limits.maxRequestSeconds: expected number, got null"],
+    ["maxRequestSeconds Infinity", { limits: { maxRequestSeconds: Infinity } }, "limits.maxRequestSeconds: expected an integer ≥ 1, got Infinity"],
+    ["unknown limits key", { limits: { maxBodySize: 10 } }, "limits.maxBodySize: unknown key, got 10"],
     ["unknown billing key", { billing: { holdTTLSeconds: 5 } }, "billing.holdTTLSeconds: unknown key, got 5"],
     ["unknown top-level key", { quota: 1 }, "quota: unknown key, got 1"],
     ["quotaPerUnit 0", { quotaPerUnit: 0 }, "quotaPerUnit: expected a finite number > 0, got 0"],
