@@ -29,6 +29,7 @@ import * as AdminApi from "./AdminApi.js"
 import type { AdminKey, AdminKeyError } from "./AdminKey.js"
 import * as ClientApi from "./ClientApi.js"
 import type { Loaded } from "./Config.js"
+import * as DemoUpstream from "./DemoUpstream.js"
 import * as HttpServer from "./HttpServer.js"
 import * as RelayBilling from "./RelayBilling.js"
 import * as Upstream from "./Upstream.js"
@@ -98,7 +99,10 @@ export const layer = (
   })
   const apis = Layer.mergeAll(
     AdminApi.routes({ groups: Object.keys(loaded.config.groups) }),
-    ClientApi.routes(loaded.config).pipe(Layer.provide(Upstream.layerFetch()))
+    ClientApi.routes(loaded.config).pipe(
+      Layer.provide(DemoUpstream.layer),
+      Layer.provide(Upstream.layerFetch({ idleTimeout: Duration.seconds(loaded.config.limits.upstreamIdleSeconds) }))
+    )
   )
   const app = HttpRouter.serve(apis, { disableLogger: options.httpLogger !== true }).pipe(
     Layer.provideMerge(

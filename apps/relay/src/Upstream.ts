@@ -1,7 +1,8 @@
 /**
  * The channel client: calls one upstream channel (an OpenAI-compatible API)
- * through effect's `HttpClient`, or the built-in demo responder for a `demo:`
- * base URL (no network).
+ * through effect's `HttpClient`. It only speaks HTTP: the built-in demo
+ * channel (a `demo:` base URL) is answered by the `DemoUpstream` layer, which
+ * wraps this client.
  *
  * - `chat(channel, body, { stream: false })` POSTs `${baseUrl}/chat/completions`
  *   with `Authorization: Bearer <apiKey>` and returns the parsed JSON and its
@@ -15,19 +16,27 @@
  *   `data: [DONE]` or broke.
  * - `embeddings(channel, body)` POSTs `${baseUrl}/embeddings`.
  *
+ * Idle limit (`limits.upstreamIdleSeconds`, {@link Options.idleTimeout}): an
+ * upstream that sends nothing for that long — before its response headers,
+ * before or in the middle of its body, or between two stream chunks — fails
+ * the call with an {@link UpstreamConnectionError} (reason `idle: …`), and the
+ * request is aborted. Only time spent waiting on the upstream counts: a stream
+ * that is not pulled because its consumer is slow is not idle. The timer reads
+ * Effect's `Clock` (a `TestClock` drives it in tests).
+ *
  * Failures are typed: {@link UpstreamHttpError} (the upstream answered 4xx or
  * 5xx; its status and body), {@link UpstreamConnectionError} (refused, reset,
- * timed out, or the body broke while being read) and
+ * idle too long, or the body broke while being read) and
  * {@link UpstreamProtocolError} (not JSON, not SSE, or a stream that ended
  * without `[DONE]`).
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Schema, Scope, Stream } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import type { HttpClientResponse } from "effect/http/HttpClientResponse"
 import type { Channel } from "./Config.js"
-import * as DemoResponder from "./DemoResponder.js"
+import * as IdleWatch from "./internal/idleWatch.js"
 import { SseSplitter } from "./internal/sse.js"
 
 // ---------------------------------------------------------------------------
@@ -237,6 +246,11 @@ export interface ChatStream {
   readonly events: Stream.Stream<StreamEvent, StreamError>
   /** The current {@link StreamState}. */
   readonly state: Effect.Effect<StreamState>
+  /**
+   * Releases the upstream connection and its idle timer when `events` will
+   * never be run (idempotent; running `events` releases them when it ends).
+   */
+  readonly release: Effect.Effect<void>
 }
 
 /**
@@ -278,8 +292,12 @@ export class Upstream extends Context.Service<Upstream, Service>()("@relay-billi
  * @category models
  */
 export interface Options {
-  /** How long to wait for the response headers; default 60 seconds. A timeout is an {@link UpstreamConnectionError}. */
-  readonly responseTimeout?: Duration.Input | undefined
+  /**
+   * How long the upstream may send nothing (before its headers, before or in
+   * its body, between stream chunks); default 60 seconds
+   * (`limits.upstreamIdleSeconds`). An idle upstream is an {@link UpstreamConnectionError}.
+   */
+  readonly idleTimeout?: Duration.Input | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -340,7 +358,8 @@ const appendDelta = (text: Array<string>, chunk: Record<string, unknown>): void 
 export const fromSseBody = (
   channel: string,
   status: number,
-  body: Stream.Stream<Uint8Array, StreamError>
+  body: Stream.Stream<Uint8Array, StreamError>,
+  release: Effect.Effect<void> = Effect.void
 ): ChatStream => {
   const text: Array<string> = []
   let usage: Usage | undefined
@@ -418,15 +437,14 @@ export const fromSseBody = (
     channel,
     status,
     events: eventStream,
-    state: Effect.sync(() => ({ status: current, usage, text: text.join(""), events, error }))
+    state: Effect.sync(() => ({ status: current, usage, text: text.join(""), events, error })),
+    release
   }
 }
 
 // ---------------------------------------------------------------------------
 // constructors
 // ---------------------------------------------------------------------------
-
-const isDemo = (channel: Channel): boolean => channel.baseUrl.startsWith("demo:")
 
 const url = (channel: Channel, path: string): string => `${channel.baseUrl.replace(/\/+$/, "")}${path}`
 
@@ -455,35 +473,41 @@ const describe = (cause: unknown): string => {
  */
 export const make = (options: Options = {}): Effect.Effect<Service, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
-    const client = yield* HttpClient.HttpClient
-    const timeout = Duration.fromInputUnsafe(options.responseTimeout ?? Duration.seconds(60))
+    // Each request's lifetime is a scope: closing it aborts the request (and its body).
+    const client = HttpClient.withScope(yield* HttpClient.HttpClient)
+    const idle = Duration.fromInputUnsafe(options.idleTimeout ?? Duration.seconds(60))
 
+    /** A watch for one attempt: its idle error names the channel. */
+    const watch = (channel: Channel) =>
+      IdleWatch.make(
+        idle,
+        () =>
+          new UpstreamConnectionError({
+            channel: channel.name,
+            reason: `idle: the upstream sent nothing for ${Duration.format(idle)}`
+          })
+      )
+
+    const connectionError = (channel: Channel) => (cause: unknown) =>
+      new UpstreamConnectionError({ channel: channel.name, reason: describe(cause) })
+
+    /** The response (2xx or 3xx) once its headers arrived; a 4xx/5xx fails with its body. */
     const send = (
       channel: Channel,
       path: string,
       body: Body,
-      accept: string
-    ): Effect.Effect<HttpClientResponse, UpstreamHttpError | UpstreamConnectionError> => {
+      accept: string,
+      timer: IdleWatch.IdleWatch<UpstreamConnectionError>
+    ): Effect.Effect<HttpClientResponse, UpstreamHttpError | UpstreamConnectionError, Scope.Scope> => {
       let request = HttpClientRequest.post(url(channel, path)).pipe(
         HttpClientRequest.setHeader("accept", accept),
         HttpClientRequest.bodyText(JSON.stringify(body), "application/json")
       )
       if (channel.apiKey !== "") request = HttpClientRequest.bearerToken(request, channel.apiKey)
-      return client.execute(request).pipe(
-        Effect.mapError((cause) => new UpstreamConnectionError({ channel: channel.name, reason: describe(cause) })),
-        Effect.timeoutOrElse({
-          duration: timeout,
-          orElse: () =>
-            Effect.fail(
-              new UpstreamConnectionError({
-                channel: channel.name,
-                reason: `timeout: no response within ${Duration.format(timeout)}`
-              })
-            )
-        }),
+      return timer.waiting(client.execute(request).pipe(Effect.mapError(connectionError(channel)))).pipe(
         Effect.flatMap((response) =>
           response.status >= 400
-            ? response.text.pipe(
+            ? readText(channel, response, timer).pipe(
               Effect.orElseSucceed(() => ""),
               Effect.flatMap((text) =>
                 Effect.fail(new UpstreamHttpError({ channel: channel.name, status: response.status, body: text }))
@@ -494,9 +518,23 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
       )
     }
 
-    const readJson = (channel: Channel, response: HttpClientResponse): Effect.Effect<JsonResponse, UpstreamError> =>
-      response.text.pipe(
-        Effect.mapError((cause) => new UpstreamConnectionError({ channel: channel.name, reason: describe(cause) })),
+    /** The whole body as text, each chunk timed by the idle watch. */
+    const readText = (
+      channel: Channel,
+      response: HttpClientResponse,
+      timer: IdleWatch.IdleWatch<UpstreamConnectionError>
+    ): Effect.Effect<string, UpstreamConnectionError> =>
+      timer.stream(response.stream.pipe(Stream.mapError(connectionError(channel)))).pipe(
+        Stream.decodeText(),
+        Stream.mkString
+      )
+
+    const readJson = (
+      channel: Channel,
+      response: HttpClientResponse,
+      timer: IdleWatch.IdleWatch<UpstreamConnectionError>
+    ): Effect.Effect<JsonResponse, UpstreamError> =>
+      readText(channel, response, timer).pipe(
         Effect.flatMap((text) =>
           Effect.try({
             try: () => JSON.parse(text) as unknown,
@@ -521,66 +559,55 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
         )
       )
 
-    const demoError = (channel: Channel, error: DemoResponder.DemoError) =>
-      new UpstreamHttpError({ channel: channel.name, status: error.status, body: JSON.stringify(error.body) })
-
-    const chatJson = (channel: Channel, body: Body): Effect.Effect<JsonResponse, UpstreamError> => {
-      const sent = chatBody(body, false)
-      if (isDemo(channel)) {
-        return DemoResponder.chat(sent).pipe(
-          Effect.mapError((e) => demoError(channel, e)),
-          Effect.map((json) => ({ channel: channel.name, status: 200, body: json, usage: parseUsage(json.usage) }))
-        )
-      }
-      return send(channel, "/chat/completions", sent, "application/json").pipe(
-        Effect.flatMap((response) => readJson(channel, response))
+    /** A JSON request: headers and body under one idle watch, stopped at the end. */
+    const postJson = (channel: Channel, path: string, body: Body): Effect.Effect<JsonResponse, UpstreamError> =>
+      Effect.acquireUseRelease(
+        watch(channel),
+        (timer) =>
+          send(channel, path, body, "application/json", timer).pipe(
+            Effect.flatMap((response) => readJson(channel, response, timer)),
+            Effect.scoped
+          ),
+        (timer) => timer.stop
       )
-    }
 
-    const chatStream = (channel: Channel, body: Body): Effect.Effect<ChatStream, UpstreamError> => {
-      const sent = chatBody(body, true)
-      if (isDemo(channel)) {
-        return DemoResponder.chatStream(sent).pipe(
-          Effect.mapError((e) => demoError(channel, e)),
-          Effect.map((bytes) => fromSseBody(channel.name, 200, bytes))
-        )
-      }
-      return send(channel, "/chat/completions", sent, "text/event-stream").pipe(
-        Effect.flatMap((response) => {
-          if (response.status < 200 || response.status >= 300) {
-            return Effect.fail(
-              new UpstreamProtocolError({ channel: channel.name, reason: `unexpected status ${response.status}` })
+    const chatStream = (channel: Channel, body: Body): Effect.Effect<ChatStream, UpstreamError> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const timer = yield* watch(channel)
+          const scope = yield* Scope.make()
+          // Idempotent: aborts the request (if still open) and stops the watch.
+          const release = Effect.andThen(Scope.close(scope, Exit.void), timer.stop)
+          const response = yield* restore(
+            send(channel, "/chat/completions", chatBody(body, true), "text/event-stream", timer).pipe(
+              Scope.provide(scope)
             )
+          ).pipe(Effect.onError(() => release))
+          if (response.status < 200 || response.status >= 300) {
+            yield* release
+            return yield* new UpstreamProtocolError({ channel: channel.name, reason: `unexpected status ${response.status}` })
           }
           const contentType = response.headers["content-type"] ?? ""
           if (contentType.includes("application/json")) {
             // an upstream that ignored `stream: true`
-            return Effect.fail(
-              new UpstreamProtocolError({ channel: channel.name, reason: "asked for a stream, got a JSON body" })
-            )
+            yield* release
+            return yield* new UpstreamProtocolError({ channel: channel.name, reason: "asked for a stream, got a JSON body" })
           }
-          const bytes = response.stream.pipe(
-            Stream.mapError((cause) => new UpstreamConnectionError({ channel: channel.name, reason: describe(cause) }))
+          // Until `events` runs, the body is unread and the watch is not waiting.
+          const bytes = timer.stream(response.stream.pipe(Stream.mapError(connectionError(channel)))).pipe(
+            Stream.ensuring(release)
           )
-          return Effect.succeed(fromSseBody(channel.name, response.status, bytes))
+          return fromSseBody(channel.name, response.status, bytes, release)
         })
       )
-    }
 
     const chat = ((channel: Channel, body: Body, options: ChatOptions) =>
-      options.stream ? chatStream(channel, body) : chatJson(channel, body)) as Service["chat"]
+      options.stream
+        ? chatStream(channel, body)
+        : postJson(channel, "/chat/completions", chatBody(body, false))) as Service["chat"]
 
-    const embeddings = (channel: Channel, body: Body): Effect.Effect<JsonResponse, UpstreamError> => {
-      if (isDemo(channel)) {
-        return DemoResponder.embeddings(body).pipe(
-          Effect.mapError((e) => demoError(channel, e)),
-          Effect.map((json) => ({ channel: channel.name, status: 200, body: json, usage: parseUsage(json.usage) }))
-        )
-      }
-      return send(channel, "/embeddings", body, "application/json").pipe(
-        Effect.flatMap((response) => readJson(channel, response))
-      )
-    }
+    const embeddings = (channel: Channel, body: Body): Effect.Effect<JsonResponse, UpstreamError> =>
+      postJson(channel, "/embeddings", body)
 
     return { chat, embeddings }
   })

@@ -25,6 +25,8 @@ export * as Channels from "./Channels.js"
 /** @since 0.1.0 */
 export * as DemoResponder from "./DemoResponder.js"
 /** @since 0.1.0 */
+export * as DemoUpstream from "./DemoUpstream.js"
+/** @since 0.1.0 */
 export * as Upstream from "./Upstream.js"
 /** @since 0.1.0 */
 export * as ClientApi from "./ClientApi.js"

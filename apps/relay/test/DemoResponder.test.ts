@@ -1,8 +1,9 @@
-import { Effect, Exit, Stream } from "effect"
+import { Effect, Exit, Layer, Stream } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Channels from "../src/Channels.js"
 import * as Config from "../src/Config.js"
 import * as DemoResponder from "../src/DemoResponder.js"
+import * as DemoUpstream from "../src/DemoUpstream.js"
 import * as Tokenizer from "../src/Tokenizer.js"
 import * as Upstream from "../src/Upstream.js"
 
@@ -19,8 +20,9 @@ const messages = [
 const body = { model: "demo", messages }
 const REPLY = "You said: What is 2+2?"
 
+// The demo channel's own layer over the HTTP client (which it must never use).
 const run = <A, E>(effect: Effect.Effect<A, E, Upstream.Upstream>) =>
-  Effect.runPromise(effect.pipe(Effect.provide(Upstream.layerFetch())))
+  Effect.runPromise(effect.pipe(Effect.provide(DemoUpstream.layer.pipe(Layer.provide(Upstream.layerFetch())))))
 
 // A fetch that fails the test if anything touches the network.
 const noNetwork = () => {

@@ -1,4 +1,5 @@
-import { Effect, Exit, Stream } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { Channel } from "../src/Config.js"
 import * as Upstream from "../src/Upstream.js"
@@ -187,7 +188,7 @@ describe("Upstream (against the mock over loopback)", () => {
     expect(error._tag === "UpstreamHttpError" && error.status).toBe(503)
   })
 
-  it("connection errors: reset, refused and timeout become UpstreamConnectionError", async () => {
+  it("connection errors: reset and refused become UpstreamConnectionError", async () => {
     mock.enqueue({ type: "reset" })
     const reset = failureOf(
       await runExit(Effect.flatMap(Upstream.Upstream, (u) => u.chat(channel(), chatBody, { stream: false })))
@@ -202,17 +203,109 @@ describe("Upstream (against the mock over loopback)", () => {
     )
     expect(refused._tag).toBe("UpstreamConnectionError")
     expect(refused.message).toMatch(/ECONNREFUSED/)
+  })
 
-    mock.enqueue({ type: "hang" })
-    const timedOut = failureOf(
-      await runExit(
-        Effect.flatMap(Upstream.Upstream, (u) => u.chat(channel(), chatBody, { stream: false })),
-        { responseTimeout: "200 millis" }
+  describe("idle upstream (limits.upstreamIdleSeconds, on the TestClock)", () => {
+    /**
+     * Starts `call` with a TestClock, waits until the mock has done what the
+     * test is about (`ready`), then moves the clock by the idle limit once.
+     */
+    const idleExit = <A>(
+      call: (u: Upstream.Service) => Effect.Effect<A, Upstream.UpstreamError>,
+      ready: () => boolean,
+      options: { readonly advance?: Duration.Input; readonly before?: Duration.Input } = {}
+    ) =>
+      Effect.runPromise(
+        Effect.gen(function*() {
+          const u = yield* Upstream.Upstream
+          const fiber = yield* Effect.forkChild(Effect.exit(call(u)))
+          yield* Effect.promise(() => until(ready))
+          if (options.before !== undefined) {
+            yield* TestClock.adjust(options.before)
+            expect(fiber.pollUnsafe()).toBeUndefined()
+          }
+          yield* TestClock.adjust(options.advance ?? "60 seconds")
+          return yield* Fiber.join(fiber)
+        }).pipe(Effect.provide(Layer.merge(Upstream.layerFetch({ idleTimeout: "60 seconds" }), TestClock.layer())))
       )
-    )
-    expect(timedOut._tag).toBe("UpstreamConnectionError")
-    expect(timedOut.message).toMatch(/timeout/)
-    await mock.requests.at(-1)!.finished // the hung request was aborted by the client
+    /** Event-driven wait on the mock's state (bounded by the test's timeout). */
+    const until = async (cond: () => boolean) => {
+      while (!cond()) await new Promise((r) => setTimeout(r, 5)) // a poll interval, not a wait for time to pass
+    }
+    const last = () => mock.requests.at(-1)
+
+    it("no headers at all: an UpstreamConnectionError after the idle limit, and the request is aborted", async () => {
+      mock.enqueue({ type: "hang" })
+      const exit = await idleExit((u) => u.chat(channel(), chatBody, { stream: false }), () => last() !== undefined, {
+        before: "59 seconds",
+        advance: "1 second"
+      })
+      const error = failureOf(exit)
+      expect(error._tag).toBe("UpstreamConnectionError")
+      expect(error.message).toMatch(/idle: the upstream sent nothing for 1m/)
+      await last()!.finished // the hung request was aborted by the client
+    })
+
+    it("headers then silence (non-stream, also after part of the body): idle error, request aborted", async () => {
+      for (const behavior of [{ type: "stallAfterHeaders" }, { type: "stallAfterHeaders", bodyPrefix: "{\"id\":" }] as const) {
+        mock.reset()
+        mock.enqueue(behavior)
+        const exit = await idleExit((u) => u.chat(channel(), chatBody, { stream: false }), () => last()?.headersSent === true)
+        expect(failureOf(exit).message).toMatch(/idle/)
+        await last()!.finished
+      }
+    })
+
+    it("headers then silence (stream, embeddings): idle error before any event", async () => {
+      mock.enqueue({ type: "stallAfterHeaders" })
+      const stream = await idleExit(
+        (u) => Effect.flatMap(u.chat(channel(), chatBody, { stream: true }), (s) => Stream.runDrain(s.events)),
+        () => last()?.headersSent === true
+      )
+      expect(failureOf(stream).message).toMatch(/idle/)
+      await last()!.finished
+      mock.enqueue({ type: "stallAfterHeaders" })
+      const embeddings = await idleExit(
+        (u) => u.embeddings(channel(), { model: "text-embedding-3-small", input: "x" }),
+        () => last()?.headersSent === true
+      )
+      expect(failureOf(embeddings).message).toMatch(/idle/)
+    })
+
+    it("a stream stalling after two chunks breaks with the text so far (idle error), the request aborted", async () => {
+      mock.enqueue({ type: "ok", chunks: ["Alpha", " beta", " gamma"], holdAfter: 2 })
+      const received: Array<string | undefined> = []
+      const exit = await idleExit(
+        (u) =>
+          Effect.flatMap(u.chat(channel(), chatBody, { stream: true }), (s) =>
+            Effect.exit(Stream.runForEach(s.events, (e) => Effect.sync(() => void received.push(e.data)))).pipe(
+              Effect.flatMap((exit) => Effect.map(s.state, (state) => ({ exit, state })))
+            )),
+        () => received.length === 3 // the role chunk and two deltas
+      )
+      if (Exit.isFailure(exit)) throw new Error("expected the stream's own exit")
+      const { exit: run, state } = exit.value
+      expect(failureOf(run).message).toMatch(/idle/)
+      expect(state).toMatchObject({ status: "broken", text: "Alpha beta", usage: undefined })
+      await last()!.finished
+      expect(last()!.sent).not.toContain("gamma")
+    })
+
+    it("a slow consumer is not an idle upstream: only time waiting on the upstream counts", async () => {
+      mock.enqueue({ type: "ok", chunks: ["a", " b"] })
+      const exit = await Effect.runPromise(
+        Effect.gen(function*() {
+          const u = yield* Upstream.Upstream
+          const s = yield* u.chat(channel(), chatBody, { stream: true })
+          // the whole answer arrives while nobody reads; then the consumer waits 10 minutes per event
+          yield* Effect.promise(() => last()!.finished)
+          const reader = yield* Effect.forkChild(Effect.exit(Stream.runForEach(s.events, () => Effect.sleep("10 minutes"))))
+          for (let i = 0; i < 8; i++) yield* TestClock.adjust("10 minutes")
+          return yield* Fiber.join(reader)
+        }).pipe(Effect.provide(Layer.merge(Upstream.layerFetch({ idleTimeout: "60 seconds" }), TestClock.layer())))
+      )
+      expect(Exit.isSuccess(exit)).toBe(true)
+    })
   })
 
   it("a 200 whose body is not JSON is an UpstreamProtocolError", async () => {

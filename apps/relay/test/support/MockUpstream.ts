@@ -12,7 +12,8 @@
  * HTTP error with OpenAI's error JSON; a reset (the socket is destroyed before
  * any response); a slow stream (a delay between chunks); a stream paused at a
  * known chunk until the test releases it or the client leaves; a broken stream (the
- * socket is destroyed after N chunks, before the usage). Every request is
+ * socket is destroyed after N chunks, before the usage); headers then silence
+ * (`stallAfterHeaders`). Every request is
  * recorded (method, path, headers, parsed body) with whether its response has
  * completed.
  */
@@ -71,6 +72,12 @@ export type Behavior =
   | { readonly type: "garbage" }
   /** Never answer (until the client gives up or the mock closes). */
   | { readonly type: "hang" }
+  /**
+   * Send 200 headers (`text/event-stream` for a stream request, else
+   * `application/json`), optionally the first `bodyPrefix` characters of a
+   * body, then nothing until the client goes away.
+   */
+  | { readonly type: "stallAfterHeaders"; readonly bodyPrefix?: string }
 
 /** A request the mock received. */
 export interface RecordedRequest {
@@ -82,6 +89,8 @@ export interface RecordedRequest {
   readonly body: any
   /** The response body bytes written so far (as text). */
   sent: string
+  /** Whether the response headers were written (flushed). */
+  headersSent: boolean
   /** Whether the response was fully written (or the socket destroyed). */
   completed: boolean
   /** Resolves when `completed` becomes true. */
@@ -149,6 +158,7 @@ export const start = async (): Promise<MockUpstream> => {
         rawBody,
         body,
         sent: "",
+        headersSent: false,
         completed: false,
         finished
       }
@@ -175,6 +185,7 @@ export const start = async (): Promise<MockUpstream> => {
     const record = byResponse.get(res)
     if (record !== undefined) record.sent += text
     res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
+    if (record !== undefined) record.headersSent = true
     res.end(text)
   }
 
@@ -209,6 +220,18 @@ export const start = async (): Promise<MockUpstream> => {
       res.flushHeaders()
       await sleep(20)
       req.socket.destroy()
+      return
+    }
+    if (behavior.type === "stallAfterHeaders") {
+      const stream = (record.body as { stream?: unknown } | undefined)?.stream === true
+      res.writeHead(200, { "content-type": stream ? "text/event-stream" : "application/json" })
+      res.flushHeaders()
+      record.headersSent = true
+      if (behavior.bodyPrefix !== undefined) {
+        record.sent += behavior.bodyPrefix
+        res.write(behavior.bodyPrefix)
+      }
+      await new Promise<void>((resolve) => (res.destroyed ? resolve() : res.on("close", resolve)))
       return
     }
     if (behavior.type === "hang") {
@@ -268,6 +291,7 @@ export const start = async (): Promise<MockUpstream> => {
     const delayMs = behavior.delayMs ?? 0
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" })
     res.flushHeaders()
+    record.headersSent = true
     const chunk = (delta: Record<string, unknown>, finish: string | null) => ({
       id,
       object: "chat.completion.chunk",

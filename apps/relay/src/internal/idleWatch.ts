@@ -1,0 +1,69 @@
+/**
+ * An idle watchdog on Effect's `Clock`: it fails when one wait (marked with
+ * `waiting`, or one pull of a stream marked with `stream`) has lasted `idle`
+ * without completing. Time spent outside a wait does not count (a stream that
+ * is not pulled because its consumer is slow is not idle).
+ *
+ * One watchdog fiber sleeps from the moment the watch is made until the
+ * current wait's deadline, then checks again; it is registered before any wait
+ * starts, so with a `TestClock` a single `adjust(idle)` made while a wait is
+ * pending always fires it, whatever the phase of that wait.
+ *
+ * @internal
+ */
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Stream } from "effect"
+
+/** A running watch (see the module docs). */
+export interface IdleWatch<E> {
+  /** Runs `effect` as one wait: fails with the idle error when it lasts `idle`. */
+  readonly waiting: <A, E2, R>(effect: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
+  /** The stream with each pull timed as one wait. */
+  readonly stream: <A, E2, R>(stream: Stream.Stream<A, E2, R>) => Stream.Stream<A, E | E2, R>
+  /** Fails with the idle error once the watchdog fired (never succeeds). */
+  readonly expired: Effect.Effect<never, E>
+  /** Stops the watchdog (idempotent). */
+  readonly stop: Effect.Effect<void>
+}
+
+/**
+ * Starts a watch. The watchdog fiber is detached from the caller (it outlives
+ * the effect that made it, e.g. while a stream returned by it is read) and
+ * ends when `stop` runs or once it fired.
+ */
+export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<IdleWatch<E>> =>
+  Effect.gen(function*() {
+    const idleMillis = Duration.toMillis(Duration.fromInputUnsafe(idle))
+    const expired = yield* Deferred.make<never, E>()
+    /** When the current wait began; `undefined` outside a wait. */
+    let since: number | undefined
+
+    const watchdog = Effect.gen(function*() {
+      for (;;) {
+        const now = yield* Clock.currentTimeMillis
+        if (since !== undefined && now - since >= idleMillis) {
+          yield* Deferred.done(expired, Exit.fail(onIdle()))
+          return
+        }
+        yield* Effect.sleep(Duration.millis(since === undefined ? idleMillis : since + idleMillis - now))
+      }
+    })
+    const fiber = yield* Effect.forkDetach(watchdog)
+
+    const waiting = <A, E2, R>(effect: Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        since = now
+        return Effect.raceFirst(effect, Deferred.await(expired)).pipe(
+          Effect.ensuring(Effect.sync(() => void (since = undefined)))
+        )
+      })
+
+    const stream = <A, E2, R>(self: Stream.Stream<A, E2, R>): Stream.Stream<A, E | E2, R> =>
+      Stream.transformPull(self, (pull) => Effect.succeed(waiting(pull)))
+
+    return {
+      waiting,
+      stream,
+      expired: Deferred.await(expired),
+      stop: Fiber.interrupt(fiber)
+    }
+  })
