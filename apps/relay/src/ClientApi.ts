@@ -29,10 +29,24 @@
  * - the response of a stream completes only once its hold is resolved, so a
  *   client that read the whole stream sees its settlement.
  *
+ * Client disconnects (issue 9 #2) are decided by what the client received, not
+ * by event-loop timing: before the upstream is called and before the full cost
+ * is settled, the relay lets the event loop report a close that already reached
+ * the process (see `internal/clientConnection.ts`); a non-stream answer is
+ * written before its settlement (its final byte after it), so an answer that
+ * could not be written is billed by `onClientDisconnect`, never in full.
+ *
+ * Limits: `limits.maxRequestSeconds` bounds a request (before the answer: 504
+ * `request_timeout`, refunded; in the middle of a stream: the stream ends and
+ * what was delivered is billed, as for a broken stream);
+ * `limits.clientIdleSeconds` bounds how long the client may read nothing of
+ * the response: the request is then billed by `onClientDisconnect`, its
+ * upstream released, and the connection dropped.
+ *
  * @since 0.1.0
  */
 import { randomUUID } from "node:crypto"
-import { Cause, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession, BillingSettler } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
@@ -41,6 +55,8 @@ import * as Channels from "./Channels.js"
 import type { ModelPrice, RelayConfig } from "./Config.js"
 import { isFixedPrice } from "./Config.js"
 import * as Api from "./internal/apiError.js"
+import * as ClientConnection from "./internal/clientConnection.js"
+import * as IdleWatch from "./internal/idleWatch.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
 import type { Principal } from "./RelayStore.js"
@@ -220,6 +236,45 @@ export const routes = (config: RelayConfig): Layer.Layer<
       const upstream = yield* Upstream.Upstream
       const routing = Channels.fromConfig(config)
       const policy = config.billing.onClientDisconnect
+      const limits = config.limits
+      const encoder = new TextEncoder()
+
+      /** Interrupts the caller (the billing then applies `onClientDisconnect`) when the client is gone. */
+      const stillConnected = (request: HttpServerRequest.HttpServerRequest) =>
+        Effect.flatMap(ClientConnection.connected(request), (connected) => connected ? Effect.void : Effect.interrupt)
+
+      /** When a request started now must end (`limits.maxRequestSeconds`). */
+      const deadlineOf = Effect.map(Clock.currentTimeMillis, (now) => now + limits.maxRequestSeconds * 1000)
+      const untilDeadline = (deadline: number) =>
+        Effect.map(Clock.currentTimeMillis, (now) => Duration.millis(Math.max(0, deadline - now)))
+      const requestTimeout = () =>
+        new Api.ApiError({
+          status: 504,
+          type: "upstream_error",
+          code: "request_timeout",
+          message: `the request ran longer than limits.maxRequestSeconds (${limits.maxRequestSeconds} s)`
+        })
+      /** `effect`, failing with 504 `request_timeout` at the deadline. */
+      const withDeadline = <A, E, R>(deadline: number, effect: Effect.Effect<A, E, R>) =>
+        Effect.flatMap(untilDeadline(deadline), (left) =>
+          Effect.timeoutOrElse(effect, { duration: left, orElse: () => Effect.fail(requestTimeout()) }))
+
+      /**
+       * A response body whose client may read nothing for at most
+       * `limits.clientIdleSeconds`: then `onIdle` runs (it ends the billing by
+       * `onClientDisconnect`) and the connection is dropped.
+       */
+      const clientIdle = <A, E>(
+        body: Stream.Stream<A, E>,
+        request: HttpServerRequest.HttpServerRequest,
+        onIdle: Effect.Effect<void>
+      ) =>
+        IdleWatch.consumer(
+          body,
+          Duration.seconds(limits.clientIdleSeconds),
+          () => new Cause.TimeoutError(`the client read nothing for ${limits.clientIdleSeconds} s`),
+          Effect.andThen(onIdle, ClientConnection.disconnect(request))
+        )
 
       const groupRatio = (group: string): number =>
         Object.hasOwn(config.groups, group) ? config.groups[group]! : (config.groups["default"] ?? 1)
@@ -371,31 +426,83 @@ export const routes = (config: RelayConfig): Layer.Layer<
           Effect.uninterruptible
         )
 
-      /** A non-stream request (chat or embeddings) billed end to end. */
+      /**
+       * A non-stream request (chat or embeddings) billed end to end. The
+       * billing runs in its own fiber: it opens the hold, checks the client is
+       * still there, calls the upstream, and settles only once the answer was
+       * written to a client still connected (the body's final byte follows
+       * the settlement); a client gone before that is billed by
+       * `onClientDisconnect`.
+       */
       const billedJson = (
         r: Request,
+        request: HttpServerRequest.HttpServerRequest,
+        deadline: number,
         call: Effect.Effect<Channels.Routed<Upstream.JsonResponse>, Channels.RouteError>,
         cost: (response: Upstream.JsonResponse, tokens: Tokens) => number
       ) =>
         Effect.gen(function*() {
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
-          const routed = yield* BillingSettler.withBilling(
+          let answered: Upstream.JsonResponse | undefined
+          const ready = yield* Deferred.make<Channels.Routed<Upstream.JsonResponse>, unknown>()
+          const delivered = yield* Deferred.make<void>()
+          const billing = BillingSettler.withBilling(
             Effect.tap(open(r), (s) => Effect.sync(() => void (reserved = s.hold.reserved))),
             () =>
-              call.pipe(
-                Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e),
-                Effect.map((routed) => ({ value: routed, cost: cost(routed.value, tokens) }))
-              ),
+              Effect.gen(function*() {
+                yield* stillConnected(request)
+                const routed = yield* withDeadline(
+                  deadline,
+                  call.pipe(Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e))
+                )
+                answered = routed.value
+                const amount = cost(routed.value, tokens)
+                yield* Deferred.succeed(ready, routed)
+                yield* Deferred.await(delivered)
+                return { value: undefined, cost: amount }
+              }),
             {
-              onInterrupt: interruption(r, () => reserved, () => Effect.succeed({ usage: undefined, text: "" }), tokens)
+              onInterrupt: interruption(
+                r,
+                () => reserved,
+                () => Effect.sync(() => ({ usage: answered?.usage, text: "" })),
+                tokens
+              )
             }
-          ).pipe(Effect.onExit(() => finish(r, tokens)))
-          return HttpServerResponse.jsonUnsafe(routed.value.body, { status: routed.value.status })
+          ).pipe(
+            Effect.onExit((exit) =>
+              Effect.andThen(
+                Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
+                finish(r, tokens)
+              )
+            )
+          )
+          const fiber = yield* Effect.forkDetach(billing)
+          const routed = yield* Deferred.await(ready).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
+          const bytes = encoder.encode(JSON.stringify(routed.value.body))
+          // Written: all but the last byte; then, with the client still there, the settlement; then the end.
+          const settle = Effect.gen(function*() {
+            if (!(yield* ClientConnection.connected(request))) {
+              yield* Fiber.interrupt(fiber)
+              return yield* Effect.interrupt
+            }
+            yield* Deferred.succeed(delivered, undefined)
+            yield* Fiber.join(fiber)
+          })
+          const body = Stream.make(bytes.subarray(0, bytes.length - 1)).pipe(
+            Stream.concat(Stream.fromEffectDrain(settle)),
+            Stream.concat(Stream.make(bytes.subarray(bytes.length - 1))),
+            (stream) => clientIdle(stream, request, Fiber.interrupt(fiber)),
+            Stream.ensuring(Fiber.interrupt(fiber))
+          )
+          return HttpServerResponse.stream(body, { status: routed.value.status, contentType: "application/json" })
         })
 
       const chat = (requestId: string) =>
         Effect.gen(function*() {
+          const deadline = yield* deadlineOf
+          const request = yield* HttpServerRequest.HttpServerRequest
           const principal = yield* authenticate
           const { decoded: body, json } = yield* decode(ChatBody)
           const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0
@@ -403,16 +510,24 @@ export const routes = (config: RelayConfig): Layer.Layer<
           if (body.stream !== true) {
             return yield* billedJson(
               r,
+              request,
+              deadline,
               Channels.chat(routing, r.model, Upstream.chatBody(json, false)).pipe(
                 Effect.provideService(Upstream.Upstream, upstream)
               ),
               (response, tokens) => chatCost(r, response.usage, completionText(response.body), tokens)
             )
           }
-          return yield* chatStream(r, json, body.stream_options?.include_usage === true)
+          return yield* chatStream(r, request, deadline, json, body.stream_options?.include_usage === true)
         })
 
-      const chatStream = (r: Request, json: Upstream.Body, includeUsage: boolean) =>
+      const chatStream = (
+        r: Request,
+        request: HttpServerRequest.HttpServerRequest,
+        deadline: number,
+        json: Upstream.Body,
+        includeUsage: boolean
+      ) =>
         Effect.gen(function*() {
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
@@ -428,9 +543,13 @@ export const routes = (config: RelayConfig): Layer.Layer<
             Effect.tap(open(r), (s) => Effect.sync(() => void (reserved = s.hold.reserved))),
             () =>
               Effect.gen(function*() {
-                const routed = yield* Channels.chatStream(routing, r.model, Upstream.chatBody(json, true)).pipe(
-                  Effect.provideService(Upstream.Upstream, upstream),
-                  Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e)
+                yield* stillConnected(request)
+                const routed = yield* withDeadline(
+                  deadline,
+                  Channels.chatStream(routing, r.model, Upstream.chatBody(json, true)).pipe(
+                    Effect.provideService(Upstream.Upstream, upstream),
+                    Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e)
+                  )
                 )
                 committed = routed.value
                 yield* Deferred.succeed(ready, routed.value)
@@ -460,7 +579,8 @@ export const routes = (config: RelayConfig): Layer.Layer<
             Effect.onExit((exit) =>
               Effect.andThen(
                 Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
-                finish(r, tokens)
+                // the upstream is released however the billing ended (also if the body never ran)
+                Effect.andThen(committed?.release ?? Effect.void, finish(r, tokens))
               )
             )
           )
@@ -472,8 +592,20 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const stream = yield* Deferred.await(ready).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
 
           let status: "done" | "broken" = "done"
+          // With the client still there, the stream settles by how it ended; else by `onClientDisconnect`.
           const settle = Stream.fromEffectDrain(
-            Effect.andThen(Effect.suspend(() => Deferred.succeed(finished, status)), Fiber.await(fiber))
+            Effect.gen(function*() {
+              if (!(yield* ClientConnection.connected(request))) {
+                yield* Fiber.interrupt(fiber)
+                return yield* Effect.interrupt
+              }
+              yield* Deferred.succeed(finished, status)
+              yield* Fiber.await(fiber)
+            })
+          )
+          // `limits.maxRequestSeconds`: the stream ends at the deadline, like a broken one.
+          const expiry = Effect.flatMap(untilDeadline(deadline), Effect.sleep).pipe(
+            Effect.andThen(Effect.fail(requestTimeout()))
           )
           const trailer = Stream.suspend(() =>
             status === "broken"
@@ -489,11 +621,13 @@ export const routes = (config: RelayConfig): Layer.Layer<
               : Stream.empty
           )
           const body = stream.events.pipe(
+            Stream.interruptWhen(expiry),
             Stream.filter((event) => includeUsage || !event.usageOnly),
             Stream.map((event) => event.bytes),
             Stream.catch(() => Stream.fromEffectDrain(Effect.sync(() => void (status = "broken")))),
             Stream.concat(settle),
             Stream.concat(trailer),
+            (events) => clientIdle(events, request, Fiber.interrupt(fiber)),
             Stream.ensuring(Fiber.interrupt(fiber))
           )
           return HttpServerResponse.stream(body, {
@@ -505,11 +639,15 @@ export const routes = (config: RelayConfig): Layer.Layer<
 
       const embeddings = (requestId: string) =>
         Effect.gen(function*() {
+          const deadline = yield* deadlineOf
+          const request = yield* HttpServerRequest.HttpServerRequest
           const principal = yield* authenticate
           const { decoded: body, json } = yield* decode(EmbeddingsBody)
           const r = yield* prepare(requestId, principal, body.model, Tokenizer.countEmbeddingsInput(body.input), 0)
           return yield* billedJson(
             r,
+            request,
+            deadline,
             Channels.embeddings(routing, r.model, json).pipe(Effect.provideService(Upstream.Upstream, upstream)),
             (response, tokens) => {
               tokens.prompt = response.usage?.prompt_tokens ?? r.promptEstimate

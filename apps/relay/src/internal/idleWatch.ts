@@ -11,7 +11,7 @@
  *
  * @internal
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Scope, Stream } from "effect"
 
 /** A running watch (see the module docs). */
 export interface IdleWatch<E> {
@@ -19,6 +19,10 @@ export interface IdleWatch<E> {
   readonly waiting: <A, E2, R>(effect: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
   /** The stream with each pull timed as one wait. */
   readonly stream: <A, E2, R>(stream: Stream.Stream<A, E2, R>) => Stream.Stream<A, E | E2, R>
+  /** Marks the start of a wait (the idle time counts from now). */
+  readonly begin: Effect.Effect<void>
+  /** Marks the end of a wait. */
+  readonly end: Effect.Effect<void>
   /** Fails with the idle error once the watchdog fired (never succeeds). */
   readonly expired: Effect.Effect<never, E>
   /** Stops the watchdog (idempotent). */
@@ -63,7 +67,29 @@ export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<Id
     return {
       waiting,
       stream,
+      begin: Effect.map(Clock.currentTimeMillis, (now) => void (since = now)),
+      end: Effect.sync(() => void (since = undefined)),
       expired: Deferred.await(expired),
       stop: Fiber.interrupt(fiber)
     }
   })
+
+/**
+ * Times the consumer of a stream instead: the time from an element's emission
+ * to the next pull (the consumer is busy with it, e.g. writing it to a client
+ * that reads nothing). When one such gap lasts `idle`, `whenIdle` runs at once
+ * and the stream fails with `onIdle()` at its next pull.
+ */
+export const consumer = <A, E, R, E2>(
+  self: Stream.Stream<A, E, R>,
+  idle: Duration.Input,
+  onIdle: () => E2,
+  whenIdle: Effect.Effect<void>
+): Stream.Stream<A, E | E2, R> =>
+  Stream.transformPull(self, (pull, scope) =>
+    Effect.gen(function*() {
+      const watch = yield* make(idle, onIdle)
+      yield* Scope.addFinalizer(scope, watch.stop)
+      yield* Effect.forkIn(Effect.andThen(Effect.exit(watch.expired), whenIdle), scope)
+      return Effect.andThen(watch.end, Effect.raceFirst(pull, watch.expired)).pipe(Effect.tap(() => watch.begin))
+    }))

@@ -5,7 +5,7 @@
  * `TestClock` (provided under the whole server: idle timers, the reaper and
  * hold expiry all read it), moved with `advance`.
  */
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Logger, References, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { TestDatabase } from "@relay-billing/knex"
 import OpenAI from "openai"
@@ -52,6 +52,8 @@ export interface Relay {
   readonly setup: (quota?: number) => Promise<{ accountId: string; tokenId: string; key: string; client: OpenAI }>
   /** The hold once it is no longer pending. */
   readonly resolved: (requestId: string) => Promise<any>
+  /** Every HTTP response the relay's logger reported (one per finished handler), in order. */
+  readonly responses: Array<{ readonly url: string; readonly status: number }>
   /** Moves the TestClock (only with `testClock: true`). */
   readonly advance: (seconds: number) => Promise<void>
   readonly close: () => Promise<void>
@@ -77,7 +79,17 @@ export const startRelay = async (options: {
   }))
   const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated({ name: "sqlite" }), scope))
   const loaded: Loaded = { port: 0, databaseUrl: db.url, adminKey: ADMIN_KEY, configSource: "harness", config }
-  const server = Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000 })
+  const responses: Array<{ readonly url: string; readonly status: number }> = []
+  // The HTTP logger reports each handler's end: a test can wait for requests the client abandoned.
+  const capture = Logger.make<unknown, void>(({ fiber }) => {
+    const annotations = fiber.getRef(References.CurrentLogAnnotations) as Record<string, unknown>
+    if (typeof annotations["http.url"] === "string") {
+      responses.push({ url: annotations["http.url"], status: Number(annotations["http.status"]) })
+    }
+  })
+  const server = Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000, httpLogger: true }).pipe(
+    Layer.provideMerge(Logger.layer([capture]))
+  )
   const context: Context.Context<any> = await Effect.runPromise(
     Layer.buildWithScope(options.testClock === true ? server.pipe(Layer.provideMerge(TestClock.layer())) : server, scope)
   )
@@ -118,5 +130,5 @@ export const startRelay = async (options: {
     await mockA.close()
     await mockB.close()
   }
-  return { url, mockA, mockB, admin, setup, resolved, advance, close }
+  return { url, mockA, mockB, admin, setup, resolved, responses, advance, close }
 }
