@@ -25,6 +25,8 @@ export interface IdleWatch<E> {
   readonly end: Effect.Effect<void>
   /** Fails with the idle error once the watchdog fired (never succeeds). */
   readonly expired: Effect.Effect<never, E>
+  /** Runs `effect` unless the watchdog fired (then fails with the idle error), racing it against the watchdog. */
+  readonly orExpired: <A, E2, R>(effect: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
   /** Stops the watchdog (idempotent). */
   readonly stop: Effect.Effect<void>
 }
@@ -40,11 +42,13 @@ export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<Id
     const expired = yield* Deferred.make<never, E>()
     /** When the current wait began; `undefined` outside a wait. */
     let since: number | undefined
+    let fired = false
 
     const watchdog = Effect.gen(function*() {
       for (;;) {
         const now = yield* Clock.currentTimeMillis
         if (since !== undefined && now - since >= idleMillis) {
+          fired = true
           yield* Deferred.done(expired, Exit.fail(onIdle()))
           return
         }
@@ -53,12 +57,14 @@ export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<Id
     })
     const fiber = yield* Effect.forkDetach(watchdog)
 
+    // Once fired, every later wait fails at once (an element already at hand never wins over it).
+    const orExpired = <A, E2, R>(effect: Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
+      Effect.suspend(() => fired ? Deferred.await(expired) : Effect.raceFirst(effect, Deferred.await(expired)))
+
     const waiting = <A, E2, R>(effect: Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         since = now
-        return Effect.raceFirst(effect, Deferred.await(expired)).pipe(
-          Effect.ensuring(Effect.sync(() => void (since = undefined)))
-        )
+        return orExpired(effect).pipe(Effect.ensuring(Effect.sync(() => void (since = undefined))))
       })
 
     const stream = <A, E2, R>(self: Stream.Stream<A, E2, R>): Stream.Stream<A, E | E2, R> =>
@@ -70,6 +76,7 @@ export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<Id
       begin: Effect.map(Clock.currentTimeMillis, (now) => void (since = now)),
       end: Effect.sync(() => void (since = undefined)),
       expired: Deferred.await(expired),
+      orExpired,
       stop: Fiber.interrupt(fiber)
     }
   })
@@ -91,5 +98,5 @@ export const consumer = <A, E, R, E2>(
       const watch = yield* make(idle, onIdle)
       yield* Scope.addFinalizer(scope, watch.stop)
       yield* Effect.forkIn(Effect.andThen(Effect.exit(watch.expired), whenIdle), scope)
-      return Effect.andThen(watch.end, Effect.raceFirst(pull, watch.expired)).pipe(Effect.tap(() => watch.begin))
+      return Effect.andThen(watch.end, watch.orExpired(pull)).pipe(Effect.tap(() => watch.begin))
     }))
