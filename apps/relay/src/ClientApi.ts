@@ -30,11 +30,13 @@
  *   client that read the whole stream sees its settlement.
  *
  * Client disconnects (issue 9 #2) are decided by what the client received, not
- * by event-loop timing: before the upstream is called and before the full cost
- * is settled, the relay lets the event loop report a close that already reached
- * the process (see `internal/clientConnection.ts`); a non-stream answer is
- * written before its settlement (its final byte after it), so an answer that
- * could not be written is billed by `onClientDisconnect`, never in full.
+ * by event-loop timing: before the upstream is called, and before the part of
+ * the response that completes it is written (a non-stream answer; a stream's
+ * `data: [DONE]`), the relay lets the event loop report a close that already
+ * reached the process (see `internal/clientConnection.ts`). A client gone by
+ * then is billed by `onClientDisconnect`; a close after that came after the
+ * delivery. A non-stream answer is settled after it was written (its final
+ * byte after the settlement).
  *
  * Limits: `limits.maxRequestSeconds` bounds a request (before the answer: 504
  * `request_timeout`, refunded; in the middle of a stream: the stream ends and
@@ -242,6 +244,16 @@ export const routes = (config: RelayConfig): Layer.Layer<
       /** Interrupts the caller (the billing then applies `onClientDisconnect`) when the client is gone. */
       const stillConnected = (request: HttpServerRequest.HttpServerRequest) =>
         Effect.flatMap(ClientConnection.connected(request), (connected) => connected ? Effect.void : Effect.interrupt)
+
+      /**
+       * In a response body, before the part that completes it: when the client
+       * is gone, ends the `billing` fiber by `onClientDisconnect` and the body.
+       */
+      const stillThere = (request: HttpServerRequest.HttpServerRequest, billing: Fiber.Fiber<unknown, unknown>) =>
+        Effect.flatMap(
+          ClientConnection.connected(request),
+          (connected) => connected ? Effect.void : Effect.andThen(Fiber.interrupt(billing), Effect.interrupt)
+        )
 
       /** When a request started now must end (`limits.maxRequestSeconds`). */
       const deadlineOf = Effect.map(Clock.currentTimeMillis, (now) => now + limits.maxRequestSeconds * 1000)
@@ -481,16 +493,11 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const fiber = yield* Effect.forkDetach(billing)
           const routed = yield* Deferred.await(ready).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
           const bytes = encoder.encode(JSON.stringify(routed.value.body))
-          // Written: all but the last byte; then, with the client still there, the settlement; then the end.
-          const settle = Effect.gen(function*() {
-            if (!(yield* ClientConnection.connected(request))) {
-              yield* Fiber.interrupt(fiber)
-              return yield* Effect.interrupt
-            }
-            yield* Deferred.succeed(delivered, undefined)
-            yield* Fiber.join(fiber)
-          })
-          const body = Stream.make(bytes.subarray(0, bytes.length - 1)).pipe(
+          // With the client still there when the answer is written: all but its last byte, the
+          // settlement, the last byte. A client gone by then is billed by `onClientDisconnect`.
+          const settle = Effect.andThen(Deferred.succeed(delivered, undefined), Fiber.join(fiber))
+          const body = Stream.fromEffectDrain(stillThere(request, fiber)).pipe(
+            Stream.concat(Stream.make(bytes.subarray(0, bytes.length - 1))),
             Stream.concat(Stream.fromEffectDrain(settle)),
             Stream.concat(Stream.make(bytes.subarray(bytes.length - 1))),
             (stream) => clientIdle(stream, request, Fiber.interrupt(fiber)),
@@ -592,16 +599,13 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const stream = yield* Deferred.await(ready).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
 
           let status: "done" | "broken" = "done"
-          // With the client still there, the stream settles by how it ended; else by `onClientDisconnect`.
+          // The stream settles by how it ended if the client was still there when its end was
+          // written (`data: [DONE]`, or the end of a broken stream); else by `onClientDisconnect`.
           const settle = Stream.fromEffectDrain(
-            Effect.gen(function*() {
-              if (!(yield* ClientConnection.connected(request))) {
-                yield* Fiber.interrupt(fiber)
-                return yield* Effect.interrupt
-              }
-              yield* Deferred.succeed(finished, status)
-              yield* Fiber.await(fiber)
-            })
+            Effect.andThen(
+              Effect.suspend(() => status === "broken" ? stillThere(request, fiber) : Effect.void),
+              Effect.andThen(Effect.suspend(() => Deferred.succeed(finished, status)), Fiber.await(fiber))
+            )
           )
           // `limits.maxRequestSeconds`: the stream ends at the deadline, like a broken one.
           const expiry = Effect.flatMap(untilDeadline(deadline), Effect.sleep).pipe(
@@ -622,6 +626,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           )
           const body = stream.events.pipe(
             Stream.interruptWhen(expiry),
+            Stream.tap((event) => event.done ? stillThere(request, fiber) : Effect.void),
             Stream.filter((event) => includeUsage || !event.usageOnly),
             Stream.map((event) => event.bytes),
             Stream.catch(() => Stream.fromEffectDrain(Effect.sync(() => void (status = "broken")))),

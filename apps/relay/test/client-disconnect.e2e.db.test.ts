@@ -107,6 +107,34 @@ describe("issue 9 #2: client disconnects under load (SQLite, charge-prompt)", ()
     })
   })
 
+  it("stream: a client that leaves as soon as it has data: [DONE] received everything and pays in full", async () => {
+    const s = await relay.setup(10_000)
+    relay.mockA.setDefault({ type: "ok", chunks: ["Hello", " world"], usage: USAGE })
+    const ids = Array.from({ length: N }, (_, i) => rid(`done-then-leave-${i}`))
+    await Promise.all(ids.map(async (id) => {
+      const controller = new AbortController()
+      const response = await fetch(`${relay.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${s.key}`, "content-type": "application/json", "x-request-id": id },
+        body: JSON.stringify({ model: MODEL, messages: MESSAGES, max_tokens: 10, stream: true }),
+        signal: controller.signal
+      })
+      const reader = response.body!.getReader()
+      const decoder = new TextDecoder()
+      let text = ""
+      while (!text.includes("data: [DONE]")) {
+        const { done, value } = await reader.read()
+        if (done) break
+        text += decoder.decode(value, { stream: true })
+      }
+      controller.abort() // gone before the relay ended the response
+      await reader.cancel().catch(() => undefined)
+    }))
+    for (const id of ids) {
+      expect(await relay.resolved(id)).toMatchObject({ status: "settled", actual: FULL })
+    }
+  })
+
   it("a client that aborts before the relay sent its request upstream: nothing reaches the upstream", async () => {
     const s = await relay.setup(10_000)
     const before = chatRequests()
