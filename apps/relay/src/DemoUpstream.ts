@@ -58,8 +58,8 @@ export const make = (other: Upstream.Service): Upstream.Service => {
     )
 
   const chat = ((channel: Channel, body: Upstream.Body, options: Upstream.ChatOptions) => {
-    if (!isDemoChannel(channel)) return options.stream ? other.chat(channel, body, { stream: true }) : other.chat(channel, body, { stream: false })
-    return options.stream ? chatStream(channel, body) : chatJson(channel, body)
+    if (isDemoChannel(channel)) return options.stream ? chatStream(channel, body) : chatJson(channel, body)
+    return options.stream ? other.chat(channel, body, { stream: true }) : other.chat(channel, body, { stream: false })
   }) as Upstream.Service["chat"]
 
   const embeddings = (channel: Channel, body: Upstream.Body): Effect.Effect<Upstream.JsonResponse, Upstream.UpstreamError> =>
