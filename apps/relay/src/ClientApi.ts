@@ -599,6 +599,8 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const stream = yield* Deferred.await(ready).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
 
           let status: "done" | "broken" = "done"
+          /** A broken stream ended by the deadline (`limits.maxRequestSeconds`), not by the upstream. */
+          let timedOut = false
           // The stream settles by how it ended if the client was still there when its end was
           // written (`data: [DONE]`, or the end of a broken stream); else by `onClientDisconnect`.
           const settle = Stream.fromEffectDrain(
@@ -609,15 +611,18 @@ export const routes = (config: RelayConfig): Layer.Layer<
           )
           // `limits.maxRequestSeconds`: the stream ends at the deadline, like a broken one.
           const expiry = Effect.flatMap(untilDeadline(deadline), Effect.sleep).pipe(
+            Effect.andThen(Effect.sync(() => void (timedOut = true))),
             Effect.andThen(Effect.fail(requestTimeout()))
           )
           const trailer = Stream.suspend(() =>
             status === "broken"
               ? Stream.succeed(
-                new TextEncoder().encode(
+                encoder.encode(
                   `data: ${
                     JSON.stringify({
-                      error: { message: "the upstream stream broke", type: "upstream_error", code: "upstream_error" }
+                      error: timedOut
+                        ? { message: requestTimeout().message, type: "upstream_error", code: "request_timeout" }
+                        : { message: "the upstream stream broke", type: "upstream_error", code: "upstream_error" }
                     })
                   }\n\n`
                 )

@@ -2,6 +2,8 @@
  * The relay's idle timers (`internal/idleWatch.ts`) on a TestClock, and the
  * client-connection probe (`internal/clientConnection.ts`).
  */
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import { Effect, Exit, Fiber, Stream } from "effect"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import { TestClock } from "effect/testing"
@@ -88,5 +90,31 @@ describe("clientConnection.isGone", () => {
     expect(ClientConnection.isGone(request({ socket: { destroyed: false, readableEnded: true } }))).toBe(true)
     expect(ClientConnection.isGone(request({ socket: { destroyed: true, readableEnded: false } }))).toBe(true)
     expect(ClientConnection.isGone(request(null))).toBe(false)
+  })
+})
+
+describe("clientConnection.disconnect", () => {
+  it("drops the connection of a Node IncomingMessage (as under @effect/platform-node); a Web Request is left alone", async () => {
+    let source: Http.IncomingMessage | undefined
+    const server = Http.createServer((req) => void (source = req)) // never answers
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    try {
+      const port = (server.address() as AddressInfo).port
+      const closed = new Promise<string>((resolve) => {
+        const req = Http.request({ host: "127.0.0.1", port, method: "POST" })
+        req.on("error", (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message))
+        req.end("{}")
+      })
+      while (source === undefined) await new Promise((r) => setImmediate(r)) // until the server has the request
+      const request = (s: unknown) => ({ source: s }) as unknown as HttpServerRequest
+      await Effect.runPromise(ClientConnection.disconnect(request(new Request("http://x/"))))
+      expect(ClientConnection.isGone(request(source))).toBe(false)
+      await Effect.runPromise(ClientConnection.disconnect(request(source)))
+      expect(await closed).toBe("ECONNRESET")
+      expect(ClientConnection.isGone(request(source))).toBe(true)
+    } finally {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
   })
 })

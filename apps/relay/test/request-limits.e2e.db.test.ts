@@ -71,7 +71,9 @@ describe("issue 9: limits.maxRequestSeconds and limits.clientIdleSeconds (SQLite
     })().then(() => undefined, (e: unknown) => e)
     await until(() => seen.length === 3)
     await relay.advance(MAX_REQUEST)
-    expect(String(await reading)).toMatch(/upstream stream broke/)
+    const error: any = await reading
+    expect(error?.error).toMatchObject({ code: "request_timeout", type: "upstream_error" })
+    expect(String(error)).toMatch(/limits\.maxRequestSeconds/)
     expect(seen.join("")).toBe("Hello world")
     await relay.mockA.requests[0]!.finished
     const expected = Math.min(actualOf(PROMPT_ESTIMATE, Tokenizer.countText("Hello world")), P)
