@@ -30,6 +30,7 @@ import type { AdminKey, AdminKeyError } from "./AdminKey.js"
 import * as ClientApi from "./ClientApi.js"
 import type { Loaded } from "./Config.js"
 import * as HttpServer from "./HttpServer.js"
+import * as Metrics from "./Metrics.js"
 import * as RelayBilling from "./RelayBilling.js"
 import * as Upstream from "./Upstream.js"
 
@@ -79,8 +80,10 @@ export const reaper = (intervalSeconds: number): Effect.Effect<never, never, Bil
   })
 
 /**
- * The whole relay as a layer: the HTTP server (listening), both APIs, the
- * reaper, and the billing services (also provided to the caller, e.g. tests).
+ * The whole relay as a layer: the HTTP server (listening), both APIs and
+ * `GET /metrics`, the reaper, and the billing services (also provided to the
+ * caller, e.g. tests) with the `BillingSession` metered by this instance's
+ * {@link Metrics.Metrics}.
  *
  * @since 0.1.0
  * @category layers
@@ -89,16 +92,20 @@ export const layer = (
   loaded: Loaded,
   options: Options = {}
 ): Layer.Layer<
-  EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey,
+  EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey | Metrics.Metrics,
   HttpServer.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError
 > => {
-  const services = RelayBilling.layerFromConfig(loaded, {
-    ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
-    ...(options.client !== undefined ? { client: options.client } : {})
-  })
+  const services = Metrics.Metrics.layerSession.pipe(
+    Layer.provideMerge(RelayBilling.layerFromConfig(loaded, {
+      ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
+      ...(options.client !== undefined ? { client: options.client } : {})
+    })),
+    Layer.provideMerge(Metrics.Metrics.layer)
+  )
   const apis = Layer.mergeAll(
     AdminApi.routes({ groups: Object.keys(loaded.config.groups) }),
-    ClientApi.routes(loaded.config).pipe(Layer.provide(Upstream.layerFetch()))
+    ClientApi.routes(loaded.config).pipe(Layer.provide(Upstream.layerFetch())),
+    Metrics.routes
   )
   const app = HttpRouter.serve(apis, { disableLogger: options.httpLogger !== true }).pipe(
     Layer.provideMerge(
