@@ -24,7 +24,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Option } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Option } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
@@ -127,7 +127,7 @@ export const make = (): Service => {
         Effect.onExit((exit) =>
           Effect.flatMap(Clock.currentTimeMillis, (end) =>
             Effect.sync(() =>
-              phases.observe({ phase, outcome: exit._tag === "Success" ? "ok" : "error" }, Math.max(0, end - start) / 1000)
+              phases.observe({ phase, outcome: Exit.isSuccess(exit) ? "ok" : "error" }, Math.max(0, end - start) / 1000)
             ))
         )
       )
