@@ -105,10 +105,16 @@ const normalText = (max: number) =>
     { maxLength: 60 }
   ).map((parts) => parts.join("")).filter((s) => longestRun(s) <= max)
 
-/** The longest run of characters of one class (letters/marks, other non-space, space). */
+/**
+ * The longest run of one repetition class of the o200k split pattern: letters
+ * and marks (`[\p{L}\p{M}]`), other non-space characters — marks included, as in
+ * the pattern's `[^\s\p{L}\p{N}]` —, whitespace, and `[\r\n/]`.
+ */
 const longestRun = (s: string): number => {
   let longest = 0
-  for (const run of s.matchAll(/[\p{L}\p{M}]+|[^\s\p{L}\p{M}\p{N}]+|\s+/gu)) longest = Math.max(longest, [...run[0]].length)
+  for (const cls of [/[\p{L}\p{M}]+/gu, /[^\s\p{L}\p{N}]+/gu, /\s+/gu, /[\r\n/]+/gu]) {
+    for (const run of s.matchAll(cls)) longest = Math.max(longest, [...run[0]].length)
+  }
   return longest
 }
 
