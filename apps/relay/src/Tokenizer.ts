@@ -14,8 +14,10 @@
  * event loop). Every repetition of the split pattern is bounded to
  * {@link MAX_RUN_LENGTH} code points (pieces of at most 2 × 128 + 4 code
  * points), so the work is at most ~1 KB of merging per character. On text whose
- * runs are at most {@link MAX_RUN_LENGTH} long (ordinary prose, code, CJK,
- * 80-column separator lines) the count is exactly o200k's; a longer run is
+ * runs of one class of the pattern (letters and marks; other non-space
+ * characters, marks included; whitespace) are at most {@link MAX_RUN_LENGTH}
+ * long (ordinary prose, code, CJK, 80-column separator lines) the count is
+ * exactly o200k's; a longer run is
  * counted in chunks of {@link MAX_RUN_LENGTH}: tested to be within one token
  * per chunk of the exact count (either side), and never more than the text's
  * UTF-8 byte length.
