@@ -29,6 +29,7 @@ import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
+import { countRequest } from "./Metrics.js"
 import { generateId } from "./internal/secrets.js"
 import { BillingPreference, RelayStore } from "./RelayStore.js"
 import type { AccountMeta } from "./RelayStore.js"
@@ -422,7 +423,7 @@ export const routes = (options: Options = {}): Layer.Layer<
 
       /** Authenticates, runs, and renders every failure as an HTTP error. */
       const handle = (handler: Handler) =>
-        Effect.gen(function*() {
+        countRequest(Effect.gen(function*() {
           const request = yield* HttpServerRequest.HttpServerRequest
           if (!matchesBearer(request.headers["authorization"], key)) {
             return yield* Api.unauthorized(
@@ -432,7 +433,7 @@ export const routes = (options: Options = {}): Layer.Layer<
             )
           }
           return yield* handler
-        }).pipe(Effect.catch((error) => Effect.succeed(Api.toResponse(toApiError(error)))))
+        }).pipe(Effect.catch((error) => Effect.succeed(Api.toResponse(toApiError(error))))))
 
       const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
       const param = (name: string) => Effect.map(HttpRouter.params, (p) => p[name] ?? "")

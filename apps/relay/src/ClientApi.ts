@@ -59,6 +59,7 @@ import { isFixedPrice } from "./Config.js"
 import * as Api from "./internal/apiError.js"
 import * as ClientConnection from "./internal/clientConnection.js"
 import * as IdleWatch from "./internal/idleWatch.js"
+import * as Metrics from "./Metrics.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
 import type { Principal } from "./RelayStore.js"
@@ -297,7 +298,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           requestId: string
         ) => Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, HttpServerRequest.HttpServerRequest>
       ) =>
-        Effect.gen(function*() {
+        Metrics.countRequest(Effect.gen(function*() {
           const request = yield* HttpServerRequest.HttpServerRequest
           const id = requestIdOf(request)
           const echo = typeof id === "string" ? id : `req_${randomUUID().replace(/-/g, "")}`
@@ -305,7 +306,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
             ? yield* handler(id).pipe(Effect.catch((error) => Effect.succeed(toResponse(error))))
             : toResponse(id)
           return HttpServerResponse.setHeader(response, "x-request-id", echo)
-        })
+        }))
 
       const authenticate = Effect.gen(function*() {
         const request = yield* HttpServerRequest.HttpServerRequest
@@ -319,9 +320,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
         model: string,
         promptEstimate: number,
         maxTokens: number
-      ): Effect.Effect<Request, unknown> =>
+      ): Effect.Effect<Request, unknown, HttpServerRequest.HttpServerRequest> =>
         Effect.gen(function*() {
           const price = yield* Pricing.priceOf(config, model)
+          yield* Metrics.labelModel(model)
           if (principal.models !== undefined && !principal.models.includes(model)) {
             return yield* apiError(403, "model_not_allowed", `this token may not use the model ${JSON.stringify(model)}`)
           }

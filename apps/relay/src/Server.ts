@@ -31,6 +31,7 @@ import * as ClientApi from "./ClientApi.js"
 import type { Loaded } from "./Config.js"
 import * as DemoUpstream from "./DemoUpstream.js"
 import * as HttpServer from "./HttpServer.js"
+import * as Metrics from "./Metrics.js"
 import * as RelayBilling from "./RelayBilling.js"
 import * as Upstream from "./Upstream.js"
 
@@ -80,8 +81,10 @@ export const reaper = (intervalSeconds: number): Effect.Effect<never, never, Bil
   })
 
 /**
- * The whole relay as a layer: the HTTP server (listening), both APIs, the
- * reaper, and the billing services (also provided to the caller, e.g. tests).
+ * The whole relay as a layer: the HTTP server (listening), both APIs and
+ * `GET /metrics`, the reaper, and the billing services (also provided to the
+ * caller, e.g. tests) with the `BillingSession` metered by this instance's
+ * {@link Metrics.Metrics}.
  *
  * @since 0.1.0
  * @category layers
@@ -90,19 +93,23 @@ export const layer = (
   loaded: Loaded,
   options: Options = {}
 ): Layer.Layer<
-  EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey,
+  EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey | Metrics.Metrics,
   HttpServer.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError
 > => {
-  const services = RelayBilling.layerFromConfig(loaded, {
-    ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
-    ...(options.client !== undefined ? { client: options.client } : {})
-  })
+  const services = Metrics.Metrics.layerSession.pipe(
+    Layer.provideMerge(RelayBilling.layerFromConfig(loaded, {
+      ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
+      ...(options.client !== undefined ? { client: options.client } : {})
+    })),
+    Layer.provideMerge(Metrics.Metrics.layer)
+  )
   const apis = Layer.mergeAll(
     AdminApi.routes({ groups: Object.keys(loaded.config.groups) }),
     ClientApi.routes(loaded.config).pipe(
       Layer.provide(DemoUpstream.layer),
       Layer.provide(Upstream.layerFetch({ idleTimeout: Duration.seconds(loaded.config.limits.upstreamIdleSeconds) }))
-    )
+    ),
+    Metrics.routes
   )
   const app = HttpRouter.serve(apis, { disableLogger: options.httpLogger !== true }).pipe(
     Layer.provideMerge(

@@ -35,6 +35,8 @@ export * as Server from "./Server.js"
 /** @since 0.1.0 */
 export * as Webhook from "./Webhook.js"
 /** @since 0.1.0 */
+export * as Metrics from "./Metrics.js"
+/** @since 0.1.0 */
 export * as Demo from "./Demo.js"
 /** @since 0.1.0 */
 export * as Cli from "./Cli.js"

@@ -17,7 +17,9 @@ import { WalletAdmin } from "@relay-billing/wallet"
 import { afterAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
+import * as Metrics from "../src/Metrics.js"
 import * as Server from "../src/Server.js"
+import * as Prometheus from "./support/Prometheus.js"
 
 const scope = Effect.runSync(Scope.make())
 afterAll(() => Effect.runPromise(Scope.close(scope, Exit.void)))
@@ -105,5 +107,16 @@ describe("the reaper inside serve", () => {
     expect(await pass(8)).toBe("relay: reaper pass: examined 0, expired 0")
     expect(await status("abandoned")).toBe("expired")
     expect((await balance()).balance).toBe(10_000)
+
+    // The background passes go through the metered session (issue 9 #12): 8 runs, 1 expired.
+    const scraped = Prometheus.parse(
+      await Effect.runPromise(Effect.provideContext(Effect.flatMap(Metrics.Metrics, (m) => m.scrape), context))
+    )
+    expect(scraped.value("relay_reaper_runs_total")).toBe(8)
+    expect(scraped.value("relay_reaper_failures_total")).toBe(0)
+    expect(scraped.value("relay_holds_opened_total")).toBe(1)
+    expect(scraped.value("relay_holds_expired_total")).toBe(1)
+    expect(scraped.value("relay_holds_pending")).toBe(0)
+    expect(scraped.value("relay_billing_phase_seconds_count", { phase: "reap", outcome: "ok" })).toBe(8)
   })
 })
