@@ -41,6 +41,7 @@ import * as Channels from "./Channels.js"
 import type { ModelPrice, RelayConfig } from "./Config.js"
 import { isFixedPrice } from "./Config.js"
 import * as Api from "./internal/apiError.js"
+import { StreamDeadline } from "./internal/limits.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
 import type { Principal } from "./RelayStore.js"
@@ -481,15 +482,31 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 new TextEncoder().encode(
                   `data: ${
                     JSON.stringify({
-                      error: { message: "the upstream stream broke", type: "upstream_error", code: "upstream_error" }
+                      error: shuttingDown
+                        ? { message: "the relay is shutting down", type: "server_error", code: "shutting_down" }
+                        : { message: "the upstream stream broke", type: "upstream_error", code: "upstream_error" }
                     })
                   }\n\n`
                 )
               )
+              : done !== undefined
+              ? Stream.succeed(done)
               : Stream.empty
           )
+          // `data: [DONE]` is held back until the request is billed: a client that stops
+          // reading at [DONE] (as the openai 7 client does) then sees a settled request.
+          let done: Uint8Array | undefined
+          // A shutdown's drain is over: end the stream like a broken one (billed for what it delivered).
+          const deadline = yield* StreamDeadline
+          let shuttingDown = false
           const body = stream.events.pipe(
-            Stream.filter((event) => includeUsage || !event.usageOnly),
+            Stream.interruptWhen(
+              Effect.andThen(deadline, Effect.suspend(() => Effect.fail(void (shuttingDown = true))))
+            ),
+            Stream.filter((event) => {
+              if (event.done) done = event.bytes
+              return !event.done && (includeUsage || !event.usageOnly)
+            }),
             Stream.map((event) => event.bytes),
             Stream.catch(() => Stream.fromEffectDrain(Effect.sync(() => void (status = "broken")))),
             Stream.concat(settle),

@@ -1,7 +1,7 @@
 /**
  * The relay's configuration: the JSON config file of `relay-api.md` (pricing,
- * channels, billing options) plus the environment (`RELAY_PORT`,
- * `RELAY_DATABASE_URL`, `RELAY_ADMIN_KEY`, `RELAY_CONFIG`).
+ * channels, billing options, limits) plus the environment (`RELAY_PORT`,
+ * `RELAY_HOST`, `RELAY_DATABASE_URL`, `RELAY_ADMIN_KEY`, `RELAY_CONFIG`).
  *
  * Every input is decoded with a Schema; a bad value becomes a `ConfigError`
  * whose message names the field path and the value found there, e.g.
@@ -10,6 +10,7 @@
  * @since 0.1.0
  */
 import { readFile } from "node:fs/promises"
+import { isIP } from "node:net"
 import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 
 // ---------------------------------------------------------------------------
@@ -183,6 +184,22 @@ const isHttpUrl = (s: string): boolean => {
 }
 
 /**
+ * Request limits (section `limits`): `maxBodyBytes` (default 8388608, 8 MiB)
+ * refuses a larger request body with 413 `request_too_large` before it is read
+ * whole; `maxJsonDepth` (default 64) refuses a JSON body nested deeper with
+ * 400 `invalid_request`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Limits = Schema.Struct({
+  maxBodyBytes: intAtLeast(1).pipe(Schema.withDecodingDefaultKey(Effect.succeed(8_388_608))),
+  maxJsonDepth: intAtLeast(1).pipe(Schema.withDecodingDefaultKey(Effect.succeed(64)))
+})
+/** @since 0.1.0 @category models */
+export type Limits = typeof Limits.Type
+
+/**
  * The `LowBalance` webhook (`notifications.webhook`): every low-balance warning
  * is POSTed as JSON to `url`, signed with `X-Relay-Signature: sha256=<hex
  * HMAC-SHA256(secret, body)>`. `timeoutMs` bounds one attempt (default 5000);
@@ -230,8 +247,8 @@ const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) 
  * The config file (`RELAY_CONFIG`). Unknown keys are refused (a typo must not
  * silently fall back to a default). Defaults: `quotaPerUnit` 500000, `groups`
  * `{ default: 1 }` (a `default` group with ratio 1 is added when absent),
- * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, and
- * the billing defaults of {@link Billing}. `notifications` is optional and
+ * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, the
+ * billing defaults of {@link Billing} and the limits of {@link Limits}. `notifications` is optional and
  * stays absent when not given.
  *
  * @since 0.1.0
@@ -245,6 +262,7 @@ export const RelayConfig = Schema.Struct({
   models: Schema.Record(Schema.String, ModelPrice).pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   channels: Schema.Array(Channel).check(uniqueChannelNames).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
   billing: Billing.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  limits: Limits.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   /** Optional: absent when the file has no `notifications` section. */
   notifications: Schema.optionalKey(Notifications)
 })
@@ -377,6 +395,15 @@ const Port = Schema.String.check(
   )
 )
 
+// An IP address or a host name to bind (`0.0.0.0`, `::`, `127.0.0.1`, `localhost`, …).
+const Host = Schema.String.check(
+  Schema.makeFilter((s: string) =>
+    isIP(s) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(s)
+      ? undefined
+      : "expected an IP address or a host name to bind (e.g. 127.0.0.1, 0.0.0.0, ::)"
+  )
+)
+
 const DatabaseUrl = Schema.String.check(
   Schema.makeFilter((s: string) =>
     /^(sqlite:.+|postgres(ql)?:\/\/.+|mysql:\/\/.+)$/.test(s)
@@ -393,6 +420,7 @@ const DatabaseUrl = Schema.String.check(
  */
 export const Env = Schema.Struct({
   RELAY_PORT: Port.pipe(Schema.withDecodingDefaultKey(Effect.succeed("3000"))),
+  RELAY_HOST: Host.pipe(Schema.withDecodingDefaultKey(Effect.succeed("127.0.0.1"))),
   RELAY_DATABASE_URL: DatabaseUrl.pipe(Schema.withDecodingDefaultKey(Effect.succeed("sqlite:./data/relay.db"))),
   RELAY_ADMIN_KEY: Schema.optionalKey(nonEmptyString),
   RELAY_CONFIG: Schema.optionalKey(nonEmptyString)
@@ -413,7 +441,7 @@ export const decodeEnv = (
   env: Readonly<Record<string, string | undefined>> = process.env
 ): Effect.Effect<Env, ConfigError> => {
   const picked: Record<string, string> = {}
-  for (const key of ["RELAY_PORT", "RELAY_DATABASE_URL", "RELAY_ADMIN_KEY", "RELAY_CONFIG"]) {
+  for (const key of ["RELAY_PORT", "RELAY_HOST", "RELAY_DATABASE_URL", "RELAY_ADMIN_KEY", "RELAY_CONFIG"]) {
     const value = env[key]
     if (value !== undefined && value !== "") picked[key] = value
   }
@@ -428,6 +456,8 @@ export const decodeEnv = (
  */
 export interface Loaded {
   readonly port: number
+  /** The address to bind (`RELAY_HOST`); absent means `127.0.0.1`. */
+  readonly host?: string | undefined
   readonly databaseUrl: string
   /** `undefined`: the relay generates one on first start (a later concern). Never log it. */
   readonly adminKey: string | undefined
@@ -452,6 +482,7 @@ export const load = (
     const config = path === undefined ? yield* defaultConfig : yield* loadConfigFile(path)
     return {
       port: vars.RELAY_PORT,
+      host: vars.RELAY_HOST,
       databaseUrl: vars.RELAY_DATABASE_URL,
       adminKey: vars.RELAY_ADMIN_KEY,
       configSource: path ?? "built-in",
