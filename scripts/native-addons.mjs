@@ -1,4 +1,5 @@
-// Root `postinstall`: makes better-sqlite3's native addon load under the repository's pinned
+// Root `postinstall`: makes better-sqlite3's native addon (12.x; 13.x loads its N-API prebuild
+// and is only checked) load under the repository's pinned
 // Node (the `node-runtime` devDependency, v24, first on PATH in every pnpm script) and under
 // the system Node that runs pnpm (the SDK packages still support Node >= 20.19 and the smoke
 // test runs them there).
@@ -85,8 +86,12 @@ const compile = (runtime, pkg) => {
   return path.join(pkg, "build", "Release", "better_sqlite3.node")
 }
 
+/** The lowest Node major a package's `engines.node` (`>=N…`) allows; 0 when it says nothing. */
+const major = (version) => Number(version.split(".")[0])
+const minimumMajor = (engines) => Number(/^\s*>=\s*(\d+)/.exec(engines?.node ?? "")?.[1] ?? 0)
+
 for (const pkg of packages) {
-  const { version } = JSON.parse(readFileSync(path.join(pkg, "package.json"), "utf8"))
+  const { version, engines } = JSON.parse(readFileSync(path.join(pkg, "package.json"), "utf8"))
   const target = (runtime) =>
     path.join(pkg, "compiled", runtime.version, process.platform, process.arch, "better_sqlite3.node")
   const cached = (runtime) =>
@@ -106,6 +111,18 @@ for (const pkg of packages) {
   }
   // 2. every runtime gets its own binary: already there, from the cache, or compiled
   for (const runtime of runtimes) {
+    // better-sqlite3 13 (Node >= 22) ships N-API prebuilds: nothing to build, and it does not
+    // run on older Nodes (those keep using 12.x, e.g. the SDK's Node 20 smoke test).
+    if (Number(runtime.version.split(".")[0]) < minimumMajor(engines)) continue
+    if (!existsSync(path.join(pkg, "binding.gyp")) || (major(version) >= 13 && opens(runtime, pkg))) {
+      if (!opens(runtime, pkg)) {
+        console.error(`native-addons: better-sqlite3 ${version} does not load under Node ${runtime.version}`)
+        process.exitCode = 1
+      } else {
+        log(`better-sqlite3 ${version} loads under Node ${runtime.version} (prebuilt)`)
+      }
+      continue
+    }
     if (existsSync(target(runtime)) && opens(runtime, pkg)) continue
     if (existsSync(cached(runtime))) {
       place(cached(runtime), runtime)
