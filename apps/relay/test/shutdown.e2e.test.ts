@@ -7,6 +7,7 @@
  * close the database and exit with code 0.
  */
 import * as Http from "node:http"
+import { spawnSync } from "node:child_process"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
@@ -89,7 +90,8 @@ describe("relay serve: SIGTERM with a stream still running", () => {
       RELAY_CONFIG: configPath
     }, dir)
     try {
-      const [, port] = await relay.waitFor(/Listening on http:\/\/[^\s]*:(\d+)/)
+      // RELAY_HOST is unset: the relay binds loopback and says so
+      const [, port] = await relay.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)
       const base = `http://127.0.0.1:${port}`
       const admin = async (p: string, body: unknown) => {
         const response = await fetch(`${base}${p}`, {
@@ -154,6 +156,64 @@ describe("relay serve: SIGTERM with a stream still running", () => {
     } finally {
       if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill("SIGKILL")
       await upstream.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe("relay serve: binding and a clean exit", () => {
+  it("RELAY_HOST=0.0.0.0 binds every interface (the log says so); SIGTERM with nothing in flight exits 0", { timeout: 120_000 }, async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "relay-host-"))
+    const relay = spawnRelay(relayBin.bin, ["serve"], {
+      RELAY_PORT: "0",
+      RELAY_HOST: "0.0.0.0",
+      RELAY_DATABASE_URL: `sqlite:${path.join(dir, "relay.db")}`,
+      RELAY_ADMIN_KEY: ADMIN_KEY
+    }, dir)
+    try {
+      const [, port] = await relay.waitFor(/Listening on http:\/\/0\.0\.0\.0:(\d+)/)
+      const models = await fetch(`http://127.0.0.1:${port}/v1/models`)
+      expect(models.status).toBe(401)
+      await models.arrayBuffer()
+      relay.child.kill("SIGTERM")
+      const hang = new Promise<"still running">((resolve) => setTimeout(() => resolve("still running"), 60_000).unref())
+      expect(await Promise.race([relay.exited, hang]), relay.output()).toBe(0)
+    } finally {
+      if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill("SIGKILL")
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("closing Server.layer leaves nothing that keeps the event loop alive (keep-alive sockets, reaper, webhook queue)", { timeout: 120_000 }, async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "relay-loop-"))
+    try {
+      // A plain Node process: serve, answer a request on a kept-alive connection, close the
+      // layer's scope, and return. It exits by itself only if no handle is left behind.
+      const script = path.join(relayBin.dir, "loop-check.mjs")
+      await writeFile(
+        script,
+        `import * as Http from "node:http"
+import { Effect, Exit, Layer, Scope } from "effect"
+import { Config, Server } from "./index.js"
+const loaded = { ...(await Effect.runPromise(Config.load({ RELAY_DATABASE_URL: process.argv[2], RELAY_ADMIN_KEY: "${ADMIN_KEY}" }))), port: 0 }
+const scope = Effect.runSync(Scope.make())
+const context = await Effect.runPromise(Layer.buildWithScope(Server.layer(loaded, { drainTimeout: "60 seconds" }), scope))
+const url = await Effect.runPromise(Server.url.pipe(Effect.provideContext(context)))
+const agent = new Http.Agent({ keepAlive: true })
+await new Promise((resolve) => Http.get(url + "/v1/models", { agent }, (res) => { res.resume(); res.on("end", resolve) }))
+await Effect.runPromise(Scope.close(scope, Exit.void))
+console.log("closed")
+`
+      )
+      const run = spawnSync(process.execPath, [script, `sqlite:${path.join(dir, "relay.db")}`], {
+        cwd: dir,
+        encoding: "utf8",
+        timeout: 90_000
+      })
+      expect(run.stdout + run.stderr).toContain("closed")
+      expect(run.signal, run.stdout + run.stderr).toBeNull()
+      expect(run.status, run.stdout + run.stderr).toBe(0)
+    } finally {
       await rm(dir, { recursive: true, force: true })
     }
   })

@@ -14,19 +14,20 @@ import { build } from "tsup"
 
 const appDir = path.resolve(fileURLToPath(new URL(".", import.meta.url)), "..", "..")
 
-/** A bundled `main.js`; `remove` deletes its directory. */
+/** A bundled `main.js` (and `index.js`, the modules) in `dir`; `remove` deletes it. */
 export interface BuiltRelay {
+  readonly dir: string
   readonly bin: string
   readonly remove: () => Promise<void>
 }
 
-/** Bundles `src/main.ts` into a fresh directory. */
+/** Bundles `src/main.ts` and `src/index.ts` into a fresh directory. */
 export const buildRelay = async (): Promise<BuiltRelay> => {
   const cache = path.join(appDir, "node_modules", ".cache")
   await mkdir(cache, { recursive: true })
   const dir = await mkdtemp(path.join(cache, "relay-bin-test-"))
   await build({
-    entry: { main: path.join(appDir, "src/main.ts") },
+    entry: { main: path.join(appDir, "src/main.ts"), index: path.join(appDir, "src/index.ts") },
     outDir: dir,
     format: ["esm"],
     target: "node24",
@@ -36,7 +37,7 @@ export const buildRelay = async (): Promise<BuiltRelay> => {
     silent: true,
     config: false
   })
-  return { bin: path.join(dir, "main.js"), remove: () => rm(dir, { recursive: true, force: true }) }
+  return { dir, bin: path.join(dir, "main.js"), remove: () => rm(dir, { recursive: true, force: true }) }
 }
 
 /** A running relay process. */
