@@ -64,7 +64,7 @@ const track = (server: Http.Server) => {
   const active = new Set<Http.ServerResponse>()
   const idle = new Set<() => void>()
   let closing = false
-  server.on("request", (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
+  const onRequest = (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
     if (closing) res.shouldKeepAlive = false
     active.add(res)
     res.once("close", () => {
@@ -73,7 +73,10 @@ const track = (server: Http.Server) => {
       if (closing) setImmediate(() => server.closeIdleConnections())
       if (active.size === 0) for (const resume of idle) resume()
     })
-  })
+  }
+  // `Expect: 100-continue` requests come as `checkContinue` (platform-node serves both)
+  server.on("request", onRequest)
+  server.on("checkContinue", onRequest)
   return {
     get size() {
       return active.size

@@ -1,3 +1,4 @@
+import * as Http from "node:http"
 import { Cause, Context, Deferred, Effect, Exit, Layer, Schedule, Scope, Stream } from "effect"
 import { HttpRouter, HttpServer as EffectHttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { describe, expect, it } from "vitest"
@@ -218,6 +219,45 @@ describe("HttpListener (@effect/platform-node's NodeHttpServer with the relay's 
     expect(await response).toEqual({ status: 200, body: "done" })
     // the port no longer accepts connections
     await expect(fetch(`${server.url}/work`)).rejects.toThrow()
+  })
+
+  it("drains an in-flight `Expect: 100-continue` request too (Node emits it as checkContinue)", async () => {
+    const events: Array<string> = []
+    const entered = signal()
+    const gate = Effect.runSync(Deferred.make<void>())
+    const server = await start(
+      HttpRouter.add(
+        "POST",
+        "/upload",
+        Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const body = yield* request.text
+          entered.resolve()
+          yield* Deferred.await(gate)
+          events.push("handler answers")
+          return HttpServerResponse.text(`got ${body}`)
+        })
+      )
+    )
+    const { port } = new URL(server.url)
+    const response = new Promise<string>((resolve, reject) => {
+      const req = Http.request({ host: "127.0.0.1", port, method: "POST", path: "/upload", headers: { expect: "100-continue", "content-length": "5" } })
+      req.on("continue", () => req.end("hello"))
+      req.on("response", (res) => {
+        let text = ""
+        res.setEncoding("utf8")
+        res.on("data", (c: string) => (text += c))
+        res.on("end", () => resolve(text))
+      })
+      req.on("error", reject)
+      req.flushHeaders()
+    })
+    await entered.promise
+    const closing = server.close().then(() => events.push("closed"))
+    Effect.runSync(Deferred.succeed(gate, undefined))
+    await closing
+    expect(events).toEqual(["handler answers", "closed"])
+    expect(await response).toBe("got hello")
   })
 
   it("drops a request that outlives the drain timeout and interrupts its handler", async () => {
