@@ -8,7 +8,7 @@ import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { transformSync } from "esbuild"
 import { describe, expect, it } from "vitest"
-import { runtimes } from "./runtimes.js"
+import { preload, runtimes } from "./runtimes.js"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, "..", "..", "..")
@@ -47,7 +47,7 @@ describe.each(runtimes)("README runnable examples on the $label ($version)", { t
       try {
         const env = { ...process.env }
         delete env["NODE_OPTIONS"]
-        const run = spawnSync(runtime.executable, [file], { cwd, env, encoding: "utf8", timeout: 60_000 })
+        const run = spawnSync(runtime.executable, [...preload(runtime), file], { cwd, env, encoding: "utf8", timeout: 60_000 })
         console.log(`${name} example output:\n${run.stdout}`)
         expect(run.stderr, run.stderr).not.toMatch(/Error|error:/)
         expect(run.status, run.stderr).toBe(0)

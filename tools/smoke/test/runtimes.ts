@@ -5,6 +5,7 @@
 import { spawnSync } from "node:child_process"
 import { existsSync, realpathSync } from "node:fs"
 import path from "node:path"
+import { fileURLToPath } from "node:url"
 
 /** A Node executable and the version it reports. */
 export interface Runtime {
@@ -38,3 +39,12 @@ export const system: Runtime | undefined = (() => {
 
 /** Every runtime to smoke-test under. */
 export const runtimes: ReadonlyArray<Runtime> = system === undefined ? [pinned] : [pinned, system]
+
+/**
+ * Arguments that go before the script for `runtime`: on a Node older than 22, preload
+ * `sqlite12.cjs` (better-sqlite3 12.x, the version a Node 20 user installs; see there).
+ */
+export const preload = (runtime: Runtime): ReadonlyArray<string> =>
+  Number(runtime.version.replace(/^v/, "").split(".")[0]) < 22
+    ? ["-r", path.join(path.dirname(fileURLToPath(import.meta.url)), "sqlite12.cjs")]
+    : []
