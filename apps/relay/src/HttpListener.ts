@@ -14,7 +14,7 @@
  * 2. let in-flight requests finish for up to `drainTimeout` (default 10 s);
  * 3. then complete the stream deadline: responses still streaming end (a chat
  *    stream ends with an error event and is billed for what it delivered),
- *    waiting up to `streamGrace` (default 5 s) for them;
+ *    waiting up to `streamGrace` (default 3 s, so the process is gone within about 15 s of the signal) for them;
  * 4. close every remaining connection (their handlers are interrupted) so
  *    nothing keeps the event loop alive.
  *
@@ -55,7 +55,7 @@ export interface Options {
   readonly host?: string | undefined
   /** How long a shutdown waits for in-flight requests before ending streams; default 10 seconds. */
   readonly drainTimeout?: Duration.Input | undefined
-  /** How long a shutdown then waits for the ended streams to finish; default 5 seconds. */
+  /** How long a shutdown then waits for the ended streams to finish; default 3 seconds. */
   readonly streamGrace?: Duration.Input | undefined
 }
 
@@ -114,7 +114,7 @@ export const layer = (
 ): Layer.Layer<HttpServer.HttpServer | Layer.Success<typeof NodeHttpServer.layerHttpServices>, ServeError> => {
   const host = options.host ?? "127.0.0.1"
   const drainTimeout = options.drainTimeout ?? Duration.seconds(10)
-  const streamGrace = options.streamGrace ?? Duration.seconds(5)
+  const streamGrace = options.streamGrace ?? Duration.seconds(3)
   const listener = Effect.gen(function*() {
     const deadline = yield* Deferred.make<void>()
     const server = Http.createServer({ noDelay: true, keepAliveTimeout: 5_000 })

@@ -52,7 +52,7 @@ export interface Options {
   readonly host?: string | undefined
   /** How long a shutdown waits for in-flight requests before ending streams; default 10 seconds. */
   readonly drainTimeout?: Duration.Input | undefined
-  /** How long a shutdown then waits for the ended streams; default 5 seconds. */
+  /** How long a shutdown then waits for the ended streams; default 3 seconds. */
   readonly streamGrace?: Duration.Input | undefined
   /** Where a generated admin key is stored; default `./data/admin-key`. */
   readonly adminKeyPath?: string | undefined
