@@ -6,5 +6,5 @@ export default defineConfig({
   dts: false,
   sourcemap: true,
   clean: true,
-  target: "node20"
+  target: "node24"
 })

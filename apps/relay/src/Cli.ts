@@ -16,21 +16,21 @@
  * `RELAY_CONFIG`, …); `--json` prints the report as JSON. Exit codes: 0 ok,
  * 1 failure (invalid config, database error, audit problems), 2 usage error.
  *
- * `@effect/platform-node` does not run on Node 20, so the CLI is run with
- * `Command.runWith` over `process.argv` and a small Node-backed environment
- * ({@link layerEnvironment}): the commands need no file system, prompts or
- * child processes from the CLI services.
+ * The CLI runs with `Command.runWith` on the Node services of
+ * `@effect/platform-node` (`NodeServices.layer`: stdio, terminal, file
+ * system, path, child processes); `main.ts` runs it under
+ * `NodeRuntime.runMain`, which interrupts it on SIGINT/SIGTERM.
  *
  * @since 0.1.0
  */
-import { Console, Effect, FileSystem, Layer, Path, Schema, Sink, Stdio, Stream, Terminal } from "effect"
+import { NodeServices } from "@effect/platform-node"
+import { Console, Effect, Schema } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
 import { Subscription } from "@relay-billing/subscription"
 import { Command, Flag } from "effect/cli"
-import { ChildProcessSpawner } from "effect/process"
 import * as Config from "./Config.js"
 import * as Demo from "./Demo.js"
 import * as RelayBilling from "./RelayBilling.js"
@@ -137,6 +137,10 @@ export const runAudit = (loaded: Config.Loaded): Effect.Effect<Audit.AuditReport
     return { ...report, ok: problems.length === 0, problems }
   }).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl)))
 
+/** The host a client on this machine uses for a bind address (a wildcard → loopback). */
+const clientHost = (host: string | undefined): string =>
+  host === undefined || host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host
+
 /**
  * The demo bootstrap `relay serve` runs before serving when the config is the
  * built-in demo config (see {@link Demo.bootstrap}); `undefined` otherwise.
@@ -151,7 +155,7 @@ export const runDemoBootstrap = (
   options: Demo.Options = {}
 ): Effect.Effect<Demo.Bootstrapped | undefined, BillingError.StoreError | BillingError.InvalidInput | Demo.DemoError> =>
   Demo.isDemoConfig(loaded)
-    ? Demo.bootstrap({ baseUrl: `http://127.0.0.1:${loaded.port}`, ...options }).pipe(
+    ? Demo.bootstrap({ baseUrl: `http://${clientHost(loaded.host)}:${loaded.port}`, ...options }).pipe(
       Effect.provide(RelayBilling.layerUrl(loaded.databaseUrl, RelayBilling.sdkOptions(loaded)))
     )
     : Effect.succeed(undefined)
@@ -259,7 +263,7 @@ export const command = (env: Readonly<Record<string, string | undefined>> = proc
       const loaded = yield* load
       yield* runDemoBootstrap(loaded).pipe(Effect.mapError(toFailure))
       return yield* Server.serve(loaded).pipe(Effect.mapError(toFailure))
-    })).pipe(Command.withDescription("Serve the relay on RELAY_PORT until interrupted (SIGINT/SIGTERM)"))
+    })).pipe(Command.withDescription("Serve the relay on RELAY_HOST:RELAY_PORT until interrupted (SIGINT/SIGTERM)"))
 
   return Command.make("relay").pipe(
     Command.withDescription("The reference relay of relay-billing"),
@@ -270,53 +274,6 @@ export const command = (env: Readonly<Record<string, string | undefined>> = proc
 // ---------------------------------------------------------------------------
 // running
 // ---------------------------------------------------------------------------
-
-/**
- * The services `effect/cli` needs, backed by the Node process without
- * `@effect/platform-node`: `Stdio` over `process.argv`/`stdout`/`stderr`, a
- * `Terminal` sized from `process.stdout` (no prompts), `Path`, and no-op file
- * system and child process services (no command uses them).
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerEnvironment = (args: ReadonlyArray<string>): Layer.Layer<Command.Environment> => {
-  const write = (stream: NodeJS.WriteStream) => () =>
-    Sink.forEach((chunk: string | Uint8Array) => Effect.sync(() => void stream.write(chunk)))
-  return Layer.mergeAll(
-    FileSystem.layerNoop({}),
-    Path.layer,
-    Layer.succeed(
-      Stdio.Stdio,
-      Stdio.make({
-        args: Effect.succeed(args),
-        stdout: write(process.stdout),
-        stderr: write(process.stderr),
-        stdin: Stream.empty,
-        stdinIsTerminal: Effect.sync(() => process.stdin.isTTY === true),
-        stdoutIsTerminal: Effect.sync(() => process.stdout.isTTY === true),
-        stderrIsTerminal: Effect.sync(() => process.stderr.isTTY === true)
-      })
-    ),
-    Layer.succeed(
-      Terminal.Terminal,
-      Terminal.make({
-        columns: Effect.sync(() => process.stdout.columns ?? 80),
-        rows: Effect.sync(() => process.stdout.rows ?? 24),
-        size: Effect.die("relay: terminal resizing is not supported"),
-        readInput: Effect.die("relay: interactive input is not supported"),
-        readLine: Effect.die("relay: interactive input is not supported"),
-        display: (text) => Effect.sync(() => void process.stdout.write(text))
-      })
-    ),
-    Layer.succeed(
-      ChildProcessSpawner.ChildProcessSpawner,
-      ChildProcessSpawner.ChildProcessSpawner.of(
-        ChildProcessSpawner.make(() => Effect.die("relay: spawning processes is not supported"))
-      )
-    )
-  )
-}
 
 /**
  * Runs the CLI on `args` (without the node and script paths) and returns the
@@ -338,5 +295,5 @@ export const run = (
         : Effect.succeed(2) // a usage error (ShowHelp carries it): effect/cli has printed help and errors
     ),
     Effect.catchDefect((defect) => Effect.as(Console.error(`relay: unexpected error: ${String(defect)}`), 1)),
-    Effect.provide(layerEnvironment(args))
+    Effect.provide(NodeServices.layer)
   )

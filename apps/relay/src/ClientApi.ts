@@ -59,6 +59,7 @@ import { isFixedPrice } from "./Config.js"
 import * as Api from "./internal/apiError.js"
 import * as ClientConnection from "./internal/clientConnection.js"
 import * as IdleWatch from "./internal/idleWatch.js"
+import { StreamDeadline } from "./internal/limits.js"
 import * as Metrics from "./Metrics.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
@@ -624,17 +625,34 @@ export const routes = (config: RelayConfig): Layer.Layer<
                     JSON.stringify({
                       error: timedOut
                         ? { message: requestTimeout().message, type: "upstream_error", code: "request_timeout" }
+                        : shuttingDown
+                        ? { message: "the relay is shutting down", type: "server_error", code: "shutting_down" }
                         : { message: "the upstream stream broke", type: "upstream_error", code: "upstream_error" }
                     })
                   }\n\n`
                 )
               )
+              : done !== undefined
+              ? Stream.succeed(done)
               : Stream.empty
           )
+          // `data: [DONE]` is held back until the request is billed: a client that stops
+          // reading at [DONE] (as the openai 7 client does) then sees a settled request.
+          let done: Uint8Array | undefined
+          // A shutdown's drain is over: end the stream like a broken one (billed for what it delivered).
+          const shutdown = yield* StreamDeadline
+          let shuttingDown = false
           const body = stream.events.pipe(
             Stream.interruptWhen(expiry),
+            Stream.interruptWhen(
+              Effect.andThen(shutdown, Effect.suspend(() => Effect.fail(void (shuttingDown = true))))
+            ),
+            // the client must still be there when the answer is complete (before the settle)
             Stream.tap((event) => event.done ? stillThere(request, fiber) : Effect.void),
-            Stream.filter((event) => includeUsage || !event.usageOnly),
+            Stream.filter((event) => {
+              if (event.done) done = event.bytes
+              return !event.done && (includeUsage || !event.usageOnly)
+            }),
             Stream.map((event) => event.bytes),
             Stream.catch(() => Stream.fromEffectDrain(Effect.sync(() => void (status = "broken")))),
             Stream.concat(settle),

@@ -1,7 +1,7 @@
 /**
  * The relay's configuration: the JSON config file of `relay-api.md` (pricing,
- * channels, billing options) plus the environment (`RELAY_PORT`,
- * `RELAY_DATABASE_URL`, `RELAY_ADMIN_KEY`, `RELAY_CONFIG`).
+ * channels, billing options, limits) plus the environment (`RELAY_PORT`,
+ * `RELAY_HOST`, `RELAY_DATABASE_URL`, `RELAY_ADMIN_KEY`, `RELAY_CONFIG`).
  *
  * Every input is decoded with a Schema; a bad value becomes a `ConfigError`
  * whose message names the field path and the value found there, e.g.
@@ -10,6 +10,7 @@
  * @since 0.1.0
  */
 import { readFile } from "node:fs/promises"
+import { isIP } from "node:net"
 import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 
 // ---------------------------------------------------------------------------
@@ -260,8 +261,8 @@ const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) 
  * The config file (`RELAY_CONFIG`). Unknown keys are refused (a typo must not
  * silently fall back to a default). Defaults: `quotaPerUnit` 500000, `groups`
  * `{ default: 1 }` (a `default` group with ratio 1 is added when absent),
- * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, and
- * the billing defaults of {@link Billing}, the limits of {@link Limits}. `notifications` is optional and
+ * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, the
+ * billing defaults of {@link Billing} and the limits of {@link Limits}. `notifications` is optional and
  * stays absent when not given.
  *
  * @since 0.1.0
@@ -408,6 +409,15 @@ const Port = Schema.String.check(
   )
 )
 
+// An IP address or a host name to bind (`0.0.0.0`, `::`, `127.0.0.1`, `localhost`, …).
+const Host = Schema.String.check(
+  Schema.makeFilter((s: string) =>
+    isIP(s) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(s)
+      ? undefined
+      : "expected an IP address or a host name to bind (e.g. 127.0.0.1, 0.0.0.0, ::)"
+  )
+)
+
 const DatabaseUrl = Schema.String.check(
   Schema.makeFilter((s: string) =>
     /^(sqlite:.+|postgres(ql)?:\/\/.+|mysql:\/\/.+)$/.test(s)
@@ -424,6 +434,7 @@ const DatabaseUrl = Schema.String.check(
  */
 export const Env = Schema.Struct({
   RELAY_PORT: Port.pipe(Schema.withDecodingDefaultKey(Effect.succeed("3000"))),
+  RELAY_HOST: Host.pipe(Schema.withDecodingDefaultKey(Effect.succeed("127.0.0.1"))),
   RELAY_DATABASE_URL: DatabaseUrl.pipe(Schema.withDecodingDefaultKey(Effect.succeed("sqlite:./data/relay.db"))),
   RELAY_ADMIN_KEY: Schema.optionalKey(nonEmptyString),
   RELAY_CONFIG: Schema.optionalKey(nonEmptyString)
@@ -444,7 +455,7 @@ export const decodeEnv = (
   env: Readonly<Record<string, string | undefined>> = process.env
 ): Effect.Effect<Env, ConfigError> => {
   const picked: Record<string, string> = {}
-  for (const key of ["RELAY_PORT", "RELAY_DATABASE_URL", "RELAY_ADMIN_KEY", "RELAY_CONFIG"]) {
+  for (const key of ["RELAY_PORT", "RELAY_HOST", "RELAY_DATABASE_URL", "RELAY_ADMIN_KEY", "RELAY_CONFIG"]) {
     const value = env[key]
     if (value !== undefined && value !== "") picked[key] = value
   }
@@ -459,6 +470,8 @@ export const decodeEnv = (
  */
 export interface Loaded {
   readonly port: number
+  /** The address to bind (`RELAY_HOST`); absent means `127.0.0.1`. */
+  readonly host?: string | undefined
   readonly databaseUrl: string
   /** `undefined`: the relay generates one on first start (a later concern). Never log it. */
   readonly adminKey: string | undefined
@@ -483,6 +496,7 @@ export const load = (
     const config = path === undefined ? yield* defaultConfig : yield* loadConfigFile(path)
     return {
       port: vars.RELAY_PORT,
+      host: vars.RELAY_HOST,
       databaseUrl: vars.RELAY_DATABASE_URL,
       adminKey: vars.RELAY_ADMIN_KEY,
       configSource: path ?? "built-in",

@@ -1,20 +1,25 @@
 /**
- * The relay server: one HTTP server on `RELAY_PORT` serving the admin API
- * (`/admin/*`) and the client API (`/v1/*`) over the billing services of
+ * The relay server: one HTTP server on `RELAY_HOST`:`RELAY_PORT` (default
+ * `127.0.0.1:3000`; the start-up log says where it listens) serving the admin
+ * API (`/admin/*`) and the client API (`/v1/*`) over the billing services of
  * {@link RelayBilling.layerFromConfig} (migrations applied on start), plus a
  * reaper fiber that refunds expired holds every `billing.reapIntervalSeconds`.
  *
- * Shutdown is graceful: interrupting {@link serve} (e.g. on SIGINT/SIGTERM)
- * stops accepting connections, waits for in-flight requests (up to
- * `drainTimeout`, default 10 s) — they settle or refund through
- * `withBilling` — and only then closes the database.
+ * The server is `@effect/platform-node`'s (see {@link HttpListener}); the
+ * router's middleware applies `limits.maxBodyBytes` / `limits.maxJsonDepth`
+ * and gives every error response the JSON error shape (unknown routes 404,
+ * wrong methods 405, admin ids up to 191 characters).
+ *
+ * Shutdown is graceful: interrupting {@link serve} (e.g. SIGINT/SIGTERM under
+ * `NodeRuntime.runMain`) stops accepting connections, waits for in-flight
+ * requests (up to `drainTimeout`, default 10 s), then ends the remaining
+ * streams (each billed for what it delivered), and only then closes the
+ * database.
  *
  * Usage (a CLI):
  *
  * ```ts
- * const loaded = await Effect.runPromise(Config.load())
- * const fiber = Effect.runFork(Server.serve(loaded))
- * process.once("SIGINT", () => Effect.runFork(Fiber.interrupt(fiber)))
+ * NodeRuntime.runMain(Effect.flatMap(Config.load(), Server.serve))
  * ```
  *
  * @since 0.1.0
@@ -30,7 +35,8 @@ import type { AdminKey, AdminKeyError } from "./AdminKey.js"
 import * as ClientApi from "./ClientApi.js"
 import type { Loaded } from "./Config.js"
 import * as DemoUpstream from "./DemoUpstream.js"
-import * as HttpServer from "./HttpServer.js"
+import * as HttpListener from "./HttpListener.js"
+import * as HttpErrors from "./internal/httpErrors.js"
 import * as Metrics from "./Metrics.js"
 import * as RelayBilling from "./RelayBilling.js"
 import * as Upstream from "./Upstream.js"
@@ -44,10 +50,12 @@ import * as Upstream from "./Upstream.js"
 export interface Options {
   /** Port to listen on instead of `loaded.port` (0 picks a free one). */
   readonly port?: number | undefined
-  /** Interface to bind; default `0.0.0.0`. */
+  /** Address to bind instead of `loaded.host` (default `127.0.0.1`). */
   readonly host?: string | undefined
-  /** How long a shutdown waits for in-flight requests; default 10 seconds. */
+  /** How long a shutdown waits for in-flight requests before ending streams; default 10 seconds. */
   readonly drainTimeout?: Duration.Input | undefined
+  /** How long a shutdown then waits for the ended streams; default 3 seconds. */
+  readonly streamGrace?: Duration.Input | undefined
   /** Where a generated admin key is stored; default `./data/admin-key`. */
   readonly adminKeyPath?: string | undefined
   /** knex client options (schema, table prefix, pool). */
@@ -94,7 +102,7 @@ export const layer = (
   options: Options = {}
 ): Layer.Layer<
   EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey | Metrics.Metrics,
-  HttpServer.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError
+  HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError
 > => {
   const services = Metrics.Metrics.layerSession.pipe(
     Layer.provideMerge(RelayBilling.layerFromConfig(loaded, {
@@ -103,6 +111,7 @@ export const layer = (
     })),
     Layer.provideMerge(Metrics.Metrics.layer)
   )
+  const routes = new HttpErrors.RouteTable()
   const apis = Layer.mergeAll(
     AdminApi.routes({ groups: Object.keys(loaded.config.groups) }),
     ClientApi.routes(loaded.config).pipe(
@@ -110,13 +119,18 @@ export const layer = (
       Layer.provide(Upstream.layerFetch({ idleTimeout: Duration.seconds(loaded.config.limits.upstreamIdleSeconds) }))
     ),
     Metrics.routes
-  )
-  const app = HttpRouter.serve(apis, { disableLogger: options.httpLogger !== true }).pipe(
+  ).pipe(Layer.provide(HttpErrors.recordRoutes(routes)))
+  const middleware = HttpErrors.middleware({ ...loaded.config.limits, routes })
+  const app = HttpRouter.serve(Layer.mergeAll(apis, middleware), {
+    disableLogger: options.httpLogger !== true,
+    routerConfig: { maxParamLength: HttpErrors.MAX_PARAM_LENGTH }
+  }).pipe(
     Layer.provideMerge(
-      HttpServer.layer({
+      HttpListener.layer({
         port: options.port ?? loaded.port,
-        ...(options.host !== undefined ? { host: options.host } : {}),
-        ...(options.drainTimeout !== undefined ? { drainTimeout: options.drainTimeout } : {})
+        host: options.host ?? loaded.host ?? "127.0.0.1",
+        ...(options.drainTimeout !== undefined ? { drainTimeout: options.drainTimeout } : {}),
+        ...(options.streamGrace !== undefined ? { streamGrace: options.streamGrace } : {})
       })
     )
   )
@@ -135,5 +149,14 @@ export const layer = (
 export const serve = (
   loaded: Loaded,
   options: Options = {}
-): Effect.Effect<never, HttpServer.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
+): Effect.Effect<never, HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
   Layer.launch(layer(loaded, options))
+
+/**
+ * The URL clients use for the running relay (`http://127.0.0.1:PORT` for a
+ * wildcard bind), for tests and tools.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const url: Effect.Effect<string, never, EffectHttpServer.HttpServer> = HttpListener.url

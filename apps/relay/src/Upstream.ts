@@ -622,7 +622,7 @@ export const layer = (options: Options = {}): Layer.Layer<Upstream, never, HttpC
   Layer.effect(Upstream, make(options))
 
 /**
- * The channel client on effect's fetch-based `HttpClient` (Node 20's `fetch`).
+ * The channel client on effect's fetch-based `HttpClient` (Node's `fetch`).
  *
  * @since 0.1.0
  * @category layers

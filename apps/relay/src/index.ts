@@ -7,7 +7,7 @@
 /** @since 0.1.0 */
 export * as Config from "./Config.js"
 /** @since 0.1.0 */
-export * as HttpServer from "./HttpServer.js"
+export * as HttpListener from "./HttpListener.js"
 /** @since 0.1.0 */
 export * as Pricing from "./Pricing.js"
 /** @since 0.1.0 */

@@ -29,7 +29,7 @@ beforeAll(async () => {
     entry: { main: path.join(appDir, "src/main.ts") },
     outDir: binDir,
     format: ["esm"],
-    target: "node20",
+    target: "node24",
     dts: false,
     sourcemap: false,
     clean: false,

@@ -181,10 +181,34 @@ describe("Config.load", () => {
   it("uses the built-in config and the environment defaults", async () => {
     const loaded = await Effect.runPromise(Config.load({}))
     expect(loaded.port).toBe(3000)
+    expect(loaded.host).toBe("127.0.0.1")
     expect(loaded.databaseUrl).toBe("sqlite:./data/relay.db")
     expect(loaded.adminKey).toBeUndefined()
     expect(loaded.configSource).toBe("built-in")
     expect(loaded.config.channels.map((c) => c.name)).toEqual(["demo"])
+    expect(loaded.config.limits).toEqual({ maxBodyBytes: 8_388_608, maxJsonDepth: 64 })
+  })
+
+  it("reads RELAY_HOST (an IP address or a host name)", async () => {
+    for (const host of ["0.0.0.0", "::", "::1", "10.1.2.3", "localhost", "relay.internal"]) {
+      expect((await Effect.runPromise(Config.load({ RELAY_HOST: host }))).host).toBe(host)
+    }
+    const error = await Effect.runPromise(Effect.flip(Config.load({ RELAY_HOST: "http://0.0.0.0:80" })))
+    expect(error.field).toBe("RELAY_HOST")
+    expect(error.message).toContain("http://0.0.0.0:80")
+  })
+
+  it("reads limits.maxBodyBytes and limits.maxJsonDepth, naming a bad value", async () => {
+    const file = path.join(dir, "limits.json")
+    writeFileSync(file, JSON.stringify({ limits: { maxBodyBytes: 1024, maxJsonDepth: 8 } }))
+    const loaded = await Effect.runPromise(Config.load({ RELAY_CONFIG: file }))
+    expect(loaded.config.limits).toEqual({ maxBodyBytes: 1024, maxJsonDepth: 8 })
+    writeFileSync(file, JSON.stringify({ limits: { maxBodyBytes: 0 } }))
+    const error = await Effect.runPromise(Effect.flip(Config.load({ RELAY_CONFIG: file })))
+    expect(error.field).toBe("limits.maxBodyBytes")
+    writeFileSync(file, JSON.stringify({ limits: { maxJsonDepth: 1.5 } }))
+    const depth = await Effect.runPromise(Effect.flip(Config.load({ RELAY_CONFIG: file })))
+    expect(depth.field).toBe("limits.maxJsonDepth")
   })
 
   it("reads RELAY_CONFIG, RELAY_PORT, RELAY_DATABASE_URL and RELAY_ADMIN_KEY", async () => {

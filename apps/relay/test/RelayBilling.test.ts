@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as AdminApi from "../src/AdminApi.js"
 import { AdminKey } from "../src/AdminKey.js"
 import * as Config from "../src/Config.js"
-import * as HttpServer from "../src/HttpServer.js"
+import * as HttpListener from "../src/HttpListener.js"
 import * as RelayBilling from "../src/RelayBilling.js"
 
 /** Serves the admin API exactly as a server module would: from the loaded config. */
@@ -20,11 +20,11 @@ const serve = async (env: Record<string, string>, adminKeyPath: string) => {
     disableLogger: true,
     disableListenLog: true
   }).pipe(
-    Layer.provideMerge(HttpServer.layer({ port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(HttpListener.layer({ port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(RelayBilling.layerFromConfig(loaded, { adminKeyPath }))
   )
   const context = await Effect.runPromise(Layer.buildWithScope(app, scope))
-  const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+  const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   return {
     url,
     key: Context.get(context, AdminKey).key,

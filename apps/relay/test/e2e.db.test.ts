@@ -12,7 +12,7 @@ import OpenAI from "openai"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
-import * as HttpServer from "../src/HttpServer.js"
+import * as HttpListener from "../src/HttpListener.js"
 import * as RelayBilling from "../src/RelayBilling.js"
 import * as RelayStore from "../src/RelayStore.js"
 import * as Server from "../src/Server.js"
@@ -71,7 +71,7 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     const context = await Effect.runPromise(
       Layer.buildWithScope(Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options }), scope)
     )
-    url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+    url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   }, 60_000)
 
   afterAll(async () => {
@@ -539,7 +539,7 @@ const startRelay = async (billing: Record<string, unknown>) => {
   const context = await Effect.runPromise(
     Layer.buildWithScope(Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000 }), scope)
   )
-  const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+  const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   const admin = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(`${url}${path}`, {
       method,

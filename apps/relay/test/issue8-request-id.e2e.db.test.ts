@@ -11,7 +11,7 @@ import OpenAI from "openai"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
-import * as HttpServer from "../src/HttpServer.js"
+import * as HttpListener from "../src/HttpListener.js"
 import * as Server from "../src/Server.js"
 import * as Mock from "./support/MockUpstream.js"
 
@@ -44,7 +44,7 @@ describe.each(TestDatabase.targets())("issue 8 #3: one X-Request-Id, several req
     const context = await Effect.runPromise(
       Layer.buildWithScope(Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options }), scope)
     )
-    url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+    url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   }, 60_000)
 
   afterAll(async () => {

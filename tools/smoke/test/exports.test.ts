@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from "n
 import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
+import { runtimes } from "./runtimes.js"
 
 interface PackageJson {
   readonly name?: string
@@ -59,10 +60,10 @@ const MARK = "__SMOKE_EXPORT_KEYS__"
 const printKeys = `console.log(${JSON.stringify(MARK)} + JSON.stringify(Object.keys(m).filter((k) => k !== "__esModule").sort()))`
 
 /** Runs plain node in this package's directory, so the bare specifier resolves from its node_modules. */
-const runNode = (args: ReadonlyArray<string>) => {
+const runNode = (executable: string, args: ReadonlyArray<string>) => {
   const env = { ...process.env }
   delete env["NODE_OPTIONS"] // no loader or flags leaking in from the test runner
-  const result = spawnSync(process.execPath, args, { cwd: smokeDir, env, encoding: "utf8", timeout: 60_000 })
+  const result = spawnSync(executable, args, { cwd: smokeDir, env, encoding: "utf8", timeout: 60_000 })
   const line = result.stdout.split("\n").find((l) => l.startsWith(MARK))
   const keys = line === undefined ? undefined : (JSON.parse(line.slice(MARK.length)) as Array<string>)
   return { status: result.status, signal: result.signal, error: result.error, stdout: result.stdout, stderr: result.stderr, keys }
@@ -107,19 +108,21 @@ describe.each(targets)("%s", { timeout: SPAWN_TEST_TIMEOUT_MS }, (name) => {
     expect(absent, `${name}: entry files missing from the build`).toEqual([])
   })
 
-  it("loads under plain node as ESM (import)", () => {
-    const r = runNode(["--input-type=module", "-e", `import * as m from ${JSON.stringify(name)}; ${printKeys}`])
-    expect(r.status, describeRun(`node --input-type=module -e "import * as m from '${name}'"`, r)).toBe(0)
-    expect(r.keys, describeRun("no export keys printed", r)).toBeDefined()
-    console.log(`${name} (import): ${r.keys?.length} exports: ${r.keys?.join(", ")}`)
-    expect(r.keys?.length ?? 0).toBeGreaterThan(0)
-  })
+  describe.each(runtimes)("on the $label ($version)", (runtime) => {
+    it("loads under plain node as ESM (import)", () => {
+      const r = runNode(runtime.executable, ["--input-type=module", "-e", `import * as m from ${JSON.stringify(name)}; ${printKeys}`])
+      expect(r.status, describeRun(`node --input-type=module -e "import * as m from '${name}'"`, r)).toBe(0)
+      expect(r.keys, describeRun("no export keys printed", r)).toBeDefined()
+      console.log(`${name} (import, ${runtime.version}): ${r.keys?.length} exports: ${r.keys?.join(", ")}`)
+      expect(r.keys?.length ?? 0).toBeGreaterThan(0)
+    })
 
-  it("loads under plain node as CJS (require)", () => {
-    const r = runNode(["-e", `const m = require(${JSON.stringify(name)}); ${printKeys}`])
-    expect(r.status, describeRun(`node -e "require('${name}')"`, r)).toBe(0)
-    expect(r.keys, describeRun("no export keys printed", r)).toBeDefined()
-    console.log(`${name} (require): ${r.keys?.length} exports: ${r.keys?.join(", ")}`)
-    expect(r.keys?.length ?? 0).toBeGreaterThan(0)
+    it("loads under plain node as CJS (require)", () => {
+      const r = runNode(runtime.executable, ["-e", `const m = require(${JSON.stringify(name)}); ${printKeys}`])
+      expect(r.status, describeRun(`node -e "require('${name}')"`, r)).toBe(0)
+      expect(r.keys, describeRun("no export keys printed", r)).toBeDefined()
+      console.log(`${name} (require, ${runtime.version}): ${r.keys?.length} exports: ${r.keys?.join(", ")}`)
+      expect(r.keys?.length ?? 0).toBeGreaterThan(0)
+    })
   })
 })

@@ -8,6 +8,7 @@ import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { transformSync } from "esbuild"
 import { describe, expect, it } from "vitest"
+import { preload, runtimes } from "./runtimes.js"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, "..", "..", "..")
@@ -31,7 +32,7 @@ const packages = readdirSync(packagesDir).filter((name) => {
  */
 const SPAWN_TEST_TIMEOUT_MS = 150_000
 
-describe("README runnable examples", { timeout: SPAWN_TEST_TIMEOUT_MS }, () => {
+describe.each(runtimes)("README runnable examples on the $label ($version)", { timeout: SPAWN_TEST_TIMEOUT_MS }, (runtime) => {
   for (const name of packages) {
     it(`packages/${name}/README.md has a runnable example that runs`, () => {
       const readme = readFileSync(path.join(packagesDir, name, "README.md"), "utf8")
@@ -40,13 +41,13 @@ describe("README runnable examples", { timeout: SPAWN_TEST_TIMEOUT_MS }, () => {
       const js = transformSync(source!, { loader: "ts", format: "esm", target: "node20" }).code
       const scratch = path.join(here, "..", ".examples")
       mkdirSync(scratch, { recursive: true })
-      const file = path.join(scratch, `${name}.mjs`)
+      const file = path.join(scratch, `${name}-${runtime.version}.mjs`)
       writeFileSync(file, js)
       const cwd = mkdtempSync(path.join(tmpdir(), `rb-readme-${name}-`))
       try {
         const env = { ...process.env }
         delete env["NODE_OPTIONS"]
-        const run = spawnSync(process.execPath, [file], { cwd, env, encoding: "utf8", timeout: 60_000 })
+        const run = spawnSync(runtime.executable, [...preload(runtime), file], { cwd, env, encoding: "utf8", timeout: 60_000 })
         console.log(`${name} example output:\n${run.stdout}`)
         expect(run.stderr, run.stderr).not.toMatch(/Error|error:/)
         expect(run.status, run.stderr).toBe(0)

@@ -6,8 +6,9 @@
  * @internal
  */
 import { Data, Effect, Schema } from "effect"
-import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { toConfigError } from "../Config.js"
+import { jsonDepthExceeds, MaxJsonDepth } from "./limits.js"
 
 /** An HTTP error response. */
 export class ApiError extends Data.TaggedError("ApiError")<{
@@ -34,6 +35,18 @@ export const conflict = (code: string, field: string, message: string): ApiError
 export const unauthorized = (message: string): ApiError =>
   new ApiError({ status: 401, type: "invalid_request_error", code: "invalid_api_key", message })
 
+/** 413 for a body over `limits.maxBodyBytes`. */
+export const tooLarge = (maxBytes: number | undefined): ApiError =>
+  new ApiError({
+    status: 413,
+    type: "invalid_request",
+    code: "request_too_large",
+    message: maxBytes === undefined
+      ? "the request body is too large"
+      : `the request body is larger than limits.maxBodyBytes (${maxBytes} bytes)`,
+    field: "body"
+  })
+
 /** 500 without internals. */
 export const internal = (code: string, message: string): ApiError =>
   new ApiError({ status: 500, type: "server_error", code, message })
@@ -59,12 +72,25 @@ export const fromSchemaError = (input: unknown, error: Schema.SchemaError, prefi
   return invalidRequest(field, `${field}: ${e.reason}${e.value === "" ? "" : `, got ${e.value}`}`)
 }
 
-/** The request's JSON body (an object; an empty body is `{}`), without decoding. */
+/**
+ * The request's JSON body (an object; an empty body is `{}`), without decoding.
+ * A body over the request's `MaxBodySize` is 413 (reading stops there); one
+ * nested deeper than `limits.maxJsonDepth` is 400.
+ */
 export const jsonObjectBody: Effect.Effect<Record<string, unknown>, ApiError, HttpServerRequest.HttpServerRequest> = Effect
   .gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const text = yield* request.text.pipe(Effect.mapError(() => invalidRequest("body", "cannot read the request body")))
+    const maxBytes = yield* HttpIncomingMessage.MaxBodySize
+    const text = yield* request.text.pipe(Effect.mapError((e) =>
+      e.reason._tag === "RequestParseError" && e.reason.reason === "BodyTooLarge"
+        ? tooLarge(maxBytes === undefined ? undefined : Number(maxBytes))
+        : invalidRequest("body", "cannot read the request body")
+    ))
     if (text.trim() === "") return {}
+    const maxDepth = yield* MaxJsonDepth
+    if (jsonDepthExceeds(text, maxDepth)) {
+      return yield* invalidRequest("body", `body: nested deeper than limits.maxJsonDepth (${maxDepth})`)
+    }
     let json: unknown
     try {
       json = JSON.parse(text)

@@ -1,5 +1,5 @@
 /**
- * Serves the admin API over loopback (the node:http bridge) on an isolated,
+ * Serves the admin API over loopback (HttpListener, @effect/platform-node) on an isolated,
  * migrated database, with the billing services at hand for the test.
  */
 import { Context, Effect, Exit, Layer, Scope } from "effect"
@@ -7,7 +7,7 @@ import { HttpRouter } from "effect/http"
 import { TestDatabase } from "@relay-billing/knex"
 import * as AdminApi from "../../src/AdminApi.js"
 import { AdminKey } from "../../src/AdminKey.js"
-import * as HttpServer from "../../src/HttpServer.js"
+import * as HttpListener from "../../src/HttpListener.js"
 import * as RelayBilling from "../../src/RelayBilling.js"
 
 export const ADMIN_KEY = "sk-admin-test-0123456789"
@@ -35,11 +35,11 @@ export const startAdmin = async (
   const services = RelayBilling.layerClient(TestDatabase.layer(target))
   const app = HttpRouter.serve(AdminApi.routes(options), { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provide(AdminKey.layerKey(ADMIN_KEY)),
-    Layer.provideMerge(HttpServer.layer({ port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(HttpListener.layer({ port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(services)
   )
   const context = await Effect.runPromise(Layer.buildWithScope(app, scope))
-  const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+  const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   const run = <A, E>(effect: Effect.Effect<A, E, RelayBilling.Services>) =>
     Effect.runPromise(effect.pipe(Effect.provideContext(context)))
   const call: Harness["call"] = async (method, path, body, opts = {}) => {

@@ -1,7 +1,8 @@
-import { Context, Deferred, Effect, Exit, Layer, Schedule, Scope, Stream } from "effect"
+import * as Http from "node:http"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Schedule, Scope, Stream } from "effect"
 import { HttpRouter, HttpServer as EffectHttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { describe, expect, it } from "vitest"
-import * as HttpServer from "../src/HttpServer.js"
+import * as HttpListener from "../src/HttpListener.js"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -19,12 +20,12 @@ const start = async (
   const context = await Effect.runPromise(
     Layer.buildWithScope(
       HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
-        Layer.provideMerge(HttpServer.layer({ port: 0, host: "127.0.0.1", drainTimeout }))
+        Layer.provideMerge(HttpListener.layer({ port: 0, host: "127.0.0.1", drainTimeout, streamGrace: drainTimeout }))
       ),
       scope
     )
   )
-  const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+  const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   return { url, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
 
@@ -35,7 +36,7 @@ const signal = <A = void>() => {
   return { promise, resolve }
 }
 
-describe("HttpServer (node:http bridge)", () => {
+describe("HttpListener (@effect/platform-node's NodeHttpServer with the relay's drain)", () => {
   it("serves a GET route as JSON and answers 404 for an unknown route", async () => {
     const server = await start(
       HttpRouter.add("GET", "/ping", (request) => HttpServerResponse.json({ pong: true, url: request.url }))
@@ -220,6 +221,45 @@ describe("HttpServer (node:http bridge)", () => {
     await expect(fetch(`${server.url}/work`)).rejects.toThrow()
   })
 
+  it("drains an in-flight `Expect: 100-continue` request too (Node emits it as checkContinue)", async () => {
+    const events: Array<string> = []
+    const entered = signal()
+    const gate = Effect.runSync(Deferred.make<void>())
+    const server = await start(
+      HttpRouter.add(
+        "POST",
+        "/upload",
+        Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const body = yield* request.text
+          entered.resolve()
+          yield* Deferred.await(gate)
+          events.push("handler answers")
+          return HttpServerResponse.text(`got ${body}`)
+        })
+      )
+    )
+    const { port } = new URL(server.url)
+    const response = new Promise<string>((resolve, reject) => {
+      const req = Http.request({ host: "127.0.0.1", port, method: "POST", path: "/upload", headers: { expect: "100-continue", "content-length": "5" } })
+      req.on("continue", () => req.end("hello"))
+      req.on("response", (res) => {
+        let text = ""
+        res.setEncoding("utf8")
+        res.on("data", (c: string) => (text += c))
+        res.on("end", () => resolve(text))
+      })
+      req.on("error", reject)
+      req.flushHeaders()
+    })
+    await entered.promise
+    const closing = server.close().then(() => events.push("closed"))
+    Effect.runSync(Deferred.succeed(gate, undefined))
+    await closing
+    expect(events).toEqual(["handler answers", "closed"])
+    expect(await response).toBe("got hello")
+  })
+
   it("drops a request that outlives the drain timeout and interrupts its handler", async () => {
     const events: Array<string> = []
     const entered = signal()
@@ -247,11 +287,11 @@ describe("HttpServer (node:http bridge)", () => {
     const scope = Effect.runSync(Scope.make())
     try {
       const context = await Effect.runPromise(
-        Layer.buildWithScope(HttpServer.layer({ port: 0, host: "127.0.0.1" }), scope)
+        Layer.buildWithScope(HttpListener.layer({ port: 0, host: "127.0.0.1" }), scope)
       )
       const server = Context.get(context, EffectHttpServer.HttpServer)
       expect(server.address._tag).toBe("InetAddressV4")
-      const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+      const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
       expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
     } finally {
       await Effect.runPromise(Scope.close(scope, Exit.void))
@@ -263,10 +303,14 @@ describe("HttpServer (node:http bridge)", () => {
     try {
       const port = Number(new URL(server.url).port)
       const exit = await Effect.runPromiseExit(
-        Effect.scoped(HttpServer.make({ port, host: "127.0.0.1" }))
+        Effect.scoped(Layer.build(HttpListener.layer({ port, host: "127.0.0.1" })))
       )
       expect(Exit.isFailure(exit)).toBe(true)
-      expect(JSON.stringify(exit)).toContain("EADDRINUSE")
+      if (Exit.isFailure(exit)) {
+        const error = Cause.findErrorOption(exit.cause)
+        expect(error._tag === "Some" && error.value._tag).toBe("ServeError")
+        expect(error._tag === "Some" && error.value.message).toBe(`cannot listen on 127.0.0.1:${port}: EADDRINUSE`)
+      }
     } finally {
       await server.close()
     }
