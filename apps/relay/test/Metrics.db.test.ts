@@ -12,7 +12,7 @@ import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
-import * as HttpServer from "../src/HttpServer.js"
+import * as HttpListener from "../src/HttpListener.js"
 import * as Server from "../src/Server.js"
 import * as Mock from "./support/MockUpstream.js"
 import * as Prometheus from "./support/Prometheus.js"
@@ -35,7 +35,7 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
     const context = await Effect.runPromise(
       Layer.buildWithScope(Server.layer(loaded, { port: 0, host: "127.0.0.1", client: dbOptions }), scope)
     )
-    const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+    const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
     return { url, context: context as Context.Context<BillingSession.BillingSession> }
   }
 

@@ -12,7 +12,7 @@ import OpenAI from "openai"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
-import * as HttpServer from "../src/HttpServer.js"
+import * as HttpListener from "../src/HttpListener.js"
 import * as Server from "../src/Server.js"
 import * as Tokenizer from "../src/Tokenizer.js"
 import * as Mock from "./support/MockUpstream.js"
@@ -46,7 +46,7 @@ describe.each(TestDatabase.targets())("token counting through the relay on $name
     const context = await Effect.runPromise(
       Layer.buildWithScope(Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options }), scope)
     )
-    url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+    url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   }, 60_000)
 
   afterAll(async () => {

@@ -12,7 +12,7 @@ import OpenAI from "openai"
 import { expect } from "vitest"
 import { decodeConfig } from "../../src/Config.js"
 import type { Loaded } from "../../src/Config.js"
-import * as HttpServer from "../../src/HttpServer.js"
+import * as HttpListener from "../../src/HttpListener.js"
 import * as Server from "../../src/Server.js"
 import * as Tokenizer from "../../src/Tokenizer.js"
 import * as Mock from "./MockUpstream.js"
@@ -93,7 +93,7 @@ export const startRelay = async (options: {
   const context: Context.Context<any> = await Effect.runPromise(
     Layer.buildWithScope(options.testClock === true ? server.pipe(Layer.provideMerge(TestClock.layer())) : server, scope)
   )
-  const url = await Effect.runPromise(HttpServer.url.pipe(Effect.provideContext(context)))
+  const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   const admin = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(`${url}${path}`, {
       method,
