@@ -11,6 +11,12 @@
  *
  * Extension (compatible): `PATCH /admin/tokens/:id` `{status: "active"|"disabled"}`.
  *
+ * Request ids are scoped to the account (issue 9 #8): `GET /admin/holds/:requestId`
+ * and its corrections take an optional `?accountId=`; without it the request
+ * id must have been used by one account only (else 409
+ * `ambiguous_request_id`, field `accountId`). The hold's `id` is the request
+ * id.
+ *
  * Corrections (issue 8 #14): `POST /admin/holds/:requestId/corrections`
  * `{amount, id}` gives back part or all of a settled request's charge
  * (idempotent by `id`); 404 for an unknown request, 409 `hold_not_settled`,
@@ -29,6 +35,7 @@ import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
+import { holdIdOf, isRequestId, isScopableAccountId } from "./internal/requestIds.js"
 import { generateId } from "./internal/secrets.js"
 import { BillingPreference, RelayStore } from "./RelayStore.js"
 import type { AccountMeta } from "./RelayStore.js"
@@ -168,6 +175,10 @@ export const CorrectionBody = Schema.Struct({
   id: Id
 })
 
+const HoldQuery = Schema.Struct({
+  accountId: Schema.optionalKey(Id)
+})
+
 const LogsQuery = Schema.Struct({
   accountId: Schema.optionalKey(Id),
   limit: Schema.optionalKey(Schema.String.check(
@@ -244,6 +255,7 @@ const planView = (p: SubscriptionAdmin.Plan) => ({
  * @category views
  */
 export const holdView = (hold: Hold.Hold) => {
+  const requestId = hold.metadata?.["requestId"] ?? hold.id
   const settled = hold.settlement
   const parts = hold.parts.map((part, i) => {
     const candidates = settled?.parts ?? []
@@ -258,7 +270,7 @@ export const holdView = (hold: Hold.Hold) => {
     }
   })
   return {
-    id: hold.id,
+    id: requestId,
     accountId: hold.accountId,
     ...(hold.tokenId !== undefined ? { tokenId: hold.tokenId } : {}),
     status: hold.status,
@@ -278,8 +290,8 @@ export const holdView = (hold: Hold.Hold) => {
  * @since 0.2.0
  * @category views
  */
-export const correctionView = (result: BillingSession.CorrectionResult) => ({
-  requestId: result.holdId,
+export const correctionView = (result: BillingSession.CorrectionResult, requestId: string = result.holdId) => ({
+  requestId,
   id: result.id,
   amount: result.amount,
   remaining: result.remaining,
@@ -436,6 +448,55 @@ export const routes = (options: Options = {}): Layer.Layer<
 
       const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
       const param = (name: string) => Effect.map(HttpRouter.params, (p) => p[name] ?? "")
+
+      /** A query string's non-empty values of `names`, decoded with `schema` (400 naming the field). */
+      const query = <S extends Schema.Decoder<unknown>>(schema: S, names: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const search = new URL(request.url, "http://relay.local").searchParams
+          const raw: Record<string, string> = {}
+          for (const name of names) {
+            const value = search.get(name)
+            if (value !== null && value !== "") raw[name] = value
+          }
+          return (yield* Schema.decodeUnknownEffect(schema)(raw).pipe(
+            Effect.mapError((error) => Api.fromSchemaError(raw, error))
+          )) as S["Type"]
+        })
+
+      /**
+       * The hold of a request id (scoped to the account): with `accountId`, that
+       * account's; without, the one account that used the id (409
+       * `ambiguous_request_id` when several did). Holds opened before request ids
+       * were scoped (their id is the request id) are found by id.
+       */
+      const holdOfRequest = (requestId: string) =>
+        Effect.gen(function*() {
+          const { accountId } = yield* query(HoldQuery, ["accountId"])
+          const missing = Api.notFound("requestId", `no request ${requestId}${accountId ? ` for account ${accountId}` : ""}`)
+          if (!isRequestId(requestId)) return yield* missing
+          const candidates = accountId !== undefined ? [accountId] : yield* store.accountsOfRequest(requestId)
+          const found: Array<Hold.Hold> = []
+          for (const account of candidates) {
+            if (!isScopableAccountId(account)) continue
+            const hold = yield* session.get(holdIdOf(account, requestId)).pipe(
+              Effect.catchTag("HoldNotFound", () => Effect.succeed(undefined))
+            )
+            if (hold !== undefined) found.push(hold)
+          }
+          if (found.length > 1) {
+            return yield* Api.conflict(
+              "ambiguous_request_id",
+              "accountId",
+              `request id ${requestId} was used by ${found.length} accounts: pass ?accountId=`
+            )
+          }
+          if (found.length === 1) return found[0]!
+          const legacy = yield* session.get(requestId).pipe(Effect.catchTag("HoldNotFound", () => Effect.succeed(undefined)))
+          if (legacy !== undefined && legacy.metadata?.["requestId"] === undefined &&
+            (accountId === undefined || legacy.accountId === accountId)) return legacy
+          return yield* missing
+        })
 
       const checkGroup = (group: string | undefined) =>
         group !== undefined && options.groups !== undefined && !options.groups.includes(group)
@@ -600,16 +661,17 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/holds/:requestId", handle(Effect.gen(function*() {
           const requestId = yield* param("requestId")
-          return json(holdView(yield* session.get(requestId).pipe(notFoundIn("requestId"))))
+          return json(holdView(yield* holdOfRequest(requestId)))
         }))),
 
         HttpRouter.route("POST", "/admin/holds/:requestId/corrections", handle(Effect.gen(function*() {
           const requestId = yield* param("requestId")
+          const hold = yield* holdOfRequest(requestId)
           const body = yield* Api.decodeBody(CorrectionBody)
-          const result = yield* session.correct({ holdId: requestId, correctionId: body.id, amount: body.amount }).pipe(
+          const result = yield* session.correct({ holdId: hold.id, correctionId: body.id, amount: body.amount }).pipe(
             Effect.mapError(correctionError)
           )
-          return json(correctionView(result))
+          return json(correctionView(result, requestId))
         }))),
 
         HttpRouter.route("POST", "/admin/holds/reap", handle(Effect.gen(function*() {
@@ -618,20 +680,11 @@ export const routes = (options: Options = {}): Layer.Layer<
         }))),
 
         HttpRouter.route("GET", "/admin/logs", handle(Effect.gen(function*() {
-          const request = yield* HttpServerRequest.HttpServerRequest
-          const search = new URL(request.url, "http://relay.local").searchParams
-          const raw: Record<string, string> = {}
-          for (const name of ["accountId", "limit"]) {
-            const value = search.get(name)
-            if (value !== null && value !== "") raw[name] = value
-          }
-          const query = yield* Schema.decodeUnknownEffect(LogsQuery)(raw).pipe(
-            Effect.mapError((error) => Api.fromSchemaError(raw, error))
-          )
-          if (query.accountId !== undefined) yield* store.account(query.accountId).pipe(notFoundIn("accountId"))
+          const q = yield* query(LogsQuery, ["accountId", "limit"])
+          if (q.accountId !== undefined) yield* store.account(q.accountId).pipe(notFoundIn("accountId"))
           const entries = yield* store.logs({
-            accountId: query.accountId,
-            limit: query.limit === undefined ? undefined : Number(query.limit)
+            accountId: q.accountId,
+            limit: q.limit === undefined ? undefined : Number(q.limit)
           })
           return json(entries.map((e) => ({ ...e, createdAt: iso(e.createdAt) })))
         }))),

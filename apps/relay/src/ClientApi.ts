@@ -11,9 +11,15 @@
  * group ratio) and open the hold inside `BillingSettler.withBilling`, so that
  * every exit ends it: success settles with the actual cost from the upstream
  * usage, a failure refunds, a client disconnect applies
- * `billing.onClientDisconnect`. After a settle one request log is recorded.
- * A request id whose hold already exists is refused by the SDK's atomic open
- * (409 `request_id_conflict`: `HoldInFlight` while the first request runs,
+ * `billing.onClientDisconnect`. The request log row is written by the
+ * `SettlementRecorder` ({@link RelayStore.recorder}) in the settlement's
+ * transaction: the settle passes its token counts as settle metadata.
+ *
+ * Request ids are scoped to the account: the hold id is derived from
+ * `(accountId, requestId)` (`internal/requestIds.ts`), so one account can
+ * neither see nor block another's ids. A request id whose hold already exists
+ * for the account is refused by the SDK's atomic open (409
+ * `request_id_conflict`: `HoldInFlight` while the first request runs,
  * `HoldResolved` after it, `IdempotencyConflict` for other parameters); the
  * refused request never touches the first one's hold.
  *
@@ -41,6 +47,8 @@ import * as Channels from "./Channels.js"
 import type { ModelPrice, RelayConfig } from "./Config.js"
 import { isFixedPrice } from "./Config.js"
 import * as Api from "./internal/apiError.js"
+import { holdIdOf, isRequestId, MAX_REQUEST_ID } from "./internal/requestIds.js"
+import * as Sources from "./internal/sources.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
 import type { Principal } from "./RelayStore.js"
@@ -102,8 +110,6 @@ class StreamBrokenRefund {
   readonly _tag = "StreamBrokenRefund"
 }
 
-const MAX_REQUEST_ID = 191
-
 /** Maps any failure of the flow to a response. */
 const toResponse = (error: unknown): HttpServerResponse.HttpServerResponse => {
   if (error instanceof UpstreamReply) {
@@ -163,7 +169,7 @@ const requestIdOf = (request: HttpServerRequest.HttpServerRequest): string | Api
   const given = request.headers["x-request-id"]
   if (given === undefined) return `req_${randomUUID().replace(/-/g, "")}`
   const id = given.trim()
-  if (id.length === 0 || id.length > MAX_REQUEST_ID || !/^[\x21-\x7e]+$/.test(id)) {
+  if (!isRequestId(id)) {
     return Api.invalidRequest(
       "X-Request-Id",
       `X-Request-Id: expected 1 to ${MAX_REQUEST_ID} visible ASCII characters`
@@ -172,13 +178,13 @@ const requestIdOf = (request: HttpServerRequest.HttpServerRequest): string | Api
   return id
 }
 
-/** The paying source ids of a settlement, `+`-joined in order. */
-export const sourcesOf = (hold: Hold.Hold): string => {
-  const funding = (hold.settlement?.parts ?? []).filter((p) => p.kind === "funding")
-  const paying = funding.filter((p) => p.charged > 0)
-  const chosen = paying.length > 0 ? paying : funding.length > 0 ? funding : hold.parts.filter((p) => p.kind === "funding")
-  return [...new Set(chosen.map((p) => p.sourceId))].join("+")
-}
+/**
+ * The paying source ids of a settlement, `+`-joined in order.
+ *
+ * @since 0.1.0
+ * @category logs
+ */
+export const sourcesOf: (hold: Hold.Hold) => string = Sources.sourcesOf
 
 interface Tokens {
   prompt: number
@@ -188,6 +194,8 @@ interface Tokens {
 /** What the flow knows about one billed request. */
 interface Request {
   readonly requestId: string
+  /** The SDK hold id: the request id scoped to the account. */
+  readonly holdId: string
   readonly principal: Principal
   readonly model: string
   readonly price: ModelPrice
@@ -271,7 +279,11 @@ export const routes = (config: RelayConfig): Layer.Layer<
               maxTokens,
               minPreConsumeTokens: config.billing.minPreConsumeTokens
             })
-          return { requestId, principal, model, price, groupRatio: ratio, promptEstimate, estimate }
+          const holdId = yield* Effect.try({
+            try: () => holdIdOf(principal.accountId, requestId),
+            catch: () => Api.internal("internal_error", "this account cannot scope request ids")
+          })
+          return { requestId, holdId, principal, model, price, groupRatio: ratio, promptEstimate, estimate }
         })
 
       /** Requests whose own hold was opened (only those record a log when they end). */
@@ -281,16 +293,18 @@ export const routes = (config: RelayConfig): Layer.Layer<
       const usedId = (r: Request, detail: string) => () =>
         Effect.fail(Api.conflict("request_id_conflict", "X-Request-Id", `request id ${r.requestId} ${detail}`))
 
-      // The SDK's open is the one atomic check of the request id (no read before it).
+      // The SDK's open is the one atomic check of the request id (no read before it); the
+      // account's use of the id is remembered first, for the admin API's lookup by id.
       const open = (r: Request) =>
-        session.open({
-          holdId: r.requestId,
-          accountId: r.principal.accountId,
-          tokenId: r.principal.tokenId,
-          estimate: r.estimate,
-          preference: r.principal.billingPreference,
-          metadata: { model: r.model }
-        }).pipe(
+        store.claimRequestId(r.principal.accountId, r.requestId).pipe(
+          Effect.andThen(session.open({
+            holdId: r.holdId,
+            accountId: r.principal.accountId,
+            tokenId: r.principal.tokenId,
+            estimate: r.estimate,
+            preference: r.principal.billingPreference,
+            metadata: { model: r.model, requestId: r.requestId }
+          })),
           Effect.tap(() => Effect.sync(() => opened.add(r))),
           Effect.catchTags({
             HoldInFlight: usedId(r, "is still being processed"),
@@ -340,32 +354,26 @@ export const routes = (config: RelayConfig): Layer.Layer<
           })
         )
 
-      /** After the hold is resolved: records the log of a settled hold and logs the request. */
-      const finish = (r: Request, tokens: Tokens) =>
+      /** What the settle stores on its settlement for the request log (read when it settles). */
+      const settleMetadata = (tokens: Tokens) =>
+        Effect.sync(() => ({ promptTokens: String(tokens.prompt), completionTokens: String(tokens.completion) }))
+
+      /**
+       * After the hold is resolved: logs the request (its log row was written with the
+       * settlement). A request refused at open (insufficient quota, a used request id, a
+       * client gone before the open) has no hold of its own: nothing to read or log.
+       */
+      const finish = (r: Request) =>
         Effect.gen(function*() {
-          // A request refused at open (e.g. a used request id) has no hold of its own.
           if (!opened.has(r)) return
-          const hold = yield* session.get(r.requestId)
+          const hold = yield* session.get(r.holdId)
           const quota = hold.status === "settled" ? hold.settlement?.actual ?? 0 : 0
-          if (hold.status === "settled") {
-            yield* store.recordLog({
-              requestId: r.requestId,
-              accountId: r.principal.accountId,
-              tokenId: r.principal.tokenId,
-              model: r.model,
-              promptTokens: tokens.prompt,
-              completionTokens: tokens.completion,
-              quota: hold.settlement?.actual ?? 0,
-              source: sourcesOf(hold),
-              createdAt: yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-            })
-          }
           yield* Effect.log("relay request").pipe(
             Effect.annotateLogs({ status: hold.status, reserved: hold.reserved, quota })
           )
         }).pipe(
           Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("relay: cannot record the request log", cause)
+            Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logWarning("relay: cannot read the request's hold", cause)
           ),
           Effect.annotateLogs({ requestId: r.requestId, accountId: r.principal.accountId, model: r.model }),
           Effect.uninterruptible
@@ -388,9 +396,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 Effect.map((routed) => ({ value: routed, cost: cost(routed.value, tokens) }))
               ),
             {
-              onInterrupt: interruption(r, () => reserved, () => Effect.succeed({ usage: undefined, text: "" }), tokens)
+              onInterrupt: interruption(r, () => reserved, () => Effect.succeed({ usage: undefined, text: "" }), tokens),
+              metadata: settleMetadata(tokens)
             }
-          ).pipe(Effect.onExit(() => finish(r, tokens)))
+          ).pipe(Effect.onExit(() => finish(r)))
           return HttpServerResponse.jsonUnsafe(routed.value.body, { status: routed.value.status })
         })
 
@@ -455,12 +464,12 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 tokens.completion = streamed
                 return { value: undefined, cost: resolution.amount }
               }),
-            { onInterrupt: interruption(r, () => reserved, progress, tokens) }
+            { onInterrupt: interruption(r, () => reserved, progress, tokens), metadata: settleMetadata(tokens) }
           ).pipe(
             Effect.onExit((exit) =>
               Effect.andThen(
                 Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
-                finish(r, tokens)
+                finish(r)
               )
             )
           )
