@@ -33,7 +33,7 @@ import * as FundingResolver from "./FundingResolver.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
 import { HoldJournal } from "./HoldJournal.js"
 import { decodeInput } from "./Input.js"
-import type { ReapReport } from "./internal/engine.js"
+import type { ReapError, ReapFailure, ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
 import { Quota } from "./Quota.js"
 import * as QuotaModule from "./Quota.js"
@@ -217,7 +217,7 @@ export type OpenError =
   | UnknownSource
   | ContractViolation
 
-export type { ReapReport }
+export type { ReapError, ReapFailure, ReapReport }
 
 /**
  * The engine service.

@@ -15,7 +15,7 @@ import {
 import type { Publisher } from "../BillingEvents.js"
 import type { Policy as LowBalancePolicy } from "../LowBalance.js"
 import { BillingEvent } from "../BillingEvents.js"
-import type { BillingSettler, RefundResult } from "../BillingSettler.js"
+import type { BillingSettler, RefundError, RefundResult, SettleError } from "../BillingSettler.js"
 import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
@@ -59,12 +59,29 @@ export interface OpenInput {
   readonly metadata?: Readonly<Record<string, string>>
 }
 
+/**
+ * A hold the recovery pass could not finish this time (the next pass tries
+ * again): `step` `expire` is the expiry of a lapsed hold, `open`/`resolve` the
+ * finishing of a pending intent of that phase.
+ */
+export interface ReapFailure {
+  readonly holdId: string
+  readonly step: "expire" | "open" | "resolve"
+  /** The failure's message. */
+  readonly error: string
+  /** The typed failure (match it by `_tag`). */
+  readonly failure: ReapError
+}
+
+/** What a recovery step can fail with. */
+export type ReapError = SettleError | RefundError
+
 /** What the recovery pass did. */
 export interface ReapReport {
   readonly examined: number
   readonly expired: number
   readonly refunded: number
-  readonly failures: ReadonlyArray<{ readonly holdId: string; readonly error: string }>
+  readonly failures: ReadonlyArray<ReapFailure>
 }
 
 type Target = FundingSource | Budget
@@ -876,11 +893,11 @@ export const makeEngine = (deps: Deps) => {
     const due = yield* journal.dueIntents(now, limit)
     let expired = 0
     let refunded = 0
-    const failures: Array<{ holdId: string; error: string }> = []
+    const failures: Array<ReapFailure> = []
     for (const holdId of ids) {
       const result = yield* Effect.result(expireOne(holdId, now))
       if (result._tag === "Failure") {
-        failures.push({ holdId, error: result.failure.message })
+        failures.push({ holdId, step: "expire", error: result.failure.message, failure: result.failure })
         continue
       }
       if (result.success) {
@@ -891,8 +908,10 @@ export const makeEngine = (deps: Deps) => {
     }
     // Then finish or undo every pending intent.
     for (const { holdId, phase } of due) {
-      const result = yield* Effect.result(recoverIntent(holdId, phase))
-      if (result._tag === "Failure") failures.push({ holdId, error: result.failure.message })
+      const result = yield* Effect.result(claimed(recoverIntent(holdId, phase), "recover.intent"))
+      if (result._tag === "Failure") {
+        failures.push({ holdId, step: phase, error: result.failure.message, failure: result.failure })
+      }
     }
     const report: ReapReport = { examined: ids.length, expired, refunded, failures }
     return report
