@@ -29,10 +29,11 @@ import { randomUUID } from "node:crypto"
 import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession } from "@relay-billing/core"
-import type { Hold } from "@relay-billing/core"
+import type { BillingError, Hold } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
+import type { WalletError } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
 import { holdIdOf, isRequestId, isScopableAccountId } from "./internal/requestIds.js"
@@ -309,23 +310,14 @@ export const correctionView = (result: BillingSession.CorrectionResult, requestI
  * another amount, an amount above what is still charged, or a source that
  * cannot correct. Anything else goes to the common mapping.
  */
-const correctionError = (error: unknown): unknown => {
-  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
-  switch (e?._tag) {
-    case "HoldNotFound":
-      return Api.notFound("requestId", e.message ?? "hold not found")
-    case "HoldResolved":
-      return Api.conflict("hold_not_settled", "requestId", e.message ?? "the request is not settled")
-    case "IdempotencyConflict":
-      return Api.conflict("idempotency_conflict", "id", e.message ?? "correction id already used with another amount")
-    case "CorrectionExceedsCharge":
-      return Api.conflict("correction_exceeds_charge", "amount", e.message ?? "more than what is still charged")
-    case "CorrectionUnsupported":
-      return Api.conflict("correction_unsupported", "requestId", e.message ?? "a source cannot correct")
-    default:
-      return error
-  }
-}
+const correctionErrors = <A, R>(effect: Effect.Effect<A, BillingSession.CorrectError, R>) =>
+  Effect.catchTags(effect, {
+    HoldNotFound: (e) => Effect.fail(Api.notFound("requestId", e.message)),
+    HoldResolved: (e) => Effect.fail(Api.conflict("hold_not_settled", "requestId", e.message)),
+    IdempotencyConflict: (e) => Effect.fail(Api.conflict("idempotency_conflict", "id", e.message)),
+    CorrectionExceedsCharge: (e) => Effect.fail(Api.conflict("correction_exceeds_charge", "amount", e.message)),
+    CorrectionUnsupported: (e) => Effect.fail(Api.conflict("correction_unsupported", "requestId", e.message))
+  })
 
 // ---------------------------------------------------------------------------
 // errors
@@ -341,48 +333,53 @@ const FIELD_NAMES: Record<string, string> = {
   key: "idempotencyKey"
 }
 
-/** Maps any failure of a handler to an HTTP error. */
-const toApiError = (error: unknown): Api.ApiError => {
-  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
-  switch (e?._tag) {
-    case "ApiError":
-      return error as Api.ApiError
-    case "InvalidInput": {
-      const field = String(e["field"] ?? "body")
-      const mapped = FIELD_NAMES[field] ?? field
-      return Api.invalidRequest(mapped, `${mapped}: ${String(e["reason"])}${e["value"] ? `, got ${String(e["value"])}` : ""}`)
-    }
-    case "AccountNotFound":
-    case "RelayAccountNotFound":
-      return Api.notFound("accountId", e.message ?? "account not found")
-    case "TokenNotFound":
-    case "RelayTokenNotFound":
-      return Api.notFound("id", e.message ?? "token not found")
-    case "PlanNotFound":
-      return Api.notFound("planId", e.message ?? "plan not found")
-    case "SubscriptionNotFound":
-      return Api.notFound("id", e.message ?? "subscription not found")
-    case "HoldNotFound":
-      return Api.notFound("requestId", e.message ?? "hold not found")
-    case "IdempotencyConflict":
-      return Api.conflict("idempotency_conflict", "idempotencyKey", e.message ?? "idempotency key already used")
-    case "AccountExists":
-    case "TokenExists":
-    case "AlreadyExists":
-      return Api.conflict("already_exists", "id", e.message ?? "already exists")
-    case "StoreError":
-      return Api.internal("store_error", `database error in ${String(e["operation"] ?? "a query")}`)
-    default:
-      return Api.internal("internal_error", "internal error")
-  }
-}
+/** Every failure of an admin handler; {@link renderFailure} maps each by its tag. */
+type AdminError =
+  | Api.ApiError
+  | BillingError.InvalidInput
+  | BillingError.AccountNotFound
+  | BillingError.TokenNotFound
+  | SubscriptionAdmin.PlanNotFound
+  | SubscriptionAdmin.SubscriptionNotFound
+  | BillingError.HoldNotFound
+  | BillingError.IdempotencyConflict
+  | WalletError.AccountExists
+  | WalletError.TokenExists
+  | SubscriptionAdmin.AlreadyExists
+  | BillingError.StoreError
+  // 500 internal_error (the SDK refused or failed in a way the admin cannot fix by input)
+  | BillingError.InsufficientFunds
+  | BillingError.ContractViolation
+  | BillingError.QuotaOutOfRange
+  | BillingError.UnknownSource
 
-/** Re-labels a not-found failure with the field the caller named the id in. */
-const notFoundIn = (field: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Api.ApiError, R> =>
-  Effect.mapError(effect, (error) => {
-    const tag = (error as { readonly _tag?: string })?._tag ?? ""
-    return tag.endsWith("NotFound") ? Api.notFound(field, (error as { message: string }).message) : error
-  })
+const fail = (error: Api.ApiError) => Effect.succeed(Api.toResponse(error))
+
+/** Renders every failure of an admin handler as an HTTP error, matched by tag. */
+const renderFailure = <A, R>(
+  effect: Effect.Effect<A, AdminError, R>
+): Effect.Effect<A | HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.catchTags(effect, {
+    ApiError: (e) => fail(e),
+    InvalidInput: (e) => {
+      const field = FIELD_NAMES[e.field] ?? e.field
+      return fail(Api.invalidRequest(field, `${field}: ${e.reason}${e.value ? `, got ${e.value}` : ""}`))
+    },
+    AccountNotFound: (e) => fail(Api.notFound("accountId", e.message)),
+    TokenNotFound: (e) => fail(Api.notFound("id", e.message)),
+    PlanNotFound: (e) => fail(Api.notFound("planId", e.message)),
+    SubscriptionNotFound: (e) => fail(Api.notFound("id", e.message)),
+    HoldNotFound: (e) => fail(Api.notFound("requestId", e.message)),
+    IdempotencyConflict: (e) => fail(Api.conflict("idempotency_conflict", "idempotencyKey", e.message)),
+    AccountExists: (e) => fail(Api.conflict("already_exists", "id", e.message)),
+    TokenExists: (e) => fail(Api.conflict("already_exists", "id", e.message)),
+    AlreadyExists: (e) => fail(Api.conflict("already_exists", "id", e.message)),
+    StoreError: (e) => fail(Api.internal("store_error", `database error in ${e.operation}`))
+  }, () => fail(Api.internal("internal_error", "internal error")))
+
+/** A not-found failure of an id the caller named in `field` (for `Effect.catchTag`). */
+const notFoundIn = (field: string) => (error: { readonly message: string }) =>
+  Effect.fail(Api.notFound(field, error.message))
 
 // ---------------------------------------------------------------------------
 // routes
@@ -401,7 +398,7 @@ export interface Options {
 
 type Handler = Effect.Effect<
   HttpServerResponse.HttpServerResponse,
-  unknown,
+  AdminError,
   HttpServerRequest.HttpServerRequest | HttpRouter.RouteContext
 >
 
@@ -444,7 +441,7 @@ export const routes = (options: Options = {}): Layer.Layer<
             )
           }
           return yield* handler
-        }).pipe(Effect.catch((error) => Effect.succeed(Api.toResponse(toApiError(error)))))
+        }).pipe(renderFailure)
 
       const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
       const param = (name: string) => Effect.map(HttpRouter.params, (p) => p[name] ?? "")
@@ -551,12 +548,12 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/accounts/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("PATCH", "/admin/accounts/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          yield* store.account(id).pipe(notFoundIn("id"))
+          yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(PatchAccountBody)
           yield* checkGroup(body.group)
           yield* client.transaction(Effect.gen(function*() {
@@ -568,22 +565,22 @@ export const routes = (options: Options = {}): Layer.Layer<
               ...(body.billingPreference !== undefined ? { billingPreference: body.billingPreference } : {})
             })
           }))
-          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("POST", "/admin/accounts/:id/topup", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          yield* store.account(id).pipe(notFoundIn("id"))
+          yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(TopUpBody)
           // keys are scoped to the account; without a key every call tops up
           const idempotencyKey = `topup:${id}:${body.idempotencyKey ?? randomUUID()}`
           yield* wallet.topUp({ accountId: id, amount: body.amount, key: idempotencyKey })
-          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("POST", "/admin/tokens", handle(Effect.gen(function*() {
           const body = yield* Api.decodeBody(CreateTokenBody)
-          yield* store.account(body.accountId).pipe(notFoundIn("accountId"))
+          yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
           const id = generateId("tok")
           const unlimited = body.unlimited ?? body.remainQuota === undefined
           const created = yield* client.transaction(Effect.gen(function*() {
@@ -614,15 +611,15 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/tokens/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          return json(yield* tokenView(id).pipe(notFoundIn("id")))
+          return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("PATCH", "/admin/tokens/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          yield* store.token(id).pipe(notFoundIn("id"))
+          yield* store.token(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(PatchTokenBody)
           yield* store.setTokenStatus(id, body.status)
-          return json(yield* tokenView(id).pipe(notFoundIn("id")))
+          return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("POST", "/admin/plans", handle(Effect.gen(function*() {
@@ -644,8 +641,8 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("POST", "/admin/subscriptions", handle(Effect.gen(function*() {
           const body = yield* Api.decodeBody(CreateSubscriptionBody)
-          yield* store.account(body.accountId).pipe(notFoundIn("accountId"))
-          yield* subscriptions.plan(body.planId).pipe(notFoundIn("planId"))
+          yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
+          yield* subscriptions.plan(body.planId).pipe(Effect.catchTag("PlanNotFound", notFoundIn("planId")))
           const created = yield* subscriptions.subscribe({
             id: generateId("sub"),
             accountId: body.accountId,
@@ -656,7 +653,7 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/subscriptions/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          return json(subscriptionView(yield* subscriptions.subscription(id).pipe(notFoundIn("id"))))
+          return json(subscriptionView(yield* subscriptions.subscription(id).pipe(Effect.catchTag("SubscriptionNotFound", notFoundIn("id")))))
         }))),
 
         HttpRouter.route("GET", "/admin/holds/:requestId", handle(Effect.gen(function*() {
@@ -669,7 +666,7 @@ export const routes = (options: Options = {}): Layer.Layer<
           const hold = yield* holdOfRequest(requestId)
           const body = yield* Api.decodeBody(CorrectionBody)
           const result = yield* session.correct({ holdId: hold.id, correctionId: body.id, amount: body.amount }).pipe(
-            Effect.mapError(correctionError)
+            correctionErrors
           )
           return json(correctionView(result, requestId))
         }))),
@@ -681,7 +678,7 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/logs", handle(Effect.gen(function*() {
           const q = yield* query(LogsQuery, ["accountId", "limit"])
-          if (q.accountId !== undefined) yield* store.account(q.accountId).pipe(notFoundIn("accountId"))
+          if (q.accountId !== undefined) yield* store.account(q.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
           const entries = yield* store.logs({
             accountId: q.accountId,
             limit: q.limit === undefined ? undefined : Number(q.limit)

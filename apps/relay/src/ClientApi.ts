@@ -51,7 +51,7 @@ import { holdIdOf, isRequestId, MAX_REQUEST_ID } from "./internal/requestIds.js"
 import * as Sources from "./internal/sources.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
-import type { Principal } from "./RelayStore.js"
+import type { InvalidApiKey, Principal } from "./RelayStore.js"
 import * as Tokenizer from "./Tokenizer.js"
 import * as Upstream from "./Upstream.js"
 
@@ -110,49 +110,54 @@ class StreamBrokenRefund {
   readonly _tag = "StreamBrokenRefund"
 }
 
-/** Maps any failure of the flow to a response. */
-const toResponse = (error: unknown): HttpServerResponse.HttpServerResponse => {
-  if (error instanceof UpstreamReply) {
-    return HttpServerResponse.text(error.body, { status: error.status, contentType: "application/json" })
-  }
-  return Api.toResponse(toApiError(error))
-}
+/**
+ * Renders every failure of a client handler, matched by tag: the SDK's and the
+ * relay's typed errors get their contract status and code (relay-api.md), an
+ * upstream 4xx is returned as is, anything else is a 500 without internals.
+ */
+const renderFailure = <A, R>(
+  effect: Effect.Effect<A, ClientError, R>
+): Effect.Effect<A | HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.catchTags(
+    effect,
+    {
+      ApiError: (e) => Effect.succeed(Api.toResponse(e)),
+      UpstreamReply: (e) =>
+        Effect.succeed(HttpServerResponse.text(e.body, { status: e.status, contentType: "application/json" })),
+      InvalidApiKey: (e) => rendered(Api.unauthorized(e.message)),
+      ModelNotFound: (e) => rendered(apiError(400, "model_not_found", e.message)),
+      NoChannel: (e) => rendered(apiError(400, "model_not_found", e.message)),
+      ModelPriceError: (e) => rendered(apiError(400, "model_price_error", e.message)),
+      InsufficientFunds: (e) => rendered(apiError(403, "insufficient_user_quota", e.message, "insufficient_quota")),
+      TokenBudgetExceeded: (e) =>
+        rendered(apiError(403, "pre_consume_token_quota_failed", e.message, "insufficient_quota")),
+      IdempotencyConflict: () => rendered(usedRequestId),
+      HoldInFlight: () => rendered(usedRequestId),
+      HoldResolved: () => rendered(usedRequestId),
+      AllChannelsFailed: (e) =>
+        rendered(new Api.ApiError({ status: e.status, type: "upstream_error", code: "upstream_error", message: e.message })),
+      InvalidInput: (e) => rendered(Api.invalidRequest(e.field, e.message)),
+      StoreError: () => rendered(Api.internal("store_error", "database error"))
+    },
+    () => rendered(Api.internal("internal_error", "internal error"))
+  )
 
-const toApiError = (error: unknown): Api.ApiError => {
-  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
-  switch (e?._tag) {
-    case "ApiError":
-      return error as Api.ApiError
-    case "InvalidApiKey":
-      return Api.unauthorized(e.message ?? "Incorrect API key provided")
-    case "ModelNotFound":
-    case "NoChannel":
-      return apiError(400, "model_not_found", e.message ?? "model not found")
-    case "ModelPriceError":
-      return apiError(400, "model_price_error", e.message ?? "model has no price")
-    case "InsufficientFunds":
-      return apiError(403, "insufficient_user_quota", e.message ?? "insufficient quota", "insufficient_quota")
-    case "TokenBudgetExceeded":
-      return apiError(403, "pre_consume_token_quota_failed", e.message ?? "token quota insufficient", "insufficient_quota")
-    case "IdempotencyConflict":
-    case "HoldInFlight":
-    case "HoldResolved":
-      return Api.conflict("request_id_conflict", "X-Request-Id", "this request id was already used")
-    case "AllChannelsFailed":
-      return new Api.ApiError({
-        status: e["status"] as number,
-        type: "upstream_error",
-        code: "upstream_error",
-        message: e.message ?? "every channel failed"
-      })
-    case "InvalidInput":
-      return Api.invalidRequest(String(e["field"] ?? "body"), e.message ?? "invalid input")
-    case "StoreError":
-      return Api.internal("store_error", "database error")
-    default:
-      return Api.internal("internal_error", "internal error")
-  }
-}
+/** Every failure of a client handler; {@link renderFailure} maps each by its tag. */
+type ClientError =
+  | Api.ApiError
+  | UpstreamReply
+  | StreamBrokenRefund
+  | InvalidApiKey
+  | Pricing.ModelNotFound
+  | Pricing.ModelPriceError
+  | Channels.NoChannel
+  | Channels.AllChannelsFailed
+  | BillingSession.OpenError
+  | BillingSettler.SettleError
+
+const rendered = (error: Api.ApiError) => Effect.succeed(Api.toResponse(error))
+
+const usedRequestId = Api.conflict("request_id_conflict", "X-Request-Id", "this request id was already used")
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -236,15 +241,15 @@ export const routes = (config: RelayConfig): Layer.Layer<
       const handle = (
         handler: (
           requestId: string
-        ) => Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, HttpServerRequest.HttpServerRequest>
+        ) => Effect.Effect<HttpServerResponse.HttpServerResponse, ClientError, HttpServerRequest.HttpServerRequest>
       ) =>
         Effect.gen(function*() {
           const request = yield* HttpServerRequest.HttpServerRequest
           const id = requestIdOf(request)
           const echo = typeof id === "string" ? id : `req_${randomUUID().replace(/-/g, "")}`
           const response = typeof id === "string"
-            ? yield* handler(id).pipe(Effect.catch((error) => Effect.succeed(toResponse(error))))
-            : toResponse(id)
+            ? yield* renderFailure(handler(id))
+            : Api.toResponse(id)
           return HttpServerResponse.setHeader(response, "x-request-id", echo)
         })
 
@@ -260,7 +265,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
         model: string,
         promptEstimate: number,
         maxTokens: number
-      ): Effect.Effect<Request, unknown> =>
+      ) =>
         Effect.gen(function*() {
           const price = yield* Pricing.priceOf(config, model)
           if (principal.models !== undefined && !principal.models.includes(model)) {
@@ -392,7 +397,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
             Effect.tap(open(r), (s) => Effect.sync(() => void (reserved = s.hold.reserved))),
             () =>
               call.pipe(
-                Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e),
+                Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body))),
                 Effect.map((routed) => ({ value: routed, cost: cost(routed.value, tokens) }))
               ),
             {
@@ -426,7 +431,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
           let committed: Upstream.ChatStream | undefined
-          const ready = yield* Deferred.make<Upstream.ChatStream, unknown>()
+          const ready = yield* Deferred.make<Upstream.ChatStream, ClientError>()
           const finished = yield* Deferred.make<"done" | "broken">()
           const progress = () =>
             committed === undefined
@@ -439,7 +444,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
               Effect.gen(function*() {
                 const routed = yield* Channels.chatStream(routing, r.model, Upstream.chatBody(json, true)).pipe(
                   Effect.provideService(Upstream.Upstream, upstream),
-                  Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e)
+                  Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body)))
                 )
                 committed = routed.value
                 yield* Deferred.succeed(ready, routed.value)
