@@ -11,6 +11,12 @@
  *
  * Extension (compatible): `PATCH /admin/tokens/:id` `{status: "active"|"disabled"}`.
  *
+ * Request ids are scoped to the account (issue 9 #8): `GET /admin/holds/:requestId`
+ * and its corrections take an optional `?accountId=`; without it the request
+ * id must have been used by one account only (else 409
+ * `ambiguous_request_id`, field `accountId`). The hold's `id` is the request
+ * id.
+ *
  * Corrections (issue 8 #14): `POST /admin/holds/:requestId/corrections`
  * `{amount, id}` gives back part or all of a settled request's charge
  * (idempotent by `id`); 404 for an unknown request, 409 `hold_not_settled`,
@@ -23,12 +29,14 @@ import { randomUUID } from "node:crypto"
 import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession } from "@relay-billing/core"
-import type { Hold } from "@relay-billing/core"
+import type { BillingError, Hold } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
+import type { WalletError } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
+import { holdIdOf, isRequestId, isScopableAccountId } from "./internal/requestIds.js"
 import { countRequest } from "./Metrics.js"
 import { generateId } from "./internal/secrets.js"
 import { BillingPreference, RelayStore } from "./RelayStore.js"
@@ -169,6 +177,10 @@ export const CorrectionBody = Schema.Struct({
   id: Id
 })
 
+const HoldQuery = Schema.Struct({
+  accountId: Schema.optionalKey(Id)
+})
+
 const LogsQuery = Schema.Struct({
   accountId: Schema.optionalKey(Id),
   limit: Schema.optionalKey(Schema.String.check(
@@ -245,6 +257,7 @@ const planView = (p: SubscriptionAdmin.Plan) => ({
  * @category views
  */
 export const holdView = (hold: Hold.Hold) => {
+  const requestId = hold.metadata?.["requestId"] ?? hold.id
   const settled = hold.settlement
   const parts = hold.parts.map((part, i) => {
     const candidates = settled?.parts ?? []
@@ -259,7 +272,7 @@ export const holdView = (hold: Hold.Hold) => {
     }
   })
   return {
-    id: hold.id,
+    id: requestId,
     accountId: hold.accountId,
     ...(hold.tokenId !== undefined ? { tokenId: hold.tokenId } : {}),
     status: hold.status,
@@ -279,8 +292,8 @@ export const holdView = (hold: Hold.Hold) => {
  * @since 0.2.0
  * @category views
  */
-export const correctionView = (result: BillingSession.CorrectionResult) => ({
-  requestId: result.holdId,
+export const correctionView = (result: BillingSession.CorrectionResult, requestId: string = result.holdId) => ({
+  requestId,
   id: result.id,
   amount: result.amount,
   remaining: result.remaining,
@@ -298,23 +311,14 @@ export const correctionView = (result: BillingSession.CorrectionResult) => ({
  * another amount, an amount above what is still charged, or a source that
  * cannot correct. Anything else goes to the common mapping.
  */
-const correctionError = (error: unknown): unknown => {
-  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
-  switch (e?._tag) {
-    case "HoldNotFound":
-      return Api.notFound("requestId", e.message ?? "hold not found")
-    case "HoldResolved":
-      return Api.conflict("hold_not_settled", "requestId", e.message ?? "the request is not settled")
-    case "IdempotencyConflict":
-      return Api.conflict("idempotency_conflict", "id", e.message ?? "correction id already used with another amount")
-    case "CorrectionExceedsCharge":
-      return Api.conflict("correction_exceeds_charge", "amount", e.message ?? "more than what is still charged")
-    case "CorrectionUnsupported":
-      return Api.conflict("correction_unsupported", "requestId", e.message ?? "a source cannot correct")
-    default:
-      return error
-  }
-}
+const correctionErrors = <A, R>(effect: Effect.Effect<A, BillingSession.CorrectError, R>) =>
+  Effect.catchTags(effect, {
+    HoldNotFound: (e) => Effect.fail(Api.notFound("requestId", e.message)),
+    HoldResolved: (e) => Effect.fail(Api.conflict("hold_not_settled", "requestId", e.message)),
+    IdempotencyConflict: (e) => Effect.fail(Api.conflict("idempotency_conflict", "id", e.message)),
+    CorrectionExceedsCharge: (e) => Effect.fail(Api.conflict("correction_exceeds_charge", "amount", e.message)),
+    CorrectionUnsupported: (e) => Effect.fail(Api.conflict("correction_unsupported", "requestId", e.message))
+  })
 
 // ---------------------------------------------------------------------------
 // errors
@@ -330,48 +334,53 @@ const FIELD_NAMES: Record<string, string> = {
   key: "idempotencyKey"
 }
 
-/** Maps any failure of a handler to an HTTP error. */
-const toApiError = (error: unknown): Api.ApiError => {
-  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
-  switch (e?._tag) {
-    case "ApiError":
-      return error as Api.ApiError
-    case "InvalidInput": {
-      const field = String(e["field"] ?? "body")
-      const mapped = FIELD_NAMES[field] ?? field
-      return Api.invalidRequest(mapped, `${mapped}: ${String(e["reason"])}${e["value"] ? `, got ${String(e["value"])}` : ""}`)
-    }
-    case "AccountNotFound":
-    case "RelayAccountNotFound":
-      return Api.notFound("accountId", e.message ?? "account not found")
-    case "TokenNotFound":
-    case "RelayTokenNotFound":
-      return Api.notFound("id", e.message ?? "token not found")
-    case "PlanNotFound":
-      return Api.notFound("planId", e.message ?? "plan not found")
-    case "SubscriptionNotFound":
-      return Api.notFound("id", e.message ?? "subscription not found")
-    case "HoldNotFound":
-      return Api.notFound("requestId", e.message ?? "hold not found")
-    case "IdempotencyConflict":
-      return Api.conflict("idempotency_conflict", "idempotencyKey", e.message ?? "idempotency key already used")
-    case "AccountExists":
-    case "TokenExists":
-    case "AlreadyExists":
-      return Api.conflict("already_exists", "id", e.message ?? "already exists")
-    case "StoreError":
-      return Api.internal("store_error", `database error in ${String(e["operation"] ?? "a query")}`)
-    default:
-      return Api.internal("internal_error", "internal error")
-  }
-}
+/** Every failure of an admin handler; {@link renderFailure} maps each by its tag. */
+type AdminError =
+  | Api.ApiError
+  | BillingError.InvalidInput
+  | BillingError.AccountNotFound
+  | BillingError.TokenNotFound
+  | SubscriptionAdmin.PlanNotFound
+  | SubscriptionAdmin.SubscriptionNotFound
+  | BillingError.HoldNotFound
+  | BillingError.IdempotencyConflict
+  | WalletError.AccountExists
+  | WalletError.TokenExists
+  | SubscriptionAdmin.AlreadyExists
+  | BillingError.StoreError
+  // 500 internal_error (the SDK refused or failed in a way the admin cannot fix by input)
+  | BillingError.InsufficientFunds
+  | BillingError.ContractViolation
+  | BillingError.QuotaOutOfRange
+  | BillingError.UnknownSource
 
-/** Re-labels a not-found failure with the field the caller named the id in. */
-const notFoundIn = (field: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Api.ApiError, R> =>
-  Effect.mapError(effect, (error) => {
-    const tag = (error as { readonly _tag?: string })?._tag ?? ""
-    return tag.endsWith("NotFound") ? Api.notFound(field, (error as { message: string }).message) : error
-  })
+const fail = (error: Api.ApiError) => Effect.succeed(Api.toResponse(error))
+
+/** Renders every failure of an admin handler as an HTTP error, matched by tag. */
+const renderFailure = <A, R>(
+  effect: Effect.Effect<A, AdminError, R>
+): Effect.Effect<A | HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.catchTags(effect, {
+    ApiError: (e) => fail(e),
+    InvalidInput: (e) => {
+      const field = FIELD_NAMES[e.field] ?? e.field
+      return fail(Api.invalidRequest(field, `${field}: ${e.reason}${e.value ? `, got ${e.value}` : ""}`))
+    },
+    AccountNotFound: (e) => fail(Api.notFound("accountId", e.message)),
+    TokenNotFound: (e) => fail(Api.notFound("id", e.message)),
+    PlanNotFound: (e) => fail(Api.notFound("planId", e.message)),
+    SubscriptionNotFound: (e) => fail(Api.notFound("id", e.message)),
+    HoldNotFound: (e) => fail(Api.notFound("requestId", e.message)),
+    IdempotencyConflict: (e) => fail(Api.conflict("idempotency_conflict", "idempotencyKey", e.message)),
+    AccountExists: (e) => fail(Api.conflict("already_exists", "id", e.message)),
+    TokenExists: (e) => fail(Api.conflict("already_exists", "id", e.message)),
+    AlreadyExists: (e) => fail(Api.conflict("already_exists", "id", e.message)),
+    StoreError: (e) => fail(Api.internal("store_error", `database error in ${e.operation}`))
+  }, () => fail(Api.internal("internal_error", "internal error")))
+
+/** A not-found failure of an id the caller named in `field` (for `Effect.catchTag`). */
+const notFoundIn = (field: string) => (error: { readonly message: string }) =>
+  Effect.fail(Api.notFound(field, error.message))
 
 // ---------------------------------------------------------------------------
 // routes
@@ -390,7 +399,7 @@ export interface Options {
 
 type Handler = Effect.Effect<
   HttpServerResponse.HttpServerResponse,
-  unknown,
+  AdminError,
   HttpServerRequest.HttpServerRequest | HttpRouter.RouteContext
 >
 
@@ -433,10 +442,59 @@ export const routes = (options: Options = {}): Layer.Layer<
             )
           }
           return yield* handler
-        }).pipe(Effect.catch((error) => Effect.succeed(Api.toResponse(toApiError(error))))))
+        }).pipe(renderFailure))
 
       const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
       const param = (name: string) => Effect.map(HttpRouter.params, (p) => p[name] ?? "")
+
+      /** A query string's non-empty values of `names`, decoded with `schema` (400 naming the field). */
+      const query = <S extends Schema.Decoder<unknown>>(schema: S, names: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const search = new URL(request.url, "http://relay.local").searchParams
+          const raw: Record<string, string> = {}
+          for (const name of names) {
+            const value = search.get(name)
+            if (value !== null && value !== "") raw[name] = value
+          }
+          return (yield* Schema.decodeUnknownEffect(schema)(raw).pipe(
+            Effect.mapError((error) => Api.fromSchemaError(raw, error))
+          )) as S["Type"]
+        })
+
+      /**
+       * The hold of a request id (scoped to the account): with `accountId`, that
+       * account's; without, the one account that used the id (409
+       * `ambiguous_request_id` when several did). Holds opened before request ids
+       * were scoped (their id is the request id) are found by id.
+       */
+      const holdOfRequest = (requestId: string) =>
+        Effect.gen(function*() {
+          const { accountId } = yield* query(HoldQuery, ["accountId"])
+          const missing = Api.notFound("requestId", `no request ${requestId}${accountId ? ` for account ${accountId}` : ""}`)
+          if (!isRequestId(requestId)) return yield* missing
+          const candidates = accountId !== undefined ? [accountId] : yield* store.accountsOfRequest(requestId)
+          const found: Array<Hold.Hold> = []
+          for (const account of candidates) {
+            if (!isScopableAccountId(account)) continue
+            const hold = yield* session.get(holdIdOf(account, requestId)).pipe(
+              Effect.catchTag("HoldNotFound", () => Effect.succeed(undefined))
+            )
+            if (hold !== undefined) found.push(hold)
+          }
+          if (found.length > 1) {
+            return yield* Api.conflict(
+              "ambiguous_request_id",
+              "accountId",
+              `request id ${requestId} was used by ${found.length} accounts: pass ?accountId=`
+            )
+          }
+          if (found.length === 1) return found[0]!
+          const legacy = yield* session.get(requestId).pipe(Effect.catchTag("HoldNotFound", () => Effect.succeed(undefined)))
+          if (legacy !== undefined && legacy.metadata?.["requestId"] === undefined &&
+            (accountId === undefined || legacy.accountId === accountId)) return legacy
+          return yield* missing
+        })
 
       const checkGroup = (group: string | undefined) =>
         group !== undefined && options.groups !== undefined && !options.groups.includes(group)
@@ -491,12 +549,12 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/accounts/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("PATCH", "/admin/accounts/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          yield* store.account(id).pipe(notFoundIn("id"))
+          yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(PatchAccountBody)
           yield* checkGroup(body.group)
           yield* client.transaction(Effect.gen(function*() {
@@ -508,22 +566,22 @@ export const routes = (options: Options = {}): Layer.Layer<
               ...(body.billingPreference !== undefined ? { billingPreference: body.billingPreference } : {})
             })
           }))
-          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("POST", "/admin/accounts/:id/topup", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          yield* store.account(id).pipe(notFoundIn("id"))
+          yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(TopUpBody)
           // keys are scoped to the account; without a key every call tops up
           const idempotencyKey = `topup:${id}:${body.idempotencyKey ?? randomUUID()}`
           yield* wallet.topUp({ accountId: id, amount: body.amount, key: idempotencyKey })
-          return json(yield* readAccount(id).pipe(notFoundIn("id")))
+          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("POST", "/admin/tokens", handle(Effect.gen(function*() {
           const body = yield* Api.decodeBody(CreateTokenBody)
-          yield* store.account(body.accountId).pipe(notFoundIn("accountId"))
+          yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
           const id = generateId("tok")
           const unlimited = body.unlimited ?? body.remainQuota === undefined
           const created = yield* client.transaction(Effect.gen(function*() {
@@ -554,15 +612,15 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/tokens/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          return json(yield* tokenView(id).pipe(notFoundIn("id")))
+          return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("PATCH", "/admin/tokens/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          yield* store.token(id).pipe(notFoundIn("id"))
+          yield* store.token(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(PatchTokenBody)
           yield* store.setTokenStatus(id, body.status)
-          return json(yield* tokenView(id).pipe(notFoundIn("id")))
+          return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
         }))),
 
         HttpRouter.route("POST", "/admin/plans", handle(Effect.gen(function*() {
@@ -584,8 +642,8 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("POST", "/admin/subscriptions", handle(Effect.gen(function*() {
           const body = yield* Api.decodeBody(CreateSubscriptionBody)
-          yield* store.account(body.accountId).pipe(notFoundIn("accountId"))
-          yield* subscriptions.plan(body.planId).pipe(notFoundIn("planId"))
+          yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
+          yield* subscriptions.plan(body.planId).pipe(Effect.catchTag("PlanNotFound", notFoundIn("planId")))
           const created = yield* subscriptions.subscribe({
             id: generateId("sub"),
             accountId: body.accountId,
@@ -596,21 +654,22 @@ export const routes = (options: Options = {}): Layer.Layer<
 
         HttpRouter.route("GET", "/admin/subscriptions/:id", handle(Effect.gen(function*() {
           const id = yield* param("id")
-          return json(subscriptionView(yield* subscriptions.subscription(id).pipe(notFoundIn("id"))))
+          return json(subscriptionView(yield* subscriptions.subscription(id).pipe(Effect.catchTag("SubscriptionNotFound", notFoundIn("id")))))
         }))),
 
         HttpRouter.route("GET", "/admin/holds/:requestId", handle(Effect.gen(function*() {
           const requestId = yield* param("requestId")
-          return json(holdView(yield* session.get(requestId).pipe(notFoundIn("requestId"))))
+          return json(holdView(yield* holdOfRequest(requestId)))
         }))),
 
         HttpRouter.route("POST", "/admin/holds/:requestId/corrections", handle(Effect.gen(function*() {
           const requestId = yield* param("requestId")
+          const hold = yield* holdOfRequest(requestId)
           const body = yield* Api.decodeBody(CorrectionBody)
-          const result = yield* session.correct({ holdId: requestId, correctionId: body.id, amount: body.amount }).pipe(
-            Effect.mapError(correctionError)
+          const result = yield* session.correct({ holdId: hold.id, correctionId: body.id, amount: body.amount }).pipe(
+            correctionErrors
           )
-          return json(correctionView(result))
+          return json(correctionView(result, requestId))
         }))),
 
         HttpRouter.route("POST", "/admin/holds/reap", handle(Effect.gen(function*() {
@@ -619,20 +678,11 @@ export const routes = (options: Options = {}): Layer.Layer<
         }))),
 
         HttpRouter.route("GET", "/admin/logs", handle(Effect.gen(function*() {
-          const request = yield* HttpServerRequest.HttpServerRequest
-          const search = new URL(request.url, "http://relay.local").searchParams
-          const raw: Record<string, string> = {}
-          for (const name of ["accountId", "limit"]) {
-            const value = search.get(name)
-            if (value !== null && value !== "") raw[name] = value
-          }
-          const query = yield* Schema.decodeUnknownEffect(LogsQuery)(raw).pipe(
-            Effect.mapError((error) => Api.fromSchemaError(raw, error))
-          )
-          if (query.accountId !== undefined) yield* store.account(query.accountId).pipe(notFoundIn("accountId"))
+          const q = yield* query(LogsQuery, ["accountId", "limit"])
+          if (q.accountId !== undefined) yield* store.account(q.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
           const entries = yield* store.logs({
-            accountId: query.accountId,
-            limit: query.limit === undefined ? undefined : Number(query.limit)
+            accountId: q.accountId,
+            limit: q.limit === undefined ? undefined : Number(q.limit)
           })
           return json(entries.map((e) => ({ ...e, createdAt: iso(e.createdAt) })))
         }))),

@@ -11,9 +11,15 @@
  * group ratio) and open the hold inside `BillingSettler.withBilling`, so that
  * every exit ends it: success settles with the actual cost from the upstream
  * usage, a failure refunds, a client disconnect applies
- * `billing.onClientDisconnect`. After a settle one request log is recorded.
- * A request id whose hold already exists is refused by the SDK's atomic open
- * (409 `request_id_conflict`: `HoldInFlight` while the first request runs,
+ * `billing.onClientDisconnect`. The request log row is written by the
+ * `SettlementRecorder` ({@link RelayStore.recorder}) in the settlement's
+ * transaction: the settle passes its token counts as settle metadata.
+ *
+ * Request ids are scoped to the account: the hold id is derived from
+ * `(accountId, requestId)` (`internal/requestIds.ts`), so one account can
+ * neither see nor block another's ids. A request id whose hold already exists
+ * for the account is refused by the SDK's atomic open (409
+ * `request_id_conflict`: `HoldInFlight` while the first request runs,
  * `HoldResolved` after it, `IdempotencyConflict` for other parameters); the
  * refused request never touches the first one's hold.
  *
@@ -61,9 +67,11 @@ import * as ClientConnection from "./internal/clientConnection.js"
 import * as IdleWatch from "./internal/idleWatch.js"
 import { StreamDeadline } from "./internal/limits.js"
 import * as Metrics from "./Metrics.js"
+import { holdIdOf, isRequestId, MAX_REQUEST_ID } from "./internal/requestIds.js"
+import * as Sources from "./internal/sources.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
-import type { Principal } from "./RelayStore.js"
+import type { InvalidApiKey, Principal } from "./RelayStore.js"
 import * as Tokenizer from "./Tokenizer.js"
 import * as Upstream from "./Upstream.js"
 
@@ -122,51 +130,54 @@ class StreamBrokenRefund {
   readonly _tag = "StreamBrokenRefund"
 }
 
-const MAX_REQUEST_ID = 191
+/**
+ * Renders every failure of a client handler, matched by tag: the SDK's and the
+ * relay's typed errors get their contract status and code (relay-api.md), an
+ * upstream 4xx is returned as is, anything else is a 500 without internals.
+ */
+const renderFailure = <A, R>(
+  effect: Effect.Effect<A, ClientError, R>
+): Effect.Effect<A | HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.catchTags(
+    effect,
+    {
+      ApiError: (e) => Effect.succeed(Api.toResponse(e)),
+      UpstreamReply: (e) =>
+        Effect.succeed(HttpServerResponse.text(e.body, { status: e.status, contentType: "application/json" })),
+      InvalidApiKey: (e) => rendered(Api.unauthorized(e.message)),
+      ModelNotFound: (e) => rendered(apiError(400, "model_not_found", e.message)),
+      NoChannel: (e) => rendered(apiError(400, "model_not_found", e.message)),
+      ModelPriceError: (e) => rendered(apiError(400, "model_price_error", e.message)),
+      InsufficientFunds: (e) => rendered(apiError(403, "insufficient_user_quota", e.message, "insufficient_quota")),
+      TokenBudgetExceeded: (e) =>
+        rendered(apiError(403, "pre_consume_token_quota_failed", e.message, "insufficient_quota")),
+      IdempotencyConflict: () => rendered(usedRequestId),
+      HoldInFlight: () => rendered(usedRequestId),
+      HoldResolved: () => rendered(usedRequestId),
+      AllChannelsFailed: (e) =>
+        rendered(new Api.ApiError({ status: e.status, type: "upstream_error", code: "upstream_error", message: e.message })),
+      InvalidInput: (e) => rendered(Api.invalidRequest(e.field, e.message)),
+      StoreError: () => rendered(Api.internal("store_error", "database error"))
+    },
+    () => rendered(Api.internal("internal_error", "internal error"))
+  )
 
-/** Maps any failure of the flow to a response. */
-const toResponse = (error: unknown): HttpServerResponse.HttpServerResponse => {
-  if (error instanceof UpstreamReply) {
-    return HttpServerResponse.text(error.body, { status: error.status, contentType: "application/json" })
-  }
-  return Api.toResponse(toApiError(error))
-}
+/** Every failure of a client handler; {@link renderFailure} maps each by its tag. */
+type ClientError =
+  | Api.ApiError
+  | UpstreamReply
+  | StreamBrokenRefund
+  | InvalidApiKey
+  | Pricing.ModelNotFound
+  | Pricing.ModelPriceError
+  | Channels.NoChannel
+  | Channels.AllChannelsFailed
+  | BillingSession.OpenError
+  | BillingSettler.SettleError
 
-const toApiError = (error: unknown): Api.ApiError => {
-  const e = error as { readonly _tag?: string; readonly message?: string; readonly [k: string]: unknown }
-  switch (e?._tag) {
-    case "ApiError":
-      return error as Api.ApiError
-    case "InvalidApiKey":
-      return Api.unauthorized(e.message ?? "Incorrect API key provided")
-    case "ModelNotFound":
-    case "NoChannel":
-      return apiError(400, "model_not_found", e.message ?? "model not found")
-    case "ModelPriceError":
-      return apiError(400, "model_price_error", e.message ?? "model has no price")
-    case "InsufficientFunds":
-      return apiError(403, "insufficient_user_quota", e.message ?? "insufficient quota", "insufficient_quota")
-    case "TokenBudgetExceeded":
-      return apiError(403, "pre_consume_token_quota_failed", e.message ?? "token quota insufficient", "insufficient_quota")
-    case "IdempotencyConflict":
-    case "HoldInFlight":
-    case "HoldResolved":
-      return Api.conflict("request_id_conflict", "X-Request-Id", "this request id was already used")
-    case "AllChannelsFailed":
-      return new Api.ApiError({
-        status: e["status"] as number,
-        type: "upstream_error",
-        code: "upstream_error",
-        message: e.message ?? "every channel failed"
-      })
-    case "InvalidInput":
-      return Api.invalidRequest(String(e["field"] ?? "body"), e.message ?? "invalid input")
-    case "StoreError":
-      return Api.internal("store_error", "database error")
-    default:
-      return Api.internal("internal_error", "internal error")
-  }
-}
+const rendered = (error: Api.ApiError) => Effect.succeed(Api.toResponse(error))
+
+const usedRequestId = Api.conflict("request_id_conflict", "X-Request-Id", "this request id was already used")
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -183,7 +194,7 @@ const requestIdOf = (request: HttpServerRequest.HttpServerRequest): string | Api
   const given = request.headers["x-request-id"]
   if (given === undefined) return `req_${randomUUID().replace(/-/g, "")}`
   const id = given.trim()
-  if (id.length === 0 || id.length > MAX_REQUEST_ID || !/^[\x21-\x7e]+$/.test(id)) {
+  if (!isRequestId(id)) {
     return Api.invalidRequest(
       "X-Request-Id",
       `X-Request-Id: expected 1 to ${MAX_REQUEST_ID} visible ASCII characters`
@@ -192,13 +203,13 @@ const requestIdOf = (request: HttpServerRequest.HttpServerRequest): string | Api
   return id
 }
 
-/** The paying source ids of a settlement, `+`-joined in order. */
-export const sourcesOf = (hold: Hold.Hold): string => {
-  const funding = (hold.settlement?.parts ?? []).filter((p) => p.kind === "funding")
-  const paying = funding.filter((p) => p.charged > 0)
-  const chosen = paying.length > 0 ? paying : funding.length > 0 ? funding : hold.parts.filter((p) => p.kind === "funding")
-  return [...new Set(chosen.map((p) => p.sourceId))].join("+")
-}
+/**
+ * The paying source ids of a settlement, `+`-joined in order.
+ *
+ * @since 0.1.0
+ * @category logs
+ */
+export const sourcesOf: (hold: Hold.Hold) => string = Sources.sourcesOf
 
 interface Tokens {
   prompt: number
@@ -208,6 +219,8 @@ interface Tokens {
 /** What the flow knows about one billed request. */
 interface Request {
   readonly requestId: string
+  /** The SDK hold id: the request id scoped to the account. */
+  readonly holdId: string
   readonly principal: Principal
   readonly model: string
   readonly price: ModelPrice
@@ -297,15 +310,15 @@ export const routes = (config: RelayConfig): Layer.Layer<
       const handle = (
         handler: (
           requestId: string
-        ) => Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, HttpServerRequest.HttpServerRequest>
+        ) => Effect.Effect<HttpServerResponse.HttpServerResponse, ClientError, HttpServerRequest.HttpServerRequest>
       ) =>
         Metrics.countRequest(Effect.gen(function*() {
           const request = yield* HttpServerRequest.HttpServerRequest
           const id = requestIdOf(request)
           const echo = typeof id === "string" ? id : `req_${randomUUID().replace(/-/g, "")}`
           const response = typeof id === "string"
-            ? yield* handler(id).pipe(Effect.catch((error) => Effect.succeed(toResponse(error))))
-            : toResponse(id)
+            ? yield* renderFailure(handler(id))
+            : Api.toResponse(id)
           return HttpServerResponse.setHeader(response, "x-request-id", echo)
         }))
 
@@ -321,7 +334,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
         model: string,
         promptEstimate: number,
         maxTokens: number
-      ): Effect.Effect<Request, unknown, HttpServerRequest.HttpServerRequest> =>
+      ) =>
         Effect.gen(function*() {
           const price = yield* Pricing.priceOf(config, model)
           yield* Metrics.labelModel(model)
@@ -341,7 +354,11 @@ export const routes = (config: RelayConfig): Layer.Layer<
               maxTokens,
               minPreConsumeTokens: config.billing.minPreConsumeTokens
             })
-          return { requestId, principal, model, price, groupRatio: ratio, promptEstimate, estimate }
+          const holdId = yield* Effect.try({
+            try: () => holdIdOf(principal.accountId, requestId),
+            catch: () => Api.internal("internal_error", "this account cannot scope request ids")
+          })
+          return { requestId, holdId, principal, model, price, groupRatio: ratio, promptEstimate, estimate }
         })
 
       /** Requests whose own hold was opened (only those record a log when they end). */
@@ -351,16 +368,18 @@ export const routes = (config: RelayConfig): Layer.Layer<
       const usedId = (r: Request, detail: string) => () =>
         Effect.fail(Api.conflict("request_id_conflict", "X-Request-Id", `request id ${r.requestId} ${detail}`))
 
-      // The SDK's open is the one atomic check of the request id (no read before it).
+      // The SDK's open is the one atomic check of the request id (no read before it); the
+      // account's use of the id is remembered first, for the admin API's lookup by id.
       const open = (r: Request) =>
-        session.open({
-          holdId: r.requestId,
-          accountId: r.principal.accountId,
-          tokenId: r.principal.tokenId,
-          estimate: r.estimate,
-          preference: r.principal.billingPreference,
-          metadata: { model: r.model }
-        }).pipe(
+        store.claimRequestId(r.principal.accountId, r.requestId).pipe(
+          Effect.andThen(session.open({
+            holdId: r.holdId,
+            accountId: r.principal.accountId,
+            tokenId: r.principal.tokenId,
+            estimate: r.estimate,
+            preference: r.principal.billingPreference,
+            metadata: { model: r.model, requestId: r.requestId }
+          })),
           Effect.tap(() => Effect.sync(() => opened.add(r))),
           Effect.catchTags({
             HoldInFlight: usedId(r, "is still being processed"),
@@ -410,32 +429,26 @@ export const routes = (config: RelayConfig): Layer.Layer<
           })
         )
 
-      /** After the hold is resolved: records the log of a settled hold and logs the request. */
-      const finish = (r: Request, tokens: Tokens) =>
+      /** What the settle stores on its settlement for the request log (read when it settles). */
+      const settleMetadata = (tokens: Tokens) =>
+        Effect.sync(() => ({ promptTokens: String(tokens.prompt), completionTokens: String(tokens.completion) }))
+
+      /**
+       * After the hold is resolved: logs the request (its log row was written with the
+       * settlement). A request refused at open (insufficient quota, a used request id, a
+       * client gone before the open) has no hold of its own: nothing to read or log.
+       */
+      const finish = (r: Request) =>
         Effect.gen(function*() {
-          // A request refused at open (e.g. a used request id) has no hold of its own.
           if (!opened.has(r)) return
-          const hold = yield* session.get(r.requestId)
+          const hold = yield* session.get(r.holdId)
           const quota = hold.status === "settled" ? hold.settlement?.actual ?? 0 : 0
-          if (hold.status === "settled") {
-            yield* store.recordLog({
-              requestId: r.requestId,
-              accountId: r.principal.accountId,
-              tokenId: r.principal.tokenId,
-              model: r.model,
-              promptTokens: tokens.prompt,
-              completionTokens: tokens.completion,
-              quota: hold.settlement?.actual ?? 0,
-              source: sourcesOf(hold),
-              createdAt: yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-            })
-          }
           yield* Effect.log("relay request").pipe(
             Effect.annotateLogs({ status: hold.status, reserved: hold.reserved, quota })
           )
         }).pipe(
           Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("relay: cannot record the request log", cause)
+            Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logWarning("relay: cannot read the request's hold", cause)
           ),
           Effect.annotateLogs({ requestId: r.requestId, accountId: r.principal.accountId, model: r.model }),
           Effect.uninterruptible
@@ -460,7 +473,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
           let answered: Upstream.JsonResponse | undefined
-          const ready = yield* Deferred.make<Channels.Routed<Upstream.JsonResponse>, unknown>()
+          const ready = yield* Deferred.make<Channels.Routed<Upstream.JsonResponse>, ClientError>()
           const delivered = yield* Deferred.make<void>()
           const billing = BillingSettler.withBilling(
             Effect.tap(open(r), (s) => Effect.sync(() => void (reserved = s.hold.reserved))),
@@ -469,7 +482,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 yield* stillConnected(request)
                 const routed = yield* withDeadline(
                   deadline,
-                  call.pipe(Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e))
+                  call.pipe(Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body))))
                 )
                 answered = routed.value
                 const amount = cost(routed.value, tokens)
@@ -483,13 +496,14 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 () => reserved,
                 () => Effect.sync(() => ({ usage: answered?.usage, text: "" })),
                 tokens
-              )
+              ),
+              metadata: settleMetadata(tokens)
             }
           ).pipe(
             Effect.onExit((exit) =>
               Effect.andThen(
                 Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
-                finish(r, tokens)
+                finish(r)
               )
             )
           )
@@ -542,7 +556,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
           let committed: Upstream.ChatStream | undefined
-          const ready = yield* Deferred.make<Upstream.ChatStream, unknown>()
+          const ready = yield* Deferred.make<Upstream.ChatStream, ClientError>()
           const finished = yield* Deferred.make<"done" | "broken">()
           const progress = () =>
             committed === undefined
@@ -558,7 +572,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
                   deadline,
                   Channels.chatStream(routing, r.model, Upstream.chatBody(json, true)).pipe(
                     Effect.provideService(Upstream.Upstream, upstream),
-                    Effect.mapError((e) => e._tag === "UpstreamHttpError" ? new UpstreamReply(e.status, e.body) : e)
+                    Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body)))
                   )
                 )
                 committed = routed.value
@@ -584,13 +598,13 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 tokens.completion = streamed
                 return { value: undefined, cost: resolution.amount }
               }),
-            { onInterrupt: interruption(r, () => reserved, progress, tokens) }
+            { onInterrupt: interruption(r, () => reserved, progress, tokens), metadata: settleMetadata(tokens) }
           ).pipe(
             Effect.onExit((exit) =>
               Effect.andThen(
                 Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
                 // the upstream is released however the billing ended (also if the body never ran)
-                Effect.andThen(committed?.release ?? Effect.void, finish(r, tokens))
+                Effect.andThen(committed?.release ?? Effect.void, finish(r))
               )
             )
           )

@@ -192,7 +192,7 @@ export const bootstrap = (
     // 2. the account, once
     const exists = yield* store.account(ACCOUNT_ID).pipe(
       Effect.as(true),
-      Effect.catchTag("RelayAccountNotFound", () => Effect.succeed(false))
+      Effect.catchTag("AccountNotFound", () => Effect.succeed(false))
     )
     if (!exists) {
       yield* client.transaction(Effect.gen(function*() {

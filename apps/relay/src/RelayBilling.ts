@@ -2,7 +2,8 @@
  * Wires the relay's billing: a knex client (from `RELAY_DATABASE_URL`), every
  * migration (`Subscription.allMigrations`, then the relay's own), the SDK's
  * `Subscription.layer` (BillingSession funded by subscriptions and the wallet,
- * token budgets, WalletAdmin, SubscriptionAdmin) and the {@link RelayStore};
+ * token budgets, WalletAdmin, SubscriptionAdmin) and the {@link RelayStore}
+ * (whose `SettlementRecorder` writes the request log of every settlement);
  * plus the admin key. The session's `BillingEvents` publisher is the
  * `notifications.webhook` notifier when configured (see {@link Webhook}). The server module mounts {@link AdminApi.routes} (and the
  * client API) over {@link layerFromConfig}.
@@ -73,9 +74,9 @@ export const layerClient = <E, R>(
   } = {}
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
   const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
-  const billing = options.events === undefined ? Subscription.layer(options) : Subscription.layer(options).pipe(
-    Layer.provide(options.events)
-  )
+  // The request log is written by the engine in each settlement's transaction (issue 9 #9).
+  const recorded = Subscription.layer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
+  const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
   return Layer.mergeAll(billing, RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
 }
 

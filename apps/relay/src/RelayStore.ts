@@ -1,7 +1,9 @@
 /**
  * The relay's own tables, next to the SDK's (same knex client, same prefix):
  * account metadata (name, group, billing preference), API tokens (stored only
- * as the SHA-256 of their key) and request logs (one per settled request).
+ * as the SHA-256 of their key), request logs (one per settled request, written
+ * by {@link Service.recorder} in the settlement's transaction) and the request
+ * ids each account used (to find a request by id in the admin API).
  *
  * Token keys are `sk-` plus 48 random base62 characters, generated here and
  * returned once by {@link RelayStore.createToken}; authentication hashes the
@@ -10,9 +12,11 @@
  * @since 0.1.0
  */
 import { Clock, Context, Effect, Layer, Schema } from "effect"
-import type { BillingError } from "@relay-billing/core"
+import type { Hold } from "@relay-billing/core"
+import { BillingError, SettlementRecorder } from "@relay-billing/core"
 import { IdColumns, KnexClient, Statements } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
+import { sourcesOf } from "./internal/sources.js"
 import { constantTimeEqualHex, generateKey, hashKey } from "./internal/secrets.js"
 
 // ---------------------------------------------------------------------------
@@ -28,7 +32,8 @@ import { constantTimeEqualHex, generateKey, hashKey } from "./internal/secrets.j
 export const tables = {
   accounts: "relay_accounts",
   tokens: "relay_tokens",
-  logs: "relay_logs"
+  logs: "relay_logs",
+  requestIds: "relay_request_ids"
 } as const
 
 /**
@@ -88,6 +93,48 @@ export const migrations: Migrations.MigrationSet = {
       name: "0002_binary_ids",
       up: (knex, context) => IdColumns.makeBinary(knex, context, relayIdColumns(context)),
       down: (knex, context) => IdColumns.revertBinary(knex, context, relayIdColumns(context))
+    },
+    {
+      // Issue 9 #8, #9: request ids are scoped to the account (the hold id is derived from
+      // (account, request id)), so a log row is keyed by its hold id; the request ids each
+      // account used are kept to find a request by id alone.
+      name: "0003_request_ids_per_account",
+      up: async (knex, context) => {
+        const ids = await IdColumns.prepare(knex, context)
+        const logs = context.table(tables.logs)
+        await knex.schema.alterTable(logs, (t) => {
+          if (ids.collation === undefined) t.string("hold_id", 191).nullable()
+          else t.specificType("hold_id", `varchar(191) character set utf8mb4 collate ${ids.collation}`).nullable()
+        })
+        // rows written before: the hold id was the request id
+        await knex(logs).update({ hold_id: knex.ref("request_id") })
+        await knex.schema.alterTable(logs, (t) => {
+          t.dropUnique(["request_id"])
+          t.unique(["hold_id"])
+          t.index(["account_id", "request_id"])
+          t.index(["request_id"])
+        })
+        await knex.schema.createTable(context.table(tables.requestIds), (t) => {
+          ids.id(t, "account_id").notNullable()
+          ids.id(t, "request_id").notNullable()
+          t.bigInteger("created_at").notNullable()
+          t.primary(["account_id", "request_id"])
+          t.index(["request_id"])
+        })
+      },
+      down: async (knex, context) => {
+        const logs = context.table(tables.logs)
+        await knex.schema.dropTableIfExists(context.table(tables.requestIds))
+        await knex.schema.alterTable(logs, (t) => {
+          t.dropIndex(["request_id"])
+          t.dropIndex(["account_id", "request_id"])
+          t.dropUnique(["hold_id"])
+          t.unique(["request_id"])
+        })
+        await knex.schema.alterTable(logs, (t) => {
+          t.dropColumn("hold_id")
+        })
+      }
     }
   ]
 }
@@ -181,6 +228,8 @@ export interface Principal {
  */
 export const LogEntry = Schema.Struct({
   requestId: Schema.String.check(Schema.isMinLength(1)),
+  /** The SDK hold id of the request (the request id scoped to the account); default: the request id. */
+  holdId: Schema.optionalKey(Schema.String.check(Schema.isMinLength(1))),
   accountId: Schema.String.check(Schema.isMinLength(1)),
   tokenId: Schema.NullOr(Schema.String),
   model: Schema.String,
@@ -227,40 +276,26 @@ export class InvalidApiKey extends Schema.TaggedError<InvalidApiKey>()("InvalidA
 }
 
 /**
- * An unknown relay account.
+ * An unknown account: the SDK's one `AccountNotFound` (tag `AccountNotFound`,
+ * code `account_not_found`).
  *
  * @since 0.1.0
  * @category errors
  */
-export class AccountNotFound extends Schema.TaggedError<AccountNotFound>()("RelayAccountNotFound", {
-  accountId: Schema.String
-}) {
-  /** Stable code. */
-  get code(): "account_not_found" {
-    return "account_not_found"
-  }
-  override get message(): string {
-    return `account ${this.accountId} not found`
-  }
-}
+export const AccountNotFound = BillingError.AccountNotFound
+/** @since 0.1.0 @category errors */
+export type AccountNotFound = BillingError.AccountNotFound
 
 /**
- * An unknown relay token.
+ * An unknown token: the SDK's one `TokenNotFound` (tag `TokenNotFound`, code
+ * `token_not_found`).
  *
  * @since 0.1.0
  * @category errors
  */
-export class TokenNotFound extends Schema.TaggedError<TokenNotFound>()("RelayTokenNotFound", {
-  tokenId: Schema.String
-}) {
-  /** Stable code. */
-  get code(): "token_not_found" {
-    return "token_not_found"
-  }
-  override get message(): string {
-    return `token ${this.tokenId} not found`
-  }
-}
+export const TokenNotFound = BillingError.TokenNotFound
+/** @since 0.1.0 @category errors */
+export type TokenNotFound = BillingError.TokenNotFound
 
 // ---------------------------------------------------------------------------
 // service
@@ -302,8 +337,25 @@ export interface Service {
   readonly setTokenStatus: (id: string, status: TokenStatus) => Effect.Effect<TokenMeta, TokenNotFound | StoreError>
   /** The principal of an API key; disabled, expired, unknown or missing keys fail. */
   readonly authenticate: (key: string | undefined) => Effect.Effect<Principal, InvalidApiKey | StoreError>
-  /** Records a settled request's log; a repeated `requestId` is ignored (returns false). */
+  /**
+   * Records a request log outside a settlement, keyed by `holdId` (default:
+   * the request id); a repeated key is ignored (returns false). The relay's
+   * own rows are written by {@link Service.recorder}, in the settlement's
+   * transaction.
+   */
   readonly recordLog: (entry: typeof LogEntry.Encoded) => Effect.Effect<boolean, StoreError | Schema.SchemaError>
+  /**
+   * The SDK's `SettlementRecorder` over this store: writes the log row of a
+   * settled hold in the settlement's transaction (request id and model from
+   * the hold's open metadata `requestId`/`model`, token counts from the
+   * settle's metadata `promptTokens`/`completionTokens`, quota = A, the paying
+   * sources, `createdAt` = the settlement time).
+   */
+  readonly recorder: SettlementRecorder.Recorder
+  /** Remembers that `accountId` used `requestId` (idempotent), before its hold is opened. */
+  readonly claimRequestId: (accountId: string, requestId: string) => Effect.Effect<void, StoreError>
+  /** The accounts that used `requestId`, oldest first. */
+  readonly accountsOfRequest: (requestId: string) => Effect.Effect<ReadonlyArray<string>, StoreError>
   /** Logs, newest first (ties: later insert first). */
   readonly logs: (query: {
     readonly accountId?: string | undefined
@@ -323,6 +375,14 @@ export class RelayStore extends Context.Service<RelayStore, Service>()("@relay-b
     RelayStore,
     Effect.gen(function*() {
       return make(yield* KnexClient.KnexClient)
+    })
+  )
+
+  /** The SDK's `SettlementRecorder` writing request logs (see {@link Service.recorder}); provide it to the engine. */
+  static readonly recorderLayer: Layer.Layer<never, never, KnexClient.KnexClient> = Layer.effect(
+    SettlementRecorder.SettlementRecorder,
+    Effect.gen(function*() {
+      return make(yield* KnexClient.KnexClient).recorder
     })
   )
 }
@@ -368,6 +428,26 @@ const toLog = (row: Record<string, unknown>): LogEntry => ({
 
 const decodeLog = Schema.decodeUnknownEffect(LogEntry)
 
+/** A non-negative safe integer from a metadata string, else 0. */
+const count = (value: string | undefined): number => {
+  const n = value === undefined ? NaN : Number(value)
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0
+}
+
+/** The log row of a settled hold (see {@link Service.recorder}). */
+const settledRow = (hold: Hold.Hold, settlement: Hold.Settlement) => ({
+  hold_id: hold.id,
+  request_id: hold.metadata?.["requestId"] ?? hold.id,
+  account_id: hold.accountId,
+  token_id: hold.tokenId ?? null,
+  model: hold.metadata?.["model"] ?? "",
+  prompt_tokens: count(settlement.metadata?.["promptTokens"]),
+  completion_tokens: count(settlement.metadata?.["completionTokens"]),
+  quota: settlement.actual,
+  source: sourcesOf({ ...hold, settlement }),
+  created_at: settlement.settledAt
+})
+
 /** Default and maximum page size of {@link Service.logs}. */
 const DEFAULT_LIMIT = 100
 const MAX_LIMIT = 1000
@@ -382,6 +462,7 @@ export const make = (client: KnexClient.Client): Service => {
   const accounts = client.table(tables.accounts)
   const tokens = client.table(tables.tokens)
   const logs = client.table(tables.logs)
+  const requestIds = client.table(tables.requestIds)
 
   const account = (id: string) =>
     client.query("relay.account", (db) => db(accounts).where({ id }).first()).pipe(
@@ -485,6 +566,7 @@ export const make = (client: KnexClient.Client): Service => {
       decodeLog(input).pipe(
         Effect.flatMap((entry) =>
           Statements.insertIgnore(client, "relay.recordLog", logs, {
+            hold_id: entry.holdId ?? entry.requestId,
             request_id: entry.requestId,
             account_id: entry.accountId,
             token_id: entry.tokenId,
@@ -494,10 +576,31 @@ export const make = (client: KnexClient.Client): Service => {
             quota: entry.quota,
             source: entry.source,
             created_at: entry.createdAt
-          }, "request_id")
+          }, "hold_id")
         ),
         Effect.map((inserted) => inserted > 0)
       ),
+    recorder: {
+      storeId: client.id,
+      // A plain insert: the engine calls it once per hold, in the transaction that settles it.
+      record: (hold, settlement) =>
+        client.query("relay.recordSettlement", (db) => db(logs).insert(settledRow(hold, settlement))).pipe(Effect.asVoid)
+    },
+    claimRequestId: (accountId, requestId) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        yield* Statements.insertIgnore(client, "relay.claimRequestId", requestIds, {
+          account_id: accountId,
+          request_id: requestId,
+          created_at: now
+        }, ["account_id", "request_id"])
+      }),
+    accountsOfRequest: (requestId) =>
+      client.query("relay.accountsOfRequest", (db) =>
+        db(requestIds).select("account_id").where({ request_id: requestId }).orderBy([
+          { column: "created_at", order: "asc" },
+          { column: "account_id", order: "asc" }
+        ])).pipe(Effect.map((rows) => (rows as Array<{ account_id: unknown }>).map((r) => String(r.account_id)))),
     logs: (query) => {
       const limit = Math.min(Math.max(1, Math.trunc(query.limit ?? DEFAULT_LIMIT)), MAX_LIMIT)
       return client.query("relay.logs", (db) => {

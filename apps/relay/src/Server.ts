@@ -65,28 +65,56 @@ export interface Options {
 }
 
 /**
- * Refunds expired holds every `intervalSeconds`; failures are logged and the
- * loop goes on. Runs until interrupted. The interval and the holds' expiry
- * both read Effect's `Clock` (a `TestClock` drives them in tests). Each pass
- * ends with a debug log `relay: reaper pass: examined N, expired N`.
+ * One reaper pass: refunds expired holds and finishes pending intents. Each
+ * hold it could not finish (`ReapReport.failures`, typed) is logged at ERROR
+ * with its hold id, step and error tag (the next pass tries again); a pass
+ * that fails as a whole (`StoreError`) is logged too. Never fails; returns the
+ * report (`undefined` when the pass failed). A pass that ran ends with a
+ * debug log `relay: reaper pass: examined N, expired N`.
+ *
+ * @since 0.2.0
+ * @category reaper
+ */
+export const reapPass: Effect.Effect<BillingSession.ReapReport | undefined, never, BillingSession.BillingSession> = Effect
+  .gen(function*() {
+    const session = yield* BillingSession.BillingSession
+    const report = yield* session.reapExpired()
+    if (report.expired > 0) yield* Effect.log(`relay: reaper refunded ${report.expired} expired hold(s)`)
+    for (const failure of report.failures) {
+      yield* Effect.logError(
+        `relay: reaper could not finish hold ${failure.holdId} (${failure.step}): ${failure.failure._tag}`
+      ).pipe(
+        Effect.annotateLogs({
+          holdId: failure.holdId,
+          step: failure.step,
+          error: failure.failure._tag,
+          detail: failure.error
+        })
+      )
+    }
+    yield* Effect.logDebug(`relay: reaper pass: examined ${report.examined}, expired ${report.expired}`)
+    return report
+  }).pipe(
+    Effect.catchTag("StoreError", (error) =>
+      Effect.as(
+        Effect.logError(`relay: reaper pass failed: ${error.message}`).pipe(
+          Effect.annotateLogs({ error: error._tag, operation: error.operation })
+        ),
+        undefined
+      )),
+    Effect.catchCause((cause) => Effect.as(Effect.logError("relay: reaper pass failed", cause), undefined))
+  )
+
+/**
+ * Runs {@link reapPass} every `intervalSeconds`, until interrupted. The
+ * interval and the holds' expiry both read Effect's `Clock` (a `TestClock`
+ * drives them in tests).
  *
  * @since 0.1.0
  * @category reaper
  */
 export const reaper = (intervalSeconds: number): Effect.Effect<never, never, BillingSession.BillingSession> =>
-  Effect.gen(function*() {
-    const session = yield* BillingSession.BillingSession
-    const once = session.reapExpired().pipe(
-      Effect.tap((report) =>
-        report.expired > 0 ? Effect.log(`relay: reaper refunded ${report.expired} expired hold(s)`) : Effect.void
-      ),
-      Effect.tap((report) =>
-        Effect.logDebug(`relay: reaper pass: examined ${report.examined}, expired ${report.expired}`)
-      ),
-      Effect.catchCause((cause) => Effect.logError("relay: reaper pass failed", cause))
-    )
-    return yield* Effect.forever(Effect.andThen(Effect.sleep(Duration.seconds(intervalSeconds)), once))
-  })
+  Effect.forever(Effect.andThen(Effect.sleep(Duration.seconds(intervalSeconds)), reapPass))
 
 /**
  * The whole relay as a layer: the HTTP server (listening), both APIs and

@@ -370,6 +370,12 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
 
     expectError(await h.call("GET", "/admin/holds/req-unknown"), 404, "not_found", "requestId")
 
+    // the two settled holds got their log rows with their settlements (issue 9 #9), the expired one none
+    const settledLogs = await h.call("GET", `/admin/logs?accountId=${accountId}`)
+    expect(settledLogs.body.map((r: any) => [r.requestId, r.quota, r.source]).sort()).toEqual(
+      [[holdId, 250, "wallet"], [`${holdId}-sub`, 80, "subscription"]].sort()
+    )
+
     // request logs, newest first; ties: later insert first
     const t = Date.parse("2030-01-01T00:00:00.000Z")
     const log = (requestId: string, createdAt: number, quota: number, source = "wallet") =>
@@ -384,13 +390,14 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
           source,
           createdAt
         }))
-    expect(await log(holdId, t, 250)).toBe(true)
-    expect(await log(`${holdId}-sub`, t + 1000, 80, "subscription")).toBe(true)
+    expect(await log(`${holdId}-log`, t, 250)).toBe(true)
+    expect(await log(`${holdId}-log-sub`, t + 1000, 80, "subscription")).toBe(true)
     expect(await log(`${holdId}-zero`, t + 1000, 0, "subscription+wallet")).toBe(true)
-    expect(await log(holdId, t, 250)).toBe(false) // one per request
+    expect(await log(`${holdId}-log`, t, 250)).toBe(false) // one per request
     const logs = await h.call("GET", `/admin/logs?accountId=${accountId}`)
     expect(logs.status).toBe(200)
-    expect(logs.body).toEqual([
+    expect(logs.body).toHaveLength(5)
+    expect(logs.body.slice(0, 3)).toEqual([
       {
         requestId: `${holdId}-zero`,
         accountId,
@@ -402,8 +409,8 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
         source: "subscription+wallet",
         createdAt: "2030-01-01T00:00:01.000Z"
       },
-      expect.objectContaining({ requestId: `${holdId}-sub`, quota: 80, source: "subscription", createdAt: "2030-01-01T00:00:01.000Z" }),
-      expect.objectContaining({ requestId: holdId, quota: 250, source: "wallet", createdAt: "2030-01-01T00:00:00.000Z" })
+      expect.objectContaining({ requestId: `${holdId}-log-sub`, quota: 80, source: "subscription", createdAt: "2030-01-01T00:00:01.000Z" }),
+      expect.objectContaining({ requestId: `${holdId}-log`, quota: 250, source: "wallet", createdAt: "2030-01-01T00:00:00.000Z" })
     ])
     const limited = await h.call("GET", `/admin/logs?accountId=${accountId}&limit=1`)
     expect(limited.body.map((l: any) => l.requestId)).toEqual([`${holdId}-zero`])

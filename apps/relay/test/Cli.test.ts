@@ -219,7 +219,7 @@ describe("Cli effects (in-process)", () => {
       config: await Effect.runPromise(Config.defaultConfig)
     }
     const report = await Effect.runPromise(Cli.runMigrate(loaded))
-    expect(report["relay"]).toEqual(["0001_relay_tables", "0002_binary_ids"])
+    expect(report["relay"]).toEqual(["0001_relay_tables", "0002_binary_ids", "0003_request_ids_per_account"])
     expect(Cli.formatMigrations(report)).toContain("applied relay/0001_relay_tables")
     expect(await Effect.runPromise(Cli.runReap(loaded))).toEqual({ examined: 0, expired: 0, refunded: 0, failures: [] })
     const audit = await Effect.runPromise(Cli.runAudit(loaded))

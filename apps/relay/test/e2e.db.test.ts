@@ -17,6 +17,7 @@ import * as RelayBilling from "../src/RelayBilling.js"
 import * as RelayStore from "../src/RelayStore.js"
 import * as Server from "../src/Server.js"
 import * as Tokenizer from "../src/Tokenizer.js"
+import { holdIdOf } from "../src/internal/requestIds.js"
 import * as Mock from "./support/MockUpstream.js"
 
 const ADMIN_KEY = "sk-admin-e2e-0123456789"
@@ -651,7 +652,7 @@ describe("client disconnect policies and shutdown (SQLite)", () => {
       expect(text).toBe("a b c d e")
       // settled (not left pending) before the server released the database
       const [h, entries] = await r.offline(Effect.all([
-        Effect.flatMap(BillingSession.BillingSession, (s) => s.get(id)),
+        Effect.flatMap(BillingSession.BillingSession, (s) => s.get(holdIdOf(r.accountId, id))),
         Effect.flatMap(RelayStore.RelayStore, (s) => s.logs({ accountId: r.accountId }))
       ]))
       expect(h.status).toBe("settled")

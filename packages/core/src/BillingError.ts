@@ -154,6 +154,25 @@ export class HoldInFlight extends Schema.TaggedError<HoldInFlight>()("HoldInFlig
 }
 
 /**
+ * No account with this id. The one `AccountNotFound` of the SDK (the wallet
+ * and the reference relay re-export it): one tag, one code.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class AccountNotFound extends Schema.TaggedError<AccountNotFound>()("AccountNotFound", {
+  accountId: Schema.String
+}) {
+  /** Stable code. */
+  get code(): "account_not_found" {
+    return "account_not_found"
+  }
+  override get message(): string {
+    return `no account ${this.accountId}`
+  }
+}
+
+/**
  * A token (API key) that does not exist for the account that tried to use it:
  * unknown, or owned by another account (spec §2.9). Nothing was changed.
  *

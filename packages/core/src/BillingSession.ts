@@ -27,16 +27,17 @@ import type {
 import { InvalidInput } from "./BillingError.js"
 import { BillingEvents } from "./BillingEvents.js"
 import { LowBalance } from "./LowBalance.js"
-import type { BillingSettler, RefundError, RefundResult, SettleError } from "./BillingSettler.js"
+import type { BillingSettler, RefundError, RefundResult, SettleError, SettleOptions } from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
 import { HoldJournal } from "./HoldJournal.js"
 import { decodeInput } from "./Input.js"
-import type { ReapReport } from "./internal/engine.js"
+import type { ReapError, ReapFailure, ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
 import { Quota } from "./Quota.js"
 import * as QuotaModule from "./Quota.js"
+import { SettlementRecorder } from "./SettlementRecorder.js"
 
 const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
 
@@ -59,6 +60,9 @@ export const MAX_TTL_MILLIS = 7 * 24 * 60 * 60 * 1000
 export const TtlMillis = Schema.Int.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(MAX_TTL_MILLIS))
 
 const decodeTtlMillis = decodeInput(TtlMillis, "holdTtlMillis")
+
+/** The metadata a settle stores on its settlement. */
+const SettleMetadata = Schema.Record(Schema.String, Schema.String)
 const decodeTtl = (value: number): Effect.Effect<number, InvalidInput> => decodeTtlMillis(value)
 
 /**
@@ -213,7 +217,7 @@ export type OpenError =
   | UnknownSource
   | ContractViolation
 
-export type { ReapReport }
+export type { ReapError, ReapFailure, ReapReport }
 
 /**
  * The engine service.
@@ -230,8 +234,12 @@ export class BillingSession extends Context.Service<BillingSession, {
    * is an `IdempotencyConflict`.
    */
   readonly open: (request: OpenRequest) => Effect.Effect<Session, OpenError>
-  /** Settles a hold with the actual cost, exactly once. */
-  readonly settle: (holdId: string, actual: number) => Effect.Effect<Settlement, SettleError>
+  /**
+   * Settles a hold with the actual cost, exactly once. `options.metadata` is
+   * stored on the settlement (for the `SettlementRecorder`, which writes its
+   * record in the settle's transaction).
+   */
+  readonly settle: (holdId: string, actual: number, options?: SettleOptions) => Effect.Effect<Settlement, SettleError>
   /** Refunds a hold, exactly once; a no-op after settle or expiry. */
   readonly refund: (holdId: string) => Effect.Effect<RefundResult, RefundError>
   /**
@@ -242,7 +250,11 @@ export class BillingSession extends Context.Service<BillingSession, {
    * settlement; another amount (or account, or token) is an
    * `IdempotencyConflict`. The request's `estimate` is ignored.
    */
-  readonly charge: (request: OpenRequest, actual: number) => Effect.Effect<Settlement, OpenError | SettleError>
+  readonly charge: (
+    request: OpenRequest,
+    actual: number,
+    options?: SettleOptions
+  ) => Effect.Effect<Settlement, OpenError | SettleError>
   /**
    * Corrects a settled hold (a support refund, a billing dispute): gives back
    * `amount` of its charge through the sources that were charged (last charged
@@ -259,8 +271,10 @@ export class BillingSession extends Context.Service<BillingSession, {
 }>()("@relay-billing/core/BillingSession") {
   /**
    * Builds the engine from a journal, a registry of sources and the account
-   * counters. `BillingEvents` (default: dropped) and `LowBalance` (default: in
-   * memory, threshold 1,000) are read when the layer is built.
+   * counters. `BillingEvents` (default: dropped), `LowBalance` (default: in
+   * memory, threshold 1,000) and `SettlementRecorder` (default: none) are read
+   * when the layer is built; a recorder over another store than the journal's
+   * fails it with `InvalidInput`.
    */
   static layer(
     options: Options = {}
@@ -272,8 +286,18 @@ export class BillingSession extends Context.Service<BillingSession, {
   static make(options: Options = {}) {
     return Effect.gen(function*() {
       if (options.holdTtlMillis !== undefined) yield* decodeTtl(options.holdTtlMillis)
+      const journal = yield* HoldJournal
+      const recorder = yield* SettlementRecorder
+      if (recorder !== undefined && recorder.storeId !== journal.storeId) {
+        return yield* new InvalidInput({
+          field: "SettlementRecorder.storeId",
+          value: InvalidInput.render(recorder.storeId),
+          reason: `must be the journal's store (${journal.storeId}): the record is written in the settle's transaction`
+        })
+      }
       const engine = makeEngine({
-        journal: yield* HoldJournal,
+        journal,
+        recorder,
         registry: yield* FundingRegistry,
         counters: yield* AccountCounters,
         events: yield* BillingEvents,
@@ -289,15 +313,22 @@ export class BillingSession extends Context.Service<BillingSession, {
       })
       const decodeRequest = decodeInput(OpenRequest, "")
       const decodeCorrect = decodeInput(CorrectRequest, "")
+      const decodeMetadata = decodeInput(SettleMetadata, "metadata")
+      const metadataOf = (options: SettleOptions | undefined) =>
+        options?.metadata === undefined ? Effect.succeed(undefined) : decodeMetadata(options.metadata)
       // -0 is a valid quota but is stored and compared as 0.
       const decodeOpen = (request: unknown) =>
         Effect.map(decodeRequest(request), (r) => ({ ...r, estimate: QuotaModule.normalize(r.estimate) }))
       return BillingSession.of({
         open: (request) => Effect.flatMap(decodeOpen(request), engine.open),
-        settle: (holdId, actual) => engine.settle(holdId, actual),
+        settle: (holdId, actual, opts) => Effect.flatMap(metadataOf(opts), (m) => engine.settle(holdId, actual, m)),
         refund: (holdId) => engine.refund(holdId),
         get: (holdId) => engine.get(holdId),
-        charge: (request, actual) => Effect.flatMap(decodeOpen({ ...request, estimate: 0 }), (r) => engine.charge(r, actual)),
+        charge: (request, actual, opts) =>
+          Effect.flatMap(
+            Effect.zip(decodeOpen({ ...request, estimate: 0 }), metadataOf(opts)),
+            ([r, m]) => engine.charge(r, actual, m)
+          ),
         reapExpired: (opts) => engine.reapExpired(opts),
         correct: (request) => Effect.flatMap(decodeCorrect(request), engine.correct)
       })

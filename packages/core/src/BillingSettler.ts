@@ -69,6 +69,21 @@ export interface RefundResult {
 }
 
 /**
+ * Options of a settle.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface SettleOptions {
+  /**
+   * Stored on the settlement (`Settlement.metadata`) by the settle that
+   * settles the hold, for the host's `SettlementRecorder` (which writes its
+   * record in the same transaction); a replayed settle ignores it.
+   */
+  readonly metadata?: Readonly<Record<string, string>> | undefined
+}
+
+/**
  * The settler contract (new-api's `BillingSettler`).
  *
  * @since 0.1.0
@@ -82,7 +97,7 @@ export interface BillingSettler {
   /** Whether a refund would still do something (the hold is pending). */
   readonly needsRefund: Effect.Effect<boolean, StoreError>
   /** Charges the actual cost, exactly once; a repeat returns the first result. */
-  readonly settle: (actual: number) => Effect.Effect<Settlement, SettleError>
+  readonly settle: (actual: number, options?: SettleOptions) => Effect.Effect<Settlement, SettleError>
   /** Gives the reservation back, exactly once; a no-op after a settle. */
   readonly refund: Effect.Effect<RefundResult, RefundError>
 }
@@ -138,9 +153,10 @@ export const chargeOnInterrupt = (amount: number | Effect.Effect<number>): Inter
  */
 export const settleBilling = (
   settler: BillingSettler | undefined,
-  actual: number
+  actual: number,
+  options?: SettleOptions
 ): Effect.Effect<Settlement | undefined, SettleError> =>
-  settler === undefined ? Effect.succeed(undefined) : settler.settle(actual)
+  settler === undefined ? Effect.succeed(undefined) : settler.settle(actual, options)
 
 const bestEffortRefund = (settler: BillingSettler) =>
   settler.refund.pipe(
@@ -159,6 +175,10 @@ const bestEffortRefund = (settler: BillingSettler) =>
  * - `use` fails or dies (a thrown exception) → refund, then re-raise;
  * - `use` is interrupted → apply `onInterrupt` (default: refund), then re-raise.
  *
+ * `metadata`, when given, is read right before each settle (after `use` or the
+ * interruption policy computed the amount) and passed to it (see
+ * `SettleOptions`).
+ *
  * Opening is not interruptible, so a reservation is never left without an owner.
  * If settling fails, the reservation is refunded (best effort; otherwise the
  * recovery pass refunds it at expiry) and the settle error is returned.
@@ -169,20 +189,28 @@ const bestEffortRefund = (settler: BillingSettler) =>
 export const withBilling = <E1, R1, A, E2, R2>(
   open: Effect.Effect<BillingSettler, E1, R1>,
   use: (settler: BillingSettler) => Effect.Effect<Billed<A>, E2, R2>,
-  options?: { readonly onInterrupt?: InterruptionPolicy }
+  options?: {
+    readonly onInterrupt?: InterruptionPolicy
+    readonly metadata?: Effect.Effect<Readonly<Record<string, string>>> | undefined
+  }
 ): Effect.Effect<A, E1 | E2 | SettleError, R1 | R2> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
+      const metadata = options?.metadata
+      const settleWith = (settler: BillingSettler, amount: number) =>
+        metadata === undefined
+          ? settler.settle(amount)
+          : Effect.flatMap(metadata, (m) => settler.settle(amount, { metadata: m }))
       const settler = yield* open
       const exit = yield* Effect.exit(restore(Effect.suspend(() => use(settler))))
       if (Exit.isSuccess(exit)) {
-        yield* settler.settle(exit.value.cost).pipe(Effect.tapError(() => bestEffortRefund(settler)))
+        yield* settleWith(settler, exit.value.cost).pipe(Effect.tapError(() => bestEffortRefund(settler)))
         return exit.value.value
       }
       const policy = options?.onInterrupt ?? refundOnInterrupt
       if (Cause.hasInterruptsOnly(exit.cause) && policy._tag === "Charge") {
         yield* policy.amount.pipe(
-          Effect.flatMap((amount) => settler.settle(amount)),
+          Effect.flatMap((amount) => settleWith(settler, amount)),
           Effect.asVoid,
           Effect.catchCause((cause) =>
             Effect.logError("relay-billing: interruption charge failed; refunding instead", cause).pipe(

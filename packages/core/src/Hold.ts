@@ -154,7 +154,12 @@ export const Settlement = Schema.Struct({
     detail: Schema.String
   })),
   /** Corrections made after the settlement, in order (§4.4). */
-  corrections: Schema.optionalKey(Schema.Array(Correction))
+  corrections: Schema.optionalKey(Schema.Array(Correction)),
+  /**
+   * What the caller passed to the settle that settled the hold (e.g. token
+   * counts), for its `SettlementRecorder`; absent when none was passed.
+   */
+  metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
 })
 
 /**

@@ -38,3 +38,5 @@ export * as LowBalance from "./LowBalance.js"
 export * as Preference from "./Preference.js"
 /** @since 0.1.0 */
 export * as Quota from "./Quota.js"
+/** @since 0.3.0 */
+export * as SettlementRecorder from "./SettlementRecorder.js"

@@ -106,6 +106,12 @@ const cases = [
     mentions: ["tok-9", "acct-b"]
   },
   {
+    error: new BillingError.AccountNotFound({ accountId: "acct-gone" }),
+    tag: "AccountNotFound",
+    code: "account_not_found",
+    mentions: ["acct-gone"]
+  },
+  {
     error: new BillingError.QuotaOutOfRange({ field: "wallet.balance", subjectId: "acct-c", current: -9_007_199_254_710_991, change: -9_007_199_254_710_991 }),
     tag: "QuotaOutOfRange",
     code: "billing_quota_out_of_range",

@@ -163,7 +163,7 @@ export const make = (
       preConsumed: 0,
       // Nothing is taken before the work, so there is never anything to give back.
       needsRefund: Effect.succeed(false),
-      settle: (actual) => engine.charge(open, actual),
+      settle: (actual, options) => engine.charge(open, actual, options),
       refund: engine.get(req.requestId).pipe(
         Effect.map((hold): BillingSettler.RefundResult => ({ holdId: req.requestId, status: hold.status, refunded: 0 })),
         Effect.catchTag("HoldNotFound", () =>

@@ -25,22 +25,19 @@ export class AccountExists extends Schema.TaggedError<AccountExists>()("AccountE
 }
 
 /**
- * No account with this id.
+ * No account with this id: core's `BillingError.AccountNotFound` (one tag,
+ * one code across the SDK and the relay).
  *
  * @since 0.1.0
  * @category errors
  */
-export class AccountNotFound extends Schema.TaggedError<AccountNotFound>()("AccountNotFound", {
-  accountId: Schema.String
-}) {
-  /** Stable code. */
-  get code(): "account_not_found" {
-    return "account_not_found"
-  }
-  override get message(): string {
-    return `no account ${this.accountId}`
-  }
-}
+export const AccountNotFound = BillingError.AccountNotFound
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type AccountNotFound = BillingError.AccountNotFound
 
 /**
  * A token with this id already exists.

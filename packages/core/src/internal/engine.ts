@@ -15,7 +15,7 @@ import {
 import type { Publisher } from "../BillingEvents.js"
 import type { Policy as LowBalancePolicy } from "../LowBalance.js"
 import { BillingEvent } from "../BillingEvents.js"
-import type { BillingSettler, RefundResult } from "../BillingSettler.js"
+import type { BillingSettler, RefundError, RefundResult, SettleError } from "../BillingSettler.js"
 import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
@@ -23,6 +23,7 @@ import type { FundingSource, PartResult } from "../FundingSource.js"
 import { reservationAmount } from "../FundingSource.js"
 import type { Hold, HoldPart, PartSettlement, Settlement } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
+import type { Recorder } from "../SettlementRecorder.js"
 import * as Preference from "../Preference.js"
 import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
@@ -58,19 +59,41 @@ export interface OpenInput {
   readonly metadata?: Readonly<Record<string, string>>
 }
 
+/**
+ * A hold the recovery pass could not finish this time (the next pass tries
+ * again): `step` `expire` is the expiry of a lapsed hold, `open`/`resolve` the
+ * finishing of a pending intent of that phase.
+ */
+export interface ReapFailure {
+  readonly holdId: string
+  readonly step: "expire" | "open" | "resolve"
+  /** The failure's message. */
+  readonly error: string
+  /** The typed failure (match it by `_tag`). */
+  readonly failure: ReapError
+}
+
+/** What a recovery step can fail with. */
+export type ReapError = SettleError | RefundError
+
 /** What the recovery pass did. */
 export interface ReapReport {
   readonly examined: number
   readonly expired: number
   readonly refunded: number
-  readonly failures: ReadonlyArray<{ readonly holdId: string; readonly error: string }>
+  readonly failures: ReadonlyArray<ReapFailure>
 }
 
 type Target = FundingSource | Budget
 
+/** What a settle stores on its settlement for the recorder. */
+type SettleMetadata = Readonly<Record<string, string>> | undefined
+
 interface Deps {
   readonly lowBalance: LowBalancePolicy
   readonly journal: HoldJournal["Service"]
+  /** Writes the host's record of a settlement inside the settle's transaction. */
+  readonly recorder?: Recorder | undefined
   readonly registry: FundingRegistry["Service"]
   readonly counters: AccountCounters["Service"]
   readonly events: Publisher
@@ -97,7 +120,7 @@ class Unclaimed extends Data.TaggedError("Unclaimed")<{ readonly holdId: string 
 
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
-  const { config, counters, events, journal, lowBalance, registry } = deps
+  const { config, counters, events, journal, lowBalance, recorder, registry } = deps
 
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
 
@@ -396,7 +419,7 @@ export const makeEngine = (deps: Deps) => {
     holdId: hold.id,
     preConsumed: hold.reserved,
     needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
-    settle: (actual) => settle(hold.id, actual),
+    settle: (actual, options) => settle(hold.id, actual, options?.metadata),
     refund: Effect.suspend(() => refund(hold.id))
   })
 
@@ -605,8 +628,12 @@ export const makeEngine = (deps: Deps) => {
       return { hold: settled, settlement: complete, fresh: false }
     })
 
-  /** The settle transaction; with `complete`, an incomplete settlement is finished. */
-  const settleTx = (holdId: string, actual: Quota, complete: boolean) =>
+  /**
+   * The settle transaction; with `complete`, an incomplete settlement is
+   * finished. The transaction that settles the hold writes the recorder's
+   * record (so a replay, which finds it settled, writes none).
+   */
+  const settleTx = (holdId: string, actual: Quota, complete: boolean, metadata?: SettleMetadata) =>
     journal.transaction(Effect.gen(function*() {
       const hold = yield* loadPending(holdId, "settle")
       if (hold.status === "settled" && hold.settlement) {
@@ -626,7 +653,8 @@ export const makeEngine = (deps: Deps) => {
         delta: actual - hold.reserved,
         parts,
         settledAt: now,
-        ...(incomplete ? { incomplete } : {})
+        ...(incomplete ? { incomplete } : {}),
+        ...(metadata !== undefined ? { metadata: { ...metadata } } : {})
       }
       // §3.4: usedQuota grows by what was charged (A less what was recorded as unbilled).
       if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: charged(settlement), requestCount: 1 })
@@ -635,6 +663,7 @@ export const makeEngine = (deps: Deps) => {
         return yield* new StoreError({ operation: "settle.record", detail: `hold ${holdId} changed while settling` })
       }
       if (external && !incomplete) yield* journal.finishIntent(holdId, "resolve", "settled")
+      if (recorder !== undefined) yield* recorder.record(settled, settlement)
       return { hold: settled, settlement, fresh: true }
     }))
 
@@ -708,7 +737,7 @@ export const makeEngine = (deps: Deps) => {
       ? counters.check(hold.accountId, { usedQuota: actual, requestCount: 1 })
       : Effect.void
 
-  const settleOnce = (holdId: string, actual: Quota) =>
+  const settleOnce = (holdId: string, actual: Quota, metadata: SettleMetadata) =>
     Effect.gen(function*() {
       // With an external part, the first recorded resolution decides the hold.
       const intent = yield* claimIfExternal(holdId, "settle", actual, checkCounters(actual))
@@ -729,13 +758,15 @@ export const makeEngine = (deps: Deps) => {
           requested: String(actual)
         })
       }
-      return yield* settleOutcome(yield* settleTx(holdId, actual, false))
+      return yield* settleOutcome(yield* settleTx(holdId, actual, false, metadata))
     })
 
-  const settle = Effect.fn("BillingSession.settle")(function*(holdId: string, actualInput: number) {
-    const actual = yield* QuotaModule.decode("actual", actualInput)
-    return yield* claimed(settleOnce(holdId, actual), "settle.intent")
-  })
+  const settle = Effect.fn("BillingSession.settle")(
+    function*(holdId: string, actualInput: number, metadata?: SettleMetadata) {
+      const actual = yield* QuotaModule.decode("actual", actualInput)
+      return yield* claimed(settleOnce(holdId, actual, metadata), "settle.intent")
+    }
+  )
 
   /**
    * Publishes one `LowBalance` when the paying source (the last funding part that
@@ -862,11 +893,11 @@ export const makeEngine = (deps: Deps) => {
     const due = yield* journal.dueIntents(now, limit)
     let expired = 0
     let refunded = 0
-    const failures: Array<{ holdId: string; error: string }> = []
+    const failures: Array<ReapFailure> = []
     for (const holdId of ids) {
       const result = yield* Effect.result(expireOne(holdId, now))
       if (result._tag === "Failure") {
-        failures.push({ holdId, error: result.failure.message })
+        failures.push({ holdId, step: "expire", error: result.failure.message, failure: result.failure })
         continue
       }
       if (result.success) {
@@ -877,8 +908,10 @@ export const makeEngine = (deps: Deps) => {
     }
     // Then finish or undo every pending intent.
     for (const { holdId, phase } of due) {
-      const result = yield* Effect.result(recoverIntent(holdId, phase))
-      if (result._tag === "Failure") failures.push({ holdId, error: result.failure.message })
+      const result = yield* Effect.result(claimed(recoverIntent(holdId, phase), "recover.intent"))
+      if (result._tag === "Failure") {
+        failures.push({ holdId, step: phase, error: result.failure.message, failure: result.failure })
+      }
     }
     const report: ReapReport = { examined: ids.length, expired, refunded, failures }
     return report
@@ -891,7 +924,7 @@ export const makeEngine = (deps: Deps) => {
    * with the same amount returns the first settlement, another amount is an
    * `IdempotencyConflict` on `actual`).
    */
-  const charge = (input: OpenInput, actualInput: number) =>
+  const charge = (input: OpenInput, actualInput: number, metadata?: SettleMetadata) =>
     Effect.gen(function*() {
       const actual = yield* QuotaModule.decode("actual", actualInput)
       /** The first charge of this id, if it matches this one (same account, token and amount). */
@@ -922,16 +955,16 @@ export const makeEngine = (deps: Deps) => {
         if (!pending) return yield* new HoldNotFound({ holdId: input.holdId })
         if (pending.status === "settled" && pending.settlement) return yield* replay(pending, pending.settlement)
         yield* checkExisting(pending, postConsume)
-        const settlement = yield* settle(pending.id, actual)
+        const settlement = yield* settle(pending.id, actual, metadata)
         return settlement.actual === actual ? settlement : yield* replay(pending, settlement)
       })
       if (external && existing?.status === "pending") return yield* settleExisting
       const run = external
         ? Effect.flatMap(
           open(postConsume).pipe(Effect.catchTag("HoldInFlight", () => Effect.succeed(undefined))),
-          (s) => (s === undefined ? settleExisting : s.settle(actual))
+          (s) => (s === undefined ? settleExisting : s.settle(actual, { metadata }))
         )
-        : journal.transaction(Effect.flatMap(open(postConsume), (s) => s.settle(actual)))
+        : journal.transaction(Effect.flatMap(open(postConsume), (s) => s.settle(actual, { metadata })))
       return yield* run.pipe(
         // A concurrent charge of the same id settled first: answer with its settlement.
         Effect.catchTag("HoldResolved", (error) =>
