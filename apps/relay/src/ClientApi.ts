@@ -131,6 +131,15 @@ class StreamBrokenRefund {
 }
 
 /**
+ * The client left before its request was sent upstream: nothing was consumed
+ * or delivered, so the hold is refunded (whatever `onClientDisconnect` says,
+ * which prices what a client that left had already caused upstream).
+ */
+class ClientClosedRequest {
+  readonly _tag = "ClientClosedRequest"
+}
+
+/**
  * Renders every failure of a client handler, matched by tag: the SDK's and the
  * relay's typed errors get their contract status and code (relay-api.md), an
  * upstream 4xx is returned as is, anything else is a 500 without internals.
@@ -157,6 +166,9 @@ const renderFailure = <A, R>(
       AllChannelsFailed: (e) =>
         rendered(new Api.ApiError({ status: e.status, type: "upstream_error", code: "upstream_error", message: e.message })),
       InvalidInput: (e) => rendered(Api.invalidRequest(e.field, e.message)),
+      // nobody reads it (the client is gone); nginx's 499 for the logs and metrics
+      ClientClosedRequest: () =>
+        rendered(new Api.ApiError({ status: 499, type: "invalid_request_error", code: "client_closed_request", message: "the client closed the request before it was sent upstream" })),
       StoreError: () => rendered(Api.internal("store_error", "database error"))
     },
     () => rendered(Api.internal("internal_error", "internal error"))
@@ -167,6 +179,7 @@ type ClientError =
   | Api.ApiError
   | UpstreamReply
   | StreamBrokenRefund
+  | ClientClosedRequest
   | InvalidApiKey
   | Pricing.ModelNotFound
   | Pricing.ModelPriceError
@@ -256,9 +269,15 @@ export const routes = (config: RelayConfig): Layer.Layer<
       const limits = config.limits
       const encoder = new TextEncoder()
 
-      /** Interrupts the caller (the billing then applies `onClientDisconnect`) when the client is gone. */
+      /**
+       * Before the upstream call: fails with `ClientClosedRequest` (the hold is refunded:
+       * nothing was sent upstream or delivered) when the client is gone.
+       */
       const stillConnected = (request: HttpServerRequest.HttpServerRequest) =>
-        Effect.flatMap(ClientConnection.connected(request), (connected) => connected ? Effect.void : Effect.interrupt)
+        Effect.flatMap(
+          ClientConnection.connected(request),
+          (connected) => connected ? Effect.void : Effect.fail(new ClientClosedRequest())
+        )
 
       /**
        * In a response body, before the part that completes it: when the client
@@ -402,13 +421,29 @@ export const routes = (config: RelayConfig): Layer.Layer<
           })
       }
 
-      /** The interruption policy: `onClientDisconnect`, read when the disconnect happens. */
+      /**
+       * The interruption policy, decided when the disconnect happens: a refund while
+       * nothing was sent upstream (nothing consumed, nothing delivered), else
+       * `onClientDisconnect`.
+       */
       const interruption = (
         r: Request,
         reserved: () => number,
         progress: () => Effect.Effect<{ readonly usage: Upstream.Usage | undefined; readonly text: string }>,
-        tokens: Tokens
+        tokens: Tokens,
+        sentUpstream: () => boolean
       ): BillingSettler.InterruptionPolicy =>
+        BillingSettler.decideOnInterrupt(
+          Effect.sync(() => sentUpstream() ? disconnectPolicy(r, reserved, progress, tokens) : BillingSettler.refundOnInterrupt)
+        )
+
+      /** `onClientDisconnect` for a request that was sent upstream. */
+      const disconnectPolicy = (
+        r: Request,
+        reserved: () => number,
+        progress: () => Effect.Effect<{ readonly usage: Upstream.Usage | undefined; readonly text: string }>,
+        tokens: Tokens
+      ): BillingSettler.RefundOnInterrupt | BillingSettler.ChargeOnInterrupt =>
         policy === "refund" ? BillingSettler.refundOnInterrupt : BillingSettler.chargeOnInterrupt(
           Effect.gen(function*() {
             const { text, usage } = yield* progress()
@@ -473,6 +508,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
           let answered: Upstream.JsonResponse | undefined
+          let sentUpstream = false
           const ready = yield* Deferred.make<Channels.Routed<Upstream.JsonResponse>, ClientError>()
           const delivered = yield* Deferred.make<void>()
           const billing = BillingSettler.withBilling(
@@ -480,6 +516,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
             () =>
               Effect.gen(function*() {
                 yield* stillConnected(request)
+                sentUpstream = true
                 const routed = yield* withDeadline(
                   deadline,
                   call.pipe(Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body))))
@@ -495,7 +532,8 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 r,
                 () => reserved,
                 () => Effect.sync(() => ({ usage: answered?.usage, text: "" })),
-                tokens
+                tokens,
+                () => sentUpstream
               ),
               metadata: settleMetadata(tokens)
             }
@@ -556,6 +594,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const tokens: Tokens = { prompt: 0, completion: 0 }
           let reserved = r.estimate
           let committed: Upstream.ChatStream | undefined
+          let sentUpstream = false
           const ready = yield* Deferred.make<Upstream.ChatStream, ClientError>()
           const finished = yield* Deferred.make<"done" | "broken">()
           const progress = () =>
@@ -568,6 +607,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
             () =>
               Effect.gen(function*() {
                 yield* stillConnected(request)
+                sentUpstream = true
                 const routed = yield* withDeadline(
                   deadline,
                   Channels.chatStream(routing, r.model, Upstream.chatBody(json, true)).pipe(
@@ -598,7 +638,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 tokens.completion = streamed
                 return { value: undefined, cost: resolution.amount }
               }),
-            { onInterrupt: interruption(r, () => reserved, progress, tokens), metadata: settleMetadata(tokens) }
+            {
+              onInterrupt: interruption(r, () => reserved, progress, tokens, () => sentUpstream),
+              metadata: settleMetadata(tokens)
+            }
           ).pipe(
             Effect.onExit((exit) =>
               Effect.andThen(

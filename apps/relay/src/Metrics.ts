@@ -154,13 +154,13 @@ export const make = (): Service => {
           Effect.tap(() => Effect.sync(() => opened.inc())),
           Effect.map((s) => ({
             ...s,
-            settle: (actual: number) =>
-              timed("settle", s.settle(actual)).pipe(Effect.tap((settlement) => countSettled(s.hold, settlement.actual))),
+            settle: (actual, options) =>
+              timed("settle", s.settle(actual, options)).pipe(Effect.tap((settlement) => countSettled(s.hold, settlement.actual))),
             refund: timed("refund", s.refund).pipe(Effect.tap((result) => countRefund(result.status)))
           }))
         ),
-      settle: (holdId, actual) =>
-        timed("settle", session.settle(holdId, actual)).pipe(
+      settle: (holdId, actual, options) =>
+        timed("settle", session.settle(holdId, actual, options)).pipe(
           Effect.tap((settlement) =>
             Effect.flatMap(holdOf(holdId), (hold) =>
               hold === undefined ? Effect.void : countSettled(hold, settlement.actual))

@@ -38,7 +38,8 @@ interface RawResponse {
 /** Sends `raw` (a whole HTTP/1.1 request) over a socket and parses the response. */
 const rawRequest = (port: number, raw: string): Promise<RawResponse> =>
   new Promise((resolve, reject) => {
-    const socket = Net.connect(port, "127.0.0.1", () => socket.end(raw))
+    // write without half-closing: a client that sends FIN is gone for the relay (nginx 499)
+    const socket = Net.connect(port, "127.0.0.1", () => socket.write(raw))
     let data = ""
     socket.setEncoding("latin1")
     socket.on("data", (chunk: string) => (data += chunk))

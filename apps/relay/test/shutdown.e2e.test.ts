@@ -15,6 +15,7 @@ import path from "node:path"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { holdIdOf } from "../src/internal/requestIds.js"
 import * as RelayBilling from "../src/RelayBilling.js"
 import * as Tokenizer from "../src/Tokenizer.js"
 import { buildRelay, spawnRelay } from "./support/RelayProcess.js"
@@ -146,7 +147,7 @@ describe("relay serve: SIGTERM with a stream still running", () => {
       const scope = Effect.runSync(Scope.make())
       try {
         const context = await Effect.runPromise(Layer.buildWithScope(RelayBilling.layerUrl(databaseUrl), scope))
-        const hold = await Effect.runPromise(Context.get(context, BillingSession.BillingSession).get(requestId))
+        const hold = await Effect.runPromise(Context.get(context, BillingSession.BillingSession).get(holdIdOf(account.id, requestId)))
         expect(hold.status).toBe("settled")
         const promptOnly = Tokenizer.countMessages(messages)
         expect(hold.settlement?.actual).toBe(promptOnly + Tokenizer.countText(delivered))

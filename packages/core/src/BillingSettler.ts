@@ -121,8 +121,30 @@ export interface Billed<A> {
  * @category models
  */
 export type InterruptionPolicy =
-  | { readonly _tag: "Refund" }
-  | { readonly _tag: "Charge"; readonly amount: Effect.Effect<number> }
+  | RefundOnInterrupt
+  | ChargeOnInterrupt
+  | { readonly _tag: "Decide"; readonly policy: Effect.Effect<RefundOnInterrupt | ChargeOnInterrupt> }
+
+/**
+ * Refund everything on interruption.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RefundOnInterrupt {
+  readonly _tag: "Refund"
+}
+
+/**
+ * Settle with `amount` (read when the interruption happens) on interruption.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChargeOnInterrupt {
+  readonly _tag: "Charge"
+  readonly amount: Effect.Effect<number>
+}
 
 /**
  * Refund on interruption (the SDK's default).
@@ -130,7 +152,7 @@ export type InterruptionPolicy =
  * @since 0.1.0
  * @category constructors
  */
-export const refundOnInterrupt: InterruptionPolicy = { _tag: "Refund" }
+export const refundOnInterrupt: RefundOnInterrupt = { _tag: "Refund" }
 
 /**
  * Settle with `amount` on interruption. `amount` may be an effect, read when the
@@ -139,10 +161,22 @@ export const refundOnInterrupt: InterruptionPolicy = { _tag: "Refund" }
  * @since 0.1.0
  * @category constructors
  */
-export const chargeOnInterrupt = (amount: number | Effect.Effect<number>): InterruptionPolicy => ({
+export const chargeOnInterrupt = (amount: number | Effect.Effect<number>): ChargeOnInterrupt => ({
   _tag: "Charge",
   amount: typeof amount === "number" ? Effect.succeed(amount) : amount
 })
+
+/**
+ * Decides the policy when the interruption happens, from what the work had
+ * done by then: e.g. refund when nothing was sent upstream yet, else charge
+ * the prompt.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const decideOnInterrupt = (
+  policy: Effect.Effect<RefundOnInterrupt | ChargeOnInterrupt>
+): InterruptionPolicy => ({ _tag: "Decide", policy })
 
 /**
  * Settles `settler` with `actual`; with no settler (a free request, nothing was
@@ -207,7 +241,8 @@ export const withBilling = <E1, R1, A, E2, R2>(
         yield* settleWith(settler, exit.value.cost).pipe(Effect.tapError(() => bestEffortRefund(settler)))
         return exit.value.value
       }
-      const policy = options?.onInterrupt ?? refundOnInterrupt
+      const given: InterruptionPolicy = options?.onInterrupt ?? refundOnInterrupt
+      const policy = given._tag === "Decide" && Cause.hasInterruptsOnly(exit.cause) ? yield* given.policy : given
       if (Cause.hasInterruptsOnly(exit.cause) && policy._tag === "Charge") {
         yield* policy.amount.pipe(
           Effect.flatMap((amount) => settleWith(settler, amount)),

@@ -171,6 +171,39 @@ describe("BillingSettler.withBilling", () => {
       expect(calls).toStrictEqual(["settle(700)"])
     }))
 
+  it.effect("interruption with decideOnInterrupt: the policy is chosen when the interruption happens", () =>
+    Effect.gen(function*() {
+      const sentUpstream = yield* Ref.make(false)
+      const policy = BillingSettler.decideOnInterrupt(
+        Effect.map(Ref.get(sentUpstream), (sent) =>
+          sent ? BillingSettler.chargeOnInterrupt(300) : BillingSettler.refundOnInterrupt)
+      )
+      const before = yield* interruptWhileUsing({ onInterrupt: policy })
+      expect(before.calls).toStrictEqual(["refund"])
+      expect(Exit.isFailure(before.exit) && Cause.hasInterruptsOnly(before.exit.cause)).toBe(true)
+      const after = yield* interruptWhileUsing({ onInterrupt: policy }, {}, Ref.set(sentUpstream, true))
+      expect(after.calls).toStrictEqual(["settle(300)"])
+    }))
+
+  it.effect("decideOnInterrupt is not consulted when the work fails: refund", () =>
+    Effect.gen(function*() {
+      const { calls, settler } = fake()
+      let consulted = false
+      const exit = yield* Effect.exit(BillingSettler.withBilling(
+        Effect.succeed(settler),
+        () => Effect.fail("boom"),
+        {
+          onInterrupt: BillingSettler.decideOnInterrupt(Effect.sync(() => {
+            consulted = true
+            return BillingSettler.chargeOnInterrupt(1)
+          }))
+        }
+      ))
+      expect(Exit.isFailure(exit)).toBe(true)
+      expect(consulted).toBe(false)
+      expect(calls).toStrictEqual(["refund"])
+    }))
+
   it.effect("interruption with a charge that fails: refunds instead", () =>
     Effect.gen(function*() {
       const { calls } = yield* interruptWhileUsing(
