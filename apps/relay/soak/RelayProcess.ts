@@ -91,18 +91,11 @@ const childEnv = (env: Readonly<Record<string, string>>): NodeJS.ProcessEnv => {
   return { ...base, ...env }
 }
 
-/** Runs a relay command to completion (e.g. `migrate`); returns its exit code and output. */
-export const runCommand = (
-  args: ReadonlyArray<string>,
-  options: Pick<StartOptions, "env" | "cwd">
-): { readonly status: number | null; readonly output: string } => {
-  const result = spawnSync(process.execPath, [mainJs, ...args], {
-    cwd: options.cwd,
-    env: childEnv(options.env),
-    encoding: "utf8",
-    timeout: 60_000
-  })
-  return { status: result.status, output: `${result.stdout ?? ""}${result.stderr ?? ""}` }
+/** The relay exited during start-up; `output` is what it printed. */
+export class StartError extends Error {
+  constructor(message: string, readonly output: string) {
+    super(message)
+  }
 }
 
 /**
@@ -118,6 +111,12 @@ export const start = async (options: StartOptions): Promise<RelayProcess> => {
   })
   child.stdout!.pipe(log, { end: false })
   child.stderr!.pipe(log, { end: false })
+  let startupOutput = ""
+  const keepOutput = (chunk: Buffer) => {
+    if (startupOutput.length < 65_536) startupOutput += chunk.toString("utf8")
+  }
+  child.stdout!.on("data", keepOutput)
+  child.stderr!.on("data", keepOutput)
   let done = false
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
@@ -125,13 +124,18 @@ export const start = async (options: StartOptions): Promise<RelayProcess> => {
       resolve({ code, signal })
     })
   })
-  void exited.then(() => setTimeout(() => log.end(), 50))
+  const closed = new Promise<void>((resolve) => child.once("close", () => resolve()))
+  void closed.then(() => log.end())
   const url = `http://127.0.0.1:${options.port}`
   const deadline = Date.now() + options.readyTimeoutMs
   for (;;) {
     if (done) {
       const exit = await exited
-      throw new Error(`soak: the relay exited during start-up (code ${exit.code}, signal ${exit.signal}); see ${options.logFile}`)
+      await closed // every byte of its output has arrived
+      throw new StartError(
+        `soak: the relay exited during start-up (code ${exit.code}, signal ${exit.signal}): ${startupOutput.slice(0, 2000)}`,
+        startupOutput
+      )
     }
     try {
       await fetch(`${url}/v1/models`, { signal: AbortSignal.timeout(1_000) })
@@ -144,6 +148,8 @@ export const start = async (options: StartOptions): Promise<RelayProcess> => {
       await new Promise((resolve) => setTimeout(resolve, 100)) // a poll interval while the child starts
     }
   }
+  child.stdout!.off("data", keepOutput)
+  child.stderr!.off("data", keepOutput)
   return {
     pid: child.pid!,
     url,

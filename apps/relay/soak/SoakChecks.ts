@@ -32,9 +32,10 @@
  * 5. `logRows` — exactly one request-log row per settled hold, none for the
  *    others, its `quota` = the settlement's charge.
  * 6. `freeResponses` — every request that delivered content is charged > 0.
- *    Excluded: requests in flight when the relay was SIGKILLed (the process
- *    died with their holds open; the reaper refunds them, §6 — reported).
- *    Requests in flight at SIGTERM are NOT excluded: the relay must bill them.
+ *    Excluded: requests whose hold was still pending right after the SIGKILL
+ *    (read from the database before the restart: the process died with the
+ *    hold open, the reaper refunds it, §6 — reported). Requests in flight at
+ *    SIGTERM are NOT excluded: the relay must bill them.
  * 7. `emptyErrorBodies` — every response with status ≥ 400 has the JSON error
  *    shape `{"error":{"message","type","code"}}`.
  * 8. `pricedExactly` — every completed answer is charged its full price.
@@ -99,6 +100,8 @@ export interface Snapshot {
   readonly accounts: ReadonlyArray<AccountState>
   readonly audit: { readonly status: number; readonly ok: boolean; readonly problems: ReadonlyArray<unknown> }
   readonly pending: number
+  /** Ids of the holds pending right after the SIGKILL (the crash orphaned them). */
+  readonly orphaned: ReadonlySet<string>
 }
 
 /** One check's verdict. */
@@ -138,7 +141,8 @@ export interface Row {
   readonly completed: boolean
   readonly chunks: number
   readonly aborted: boolean
-  readonly cut: "kill" | "term" | undefined
+  /** `orphaned`: its hold was pending right after the SIGKILL; `kill`/`term`: in flight (client side) then. */
+  readonly cut: "orphaned" | "kill" | "term" | undefined
   readonly failure: string | undefined
   readonly hold: string | undefined
   readonly reserved: number | undefined
@@ -186,6 +190,11 @@ export const evaluate = (input: {
   const charged = (plan: Plan): number => {
     const hold = holdByRequest.get(plan.requestId)
     return hold === undefined ? 0 : fundingNet.get(hold.id) ?? 0
+  }
+  /** The crash left this request's hold open. */
+  const orphaned = (plan: Plan): boolean => {
+    const hold = holdByRequest.get(plan.requestId)
+    return hold !== undefined && snapshot.orphaned.has(hold.id)
   }
 
   // 1. conservation ------------------------------------------------------------------------------
@@ -278,7 +287,7 @@ export const evaluate = (input: {
       const outcome = outcomes[i]!
       if (!outcome.delivered) continue
       const c = charged(plan)
-      if (outcome.inFlightAtKill) {
+      if (orphaned(plan)) {
         excluded++
         if (c <= 0) excludedFree++
         continue
@@ -296,7 +305,7 @@ export const evaluate = (input: {
     push(
       "freeResponses",
       failures,
-      `${failures.length} free responses of ${delivered} that delivered content (excluded: ${excluded} in flight at the SIGKILL, ${excludedFree} of them refunded)`
+      `${failures.length} free responses of ${delivered} that delivered content (excluded: ${excluded} whose hold the SIGKILL left pending, ${excludedFree} of them refunded)`
     )
   }
 
@@ -338,7 +347,7 @@ export const evaluate = (input: {
     for (const [i, plan] of plans.entries()) {
       const outcome = outcomes[i]!
       if (plan.kind !== "abort-stream" || !outcome.clientAborted || outcome.clientTimedOut) continue
-      if (outcome.inFlightAtKill || outcome.inFlightAtTerm || outcome.completed) continue
+      if (orphaned(plan) || outcome.inFlightAtTerm || outcome.completed) continue
       const hold = holdByRequest.get(plan.requestId)
       if (hold === undefined) continue
       aborted++
@@ -358,7 +367,7 @@ export const evaluate = (input: {
     if (input.sigterm.exitMs !== undefined) {
       for (const [i, plan] of plans.entries()) {
         const outcome = outcomes[i]!
-        if (!plan.stream || !outcome.inFlightAtTerm || outcome.inFlightAtKill || outcome.clientAborted) continue
+        if (!plan.stream || !outcome.inFlightAtTerm || orphaned(plan) || outcome.clientAborted) continue
         if (outcome.completed || outcome.contentChunks === 0) continue
         const hold = holdByRequest.get(plan.requestId)
         if (hold === undefined) continue
@@ -407,7 +416,7 @@ export const evaluate = (input: {
       completed: outcome.completed,
       chunks: outcome.contentChunks,
       aborted: outcome.clientAborted,
-      cut: outcome.inFlightAtKill ? "kill" : outcome.inFlightAtTerm ? "term" : undefined,
+      cut: orphaned(plan) ? "orphaned" : outcome.inFlightAtKill ? "kill" : outcome.inFlightAtTerm ? "term" : undefined,
       failure: outcome.failure,
       hold: hold?.status,
       reserved: hold?.reserved,

@@ -99,6 +99,31 @@ export interface Outcome {
   inFlightAtTerm: boolean
 }
 
+/** The outcome of a planned request before it is sent. */
+export const newOutcome = (plan: Plan): Outcome => ({
+  index: plan.index,
+  kind: plan.kind,
+  variant: plan.variant,
+  requestId: plan.requestId,
+  accountId: plan.accountId,
+  model: plan.model,
+  stream: plan.stream,
+  maxTokens: plan.maxTokens,
+  phase: 0,
+  startedAt: 0,
+  endedAt: 0,
+  status: undefined,
+  errorBody: undefined,
+  delivered: false,
+  contentChunks: 0,
+  completed: false,
+  clientAborted: false,
+  clientTimedOut: false,
+  failure: undefined,
+  inFlightAtKill: false,
+  inFlightAtTerm: false
+})
+
 /** A planned request. */
 export interface Plan {
   readonly index: number

@@ -31,7 +31,7 @@ export const DRIP_MAX_TOKENS = 400
 export const MAX_TOKENS = 64
 
 /** An account the burst bills, with the token its requests use. */
-export interface Funded {
+export interface Caller {
   readonly accountId: string
   readonly key: string
 }
@@ -41,7 +41,7 @@ export const plan = (options: {
   readonly count: number
   readonly seed: number
   readonly runId: string
-  readonly accounts: ReadonlyArray<Funded>
+  readonly accounts: ReadonlyArray<Caller>
   /** Indexes that are long streams (instead of a drawn kind). */
   readonly longStreams?: ReadonlyArray<number>
 }): Array<Plan> => {
@@ -165,10 +165,9 @@ export const relayConfig = (origin: string, timings: Timings, withLimits: boolea
       channel("ok", "ok", [MODELS.ok, MODELS.embed]),
       channel("slow", "slow", [MODELS.slow]),
       channel("big", "big", [MODELS.big]),
-      channel("hang-1", "hang", [MODELS.hang], 0),
-      channel("hang-2", "hang", [MODELS.hang], 1),
-      channel("stall-1", "stall", [MODELS.stall], 0),
-      channel("stall-2", "stall", [MODELS.stall], 1),
+      // one channel each: a hung request costs one idle bound, not one per retry
+      channel("hang", "hang", [MODELS.hang]),
+      channel("stall", "stall", [MODELS.stall]),
       channel("fail-1", "fail", [MODELS.fail, MODELS.flaky], 0),
       channel("fail-2", "fail", [MODELS.fail], 1),
       channel("flaky-ok", "ok", [MODELS.flaky], 1),
