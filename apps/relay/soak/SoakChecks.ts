@@ -37,7 +37,8 @@
  *    hold open, the reaper refunds it, §6 — reported). Requests in flight at
  *    SIGTERM are NOT excluded: the relay must bill them.
  * 7. `emptyErrorBodies` — every response with status ≥ 400 has the JSON error
- *    shape `{"error":{"message","type","code"}}`.
+ *    shape `{"error":{"message","type","code"}}` (except one whose connection
+ *    the SIGKILL cut while its body was on the way).
  * 8. `pricedExactly` — every completed answer is charged its full price.
  * 9. `abortsChargePrompt` — a stream aborted by its client after 1–3 chunks
  *    of a slow upstream (which cannot have finished) is charged the prompt
@@ -316,6 +317,8 @@ export const evaluate = (input: {
     for (const [i, plan] of plans.entries()) {
       const outcome = outcomes[i]!
       if ((outcome.status ?? 0) < 400) continue
+      // a body cut by the SIGKILL is not the relay's answer
+      if (outcome.inFlightAtKill && outcome.failure !== undefined) continue
       errors++
       if (!isErrorShape(outcome.errorBody)) {
         failures.push(`${plan.requestId} (${plan.variant}): ${outcome.status} ${JSON.stringify((outcome.errorBody ?? "").slice(0, 120))}`)
