@@ -78,8 +78,6 @@ export interface StartOptions {
   readonly logFile: string
   /** Bound on start-up (listening), in milliseconds. */
   readonly readyTimeoutMs: number
-  /** Command to run (default `serve`). */
-  readonly args?: ReadonlyArray<string>
 }
 
 const childEnv = (env: Readonly<Record<string, string>>): NodeJS.ProcessEnv => {
@@ -104,7 +102,7 @@ export class StartError extends Error {
  */
 export const start = async (options: StartOptions): Promise<RelayProcess> => {
   const log = createWriteStream(options.logFile, { flags: "a" })
-  const child: ChildProcess = spawn(process.execPath, [mainJs, ...(options.args ?? ["serve"])], {
+  const child: ChildProcess = spawn(process.execPath, [mainJs, "serve"], {
     cwd: options.cwd,
     env: childEnv({ ...options.env, RELAY_PORT: String(options.port) }),
     stdio: ["ignore", "pipe", "pipe"]

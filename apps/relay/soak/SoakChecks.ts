@@ -56,6 +56,7 @@
 import type { Outcome, Plan } from "./SoakClients.js"
 import { isErrorShape, MODELS } from "./SoakClients.js"
 import type { Profile } from "./SoakUpstream.js"
+import { completionTokensOf } from "./SoakUpstream.js"
 
 /** A hold as stored. */
 export interface HoldRow {
@@ -127,9 +128,8 @@ const limit = <A>(items: ReadonlyArray<A>, n = 10) => items.slice(0, n)
 /** The full price of a completed answer of a plan. */
 export const fullPrice = (plan: Plan, profile: Profile): number => {
   if (plan.model === MODELS.embed) return profile.promptTokens
-  if (plan.model === MODELS.big) return profile.promptTokens + profile.bigChunks
-  if (plan.model === MODELS.drip) return profile.promptTokens + profile.dripChunks
-  return profile.promptTokens + profile.okChunks.length
+  const mode = plan.model === MODELS.big ? "big" : plan.model === MODELS.drip ? "drip" : "ok"
+  return profile.promptTokens + completionTokensOf(profile, mode)
 }
 
 /** One request as the checks saw it (for `--verbose` and failure analysis). */
