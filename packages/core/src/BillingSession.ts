@@ -27,7 +27,7 @@ import type {
 import { InvalidInput } from "./BillingError.js"
 import { BillingEvents } from "./BillingEvents.js"
 import { LowBalance } from "./LowBalance.js"
-import type { BillingSettler, RefundError, RefundResult, SettleError } from "./BillingSettler.js"
+import type { BillingSettler, Lease, LeaseControl, RefundError, RefundResult, RenewError, SettleError } from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
@@ -35,6 +35,7 @@ import { HoldJournal } from "./HoldJournal.js"
 import { decodeInput } from "./Input.js"
 import type { ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
+import { MAX_LEASE_MILLIS } from "./internal/lease.js"
 import { Quota } from "./Quota.js"
 import * as QuotaModule from "./Quota.js"
 
@@ -47,7 +48,7 @@ const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
  * @since 0.2.0
  * @category constants
  */
-export const MAX_TTL_MILLIS = 7 * 24 * 60 * 60 * 1000
+export const MAX_TTL_MILLIS: number = MAX_LEASE_MILLIS
 
 /**
  * A hold lifetime: a positive integer number of milliseconds, at most
@@ -60,6 +61,7 @@ export const TtlMillis = Schema.Int.check(Schema.isGreaterThan(0), Schema.isLess
 
 const decodeTtlMillis = decodeInput(TtlMillis, "holdTtlMillis")
 const decodeTtl = (value: number): Effect.Effect<number, InvalidInput> => decodeTtlMillis(value)
+const decodeLeaseTtl = decodeInput(TtlMillis, "ttlMillis")
 
 /**
  * The input of `open`, decoded at the boundary.
@@ -192,6 +194,19 @@ export interface Options {
  */
 export interface Session extends BillingSettler {
   readonly hold: Hold
+  /** The hold's lease: renew it while the work runs (`withBilling` does it for you). */
+  readonly lease: LeaseControl
+}
+
+/**
+ * Options of `renew`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface RenewOptions {
+  /** The new lease: now + `ttlMillis` (default: the engine's `holdTtlMillis`; at most 7 days). */
+  readonly ttlMillis?: number
 }
 
 /**
@@ -230,8 +245,22 @@ export class BillingSession extends Context.Service<BillingSession, {
    * is an `IdempotencyConflict`.
    */
   readonly open: (request: OpenRequest) => Effect.Effect<Session, OpenError>
-  /** Settles a hold with the actual cost, exactly once. */
+  /**
+   * Settles a hold with the actual cost, exactly once. A hold the recovery pass
+   * already expired is charged late (billing-semantics §6: ledger kind
+   * `late_settle`, the same sources, unbilled what nothing can pay; the result
+   * has `late: true`); a refunded hold fails with `HoldResolved`.
+   */
   readonly settle: (holdId: string, actual: number) => Effect.Effect<Settlement, SettleError>
+  /**
+   * Renews the lease of a pending hold (billing-semantics §6): `expiresAt`
+   * becomes now + `ttlMillis`, never more than 7 days after the open, with one
+   * conditional write. A settled, refunded or expired hold is never
+   * resurrected: `HoldResolved` (operation `renew`), nothing written.
+   *
+   * @since 0.3.0
+   */
+  readonly renew: (holdId: string, options?: RenewOptions) => Effect.Effect<Lease, RenewError>
   /** Refunds a hold, exactly once; a no-op after settle or expiry. */
   readonly refund: (holdId: string) => Effect.Effect<RefundResult, RefundError>
   /**
@@ -272,6 +301,7 @@ export class BillingSession extends Context.Service<BillingSession, {
   static make(options: Options = {}) {
     return Effect.gen(function*() {
       if (options.holdTtlMillis !== undefined) yield* decodeTtl(options.holdTtlMillis)
+      const config = { holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000 }
       const engine = makeEngine({
         journal: yield* HoldJournal,
         registry: yield* FundingRegistry,
@@ -279,7 +309,7 @@ export class BillingSession extends Context.Service<BillingSession, {
         events: yield* BillingEvents,
         lowBalance: yield* LowBalance,
         config: {
-          holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000,
+          holdTtlMillis: config.holdTtlMillis,
           trustThreshold: options.trustBypass?.threshold,
           roles: options.roles ?? FundingResolver.defaultRoles,
           tokenBudgetId: options.tokenBudgetId ?? "token",
@@ -295,6 +325,10 @@ export class BillingSession extends Context.Service<BillingSession, {
       return BillingSession.of({
         open: (request) => Effect.flatMap(decodeOpen(request), engine.open),
         settle: (holdId, actual) => engine.settle(holdId, actual),
+        renew: (holdId, renewOptions) =>
+          renewOptions?.ttlMillis === undefined
+            ? engine.renew(holdId, config.holdTtlMillis)
+            : Effect.flatMap(decodeLeaseTtl(renewOptions.ttlMillis), (ttl) => engine.renew(holdId, ttl)),
         refund: (holdId) => engine.refund(holdId),
         get: (holdId) => engine.get(holdId),
         charge: (request, actual) => Effect.flatMap(decodeOpen({ ...request, estimate: 0 }), (r) => engine.charge(r, actual)),

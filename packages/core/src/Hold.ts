@@ -154,7 +154,16 @@ export const Settlement = Schema.Struct({
     detail: Schema.String
   })),
   /** Corrections made after the settlement, in order (§4.4). */
-  corrections: Schema.optionalKey(Schema.Array(Correction))
+  corrections: Schema.optionalKey(Schema.Array(Correction)),
+  /**
+   * A late charge (billing-semantics §6): the settle arrived after the recovery
+   * pass had expired the hold and given its reservation back, so the actual
+   * cost was charged afresh (ledger kind `late_settle`, `reserved` 0). The hold
+   * stays `expired` and carries this settlement.
+   *
+   * @since 0.3.0
+   */
+  late: Schema.optionalKey(Schema.Boolean)
 })
 
 /**
