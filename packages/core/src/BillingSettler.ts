@@ -218,7 +218,12 @@ const renewLoop = (holdId: string, lease: LeaseControl): Effect.Effect<void> =>
     while (true) {
       yield* Effect.sleep(interval)
       const exit = yield* Effect.exit(lease.renew)
-      if (Exit.isSuccess(exit)) continue
+      if (Exit.isSuccess(exit)) {
+        yield* Effect.logDebug("relay-billing: lease renewed").pipe(
+          Effect.annotateLogs({ holdId, expiresAt: exit.value.expiresAt })
+        )
+        continue
+      }
       yield* Effect.logWarning("relay-billing: lease renewal failed", exit.cause).pipe(
         Effect.annotateLogs({ holdId })
       )
@@ -244,7 +249,8 @@ export const withLease = <A, E, R>(
   const lease = settler.lease
   if (lease === undefined) return work
   return Effect.gen(function*() {
-    const renewal = yield* Effect.forkChild(renewLoop(settler.holdId, lease), { uninterruptible: false })
+    // Started at once: the first renewal is due exactly one interval after `work` starts.
+    const renewal = yield* Effect.forkChild(renewLoop(settler.holdId, lease), { startImmediately: true, uninterruptible: false })
     return yield* work.pipe(Effect.ensuring(Fiber.interrupt(renewal)))
   })
 }

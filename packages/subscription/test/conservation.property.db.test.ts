@@ -505,6 +505,15 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                 break
               case "refunded":
               case "expired":
+                // An expired hold settled late (§6, issue 9) carries its late charge: as a settle.
+                if (h.status === "expired" && h.settlement?.late === true) {
+                  const st = h.settlement
+                  const charged = st.parts.filter((q) => q.kind === "funding").reduce((a, q) => a + q.charged, 0)
+                  const tokenCharged = st.parts.filter((q) => q.kind === "budget").reduce((a, q) => a + q.charged, 0)
+                  if (w + s !== charged) fail("4 conservation", `${what}: late wallet + subscription ≠ charged ${charged}`)
+                  if (t !== tokenCharged) fail("4 conservation", `${what}: late token ≠ charged ${tokenCharged}`)
+                  break
+                }
                 if (w !== 0 || s !== 0 || t !== 0) fail("4 conservation", `${what}, expected 0`)
                 break
               case "settled": {
@@ -539,16 +548,16 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             r.kind === "reserve" && r.holdId !== undefined && chargeParams.has(r.holdId)
           // a limited token goes below zero only through a settlement (or a post-consume reserve)
           for (const r of rows.filter((r) => r.sourceId === "token")) {
-            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && !postConsumeReserve(r)) {
+            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" && !postConsumeReserve(r)) {
               fail("5 floor", `${label}: ${token.id}: a ${r.kind} row took the token to ${r.balanceAfter}: ${JSON.stringify(r)}`)
             }
           }
           for (const r of walletRows) {
-            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && !postConsumeReserve(r)) {
+            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" && !postConsumeReserve(r)) {
               fail("5 floor", `${label}: ${accountId}: a ${r.kind} row took the wallet to ${r.balanceAfter}: ${JSON.stringify(r)}`)
             }
           }
-          if (account.balance < 0 && !walletRows.some((r) => r.kind === "settle" && r.balanceAfter < 0)) {
+          if (account.balance < 0 && !walletRows.some((r) => (r.kind === "settle" || r.kind === "late_settle") && r.balanceAfter < 0)) {
             fail("5 floor", `${label}: ${accountId}: balance ${account.balance} < 0 without a settle row below zero`)
           }
         }
@@ -681,19 +690,32 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                   count(`settle:${r.failure._tag}`)
                   const expected = before === undefined
                     ? (hold ? "?" : "HoldNotFound")
-                    : before.status === "pending" || before.status === "settled"
-                    ? "success"
+                    : before.status === "pending" || before.status === "settled" || before.status === "expired"
+                    ? "success" // an expired hold is charged late (§6, issue 9)
                     : "HoldResolved"
                   if (expected !== r.failure._tag) fail("2 lifecycle", `settle ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}: ${r.failure.message}`)
                   return `fail ${r.failure._tag}`
                 }
                 count("settle:ok")
-                if (before?.status === "settled" && JSON.stringify(before.settlement) !== JSON.stringify(r.success)) {
+                if (r.success.late === true) count("settle:late")
+                if (
+                  (before?.status === "settled" || (before?.status === "expired" && before.settlement !== undefined)) &&
+                  JSON.stringify(before.settlement) !== JSON.stringify(r.success)
+                ) {
                   fail("2 lifecycle", `repeated settle ${id} returned ${JSON.stringify(r.success)}, first ${JSON.stringify(before.settlement)}`)
                 }
                 if (before?.status === "pending" && r.success.actual !== actual) fail("2 lifecycle", `settle ${id} ${actual} recorded ${r.success.actual}`)
-                if (before && before.status !== "pending" && before.status !== "settled") {
+                if (before && before.status !== "pending" && before.status !== "settled" && before.status !== "expired") {
                   fail("2 lifecycle", `settle of ${before.status} hold ${id} succeeded`)
+                }
+                if (before?.status === "expired") {
+                  // §6: charged late; the hold stays expired and records the late settlement.
+                  if (hold?.status !== "expired" || hold.settlement?.late !== true) {
+                    fail("2 lifecycle", `late settle ${id} succeeded but the hold is ${hold?.status} with ${JSON.stringify(hold?.settlement)}`)
+                  }
+                  if (before.settlement === undefined && r.success.actual !== actual) fail("2 lifecycle", `late settle ${id} ${actual} recorded ${r.success.actual}`)
+                  tracked.set(id!, { status: "expired", settlement: hold!.settlement, split: splitRequested.has(id!) })
+                  return `ok late ${JSON.stringify(r.success.parts.map((q) => [q.sourceId, q.charged, q.unbilled]))}`
                 }
                 if (hold?.status !== "settled") fail("2 lifecycle", `settle ${id} succeeded but the hold is ${hold?.status}`)
                 tracked.set(id!, { status: "settled", settlement: hold!.settlement, split: splitRequested.has(id!) })
