@@ -346,8 +346,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
           // A request refused at open (e.g. a used request id) has no hold of its own.
           if (!opened.has(r)) return
           const hold = yield* session.get(r.requestId)
-          const quota = hold.status === "settled" ? hold.settlement?.actual ?? 0 : 0
-          if (hold.status === "settled") {
+          // Settled, or charged late after the reaper expired it (billing-semantics §6): billed either way.
+          const billed = hold.status === "settled" || hold.settlement?.late === true
+          const quota = billed ? hold.settlement?.actual ?? 0 : 0
+          if (billed) {
             yield* store.recordLog({
               requestId: r.requestId,
               accountId: r.principal.accountId,

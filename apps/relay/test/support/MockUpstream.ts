@@ -37,7 +37,10 @@ export type Behavior =
     readonly delayMs?: number
     /** Leave the `usage` out (non-stream) or never send the usage chunk (stream). */
     readonly omitUsage?: boolean
-    /** A stream waits for this before its final (`finish_reason`) chunk: the test decides when it ends. */
+    /**
+     * A stream waits for this before its final (`finish_reason`) chunk, a non-stream answer
+     * before it is sent: the test decides when it ends.
+     */
     readonly gate?: Promise<void>
     /**
      * Stream only: after the role chunk and this many content chunks, send nothing more
@@ -254,6 +257,8 @@ export const start = async (): Promise<MockUpstream> => {
         req.socket.destroy()
         return
       }
+      // A slow upstream: the answer waits for the test's gate.
+      if (behavior.type === "ok" && behavior.gate !== undefined) await behavior.gate
       return json(res, 200, {
         id,
         object: "chat.completion",
