@@ -176,6 +176,9 @@ export const chargeOnInterrupt = (amount: number | Effect.Effect<number>): Inter
 /**
  * Settles `settler` with `actual`; with no settler (a free request, nothing was
  * opened) it does nothing. The one call relay handlers make for every path.
+ * Handlers that run the work themselves (not through {@link withBilling}) keep
+ * the hold's lease renewed with {@link withLease} until they settle; a settle
+ * that still finds the hold expired is charged late (billing-semantics §6).
  *
  * @since 0.1.0
  * @category combinators

@@ -118,12 +118,18 @@ interface RefundCmd {
   readonly back: number
   readonly again: boolean
 }
+/** §6 (issue 9): the holder renews a hold's lease (the engine's default TTL). */
+interface RenewCmd {
+  readonly t: "renew"
+  readonly any: boolean
+  readonly back: number
+}
 interface TopUpCmd {
   readonly t: "topup"
   readonly account: number
   readonly key: number
 }
-type SimpleCmd = OpenCmd | ChargeCmd | SettleCmd | RefundCmd | TopUpCmd
+type SimpleCmd = OpenCmd | ChargeCmd | SettleCmd | RefundCmd | TopUpCmd | RenewCmd
 type Cmd =
   | SimpleCmd
   | { readonly t: "advance"; readonly ms: number; readonly reap: boolean }
@@ -220,6 +226,11 @@ const refundArb: fc.Arbitrary<RefundCmd> = fc.record({
   back: fc.nat({ max: 5 }),
   again: fc.boolean()
 })
+const renewArb: fc.Arbitrary<RenewCmd> = fc.record({
+  t: fc.constant("renew" as const),
+  any: fc.oneof({ weight: 1, arbitrary: fc.constant(true) }, { weight: 4, arbitrary: fc.constant(false) }),
+  back: fc.nat({ max: 5 })
+})
 const topUpArb: fc.Arbitrary<TopUpCmd> = fc.record({
   t: fc.constant("topup" as const),
   account: fc.nat({ max: 2 }),
@@ -231,6 +242,7 @@ const simpleArb: fc.Arbitrary<SimpleCmd> = fc.oneof(
   { weight: 2, arbitrary: chargeArb },
   { weight: 4, arbitrary: settleArb },
   { weight: 2, arbitrary: refundArb },
+  { weight: 2, arbitrary: renewArb },
   { weight: 1, arbitrary: topUpArb }
 )
 const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
@@ -611,7 +623,8 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           return { id, detail: `charge ${id} ${c.actual}` }
         }
         case "settle":
-        case "refund": {
+        case "refund":
+        case "renew": {
           const id = pick(c.any ? holdIds : okIds, c.back) ?? `${p}-none`
           return { id, detail: `${c.t} ${id}${c.t === "settle" ? ` ${c.actual}` : ""}` }
         }
@@ -752,6 +765,34 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             const first = yield* refundOnce
             if (sequential && c.again) return `${first}; again ${yield* refundOnce}`
             return first
+          }
+          case "renew": {
+            // A renewal only ever moves a pending hold's expiry later (never past 7 days after
+            // its open); anything else is a typed error that changes nothing.
+            const before = yield* journal.get(id!)
+            const r = yield* Effect.result(session.renew(id!))
+            const after = yield* journal.get(id!)
+            if (r._tag === "Failure") {
+              count(`renew:${r.failure._tag}`)
+              if (sequential) {
+                const expected = before === undefined ? "HoldNotFound" : before.status === "pending" ? "success" : "HoldResolved"
+                if (expected !== r.failure._tag) fail("2 lifecycle", `renew ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}`)
+                if (before && (after?.status !== before.status || after.expiresAt !== before.expiresAt)) {
+                  fail("2 lifecycle", `a failed renew of ${id} changed the hold: ${JSON.stringify(before)} → ${JSON.stringify(after)}`)
+                }
+              }
+              return `fail ${r.failure._tag}`
+            }
+            count("renew:ok")
+            if (sequential) {
+              const now = yield* Clock.currentTimeMillis
+              const want = Math.max(before!.expiresAt, Math.min(now + 10 * 60_000, before!.createdAt + 7 * 24 * 3_600_000))
+              if (before?.status !== "pending") fail("2 lifecycle", `renew of ${before?.status ?? "absent"} hold ${id} succeeded`)
+              if (after?.status !== "pending" || after.expiresAt !== want || r.success.expiresAt !== want) {
+                fail("2 lifecycle", `renew ${id} at ${now}: expected expiry ${want}, got ${r.success.expiresAt}, stored ${JSON.stringify(after)}`)
+              }
+            }
+            return `ok ${r.success.expiresAt}`
           }
           case "topup": {
             const key = `${p}-a${c.account}-k${c.key}`
