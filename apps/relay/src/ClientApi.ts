@@ -477,7 +477,9 @@ export const routes = (config: RelayConfig): Layer.Layer<
         Effect.gen(function*() {
           if (!opened.has(r)) return
           const hold = yield* session.get(r.holdId)
-          const quota = hold.status === "settled" ? hold.settlement?.actual ?? 0 : 0
+          // Settled, or charged late after the reaper expired it (billing-semantics §6): billed either way.
+          const billed = hold.status === "settled" || hold.settlement?.late === true
+          const quota = billed ? hold.settlement?.actual ?? 0 : 0
           yield* Effect.log("relay request").pipe(
             Effect.annotateLogs({ status: hold.status, reserved: hold.reserved, quota })
           )

@@ -27,7 +27,16 @@ import type {
 import { InvalidInput } from "./BillingError.js"
 import { BillingEvents } from "./BillingEvents.js"
 import { LowBalance } from "./LowBalance.js"
-import type { BillingSettler, RefundError, RefundResult, SettleError, SettleOptions } from "./BillingSettler.js"
+import type {
+  BillingSettler,
+  Lease,
+  LeaseControl,
+  RefundError,
+  RefundResult,
+  RenewError,
+  SettleError,
+  SettleOptions
+} from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
@@ -35,6 +44,7 @@ import { HoldJournal } from "./HoldJournal.js"
 import { decodeInput } from "./Input.js"
 import type { ReapError, ReapFailure, ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
+import { MAX_LEASE_MILLIS } from "./internal/lease.js"
 import { Quota } from "./Quota.js"
 import * as QuotaModule from "./Quota.js"
 import { SettlementRecorder } from "./SettlementRecorder.js"
@@ -48,7 +58,7 @@ const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
  * @since 0.2.0
  * @category constants
  */
-export const MAX_TTL_MILLIS = 7 * 24 * 60 * 60 * 1000
+export const MAX_TTL_MILLIS: number = MAX_LEASE_MILLIS
 
 /**
  * A hold lifetime: a positive integer number of milliseconds, at most
@@ -64,6 +74,7 @@ const decodeTtlMillis = decodeInput(TtlMillis, "holdTtlMillis")
 /** The metadata a settle stores on its settlement. */
 const SettleMetadata = Schema.Record(Schema.String, Schema.String)
 const decodeTtl = (value: number): Effect.Effect<number, InvalidInput> => decodeTtlMillis(value)
+const decodeLeaseTtl = decodeInput(TtlMillis, "ttlMillis")
 
 /**
  * The input of `open`, decoded at the boundary.
@@ -196,6 +207,19 @@ export interface Options {
  */
 export interface Session extends BillingSettler {
   readonly hold: Hold
+  /** The hold's lease: renew it while the work runs (`withBilling` does it for you). */
+  readonly lease: LeaseControl
+}
+
+/**
+ * Options of `renew`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface RenewOptions {
+  /** The new lease: now + `ttlMillis` (default: the engine's `holdTtlMillis`; at most 7 days). */
+  readonly ttlMillis?: number
 }
 
 /**
@@ -235,11 +259,23 @@ export class BillingSession extends Context.Service<BillingSession, {
    */
   readonly open: (request: OpenRequest) => Effect.Effect<Session, OpenError>
   /**
-   * Settles a hold with the actual cost, exactly once. `options.metadata` is
-   * stored on the settlement (for the `SettlementRecorder`, which writes its
-   * record in the settle's transaction).
+   * Settles a hold with the actual cost, exactly once. A hold the recovery pass
+   * already expired is charged late (billing-semantics §6: ledger kind
+   * `late_settle`, the same sources, unbilled what nothing can pay; the result
+   * has `late: true`); a refunded hold fails with `HoldResolved`.
+   * `options.metadata` is stored on the settlement (for the
+   * `SettlementRecorder`, which writes its record in the settle's transaction).
    */
   readonly settle: (holdId: string, actual: number, options?: SettleOptions) => Effect.Effect<Settlement, SettleError>
+  /**
+   * Renews the lease of a pending hold (billing-semantics §6): `expiresAt`
+   * becomes now + `ttlMillis`, never more than 7 days after the open, with one
+   * conditional write. A settled, refunded or expired hold is never
+   * resurrected: `HoldResolved` (operation `renew`), nothing written.
+   *
+   * @since 0.3.0
+   */
+  readonly renew: (holdId: string, options?: RenewOptions) => Effect.Effect<Lease, RenewError>
   /** Refunds a hold, exactly once; a no-op after settle or expiry. */
   readonly refund: (holdId: string) => Effect.Effect<RefundResult, RefundError>
   /**
@@ -295,6 +331,7 @@ export class BillingSession extends Context.Service<BillingSession, {
           reason: `must be the journal's store (${journal.storeId}): the record is written in the settle's transaction`
         })
       }
+      const config = { holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000 }
       const engine = makeEngine({
         journal,
         recorder,
@@ -303,7 +340,7 @@ export class BillingSession extends Context.Service<BillingSession, {
         events: yield* BillingEvents,
         lowBalance: yield* LowBalance,
         config: {
-          holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000,
+          holdTtlMillis: config.holdTtlMillis,
           trustThreshold: options.trustBypass?.threshold,
           roles: options.roles ?? FundingResolver.defaultRoles,
           tokenBudgetId: options.tokenBudgetId ?? "token",
@@ -322,6 +359,10 @@ export class BillingSession extends Context.Service<BillingSession, {
       return BillingSession.of({
         open: (request) => Effect.flatMap(decodeOpen(request), engine.open),
         settle: (holdId, actual, opts) => Effect.flatMap(metadataOf(opts), (m) => engine.settle(holdId, actual, m)),
+        renew: (holdId, renewOptions) =>
+          renewOptions?.ttlMillis === undefined
+            ? engine.renew(holdId, config.holdTtlMillis)
+            : Effect.flatMap(decodeLeaseTtl(renewOptions.ttlMillis), (ttl) => engine.renew(holdId, ttl)),
         refund: (holdId) => engine.refund(holdId),
         get: (holdId) => engine.get(holdId),
         charge: (request, actual, opts) =>

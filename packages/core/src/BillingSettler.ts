@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Effect, Exit } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber } from "effect"
 import type {
   ContractViolation,
   HoldInFlight,
@@ -69,6 +69,42 @@ export interface RefundResult {
 }
 
 /**
+ * Errors a lease renewal can fail with: the hold is gone (`HoldNotFound`), no
+ * longer pending (`HoldResolved`: settled, refunded or already expired — a
+ * renewal never resurrects it), a lease length out of bounds (`InvalidInput`),
+ * or the store failed.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export type RenewError = HoldNotFound | HoldResolved | InvalidInput | StoreError
+
+/**
+ * A renewed lease: the hold's new `expiresAt` (epoch milliseconds).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Lease {
+  readonly holdId: string
+  readonly expiresAt: number
+}
+
+/**
+ * The lease of a settler's hold (billing-semantics §6): the recovery pass
+ * only expires a hold whose lease lapsed, so whoever runs the work renews it.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface LeaseControl {
+  /** The lease length: a renewal moves `expiresAt` to now + `ttlMillis` (never past 7 days after the open). */
+  readonly ttlMillis: number
+  /** Renews the lease once (a conditional write: only while the hold is pending). */
+  readonly renew: Effect.Effect<Lease, RenewError>
+}
+
+/**
  * Options of a settle.
  *
  * @since 0.3.0
@@ -100,6 +136,14 @@ export interface BillingSettler {
   readonly settle: (actual: number, options?: SettleOptions) => Effect.Effect<Settlement, SettleError>
   /** Gives the reservation back, exactly once; a no-op after a settle. */
   readonly refund: Effect.Effect<RefundResult, RefundError>
+  /**
+   * The hold's lease, for settlers with a hold (`BillingSession`); absent for
+   * post-consume settlers, which hold nothing. `withBilling` and `withLease`
+   * renew it while the work runs.
+   *
+   * @since 0.3.0
+   */
+  readonly lease?: LeaseControl
 }
 
 /**
@@ -171,7 +215,7 @@ export const chargeOnInterrupt = (amount: number | Effect.Effect<number>): Charg
  * done by then: e.g. refund when nothing was sent upstream yet, else charge
  * the prompt.
  *
- * @since 0.1.0
+ * @since 0.3.0
  * @category constructors
  */
 export const decideOnInterrupt = (
@@ -181,6 +225,9 @@ export const decideOnInterrupt = (
 /**
  * Settles `settler` with `actual`; with no settler (a free request, nothing was
  * opened) it does nothing. The one call relay handlers make for every path.
+ * Handlers that run the work themselves (not through {@link withBilling}) keep
+ * the hold's lease renewed with {@link withLease} until they settle; a settle
+ * that still finds the hold expired is charged late (billing-semantics §6).
  *
  * @since 0.1.0
  * @category combinators
@@ -203,6 +250,65 @@ const bestEffortRefund = (settler: BillingSettler) =>
   )
 
 /**
+ * How often `withLease` renews a lease of `ttlMillis`: every third of it (at
+ * least every millisecond), so two renewals can fail before the lease lapses.
+ *
+ * @since 0.3.0
+ * @category getters
+ */
+export const renewalInterval = (ttlMillis: number): Duration.Duration =>
+  Duration.millis(Math.max(1, Math.floor(ttlMillis / 3)))
+
+/**
+ * The renewal loop of one lease: sleeps for the interval (Effect's `Clock`,
+ * so `TestClock` drives it), renews, and again. A failed renewal is logged and
+ * never ends the work; once the hold is no longer pending (or gone) the loop
+ * stops.
+ */
+const renewLoop = (holdId: string, lease: LeaseControl): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const interval = renewalInterval(lease.ttlMillis)
+    while (true) {
+      yield* Effect.sleep(interval)
+      const exit = yield* Effect.exit(lease.renew)
+      if (Exit.isSuccess(exit)) {
+        yield* Effect.logDebug("relay-billing: lease renewed").pipe(
+          Effect.annotateLogs({ holdId, expiresAt: exit.value.expiresAt })
+        )
+        continue
+      }
+      yield* Effect.logWarning("relay-billing: lease renewal failed", exit.cause).pipe(
+        Effect.annotateLogs({ holdId })
+      )
+      const error = Cause.findErrorOption(exit.cause)
+      if (error._tag === "Some" && (error.value._tag === "HoldResolved" || error.value._tag === "HoldNotFound")) return
+    }
+  })
+
+/**
+ * Runs `work` while renewing `settler`'s lease (every third of its length, see
+ * {@link renewalInterval}). The renewal fiber is a child of `work`'s fiber:
+ * it stops when `work` ends, however it ends. A failed renewal is logged and
+ * never fails `work`. A settler without a lease (post-consume) runs `work` as
+ * is. For hand-written integrations that do not use {@link withBilling}.
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const withLease = <A, E, R>(
+  settler: BillingSettler,
+  work: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> => {
+  const lease = settler.lease
+  if (lease === undefined) return work
+  return Effect.gen(function*() {
+    // Started at once: the first renewal is due exactly one interval after `work` starts.
+    const renewal = yield* Effect.forkChild(renewLoop(settler.holdId, lease), { startImmediately: true, uninterruptible: false })
+    return yield* work.pipe(Effect.ensuring(Fiber.interrupt(renewal)))
+  })
+}
+
+/**
  * Runs `use` under a billing settler and guarantees how it ends:
  *
  * - `use` succeeds → settle with its `cost`, return its `value`;
@@ -214,7 +320,9 @@ const bestEffortRefund = (settler: BillingSettler) =>
  * `SettleOptions`).
  *
  * Opening is not interruptible, so a reservation is never left without an owner.
- * If settling fails, the reservation is refunded (best effort; otherwise the
+ * While `use` runs, the hold's lease is renewed (see {@link withLease}), so the
+ * recovery pass never expires a hold in use; if it still did (the renewals
+ * failed), the settle is charged late (billing-semantics §6). If settling fails, the reservation is refunded (best effort; otherwise the
  * recovery pass refunds it at expiry) and the settle error is returned.
  *
  * @since 0.1.0
@@ -236,7 +344,7 @@ export const withBilling = <E1, R1, A, E2, R2>(
           ? settler.settle(amount)
           : Effect.flatMap(metadata, (m) => settler.settle(amount, { metadata: m }))
       const settler = yield* open
-      const exit = yield* Effect.exit(restore(Effect.suspend(() => use(settler))))
+      const exit = yield* Effect.exit(restore(withLease(settler, Effect.suspend(() => use(settler)))))
       if (Exit.isSuccess(exit)) {
         yield* settleWith(settler, exit.value.cost).pipe(Effect.tapError(() => bestEffortRefund(settler)))
         return exit.value.value

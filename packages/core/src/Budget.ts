@@ -10,6 +10,7 @@ import type { HoldResolved, QuotaOutOfRange, StoreError, TokenBudgetExceeded, To
 import type {
   CorrectRequest,
   CorrectResult,
+  LateSettleRequest,
   PartResult,
   RefundRequest,
   Reservation,
@@ -60,6 +61,13 @@ export interface Budget {
    * See `FundingSource.CorrectRequest`.
    */
   readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, QuotaOutOfRange | StoreError>
+  /**
+   * Optional: charges the subject late for an expired hold (`remain` down,
+   * `used` up, ledger kind `late_settle`); see `FundingSource.LateSettleRequest`.
+   *
+   * @since 0.3.0
+   */
+  readonly lateSettle?: (request: LateSettleRequest) => Effect.Effect<PartResult, QuotaOutOfRange | StoreError>
 }
 
 /**

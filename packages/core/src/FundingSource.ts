@@ -145,6 +145,29 @@ export interface CorrectResult {
 }
 
 /**
+ * A late charge on one part of an expired hold (billing-semantics §6): the
+ * recovery pass gave the reservation back, then the settle arrived, so the
+ * source charges `amount` afresh. The work was delivered, so there is no
+ * balance condition (as for a settle's extra charge: a wallet may go negative
+ * unless its policy floors at zero); what the source cannot charge it reports
+ * as `unbilled` (and records, never drops). Ledger rows of kind `late_settle`.
+ * Keyed by hold id: a source outside the hold's store must make a repeat move
+ * nothing and answer the first result; in the hold's store, the hold record
+ * written in the same transaction protects it.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface LateSettleRequest {
+  readonly holdId: string
+  readonly accountId: string
+  /** The part as the hold recorded it (its reservation was given back at expiry). */
+  readonly part: HoldPart
+  /** What this part must be charged now; `charged + unbilled` of the answer must equal it. */
+  readonly amount: Quota
+}
+
+/**
  * Whether an account can currently use a source (e.g. has an active
  * subscription), and whether a fallback to the next source is allowed when this
  * one has insufficient funds (a plan's `allowWalletOverflow`).
@@ -210,6 +233,14 @@ export interface FundingSource {
    * through a source without it cannot be corrected (`CorrectionUnsupported`).
    */
   readonly correct?: (request: CorrectRequest) => Effect.Effect<CorrectResult, QuotaOutOfRange | StoreError>
+  /**
+   * Optional: charges a part of an expired hold late (see {@link LateSettleRequest}).
+   * A hold funded through a source without it records that part's share as
+   * unbilled when it is settled after its expiry.
+   *
+   * @since 0.3.0
+   */
+  readonly lateSettle?: (request: LateSettleRequest) => Effect.Effect<PartResult, QuotaOutOfRange | StoreError>
 }
 
 /**

@@ -159,7 +159,16 @@ export const Settlement = Schema.Struct({
    * What the caller passed to the settle that settled the hold (e.g. token
    * counts), for its `SettlementRecorder`; absent when none was passed.
    */
-  metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
+  metadata: Schema.optionalKey(Schema.Record(Schema.String, Schema.String)),
+  /**
+   * A late charge (billing-semantics §6): the settle arrived after the recovery
+   * pass had expired the hold and given its reservation back, so the actual
+   * cost was charged afresh (ledger kind `late_settle`, `reserved` 0). The hold
+   * stays `expired` and carries this settlement.
+   *
+   * @since 0.3.0
+   */
+  late: Schema.optionalKey(Schema.Boolean)
 })
 
 /**

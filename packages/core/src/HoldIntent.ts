@@ -14,6 +14,11 @@
  *   a hold decides how it resolves. A settle records its `amount` (the actual
  *   cost); a retry with another amount completes the recorded one. Marked done
  *   in the transaction that records the hold's final state.
+ * - `late` (step `settle`, since 0.3.0): a late charge of an expired hold with
+ *   an external part (billing-semantics §6), recorded before the charge
+ *   reaches that source; the first recorded amount wins. Marked done in the
+ *   transaction that records the late settlement; recovery charges a pending
+ *   one again (the sources' `lateSettle` is idempotent by hold id).
  *
  * @since 0.2.0
  */
@@ -25,7 +30,7 @@ import { Quota } from "./Quota.js"
  * @since 0.2.0
  * @category schemas
  */
-export const IntentPhase = Schema.Literals(["open", "resolve"])
+export const IntentPhase = Schema.Literals(["open", "resolve", "late"])
 
 /**
  * @since 0.2.0

@@ -33,6 +33,15 @@ export class HoldJournal extends Context.Service<HoldJournal, {
   ) => Effect.Effect<Hold | undefined, StoreError>
   /** Replaces the hold if its stored status is still `expected`; `false` otherwise. */
   readonly update: (hold: Hold, expected: HoldStatus) => Effect.Effect<boolean, StoreError>
+  /**
+   * Renews the lease of a pending hold: sets `expiresAt` to `expiresAt` with one
+   * conditional write, only while the hold is still `pending` and its stored
+   * `expiresAt` is earlier (a lease never shrinks, and a hold that was settled,
+   * refunded or expired is never resurrected). `false` when nothing was written.
+   *
+   * @since 0.3.0
+   */
+  readonly renew: (holdId: string, expiresAt: number) => Effect.Effect<boolean, StoreError>
   /** Ids of pending holds whose `expiresAt` is at or before `now`, oldest first. */
   readonly expired: (now: number, limit: number) => Effect.Effect<ReadonlyArray<string>, StoreError>
   /** Holds matching a filter (for audits and admin views). */

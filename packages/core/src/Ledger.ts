@@ -9,7 +9,8 @@ import type { Effect } from "effect"
 import type { StoreError } from "./BillingError.js"
 
 /**
- * What caused a ledger row.
+ * What caused a ledger row. `late_settle` is a late charge: the actual cost of
+ * a hold settled after the recovery pass expired it (billing-semantics §6).
  *
  * @since 0.1.0
  * @category schemas
@@ -24,7 +25,8 @@ export const EntryKind = Schema.Literals([
   "adjust",
   "reset",
   "unbilled",
-  "correction"
+  "correction",
+  "late_settle"
 ])
 
 /**

@@ -6,6 +6,8 @@
 
 /** @since 0.1.0 */
 export * as AccountCounters from "./AccountCounters.js"
+/** @since 0.3.0 */
+export * as Audit from "./Audit.js"
 /** @since 0.1.0 */
 export * as BillingError from "./BillingError.js"
 /** @since 0.1.0 */

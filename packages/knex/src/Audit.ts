@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Schema } from "effect"
-import { Hold } from "@relay-billing/core"
+import { Audit as CoreAudit, Hold } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
 import { KnexClient } from "./KnexClient.js"
 import { partProblems } from "./internal/auditParts.js"
@@ -152,6 +152,8 @@ export const run = (
     }
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
     problems.push(...(yield* partProblems(client)))
+    // §6: every late charge is recorded on its expired hold and agrees with the ledger.
+    problems.push(...(yield* lateSettleProblems(new Set(balances.map((b) => b.sourceId)))))
     if (options.counters) problems.push(...(yield* usedQuota(options.counters)))
     const [holdCount, stale] = yield* Effect.all([
       client.query("audit.holds.count", (db) => db(holds).count({ n: "*" })),
@@ -185,7 +187,9 @@ export const usedQuota = (
     const client = yield* KnexClient
     const [settled, accounts] = yield* Effect.all([
       client.query("audit.usedQuota.holds", (db) =>
-        db(client.table("holds")).select("id", "account_id", "settlement").where("status", "settled")),
+        // Settled holds, and expired ones charged late (§6), which carry a settlement too.
+        db(client.table("holds")).select("id", "account_id", "status", "settlement").whereIn("status", ["settled", "expired"])
+          .whereNotNull("settlement")),
       client.query("audit.usedQuota.accounts", (db) =>
         db(client.table(counters.table)).select({ id: counters.idColumn, used: counters.usedColumn }))
     ])
@@ -195,6 +199,8 @@ export const usedQuota = (
       const accountId = String(row["account_id"])
       try {
         const settlement = decodeSettlement(JSON.parse(String(row["settlement"])))
+        const status = String(row["status"]) === "settled" ? "settled" : "expired"
+        if (!CoreAudit.countsAsCharged({ status, settlement })) continue
         expected.set(accountId, (expected.get(accountId) ?? 0) + Hold.stillCharged(settlement))
       } catch (cause) {
         problems.push(`hold ${String(row["id"])}: settlement cannot be read (${cause instanceof Error ? cause.message : String(cause)})`)
@@ -220,3 +226,54 @@ export const usedQuota = (
   })
 
 const decodeSettlement = Schema.decodeUnknownSync(Hold.Settlement)
+
+/**
+ * The late-charge checks of the core audit (`Audit.lateSettleProblems` of
+ * `@relay-billing/core`) over the holds that carry a late settlement or have
+ * `late_settle` ledger rows; `local` are the sources whose rows this ledger
+ * holds. A settlement that cannot be read is a problem, never a throw.
+ *
+ * @since 0.3.0
+ * @category audit
+ */
+export const lateSettleProblems = (
+  local: ReadonlySet<string>
+): Effect.Effect<ReadonlyArray<string>, BillingError.StoreError, KnexClient> =>
+  Effect.gen(function*() {
+    const client = yield* KnexClient
+    const ledger = client.table("ledger")
+    const holds = client.table("holds")
+    const rows = yield* client.query("audit.late.ledger", (db) =>
+      db(ledger).select({ holdId: "hold_id", sourceId: "source_id", kind: "kind" }).sum({ amount: "amount" })
+        .where("kind", "late_settle").groupBy("hold_id", "source_id", "kind"))
+    const ids = [...new Set((rows as Array<Record<string, unknown>>).map((r) => String(r["holdId"])))]
+    const late = yield* client.query("audit.late.holds", (db) =>
+      db(holds).select("id", "account_id", "status", "parts", "settlement")
+        .where((q) => {
+          q.where("status", "expired").whereNotNull("settlement")
+          if (ids.length > 0) q.orWhereIn("id", ids)
+        }))
+    const problems: Array<string> = []
+    const decoded: Array<CoreAudit.HoldRow> = []
+    for (const row of late as Array<Record<string, unknown>>) {
+      try {
+        decoded.push({
+          id: String(row["id"]),
+          accountId: String(row["account_id"]),
+          status: Schema.decodeUnknownSync(Hold.HoldStatus)(row["status"]),
+          parts: JSON.parse(String(row["parts"])),
+          ...(row["settlement"] ? { settlement: decodeSettlement(JSON.parse(String(row["settlement"]))) } : {})
+        })
+      } catch (cause) {
+        problems.push(`hold ${String(row["id"])}: cannot be read (${cause instanceof Error ? cause.message : String(cause)})`)
+      }
+    }
+    const ledgerRows = (rows as Array<Record<string, unknown>>).map((r) => ({
+      holdId: r["holdId"] === null ? undefined : String(r["holdId"]),
+      sourceId: String(r["sourceId"]),
+      kind: String(r["kind"]),
+      amount: Number(r["amount"])
+    }))
+    problems.push(...CoreAudit.lateSettleProblems(decoded, ledgerRows, local))
+    return problems
+  })

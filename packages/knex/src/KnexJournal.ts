@@ -121,6 +121,13 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
           resolved_at: hold.resolvedAt ?? null,
           settlement: hold.settlement ? JSON.stringify(hold.settlement) : null
         })).pipe(Effect.map((n) => n === 1)),
+    renew: (holdId, expiresAt) =>
+      client.query("journal.renew", (db) =>
+        // One conditional write: only a pending hold, and a lease never shrinks (§6).
+        db(holds)
+          .where({ id: holdId, status: "pending" })
+          .andWhere("expires_at", "<", expiresAt)
+          .update({ expires_at: expiresAt })).pipe(Effect.map((n) => n === 1)),
     expired: (now, limit) =>
       client.query("journal.expired", (db) =>
         db(holds)

@@ -19,6 +19,8 @@ export * as KnexClient from "./KnexClient.js"
 export * as KnexJournal from "./KnexJournal.js"
 /** @since 0.1.0 */
 export * as KnexLedger from "./KnexLedger.js"
+/** @since 0.3.0 */
+export * as LateCharges from "./LateCharges.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */

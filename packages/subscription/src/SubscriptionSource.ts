@@ -20,7 +20,7 @@
 import { Effect } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { PartRecords } from "@relay-billing/knex"
+import { LateCharges, PartRecords } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { WalletSource } from "@relay-billing/wallet"
 import type { Draw, DrawItem, SubscriptionRow } from "./internal/rows.js"
@@ -73,8 +73,11 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
   const missing = (operation: string, holdId: string) =>
     new BillingError.StoreError({ operation: `${id}.${operation}`, detail: `no reservation for hold ${holdId}` })
 
-  /** Charges `extra` above a row's total to the wallet (if allowed) or records it unbilled. */
-  const overflow = (row: SubscriptionRow, amount: number, holdId: string) =>
+  /**
+   * Charges `extra` above a row's total to the wallet (if allowed) or records it unbilled.
+   * A late charge (§6) writes its wallet row as `late_settle`, with idempotency keys.
+   */
+  const overflow = (row: SubscriptionRow, amount: number, holdId: string, late = false) =>
     Effect.gen(function*() {
       if (amount <= 0) return 0
       if (row.allowWalletOverflow) {
@@ -83,13 +86,15 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           amount,
           holdId,
           sourceId: walletId,
-          note: `overflow of subscription ${row.id}`
+          note: `overflow of subscription ${row.id}`,
+          ...(late ? { kind: "late_settle" as const, idempotencyKey: LateCharges.key(id, holdId, 1) } : {})
         })
         if (after !== undefined) return 0
       }
       yield* store.ledger(row, "unbilled", holdId, 0, {
         unbilled: amount,
-        note: row.allowWalletOverflow ? "overflow: no wallet to charge" : "overflow not allowed by the plan"
+        note: row.allowWalletOverflow ? "overflow: no wallet to charge" : "overflow not allowed by the plan",
+        ...(late ? { idempotencyKey: LateCharges.key(id, holdId, 2) } : {})
       })
       return amount
     })
@@ -249,6 +254,47 @@ export const make = (client: KnexClient.Client, options: SubscriptionOptions = {
           else yield* store.closedPeriod(row, req.reason, req.holdId, d.amount, d.period)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
+      })),
+    // §6: a settle after the expiry charges the share again on the rows the hold drew from in
+    // their current period (the last with room), up to the plan's total; above it (or when the
+    // period was reset since the draw, §3.6) the plan's overflow rule: the wallet, or unbilled.
+    // Keyed ledger rows: a repeat (also as an external source) answers the first result.
+    lateSettle: (req) =>
+      tx(Effect.gen(function*() {
+        const done = yield* LateCharges.replay(client, {
+          sourceId: id,
+          holdId: req.holdId,
+          subjectId: decodeDraw(req.part.ref).at(-1)?.id ?? req.part.subjectId,
+          amount: req.amount
+        })
+        if (done) return done
+        const draw = decodeDraw(req.part.ref)
+        const at = yield* now
+        const rows = yield* drawnRows(draw, at)
+        const rowOf = (d: DrawItem) => rows.find((r) => r.id === d.id)
+        const live = draw.flatMap((d) => {
+          const row = rowOf(d)
+          return row && inCurrentPeriod(d, row) ? [row] : []
+        })
+        const target = [...live].reverse().find((r) => room(r) > 0) ?? live[live.length - 1]
+        let unbilled = 0
+        let last: SubscriptionRow | undefined = target
+        if (target) {
+          const wanted = yield* Quota.addInRange("subscription.amountUsed", target.id, target.used, req.amount)
+          const capped = target.total > 0 ? Math.min(wanted, Math.max(target.used, target.total)) : wanted
+          yield* store.setUsed(target, capped, "late_settle", req.holdId, LateCharges.key(id, req.holdId, 0))
+          unbilled = yield* overflow(target, wanted - capped, req.holdId, true)
+        } else {
+          const closed = draw.length > 0 ? rowOf(draw[draw.length - 1]!) : undefined
+          last = closed
+          unbilled = closed ? yield* overflow(closed, req.amount, req.holdId, true) : req.amount
+        }
+        const result: FundingSource.PartResult = {
+          charged: req.amount - unbilled,
+          unbilled,
+          ...(last && last.total > 0 ? { balanceAfter: last.total - last.used } : {})
+        }
+        return result
       })),
     // Corrections (§4.4): the overflow back to the wallet first, then the rows of the period
     // the hold drew from; an ended period's share is recorded only (see internal/correct.ts).

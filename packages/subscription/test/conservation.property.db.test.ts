@@ -118,12 +118,18 @@ interface RefundCmd {
   readonly back: number
   readonly again: boolean
 }
+/** §6 (issue 9): the holder renews a hold's lease (the engine's default TTL). */
+interface RenewCmd {
+  readonly t: "renew"
+  readonly any: boolean
+  readonly back: number
+}
 interface TopUpCmd {
   readonly t: "topup"
   readonly account: number
   readonly key: number
 }
-type SimpleCmd = OpenCmd | ChargeCmd | SettleCmd | RefundCmd | TopUpCmd
+type SimpleCmd = OpenCmd | ChargeCmd | SettleCmd | RefundCmd | TopUpCmd | RenewCmd
 type Cmd =
   | SimpleCmd
   | { readonly t: "advance"; readonly ms: number; readonly reap: boolean }
@@ -220,6 +226,11 @@ const refundArb: fc.Arbitrary<RefundCmd> = fc.record({
   back: fc.nat({ max: 5 }),
   again: fc.boolean()
 })
+const renewArb: fc.Arbitrary<RenewCmd> = fc.record({
+  t: fc.constant("renew" as const),
+  any: fc.oneof({ weight: 1, arbitrary: fc.constant(true) }, { weight: 4, arbitrary: fc.constant(false) }),
+  back: fc.nat({ max: 5 })
+})
 const topUpArb: fc.Arbitrary<TopUpCmd> = fc.record({
   t: fc.constant("topup" as const),
   account: fc.nat({ max: 2 }),
@@ -231,6 +242,7 @@ const simpleArb: fc.Arbitrary<SimpleCmd> = fc.oneof(
   { weight: 2, arbitrary: chargeArb },
   { weight: 4, arbitrary: settleArb },
   { weight: 2, arbitrary: refundArb },
+  { weight: 2, arbitrary: renewArb },
   { weight: 1, arbitrary: topUpArb }
 )
 const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
@@ -505,6 +517,15 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                 break
               case "refunded":
               case "expired":
+                // An expired hold settled late (§6, issue 9) carries its late charge: as a settle.
+                if (h.status === "expired" && h.settlement?.late === true) {
+                  const st = h.settlement
+                  const charged = st.parts.filter((q) => q.kind === "funding").reduce((a, q) => a + q.charged, 0)
+                  const tokenCharged = st.parts.filter((q) => q.kind === "budget").reduce((a, q) => a + q.charged, 0)
+                  if (w + s !== charged) fail("4 conservation", `${what}: late wallet + subscription ≠ charged ${charged}`)
+                  if (t !== tokenCharged) fail("4 conservation", `${what}: late token ≠ charged ${tokenCharged}`)
+                  break
+                }
                 if (w !== 0 || s !== 0 || t !== 0) fail("4 conservation", `${what}, expected 0`)
                 break
               case "settled": {
@@ -539,16 +560,16 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             r.kind === "reserve" && r.holdId !== undefined && chargeParams.has(r.holdId)
           // a limited token goes below zero only through a settlement (or a post-consume reserve)
           for (const r of rows.filter((r) => r.sourceId === "token")) {
-            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && !postConsumeReserve(r)) {
+            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" && !postConsumeReserve(r)) {
               fail("5 floor", `${label}: ${token.id}: a ${r.kind} row took the token to ${r.balanceAfter}: ${JSON.stringify(r)}`)
             }
           }
           for (const r of walletRows) {
-            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && !postConsumeReserve(r)) {
+            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" && !postConsumeReserve(r)) {
               fail("5 floor", `${label}: ${accountId}: a ${r.kind} row took the wallet to ${r.balanceAfter}: ${JSON.stringify(r)}`)
             }
           }
-          if (account.balance < 0 && !walletRows.some((r) => r.kind === "settle" && r.balanceAfter < 0)) {
+          if (account.balance < 0 && !walletRows.some((r) => (r.kind === "settle" || r.kind === "late_settle") && r.balanceAfter < 0)) {
             fail("5 floor", `${label}: ${accountId}: balance ${account.balance} < 0 without a settle row below zero`)
           }
         }
@@ -602,7 +623,8 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           return { id, detail: `charge ${id} ${c.actual}` }
         }
         case "settle":
-        case "refund": {
+        case "refund":
+        case "renew": {
           const id = pick(c.any ? holdIds : okIds, c.back) ?? `${p}-none`
           return { id, detail: `${c.t} ${id}${c.t === "settle" ? ` ${c.actual}` : ""}` }
         }
@@ -681,19 +703,32 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                   count(`settle:${r.failure._tag}`)
                   const expected = before === undefined
                     ? (hold ? "?" : "HoldNotFound")
-                    : before.status === "pending" || before.status === "settled"
-                    ? "success"
+                    : before.status === "pending" || before.status === "settled" || before.status === "expired"
+                    ? "success" // an expired hold is charged late (§6, issue 9)
                     : "HoldResolved"
                   if (expected !== r.failure._tag) fail("2 lifecycle", `settle ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}: ${r.failure.message}`)
                   return `fail ${r.failure._tag}`
                 }
                 count("settle:ok")
-                if (before?.status === "settled" && JSON.stringify(before.settlement) !== JSON.stringify(r.success)) {
+                if (r.success.late === true) count("settle:late")
+                if (
+                  (before?.status === "settled" || (before?.status === "expired" && before.settlement !== undefined)) &&
+                  JSON.stringify(before.settlement) !== JSON.stringify(r.success)
+                ) {
                   fail("2 lifecycle", `repeated settle ${id} returned ${JSON.stringify(r.success)}, first ${JSON.stringify(before.settlement)}`)
                 }
                 if (before?.status === "pending" && r.success.actual !== actual) fail("2 lifecycle", `settle ${id} ${actual} recorded ${r.success.actual}`)
-                if (before && before.status !== "pending" && before.status !== "settled") {
+                if (before && before.status !== "pending" && before.status !== "settled" && before.status !== "expired") {
                   fail("2 lifecycle", `settle of ${before.status} hold ${id} succeeded`)
+                }
+                if (before?.status === "expired") {
+                  // §6: charged late; the hold stays expired and records the late settlement.
+                  if (hold?.status !== "expired" || hold.settlement?.late !== true) {
+                    fail("2 lifecycle", `late settle ${id} succeeded but the hold is ${hold?.status} with ${JSON.stringify(hold?.settlement)}`)
+                  }
+                  if (before.settlement === undefined && r.success.actual !== actual) fail("2 lifecycle", `late settle ${id} ${actual} recorded ${r.success.actual}`)
+                  tracked.set(id!, { status: "expired", settlement: hold!.settlement, split: splitRequested.has(id!) })
+                  return `ok late ${JSON.stringify(r.success.parts.map((q) => [q.sourceId, q.charged, q.unbilled]))}`
                 }
                 if (hold?.status !== "settled") fail("2 lifecycle", `settle ${id} succeeded but the hold is ${hold?.status}`)
                 tracked.set(id!, { status: "settled", settlement: hold!.settlement, split: splitRequested.has(id!) })
@@ -730,6 +765,34 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             const first = yield* refundOnce
             if (sequential && c.again) return `${first}; again ${yield* refundOnce}`
             return first
+          }
+          case "renew": {
+            // A renewal only ever moves a pending hold's expiry later (never past 7 days after
+            // its open); anything else is a typed error that changes nothing.
+            const before = yield* journal.get(id!)
+            const r = yield* Effect.result(session.renew(id!))
+            const after = yield* journal.get(id!)
+            if (r._tag === "Failure") {
+              count(`renew:${r.failure._tag}`)
+              if (sequential) {
+                const expected = before === undefined ? "HoldNotFound" : before.status === "pending" ? "success" : "HoldResolved"
+                if (expected !== r.failure._tag) fail("2 lifecycle", `renew ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}`)
+                if (before && (after?.status !== before.status || after.expiresAt !== before.expiresAt)) {
+                  fail("2 lifecycle", `a failed renew of ${id} changed the hold: ${JSON.stringify(before)} → ${JSON.stringify(after)}`)
+                }
+              }
+              return `fail ${r.failure._tag}`
+            }
+            count("renew:ok")
+            if (sequential) {
+              const now = yield* Clock.currentTimeMillis
+              const want = Math.max(before!.expiresAt, Math.min(now + 10 * 60_000, before!.createdAt + 7 * 24 * 3_600_000))
+              if (before?.status !== "pending") fail("2 lifecycle", `renew of ${before?.status ?? "absent"} hold ${id} succeeded`)
+              if (after?.status !== "pending" || after.expiresAt !== want || r.success.expiresAt !== want) {
+                fail("2 lifecycle", `renew ${id} at ${now}: expected expiry ${want}, got ${r.success.expiresAt}, stored ${JSON.stringify(after)}`)
+              }
+            }
+            return `ok ${r.success.expiresAt}`
           }
           case "topup": {
             const key = `${p}-a${c.account}-k${c.key}`

@@ -144,6 +144,7 @@ export type FundingCheckId =
   | "availability"
   | "balance"
   | "correct"
+  | "late-settle"
 
 /**
  * The checks of the budget suite.
@@ -178,6 +179,7 @@ export type BudgetCheckId =
   | "concurrency.resolve"
   | "remaining"
   | "correct"
+  | "late-settle"
 
 /**
  * Groups of funding checks a source may opt out of, when it lacks the
@@ -620,7 +622,8 @@ export const checks: { readonly [K in FundingCheckId]: Check<FundingHarness, Fun
   "room": room,
   "availability": availability,
   "balance": balance,
-  "correct": shared("correct", fundingSubject)
+  "correct": shared("correct", fundingSubject),
+  "late-settle": shared("late-settle", fundingSubject)
 }
 
 /**
@@ -655,7 +658,8 @@ export const budgetChecks: { readonly [K in BudgetCheckId]: Check<BudgetHarness,
   "concurrency.same-hold": shared("concurrency.same-hold", budgetSubject),
   "concurrency.resolve": shared("concurrency.resolve", budgetSubject),
   "remaining": remaining,
-  "correct": shared("correct", budgetSubject)
+  "correct": shared("correct", budgetSubject),
+  "late-settle": shared("late-settle", budgetSubject)
 }
 
 /**
@@ -697,7 +701,9 @@ export const checkTitles: { readonly [K in FundingCheckId]: string } = {
   "availability": "availability of a funded account is available, with boolean fields, and moves nothing",
   "balance": "source.balance reports the spendable balance before and after a reserve, and ≤ 0 for an unknown account",
   "correct":
-    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back"
+    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back",
+  "late-settle":
+    "lateSettle (when defined) charges an expired reservation's cost afresh, exactly, and a repeat for the same hold moves nothing"
 }
 
 /**
@@ -737,7 +743,9 @@ export const budgetCheckTitles: { readonly [K in BudgetCheckId]: string } = {
   "concurrency.resolve": "a settle racing refunds of one hold resolves it exactly once",
   "remaining": "budget.remaining reports limited and unlimited subjects correctly",
   "correct":
-    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back"
+    "correct (when defined) gives back part of a settled charge, a repeat of (hold id, correction id) moves nothing, and the rest can be given back",
+  "late-settle":
+    "lateSettle (when defined) charges an expired reservation's cost afresh, exactly, and a repeat for the same hold moves nothing"
 }
 
 const fundingGroups: { readonly [K in FundingCheckId]?: FundingCapability } = {

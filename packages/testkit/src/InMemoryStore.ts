@@ -19,8 +19,8 @@ import {
   Ledger,
   Quota
 } from "@relay-billing/core"
-import { Hold } from "@relay-billing/core"
-import type { Budget, FundingSource, HoldIntent } from "@relay-billing/core"
+import { Audit } from "@relay-billing/core"
+import type { Budget, FundingSource, Hold, HoldIntent } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
 import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
 import type { StoreHandle } from "./internal/memorySources.js"
@@ -160,7 +160,16 @@ export class InMemoryStore {
         atomic("journal.update", (state) => {
           const current = state.holds.get(hold.id)
           if (!current || current.status !== expected) return Effect.succeed(false)
-          state.holds.set(hold.id, structuredClone(hold))
+          // As in SQL: `expiresAt` is written only by `insert` and `renew` (a renewal
+          // made since the caller read the hold is never undone by this update).
+          state.holds.set(hold.id, { ...structuredClone(hold), expiresAt: current.expiresAt })
+          return Effect.succeed(true)
+        }),
+      renew: (holdId, expiresAt) =>
+        atomic("journal.renew", (state) => {
+          const current = state.holds.get(holdId)
+          if (!current || current.status !== "pending" || current.expiresAt >= expiresAt) return Effect.succeed(false)
+          state.holds.set(holdId, { ...current, expiresAt })
           return Effect.succeed(true)
         }),
       expired: (now, limit) =>
@@ -438,7 +447,6 @@ export class InMemoryStore {
       const sum = sumOf(this.subscription.id, subId)
       if (sum !== -sub.used) problems.push(`subscription ${subId}: used ${sub.used} != -ledger ${sum}`)
     }
-    const settledCharge = new Map<string, number>()
     for (const hold of s.holds.values()) {
       for (const part of hold.parts) {
         const rec = s.parts.get(`${part.sourceId}\u0000${hold.id}`)
@@ -448,11 +456,9 @@ export class InMemoryStore {
           problems.push(`hold ${hold.id} is ${hold.status} but ${part.sourceId} says ${rec.status}`)
         }
       }
-      // §3.4 and §4.4: usedQuota = what settlements charged (A less unbilled) less corrections.
-      if (hold.status === "settled" && hold.settlement) {
-        settledCharge.set(hold.accountId, (settledCharge.get(hold.accountId) ?? 0) + Hold.stillCharged(hold.settlement))
-      }
     }
+    // §3.4, §4.4 and §6: usedQuota = what settlements (late charges too) charged, less corrections.
+    const settledCharge = Audit.expectedUsedQuota(s.holds.values())
     for (const [accountId, c] of s.counters) {
       const expected = settledCharge.get(accountId) ?? 0
       if (c.usedQuota !== expected) {
@@ -461,6 +467,9 @@ export class InMemoryStore {
     }
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
     problems.push(...partProblems(s))
+    // §6: every late charge is recorded on its expired hold and agrees with the ledger.
+    const local = new Set([this.wallet.id, this.token.id, this.subscription.id])
+    problems.push(...Audit.lateSettleProblems(s.holds.values(), s.ledger, local))
     return { problems, unbilled }
   }
 

@@ -135,6 +135,39 @@ describe("the funding-source checks catch broken sources", () => {
     expect(message).toMatch(/after repeating a correction \(must not move\)/)
   })
 
+  it("issue 9: a late charge that charges again when repeated fails the late-settle check", async () => {
+    const seen = new Set<string>()
+    const harness = brokenWallet((real, store) => ({
+      // the first call charges; a repeat charges the amount again outside the keyed record
+      lateSettle: (req) =>
+        Effect.flatMap(real.lateSettle!(req), (result) => {
+          const repeat = seen.has(req.holdId)
+          seen.add(req.holdId)
+          return Effect.as(repeat ? credit(store, req.accountId, -req.amount) : Effect.void, result)
+        })
+    }))
+    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["late-settle"]), "late-settle")
+    expect(message).toMatch(/after repeating a late charge \(must not move\)/)
+  })
+
+  it("issue 9: a late charge that charges less than asked fails the late-settle check", async () => {
+    const harness = brokenWallet((real) => ({
+      lateSettle: (req) => real.lateSettle!({ ...req, amount: Math.floor(req.amount / 2) as typeof req.amount })
+    }))
+    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["late-settle"]), "late-settle")
+    expect(message).toMatch(/lateSettle\(45000\)\.charged/)
+  })
+
+  it("issue 9: a source without lateSettle reports the late-settle check as not applicable", async () => {
+    const harness = () => {
+      const store = InMemoryStore.make()
+      const { lateSettle: _dropped, ...plain } = store.wallet
+      return { ...walletHarness(store), source: plain }
+    }
+    const exit = await runCheck(harness, FundingSourceSuite.checks["late-settle"])
+    expect(exit).toStrictEqual(Exit.succeed({ status: "not-applicable", reason: "the source does not define lateSettle" }))
+  })
+
   it("issue 8 #14: a source without correct reports the correct check as not applicable", async () => {
     const harness = () => {
       const store = InMemoryStore.make()

@@ -107,13 +107,18 @@ interface RefundCmd {
   readonly target: Target
   readonly again: boolean
 }
+/** §6: the holder renews the hold's lease (the engine's default length). */
+interface RenewCmd {
+  readonly t: "renew"
+  readonly target: Target
+}
 interface TopUpCmd {
   readonly t: "topup"
   readonly account: number
   readonly amount: number
   readonly key: number
 }
-type SimpleCmd = OpenCmd | SettleCmd | RefundCmd | TopUpCmd
+type SimpleCmd = OpenCmd | SettleCmd | RefundCmd | TopUpCmd | RenewCmd
 type Cmd =
   | SimpleCmd
   | { readonly t: "advance"; readonly ms: number; readonly reap: boolean }
@@ -232,6 +237,8 @@ const refundArb = (sequential: boolean): fc.Arbitrary<RefundCmd> =>
     again: sequential ? fc.boolean() : fc.constant(false)
   })
 
+const renewArb: fc.Arbitrary<RenewCmd> = fc.record({ t: fc.constant("renew" as const), target: targetArb })
+
 const topUpArb: fc.Arbitrary<TopUpCmd> = fc.record({
   t: fc.constant("topup" as const),
   account: fc.nat({ max: 3 }),
@@ -244,6 +251,7 @@ const simpleArb = (sequential: boolean): fc.Arbitrary<SimpleCmd> =>
     { weight: 5, arbitrary: openArb },
     { weight: 4, arbitrary: settleArb(sequential) },
     { weight: 3, arbitrary: refundArb(sequential) },
+    { weight: 2, arbitrary: renewArb },
     { weight: 1, arbitrary: topUpArb }
   )
 
@@ -252,6 +260,8 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
   { weight: 20, arbitrary: settleArb(true) },
   { weight: 10, arbitrary: refundArb(true) },
   { weight: 6, arbitrary: topUpArb },
+  // Expiry racing running requests (issue 9): renewals, and settles arriving after an expiry.
+  { weight: 8, arbitrary: renewArb },
   {
     weight: 6,
     arbitrary: fc.record({
@@ -303,6 +313,7 @@ type Op =
   }
   | { readonly t: "settle"; readonly holdId: string; readonly actual: number }
   | { readonly t: "refund"; readonly holdId: string }
+  | { readonly t: "renew"; readonly holdId: string }
   | { readonly t: "topup"; readonly accountId: string; readonly amount: number; readonly key: string }
   | { readonly t: "reap" }
 
@@ -316,6 +327,8 @@ const showOp = (op: Op): string => {
       return `settle(${op.holdId}, A=${op.actual})`
     case "refund":
       return `refund(${op.holdId})`
+    case "renew":
+      return `renew(${op.holdId})`
     case "topup":
       return `topUp(${op.accountId}, ${op.amount}, key=${op.key})`
     case "reap":
@@ -382,6 +395,7 @@ interface MHold {
   trusted: boolean
   status: Status
   expiresAt: number
+  createdAt: number
   actual: number | undefined
   settlement: unknown
 }
@@ -556,6 +570,7 @@ const modelOpen = (m: Model, op: Extract<Op, { t: "open" }>): Predicted => {
       trusted,
       status: "pending",
       expiresAt: m.now + (op.ttlMillis ?? HOLD_TTL),
+      createdAt: m.now,
       actual: undefined,
       settlement: undefined
     }
@@ -570,6 +585,8 @@ const modelSettle = (m: Model, holdId: string, actual: number): Predicted => {
   if (!h) return fail("HoldNotFound", { holdId })
   // §3.1: exactly once; a repeat returns the first result; after refund/expiry a typed error.
   if (h.status === "settled") return ok(h.settlement)
+  // §6 (issue 9): after an expiry, a late charge (once; a repeat returns it); after a refund, an error.
+  if (h.status === "expired") return h.settlement !== undefined ? ok(h.settlement) : modelLateSettle(m, h, actual)
   if (h.status !== "pending") return fail("HoldResolved", { status: h.status, operation: "settle" })
   const delta = actual - h.reserved
   let funding: Record<string, unknown>
@@ -637,6 +654,65 @@ const modelSettle = (m: Model, holdId: string, actual: number): Predicted => {
   return ok(h.settlement)
 }
 
+/**
+ * §6: a settle of an expired hold charges A afresh on the source the hold reserved on (no
+ * balance condition; a subscription up to its total, the overflow by the plan's rule) and on
+ * the token, moves the counters as a settle, and records the settlement (reserved 0, `late`).
+ */
+const modelLateSettle = (m: Model, h: MHold, actual: number): Predicted => {
+  let funding: Record<string, unknown> = { charged: 0, unbilled: 0 }
+  if (actual > 0 && h.source === "wallet") {
+    const balance = (m.wallets[h.accountId]! -= actual)
+    funding = { charged: actual, unbilled: 0, balanceAfter: balance }
+  } else if (actual > 0) {
+    const sub = m.subs[h.subRef!]!
+    const before = sub.used
+    const wanted = before + actual
+    const target = sub.total > 0 ? Math.min(wanted, Math.max(before, sub.total)) : wanted
+    const overflow = wanted - target
+    sub.used = target
+    let unbilled = 0
+    if (overflow > 0) {
+      if (sub.allowWalletOverflow) m.wallets[h.accountId]! -= overflow
+      else unbilled = overflow
+    }
+    m.unbilled[h.accountId] = (m.unbilled[h.accountId] ?? 0) + unbilled
+    funding = { charged: actual - unbilled, unbilled, ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {}) }
+  }
+  const parts: Array<unknown> = [{ kind: "funding", sourceId: h.source, subjectId: h.accountId, reserved: 0, ...funding }]
+  if (h.tokenId !== undefined) {
+    const t = m.tokens[h.tokenId]!
+    let token: Record<string, unknown> = { charged: 0, unbilled: 0 }
+    if (actual > 0) {
+      t.remain -= actual
+      t.used += actual
+      token = { charged: actual, unbilled: 0, balanceAfter: t.remain }
+    }
+    parts.push({ kind: "budget", sourceId: "token", subjectId: h.tokenId, reserved: 0, ...token })
+  }
+  if (actual > 0) {
+    const c = m.counters[h.accountId]!
+    c.usedQuota += actual - (funding["unbilled"] as number)
+    c.requestCount += 1
+  }
+  h.actual = actual
+  h.settlement = { holdId: h.id, actual, reserved: 0, delta: actual, parts, settledAt: m.now, late: true }
+  return ok(h.settlement)
+}
+
+/**
+ * §6: a renewal moves a pending hold's expiry to now + the engine's TTL (never past 7 days
+ * after the open, never shorter); any other hold is a typed error and stays as it is.
+ */
+const modelRenew = (m: Model, holdId: string): Predicted => {
+  const h = m.holds[holdId]
+  if (!h) return fail("HoldNotFound", { holdId })
+  if (h.status !== "pending") return fail("HoldResolved", { status: h.status, operation: "renew" })
+  const expiresAt = Math.min(m.now + HOLD_TTL, h.createdAt + 7 * 24 * 3600 * 1000)
+  if (expiresAt > h.expiresAt) h.expiresAt = expiresAt
+  return ok({ holdId, expiresAt: h.expiresAt })
+}
+
 const modelRefund = (m: Model, holdId: string): Predicted => {
   const h = m.holds[holdId]
   if (!h) return fail("HoldNotFound", { holdId })
@@ -680,6 +756,8 @@ const modelStep = (m: Model, op: Op, observed: Observed): Predicted => {
       return modelSettle(m, op.holdId, op.actual)
     case "refund":
       return modelRefund(m, op.holdId)
+    case "renew":
+      return modelRenew(m, op.holdId)
     case "topup":
       return modelTopUp(m, op)
     case "reap": {
@@ -765,7 +843,17 @@ const stats = {
 }
 const count = (key: string) => stats.outcomes.set(key, (stats.outcomes.get(key) ?? 0) + 1)
 
-type Variant = "real" | "double-refund-wallet" | "token-release-as-refund"
+type Variant = "real" | "double-refund-wallet" | "token-release-as-refund" | "late-settle-free"
+
+/**
+ * A deliberately broken wallet for the mutation test: it cannot charge late (no
+ * `lateSettle`), so a settle that arrives after the expiry leaves the delivered work
+ * unpaid (recorded unbilled) — issue 9's free service.
+ */
+const freeLateWallet = (store: InMemoryStore.InMemoryStore): FundingSource.FundingSource => {
+  const { lateSettle: _free, ...rest } = store.wallet
+  return rest
+}
 
 /**
  * A deliberately broken wallet for the mutation test: every refund (and expiry)
@@ -811,7 +899,11 @@ const releaseAsRefundToken = (store: InMemoryStore.InMemoryStore): Budget.Budget
 const layerFor = (store: InMemoryStore.InMemoryStore, variant: Variant, scenario: Scenario) => {
   const { interleave, trustThreshold } = scenario
   const options: BillingSession.Options = trustThreshold === undefined ? {} : { trustBypass: { threshold: trustThreshold } }
-  const wallet = variant === "double-refund-wallet" ? doubleRefundWallet(store) : store.wallet
+  const wallet = variant === "double-refund-wallet"
+    ? doubleRefundWallet(store)
+    : variant === "late-settle-free"
+    ? freeLateWallet(store)
+    : store.wallet
   if (variant === "real" && interleave === undefined) return store.billingLayer(options)
   const random = Faults.seededRandom(interleave?.seed ?? 0)
   const wrap = <T extends object>(target: T) => (interleave === undefined ? target : interleaved(target, random))
@@ -983,6 +1075,8 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
           return { t: "settle", holdId: targetId(cmd.target), actual: cmd.actual }
         case "refund":
           return { t: "refund", holdId: targetId(cmd.target) }
+        case "renew":
+          return { t: "renew", holdId: targetId(cmd.target) }
         case "topup":
           return {
             t: "topup",
@@ -1009,6 +1103,8 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         ? engine.settle(op.holdId, op.actual)
         : op.t === "refund"
         ? engine.refund(op.holdId)
+        : op.t === "renew"
+        ? engine.renew(op.holdId)
         : op.t === "topup"
         ? store.topUp(op.accountId, op.amount, op.key)
         : engine.reapExpired().pipe(Effect.map((r): ReapView => ({
@@ -1021,6 +1117,7 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         stats.operations++
         if (result._tag === "Success") {
           count(`${op.t}:ok`)
+          if (op.t === "settle" && (result.success as { readonly late?: boolean }).late === true) count("settle:late")
           return { ok: true, value: result.success }
         }
         const error = result.failure
@@ -1068,7 +1165,7 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         if (e.holdId === undefined) continue
         const row = byHold.get(e.holdId) ?? { wallet: 0, subscription: 0, token: 0, unbilled: 0 }
         if (e.sourceId === "wallet" || e.sourceId === "subscription" || e.sourceId === "token") {
-          if (!["reserve", "release", "settle", "refund", "expire", "unbilled"].includes(e.kind)) {
+          if (!["reserve", "release", "settle", "refund", "expire", "unbilled", "late_settle"].includes(e.kind)) {
             violation("4 ledger", `${label}: unexpected ${e.kind} row for hold ${e.holdId}: ${canon(e)}`)
           }
           row[e.sourceId] += e.amount
@@ -1088,7 +1185,7 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         const h = m.holds[id]!
         const row = byHold.get(id) ?? zero
         const subKey = h.subRef ?? ""
-        if (status === "refunded" || status === "expired") {
+        if (status === "refunded" || (status === "expired" && h.actual === undefined)) {
           if (row.wallet !== 0 || row.subscription !== 0 || row.token !== 0) {
             violation("4 conservation", `${label}: ${status} hold ${id} has a net ledger effect ${canon(row)}`)
           }
@@ -1130,7 +1227,8 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         let consumed = 0
         for (const h of Object.values(m.holds)) {
           if (h.accountId !== accountId) continue
-          if (h.status === "settled") consumed += h.actual!
+          // a late charge (§6) consumed A like a settle
+          if (h.status === "settled" || (h.status === "expired" && h.actual !== undefined)) consumed += h.actual!
           if (h.status === "pending") consumed += h.reserved
         }
         let outflow = m.credited[accountId]! - snap.wallets[accountId]!
@@ -1158,9 +1256,9 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         }
       }
 
-      // (5) only a settlement takes a wallet below zero.
+      // (5) only a settlement (or a late charge, §6: the work was delivered) takes a wallet below zero.
       for (const e of ledger) {
-        if (e.sourceId === "wallet" && e.kind !== "settle" && e.amount < 0 && e.balanceAfter < 0) {
+        if (e.sourceId === "wallet" && e.kind !== "settle" && e.kind !== "late_settle" && e.amount < 0 && e.balanceAfter < 0) {
           violation("5 no overdraft", `${label}: ${e.kind} row took wallet ${e.subjectId} to ${e.balanceAfter}`)
         }
       }
@@ -1326,6 +1424,7 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       switch (cmd.t) {
         case "open":
         case "topup":
+        case "renew":
           yield* sequential(resolve(cmd))
           break
         case "settle": {
@@ -1409,6 +1508,11 @@ describe("billing conservation (model-based, with faults and concurrency)", () =
       variant: "token-release-as-refund",
       title: "a token budget that keeps a released fallback reservation as refunded",
       caughtBy: /\[(model|linearizable)\][^]*got HoldResolved[^]*"operation":"reserve"/
+    },
+    {
+      variant: "late-settle-free",
+      title: "a wallet that cannot charge a settle arriving after the expiry (issue 9: free service)",
+      caughtBy: /\[(model|linearizable)\][^]*"late":true/
     }
   ]
 

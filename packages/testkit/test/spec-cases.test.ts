@@ -419,10 +419,16 @@ describe("§8 example cases", () => {
 
         assert.deepStrictEqual(yield* engine.reapExpired(), { examined: 0, expired: 0, refunded: 0, failures: [] })
         assert.deepStrictEqual(store.snapshot(), after)
-        // Settling an expired hold is a typed error and moves nothing.
-        const error = yield* expectFailure(engine.settle("h1", 10_000), "HoldResolved")
-        assert.strictEqual(error.status, "expired")
-        assert.deepStrictEqual(store.snapshot(), after)
+        // §6 (issue 9): a settle that still arrives for the expired hold is not free: it is
+        // charged late (once) and the hold stays expired.
+        const late = yield* engine.settle("h1", 10_000)
+        assert.strictEqual(late.late, true)
+        assert.deepStrictEqual(store.snapshot(), {
+          ...after,
+          wallets: { a: W0 - 10_000 },
+          tokens: { t: { remain: R0 - 10_000, used: 10_000 } },
+          counters: { a: { usedQuota: 10_000, requestCount: 1 } }
+        })
         assertAuditClean(store)
       }).pipe(Effect.provide(store.billingLayer()))
     })

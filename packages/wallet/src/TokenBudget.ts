@@ -9,7 +9,7 @@
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Budget, FundingSource } from "@relay-billing/core"
-import { Corrections, KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
+import { Corrections, KnexLedger, LateCharges, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, refuseOutOfRange, resolved, withinRange } from "./internal/rows.js"
 
@@ -61,11 +61,12 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
     )
 
   const ledger = (
-    kind: "reserve" | "settle" | "refund" | "expire" | "release",
+    kind: "reserve" | "settle" | "refund" | "expire" | "release" | "late_settle",
     req: { readonly holdId: string; readonly accountId: string },
     tokenId: string,
     amount: number,
-    balanceAfter: number
+    balanceAfter: number,
+    idempotencyKey?: string
   ) =>
     amount === 0 ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (at) =>
       KnexLedger.append(client, [{
@@ -76,7 +77,8 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
         accountId: req.accountId,
         holdId: req.holdId,
         amount,
-        balanceAfter
+        balanceAfter,
+        ...(idempotencyKey !== undefined ? { idempotencyKey } : {})
       }]))
 
   return {
@@ -177,6 +179,20 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
           yield* ledger(req.reason, req, part.subjectId, part.amount, after)
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
+      })),
+    // §6: a settle after the expiry charges the token the whole cost again (remain down,
+    // used up; unlimited tokens count usage too), once per hold (keyed ledger row).
+    lateSettle: (req) =>
+      tx(Effect.gen(function*() {
+        const tokenId = req.part.subjectId
+        const done = yield* LateCharges.replay(client, { sourceId: id, holdId: req.holdId, subjectId: tokenId, amount: req.amount })
+        if (done) return done
+        const token = yield* readToken(tokenId, `${id}.lateSettle`)
+        if (!token) return { charged: 0, unbilled: req.amount }
+        const after = yield* move(tokenId, -req.amount, `${id}.lateSettle`)
+        yield* ledger("late_settle", req, tokenId, -req.amount, after, LateCharges.key(id, req.holdId))
+        const result: FundingSource.PartResult = { charged: req.amount, unbilled: 0, balanceAfter: after }
+        return result
       })),
     correct: (req) =>
       tx(Effect.gen(function*() {

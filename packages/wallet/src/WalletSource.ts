@@ -10,7 +10,7 @@
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { Corrections, KnexLedger, PartRecords, Statements } from "@relay-billing/knex"
+import { Corrections, KnexLedger, LateCharges, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, refuseOutOfRange, resolved, withinRange } from "./internal/rows.js"
 
@@ -188,6 +188,35 @@ export const make = (client: KnexClient.Client, options: WalletOptions = {}): Fu
         }
         yield* PartRecords.end(client, id, req.holdId, req.reason)
       })),
+    // §6: a settle after the expiry charges the whole share again, without a balance
+    // condition (floored at zero with `floorAtZero`, the rest recorded unbilled). The rows
+    // carry idempotency keys: a repeat (also as an external source) answers the first result.
+    lateSettle: (req) =>
+      tx(Effect.gen(function*() {
+        const accountId = req.part.subjectId
+        const done = yield* LateCharges.replay(client, { sourceId: id, holdId: req.holdId, subjectId: accountId, amount: req.amount })
+        if (done) return done
+        let amount: number = req.amount
+        let unbilled = 0
+        if (options.floorAtZero) {
+          const current = (yield* readBalance(client, accounts, "balance", accountId, `${id}.lateSettle`, true)) ?? 0
+          amount = Math.min(amount, Math.max(0, current))
+          unbilled = req.amount - amount
+        }
+        const balanceAfter = amount === 0
+          ? (yield* readBalance(client, accounts, "balance", accountId, `${id}.lateSettle`)) ?? 0
+          : (yield* boundedMove(accountId, -amount, `${id}.lateSettle`)) ?? 0
+        const at = yield* Clock.currentTimeMillis
+        const base = { sourceId: id, subjectId: accountId, accountId: req.accountId, holdId: req.holdId, at, balanceAfter }
+        yield* KnexLedger.append(client, [
+          ...(amount > 0 ? [{ ...base, kind: "late_settle" as const, amount: -amount, idempotencyKey: LateCharges.key(id, req.holdId, 0) }] : []),
+          ...(unbilled > 0
+            ? [{ ...base, kind: "unbilled" as const, amount: 0, unbilled, idempotencyKey: LateCharges.key(id, req.holdId, 1) }]
+            : [])
+        ])
+        const result: FundingSource.PartResult = { charged: amount, unbilled, balanceAfter }
+        return result
+      })),
     correct: (req) =>
       tx(Effect.gen(function*() {
         // A repeat of (hold, correction id) answers the row the first one wrote.
@@ -280,6 +309,10 @@ export const charge = (
     readonly holdId?: string
     readonly note: string
     readonly sourceId?: string
+    /** The ledger kind (default `settle`; `late_settle` for a late charge's overflow, §6). */
+    readonly kind?: "settle" | "late_settle"
+    /** An idempotency key for the ledger row (unique in the ledger). */
+    readonly idempotencyKey?: string
   }
 ): Effect.Effect<number | undefined, BillingError.QuotaOutOfRange | BillingError.StoreError> =>
   Effect.gen(function*() {
@@ -307,14 +340,15 @@ export const charge = (
     const at = yield* Clock.currentTimeMillis
     yield* KnexLedger.append(client, [{
       at,
-      kind: "settle",
+      kind: input.kind ?? "settle",
       sourceId,
       subjectId: input.accountId,
       accountId: input.accountId,
       ...(input.holdId !== undefined ? { holdId: input.holdId } : {}),
       amount: -input.amount,
       balanceAfter,
-      note: input.note
+      note: input.note,
+      ...(input.idempotencyKey !== undefined ? { idempotencyKey: input.idempotencyKey } : {})
     }])
     return balanceAfter
   })

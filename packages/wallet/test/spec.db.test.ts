@@ -652,14 +652,16 @@ for (const target of targets) {
             `wallet expire ${P} → ${W}`
           ])
           yield* auditClean
-          // A second run, later, changes nothing; a late settle is refused and a late refund is a no-op.
+          // A second run, later, changes nothing; a late settle is charged late (§6, issue 9: the
+          // work is not free), exactly once, and a late refund is a no-op.
           yield* TestClock.adjust(TEN_MINUTES)
           assert.deepStrictEqual(yield* billing.reapExpired(), { examined: 0, expired: 0, refunded: 0, failures: [] })
-          const late = yield* failureOf(session.settle(12_000))
-          assert.instanceOf(late, BillingError.HoldResolved)
-          assert.strictEqual((late as BillingError.HoldResolved).status, "expired")
+          const late = yield* session.settle(12_000)
+          assert.strictEqual(late.late, true)
+          assert.deepStrictEqual(yield* session.settle(12_000), late)
           assert.deepStrictEqual(yield* session.refund, { holdId: "s15-h", status: "expired", refunded: 0 })
-          assert.deepStrictEqual(yield* state("s15", "s15-t"), { W, usedQuota: 0, requestCount: 0, R, TU: 0 })
+          assert.deepStrictEqual(yield* state("s15", "s15-t"), { W: W - 12_000, usedQuota: 12_000, requestCount: 1, R: R - 12_000, TU: 12_000 })
+          assert.strictEqual((yield* billing.get("s15-h")).status, "expired")
           yield* auditClean
         }))
 

@@ -15,7 +15,7 @@ import {
 import type { Publisher } from "../BillingEvents.js"
 import type { Policy as LowBalancePolicy } from "../LowBalance.js"
 import { BillingEvent } from "../BillingEvents.js"
-import type { BillingSettler, RefundError, RefundResult, SettleError } from "../BillingSettler.js"
+import type { BillingSettler, LeaseControl, RefundError, RefundResult, SettleError } from "../BillingSettler.js"
 import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
@@ -32,6 +32,8 @@ import { allocate } from "./allocate.js"
 import type { HoldIntent } from "../HoldIntent.js"
 import { makeIntents, targetKey } from "./intents.js"
 import { makeCorrect } from "./correct.js"
+import { makeLateSettle } from "./late.js"
+import { makeRenew } from "./lease.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
 export interface EngineConfig {
@@ -61,12 +63,12 @@ export interface OpenInput {
 
 /**
  * A hold the recovery pass could not finish this time (the next pass tries
- * again): `step` `expire` is the expiry of a lapsed hold, `open`/`resolve` the
- * finishing of a pending intent of that phase.
+ * again): `step` `expire` is the expiry of a lapsed hold, `open`/`resolve`/`late`
+ * the finishing of a pending intent of that phase (`late`: a late charge, §6).
  */
 export interface ReapFailure {
   readonly holdId: string
-  readonly step: "expire" | "open" | "resolve"
+  readonly step: "expire" | "open" | "resolve" | "late"
   /** The failure's message. */
   readonly error: string
   /** The typed failure (match it by `_tag`). */
@@ -117,6 +119,9 @@ class Duplicate {
  * looked, e.g. a settle racing the open). The caller records it and runs again.
  */
 class Unclaimed extends Data.TaggedError("Unclaimed")<{ readonly holdId: string }> {}
+
+/** Internal: the recovery pass found the lease of a hold it listed renewed since. */
+class Renewed extends Data.TaggedError("Renewed")<{}> {}
 
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
@@ -414,14 +419,19 @@ export const makeEngine = (deps: Deps) => {
       )
     })
 
-  const settlerFor = (hold: Hold): BillingSettler & { readonly hold: Hold } => ({
-    hold,
-    holdId: hold.id,
-    preConsumed: hold.reserved,
-    needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
-    settle: (actual, options) => settle(hold.id, actual, options?.metadata),
-    refund: Effect.suspend(() => refund(hold.id))
-  })
+  const settlerFor = (hold: Hold): BillingSettler & { readonly hold: Hold; readonly lease: LeaseControl } => {
+    // The lease length the hold was opened with (the request's `ttlMillis` or the default).
+    const ttlMillis = Math.max(1, hold.expiresAt - hold.createdAt)
+    return {
+      hold,
+      holdId: hold.id,
+      preConsumed: hold.reserved,
+      needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
+      settle: (actual, options) => settle(hold.id, actual, options?.metadata),
+      refund: Effect.suspend(() => refund(hold.id)),
+      lease: { ttlMillis, renew: Effect.suspend(() => renew(hold.id, ttlMillis)) }
+    }
+  }
 
   const open = Effect.fn("BillingSession.open")(function*(input: OpenInput) {
     // No read first: the insert inside the transaction detects an existing hold (and
@@ -640,6 +650,14 @@ export const makeEngine = (deps: Deps) => {
         if (complete && hold.settlement.incomplete) return yield* completeSettlement(hold, hold.settlement)
         return { hold, settlement: hold.settlement, fresh: false }
       }
+      // §6: a settle after the recovery pass expired the hold is charged late, exactly once.
+      if (hold.status === "expired") {
+        if (hold.settlement) return { hold, settlement: hold.settlement, fresh: false }
+        // the late charge is a settlement too: the recorder's record is written with it
+        const late = yield* lateSettle(hold, actual, metadata)
+        if (recorder !== undefined) yield* recorder.record(late.hold, late.settlement)
+        return late
+      }
       if (hold.status !== "pending") {
         return yield* new HoldResolved({ holdId, status: hold.status, operation: "settle" })
       }
@@ -710,6 +728,27 @@ export const makeEngine = (deps: Deps) => {
     return budget._tag === "Some" && !shared(budget.value)
   })
 
+  const lateSettle = makeLateSettle({ journal, counters, targetOf, shared })
+
+  /** Finishes a pending late charge (recovery): charges it again, idempotently, and marks it done. */
+  const finishLate = (intent: HoldIntent) =>
+    settleTx(intent.holdId, intent.amount, false).pipe(
+      Effect.flatMap(settleOutcome),
+      Effect.andThen(journal.finishIntent(intent.holdId, "late", "settled")),
+      Effect.asVoid
+    )
+
+  const renewLease = makeRenew({
+    journal,
+    registryHasExternal: registryHasExternal.pipe(
+      Effect.catchTag("UnknownSource", (error) =>
+        Effect.fail(new StoreError({ operation: "renew", detail: error.message, cause: error })))
+    )
+  })
+
+  /** Renews the lease of a pending hold by `ttlMillis` (decoded by the caller). */
+  const renew = (holdId: string, ttlMillis: number) => renewLease(holdId, ttlMillis)
+
   const claimIfExternal = <E = never>(
     holdId: string,
     step: "settle" | "refund" | "expire",
@@ -743,13 +782,10 @@ export const makeEngine = (deps: Deps) => {
       const intent = yield* claimIfExternal(holdId, "settle", actual, checkCounters(actual))
       if (intent && intent.step !== "settle") {
         yield* finishResolution(intent)
-        return yield* new HoldResolved({
-          holdId,
-          status: intent.step === "expire" ? "expired" : "refunded",
-          operation: "settle"
-        })
+        if (intent.step === "refund") return yield* new HoldResolved({ holdId, status: "refunded", operation: "settle" })
+        // The recovery pass recorded the expiry first: finish it, then charge late (§6).
       }
-      if (intent && intent.amount !== actual) {
+      if (intent && intent.step === "settle" && intent.amount !== actual) {
         yield* finishResolution(intent)
         return yield* new IdempotencyConflict({
           holdId,
@@ -758,7 +794,31 @@ export const makeEngine = (deps: Deps) => {
           requested: String(actual)
         })
       }
+      // §6: a late charge that reaches a source outside the store records its intent first
+      // (the first recorded amount wins), so that recovery finishes it after a failure.
+      const late = yield* claimLateIfExternal(holdId, actual)
+      if (late && late.amount !== actual) {
+        yield* settleOutcome(yield* settleTx(holdId, late.amount, false, metadata))
+        return yield* new IdempotencyConflict({
+          holdId,
+          field: "actual",
+          existing: String(late.amount),
+          requested: String(actual)
+        })
+      }
       return yield* settleOutcome(yield* settleTx(holdId, actual, false, metadata))
+    })
+
+  /** The recorded late charge of an expired hold with an external part (recording `actual` if none is). */
+  const claimLateIfExternal = (holdId: string, actual: Quota) =>
+    Effect.gen(function*() {
+      if (!(yield* registryHasExternal)) return undefined
+      const current = yield* journal.get(holdId)
+      if (!current || current.status !== "expired" || current.settlement || !(yield* intents.hasExternal(current))) {
+        return undefined
+      }
+      const intent = yield* intents.claim(current, "settle", actual, "late")
+      return intent.status === "pending" ? intent : undefined
     })
 
   const settle = Effect.fn("BillingSession.settle")(
@@ -860,7 +920,14 @@ export const makeEngine = (deps: Deps) => {
   const expireOnce = (holdId: string, now: number) =>
     Effect.gen(function*() {
       // With an external part, a settle or refund recorded first decides the hold.
-      const intent = yield* claimIfExternal(holdId, "expire")
+      const intent = yield* claimIfExternal(
+        holdId,
+        "expire",
+        undefined,
+        (hold) => hold.expiresAt > now ? Effect.fail(new Renewed()) : Effect.void
+      ).pipe(Effect.catchTag("Renewed", () => Effect.succeed(null)))
+      // The lease was renewed after the pass listed it: nothing to expire.
+      if (intent === null) return undefined
       if (intent && intent.step !== "expire") {
         yield* finishResolution(intent)
         return undefined
@@ -878,11 +945,11 @@ export const makeEngine = (deps: Deps) => {
     })
 
   /** Finishes a pending intent the recovery pass found (see `HoldIntent`). */
-  const recoverIntent = (holdId: string, phase: "open" | "resolve") =>
+  const recoverIntent = (holdId: string, phase: "open" | "resolve" | "late") =>
     phase === "open"
       ? Effect.asVoid(intents.recoverOpen(holdId, false))
-      : Effect.flatMap(journal.getIntent(holdId, "resolve"), (intent) =>
-        intent && intent.status === "pending" ? finishResolution(intent) : Effect.void)
+      : Effect.flatMap(journal.getIntent(holdId, phase), (intent) =>
+        intent && intent.status === "pending" ? (phase === "late" ? finishLate(intent) : finishResolution(intent)) : Effect.void)
 
   const reapExpired = Effect.fn("BillingSession.reapExpired")(function*(options?: { readonly limit?: number }) {
     const now = yield* Clock.currentTimeMillis
@@ -1000,7 +1067,7 @@ export const makeEngine = (deps: Deps) => {
       return yield* correctRecorded(input)
     })
 
-  return { open, settle, refund, reapExpired, get, charge, correct }
+  return { open, settle, refund, reapExpired, get, charge, correct, renew }
 }
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({

@@ -154,12 +154,12 @@ export const makeIntents = (deps: IntentDeps) => {
    * Records (own write) how a hold with external parts resolves, unless a
    * resolution is already recorded; returns the recorded one (the first wins).
    */
-  const claim = (hold: Hold, step: Exclude<IntentStep, "reserve">, amount: Quota) =>
+  const claim = (hold: Hold, step: Exclude<IntentStep, "reserve">, amount: Quota, phase: "resolve" | "late" = "resolve") =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const intent: HoldIntent = {
         holdId: hold.id,
-        phase: "resolve",
+        phase,
         step,
         accountId: hold.accountId,
         ...(hold.tokenId !== undefined ? { tokenId: hold.tokenId } : {}),

@@ -45,7 +45,7 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
     kind: Ledger.EntryKind,
     holdId: string | undefined,
     amount: number,
-    extra: { readonly unbilled?: number; readonly note?: string } = {}
+    extra: { readonly unbilled?: number; readonly note?: string; readonly idempotencyKey?: string } = {}
   ) =>
     amount === 0 && !extra.unbilled ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (at) =>
       KnexLedger.append(client, [{
@@ -58,17 +58,24 @@ export const makeStore = (client: KnexClient.Client, sourceId: string, timeZone:
         amount,
         balanceAfter: row.total - row.used,
         ...(extra.unbilled ? { unbilled: extra.unbilled } : {}),
-        ...(extra.note ? { note: extra.note } : {})
+        ...(extra.note ? { note: extra.note } : {}),
+        ...(extra.idempotencyKey !== undefined ? { idempotencyKey: extra.idempotencyKey } : {})
       }]))
 
   /** Writes a new `amount_used` and its ledger row (the change of the remaining quota). */
-  const setUsed = (row: SubscriptionRow, used: number, kind: Ledger.EntryKind, holdId: string | undefined) =>
+  const setUsed = (
+    row: SubscriptionRow,
+    used: number,
+    kind: Ledger.EntryKind,
+    holdId: string | undefined,
+    idempotencyKey?: string
+  ) =>
     Effect.gen(function*() {
       const before = row.used
       if (used === before) return
       yield* client.query(`${sourceId}.use`, (db) => db(subscriptions).where({ id: row.id }).update({ amount_used: used }))
       row.used = used
-      yield* ledger(row, kind, holdId, before - used)
+      yield* ledger(row, kind, holdId, before - used, idempotencyKey !== undefined ? { idempotencyKey } : {})
     })
 
   /**

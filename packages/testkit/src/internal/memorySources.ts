@@ -3,6 +3,7 @@ import { BillingError, Quota } from "@relay-billing/core"
 import type { Budget, FundingSource, Ledger } from "@relay-billing/core"
 import type { Faults } from "../Faults.js"
 import { subscriptionCorrect, tokenCorrect, walletCorrect } from "./memoryCorrect.js"
+import { subscriptionLateSettle, tokenLateSettle, walletLateSettle } from "./memoryLate.js"
 import type { PartRow, State } from "./state.js"
 import { partKey } from "./state.js"
 
@@ -48,6 +49,7 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
     id,
     storeId: store.id,
     correct: walletCorrect(store, id),
+    lateSettle: walletLateSettle(store, id),
     balance: (accountId) =>
       store.atomic(Effect.gen(function*() {
         yield* op("balance")
@@ -191,6 +193,7 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
     id,
     storeId: store.id,
     correct: tokenCorrect(store, id),
+    lateSettle: tokenLateSettle(store, id),
     remaining: (tokenId) =>
       store.atomic(Effect.gen(function*() {
         yield* op("remaining")
@@ -294,6 +297,7 @@ export const makeSubscription = (
     id,
     storeId: store.id,
     correct: subscriptionCorrect(store, id, walletId),
+    lateSettle: subscriptionLateSettle(store, id, walletId),
     minimumReservation: (requested) => Math.max(requested, 1) as Quota.Quota,
     availability: (accountId) =>
       store.atomic(Effect.gen(function*() {

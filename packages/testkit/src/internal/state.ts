@@ -50,6 +50,8 @@ export interface State {
   topups: Set<string>
   /** Corrections applied, keyed `${sourceId}\u0000${holdId}\u0000${correctionId}`, with their result. */
   corrections: Map<string, { corrected: number; balanceAfter?: number }>
+  /** Late charges applied (billing-semantics §6), keyed like `parts`, with their result. */
+  lateCharges: Map<string, { charged: number; unbilled: number; balanceAfter?: number }>
   seq: number
 }
 
@@ -64,6 +66,7 @@ export const emptyState = (): State => ({
   intents: new Map(),
   topups: new Set(),
   corrections: new Map(),
+  lateCharges: new Map(),
   seq: 0
 })
 

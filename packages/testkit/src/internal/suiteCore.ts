@@ -183,6 +183,15 @@ export interface Subject {
       input: { readonly correctionId: string; readonly charged: number; readonly corrected: number; readonly amount: number }
     ) => Effect.Effect<FundingSource.CorrectResult, unknown>)
     | undefined
+  /** The target's optional `lateSettle` (a late charge of an expired part, billing-semantics §6). */
+  readonly lateSettle:
+    | ((
+      holdId: string,
+      subjectId: string,
+      reservation: FundingSource.Reservation,
+      amount: number
+    ) => Effect.Effect<FundingSource.PartResult, unknown>)
+    | undefined
 }
 
 const metadata = { suite: "@relay-billing/testkit" }
@@ -201,7 +210,7 @@ const partOf = (
 })
 
 /** The common shape of `FundingSource` and `Budget` the subject adapter needs. */
-type Target = Pick<FundingSource.FundingSource, "id" | "settle" | "refund" | "correct"> & {
+type Target = Pick<FundingSource.FundingSource, "id" | "settle" | "refund" | "correct" | "lateSettle"> & {
   readonly reserve: (request: FundingSource.ReserveRequest) => Effect.Effect<FundingSource.Reservation, unknown>
 }
 
@@ -258,6 +267,15 @@ export const makeSubject = (options: {
           charged: input.charged,
           corrected: input.corrected,
           amount: input.amount as Quota.Quota
+        })
+      ),
+    lateSettle: target.lateSettle === undefined ? undefined : (holdId, subjectId, reservation, amount) =>
+      Effect.suspend(() =>
+        target.lateSettle!({
+          holdId,
+          accountId: accountOf(subjectId),
+          part: partOf(kind, target.id, subjectId, reservation),
+          amount: amount as Quota.Quota
         })
       )
   }
@@ -384,8 +402,37 @@ const correctCheck: Check = (ctx, s) =>
     return passed
   })
 
+/**
+ * A late charge (optional `lateSettle`, billing-semantics §6): reserve, give
+ * the reservation back as the recovery pass does (reason `expire`), then
+ * charge ABOVE late: the level drops by exactly ABOVE (no reservation
+ * condition: the work was delivered), the answer says so; a repeat for the
+ * same hold moves nothing and answers the same.
+ */
+const lateSettleCheck: Check = (ctx, s) =>
+  Effect.gen(function*() {
+    const late = s.lateSettle
+    if (late === undefined) return notApplicable(`the ${s.kind === "funding" ? "source" : "budget"} does not define lateSettle`)
+    const { amount, holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
+    yield* step(ctx, `refund ${amount} (reason expire)`, s.refund(holdId, subjectId, reservation, "expire"))
+    yield* expectEqual(ctx, `${s.levelName} after the expiry`, yield* levelOf(ctx, s, subjectId, "after the expiry"), FUND)
+    const first = yield* step(ctx, `lateSettle(${ABOVE}) after the expiry`, late(holdId, subjectId, reservation, ABOVE))
+    yield* expectEqual(ctx, `lateSettle(${ABOVE}).charged`, first.charged, ABOVE)
+    yield* expectEqual(ctx, `lateSettle(${ABOVE}).unbilled (the ${s.noun} could afford it)`, first.unbilled, 0)
+    const level = yield* levelOf(ctx, s, subjectId, "after the late charge")
+    yield* expectEqual(ctx, `${s.levelName} after a late charge of ${ABOVE} from ${FUND}`, level, FUND - ABOVE)
+    if (first.balanceAfter !== undefined) {
+      yield* expectEqual(ctx, `lateSettle(${ABOVE}).balanceAfter vs the ${s.levelName} read after it`, first.balanceAfter, level)
+    }
+    const again = yield* step(ctx, "the same late charge again (same hold id)", late(holdId, subjectId, reservation, ABOVE))
+    yield* expectEqual(ctx, "a repeated late charge's charged (the first answer)", again.charged, ABOVE)
+    yield* expectEqual(ctx, `${s.levelName} after repeating a late charge (must not move)`, yield* levelOf(ctx, s, subjectId, "after the repeat"), level)
+    return passed
+  })
+
 export const sharedChecks = {
   "correct": correctCheck,
+  "late-settle": lateSettleCheck,
   "reserve.exact": (ctx, s) =>
     Effect.gen(function*() {
       const subjectId = yield* opened(ctx, s, FUND)
