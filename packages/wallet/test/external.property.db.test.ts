@@ -173,9 +173,13 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     for (const id of opened) {
       const hold = holds.find((h) => h.id === id)
       if (hold?.status === "pending") return yield* violation(`${id} still pending`)
+      // §6: an expired hold that was settled afterwards was charged late (its own Settled event)
+      const late = hold?.status === "expired" && hold.settlement?.late === true
       const terminal = events.filter((e) => e._tag !== "LowBalance" && "hold" in e && e.hold.id === id).length
-      if ((hold ? 1 : 0) !== terminal) return yield* violation(`${id} (${hold?.status ?? "no hold"}) has ${terminal} terminal events`)
-      const settlement = hold?.status === "settled" ? hold.settlement : undefined
+      if ((hold ? 1 : 0) + (late ? 1 : 0) !== terminal) {
+        return yield* violation(`${id} (${hold?.status ?? "no hold"}${late ? ", charged late" : ""}) has ${terminal} terminal events`)
+      }
+      const settlement = hold?.status === "settled" || late ? hold.settlement : undefined
       if (settlement?.incomplete) return yield* violation(`${id} still incomplete`)
       for (const [i, ext] of exts.entries()) {
         const kept = -ext.entries().filter((e) => e.holdId === id).reduce((s, e) => s + e.amount, 0)
