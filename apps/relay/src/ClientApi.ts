@@ -573,10 +573,16 @@ export const routes = (config: RelayConfig): Layer.Layer<
           // With the client still there when the answer is written: all but its last byte, the
           // settlement, the last byte. A client gone by then is billed by `onClientDisconnect`.
           const settle = Effect.andThen(Deferred.succeed(delivered, undefined), Fiber.join(fiber))
+          // `limits.maxRequestSeconds` bounds the delivery too: a client still reading the answer
+          // at the deadline is cut off there (billed by `onClientDisconnect`: it did not get it all).
+          const expiry = Effect.flatMap(untilDeadline(deadline), Effect.sleep).pipe(
+            Effect.andThen(Effect.fail(requestTimeout()))
+          )
           const body = Stream.fromEffectDrain(stillThere(request, fiber)).pipe(
             Stream.concat(pieces(bytes.subarray(0, bytes.length - 1))),
             Stream.concat(Stream.fromEffectDrain(settle)),
             Stream.concat(Stream.make(bytes.subarray(bytes.length - 1))),
+            Stream.interruptWhen(expiry),
             (stream) => clientIdle(stream, request, Fiber.interrupt(fiber)),
             Stream.ensuring(Fiber.interrupt(fiber))
           )
