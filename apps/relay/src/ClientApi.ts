@@ -125,6 +125,12 @@ class UpstreamReply {
   constructor(readonly status: number, readonly body: string) {}
 }
 
+/**
+ * The largest write of a non-stream answer (Node's default `highWaterMark`): a
+ * client reading at least this much every `limits.clientIdleSeconds` is not idle.
+ */
+const WRITE_PIECE = 16 * 1024
+
 /** A stream that broke with nothing forwarded: the hold is refunded. */
 class StreamBrokenRefund {
   readonly _tag = "StreamBrokenRefund"
@@ -321,6 +327,20 @@ export const routes = (config: RelayConfig): Layer.Layer<
           () => new Cause.TimeoutError(`the client read nothing for ${limits.clientIdleSeconds} s`),
           Effect.andThen(onIdle, ClientConnection.disconnect(request))
         )
+
+      /**
+       * `bytes` as a stream of pieces of at most {@link WRITE_PIECE} bytes, one per
+       * pull: each is its own write, so `limits.clientIdleSeconds` times what the client
+       * reads of each piece, not the draining of a whole large answer by a slow but
+       * steady reader.
+       */
+      const pieces = (bytes: Uint8Array): Stream.Stream<Uint8Array> =>
+        Stream.fromIterable(
+          Array.from(
+            { length: Math.ceil(bytes.length / WRITE_PIECE) },
+            (_, i) => bytes.subarray(i * WRITE_PIECE, (i + 1) * WRITE_PIECE)
+          )
+        ).pipe(Stream.rechunk(1))
 
       const groupRatio = (group: string): number =>
         Object.hasOwn(config.groups, group) ? config.groups[group]! : (config.groups["default"] ?? 1)
@@ -553,10 +573,16 @@ export const routes = (config: RelayConfig): Layer.Layer<
           // With the client still there when the answer is written: all but its last byte, the
           // settlement, the last byte. A client gone by then is billed by `onClientDisconnect`.
           const settle = Effect.andThen(Deferred.succeed(delivered, undefined), Fiber.join(fiber))
+          // `limits.maxRequestSeconds` bounds the delivery too: a client still reading the answer
+          // at the deadline is cut off there (billed by `onClientDisconnect`: it did not get it all).
+          const expiry = Effect.flatMap(untilDeadline(deadline), Effect.sleep).pipe(
+            Effect.andThen(Effect.fail(requestTimeout()))
+          )
           const body = Stream.fromEffectDrain(stillThere(request, fiber)).pipe(
-            Stream.concat(Stream.make(bytes.subarray(0, bytes.length - 1))),
+            Stream.concat(pieces(bytes.subarray(0, bytes.length - 1))),
             Stream.concat(Stream.fromEffectDrain(settle)),
             Stream.concat(Stream.make(bytes.subarray(bytes.length - 1))),
+            Stream.interruptWhen(expiry),
             (stream) => clientIdle(stream, request, Fiber.interrupt(fiber)),
             Stream.ensuring(Fiber.interrupt(fiber))
           )

@@ -45,7 +45,8 @@ const samePart = (a: { kind: string; sourceId: string; subjectId: string }) =>
  * Corrections (billing-semantics §4.4): give back part or all of a settled
  * charge, keyed by a correction id, in one transaction of the hold's store:
  *
- * - only a settled hold (pending, refunded, expired: `HoldResolved`);
+ * - only a settled hold, or an expired one charged late (§6); otherwise
+ *   (pending, refunded, expired without a late charge) `HoldResolved`;
  * - the same id again: the first result when the amount is the same, an
  *   `IdempotencyConflict` otherwise (nothing moves);
  * - never more than what is still charged (`CorrectionExceedsCharge`);
@@ -78,7 +79,9 @@ export const makeCorrect = (deps: Deps) => {
       const hold = yield* journal.get(holdId, { forUpdate: true })
       if (!hold) return yield* new HoldNotFound({ holdId })
       const settlement = hold.settlement
-      if (hold.status !== "settled" || !settlement) {
+      // Settled, or expired and charged late (§6): a late charge is a settlement too.
+      const charged = settlement !== undefined && (hold.status === "settled" || (hold.status === "expired" && settlement.late === true))
+      if (!charged || !settlement) {
         return yield* new HoldResolved({ holdId, status: hold.status, operation: "correct" })
       }
       // A settlement whose external part failed still carries that part's reservation, recorded as
@@ -173,7 +176,7 @@ export const makeCorrect = (deps: Deps) => {
         ...hold,
         settlement: { ...settlement, corrections: [...(settlement.corrections ?? []), correction] }
       }
-      if (!(yield* journal.update(updated, "settled"))) {
+      if (!(yield* journal.update(updated, hold.status))) {
         return yield* new StoreError({ operation: "correct.record", detail: `hold ${holdId} changed while correcting` })
       }
       return correction
