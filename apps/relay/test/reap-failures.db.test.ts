@@ -15,9 +15,9 @@ import * as Server from "../src/Server.js"
 const scope = Effect.runSync(Scope.make())
 afterAll(() => Effect.runPromise(Scope.close(scope, Exit.void)))
 
-describe("the reaper logs typed reap failures", () => {
+describe.each(TestDatabase.targets())("the reaper logs typed reap failures on $name", (target) => {
   it("an expired hold that cannot be refunded: the report names it with UnknownSource, the reaper logs it at ERROR", async () => {
-    const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated({ name: "sqlite" }), scope))
+    const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated(target), scope))
     const context = await Effect.runPromise(
       Layer.buildWithScope(RelayBilling.layerUrl(db.url, { client: db.options }), scope)
     )
@@ -55,5 +55,5 @@ describe("the reaper logs typed reap failures", () => {
     expect(errors).toHaveLength(1)
     expect(errors[0]!.message).toContain("reap-ghost-1")
     expect(errors[0]!.annotations).toMatchObject({ holdId: "reap-ghost-1", step: "expire", error: "UnknownSource" })
-  })
+  }, 60_000)
 })
