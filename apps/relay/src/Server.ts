@@ -24,7 +24,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer, Schedule } from "effect"
+import { Duration, Effect, Layer } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import { BillingSession } from "@relay-billing/core"
 import type { KnexClient } from "@relay-billing/knex"

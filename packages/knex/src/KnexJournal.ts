@@ -9,7 +9,6 @@
  */
 import { Effect, Layer, Schema } from "effect"
 import { Hold, HoldIntent, HoldJournal } from "@relay-billing/core"
-import type { BillingError } from "@relay-billing/core"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
 import { decodeRows, insertIgnore, int, intOrNull } from "./internal/sql.js"

@@ -57,7 +57,6 @@ const RUNS: Record<string, { numRuns: number; maxCommands: number }> = {
   sqlite: { numRuns: 25, maxCommands: 25 },
   postgres: { numRuns: 15, maxCommands: 20 }
 }
-const HOLD_TTL = 10 * 60 * 1000
 const RUN_SPACING = 365 * 24 * 3600 * 1000 // each run's clock starts a year after the previous one's
 const replay: { seed?: number; path?: string } = process.env["FC_SEED"] !== undefined
   ? {

@@ -32,7 +32,7 @@ import fc from "fast-check"
 import { Clock, Effect, Layer, ManagedRuntime } from "effect"
 import { TestClock } from "effect/testing"
 import { BillingSession, Hold, HoldJournal, Ledger } from "@relay-billing/core"
-import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Audit, Migrations, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin } from "../src/index.js"
 

@@ -1178,7 +1178,7 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       const subCharges: Record<string, number> = {}
       const subPending: Record<string, number> = {}
       const zero = { wallet: 0, subscription: 0, token: 0, unbilled: 0 }
-      for (const [id, row] of byHold) {
+      for (const id of byHold.keys()) {
         if (snap.holds[id] === undefined) violation("4 ledger", `${label}: ledger rows for hold ${id} that does not exist`)
       }
       for (const [id, status] of Object.entries(snap.holds)) {
