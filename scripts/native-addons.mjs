@@ -77,7 +77,12 @@ const compile = (runtime, pkg) => {
     cwd: pkg,
     encoding: "utf8",
     maxBuffer: 64 * 1024 * 1024,
-    env: { ...process.env, PATH: `${path.dirname(runtime.executable)}${path.delimiter}${process.env.PATH ?? ""}` }
+    // npm's own `nodedir` setting (this machine kind sets npm_config_nodedir=/usr, the system
+    // Node's headers) would override `--nodedir` and build for the wrong ABI: drop it.
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.toLowerCase() !== "npm_config_nodedir")),
+      PATH: `${path.dirname(runtime.executable)}${path.delimiter}${process.env.PATH ?? ""}`
+    }
   })
   if (run.status !== 0) {
     process.stderr.write(run.stdout + run.stderr)
