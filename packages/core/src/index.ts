@@ -42,3 +42,7 @@ export * as Preference from "./Preference.js"
 export * as Quota from "./Quota.js"
 /** @since 0.3.0 */
 export * as SettlementRecorder from "./SettlementRecorder.js"
+/** @since 0.4.0 */
+export * as Source from "./Source.js"
+/** @since 0.4.0 */
+export * as SqlStore from "./SqlStore.js"
