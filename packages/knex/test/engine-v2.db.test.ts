@@ -315,6 +315,38 @@ for (const target of TestDatabase.targets()) {
           const ledger = yield* Ledger.Ledger
           assert.deepStrictEqual(yield* ledger.entries({ holdId: "h4" }), [])
         }))
+
+      it.effect("6 concurrent opens of one id: one session, the others HoldInFlight, one debit; then a settle racing 3 refunds resolves it once", () =>
+        Effect.gen(function*() {
+          yield* setup("a6")
+          const engine = yield* BillingSession.BillingSession
+          const request = { holdId: "h6", accountId: "a6", tokenId: "a6-t", estimate: 30_000, preference: "wallet_only" } as const
+          const results = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => Effect.result(engine.open(request)), { concurrency: "unbounded" })
+          const sessions = results.filter((r) => r._tag === "Success")
+          assert.strictEqual(sessions.length, 1)
+          for (const r of results) if (r._tag === "Failure") assert.strictEqual(r.failure._tag, "HoldInFlight")
+          assert.deepStrictEqual(yield* balances("a6"), { wallet: W - 30_000, usedQuota: 0, requests: 0, remain: R - 30_000, used: 30_000 })
+          const s = sessions[0]!._tag === "Success" ? sessions[0]!.success : undefined
+          const race = yield* Effect.all([
+            Effect.result(s!.settle(12_000)),
+            Effect.result(s!.refund),
+            Effect.result(s!.refund),
+            Effect.result(s!.refund)
+          ], { concurrency: "unbounded" })
+          const hold = yield* engine.get("h6")
+          const settled = race[0]._tag === "Success"
+          assert.strictEqual(hold.status, settled ? "settled" : "refunded")
+          assert.deepStrictEqual(
+            yield* balances("a6"),
+            settled
+              ? { wallet: W - 12_000, usedQuota: 12_000, requests: 1, remain: R - 12_000, used: 12_000 }
+              : { wallet: W, usedQuota: 0, requests: 0, remain: R, used: 0 }
+          )
+          const ledger = yield* Ledger.Ledger
+          const sum = (rows: ReadonlyArray<{ readonly amount: number }>) => rows.reduce((t, e) => t + e.amount, 0)
+          assert.strictEqual(sum(yield* ledger.entries({ holdId: "h6", sourceId: "wallet" })), settled ? -12_000 : 0)
+          assert.strictEqual(sum(yield* ledger.entries({ holdId: "h6", sourceId: "token" })), settled ? -12_000 : 0)
+        }))
     })
   })
 }
