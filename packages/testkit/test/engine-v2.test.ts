@@ -163,3 +163,34 @@ describe("issue 10 #3: overflow is the engine's", () => {
     }).pipe(Effect.provide(store.billingLayer()))
   })
 })
+
+describe("issue 10 #4: inside a transaction the caller runs, the engine keeps the paths that cannot leave a move behind", () => {
+  it.effect("a replayed open inside the caller's transaction, whose failure the caller catches and commits, moved nothing", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createToken("t", "a", { remain: 1_000_000 })
+      const engine = yield* Engine
+      const request = { holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" } as const
+      yield* engine.open(request)
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      const replay = yield* store.journal.transaction(Effect.result(engine.open(request)))
+      assert.strictEqual(replay._tag, "Failure")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("a handle's settle inside the caller's transaction after a refund, caught and committed, moved nothing", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" })
+      yield* engine.refund("h1")
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      const settled = yield* store.journal.transaction(Effect.result(s.settle(12_000)))
+      assert.strictEqual(settled._tag, "Failure")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+})

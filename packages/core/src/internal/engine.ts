@@ -480,7 +480,9 @@ export const makeEngine = (deps: Deps) => {
       leftover = (yield* intents.beginOpen(scope, targets)).leftover
       reached.set(input, called)
     }
-    const movers = !external && (yield* registry.allSources)
+    // Inside a transaction it joins (a post-consume charge), a conflict could not roll the
+    // takes back on its own: the hold is inserted first there, as with two-phase sources.
+    const movers = !external && (yield* registry.allSources) && !(yield* insideTransaction(journal))
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
         if (movers) {
