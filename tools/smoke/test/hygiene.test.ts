@@ -4,7 +4,9 @@
 // - errors are matched by `_tag`, never by `instanceof` of a core error class (a CommonJS and
 //   an ESM copy of a class, or two installed copies of core, are different classes);
 // - every runtime dependency of a public package is one its sources import (optional peers,
-//   the database drivers knex loads by name, excepted).
+//   the database drivers knex loads by name, excepted);
+// - no workspace package imports what it does not declare (a phantom dependency resolves from
+//   the root's node_modules here and nowhere else).
 import { spawnSync } from "node:child_process"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import path from "node:path"
@@ -16,6 +18,7 @@ interface Manifest {
   readonly private?: boolean
   readonly scripts?: Readonly<Record<string, string>>
   readonly dependencies?: Readonly<Record<string, string>>
+  readonly devDependencies?: Readonly<Record<string, string>>
   readonly peerDependencies?: Readonly<Record<string, string>>
   readonly peerDependenciesMeta?: Readonly<Record<string, { readonly optional?: boolean }>>
 }
@@ -103,20 +106,49 @@ describe("errors are matched by _tag", () => {
   })
 })
 
+/** The packages the .ts files under `dir` import (static and dynamic imports, by package name). */
+const importsOf = (dir: string): ReadonlySet<string> => {
+  const imported = new Set<string>()
+  for (const file of sources(dir)) {
+    const text = readFileSync(file, "utf8")
+    for (
+      const m of text.matchAll(
+        /^\s*(?:import|export)\b[^"'`;]*?from\s+["']([^."'][^"']*)["']|^\s*import\s+["']([^."'][^"']*)["']|import\(\s*["']([^."'][^"']*)["']\s*\)/gm
+      )
+    ) {
+      const specifier = (m[1] ?? m[2] ?? m[3])!
+      if (specifier.startsWith("node:")) continue
+      const parts = specifier.split("/")
+      imported.add(specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!)
+    }
+  }
+  return imported
+}
+
+describe("workspace packages import only what they declare", () => {
+  // the workspace's tooling (vitest, tsup, typescript, ...) is the root's, shared by every package
+  const tooling = Object.keys(read(".").devDependencies ?? {})
+
+  it.each(workspaceDirs())("%s", (dir) => {
+    const manifest = read(dir)
+    const declared = new Set([
+      manifest.name,
+      ...tooling,
+      ...Object.keys(manifest.dependencies ?? {}),
+      ...Object.keys(manifest.devDependencies ?? {}),
+      ...Object.keys(manifest.peerDependencies ?? {})
+    ])
+    const used = new Set([...importsOf(path.join(root, dir, "src")), ...importsOf(path.join(root, dir, "test"))])
+    expect([...used].filter((name) => !declared.has(name)).sort()).toEqual([])
+  })
+})
+
 describe("public packages declare only what they use", () => {
   const publics = workspaceDirs().filter((dir) => read(dir).private !== true)
 
   it.each(publics)("%s: every dependency and required peer is imported by src/", (dir) => {
     const manifest = read(dir)
-    const imported = new Set<string>()
-    for (const file of sources(path.join(root, dir, "src"))) {
-      const text = readFileSync(file, "utf8")
-      for (const m of text.matchAll(/(?:^|\s)(?:import|export)\b[^"']*?from\s+["']([^."'][^"']*)["']|import\(\s*["']([^."'][^"']*)["']/gm)) {
-        const specifier = (m[1] ?? m[2])!
-        const parts = specifier.split("/")
-        imported.add(specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!)
-      }
-    }
+    const imported = importsOf(path.join(root, dir, "src"))
     const optional = (name: string) => manifest.peerDependenciesMeta?.[name]?.optional === true
     const declared = [...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]
     expect(declared.filter((name) => !optional(name) && !imported.has(name))).toEqual([])
