@@ -153,4 +153,14 @@ describe("public packages declare only what they use", () => {
     const declared = [...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]
     expect(declared.filter((name) => !optional(name) && !imported.has(name))).toEqual([])
   })
+
+  it.each(publics)("%s: src/ imports nothing that only a devDependency provides (an installer would not get it)", (dir) => {
+    const manifest = read(dir)
+    const runtime = new Set([
+      manifest.name,
+      ...Object.keys(manifest.dependencies ?? {}),
+      ...Object.keys(manifest.peerDependencies ?? {})
+    ])
+    expect([...importsOf(path.join(root, dir, "src"))].filter((name) => !runtime.has(name)).sort()).toEqual([])
+  })
 })

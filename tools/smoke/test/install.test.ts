@@ -10,7 +10,8 @@
 //  3. that consumer, built as ESM and as CommonJS, sees ONE core: an error core defines, made
 //     by either build, is the same class from `import` and `require` and is caught by `_tag`;
 //  4. the plugin under test (`RB_PLUGIN_DIR`, default examples/funding-vouchers: a directory
-//     with package.json, src/index.ts exporting `plugin`, and its tests in test/) is built
+//     with package.json, src/index.ts exporting `plugin` (or default), and its tests in test/;
+//     `RB_PLUGIN_OPTIONS`, JSON, default `{}`, are the options it is made with) is built
 //     there with tsc as ESM and as CommonJS; `import` and `require` of the builds give a
 //     `Source.Plugin` over the same core;
 //  5. its conformance suite runs with vitest from the installed testkit;
@@ -56,6 +57,8 @@ const pinned = (name: string): string => {
 
 const pluginDir = path.resolve(root, process.env["RB_PLUGIN_DIR"] ?? path.join("examples", "funding-vouchers"))
 const pluginPresent = existsSync(path.join(pluginDir, "package.json"))
+/** The options the plugin is made with in stage 4b (JSON; the plugin's schema decodes them). */
+const pluginOptions: unknown = JSON.parse(process.env["RB_PLUGIN_OPTIONS"] ?? "{}")
 
 const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
 const scratch = mkdtempSync(path.join(tmpdir(), "rb-install-"))
@@ -275,12 +278,13 @@ console.log(JSON.stringify({
         `import { createRequire } from "node:module"
 import * as core from "@relay-billing/core"
 import { Schema } from "effect"
+const options = ${JSON.stringify(pluginOptions)}
 const esm = await import("./plugin-esm/dist/index.js")
 const require = createRequire(import.meta.url)
 const cjs = require("./plugin-cjs/dist/index.js")
 const shape = (m) => {
   const plugin = m.plugin ?? m.default
-  const decoded = Schema.decodeUnknownSync(plugin.options)({})
+  const decoded = Schema.decodeUnknownSync(plugin.options)(options)
   const source = plugin.make(decoded)
   return [typeof plugin.id, typeof source.id, source.role, typeof source.take, typeof source.move]
 }
