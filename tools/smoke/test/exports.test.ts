@@ -30,6 +30,9 @@ const smokePackage = readPackageJson(smokeDir)
 const targets = Object.entries(smokePackage.devDependencies ?? {})
   .filter(([, spec]) => spec.startsWith("workspace:"))
   .map(([name]) => name)
+  // the private relay is a devDependency so that turbo builds it before the packaging test
+  // (install.test.ts) starts it; it is no library to load
+  .filter((name) => readPackageJson(path.join(smokeDir, "node_modules", ...name.split("/"))).private !== true)
   .sort()
 
 /** Directory of `name` as linked into this package's node_modules (following the symlink). */

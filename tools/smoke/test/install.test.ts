@@ -16,10 +16,15 @@
 //     `Source.Plugin` over the same core;
 //  5. its conformance suite runs with vitest from the installed testkit;
 //  6. (todo) it is composed with the wallet on SQLite through the one-call composition;
-//  7. (todo) the relay starts with it loaded by package name and bills one request from it.
-// Stages 4-5 run when the plugin directory exists; 6-7 wait for the composition API and the
-// engine driving `Source` values (see the report of branch `pack`).
-import { spawnSync, type SpawnSyncReturns } from "node:child_process"
+//  7. the plugin, packed and installed with npm in the host, is loaded by package name by the
+//     reference relay (the workspace's build of the private apps/relay, started as a process
+//     in the host, so the plugin and its @relay-billing/core come from the host's
+//     node_modules): its migrations run, an account whose chain is [plugin] gets a balance
+//     from the plugin's `test/relay-seed.sql` (SQL run on the relay's SQLite database, each `?`
+//     bound to the account id), and one request to the built-in `demo` model is billed from it.
+// Stages 4, 5 and 7 run when the plugin directory exists; 6 waits for the composition API.
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process"
+import { createServer } from "node:net"
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import path from "node:path"
@@ -96,6 +101,17 @@ const node = (file: string, cwd: string): { readonly r: SpawnSyncReturns<string>
   }
   return { r, out }
 }
+
+/** A TCP port nobody listens on now (the relay binds it next). */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))))
+    })
+  })
 
 /** tsc with the workspace's TypeScript (the host needs no compiler of its own). */
 const typescript = (project: string) => run(process.execPath, [tsc, "-p", project], path.dirname(project))
@@ -312,6 +328,123 @@ console.log(JSON.stringify({
     })
 
     it.todo("stage 6: composed with the wallet on SQLite in one call (waits for the composition API, issue 10 #4)")
-    it.todo("stage 7: the relay loads it by package name and bills one request from it (waits for branches relay + engine)")
+
+    it("stage 7: the relay loads it by package name from the host and bills one request from it", async () => {
+      const seedFile = path.join(pluginDir, "test", "relay-seed.sql")
+      expect(existsSync(seedFile), `${seedFile}: the SQL that gives an account (each ?) a balance in the plugin`).toBe(true)
+      const relayMain = path.join(root, "apps", "relay", "dist", "main.js")
+      expect(existsSync(relayMain), `${relayMain} is missing: build the relay`).toBe(true)
+
+      // the plugin installed by package name, as a deployment would: npm pack + npm install
+      const packed = run("npm", ["pack", "--pack-destination", scratch, "--loglevel=error"], path.join(host, "plugin-esm"))
+      expect(packed.status, show("npm pack (plugin)", packed)).toBe(0)
+      const tarball = path.join(scratch, packed.stdout.trim().split("\n").at(-1)!)
+      const added = run(
+        "npm",
+        ["install", "--no-save", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error", tarball],
+        host,
+        240_000
+      )
+      expect(added.status, show("npm install (plugin)", added)).toBe(0)
+
+      const esm = await import(path.join(host, "plugin-esm", "dist", "index.js")) as {
+        readonly plugin?: { readonly id: string }
+        readonly default?: { readonly id: string }
+      }
+      const sourceId = (esm.plugin ?? esm.default)!.id
+      const adminKey = "sk-admin-packaging-0123456789"
+      const database = path.join(host, "relay.db")
+      writeJson(path.join(host, "relay.json"), {
+        models: { demo: { modelRatio: 1, completionRatio: 1 } },
+        channels: [{ name: "demo", baseUrl: "demo://local/v1", models: ["demo"] }],
+        funding: {
+          sources: [{ id: sourceId, package: manifest.name, options: pluginOptions }],
+          preferences: { plugin_only: [sourceId] }
+        }
+      })
+      const port = await freePort()
+      const relay = spawn(process.execPath, [relayMain, "serve"], {
+        cwd: host,
+        env: {
+          ...env(),
+          RELAY_PORT: String(port),
+          RELAY_HOST: "127.0.0.1",
+          RELAY_DATABASE_URL: `sqlite:${database}`,
+          RELAY_ADMIN_KEY: adminKey,
+          RELAY_CONFIG: path.join(host, "relay.json")
+        },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let log = ""
+      relay.stdout.on("data", (chunk: Buffer) => (log += chunk.toString()))
+      relay.stderr.on("data", (chunk: Buffer) => (log += chunk.toString()))
+      const exited = new Promise<number | null>((resolve) => relay.on("exit", (code) => resolve(code)))
+      try {
+        const url = `http://127.0.0.1:${port}`
+        const listening = await Promise.race([
+          (async () => {
+            // event-driven: resolved by the relay's own "Listening on" log line
+            while (!log.includes(`Listening on`)) {
+              await new Promise((r) => {
+                relay.stdout.once("data", r)
+                relay.stderr.once("data", r)
+              })
+            }
+            return true
+          })(),
+          exited.then(() => false)
+        ])
+        expect(listening, `the relay did not start:\n${log}`).toBe(true)
+        const call = async (method: string, route: string, body?: unknown, key = adminKey) => {
+          const response = await fetch(`${url}${route}`, {
+            method,
+            headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+            ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+          })
+          const text = await response.text()
+          return { status: response.status, body: (text === "" ? undefined : JSON.parse(text)) as any }
+        }
+        const account = await call("POST", "/admin/accounts", { quota: 0, billingPreference: "plugin_only" })
+        expect(account.status, JSON.stringify(account.body)).toBe(201)
+        const token = await call("POST", "/admin/tokens", { accountId: account.body.id, unlimited: true })
+        expect(token.status, JSON.stringify(token.body)).toBe(201)
+
+        writeFileSync(
+          path.join(host, "seed.cjs"),
+          String.raw`const [database, file, accountId] = process.argv.slice(2)
+const db = new (require("better-sqlite3"))(database)
+db.pragma("busy_timeout = 10000")
+const statements = require("node:fs").readFileSync(file, "utf8").split(";").map((s) => s.trim()).filter((s) => s !== "")
+for (const statement of statements) db.prepare(statement).run(...Array((statement.match(/\?/g) ?? []).length).fill(accountId))
+db.close()
+`
+        )
+        const seeded = run(process.execPath, ["seed.cjs", database, seedFile, account.body.id], host)
+        expect(seeded.status, show("relay-seed.sql", seeded)).toBe(0)
+
+        const requestId = `packaging-${process.pid}-${Date.now()}`
+        const completion = await fetch(`${url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token.body.key}`, "content-type": "application/json", "x-request-id": requestId },
+          body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "Say hello" }], max_tokens: 5 })
+        })
+        expect(completion.status, await completion.clone().text()).toBe(200)
+        await completion.text()
+        let hold = await call("GET", `/admin/holds/${encodeURIComponent(requestId)}`)
+        while (hold.status === 200 && hold.body.status === "pending") {
+          hold = await call("GET", `/admin/holds/${encodeURIComponent(requestId)}`) // the settle follows the answer
+        }
+        expect(hold.status, JSON.stringify(hold.body)).toBe(200)
+        expect(hold.body.status).toBe("settled")
+        const paid = (hold.body.parts as Array<{ source: string; charged?: number }>).filter((p) => p.source !== "token")
+        expect(paid).toEqual([expect.objectContaining({ source: sourceId, charged: hold.body.actual })])
+        expect(hold.body.actual).toBeGreaterThan(0)
+        const audit = await call("GET", "/admin/audit")
+        expect(audit.body, JSON.stringify(audit.body)).toEqual(expect.objectContaining({ ok: true }))
+      } finally {
+        relay.kill("SIGTERM")
+        await exited
+      }
+    }, 240_000)
   })
 })
