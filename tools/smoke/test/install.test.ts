@@ -21,7 +21,9 @@
 //     in the host, so the plugin and its @relay-billing/core come from the host's
 //     node_modules): its migrations run, an account whose chain is [plugin] gets a balance
 //     from the plugin's `test/relay-seed.sql` (SQL run on the relay's SQLite database, each `?`
-//     bound to the account id), and one request to the built-in `demo` model is billed from it.
+//     bound to the account id, `{{prefix}}` the relay's table prefix, e.g.
+//     `INSERT INTO {{prefix}}vouchers (account_id, amount, expires_at) VALUES (?, 1000, 4102444800000)`),
+//     and one request to the built-in `demo` model is billed from it.
 // Stages 4, 5 and 7 run when the plugin directory exists; 6 waits for the composition API.
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process"
 import { createServer } from "node:net"
@@ -414,7 +416,12 @@ console.log(JSON.stringify({
           String.raw`const [database, file, accountId] = process.argv.slice(2)
 const db = new (require("better-sqlite3"))(database)
 db.pragma("busy_timeout = 10000")
-const statements = require("node:fs").readFileSync(file, "utf8").split(";").map((s) => s.trim()).filter((s) => s !== "")
+// {{prefix}}: the relay's table prefix, read off the SDK's own migrations table
+const knexTable = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%knex_migrations'").get()
+if (knexTable === undefined) throw new Error("the relay did not migrate its database")
+const prefix = knexTable.name.slice(0, -"knex_migrations".length)
+const statements = require("node:fs").readFileSync(file, "utf8").replaceAll("{{prefix}}", prefix)
+  .split(";").map((s) => s.trim()).filter((s) => s !== "")
 for (const statement of statements) db.prepare(statement).run(...Array((statement.match(/\?/g) ?? []).length).fill(accountId))
 db.close()
 `
