@@ -24,7 +24,8 @@ interface Manifest {
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..")
-const read = (dir: string): Manifest => JSON.parse(readFileSync(path.join(root, dir, "package.json"), "utf8")) as Manifest
+const read = (dir: string): Manifest =>
+  JSON.parse(readFileSync(path.join(root, dir, "package.json"), "utf8")) as Manifest
 
 /** Workspace package folders (relative to the root), from pnpm-workspace.yaml's globs. */
 const workspaceDirs = (): ReadonlyArray<string> => {
@@ -66,13 +67,18 @@ describe("private packages are never packed", () => {
   })
 
   it("pnpm pack refuses a private package", { timeout: 60_000 }, () => {
-    const r = spawnSync("pnpm", ["pack", "--dry-run"], { cwd: path.join(root, "apps", "relay"), encoding: "utf8", timeout: 50_000 })
+    const r = spawnSync("pnpm", ["pack", "--dry-run"], {
+      cwd: path.join(root, "apps", "relay"),
+      encoding: "utf8",
+      timeout: 50_000
+    })
     expect(r.status, `${r.stdout}\n${r.stderr}`).not.toBe(0)
     expect(`${r.stdout}${r.stderr}`).toContain("is private: it is never packed")
   })
 
   it("`pnpm pack:public` selects exactly the public packages (all under packages/)", () => {
-    const script = (JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as Manifest).scripts?.["pack:public"]
+    const script = (JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as Manifest).scripts
+      ?.["pack:public"]
     expect(script).toContain(`--filter "./packages/*" pack`)
     expect(publics.every((dir) => dir.startsWith("packages/")), publics.join(", ")).toBe(true)
     expect(dirs.filter((dir) => dir.startsWith("packages/")).filter((dir) => read(dir).private === true)).toEqual([])
@@ -154,13 +160,16 @@ describe("public packages declare only what they use", () => {
     expect(declared.filter((name) => !optional(name) && !imported.has(name))).toEqual([])
   })
 
-  it.each(publics)("%s: src/ imports nothing that only a devDependency provides (an installer would not get it)", (dir) => {
-    const manifest = read(dir)
-    const runtime = new Set([
-      manifest.name,
-      ...Object.keys(manifest.dependencies ?? {}),
-      ...Object.keys(manifest.peerDependencies ?? {})
-    ])
-    expect([...importsOf(path.join(root, dir, "src"))].filter((name) => !runtime.has(name)).sort()).toEqual([])
-  })
+  it.each(publics)(
+    "%s: src/ imports nothing that only a devDependency provides (an installer would not get it)",
+    (dir) => {
+      const manifest = read(dir)
+      const runtime = new Set([
+        manifest.name,
+        ...Object.keys(manifest.dependencies ?? {}),
+        ...Object.keys(manifest.peerDependencies ?? {})
+      ])
+      expect([...importsOf(path.join(root, dir, "src"))].filter((name) => !runtime.has(name)).sort()).toEqual([])
+    }
+  )
 })

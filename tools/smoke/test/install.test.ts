@@ -26,8 +26,8 @@
 //     and one request to the built-in `demo` model is billed from it.
 // Stages 4, 5 and 7 run when the plugin directory exists; 6 waits for the composition API.
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process"
-import { createServer } from "node:net"
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -44,7 +44,8 @@ interface Manifest {
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, "..", "..", "..")
-const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as Manifest
+const readManifest = (dir: string): Manifest =>
+  JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as Manifest
 const writeJson = (file: string, value: unknown) => writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`)
 
 const publicPackages = readdirSync(path.join(root, "packages"))
@@ -111,7 +112,9 @@ const freePort = () =>
     server.once("error", reject)
     server.listen(0, "127.0.0.1", () => {
       const address = server.address()
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))))
+      server.close(
+        () => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port")))
+      )
     })
   })
 
@@ -133,7 +136,13 @@ const install = () => {
   }
   for (const name of ["effect", "knex", "better-sqlite3", "vitest", "@types/node"]) dependencies[name] = pinned(name)
   mkdirSync(host, { recursive: true })
-  writeJson(path.join(host, "package.json"), { name: "rb-host", version: "0.0.0", private: true, type: "module", dependencies })
+  writeJson(path.join(host, "package.json"), {
+    name: "rb-host",
+    version: "0.0.0",
+    private: true,
+    type: "module",
+    dependencies
+  })
   const r = run(
     "npm",
     ["install", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -268,14 +277,19 @@ console.log(JSON.stringify({
     const prepare = (kind: "esm" | "cjs") => {
       const dir = path.join(host, `plugin-${kind}`)
       cpSync(path.join(pluginDir, "src"), path.join(dir, "src"), { recursive: true })
-      if (existsSync(path.join(pluginDir, "test"))) cpSync(path.join(pluginDir, "test"), path.join(dir, "test"), { recursive: true })
+      if (existsSync(path.join(pluginDir, "test"))) {
+        cpSync(path.join(pluginDir, "test"), path.join(dir, "test"), { recursive: true })
+      }
       writeJson(path.join(dir, "package.json"), {
         name: manifest.name,
         version: manifest.version ?? "0.0.0",
         type: kind === "esm" ? "module" : "commonjs",
         main: "./dist/index.js",
         types: "./dist/index.d.ts",
-        exports: { ".": { types: "./dist/index.d.ts", default: "./dist/index.js" }, "./package.json": "./package.json" },
+        exports: {
+          ".": { types: "./dist/index.d.ts", default: "./dist/index.js" },
+          "./package.json": "./package.json"
+        },
         files: ["dist"],
         peerDependencies: manifest.peerDependencies ?? {}
       })
@@ -322,7 +336,10 @@ console.log(JSON.stringify({
     it("stage 5: its conformance suite passes with vitest from the installed testkit", () => {
       const dir = path.join(host, "plugin-esm")
       expect(existsSync(path.join(dir, "test")), `${pluginDir} has no test/ folder`).toBe(true)
-      writeFileSync(path.join(dir, "vitest.config.mjs"), `export default { test: { include: ["test/**/*.test.ts"] } }\n`)
+      writeFileSync(
+        path.join(dir, "vitest.config.mjs"),
+        `export default { test: { include: ["test/**/*.test.ts"] } }\n`
+      )
       const vitest = path.join(host, "node_modules", "vitest", "vitest.mjs")
       const r = run(process.execPath, [vitest, "run", "--root", dir, "--reporter", "default"], dir, 240_000)
       expect(r.status, show("vitest run (plugin conformance)", r)).toBe(0)
@@ -333,17 +350,32 @@ console.log(JSON.stringify({
 
     it("stage 7: the relay loads it by package name from the host and bills one request from it", async () => {
       const seedFile = path.join(pluginDir, "test", "relay-seed.sql")
-      expect(existsSync(seedFile), `${seedFile}: the SQL that gives an account (each ?) a balance in the plugin`).toBe(true)
+      expect(existsSync(seedFile), `${seedFile}: the SQL that gives an account (each ?) a balance in the plugin`).toBe(
+        true
+      )
       const relayMain = path.join(root, "apps", "relay", "dist", "main.js")
       expect(existsSync(relayMain), `${relayMain} is missing: build the relay`).toBe(true)
 
       // the plugin installed by package name, as a deployment would: npm pack + npm install
-      const packed = run("npm", ["pack", "--pack-destination", scratch, "--loglevel=error"], path.join(host, "plugin-esm"))
+      const packed = run(
+        "npm",
+        ["pack", "--pack-destination", scratch, "--loglevel=error"],
+        path.join(host, "plugin-esm")
+      )
       expect(packed.status, show("npm pack (plugin)", packed)).toBe(0)
       const tarball = path.join(scratch, packed.stdout.trim().split("\n").at(-1)!)
       const added = run(
         "npm",
-        ["install", "--no-save", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error", tarball],
+        [
+          "install",
+          "--no-save",
+          "--ignore-scripts",
+          "--prefer-offline",
+          "--no-audit",
+          "--no-fund",
+          "--loglevel=error",
+          tarball
+        ],
         host,
         240_000
       )
@@ -400,7 +432,10 @@ console.log(JSON.stringify({
         const call = async (method: string, route: string, body?: unknown, key = adminKey) => {
           const response = await fetch(`${url}${route}`, {
             method,
-            headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+            headers: {
+              authorization: `Bearer ${key}`,
+              ...(body !== undefined ? { "content-type": "application/json" } : {})
+            },
             ...(body !== undefined ? { body: JSON.stringify(body) } : {})
           })
           const text = await response.text()
@@ -432,7 +467,11 @@ db.close()
         const requestId = `packaging-${process.pid}-${Date.now()}`
         const completion = await fetch(`${url}/v1/chat/completions`, {
           method: "POST",
-          headers: { authorization: `Bearer ${token.body.key}`, "content-type": "application/json", "x-request-id": requestId },
+          headers: {
+            authorization: `Bearer ${token.body.key}`,
+            "content-type": "application/json",
+            "x-request-id": requestId
+          },
           body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "Say hello" }], max_tokens: 5 })
         })
         expect(completion.status, await completion.clone().text()).toBe(200)
@@ -443,7 +482,9 @@ db.close()
         }
         expect(hold.status, JSON.stringify(hold.body)).toBe(200)
         expect(hold.body.status).toBe("settled")
-        const paid = (hold.body.parts as Array<{ source: string; charged?: number }>).filter((p) => p.source !== "token")
+        const paid = (hold.body.parts as Array<{ source: string; charged?: number }>).filter((p) =>
+          p.source !== "token"
+        )
         expect(paid).toEqual([expect.objectContaining({ source: sourceId, charged: hold.body.actual })])
         expect(hold.body.actual).toBeGreaterThan(0)
         const audit = await call("GET", "/admin/audit")

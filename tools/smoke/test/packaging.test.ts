@@ -28,7 +28,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".
 const packagesDir = path.join(root, "packages")
 const publishable = readdirSync(packagesDir)
   .filter((d) => existsSync(path.join(packagesDir, d, "package.json")))
-  .filter((d) => (JSON.parse(readFileSync(path.join(packagesDir, d, "package.json"), "utf8")) as Manifest).private !== true)
+  .filter((d) =>
+    (JSON.parse(readFileSync(path.join(packagesDir, d, "package.json"), "utf8")) as Manifest).private !== true
+  )
   .sort()
 
 const scratch = mkdtempSync(path.join(tmpdir(), "rb-pack-"))
@@ -47,7 +49,9 @@ const packed = (name: string) => {
   if (tarball === undefined) throw new Error(`no tarball in ${out}`)
   const list = spawnSync("tar", ["-tzf", path.join(out, tarball)], { encoding: "utf8" })
   const unpack = spawnSync("tar", ["-xzf", path.join(out, tarball), "-C", out], { encoding: "utf8" })
-  if (list.status !== 0 || unpack.status !== 0) throw new Error(`cannot read ${tarball}: ${list.stderr}${unpack.stderr}`)
+  if (list.status !== 0 || unpack.status !== 0) {
+    throw new Error(`cannot read ${tarball}: ${list.stderr}${unpack.stderr}`)
+  }
   const files = list.stdout.split("\n").filter((f) => f !== "").map((f) => f.replace(/^package\//, ""))
   return { dir: path.join(out, "package"), files, tarball: path.join(out, tarball) }
 }
@@ -132,7 +136,10 @@ describe.each(publishable)("the packed tarball of packages/%s", { timeout: PACK_
 
   it("is clean for publint (strict, suggestions included)", () => {
     const { tarball } = get()
-    const r = spawnSync(bin("publint"), ["run", tarball, "--strict", "--level", "suggestion"], { encoding: "utf8", timeout: 60_000 })
+    const r = spawnSync(bin("publint"), ["run", tarball, "--strict", "--level", "suggestion"], {
+      encoding: "utf8",
+      timeout: 60_000
+    })
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0)
     expect(r.stdout, `${r.stdout}\n${r.stderr}`).toContain("All good!")
   })
