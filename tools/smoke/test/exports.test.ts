@@ -30,6 +30,9 @@ const smokePackage = readPackageJson(smokeDir)
 const targets = Object.entries(smokePackage.devDependencies ?? {})
   .filter(([, spec]) => spec.startsWith("workspace:"))
   .map(([name]) => name)
+  // the private relay is a devDependency so that turbo builds it before the packaging test
+  // (install.test.ts) starts it; it is no library to load
+  .filter((name) => readPackageJson(path.join(smokeDir, "node_modules", ...name.split("/"))).private !== true)
   .sort()
 
 /** Directory of `name` as linked into this package's node_modules (following the symlink). */
@@ -57,7 +60,9 @@ const entryFiles = (pkg: PackageJson): ReadonlyArray<string> => {
 }
 
 const MARK = "__SMOKE_EXPORT_KEYS__"
-const printKeys = `console.log(${JSON.stringify(MARK)} + JSON.stringify(Object.keys(m).filter((k) => k !== "__esModule").sort()))`
+const printKeys = `console.log(${
+  JSON.stringify(MARK)
+} + JSON.stringify(Object.keys(m).filter((k) => k !== "__esModule").sort()))`
 
 /** Runs plain node in this package's directory, so the bare specifier resolves from its node_modules. */
 const runNode = (executable: string, args: ReadonlyArray<string>) => {
@@ -66,7 +71,14 @@ const runNode = (executable: string, args: ReadonlyArray<string>) => {
   const result = spawnSync(executable, args, { cwd: smokeDir, env, encoding: "utf8", timeout: 60_000 })
   const line = result.stdout.split("\n").find((l) => l.startsWith(MARK))
   const keys = line === undefined ? undefined : (JSON.parse(line.slice(MARK.length)) as Array<string>)
-  return { status: result.status, signal: result.signal, error: result.error, stdout: result.stdout, stderr: result.stderr, keys }
+  return {
+    status: result.status,
+    signal: result.signal,
+    error: result.error,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    keys
+  }
 }
 
 const describeRun = (label: string, r: ReturnType<typeof runNode>): string =>
@@ -110,7 +122,11 @@ describe.each(targets)("%s", { timeout: SPAWN_TEST_TIMEOUT_MS }, (name) => {
 
   describe.each(runtimes)("on the $label ($version)", (runtime) => {
     it("loads under plain node as ESM (import)", () => {
-      const r = runNode(runtime.executable, ["--input-type=module", "-e", `import * as m from ${JSON.stringify(name)}; ${printKeys}`])
+      const r = runNode(runtime.executable, [
+        "--input-type=module",
+        "-e",
+        `import * as m from ${JSON.stringify(name)}; ${printKeys}`
+      ])
       expect(r.status, describeRun(`node --input-type=module -e "import * as m from '${name}'"`, r)).toBe(0)
       expect(r.keys, describeRun("no export keys printed", r)).toBeDefined()
       console.log(`${name} (import, ${runtime.version}): ${r.keys?.length} exports: ${r.keys?.join(", ")}`)
