@@ -1,11 +1,12 @@
 // ESLint flat config for the whole workspace: `pnpm lint` checks, `pnpm lint:fix` formats.
 // Formatting is dprint through @effect/eslint-plugin (the Effect repository's own setup), with
-// the options below matching the style the code is written in: no semicolons, double quotes,
-// 2 spaces, 120 columns, no trailing commas.
+// the Effect repository's options: no semicolons, double quotes, 2 spaces, 120 columns, no
+// trailing commas, and (dprint's default) import declarations sorted by module specifier.
 import effect from "@effect/eslint-plugin"
 import js from "@eslint/js"
 import importX from "eslint-plugin-import-x"
 import sortDestructureKeys from "eslint-plugin-sort-destructure-keys"
+import { defineConfig } from "eslint/config"
 import globals from "globals"
 import tseslint from "typescript-eslint"
 
@@ -21,9 +22,18 @@ const typedFiles = [
   "bench/src/**/*.ts"
 ]
 
-export default tseslint.config(
+export default defineConfig(
   {
-    ignores: ["**/dist/**", "**/node_modules/**", "**/.turbo/**", "**/coverage/**"]
+    // what .gitignore leaves out (build output, reports, the smoke test's generated examples)
+    ignores: [
+      "**/node_modules/**",
+      "**/dist/**",
+      "**/.turbo/**",
+      "**/coverage/**",
+      "**/data/**",
+      "bench/results/**",
+      "**/.examples/**"
+    ]
   },
   {
     files: ["**/*.{ts,mts,cts,js,mjs,cjs}"],
@@ -33,7 +43,7 @@ export default tseslint.config(
       "sort-destructure-keys": sortDestructureKeys
     },
     languageOptions: {
-      ecmaVersion: 2022,
+      ecmaVersion: "latest",
       sourceType: "module",
       globals: globals.node
     },
