@@ -134,7 +134,8 @@ export const makeWalletSource = (options: { readonly id?: string; readonly floor
         )
         const row = r.rows[0]
         if (!row) return { moved: 0, balanceAfter: 0 }
-        return { moved: -(yield* num(row["taken"], "taken", operation)), balanceAfter: yield* balanceOf(row, operation) }
+        const taken = yield* num(row["taken"], "taken", operation)
+        return { moved: taken === 0 ? 0 : -taken, balanceAfter: yield* balanceOf(row, operation) }
       }
       const current = yield* read(sql, accountId, operation, true)
       if (current === undefined) return { moved: 0, balanceAfter: 0 }
