@@ -14,7 +14,7 @@ import { BillingSession } from "@relay-billing/core"
 import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin } from "../src/index.js"
-import { account, auditClean, ledgerRows, subscribe, subscriptionBilling, targets, used, walletState } from "./support.js"
+import { account, auditClean, billingLayer, ledgerRows, subscribe, subscriptionBilling, targets, used, walletState } from "./support.js"
 
 const uuids = [
   "0b4f7a2e-6c1d-4e8a-9f3b-2d5c7e9a1b01",
@@ -157,7 +157,7 @@ for (const target of targets) {
               ["Old-Plan", "old-plan"]
             )
             yield* auditClean
-          }).pipe(Effect.provide(Subscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))))
+          }).pipe(Effect.provide(billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))))
         }))
     })
   })

@@ -13,8 +13,9 @@ import { Effect, Exit, Layer } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { Accounts, KnexClient } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
-import { Subscription } from "../src/index.js"
+
 import {
+  billingLayer,
   account,
   auditClean,
   failureOf,
@@ -194,7 +195,7 @@ for (const target of targets) {
         } satisfies KnexClient.Client
       })
     )
-    const stack = Subscription.layer().pipe(Layer.provideMerge(faulty), Layer.provide(migratedClient(target)))
+    const stack = billingLayer().pipe(Layer.provideMerge(faulty), Layer.provide(migratedClient(target)))
 
     layer(stack, { timeout: 120_000 })((it) => {
       /**
