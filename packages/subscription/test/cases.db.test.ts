@@ -380,8 +380,9 @@ for (const target of targets) {
             "subscription floor-s reserve -30000",
             "subscription floor-s reset 50000",
             // the refund corrects the closed period only: the pair nets to 0 on today's usage
-            "subscription floor-s refund 30000",
-            "subscription floor-s adjust -30000"
+            // (v2: the source's own adjust row comes first, the engine writes the hold's rows last)
+            "subscription floor-s adjust -30000",
+            "subscription floor-s refund 30000"
           ])
           // a shortfall given back after a reset does not touch the new period either
           const s2 = yield* billing.open({ holdId: "floor-h2", accountId: "floor", estimate: 30_000 })

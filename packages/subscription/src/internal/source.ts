@@ -94,7 +94,19 @@ export const makeSubscriptionSource = (options: { readonly id?: string; readonly
         yield* store.setUsed(req.sql, row, Math.max(0, row.used - req.delta))
         return answer(before - row.used)
       }
-      if (req.kind === "correction") return answer(0)
+      if (req.kind === "correction") {
+        // The quota of an ended period cannot be spent any more: nothing to give back to it.
+        // Recorded (amount 0) so the hold's history says where the correction went.
+        yield* store.ledger(
+          req.sql,
+          row,
+          "correction",
+          0,
+          `${req.delta} of an ended period: the current period's amount_used is unchanged`,
+          req.holdId
+        )
+        return answer(0)
+      }
       const from = draw?.period === undefined
         ? "an earlier period"
         : `the period from ${new Date(draw.period).toISOString()}`

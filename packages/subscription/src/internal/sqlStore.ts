@@ -50,20 +50,25 @@ export const makeSqlStore = (sourceId: string, timeZone: string) => {
       (r) => Effect.map(decode(`${sourceId}.row`, r.rows), (rows) => rows[0])
     )
 
-  /** Appends a ledger row of this source with no hold (a reset or an adjustment). */
+  /**
+   * Appends a ledger row of this source that the engine does not write: a reset
+   * or an adjustment (no hold), or the record of a correction that moved
+   * nothing (amount 0, with the hold).
+   */
   const ledger = (
     sql: Sql,
     subscription: SubscriptionRow,
     kind: Ledger.EntryKind,
     amount: number,
-    note: string
+    note: string,
+    holdId: string | null = null
   ) =>
     Effect.flatMap(Clock.currentTimeMillis, (at) =>
       sql.execute(
         `${sourceId}.ledger`,
         `insert into ${sql.table("ledger")} (at, kind, source_id, subject_id, account_id, hold_id, amount, balance_after, note)
-         values (?, ?, ?, ?, ?, null, ?, ?, ?)`,
-        [at, kind, sourceId, subscription.id, subscription.accountId, amount, remaining(subscription), note]
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [at, kind, sourceId, subscription.id, subscription.accountId, holdId, amount, remaining(subscription), note]
       ))
 
   /** Writes `amount_used` (the row is locked, or the dialect serialised). */
