@@ -7,10 +7,9 @@
 import { Effect } from "effect"
 import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
-import type { FundingSource } from "../FundingSource.js"
+import type { ExternalSource } from "../FundingSource.js"
 import type { Ledger } from "../Ledger.js"
 import type { Preference } from "../Preference.js"
 import type { Source } from "../Source.js"
@@ -20,8 +19,8 @@ import { adaptSource } from "./sourceTarget.js"
 
 /** The registry as the engine sees it. */
 export interface BoundRegistry {
-  readonly funding: (id: string) => Effect.Effect<FundingSource, UnknownSource>
-  readonly budget: (id: string) => Effect.Effect<Budget, UnknownSource>
+  readonly funding: (id: string) => Effect.Effect<ExternalSource, UnknownSource>
+  readonly budget: (id: string) => Effect.Effect<ExternalSource, UnknownSource>
   readonly hasFunding: (id: string) => boolean
   readonly fundingIds: ReadonlyArray<string>
   /**
@@ -62,7 +61,7 @@ const noSql = (storeId: string): SqlStore["Service"] => ({
 
 /** Binds `registry` for the engine. */
 export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDeps): BoundRegistry => {
-  const adapted = new Map<string, FundingSource & Budget>()
+  const adapted = new Map<string, ExternalSource>()
 
   /** The registered funding `Source` of `id`, if it is one. */
   const fundingSource = (id: string): Effect.Effect<Source | undefined> =>

@@ -9,9 +9,8 @@ import {
   IdempotencyConflict,
   StoreError
 } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
 import type { BoundRegistry } from "./boundRegistry.js"
-import type { FundingSource } from "../FundingSource.js"
+import type { ExternalSource } from "../FundingSource.js"
 import type { Correction, CorrectionPart, Hold, HoldPart, PartSettlement } from "../Hold.js"
 import { stillCharged } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
@@ -34,7 +33,7 @@ interface Deps {
   readonly journal: HoldJournal["Service"]
   readonly registry: BoundRegistry
   readonly counters: AccountCounters["Service"]
-  readonly shared: (target: FundingSource | Budget) => boolean
+  readonly shared: (target: ExternalSource) => boolean
 }
 
 const samePart = (a: { kind: string; sourceId: string; subjectId: string }) =>
@@ -127,7 +126,7 @@ export const makeCorrect = (deps: Deps) => {
         if (give > 0) plan.push({ part, give: give as Quota, corrected: before })
       }
       // Check every part can be corrected before moving anything.
-      const targets: Array<FundingSource | Budget> = []
+      const targets: Array<ExternalSource> = []
       for (const step of plan) {
         const target = yield* targetOf(step.part)
         if (!target.correct) return yield* new CorrectionUnsupported({ holdId, sourceId: step.part.sourceId })

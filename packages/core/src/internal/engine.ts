@@ -16,10 +16,9 @@ import type { Publisher } from "../BillingEvents.js"
 import type { Policy as LowBalancePolicy } from "../LowBalance.js"
 import { BillingEvent } from "../BillingEvents.js"
 import type { BillingSettler, LeaseControl, RefundError, RefundResult, SettleError } from "../BillingSettler.js"
-import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
-import type { FundingSource, PartResult } from "../FundingSource.js"
+import type { ExternalSource, FundingSource, PartResult } from "../FundingSource.js"
 import { reservationAmount } from "../FundingSource.js"
 import type { Hold, HoldPart, PartSettlement, Settlement } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
@@ -91,7 +90,7 @@ export interface ReapReport {
   readonly failures: ReadonlyArray<ReapFailure>
 }
 
-type Target = FundingSource | Budget
+type Target = ExternalSource
 
 /** What a settle stores on its settlement for the recorder. */
 type SettleMetadata = Readonly<Record<string, string>> | undefined
@@ -222,7 +221,7 @@ export const makeEngine = (deps: Deps) => {
           })
         )
       const reservation = yield* Effect.acquireRelease(
-        (target.reserve as FundingSource["reserve"])({
+        target.reserve({
           holdId: input.holdId,
           accountId: input.accountId,
           subjectId,
@@ -293,7 +292,7 @@ export const makeEngine = (deps: Deps) => {
       return yield* Effect.failCause(cause)
     })
 
-  const isTrusted = (source: FundingSource, budget: Budget | undefined, input: OpenInput) =>
+  const isTrusted = (source: FundingSource, budget: ExternalSource | undefined, input: OpenInput) =>
     Effect.gen(function*() {
       const threshold = config.trustThreshold
       if (threshold === undefined || input.force || source.id !== config.roles.wallet || !source.balance) return false
@@ -309,7 +308,7 @@ export const makeEngine = (deps: Deps) => {
   const attempt = (
     outer: Scope.Scope,
     source: FundingSource,
-    budget: Budget | undefined,
+    budget: ExternalSource | undefined,
     input: OpenInput
   ) =>
     Effect.gen(function*() {
@@ -350,7 +349,7 @@ export const makeEngine = (deps: Deps) => {
   const splitAttempt = (
     outer: Scope.Scope,
     sources: ReadonlyArray<FundingSource>,
-    budget: Budget | undefined,
+    budget: ExternalSource | undefined,
     input: OpenInput
   ) =>
     Effect.gen(function*() {
@@ -619,7 +618,7 @@ export const makeEngine = (deps: Deps) => {
         }
         // The preference rides along for a `Source`'s overflow chain (external sources ignore it).
         const request = { holdId, accountId: hold.accountId, part, actual: target, preference: hold.preference }
-        const result = yield* Effect.result((source.settle as FundingSource["settle"])(request))
+        const result = yield* Effect.result(source.settle(request))
         if (result._tag === "Failure") {
           // Everything done in the journal's store rolls back with the transaction: fail it.
           // A part in that store may have failed half way (a balance moved, its record not),

@@ -7,21 +7,19 @@
 import { Clock, Effect } from "effect"
 import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
 import type { BoundRegistry } from "./boundRegistry.js"
-import type { FundingSource } from "../FundingSource.js"
+import type { ExternalSource } from "../FundingSource.js"
 import type { Hold, HoldPart } from "../Hold.js"
 import type { HoldIntent, IntentStep, IntentTarget } from "../HoldIntent.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Quota } from "../Quota.js"
 
-type Target = FundingSource | Budget
 
 interface IntentDeps {
   readonly journal: HoldJournal["Service"]
   readonly registry: BoundRegistry
   readonly tokenBudgetId: string
-  readonly shared: (target: Target) => boolean
+  readonly shared: (target: ExternalSource) => boolean
 }
 
 /** What an open may call: its token budget and every registered funding source. */
@@ -40,7 +38,7 @@ export const targetKey = (t: IntentTarget): string => `${t.kind}:${t.sourceId}`
 export const makeIntents = (deps: IntentDeps) => {
   const { journal, registry, shared } = deps
 
-  const targetOf = (t: IntentTarget): Effect.Effect<Target, UnknownSource> =>
+  const targetOf = (t: IntentTarget): Effect.Effect<ExternalSource, UnknownSource> =>
     t.kind === "funding" ? registry.funding(t.sourceId) : registry.budget(t.sourceId)
 
   /** Whether a part's source is outside the journal's store. */
