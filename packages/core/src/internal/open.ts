@@ -79,7 +79,7 @@ export const makeOpen = (deps: OpenDeps) => {
    * undefined), since finishing the intent would forget that attempt's reservations.
    */
   const recoverOpenLogged = (holdId: string, reached: ReadonlySet<string> | undefined) =>
-    intents.recoverOpen(holdId, true, reached).pipe(
+    intents.recoverOpen(holdId, reached === undefined ? { when: "now" } : { when: "now", only: reached }).pipe(
       Effect.catchCause((cause) =>
         Effect.logWarning("relay-billing: releasing an open's external reservations failed; recovery retries", cause)
           .pipe(Effect.annotateLogs({ holdId }))

@@ -42,6 +42,9 @@ interface Held {
 /** The causes of give-backs that failed (each also logged). */
 type ReleaseFailures = ReadonlyArray<Cause.Cause<unknown>>
 
+/** How much a reservation takes: all it asks, or what it can up to that (`partial`, split funding). */
+type Share = "whole" | "upTo"
+
 /** One reservation's outcome; a refused one already gave back what it may have taken. */
 type Take =
   | { readonly _tag: "Taken"; readonly held: Held }
@@ -71,6 +74,12 @@ export interface OpenAttemptsDeps {
   /** Whether a source writes through the journal's store. */
   readonly shared: (target: ExternalSource) => boolean
 }
+
+/** The hold lists its funding parts first, then the budget's (taken first: `budgetParts` of them). */
+const fundingFirst = (taken: ReadonlyArray<HoldPart>, budgetParts: number) => [
+  ...taken.slice(budgetParts),
+  ...taken.slice(0, budgetParts)
+]
 
 const isShortfall = (cause: Cause.Cause<unknown>) => {
   const first = Cause.findErrorOption(cause)
@@ -117,7 +126,7 @@ export const makeOpenAttempts = (deps: OpenAttemptsDeps) => {
     subjectId: string,
     amount: Quota,
     reached: Ref.Ref<ReadonlySet<string>>,
-    partial = false
+    share: Share = "whole"
   ): Effect.Effect<Take> =>
     Effect.gen(function*() {
       const external = !shared(target)
@@ -133,7 +142,7 @@ export const makeOpenAttempts = (deps: OpenAttemptsDeps) => {
         accountId: order.request.accountId,
         subjectId,
         amount,
-        ...(partial ? { partial } : {}),
+        ...(share === "upTo" ? { partial: true } : {}),
         ...(order.mode._tag === "PostConsume" ? { unconditional: true } : {}),
         ...(order.request.metadata ? { metadata: order.request.metadata } : {})
       }))
@@ -281,14 +290,19 @@ export const makeOpenAttempts = (deps: OpenAttemptsDeps) => {
                 sourceId: source.id,
                 detail: `asked to reserve ${amount}, reserved ${funding.amount}`
               })
-              return conclude(outer, order, { _tag: "Failed", cause: Cause.fail(violation), held: taken.held, releaseFailures: [] })
+              const failed: Attempt = {
+                _tag: "Failed",
+                cause: Cause.fail(violation),
+                held: taken.held,
+                releaseFailures: []
+              }
+              return conclude(outer, order, failed)
             }
           }
           return conclude(outer, order, taken)
         }
       ))
-      // The hold lists its funding part first, then the budget's.
-      const chosen: Chosen = { parts: [...parts.slice(budgetStep.length), ...parts.slice(0, budgetStep.length)], amount, trusted }
+      const chosen: Chosen = { parts: fundingFirst(parts, budgetStep.length), amount, trusted }
       return chosen
     })
 
@@ -332,7 +346,7 @@ export const makeOpenAttempts = (deps: OpenAttemptsDeps) => {
       return Effect.succeed({ _tag: "Reserved", held: state.held, parts: state.held.map((h) => h.part) })
     }
     return Effect.flatMap(
-      take(source, "funding", order, order.request.accountId, state.remaining as Quota, reached, true),
+      take(source, "funding", order, order.request.accountId, state.remaining as Quota, reached, "upTo"),
       (taken): Effect.Effect<Attempt> => {
         const releaseFailures = [...state.releaseFailures, ...(taken._tag === "Refused" ? taken.releaseFailures : [])]
         if (taken._tag === "Refused") {
@@ -389,11 +403,7 @@ export const makeOpenAttempts = (deps: OpenAttemptsDeps) => {
               (split) => conclude(outer, order, split)
             )
       ))
-      const chosen: Chosen = {
-        parts: [...parts.slice(budgetStep.length), ...parts.slice(0, budgetStep.length)],
-        amount,
-        trusted: false
-      }
+      const chosen: Chosen = { parts: fundingFirst(parts, budgetStep.length), amount, trusted: false }
       return chosen
     })
 

@@ -6,13 +6,13 @@
  */
 import { Clock, Data, Effect } from "effect"
 import { HoldNotFound, StoreError } from "../BillingError.js"
+import type { UnknownSource } from "../BillingError.js"
 import { BillingEvent } from "../BillingEvents.js"
 import type { RefundError, RefundResult, SettleError } from "../BillingSettler.js"
 import type { ExternalSource } from "../FundingSource.js"
 import type { Hold, HoldPart } from "../Hold.js"
 import type { HoldIntent } from "../HoldIntent.js"
 import type { HoldJournal } from "../HoldJournal.js"
-import type { UnknownSource } from "../BillingError.js"
 import type { BoundRegistry } from "./boundRegistry.js"
 import type { Claims } from "./claims.js"
 import type { EngineConfig } from "./engineConfig.js"
@@ -125,7 +125,7 @@ export const makeGiveBack = (deps: GiveBackDeps) => {
    */
   const finishResolution = (intent: HoldIntent) =>
     intent.step === "settle"
-      ? settleTx(intent.holdId, intent.amount, true).pipe(
+      ? settleTx(intent.holdId, intent.amount, "finish").pipe(
         Effect.flatMap(settleOutcome),
         Effect.catchTag("SettleIncomplete", () => Effect.void),
         Effect.asVoid
@@ -135,7 +135,7 @@ export const makeGiveBack = (deps: GiveBackDeps) => {
 
   /** Finishes a pending late charge (recovery): charges it again, idempotently, and marks it done. */
   const finishLate = (intent: HoldIntent) =>
-    settleTx(intent.holdId, intent.amount, false).pipe(
+    settleTx(intent.holdId, intent.amount, "answer").pipe(
       Effect.flatMap(settleOutcome),
       Effect.andThen(journal.finishIntent(intent.holdId, "late", "settled")),
       Effect.asVoid
@@ -221,7 +221,7 @@ export const makeResolve = (deps: ResolveDeps) => {
   /** Finishes a pending intent the recovery pass found (see `HoldIntent`). */
   const recoverIntent = (holdId: string, phase: "open" | "resolve" | "late") =>
     phase === "open"
-      ? Effect.asVoid(intents.recoverOpen(holdId, false))
+      ? Effect.asVoid(intents.recoverOpen(holdId, { when: "due" }))
       : Effect.flatMap(journal.getIntent(holdId, phase), (intent) =>
         intent && intent.status === "pending" ? (phase === "late" ? finishLate(intent) : finishResolution(intent)) : Effect.void)
 

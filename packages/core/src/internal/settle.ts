@@ -6,7 +6,15 @@
  */
 import { Clock, Effect } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
-import { ContractViolation, HoldNotFound, HoldResolved, IdempotencyConflict, SettleIncomplete, StoreError } from "../BillingError.js"
+import {
+  ContractViolation,
+  HoldNotFound,
+  HoldResolved,
+  IdempotencyConflict,
+  SettleIncomplete,
+  StoreError
+} from "../BillingError.js"
+import type { UnknownSource } from "../BillingError.js"
 import { BillingEvent } from "../BillingEvents.js"
 import type { ExternalSource, PartResult } from "../FundingSource.js"
 import type { Hold, HoldPart, PartSettlement, Settlement } from "../Hold.js"
@@ -23,10 +31,17 @@ import { makeLateSettle } from "./late.js"
 import type { GiveBack } from "./resolve.js"
 import { insideTransaction } from "./ledgerRows.js"
 import { Stale } from "./writeOnce.js"
-import type { UnknownSource } from "../BillingError.js"
 
 /** What a settle stores on its settlement for the recorder. */
 export type SettleMetadata = Readonly<Record<string, string>> | undefined
+
+/**
+ * What a settle transaction does with a hold it finds settled with an
+ * incomplete settlement: `"finish"` runs the plan again and records the
+ * complete settlement (the recovery pass, a correction), `"answer"` answers
+ * the settlement as recorded (a replayed settle).
+ */
+export type OnIncomplete = "finish" | "answer"
 
 /** A settle transaction's outcome: the hold, its settlement, and whether this call settled it. */
 export interface SettleOutcome {
@@ -169,15 +184,15 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
     })
 
   /**
-   * The settle transaction; with `complete`, an incomplete settlement is
-   * finished. The transaction that settles the hold writes the recorder's
+   * The settle transaction; an incomplete settlement is finished or answered
+   * as `onIncomplete` says. The transaction that settles the hold writes the recorder's
    * record (so a replay, which finds it settled, writes none).
    */
-  const settleTx = (holdId: string, actual: Quota, complete: boolean, metadata?: SettleMetadata) =>
+  const settleTx = (holdId: string, actual: Quota, onIncomplete: OnIncomplete, metadata?: SettleMetadata) =>
     journal.transaction(Effect.gen(function*() {
       const hold = yield* loadPending(holdId, "settle")
       if (hold.status === "settled" && hold.settlement) {
-        if (complete && hold.settlement.incomplete) return yield* completeSettlement(hold, hold.settlement)
+        if (onIncomplete === "finish" && hold.settlement.incomplete) return yield* completeSettlement(hold, hold.settlement)
         return { hold, settlement: hold.settlement, fresh: false }
       }
       // §6: a settle after the recovery pass expired the hold is charged late, exactly once.
@@ -318,7 +333,7 @@ export const makeSettle = (deps: SettleDeps) => {
       // (the first recorded amount wins), so that recovery finishes it after a failure.
       const late = yield* claimLateIfExternal(holdId, actual)
       if (late && late.amount !== actual) {
-        yield* settleOutcome(yield* settleTx(holdId, late.amount, false, metadata))
+        yield* settleOutcome(yield* settleTx(holdId, late.amount, "answer", metadata))
         return yield* new IdempotencyConflict({
           holdId,
           field: "actual",
@@ -326,7 +341,7 @@ export const makeSettle = (deps: SettleDeps) => {
           requested: String(actual)
         })
       }
-      return yield* settleOutcome(yield* settleTx(holdId, actual, false, metadata))
+      return yield* settleOutcome(yield* settleTx(holdId, actual, "answer", metadata))
     })
 
 
