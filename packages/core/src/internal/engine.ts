@@ -3,8 +3,9 @@
  * and a registry. This module only assembles the phases, each a module with
  * its dependencies passed explicitly: `open.ts` (with `openAttempts.ts` and
  * `openOrder.ts`), `settle.ts`, `resolve.ts` (refund, expiry, recovery),
- * `charge.ts` (post-consume), `correct.ts`, `late.ts`, `lease.ts`, and the
- * intents of external sources (`intents.ts`, `claims.ts`).
+ * `charge.ts` (post-consume), `correct.ts`, `late.ts`, `lease.ts`, `handle.ts`
+ * (the session handle), and the intents of external sources (`intents.ts`,
+ * `claims.ts`).
  */
 import { Effect } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
@@ -12,7 +13,7 @@ import { HoldNotFound, StoreError, TokenBudgetExceeded, UnknownSource } from "..
 import type { BillingEvent, Publisher } from "../BillingEvents.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import type { ExternalSource } from "../FundingSource.js"
-import type { Hold, HoldPart } from "../Hold.js"
+import type { HoldPart } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Ledger } from "../Ledger.js"
 import type { Policy as LowBalancePolicy } from "../LowBalance.js"
@@ -21,12 +22,12 @@ import type { SqlStore } from "../SqlStore.js"
 import { bindRegistry } from "./boundRegistry.js"
 import { makeCharge } from "./charge.js"
 import { makeClaims } from "./claims.js"
-import { makeCorrect } from "./correct.js"
+import { makeCorrectFinishing } from "./correct.js"
 import type { EngineConfig } from "./engineConfig.js"
 import { makeIntents } from "./intents.js"
 import { makeRenew } from "./lease.js"
 import { collectingJournal } from "./ledgerRows.js"
-import type { OpenedHandle } from "./open.js"
+import { makeHandleOf } from "./handle.js"
 import { makeOpen } from "./open.js"
 import { makeGiveBack, makeResolve } from "./resolve.js"
 import { makeSettle, makeSettleTx } from "./settle.js"
@@ -97,20 +98,7 @@ export const makeEngine = (deps: Deps) => {
     )
   })
 
-  /** The session handle of an opened hold. */
-  const handleOf = (hold: Hold): OpenedHandle => {
-    // The lease length the hold was opened with (the request's `ttlMillis` or the default).
-    const ttlMillis = Math.max(1, hold.expiresAt - hold.createdAt)
-    return {
-      hold,
-      holdId: hold.id,
-      preConsumed: hold.reserved,
-      needsRefund: journal.get(hold.id).pipe(Effect.map((current) => current?.status === "pending")),
-      settle: (actual, options) => settleFromHandle(hold, actual, options?.metadata),
-      refund: Effect.suspend(() => refund(hold.id)),
-      lease: { ttlMillis, renew: Effect.suspend(() => renew(hold.id, ttlMillis)) }
-    }
-  }
+  const handleOf = makeHandleOf({ journal, settleFromHandle, refund, renew })
 
   const { open, openOrder } = makeOpen({ journal, registry, intents, config, shared, handleOf })
   const { charge } = makeCharge({ journal, intents, openOrder, settle })
@@ -120,24 +108,13 @@ export const makeEngine = (deps: Deps) => {
       Effect.flatMap((hold) => hold ? Effect.succeed(hold) : Effect.fail(new HoldNotFound({ holdId })))
     )
 
-  const correctRecorded = makeCorrect({ journal, registry, counters, shared })
-
-  /**
-   * A correction of a settlement left incomplete by a failed external part first
-   * finishes the recorded settle (as the recovery pass would); if it is still
-   * incomplete, the correction fails typed and moves nothing.
-   */
-  const correct = (input: Parameters<typeof correctRecorded>[0]) =>
-    Effect.gen(function*() {
-      const hold = yield* journal.get(input.holdId)
-      if (hold?.settlement?.incomplete) {
-        const intent = yield* journal.getIntent(input.holdId, "resolve")
-        if (intent?.status === "pending" && intent.step === "settle") {
-          yield* giveBack.finishResolution(intent).pipe(Effect.catch(() => Effect.void))
-        }
-      }
-      return yield* correctRecorded(input)
-    })
+  const correct = makeCorrectFinishing({
+    journal,
+    registry,
+    counters,
+    shared,
+    finishResolution: giveBack.finishResolution
+  })
 
   return { open, settle, refund, reapExpired, get, charge, correct, renew }
 }

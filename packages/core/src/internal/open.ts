@@ -5,22 +5,19 @@
  */
 import { Clock, Effect, Ref } from "effect"
 import { HoldInFlight, IdempotencyConflict, HoldResolved, StoreError } from "../BillingError.js"
-import type { BillingSettler, LeaseControl } from "../BillingSettler.js"
 import type { ExternalSource } from "../FundingSource.js"
 import type { Hold } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Quota } from "../Quota.js"
 import type { BoundRegistry } from "./boundRegistry.js"
 import type { EngineConfig } from "./engineConfig.js"
+import type { OpenedHandle } from "./handle.js"
 import type { Intents } from "./intents.js"
 import { insideTransaction } from "./ledgerRows.js"
 import { makeOpenAttempts } from "./openAttempts.js"
 import type { OpenInput, OpenOrder } from "./openOrder.js"
 import { reserveOrder } from "./openOrder.js"
 import { isBusinessError, Replayed } from "./writeOnce.js"
-
-/** The handle of an opened hold (a `Session`). */
-export type OpenedHandle = BillingSettler & { readonly hold: Hold; readonly lease: LeaseControl }
 
 /** What the open phase needs. */
 export interface OpenDeps {
