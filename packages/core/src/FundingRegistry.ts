@@ -7,8 +7,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { StoreError, UnknownSource } from "./BillingError.js"
-import type { Budget } from "./Budget.js"
-import type { FundingSource } from "./FundingSource.js"
+import type { ExternalSource } from "./FundingSource.js"
 import type { Source } from "./Source.js"
 import type { SqlStore } from "./SqlStore.js"
 import { isSource } from "./Source.js"
@@ -20,7 +19,7 @@ import { isSource } from "./Source.js"
  * @since 0.4.0
  * @category models
  */
-export type Funding = FundingSource | Source
+export type Funding = ExternalSource | Source
 
 /**
  * A budget the registry holds: a `Source` in the hold's store (role
@@ -29,7 +28,7 @@ export type Funding = FundingSource | Source
  * @since 0.4.0
  * @category models
  */
-export type BudgetEntry = Budget | Source
+export type BudgetEntry = ExternalSource | Source
 
 /**
  * What the registry is built from.
@@ -62,21 +61,22 @@ export class FundingRegistry extends Context.Service<FundingRegistry, {
   readonly fundingIds: ReadonlyArray<string>
 }>()("@relay-billing/core/FundingRegistry") {
   /**
-   * Builds the registry value; throws on a duplicate id or a `Source` listed
-   * under the other role (wiring mistakes).
+   * Builds the registry value; throws on a duplicate id or a source listed
+   * under the other role than the one it declares (`Source.role`, or an
+   * `ExternalSource`'s optional `role`): wiring mistakes.
    */
   static make(options: RegistryOptions): FundingRegistry["Service"] {
     const funding = new Map<string, Funding>()
     const budgets = new Map<string, BudgetEntry>()
     const addFunding = (source: Funding) => {
-      if (isSource(source) && source.role !== "funding") {
+      if (source.role !== undefined && source.role !== "funding") {
         throw new Error(`source ${JSON.stringify(source.id)} has role ${source.role}, registered as funding`)
       }
       if (funding.has(source.id)) throw new Error(`duplicate funding source id ${JSON.stringify(source.id)}`)
       funding.set(source.id, source)
     }
     const addBudget = (budget: BudgetEntry) => {
-      if (isSource(budget) && budget.role !== "budget") {
+      if (budget.role !== undefined && budget.role !== "budget") {
         throw new Error(`source ${JSON.stringify(budget.id)} has role ${budget.role}, registered as a budget`)
       }
       if (budgets.has(budget.id)) throw new Error(`duplicate budget id ${JSON.stringify(budget.id)}`)
@@ -117,7 +117,7 @@ export class FundingRegistry extends Context.Service<FundingRegistry, {
  * @since 0.4.0
  * @category models
  */
-export type FundingReader = Pick<FundingSource, "id" | "availability" | "balance" | "room" | "minimumReservation">
+export type FundingReader = Pick<ExternalSource, "id" | "availability" | "balance" | "room" | "minimumReservation">
 
 /**
  * What can be read of a budget without moving anything.
@@ -125,7 +125,7 @@ export type FundingReader = Pick<FundingSource, "id" | "availability" | "balance
  * @since 0.4.0
  * @category models
  */
-export type BudgetReader = Pick<Budget, "id" | "remaining">
+export type BudgetReader = Pick<ExternalSource, "id" | "remaining">
 
 /**
  * A read-only view of a registry, with every `Source` bound to `sql` (the

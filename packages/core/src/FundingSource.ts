@@ -11,7 +11,14 @@
  * @since 0.1.0
  */
 import type { Effect } from "effect"
-import type { HoldResolved, InsufficientFunds, QuotaOutOfRange, StoreError } from "./BillingError.js"
+import type {
+  HoldResolved,
+  InsufficientFunds,
+  QuotaOutOfRange,
+  StoreError,
+  TokenBudgetExceeded,
+  TokenNotFound
+} from "./BillingError.js"
 import type { HoldPart } from "./Hold.js"
 import type { Quota } from "./Quota.js"
 
@@ -181,14 +188,43 @@ export interface Availability {
 }
 
 /**
- * The plugin contract.
+ * What a budget has left; an unlimited budget still counts usage.
  *
- * @since 0.1.0
+ * @since 0.5.0
  * @category models
  */
-export interface FundingSource {
-  /** Unique id of the source (`"wallet"`, `"subscription"`, or a plugin's own). */
+export interface Remaining {
+  readonly unlimited: boolean
+  readonly remaining: number
+}
+
+/**
+ * Which side of a charge an external source stands on: `"funding"` pays (the
+ * wallet, a subscription, a third party's source), `"budget"` caps without
+ * paying (a token budget: every charge hits a budget *and* a funding source).
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export type ExternalRole = "funding" | "budget"
+
+/**
+ * The external two-phase contract, one shape for both roles: a source that
+ * reserves before the upstream call, then settles or refunds by hold id
+ * (funding sources and budgets alike; the registry's `funding` / `budgets`
+ * lists say which role a source plays, `role` may say it too).
+ * Members that only one role uses are optional: `minimumReservation`,
+ * `availability`, `balance` and `room` are read of funding sources,
+ * `remaining` of budgets.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface ExternalSource {
+  /** Unique id of the source (`"wallet"`, `"subscription"`, `"token"`, or a plugin's own). */
   readonly id: string
+  /** Optional: the role the source is written for (documentation; the registry decides). */
+  readonly role?: ExternalRole
   /**
    * Identity of the transactional store the source writes through. When it equals
    * the hold journal's `storeId`, the source's writes commit or roll back with the
@@ -209,13 +245,21 @@ export interface FundingSource {
    * balance check asks it (and `balance` for sources without it).
    */
   readonly room?: (accountId: string) => Effect.Effect<number, StoreError>
+  /** Budgets: what the subject has left (used by the optional trust bypass). */
+  readonly remaining?: (subjectId: string) => Effect.Effect<Remaining, StoreError>
   /**
    * Reserves exactly `amount`, atomically; idempotent by hold id; fails typed for a hold id
    * already refunded, and with `QuotaOutOfRange` when a counter would leave ±(2^53−1).
+   * A funding source short of funds fails with `InsufficientFunds`; a budget with
+   * `TokenBudgetExceeded`, or `TokenNotFound` for a subject that does not belong to
+   * `request.accountId` (spec §2.9), reserving nothing on an unlimited subject.
    */
   readonly reserve: (
     request: ReserveRequest
-  ) => Effect.Effect<Reservation, InsufficientFunds | HoldResolved | QuotaOutOfRange | StoreError>
+  ) => Effect.Effect<
+    Reservation,
+    InsufficientFunds | TokenBudgetExceeded | TokenNotFound | HoldResolved | QuotaOutOfRange | StoreError
+  >
   /**
    * Adjusts the reservation to `actual`; idempotent by hold id; fails typed after a refund,
    * and with `QuotaOutOfRange` (writing nothing) when a balance would leave ±(2^53−1).
@@ -242,6 +286,15 @@ export interface FundingSource {
    */
   readonly lateSettle?: (request: LateSettleRequest) => Effect.Effect<PartResult, QuotaOutOfRange | StoreError>
 }
+
+/**
+ * The funding-source plugin contract: an {@link ExternalSource} in the role
+ * `"funding"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type FundingSource = ExternalSource
 
 /**
  * Declares a funding source (an identity function that gives type inference and a

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import { FundingRegistry, reader } from "../src/FundingRegistry.js"
 import * as FundingResolver from "../src/FundingResolver.js"
-import type { FundingSource } from "../src/FundingSource.js"
+import type { ExternalRole, ExternalSource, FundingSource } from "../src/FundingSource.js"
 import type { Source } from "../src/Source.js"
 import { isSource } from "../src/Source.js"
 import type { SqlStore } from "../src/SqlStore.js"
@@ -50,6 +50,28 @@ describe("FundingRegistry with v2 Sources (issue 10 #1)", () => {
     expect(() => FundingRegistry.make({ budgets: [mover("wallet", "funding")] })).toThrow(/role funding, registered as a budget/)
     expect(() => FundingRegistry.make({ funding: [external("wallet")], sources: [mover("wallet", "funding")] })).toThrow(/duplicate/)
   })
+
+  it.effect("one ExternalSource shape serves both roles; a declared role is checked like a Source's (issue 10 #9.3)", () =>
+    Effect.gen(function*() {
+      const declared = (id: string, role: ExternalRole | undefined): ExternalSource => ({
+        ...external(id),
+        ...(role !== undefined ? { role } : {}),
+        remaining: () => Effect.succeed({ unlimited: false, remaining: 7 })
+      })
+      // The same value registers as a budget and as a funding source when it declares no role.
+      const both = declared("credits", undefined)
+      const registry = FundingRegistry.make({ funding: [both], budgets: [both, declared("token", "budget")] })
+      expect(yield* registry.funding("credits")).toBe(both)
+      expect(yield* registry.budget("credits")).toBe(both)
+      const token = yield* registry.budget("token")
+      expect(isSource(token) ? undefined : yield* token.remaining!("t")).toEqual({ unlimited: false, remaining: 7 })
+      expect(() => FundingRegistry.make({ funding: [declared("token", "budget")] })).toThrow(
+        /"token" has role budget, registered as funding/
+      )
+      expect(() => FundingRegistry.make({ budgets: [declared("wallet", "funding")] })).toThrow(
+        /"wallet" has role funding, registered as a budget/
+      )
+    }))
 
   it.effect("the resolver reads a Source's availability through the reader's executor", () =>
     Effect.gen(function*() {

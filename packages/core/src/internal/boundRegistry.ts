@@ -7,10 +7,9 @@
 import { Effect } from "effect"
 import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
-import type { FundingSource } from "../FundingSource.js"
+import type { ExternalSource } from "../FundingSource.js"
 import type { Ledger } from "../Ledger.js"
 import type { Preference } from "../Preference.js"
 import type { Source } from "../Source.js"
@@ -20,8 +19,8 @@ import { adaptSource } from "./sourceTarget.js"
 
 /** The registry as the engine sees it. */
 export interface BoundRegistry {
-  readonly funding: (id: string) => Effect.Effect<FundingSource, UnknownSource>
-  readonly budget: (id: string) => Effect.Effect<Budget, UnknownSource>
+  readonly funding: (id: string) => Effect.Effect<ExternalSource, UnknownSource>
+  readonly budget: (id: string) => Effect.Effect<ExternalSource, UnknownSource>
   readonly hasFunding: (id: string) => boolean
   readonly fundingIds: ReadonlyArray<string>
   /**
@@ -32,6 +31,13 @@ export interface BoundRegistry {
    * after a refund.
    */
   readonly allSources: Effect.Effect<boolean, UnknownSource>
+  /**
+   * Whether the funding source `id` is a `Source` (a balance mover): split
+   * funding asks it again while it gives something (a subscription source
+   * draws one subscription per take), where a two-phase source, keyed by hold
+   * id, is asked once.
+   */
+  readonly isMover: (id: string) => boolean
 }
 
 /** The widest chain of a preference: `*_only` limits where a hold reserves, not where an overflow goes. */
@@ -62,7 +68,7 @@ const noSql = (storeId: string): SqlStore["Service"] => ({
 
 /** Binds `registry` for the engine. */
 export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDeps): BoundRegistry => {
-  const adapted = new Map<string, FundingSource & Budget>()
+  const adapted = new Map<string, ExternalSource>()
 
   /** The registered funding `Source` of `id`, if it is one. */
   const fundingSource = (id: string): Effect.Effect<Source | undefined> =>
@@ -102,11 +108,18 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
     return target
   }
 
+  const movers = new Set(
+    registry.fundingIds.filter((id) =>
+      Effect.runSync(Effect.match(registry.funding(id), { onFailure: () => false, onSuccess: isSource }))
+    )
+  )
+
   return {
     funding: (id) => Effect.map(registry.funding(id), (f) => (isSource(f) ? adapt(f) : f)),
     budget: (id) => Effect.map(registry.budget(id), (b) => (isSource(b) ? adapt(b) : b)),
     hasFunding: registry.hasFunding,
     fundingIds: registry.fundingIds,
+    isMover: (id) => movers.has(id),
     allSources: Effect.gen(function*() {
       for (const id of registry.fundingIds) {
         if (!isSource(yield* registry.funding(id))) return false

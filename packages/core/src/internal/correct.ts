@@ -9,14 +9,14 @@ import {
   IdempotencyConflict,
   StoreError
 } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
 import type { BoundRegistry } from "./boundRegistry.js"
-import type { FundingSource } from "../FundingSource.js"
+import type { ExternalSource } from "../FundingSource.js"
 import type { Correction, CorrectionPart, Hold, HoldPart, PartSettlement } from "../Hold.js"
 import { stillCharged } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
+import type { GiveBack } from "./resolve.js"
 
 /** A decoded correction request. */
 export interface CorrectInput {
@@ -34,7 +34,7 @@ interface Deps {
   readonly journal: HoldJournal["Service"]
   readonly registry: BoundRegistry
   readonly counters: AccountCounters["Service"]
-  readonly shared: (target: FundingSource | Budget) => boolean
+  readonly shared: (target: ExternalSource) => boolean
 }
 
 const samePart = (a: { kind: string; sourceId: string; subjectId: string }) =>
@@ -127,7 +127,7 @@ export const makeCorrect = (deps: Deps) => {
         if (give > 0) plan.push({ part, give: give as Quota, corrected: before })
       }
       // Check every part can be corrected before moving anything.
-      const targets: Array<FundingSource | Budget> = []
+      const targets: Array<ExternalSource> = []
       for (const step of plan) {
         const target = yield* targetOf(step.part)
         if (!target.correct) return yield* new CorrectionUnsupported({ holdId, sourceId: step.part.sourceId })
@@ -190,3 +190,30 @@ export const makeCorrect = (deps: Deps) => {
 const holdPartOf = (hold: Hold, part: PartSettlement): HoldPart =>
   hold.parts.find(samePart(part)) ??
     { kind: part.kind, sourceId: part.sourceId, subjectId: part.subjectId, amount: part.reserved }
+
+/** What `correct` needs besides the correction itself. */
+interface FinishingDeps extends Deps {
+  /** Finishes the recorded resolution of a hold with external parts (resolve phase). */
+  readonly finishResolution: GiveBack["finishResolution"]
+}
+
+/**
+ * `correct`: a correction of a settlement left incomplete by a failed external
+ * part first finishes the recorded settle (as the recovery pass would); if it
+ * is still incomplete, the correction fails typed and moves nothing.
+ */
+export const makeCorrectFinishing = (deps: FinishingDeps) => {
+  const { finishResolution, journal } = deps
+  const correctRecorded = makeCorrect(deps)
+  return (input: CorrectInput) =>
+    Effect.gen(function*() {
+      const hold = yield* journal.get(input.holdId)
+      if (hold?.settlement?.incomplete) {
+        const intent = yield* journal.getIntent(input.holdId, "resolve")
+        if (intent?.status === "pending" && intent.step === "settle") {
+          yield* finishResolution(intent).pipe(Effect.catch(() => Effect.void))
+        }
+      }
+      return yield* correctRecorded(input)
+    })
+}

@@ -7,21 +7,19 @@
 import { Clock, Effect } from "effect"
 import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
 import type { BoundRegistry } from "./boundRegistry.js"
-import type { FundingSource } from "../FundingSource.js"
+import type { ExternalSource } from "../FundingSource.js"
 import type { Hold, HoldPart } from "../Hold.js"
 import type { HoldIntent, IntentStep, IntentTarget } from "../HoldIntent.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Quota } from "../Quota.js"
 
-type Target = FundingSource | Budget
 
 interface IntentDeps {
   readonly journal: HoldJournal["Service"]
   readonly registry: BoundRegistry
   readonly tokenBudgetId: string
-  readonly shared: (target: Target) => boolean
+  readonly shared: (target: ExternalSource) => boolean
 }
 
 /** What an open may call: its token budget and every registered funding source. */
@@ -33,6 +31,16 @@ interface OpenScope {
   readonly expiresAt: number
 }
 
+/**
+ * How an open intent is undone: by the recovery pass once due (`"due"`), or at
+ * once by the open that failed (`"now"`), then only on the targets it reached
+ * (`only`, keys of `targetKey`) when given.
+ */
+export interface OpenRecovery {
+  readonly when: "due" | "now"
+  readonly only?: ReadonlySet<string>
+}
+
 /** The key of a target in the set of targets an open reached. */
 export const targetKey = (t: IntentTarget): string => `${t.kind}:${t.sourceId}`
 
@@ -40,7 +48,7 @@ export const targetKey = (t: IntentTarget): string => `${t.kind}:${t.sourceId}`
 export const makeIntents = (deps: IntentDeps) => {
   const { journal, registry, shared } = deps
 
-  const targetOf = (t: IntentTarget): Effect.Effect<Target, UnknownSource> =>
+  const targetOf = (t: IntentTarget): Effect.Effect<ExternalSource, UnknownSource> =>
     t.kind === "funding" ? registry.funding(t.sourceId) : registry.budget(t.sourceId)
 
   /** Whether a part's source is outside the journal's store. */
@@ -129,20 +137,20 @@ export const makeIntents = (deps: IntentDeps) => {
 
   /**
    * Undoes a pending open intent whose hold was never recorded: releases every
-   * external target by hold id (a no-op where nothing was reserved). With
-   * `force` (the open itself failed) it does not wait for `dueAt`, and releases
-   * only the targets in `only` (those the failed open reached) when given.
-   * Returns whether it finished an intent.
+   * external target by hold id (a no-op where nothing was reserved). The
+   * recovery pass waits for `dueAt` (`when: "due"`); an open that itself failed
+   * does not (`when: "now"`), and releases only the targets in `only` (those it
+   * reached) when given. Returns whether it finished an intent.
    */
-  const recoverOpen = (holdId: string, force: boolean, only?: ReadonlySet<string>) =>
+  const recoverOpen = (holdId: string, recovery: OpenRecovery) =>
     journal.transaction(Effect.gen(function*() {
       const intent = yield* journal.getIntent(holdId, "open", { forUpdate: true })
       const now = yield* Clock.currentTimeMillis
-      if (!intent || intent.status !== "pending" || (!force && intent.dueAt > now)) return false
+      if (!intent || intent.status !== "pending" || (recovery.when === "due" && intent.dueAt > now)) return false
       const hold = yield* journal.get(holdId)
       if (!hold) {
         for (const t of [...intent.targets].reverse()) {
-          if (only && !only.has(targetKey(t))) continue
+          if (recovery.only && !recovery.only.has(targetKey(t))) continue
           yield* releaseTarget(holdId, intent.accountId, intent.tokenId, t, intent.amount)
         }
       }

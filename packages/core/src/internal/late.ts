@@ -2,8 +2,7 @@ import { Clock, Effect } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
 import { ContractViolation, StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
-import type { Budget } from "../Budget.js"
-import type { FundingSource, PartResult } from "../FundingSource.js"
+import type { ExternalSource, PartResult } from "../FundingSource.js"
 import type { Hold, HoldPart, PartSettlement, Settlement } from "../Hold.js"
 import { charged } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
@@ -11,13 +10,12 @@ import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
 import { allocate } from "./allocate.js"
 
-type Target = FundingSource | Budget
 
 interface Deps {
   readonly journal: HoldJournal["Service"]
   readonly counters: AccountCounters["Service"]
-  readonly targetOf: (part: HoldPart) => Effect.Effect<Target, UnknownSource>
-  readonly shared: (target: Target) => boolean
+  readonly targetOf: (part: HoldPart) => Effect.Effect<ExternalSource, UnknownSource>
+  readonly shared: (target: ExternalSource) => boolean
 }
 
 /**

@@ -14,10 +14,10 @@
 import { Clock, Effect } from "effect"
 import { ContractViolation, StoreError } from "../BillingError.js"
 import type { QuotaOutOfRange } from "../BillingError.js"
-import type { Budget, Remaining } from "../Budget.js"
 import type {
   CorrectRequest,
-  FundingSource,
+  ExternalSource,
+  Remaining,
   LateSettleRequest,
   PartResult,
   RefundRequest,
@@ -49,7 +49,7 @@ export interface ChainRequest {
 }
 
 /** The engine's view of an adapted source: both two-phase shapes. */
-export type SourceTarget = FundingSource & Budget
+export type SourceTarget = ExternalSource
 
 /** The note on the ledger rows of what `sourceId` could not carry and the next source did. */
 export const overflowNote = (sourceId: string): string => `overflow of ${sourceId}`
