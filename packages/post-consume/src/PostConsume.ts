@@ -94,7 +94,12 @@ export class PostConsume extends Context.Service<PostConsume, {
 export const make = (
   engine: BillingSession.BillingSession["Service"],
   registry: FundingRegistry.FundingRegistry["Service"],
-  options: { readonly roles?: FundingResolver.Roles; readonly tokenBudgetId?: string } = {}
+  options: {
+    readonly roles?: FundingResolver.Roles
+    readonly tokenBudgetId?: string
+    /** The engine's custom preferences (`BillingSession.Options.preferences`), so that their names resolve alike. */
+    readonly preferences?: Preference.Chains
+  } = {}
 ): PostConsume["Service"] => {
   const decode = Input.decodeInput(Request, "")
 
@@ -102,7 +107,13 @@ export const make = (
     Effect.gen(function*() {
       const amount = req.check
       if (amount === undefined) return
-      const order = yield* FundingResolver.resolve(registry, Preference.normalize(req.preference), req.accountId, options.roles)
+      const order = yield* FundingResolver.resolve(
+        registry,
+        Preference.normalize(req.preference, options.preferences),
+        req.accountId,
+        options.roles,
+        options.preferences
+      )
       // Passes only if one source the preference allows can pay the whole amount now:
       // a subscription counts for the room it has left, the wallet for its balance.
       let best = 0

@@ -40,6 +40,7 @@ export interface EngineConfig {
   readonly holdTtlMillis: number
   readonly trustThreshold: number | undefined
   readonly roles: FundingResolver.Roles
+  readonly preferences: Preference.Chains
   readonly tokenBudgetId: string
   readonly reapBatch: number
   readonly splitFundingFor: ((accountId: string) => Effect.Effect<boolean, StoreError>) | undefined
@@ -389,10 +390,10 @@ export const makeEngine = (deps: Deps) => {
       ? config.splitFundingFor(input.accountId)
       : Effect.succeed(false)
 
-  const reserveChain = (input: OpenInput, preference: Preference.Preference) =>
+  const reserveChain = (input: OpenInput, preference: Preference.Name) =>
     Effect.gen(function*() {
       const outer = yield* Scope.Scope
-      const order = input.sources ?? (yield* FundingResolver.resolve(registry, preference, input.accountId, config.roles))
+      const order = input.sources ?? (yield* FundingResolver.resolve(registry, preference, input.accountId, config.roles, config.preferences))
       const budget = input.playground || input.tokenId === undefined
         ? undefined
         : yield* registry.budget(config.tokenBudgetId)
@@ -436,7 +437,7 @@ export const makeEngine = (deps: Deps) => {
   const open = Effect.fn("BillingSession.open")(function*(input: OpenInput) {
     // No read first: the insert inside the transaction detects an existing hold (and
     // makes a concurrent open of the same id wait for, then see, the first one).
-    const preference = Preference.normalize(input.preference)
+    const preference = Preference.normalize(input.preference, config.preferences)
     const now = yield* Clock.currentTimeMillis
     const draft: Hold = {
       id: input.holdId,
