@@ -28,7 +28,7 @@
 import { randomUUID } from "node:crypto"
 import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { BillingSession } from "@relay-billing/core"
+import { BillingSession, Preference } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
@@ -395,6 +395,11 @@ const notFoundIn = (field: string) => (error: { readonly message: string }) =>
 export interface Options {
   /** The configured groups; when given, an account's `group` must be one of them. */
   readonly groups?: ReadonlyArray<string> | undefined
+  /**
+   * The configured `funding.preferences` names; an account's
+   * `billingPreference` must be one of them or a built-in one.
+   */
+  readonly preferences?: ReadonlyArray<string> | undefined
 }
 
 type Handler = Effect.Effect<
@@ -501,6 +506,15 @@ export const routes = (options: Options = {}): Layer.Layer<
           ? Effect.fail(Api.invalidRequest("group", `group: expected one of ${options.groups.join(", ")}, got ${JSON.stringify(group)}`))
           : Effect.void
 
+      const preferenceNames = [...Preference.builtins, ...(options.preferences ?? [])]
+      const checkPreference = (name: string | undefined) =>
+        name !== undefined && !preferenceNames.includes(name)
+          ? Effect.fail(Api.invalidRequest(
+            "billingPreference",
+            `billingPreference: expected one of ${preferenceNames.join(", ")}, got ${JSON.stringify(name)}`
+          ))
+          : Effect.void
+
       const readAccount = (id: string) =>
         Effect.gen(function*() {
           const meta = yield* store.account(id)
@@ -530,6 +544,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         HttpRouter.route("POST", "/admin/accounts", handle(Effect.gen(function*() {
           const body = yield* Api.decodeBody(CreateAccountBody)
           yield* checkGroup(body.group)
+          yield* checkPreference(body.billingPreference)
           const id = generateId("acc")
           yield* client.transaction(Effect.gen(function*() {
             yield* wallet.createAccount({
@@ -557,6 +572,7 @@ export const routes = (options: Options = {}): Layer.Layer<
           yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(PatchAccountBody)
           yield* checkGroup(body.group)
+          yield* checkPreference(body.billingPreference)
           yield* client.transaction(Effect.gen(function*() {
             if (body.quotaWarningThreshold !== undefined) {
               yield* wallet.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })

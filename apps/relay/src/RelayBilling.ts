@@ -11,14 +11,23 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import type { AccountCounters, BillingError, BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
-import { KnexClient, Migrations } from "@relay-billing/knex"
+import type {
+  AccountCounters,
+  BillingError,
+  BillingSession,
+  FundingRegistry,
+  HoldJournal,
+  Ledger,
+  Source
+} from "@relay-billing/core"
+import { KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
 import { Subscription } from "@relay-billing/subscription"
 import type { SubscriptionAdmin } from "@relay-billing/subscription"
 import type { WalletAdmin } from "@relay-billing/wallet"
 import { AdminKey } from "./AdminKey.js"
 import type { AdminKeyError } from "./AdminKey.js"
-import type { Loaded } from "./Config.js"
+import type { ConfigError, Loaded } from "./Config.js"
+import * as Plugins from "./Plugins.js"
 import * as RelayStore from "./RelayStore.js"
 import * as Webhook from "./Webhook.js"
 
@@ -38,6 +47,38 @@ export const migrationSets: ReadonlyArray<Migrations.MigrationSet> = [...Subscri
  */
 export const migrate: Effect.Effect<Migrations.MigrationReport, BillingError.StoreError, KnexClient.KnexClient> = Migrations
   .run(migrationSets)
+
+/**
+ * Applies every pending migration of {@link migrationSets}, then those of the
+ * plugin sources (`funding.sources`), each in its own migrations table
+ * (`SourceMigrations`: `<prefix>source_<id>_migrations`).
+ *
+ * @since 0.4.0
+ * @category migrations
+ */
+export const migrateWith = (
+  sources: ReadonlyArray<Pick<Source.Source, "id" | "migrations">>
+): Effect.Effect<Migrations.MigrationReport, BillingError.StoreError, KnexClient.KnexClient> =>
+  Effect.gen(function*() {
+    const client = yield* KnexClient.KnexClient
+    const plugins = sources.filter((s) => (s.migrations ?? []).length > 0).map((s) => SourceMigrations.toSet(client, s))
+    return yield* Migrations.run([...migrationSets, ...plugins])
+  })
+
+/**
+ * Loads the plugins of the config's `funding.sources` (see {@link Plugins.load}),
+ * resolving package names from `cwd` (default: the working directory).
+ *
+ * @since 0.4.0
+ * @category plugins
+ */
+export const loadPlugins = (
+  loaded: Loaded,
+  cwd?: string
+): Effect.Effect<ReadonlyArray<Source.Source>, ConfigError> =>
+  Plugins.load(loaded.config.funding.sources, { cwd, configSource: loaded.configSource }).pipe(
+    Effect.map((all) => all.map((l) => l.source))
+  )
 
 /**
  * The services the relay's billing provides.
@@ -71,9 +112,11 @@ export const layerClient = <E, R>(
      * events are dropped.
      */
     readonly events?: Layer.Layer<never> | undefined
+    /** Plugin sources (`funding.sources`, loaded): their migrations run with the others. */
+    readonly sources?: ReadonlyArray<Source.Source> | undefined
   } = {}
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
-  const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
+  const migrated = Layer.effectDiscard(migrateWith(options.sources ?? [])).pipe(Layer.provideMerge(client))
   // The request log is written by the engine in each settlement's transaction (issue 9 #9).
   const recorded = Subscription.layer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
   const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
@@ -92,12 +135,15 @@ export const layerUrl = (
     readonly client?: KnexClient.ClientOptions
     /** See {@link layerClient}. */
     readonly events?: Layer.Layer<never> | undefined
+    /** See {@link layerClient}. */
+    readonly sources?: ReadonlyArray<Source.Source> | undefined
   } = {}
 ): Layer.Layer<Services, BillingError.StoreError | BillingError.InvalidInput> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
 
 /**
  * The SDK options the relay's config implies: hold lifetime
- * (`billing.holdTtlSeconds`) and the trust bypass (`billing.trustQuota`).
+ * (`billing.holdTtlSeconds`), the trust bypass (`billing.trustQuota`) and the
+ * named preferences (`funding.preferences`).
  *
  * @since 0.1.0
  * @category constructors
@@ -105,7 +151,8 @@ export const layerUrl = (
 export const sdkOptions = (loaded: Loaded): Subscription.LayerOptions => ({
   session: {
     holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
-    ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {})
+    ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {}),
+    ...(Object.keys(loaded.config.funding.preferences).length > 0 ? { preferences: loaded.config.funding.preferences } : {})
   }
 })
 
@@ -113,6 +160,9 @@ export const sdkOptions = (loaded: Loaded): Subscription.LayerOptions => ({
  * Everything the admin API (and the request flow) needs, from the loaded
  * configuration: the billing services over `RELAY_DATABASE_URL` and the admin
  * key (`RELAY_ADMIN_KEY`, else `adminKeyPath`, default `./data/admin-key`).
+ * The plugins of `funding.sources` are loaded first (package names resolved
+ * from `pluginCwd`, default the working directory; a `ConfigError` naming the
+ * entry stops the build) and their migrations run with the others.
  * The session publishes its events to `options.events` when given, else to
  * the `notifications.webhook` of the config ({@link Webhook.layerFromConfig};
  * events are dropped when the section is absent).
@@ -127,13 +177,17 @@ export const layerFromConfig = (
     readonly client?: KnexClient.ClientOptions
     /** Overrides the config's notifier (see {@link layerClient}). */
     readonly events?: Layer.Layer<never> | undefined
+    /** Where plugin package names are resolved from (default `process.cwd()`). */
+    readonly pluginCwd?: string | undefined
   } = {}
-): Layer.Layer<Services | AdminKey, BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
+): Layer.Layer<Services | AdminKey, BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError> =>
   Layer.merge(
-    layerUrl(loaded.databaseUrl, {
-      ...sdkOptions(loaded),
-      ...(options.client ? { client: options.client } : {}),
-      events: options.events ?? Webhook.layerFromConfig(loaded.config)
-    }),
+    Layer.unwrap(Effect.map(loadPlugins(loaded, options.pluginCwd), (sources) =>
+      layerUrl(loaded.databaseUrl, {
+        ...sdkOptions(loaded),
+        ...(options.client ? { client: options.client } : {}),
+        events: options.events ?? Webhook.layerFromConfig(loaded.config),
+        sources
+      }))),
     AdminKey.layer({ envKey: loaded.adminKey, path: options.adminKeyPath })
   )
