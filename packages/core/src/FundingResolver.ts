@@ -10,8 +10,11 @@ import { Effect } from "effect"
 import type { StoreError } from "./BillingError.js"
 import { InvalidInput, UnknownSource } from "./BillingError.js"
 import type { Availability } from "./FundingSource.js"
-import type { FundingRegistry } from "./FundingRegistry.js"
+import type { Funding, FundingReader } from "./FundingRegistry.js"
+import { readSource } from "./FundingRegistry.js"
 import * as Preference from "./Preference.js"
+import { isSource } from "./Source.js"
+import type { SqlStore } from "./SqlStore.js"
 
 /**
  * Ids of the two built-in roles.
@@ -168,22 +171,29 @@ export const validate = (
  * ({@link chainOf}) without the ids that are not registered (a built-in alias
  * may name a role the host did not install), walked with each registered
  * source's availability ({@link walk}). Fails with `UnknownSource` when no id
- * of the chain is registered.
+ * of the chain is registered. A registry holding `Source`s reads them through
+ * `sql` (the store's `SqlStore`; since 0.4.0).
  *
  * @since 0.1.0
  * @category ordering
  */
 export const resolve = Effect.fn("FundingResolver.resolve")(function*(
-  registry: FundingRegistry["Service"],
+  registry: {
+    readonly funding: (id: string) => Effect.Effect<Funding | FundingReader, UnknownSource>
+    readonly hasFunding: (id: string) => boolean
+  },
   preference: string,
   accountId: string,
   roles: Roles = defaultRoles,
-  custom?: Preference.Chains
+  custom?: Preference.Chains,
+  sql?: SqlStore["Service"]
 ): Effect.fn.Return<ReadonlyArray<string>, StoreError | UnknownSource> {
   const chain = chainOf(preference, roles, custom)
   const registered = chain.filter((id) => registry.hasFunding(id))
   if (registered.length === 0) return yield* new UnknownSource({ sourceId: chain[0] ?? "", kind: "funding" })
   return yield* walk(registered, (id) =>
-    Effect.flatMap(registry.funding(id), (source) =>
-      source.availability ? source.availability(accountId) : Effect.succeed(undefined)))
+    Effect.flatMap(registry.funding(id), (entry) => {
+      const source: FundingReader = isSource(entry) ? readSource(entry, sql) : entry
+      return source.availability ? source.availability(accountId) : Effect.succeed(undefined)
+    }))
 })

@@ -65,12 +65,13 @@ describe("new-api bug 1: token leak when the funding write fails", () => {
       yield* store.createToken("t", "a", { remain: R })
       const engine = yield* Engine
       const before = store.snapshot()
-      store.faults.failNext("journal.update")
+      // v2: with every source in the store, the hold is written once, after both takes.
+      store.faults.failNext("journal.insert")
       const error = yield* expectFailure(
         engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" }),
         "StoreError"
       )
-      assert.strictEqual(error.operation, "journal.update")
+      assert.strictEqual(error.operation, "journal.insert")
       assert.strictEqual(store.faults.calls("wallet.reserve"), 1)
       assert.deepStrictEqual(store.snapshot(), before)
       // Nothing was left behind: the same id opens normally afterwards.
@@ -104,7 +105,7 @@ describe("new-api bug 1: token leak when the funding write fails", () => {
     const stores = () => {
       const main = InMemoryStore.make()
       const ext = InMemoryStore.make({ ids: { token: "token" } })
-      const layer = composedLayer(main, { funding: [main.wallet, main.subscription], budgets: [ext.token] })
+      const layer = composedLayer(main, { funding: [main.wallet, main.subscription], budgets: [ext.external.token] })
       const setup = Effect.gen(function*() {
         yield* main.createAccount("a", W)
         yield* ext.createToken("t", "a", { remain: R })
@@ -478,7 +479,7 @@ describe("new-api B5: funding settled but the token step failed", () => {
   it.effect("B5 EXTERNAL funding settled first, token fails → the token step rolls back, the recorded settle is finished by the refund (never a refund), the funding is charged once", () => {
     const main = InMemoryStore.make()
     const ext = InMemoryStore.make()
-    const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+    const layer = composedLayer(main, { funding: [ext.external.wallet], budgets: [main.token] })
     return Effect.gen(function*() {
       yield* ext.createAccount("a", W)
       yield* main.createToken("t", "a", { remain: R })

@@ -34,6 +34,10 @@ import { makeIntents, targetKey } from "./intents.js"
 import { makeCorrect } from "./correct.js"
 import { makeLateSettle } from "./late.js"
 import { makeRenew } from "./lease.js"
+import { bindRegistry } from "./boundRegistry.js"
+import { collectingJournal, insideTransaction } from "./ledgerRows.js"
+import type { Ledger } from "../Ledger.js"
+import type { SqlStore } from "../SqlStore.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
 export interface EngineConfig {
@@ -95,6 +99,10 @@ type SettleMetadata = Readonly<Record<string, string>> | undefined
 interface Deps {
   readonly lowBalance: LowBalancePolicy
   readonly journal: HoldJournal["Service"]
+  /** Where the rows of `Source` moves go (one append per transaction). */
+  readonly ledger?: Ledger["Service"] | undefined
+  /** The store's executor, handed to `Source`s inside the engine's transactions. */
+  readonly sql?: SqlStore["Service"] | undefined
   /** Writes the host's record of a settlement inside the settle's transaction. */
   readonly recorder?: Recorder | undefined
   readonly registry: FundingRegistry["Service"]
@@ -114,6 +122,23 @@ class Duplicate {
   readonly _tag = "Duplicate"
 }
 
+/** Internal: the insert of a fully taken hold met an existing id; fails to roll the takes back. */
+class Replayed extends Data.TaggedError("Replayed")<{}> {}
+
+/**
+ * Internal: a resolution written with a conditional update found the hold no
+ * longer pending (another process resolved it first); fails to roll its moves
+ * back, and the caller goes on with the hold as it now is.
+ */
+class Stale extends Data.TaggedError("Stale")<{}> {}
+
+/** An open's typed refusal (not a store failure): a replay of an existing hold may explain it. */
+const isBusinessError = (error: unknown): boolean => {
+  const tag = (error as { readonly _tag?: unknown } | undefined)?._tag
+  return tag === "InsufficientFunds" || tag === "TokenBudgetExceeded" || tag === "TokenNotFound" ||
+    tag === "QuotaOutOfRange" || tag === "ContractViolation" || tag === "HoldResolved"
+}
+
 /**
  * Internal: a transaction found a pending hold with an external part whose
  * resolution was not recorded first (the hold became visible after the caller
@@ -126,7 +151,14 @@ class Renewed extends Data.TaggedError("Renewed")<{}> {}
 
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
-  const { config, counters, events, journal, lowBalance, recorder, registry } = deps
+  const { config, counters, events, lowBalance, recorder } = deps
+  const journal = collectingJournal(deps.journal, deps.ledger)
+  const registry = bindRegistry(deps.registry, {
+    storeId: deps.journal.storeId,
+    sql: deps.sql ?? noSql(deps.journal.storeId),
+    ledger: deps.ledger,
+    roles: config.roles
+  })
 
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
 
@@ -428,7 +460,7 @@ export const makeEngine = (deps: Deps) => {
       holdId: hold.id,
       preConsumed: hold.reserved,
       needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
-      settle: (actual, options) => settle(hold.id, actual, options?.metadata),
+      settle: (actual, options) => settleFromHandle(hold, actual, options?.metadata),
       refund: Effect.suspend(() => refund(hold.id)),
       lease: { ttlMillis, renew: Effect.suspend(() => renew(hold.id, ttlMillis)) }
     }
@@ -466,17 +498,32 @@ export const makeEngine = (deps: Deps) => {
     }
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
+        if (!external) {
+          // Every source is in the journal's store: take first, then insert the hold once with
+          // its parts; a conflict rolls the takes back and is answered as the replay it is.
+          const chosen = yield* reserveChain(input, preference)
+          const hold: Hold = { ...draft, parts: chosen.parts, reserved: chosen.amount, trusted: chosen.trusted }
+          if (!(yield* journal.insert(hold))) return yield* new Replayed()
+          return hold
+        }
         if (!(yield* journal.insert(draft))) return new Duplicate()
         const chosen = yield* reserveChain(input, preference)
         const hold: Hold = { ...draft, parts: chosen.parts, reserved: chosen.amount, trusted: chosen.trusted }
         if (!(yield* journal.update(hold, "pending"))) {
           return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
         }
-        if (external && leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
-        if (external) yield* intents.commitOpen(hold.id)
+        if (leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
+        yield* intents.commitOpen(hold.id)
         return hold
       }))
     ).pipe(
+      Effect.catchTag("Replayed", () => Effect.succeed(new Duplicate())),
+      // A take that failed may have met a balance the first open of this id already took:
+      // an existing hold makes it a replay (§2.7), answered as such.
+      Effect.catchIf(
+        (error): error is typeof error => !external && isBusinessError(error),
+        (error) => Effect.flatMap(journal.get(input.holdId), (existing) => existing ? Effect.succeed(new Duplicate()) : Effect.fail(error))
+      ),
       // The open failed: release every external target now (its compensation may have
       // failed too); if that fails as well, the recovery pass does it after the TTL.
       Effect.onError(() => external ? recoverOpenLogged(input.holdId, leftover ? undefined : called) : Effect.void)
@@ -544,13 +591,16 @@ export const makeEngine = (deps: Deps) => {
     typeof error === "object" && error !== null && (error as { readonly _tag?: unknown })._tag === "Unclaimed"
 
   /**
-   * Runs the settle plan of `hold` with `actual` on every part (sources are
-   * idempotent by hold id, so a part already settled answers with its first
-   * result). Fails when a part fails before any external part was charged (the
-   * transaction rolls back); after that, a failed part keeps its reservation and
-   * is reported in `incomplete`.
+   * Runs the settle plan of `hold` with `actual` on every part. Fails when a
+   * part fails before any external part was charged (the transaction rolls
+   * back); after that, a failed part keeps its reservation and is reported in
+   * `incomplete`. Completing an incomplete settlement (`previous`) runs the
+   * external parts again (each is idempotent by hold id, so a part already
+   * settled answers with its first result) and keeps what the parts in the
+   * journal's store recorded: they committed with the first settle, and moving
+   * them again would charge twice.
    */
-  const runPlan = (hold: Hold, actual: Quota) =>
+  const runPlan = (hold: Hold, actual: Quota, previous?: Settlement) =>
     Effect.gen(function*() {
       const holdId = hold.id
       const funding = hold.parts.filter((p) => p.kind === "funding")
@@ -573,9 +623,16 @@ export const makeEngine = (deps: Deps) => {
       let incomplete: Settlement["incomplete"]
       for (const [part, target] of plan) {
         const source = yield* targetOf(part)
-        const result = yield* Effect.result(
-          (source.settle as FundingSource["settle"])({ holdId, accountId: hold.accountId, part, actual: target })
-        )
+        const recorded = previous && shared(source)
+          ? previous.parts.find((p) => p.kind === part.kind && p.sourceId === part.sourceId && p.subjectId === part.subjectId)
+          : undefined
+        if (recorded) {
+          parts.push(recorded)
+          continue
+        }
+        // The preference rides along for a `Source`'s overflow chain (external sources ignore it).
+        const request = { holdId, accountId: hold.accountId, part, actual: target, preference: hold.preference }
+        const result = yield* Effect.result((source.settle as FundingSource["settle"])(request))
         if (result._tag === "Failure") {
           // Everything done in the journal's store rolls back with the transaction: fail it.
           // A part in that store may have failed half way (a balance moved, its record not),
@@ -619,7 +676,7 @@ export const makeEngine = (deps: Deps) => {
    */
   const completeSettlement = (hold: Hold, settlement: Settlement) =>
     Effect.gen(function*() {
-      const run = yield* runPlan(hold, settlement.actual)
+      const run = yield* runPlan(hold, settlement.actual, settlement)
       if (run.incomplete) {
         return yield* new StoreError({
           operation: "settle.complete",
@@ -822,6 +879,42 @@ export const makeEngine = (deps: Deps) => {
       return intent.status === "pending" ? intent : undefined
     })
 
+  /**
+   * The settle of a session handle: with every source in the journal's store
+   * and no enclosing transaction, it settles the hold the handle holds in
+   * memory (its parts never change after open) without reading it: the moves,
+   * the counters, then one conditional update (`status = 'pending'`), the ledger
+   * rows, in one transaction. When the update finds the hold resolved already
+   * (a replay, a refund, the recovery pass), the transaction rolls back and the
+   * settle goes the reading way, which answers as the hold now is.
+   */
+  const settleFromHandle = Effect.fn("BillingSession.settle")(
+    function*(hold: Hold, actualInput: number, metadata?: SettleMetadata) {
+      const actual = yield* QuotaModule.decode("actual", actualInput)
+      if ((yield* registryHasExternal) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
+      const fresh = yield* journal.transaction(Effect.gen(function*() {
+        const { parts } = yield* runPlan(hold, actual)
+        const now = yield* Clock.currentTimeMillis
+        const settlement: Settlement = {
+          holdId: hold.id,
+          actual,
+          reserved: hold.reserved,
+          delta: actual - hold.reserved,
+          parts,
+          settledAt: now,
+          ...(metadata !== undefined ? { metadata: { ...metadata } } : {})
+        }
+        if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: charged(settlement), requestCount: 1 })
+        const settled: Hold = { ...hold, status: "settled", resolvedAt: now, settlement }
+        if (!(yield* journal.update(settled, "pending"))) return yield* new Stale()
+        if (recorder !== undefined) yield* recorder.record(settled, settlement)
+        return { hold: settled, settlement, fresh: true }
+      })).pipe(Effect.catchTag("Stale", () => Effect.succeed(undefined)))
+      if (fresh === undefined) return yield* settle(hold.id, actual, metadata)
+      return yield* settleOutcome(fresh)
+    }
+  )
+
   const settle = Effect.fn("BillingSession.settle")(
     function*(holdId: string, actualInput: number, metadata?: SettleMetadata) {
       const actual = yield* QuotaModule.decode("actual", actualInput)
@@ -868,19 +961,32 @@ export const makeEngine = (deps: Deps) => {
   /** The refund transaction (also used to finish a recorded refund or expiry). */
   const giveBackTx = (holdId: string, reason: "refund" | "expire") =>
     Effect.gen(function*() {
+      // With every source in the journal's store, the hold is read without a lock and resolved
+      // by the conditional update after the moves (the lock order of open and settle: balances,
+      // then the hold); an update that finds it resolved already rolls the moves back.
+      const unlocked = !(yield* registryHasExternal) && !(yield* insideTransaction(journal))
       const outcome = yield* journal.transaction(Effect.gen(function*() {
-        const hold = yield* loadPending(holdId, "refund")
+        const hold = unlocked
+          ? yield* Effect.flatMap(journal.get(holdId), (h) => h ? Effect.succeed(h) : Effect.fail(new HoldNotFound({ holdId })))
+          : yield* loadPending(holdId, "refund")
         if (hold.status !== "pending") return { hold, refunded: 0, fresh: false }
         yield* requireClaim(hold, reason)
         const refunded = yield* giveBack(hold, reason)
         const now = yield* Clock.currentTimeMillis
         const done: Hold = { ...hold, status: reason === "expire" ? "expired" : "refunded", resolvedAt: now }
         if (!(yield* journal.update(done, "pending"))) {
+          if (unlocked) return yield* new Stale()
           return yield* new StoreError({ operation: "refund.record", detail: `hold ${holdId} changed while refunding` })
         }
         if (yield* intents.hasExternal(hold)) yield* journal.finishIntent(holdId, "resolve", done.status)
         return { hold: done, refunded, fresh: true }
-      }))
+      })).pipe(
+        Effect.catchTag("Stale", () =>
+          Effect.flatMap(journal.get(holdId), (now) =>
+            now
+              ? Effect.succeed({ hold: now, refunded: 0, fresh: false })
+              : Effect.fail(new StoreError({ operation: "refund", detail: `hold ${holdId} vanished` }))))
+      )
       if (outcome.fresh) {
         yield* publish(
           reason === "expire"
@@ -1070,6 +1176,15 @@ export const makeEngine = (deps: Deps) => {
 
   return { open, settle, refund, reapExpired, get, charge, correct, renew }
 }
+
+/** The executor of a store without a `SqlStore` service: every statement fails typed. */
+const noSql = (storeId: string): SqlStore["Service"] => ({
+  id: storeId,
+  dialect: "sqlite",
+  table: (name) => name,
+  execute: (operation) =>
+    Effect.fail(new StoreError({ operation, detail: `no SqlStore service was provided for store ${storeId}` }))
+})
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({
   kind: part.kind,
