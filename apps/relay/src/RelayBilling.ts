@@ -112,13 +112,18 @@ export const layerClient = <E, R>(
      * events are dropped.
      */
     readonly events?: Layer.Layer<never> | undefined
-    /** Plugin sources (`funding.sources`, loaded): their migrations run with the others. */
+    /**
+     * Plugin sources (`funding.sources`, loaded): registered next to the
+     * subscription and the wallet, their migrations run with the others.
+     */
     readonly sources?: ReadonlyArray<Source.Source> | undefined
   } = {}
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
   const migrated = Layer.effectDiscard(migrateWith(options.sources ?? [])).pipe(Layer.provideMerge(client))
   // The request log is written by the engine in each settlement's transaction (issue 9 #9).
-  const recorded = Subscription.layer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
+  const recorded = Subscription.layer({ ...options, sources: options.sources ?? [] }).pipe(
+    Layer.provide(RelayStore.RelayStore.recorderLayer)
+  )
   const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
   return Layer.mergeAll(billing, RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
 }

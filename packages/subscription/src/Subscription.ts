@@ -7,7 +7,7 @@
  */
 import { Effect, Layer } from "effect"
 import { FundingRegistry } from "@relay-billing/core"
-import type { BillingError, BillingSession } from "@relay-billing/core"
+import type { BillingError, BillingSession, Source } from "@relay-billing/core"
 import type { AccountCounters, HoldJournal, Ledger } from "@relay-billing/core"
 import { KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
@@ -64,6 +64,12 @@ export interface LayerOptions {
   readonly subscription?: SubscriptionSource.SubscriptionOptions
   readonly session?: BillingSession.Options
   readonly lowBalance?: WalletLowBalance.Options
+  /**
+   * More funding sources in the same store (plugins, e.g. the reference
+   * relay's `funding.sources`), registered after the subscription and the
+   * wallet under their own ids, for preference chains to name (since 0.4.0).
+   */
+  readonly sources?: ReadonlyArray<Source.Source>
 }
 
 /**
@@ -88,7 +94,10 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<
     Effect.gen(function*() {
       const client = yield* KnexClient.KnexClient
       const { token, wallet } = yield* Wallet.sources(options.wallet)
-      return { funding: [SubscriptionSource.make(client, options.subscription), wallet], budgets: [token] }
+      return {
+        funding: [SubscriptionSource.make(client, options.subscription), wallet, ...(options.sources ?? [])],
+        budgets: [token]
+      }
     })
   )
   const admin = Layer.effect(
