@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Schedule, Semaphore } from "effect"
+import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import { BillingError } from "@relay-billing/core"
 import knex from "knex"
 import type { Knex } from "knex"
@@ -102,8 +102,8 @@ const retrySchedule = Schedule.exponential("5 millis").pipe(Schedule.jittered)
 
 /** Deadlocks, lock-wait timeouts and serialization failures, on every dialect. */
 const isRetryable = (error: unknown): boolean => {
-  if (!(error instanceof BillingError.StoreError)) return false
-  const cause = error.cause as { code?: unknown; errno?: unknown } | undefined
+  if (!Predicate.isTagged(error, "StoreError")) return false
+  const cause = (error as { readonly cause?: unknown }).cause as { code?: unknown; errno?: unknown } | undefined
   if (!cause || typeof cause !== "object") return false
   // SQLite reports extended codes: SQLITE_BUSY_SNAPSHOT is what a transaction that read
   // before writing gets when another process committed in between (busy_timeout does not

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Predicate, Schema } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import { KnexClient, KnexLedger } from "@relay-billing/knex"
 import { Input } from "@relay-billing/core"
@@ -296,7 +296,7 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
     error: () => X
   ): Effect.Effect<A, E | X | BillingError.StoreError> =>
     Effect.catch(effect, (cause): Effect.Effect<A, E | X | BillingError.StoreError> =>
-      cause instanceof BillingError.StoreError
+      Predicate.isTagged(cause, "StoreError")
         ? Effect.flatMap(exists, (found) => Effect.fail(found ? error() : cause))
         : Effect.fail(cause))
 

@@ -26,7 +26,7 @@
  * deadlock / serialization failure, at every step inside the transaction).
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Option } from "effect"
+import { Cause, Effect, Exit, Layer, Option, Predicate } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import { Faults } from "@relay-billing/testkit"
@@ -413,7 +413,7 @@ for (const target of targets) {
               }
             } else {
               const error = typedFailure(exit)
-              if (!(error instanceof BillingError.StoreError)) {
+              if (!Predicate.isTagged(error, "StoreError")) {
                 problems.push(`${where}: expected a typed StoreError, got ${render(exit)}`)
               }
               if (mustSucceed) problems.push(`${where}: a retryable fault inside the transaction was not retried: ${render(exit)}`)
@@ -515,7 +515,7 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* snapshot(ids), settled(A_SETTLE))
           // A refund whose commit answer is lost after the settle is a no-op either way.
           const refund = yield* armed("after", new Faults.Faults().failNext(COMMIT), billing.refund(ids.hold))
-          assert.isTrue(Exit.isSuccess(refund.exit) || typedFailure(refund.exit) instanceof BillingError.StoreError)
+          assert.isTrue(Exit.isSuccess(refund.exit) || Predicate.isTagged(typedFailure(refund.exit), "StoreError"))
           assert.deepStrictEqual(yield* snapshot(ids), settled(A_SETTLE))
           assert.deepStrictEqual(yield* auditProblems, [])
         }))

@@ -1,4 +1,4 @@
-import { Cause, Clock, Data, Effect, Exit, Scope } from "effect"
+import { Cause, Clock, Data, Effect, Exit, Predicate, Scope } from "effect"
 import type { AccountCounters } from "../AccountCounters.js"
 import {
   ContractViolation,
@@ -290,7 +290,7 @@ export const makeEngine = (deps: Deps) => {
       yield* Scope.close(child, exit)
       const cause = exit.cause
       const first = Cause.findErrorOption(cause)
-      const shortfall = first._tag === "Some" && first.value instanceof InsufficientFunds
+      const shortfall = first._tag === "Some" && Predicate.isTagged(first.value, "InsufficientFunds")
       if (shortfall) {
         for (const { part, target } of [...ctx.acquired].reverse()) {
           const released = yield* Effect.exit(release(target, part, input))
@@ -387,7 +387,7 @@ export const makeEngine = (deps: Deps) => {
               acquirePart(source, "funding", input, input.accountId, remaining as Quota, ctx, true)
             )
             if (result._tag === "Failure") {
-              if (result.failure instanceof InsufficientFunds) continue
+              if (result.failure._tag === "InsufficientFunds") continue
               return yield* Effect.fail(result.failure)
             }
             if (result.success.amount === 0) {
@@ -435,7 +435,7 @@ export const makeEngine = (deps: Deps) => {
         const result = yield* Effect.result(attempt(outer, source, budget, input))
         if (result._tag === "Success") return result.success
         const error = result.failure
-        if (error instanceof InsufficientFunds) {
+        if (error._tag === "InsufficientFunds") {
           firstShortfall ??= error
           continue
         }
