@@ -9,7 +9,10 @@ import { existsSync, mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { Effect, Exit, Layer, Scope } from "effect"
+import { BillingSession, Ledger } from "@relay-billing/core"
+import type { Hold } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
+import { WalletAdmin } from "@relay-billing/wallet"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Cli from "../src/Cli.js"
 import * as Config from "../src/Config.js"
@@ -28,7 +31,7 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     )
     h = await startAdmin(target, { preferences: ["wallet_then_plan"] }, {
       sources: sources.map((l) => l.source),
-      session: { preferences: { wallet_then_plan: ["wallet", "subscription"] } }
+      session: { preferences: { wallet_then_plan: ["wallet", "subscription"], credits_first: ["credits", "wallet"] } }
     })
   }, 60_000)
   afterAll(async () => {
@@ -54,6 +57,44 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
       return yield* client.query("t", (db) => db(client.table("relay_credits")).select("account_id", "balance"))
     }))
     expect(rows.map((r) => [r["account_id"], Number(r["balance"])])).toEqual([["a", 5]])
+  })
+
+  it("the engine drives the plugin's source along a configured chain: take, settle, ledger rows, fallback, audit", async () => {
+    const credits = (accountId: string) =>
+      h.run(Effect.gen(function*() {
+        const client = yield* KnexClient.KnexClient
+        const rows = yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: accountId }).select("balance"))
+        return Number(rows[0]?.["balance"])
+      }))
+    const funding = (hold: Hold.Hold) => hold.parts.filter((p) => p.kind === "funding").map((p) => `${p.sourceId}:${p.amount}`)
+    await h.run(Effect.gen(function*() {
+      const wallet = yield* WalletAdmin.WalletAdmin
+      const client = yield* KnexClient.KnexClient
+      for (const [id, balance] of [["fc-rich", 1_000], ["fc-poor", 3]] as const) {
+        yield* wallet.createAccount({ id, balance: 100 })
+        yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: id, balance }))
+      }
+    }))
+    const paid = await h.run(Effect.gen(function*() {
+      const session = yield* BillingSession.BillingSession
+      const s = yield* session.open({ holdId: "fc-1", accountId: "fc-rich", estimate: 50, preference: "credits_first" })
+      const settlement = yield* s.settle(30)
+      const ledger = yield* Ledger.Ledger
+      const rows = yield* ledger.entries({ sourceId: "credits", subjectId: "fc-rich" })
+      return { parts: funding(s.hold), preference: s.hold.preference, actual: settlement.actual, ledger: rows.reduce((n, r) => n + r.amount, 0) }
+    }))
+    expect(paid).toEqual({ parts: ["credits:50"], preference: "credits_first", actual: 30, ledger: -30 })
+    expect(await credits("fc-rich")).toBe(970)
+    const fellBack = await h.run(Effect.gen(function*() {
+      const session = yield* BillingSession.BillingSession
+      const s = yield* session.open({ holdId: "fc-2", accountId: "fc-poor", estimate: 50, preference: "credits_first" })
+      yield* s.settle(40)
+      return { parts: funding(s.hold), wallet: (yield* (yield* WalletAdmin.WalletAdmin).account("fc-poor")).balance }
+    }))
+    expect(fellBack).toEqual({ parts: ["wallet:50"], wallet: 60 })
+    expect(await credits("fc-poor")).toBe(3)
+    const audit = await h.call("GET", "/admin/audit")
+    expect(audit.body.ok).toBe(true)
   })
 
   it("the admin API accepts a funding.preferences name next to the built-ins, and refuses others naming the field", async () => {
