@@ -8,7 +8,7 @@ import path from "node:path"
 import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Plugins from "../src/Plugins.js"
-import { CREDITS, NO_PLUGIN, pluginHome } from "./support/PluginHome.js"
+import { CREDITS, CREDITS_CJS, NO_PLUGIN, pluginHome } from "./support/PluginHome.js"
 
 const home = pluginHome()
 const load = (entries: ReadonlyArray<{ id: string; package: string; options?: unknown }>, cwd = home) =>
@@ -32,6 +32,15 @@ describe("Plugins.load", () => {
       { id: "promo", package: CREDITS, options: { table: "promo_credits" } }
     ])
     expect(two.map((l) => [l.source.id, l.source.audit?.[0]?.table])).toEqual([["credits", "credits"], ["promo", "promo_credits"]])
+  })
+
+  it("loads a CommonJS plugin whose module.exports is the plugin (the default export)", async () => {
+    const [loaded] = await load([{ id: "legacy", package: CREDITS_CJS }])
+    // require.resolve answers the package's real path (the fixture behind the symlink).
+    expect(loaded!.file.endsWith(path.join("credits-plugin-cjs", "index.cjs"))).toBe(true)
+    expect(loaded!.source.id).toBe("legacy")
+    expect(loaded!.source.role).toBe("funding")
+    expect(loaded!.source.audit).toEqual([{ table: "credits", subject: "account_id", column: "balance" }])
   })
 
   it("a package that cannot be found stops start-up, naming the entry", async () => {

@@ -18,11 +18,13 @@ export const fixturePackage = (dir: string): string =>
 
 /** The credits plugin (ESM-only, one table). */
 export const CREDITS = fixturePackage("credits-plugin")
+/** The credits plugin as CommonJS (`module.exports` is the plugin). */
+export const CREDITS_CJS = fixturePackage("credits-plugin-cjs")
 /** A CommonJS package exporting no plugin. */
 export const NO_PLUGIN = fixturePackage("no-plugin")
 
 /** A fresh directory with `node_modules/<name>` → each fixture. */
-export const pluginHome = (dirs: ReadonlyArray<string> = ["credits-plugin", "no-plugin"]): string => {
+export const pluginHome = (dirs: ReadonlyArray<string> = ["credits-plugin", "credits-plugin-cjs", "no-plugin"]): string => {
   const home = mkdtempSync(path.join(tmpdir(), "relay-plugins-"))
   for (const dir of dirs) {
     const link = path.join(home, "node_modules", ...fixturePackage(dir).split("/"))
