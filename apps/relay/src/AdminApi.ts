@@ -30,13 +30,14 @@ import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession, Preference } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
-import { Audit, KnexClient } from "@relay-billing/knex"
+import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
 import type { WalletError } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
 import { holdIdOf, isRequestId, isScopableAccountId } from "./internal/requestIds.js"
+import * as RelayBilling from "./RelayBilling.js"
 import { countRequest } from "./Metrics.js"
 import { generateId } from "./internal/secrets.js"
 import { BillingPreference, RelayStore } from "./RelayStore.js"
@@ -409,7 +410,7 @@ type Handler = Effect.Effect<
 >
 
 /**
- * The admin routes. Requires the SDK services of `Subscription.layer`, the
+ * The admin routes. Requires the SDK services of `RelayBilling.layerClient`, the
  * {@link RelayStore}, the knex client (for the audit) and the {@link AdminKey}.
  *
  * @since 0.1.0
@@ -434,6 +435,7 @@ export const routes = (options: Options = {}): Layer.Layer<
       const subscriptions = yield* SubscriptionAdmin.SubscriptionAdmin
       const session = yield* BillingSession.BillingSession
       const client = yield* KnexClient.KnexClient
+      const accounts = Accounts.make(client)
 
       /** Authenticates, runs, and renders every failure as an HTTP error. */
       const handle = (handler: Handler) =>
@@ -575,7 +577,7 @@ export const routes = (options: Options = {}): Layer.Layer<
           yield* checkPreference(body.billingPreference)
           yield* client.transaction(Effect.gen(function*() {
             if (body.quotaWarningThreshold !== undefined) {
-              yield* wallet.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
+              yield* accounts.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
             }
             yield* store.updateAccount(id, {
               ...(body.group !== undefined ? { group: body.group } : {}),
@@ -704,7 +706,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         }))),
 
         HttpRouter.route("GET", "/admin/audit", handle(Effect.gen(function*() {
-          const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters }).pipe(
+          const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters }).pipe(
             Effect.provideService(KnexClient.KnexClient, client)
           )
           return json({ ok: report.ok, problems: report.problems })

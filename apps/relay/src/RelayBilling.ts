@@ -1,12 +1,14 @@
 /**
  * Wires the relay's billing: a knex client (from `RELAY_DATABASE_URL`), every
- * migration (`Subscription.allMigrations`, then the relay's own), the SDK's
- * `Subscription.layer` (BillingSession funded by subscriptions and the wallet,
- * token budgets, WalletAdmin, SubscriptionAdmin) and the {@link RelayStore}
- * (whose `SettlementRecorder` writes the request log of every settlement);
- * plus the admin key. The session's `BillingEvents` publisher is the
- * `notifications.webhook` notifier when configured (see {@link Webhook}). The server module mounts {@link AdminApi.routes} (and the
- * client API) over {@link layerFromConfig}.
+ * migration (`Subscription.allMigrations`, the relay's own, then the plugins'),
+ * a `BillingSession` funded by the subscription source, the wallet and the
+ * `funding.sources` plugins, with the token budget (`KnexBilling.sessionLayer`),
+ * WalletAdmin, SubscriptionAdmin and the {@link RelayStore} (whose
+ * `SettlementRecorder` writes the request log of every settlement); plus the
+ * admin key. The session's `BillingEvents` publisher is the
+ * `notifications.webhook` notifier when configured (see {@link Webhook}). The
+ * server module mounts {@link AdminApi.routes} (and the client API) over
+ * {@link layerFromConfig}.
  *
  * @since 0.1.0
  */
@@ -20,16 +22,26 @@ import type {
   Ledger,
   Source
 } from "@relay-billing/core"
-import { KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
-import { Subscription } from "@relay-billing/subscription"
-import type { SubscriptionAdmin } from "@relay-billing/subscription"
-import type { WalletAdmin } from "@relay-billing/wallet"
+import { KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
+import type { Accounts, Audit } from "@relay-billing/knex"
+import { Subscription, SubscriptionAdmin, SubscriptionSource } from "@relay-billing/subscription"
+import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { AdminKey } from "./AdminKey.js"
 import type { AdminKeyError } from "./AdminKey.js"
 import type { ConfigError, Loaded } from "./Config.js"
 import * as Plugins from "./Plugins.js"
 import * as RelayStore from "./RelayStore.js"
 import * as Webhook from "./Webhook.js"
+
+/**
+ * The balances the relay's audit checks against the ledger: wallets, token
+ * budgets (`Wallet.auditBalances`) and subscription usage
+ * (`Subscription.auditBalances`).
+ *
+ * @since 0.4.0
+ * @category audit
+ */
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
 
 /**
  * Every migration set the relay runs, in order.
@@ -98,14 +110,31 @@ export type Services =
   | RelayStore.RelayStore
 
 /**
- * The billing services over a given client layer; migrations run first.
+ * Options of the relay's billing composition: the built-in sources' options,
+ * the engine's and the low-balance policy's.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface BillingOptions {
+  readonly wallet?: WalletSource.WalletOptions
+  readonly subscription?: SubscriptionSource.SubscriptionOptions
+  readonly session?: BillingSession.Options
+  readonly lowBalance?: Accounts.LowBalanceOptions
+}
+
+/**
+ * The billing services over a given client layer; migrations run first. The
+ * session is funded by the subscription, then the wallet, then the plugin
+ * `sources` (in the default order; preferences pick their own), with the
+ * token budget (`KnexBilling.sessionLayer`).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerClient = <E, R>(
   client: Layer.Layer<KnexClient.KnexClient, E, R>,
-  options: Subscription.LayerOptions & {
+  options: BillingOptions & {
     /**
      * What the `BillingSession` publishes its events to: a layer providing
      * `BillingEvents.BillingEvents` (e.g. {@link Webhook.layer}); default:
@@ -121,9 +150,19 @@ export const layerClient = <E, R>(
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
   const migrated = Layer.effectDiscard(migrateWith(options.sources ?? [])).pipe(Layer.provideMerge(client))
   // The request log is written by the engine in each settlement's transaction (issue 9 #9).
-  const recorded = Subscription.layer({ ...options, sources: options.sources ?? [] }).pipe(
-    Layer.provide(RelayStore.RelayStore.recorderLayer)
+  const session = KnexBilling.sessionLayer({
+    funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet), ...(options.sources ?? [])],
+    budgets: [TokenBudget.make()],
+    ...(options.session ? { session: options.session } : {}),
+    ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
+  })
+  const admins = Layer.merge(
+    WalletAdmin.WalletAdmin.layer,
+    SubscriptionAdmin.SubscriptionAdmin.layerWith(
+      options.subscription?.timeZone !== undefined ? { timeZone: options.subscription.timeZone } : {}
+    )
   )
+  const recorded = Layer.merge(session, admins).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
   const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
   return Layer.mergeAll(billing, RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
 }
@@ -136,7 +175,7 @@ export const layerClient = <E, R>(
  */
 export const layerUrl = (
   url: string,
-  options: Subscription.LayerOptions & {
+  options: BillingOptions & {
     readonly client?: KnexClient.ClientOptions
     /** See {@link layerClient}. */
     readonly events?: Layer.Layer<never> | undefined
@@ -153,7 +192,7 @@ export const layerUrl = (
  * @since 0.1.0
  * @category constructors
  */
-export const sdkOptions = (loaded: Loaded): Subscription.LayerOptions => ({
+export const sdkOptions = (loaded: Loaded): BillingOptions => ({
   session: {
     holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
     ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {}),

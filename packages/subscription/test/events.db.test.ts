@@ -1,7 +1,7 @@
 /**
  * LowBalance events (§7) over the knex stores, on every target: after a
  * settle whose paying source ends below the account's threshold (default
- * 1,000, WalletAdmin.setLowBalanceThreshold), exactly one event with the
+ * 1,000, Accounts.setLowBalanceThreshold), exactly one event with the
  * right source, subject and balance; subscription-funded requests warn about
  * the subscription; at most 2 per account and source in any 10 minutes
  * (TestClock), also across two BillingSession stacks (two clients, two
@@ -11,11 +11,10 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { BillingEvents, BillingSession } from "@relay-billing/core"
-import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
-import { WalletAdmin } from "@relay-billing/wallet"
+import { Accounts, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Subscription } from "../src/index.js"
 import { releaseTogether, result, worker } from "./processes.js"
-import { account, auditClean, migratedClient, subscribe, targets, walletBalance } from "./support.js"
+import { account, auditClean, billingLayer, migratedClient, subscribe, targets, walletBalance } from "./support.js"
 
 type Event = BillingEvents.BillingEvent
 
@@ -45,7 +44,7 @@ const settleOne = (holdId: string, accountId: string, estimate: number, actual: 
 for (const target of targets) {
   describe(`low-balance events on ${target.name}`, () => {
     const rec = recorder()
-    const stack = Subscription.layer().pipe(Layer.provide(rec.publisher), Layer.provideMerge(migratedClient(target)))
+    const stack = billingLayer().pipe(Layer.provide(rec.publisher), Layer.provideMerge(migratedClient(target)))
 
     layer(stack, { timeout: 60_000 })((it) => {
       it.effect("a settle leaving the wallet below 1,000 publishes one event with source, subject and the balance read after the settle", () =>
@@ -73,10 +72,10 @@ for (const target of targets) {
 
       it.effect("the account's own threshold (setLowBalanceThreshold) is used", () =>
         Effect.gen(function*() {
-          const admin = yield* WalletAdmin.WalletAdmin
+          const accounts = yield* Accounts.Accounts
           yield* TestClock.setTime(NOW)
           yield* account("lt", 100_000)
-          yield* admin.setLowBalanceThreshold({ accountId: "lt", threshold: 50_000 })
+          yield* accounts.setLowBalanceThreshold({ accountId: "lt", threshold: 50_000 })
           yield* settleOne("lt-1", "lt", 10_000, 40_000)
           assert.deepStrictEqual(rec.low("lt"), [])
           yield* settleOne("lt-2", "lt", 10_000, 20_000)
@@ -136,7 +135,7 @@ for (const target of targets) {
             const r = recorder()
             return {
               rec: r,
-              layer: Subscription.layer().pipe(Layer.provide(r.publisher), Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client))),
+              layer: billingLayer().pipe(Layer.provide(r.publisher), Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client))),
               client
             }
           })))
@@ -162,7 +161,7 @@ for (const target of targets) {
       Effect.scoped(Effect.gen(function*() {
         const isolated = yield* TestDatabase.isolated(target)
         const client = yield* KnexClient.fromUrl(isolated.url, isolated.options)
-        const stack = Subscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
+        const stack = billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
         yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, client)
         yield* account("lp", 1_000).pipe(Effect.provide(stack))
         const workers = yield* Effect.all(Array.from({ length: 3 }, (_, k) =>
