@@ -410,7 +410,7 @@ type Handler = Effect.Effect<
 >
 
 /**
- * The admin routes. Requires the SDK services of `RelayBilling.layerClient`, the
+ * The admin routes. Requires the SDK services of `RelayBilling.sdkLayer`, the
  * {@link RelayStore}, the knex client (for the audit) and the {@link AdminKey}.
  *
  * @since 0.1.0

@@ -20,10 +20,11 @@ import type {
   FundingRegistry,
   HoldJournal,
   Ledger,
-  Source
+  Source,
+  SqlStore
 } from "@relay-billing/core"
-import { KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
-import type { Accounts, Audit } from "@relay-billing/knex"
+import { Accounts, KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
+import type { Audit } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "@relay-billing/subscription"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { AdminKey } from "./AdminKey.js"
@@ -32,16 +33,6 @@ import type { ConfigError, Loaded } from "./Config.js"
 import * as Plugins from "./Plugins.js"
 import * as RelayStore from "./RelayStore.js"
 import * as Webhook from "./Webhook.js"
-
-/**
- * The balances the relay's audit checks against the ledger: wallets, token
- * budgets (`Wallet.auditBalances`) and subscription usage
- * (`Subscription.auditBalances`).
- *
- * @since 0.4.0
- * @category audit
- */
-export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
 
 /**
  * Every migration set the relay runs, in order.
@@ -93,6 +84,56 @@ export const loadPlugins = (
   )
 
 /**
+ * Options of the SDK services (see {@link sdkLayer}).
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface LayerOptions {
+  readonly wallet?: WalletSource.WalletOptions
+  readonly subscription?: SubscriptionSource.SubscriptionOptions
+  readonly session?: BillingSession.Options
+  readonly lowBalance?: Accounts.LowBalanceOptions
+  /**
+   * Plugin sources (`funding.sources`, loaded): registered after the
+   * subscription and the wallet (in the default order; preferences pick their
+   * own); their migrations run with the others (see {@link migrateWith}).
+   */
+  readonly sources?: ReadonlyArray<Source.Source> | undefined
+}
+
+/**
+ * The SDK services of the relay over the knex client in context: a
+ * `BillingSession` funded by subscriptions, then the wallet, then the plugin
+ * `sources` (token budgets too), `WalletAdmin`, `SubscriptionAdmin` and `Accounts`.
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const sdkLayer = (options: LayerOptions = {}) =>
+  Layer.mergeAll(
+    KnexBilling.sessionLayer({
+      funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet), ...(options.sources ?? [])],
+      budgets: [TokenBudget.make()],
+      ...(options.session ? { session: options.session } : {}),
+      ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
+    }),
+    WalletAdmin.WalletAdmin.layer,
+    SubscriptionAdmin.SubscriptionAdmin.layerWith(
+      options.subscription?.timeZone !== undefined ? { timeZone: options.subscription.timeZone } : {}
+    )
+  )
+
+/**
+ * The balances the audit checks: wallets, token budgets and subscription usage.
+ *
+ * @since 0.4.0
+ * @category audit
+ */
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
+
+/**
+/**
  * The services the relay's billing provides.
  *
  * @since 0.1.0
@@ -107,21 +148,9 @@ export type Services =
   | Ledger.Ledger
   | AccountCounters.AccountCounters
   | FundingRegistry.FundingRegistry
+  | Accounts.Accounts
+  | SqlStore.SqlStore
   | RelayStore.RelayStore
-
-/**
- * Options of the relay's billing composition: the built-in sources' options,
- * the engine's and the low-balance policy's.
- *
- * @since 0.4.0
- * @category models
- */
-export interface BillingOptions {
-  readonly wallet?: WalletSource.WalletOptions
-  readonly subscription?: SubscriptionSource.SubscriptionOptions
-  readonly session?: BillingSession.Options
-  readonly lowBalance?: Accounts.LowBalanceOptions
-}
 
 /**
  * The billing services over a given client layer; migrations run first. The
@@ -134,35 +163,18 @@ export interface BillingOptions {
  */
 export const layerClient = <E, R>(
   client: Layer.Layer<KnexClient.KnexClient, E, R>,
-  options: BillingOptions & {
+  options: LayerOptions & {
     /**
      * What the `BillingSession` publishes its events to: a layer providing
      * `BillingEvents.BillingEvents` (e.g. {@link Webhook.layer}); default:
      * events are dropped.
      */
     readonly events?: Layer.Layer<never> | undefined
-    /**
-     * Plugin sources (`funding.sources`, loaded): registered next to the
-     * subscription and the wallet, their migrations run with the others.
-     */
-    readonly sources?: ReadonlyArray<Source.Source> | undefined
   } = {}
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
   const migrated = Layer.effectDiscard(migrateWith(options.sources ?? [])).pipe(Layer.provideMerge(client))
   // The request log is written by the engine in each settlement's transaction (issue 9 #9).
-  const session = KnexBilling.sessionLayer({
-    funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet), ...(options.sources ?? [])],
-    budgets: [TokenBudget.make()],
-    ...(options.session ? { session: options.session } : {}),
-    ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
-  })
-  const admins = Layer.merge(
-    WalletAdmin.WalletAdmin.layer,
-    SubscriptionAdmin.SubscriptionAdmin.layerWith(
-      options.subscription?.timeZone !== undefined ? { timeZone: options.subscription.timeZone } : {}
-    )
-  )
-  const recorded = Layer.merge(session, admins).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
+  const recorded = sdkLayer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
   const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
   return Layer.mergeAll(billing, RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
 }
@@ -175,12 +187,10 @@ export const layerClient = <E, R>(
  */
 export const layerUrl = (
   url: string,
-  options: BillingOptions & {
+  options: LayerOptions & {
     readonly client?: KnexClient.ClientOptions
     /** See {@link layerClient}. */
     readonly events?: Layer.Layer<never> | undefined
-    /** See {@link layerClient}. */
-    readonly sources?: ReadonlyArray<Source.Source> | undefined
   } = {}
 ): Layer.Layer<Services, BillingError.StoreError | BillingError.InvalidInput> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
 
@@ -192,7 +202,7 @@ export const layerUrl = (
  * @since 0.1.0
  * @category constructors
  */
-export const sdkOptions = (loaded: Loaded): BillingOptions => ({
+export const sdkOptions = (loaded: Loaded): LayerOptions => ({
   session: {
     holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
     ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {}),

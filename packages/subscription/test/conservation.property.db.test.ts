@@ -279,7 +279,8 @@ const doubleRefundWallet = (wallet: Source.Source): Source.Source => ({
   move: (req) =>
     Effect.gen(function*() {
       const answer = yield* wallet.move(req)
-      if (req.kind !== "refund" || req.delta <= 0) return answer
+      // v1's refund() covered every give-back of a reservation: refund, expiry and release.
+      if (!(req.kind === "refund" || req.kind === "expire" || req.kind === "release") || req.delta <= 0) return answer
       const again = yield* wallet.move({ ...req, kind: "correction" }).pipe(Effect.catchTag("QuotaOutOfRange", (e) => Effect.die(e)))
       yield* req.sql.execute(
         "broken.ledger",
@@ -456,8 +457,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             if (!splitRequested.has(id)) fail("6 parts", `${label}: hold ${id} has ${funding.length} funding parts without split: true`)
             if (fundingSum !== hold.estimate) fail("6 parts", `${label}: split hold ${id} parts sum ${fundingSum} ≠ estimate ${hold.estimate}`)
             if (funding.some((q) => q.amount <= 0)) fail("6 parts", `${label}: split hold ${id} has an empty part: ${JSON.stringify(funding)}`)
-            if (new Set(funding.map((q) => q.sourceId)).size !== funding.length) {
-              fail("6 parts", `${label}: split hold ${id} draws twice from one source: ${JSON.stringify(funding)}`)
+            // v2: a source may give several parts (one per subscription), never two of one subject.
+            if (new Set(funding.map((q) => `${q.sourceId}\u0000${q.subjectId}`)).size !== funding.length) {
+              fail("6 parts", `${label}: split hold ${id} draws twice from one subject: ${JSON.stringify(funding)}`)
             }
           }
           if (hold.settlement) {
