@@ -64,6 +64,21 @@ for (const target of targets) {
           yield* auditClean
         }))
 
+      it.effect("a capped charge of a hold opened with a custom chain overflows along that chain", () =>
+        Effect.gen(function*() {
+          const billing = yield* BillingSession.BillingSession
+          yield* account("cp4", 1_000)
+          yield* subscribe("cp4-s", "cp4", { total: 100, allowWalletOverflow: true })
+          const s = yield* billing.open({ holdId: "cp4-h", accountId: "cp4", estimate: 50, preference: "plan_then_wallet" })
+          assert.deepStrictEqual(funding(s.hold), ["subscription:50"])
+          // 130 > the plan's 100: the plan is charged what it has, the rest goes on to the wallet.
+          const settled = yield* s.settle(130)
+          assert.strictEqual(settled.actual, 130)
+          assert.strictEqual(yield* used("cp4-s"), 100)
+          assert.strictEqual((yield* walletState("cp4")).W, 970)
+          yield* auditClean
+        }))
+
       it.effect("an unknown name still means subscription_first, and the built-ins are unchanged", () =>
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession

@@ -143,6 +143,7 @@ export const makeEngine = (deps: Deps) => {
     sql: deps.sql,
     ledger: deps.ledger,
     roles: config.roles,
+    preferences: config.preferences,
     tokenBudgetId: config.tokenBudgetId
   })
 
