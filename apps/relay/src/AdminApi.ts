@@ -28,15 +28,16 @@
 import { randomUUID } from "node:crypto"
 import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { BillingSession } from "@relay-billing/core"
+import { BillingSession, Preference } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
 import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
-import { Wallet, WalletAdmin } from "@relay-billing/wallet"
+import { WalletAdmin } from "@relay-billing/wallet"
 import type { WalletError } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
 import { holdIdOf, isRequestId, isScopableAccountId } from "./internal/requestIds.js"
+import * as RelayBilling from "./RelayBilling.js"
 import { countRequest } from "./Metrics.js"
 import { generateId } from "./internal/secrets.js"
 import { BillingPreference, RelayStore } from "./RelayStore.js"
@@ -395,6 +396,11 @@ const notFoundIn = (field: string) => (error: { readonly message: string }) =>
 export interface Options {
   /** The configured groups; when given, an account's `group` must be one of them. */
   readonly groups?: ReadonlyArray<string> | undefined
+  /**
+   * The configured `funding.preferences` names; an account's
+   * `billingPreference` must be one of them or a built-in one.
+   */
+  readonly preferences?: ReadonlyArray<string> | undefined
 }
 
 type Handler = Effect.Effect<
@@ -502,6 +508,15 @@ export const routes = (options: Options = {}): Layer.Layer<
           ? Effect.fail(Api.invalidRequest("group", `group: expected one of ${options.groups.join(", ")}, got ${JSON.stringify(group)}`))
           : Effect.void
 
+      const preferenceNames = [...Preference.builtins, ...(options.preferences ?? [])]
+      const checkPreference = (name: string | undefined) =>
+        name !== undefined && !preferenceNames.includes(name)
+          ? Effect.fail(Api.invalidRequest(
+            "billingPreference",
+            `billingPreference: expected one of ${preferenceNames.join(", ")}, got ${JSON.stringify(name)}`
+          ))
+          : Effect.void
+
       const readAccount = (id: string) =>
         Effect.gen(function*() {
           const meta = yield* store.account(id)
@@ -531,6 +546,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         HttpRouter.route("POST", "/admin/accounts", handle(Effect.gen(function*() {
           const body = yield* Api.decodeBody(CreateAccountBody)
           yield* checkGroup(body.group)
+          yield* checkPreference(body.billingPreference)
           const id = generateId("acc")
           yield* client.transaction(Effect.gen(function*() {
             yield* wallet.createAccount({
@@ -558,6 +574,7 @@ export const routes = (options: Options = {}): Layer.Layer<
           yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
           const body = yield* Api.decodeBody(PatchAccountBody)
           yield* checkGroup(body.group)
+          yield* checkPreference(body.billingPreference)
           yield* client.transaction(Effect.gen(function*() {
             if (body.quotaWarningThreshold !== undefined) {
               yield* accounts.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
@@ -689,7 +706,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         }))),
 
         HttpRouter.route("GET", "/admin/audit", handle(Effect.gen(function*() {
-          const report = yield* Audit.run([...Wallet.auditBalances, ...Subscription.auditBalances], { counters: Subscription.auditCounters }).pipe(
+          const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters }).pipe(
             Effect.provideService(KnexClient.KnexClient, client)
           )
           return json({ ok: report.ok, problems: report.problems })

@@ -64,14 +64,18 @@ const toFailure = (error: { readonly message: string }): CliFailure => new CliFa
 // ---------------------------------------------------------------------------
 
 /**
- * Applies every pending migration of `RelayBilling.migrationSets` on the
+ * Applies every pending migration of `RelayBilling.migrationSets` and of the
+ * `funding.sources` plugins (loaded from the working directory) on the
  * configured database; the report lists, per set, the migrations applied.
  *
  * @since 0.1.0
  * @category commands
  */
-export const runMigrate = (loaded: Config.Loaded): Effect.Effect<Migrations.MigrationReport, BillingError.StoreError> =>
-  RelayBilling.migrate.pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl)))
+export const runMigrate = (
+  loaded: Config.Loaded
+): Effect.Effect<Migrations.MigrationReport, BillingError.StoreError | Config.ConfigError> =>
+  Effect.flatMap(RelayBilling.loadPlugins(loaded), (sources) =>
+    RelayBilling.migrateWith(sources).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl))))
 
 /**
  * Refunds the pending holds past their expiry once (pending migrations are
@@ -83,11 +87,12 @@ export const runMigrate = (loaded: Config.Loaded): Effect.Effect<Migrations.Migr
 export const runReap = (
   loaded: Config.Loaded,
   options: { readonly limit?: number | undefined } = {}
-): Effect.Effect<BillingSession.ReapReport, BillingError.StoreError | BillingError.InvalidInput> =>
-  Effect.flatMap(
-    BillingSession.BillingSession,
-    (session) => session.reapExpired(options.limit !== undefined ? { limit: options.limit } : {})
-  ).pipe(Effect.provide(RelayBilling.layerUrl(loaded.databaseUrl, RelayBilling.sdkOptions(loaded))))
+): Effect.Effect<BillingSession.ReapReport, BillingError.StoreError | BillingError.InvalidInput | Config.ConfigError> =>
+  Effect.flatMap(RelayBilling.loadPlugins(loaded), (sources) =>
+    Effect.flatMap(
+      BillingSession.BillingSession,
+      (session) => session.reapExpired(options.limit !== undefined ? { limit: options.limit } : {})
+    ).pipe(Effect.provide(RelayBilling.layerUrl(loaded.databaseUrl, { ...RelayBilling.sdkOptions(loaded), sources }))))
 
 /**
  * The relay's own consistency checks: every relay account has a wallet

@@ -1,6 +1,6 @@
 /**
  * The relay's configuration: the JSON config file of `relay-api.md` (pricing,
- * channels, billing options, limits) plus the environment (`RELAY_PORT`,
+ * channels, billing options, limits, funding plugins and preferences) plus the environment (`RELAY_PORT`,
  * `RELAY_HOST`, `RELAY_DATABASE_URL`, `RELAY_ADMIN_KEY`, `RELAY_CONFIG`).
  *
  * Every input is decoded with a Schema; a bad value becomes a `ConfigError`
@@ -247,6 +247,122 @@ export const Notifications = Schema.Struct({
 /** @since 0.1.0 @category models */
 export type Notifications = typeof Notifications.Type
 
+// ---------------------------------------------------------------------------
+// funding: plugin sources and named preferences
+// ---------------------------------------------------------------------------
+
+/**
+ * The ids the relay's own sources use; a plugin entry may not take them.
+ *
+ * @since 0.4.0
+ * @category constants
+ */
+export const BUILT_IN_SOURCE_IDS: ReadonlyArray<string> = ["wallet", "subscription", "token"]
+
+/**
+ * The preference names every relay knows (the SDK's four aliases).
+ *
+ * @since 0.4.0
+ * @category constants
+ */
+export const BUILT_IN_PREFERENCES: ReadonlyArray<string> = ["subscription_first", "wallet_first", "subscription_only", "wallet_only"]
+
+// A source id is stored in the ledger's and the hold parts' `source_id` (64 characters);
+// a preference name in the hold's `preference` (32) and the account's (64).
+const identifier = (max: number, what: string) =>
+  Schema.String.check(
+    Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, {
+      message: `expected a ${what}: letters, digits, _ . : - (starting with a letter or digit)`
+    }),
+    Schema.isMaxLength(max, { message: `expected at most ${max} characters` })
+  )
+const SourceId = identifier(64, "source id")
+const PreferenceName = identifier(32, "preference name")
+
+/**
+ * One funding-source plugin (`funding.sources[i]`): the package to load by
+ * name (resolved from the relay's working directory), the id to register its
+ * source under (used in preferences, hold parts, ledger rows and request
+ * logs), and the plugin's own `options` (decoded by the plugin's schema at
+ * start-up; default `{}`).
+ *
+ * @since 0.4.0
+ * @category schemas
+ */
+export const FundingSourceEntry = Schema.Struct({
+  id: SourceId.check(
+    Schema.makeFilter((id: string) =>
+      BUILT_IN_SOURCE_IDS.includes(id) ? `expected an id other than the built-in ${BUILT_IN_SOURCE_IDS.join(", ")}` : undefined
+    )
+  ),
+  package: nonEmptyString,
+  options: Schema.Unknown.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+})
+/** @since 0.4.0 @category models */
+export type FundingSourceEntry = typeof FundingSourceEntry.Type
+
+const uniqueSourceIds = Schema.makeFilter((sources: ReadonlyArray<FundingSourceEntry>) => {
+  const seen = new Set<string>()
+  for (let i = 0; i < sources.length; i++) {
+    const id = sources[i]!.id
+    if (seen.has(id)) return { path: [i, "id"], issue: `expected a unique source id, "${id}" is repeated` }
+    seen.add(id)
+  }
+  return undefined
+})
+
+const Chain = Schema.Array(SourceId).check(
+  Schema.isMinLength(1, { message: "expected a non-empty list of source ids" }),
+  Schema.makeFilter((chain: ReadonlyArray<string>) => {
+    const seen = new Set<string>()
+    for (let i = 0; i < chain.length; i++) {
+      if (seen.has(chain[i]!)) return { path: [i], issue: `expected each source once, "${chain[i]}" is repeated` }
+      seen.add(chain[i]!)
+    }
+    return undefined
+  })
+)
+
+const knownChains = Schema.makeFilter(
+  (funding: { readonly sources: ReadonlyArray<FundingSourceEntry>; readonly preferences: Readonly<Record<string, ReadonlyArray<string>>> }) => {
+    const known = new Set([...BUILT_IN_SOURCE_IDS.filter((id) => id !== "token"), ...funding.sources.map((s) => s.id)])
+    for (const [name, chain] of Object.entries(funding.preferences)) {
+      if (BUILT_IN_PREFERENCES.includes(name)) {
+        return { path: ["preferences", name], issue: `expected a name other than the built-in ${BUILT_IN_PREFERENCES.join(", ")}` }
+      }
+      for (let i = 0; i < chain.length; i++) {
+        if (!known.has(chain[i]!)) {
+          return {
+            path: ["preferences", name, i],
+            issue: `expected a funding source id (${[...known].join(", ")})`
+          }
+        }
+      }
+    }
+    return undefined
+  }
+)
+
+/**
+ * Funding options (`funding`): third-party funding-source plugins loaded by
+ * package name (`sources`, see {@link FundingSourceEntry}) and named
+ * preferences (`preferences`: name → ordered source ids) an account's
+ * `billingPreference` may name next to the four built-ins. A chain may name
+ * `wallet`, `subscription` and the `sources`' ids; a name may not redefine a
+ * built-in one. Both default to empty.
+ *
+ * @since 0.4.0
+ * @category schemas
+ */
+export const Funding = Schema.Struct({
+  sources: Schema.Array(FundingSourceEntry).check(uniqueSourceIds).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed([]))
+  ),
+  preferences: Schema.Record(PreferenceName, Chain).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+}).check(knownChains)
+/** @since 0.4.0 @category models */
+export type Funding = typeof Funding.Type
+
 const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) => {
   const seen = new Set<string>()
   for (let i = 0; i < channels.length; i++) {
@@ -262,7 +378,8 @@ const uniqueChannelNames = Schema.makeFilter((channels: ReadonlyArray<Channel>) 
  * silently fall back to a default). Defaults: `quotaPerUnit` 500000, `groups`
  * `{ default: 1 }` (a `default` group with ratio 1 is added when absent),
  * `models` `{}`, `channels` `[]`, channel `priority` 0 and `apiKey` `""`, the
- * billing defaults of {@link Billing} and the limits of {@link Limits}. `notifications` is optional and
+ * billing defaults of {@link Billing}, the limits of {@link Limits} and no
+ * plugins or custom preferences ({@link Funding}). `notifications` is optional and
  * stays absent when not given.
  *
  * @since 0.1.0
@@ -277,6 +394,7 @@ export const RelayConfig = Schema.Struct({
   channels: Schema.Array(Channel).check(uniqueChannelNames).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
   billing: Billing.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   limits: Limits.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  funding: Funding.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   /** Optional: absent when the file has no `notifications` section. */
   notifications: Schema.optionalKey(Notifications)
 })

@@ -1,12 +1,14 @@
 /**
  * Wires the relay's billing: a knex client (from `RELAY_DATABASE_URL`), every
- * migration (`Subscription.allMigrations`, then the relay's own), the SDK's
- * `BillingSession` funded by subscriptions and the wallet, with token budgets
- * (`KnexBilling.sessionLayer`), `WalletAdmin`, `SubscriptionAdmin`, and the {@link RelayStore}
- * (whose `SettlementRecorder` writes the request log of every settlement);
- * plus the admin key. The session's `BillingEvents` publisher is the
- * `notifications.webhook` notifier when configured (see {@link Webhook}). The server module mounts {@link AdminApi.routes} (and the
- * client API) over {@link layerFromConfig}.
+ * migration (`Subscription.allMigrations`, the relay's own, then the plugins'),
+ * a `BillingSession` funded by the subscription source, the wallet and the
+ * `funding.sources` plugins, with the token budget (`KnexBilling.sessionLayer`),
+ * WalletAdmin, SubscriptionAdmin and the {@link RelayStore} (whose
+ * `SettlementRecorder` writes the request log of every settlement); plus the
+ * admin key. The session's `BillingEvents` publisher is the
+ * `notifications.webhook` notifier when configured (see {@link Webhook}). The
+ * server module mounts {@link AdminApi.routes} (and the client API) over
+ * {@link layerFromConfig}.
  *
  * @since 0.1.0
  */
@@ -18,15 +20,17 @@ import type {
   FundingRegistry,
   HoldJournal,
   Ledger,
+  Source,
   SqlStore
 } from "@relay-billing/core"
-import { Accounts, KnexBilling, KnexClient, Migrations } from "@relay-billing/knex"
+import { Accounts, KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
 import type { Audit } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "@relay-billing/subscription"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { AdminKey } from "./AdminKey.js"
 import type { AdminKeyError } from "./AdminKey.js"
-import type { Loaded } from "./Config.js"
+import type { ConfigError, Loaded } from "./Config.js"
+import * as Plugins from "./Plugins.js"
 import * as RelayStore from "./RelayStore.js"
 import * as Webhook from "./Webhook.js"
 
@@ -48,6 +52,38 @@ export const migrate: Effect.Effect<Migrations.MigrationReport, BillingError.Sto
   .run(migrationSets)
 
 /**
+ * Applies every pending migration of {@link migrationSets}, then those of the
+ * plugin sources (`funding.sources`), each in its own migrations table
+ * (`SourceMigrations`: `<prefix>source_<id>_migrations`).
+ *
+ * @since 0.4.0
+ * @category migrations
+ */
+export const migrateWith = (
+  sources: ReadonlyArray<Pick<Source.Source, "id" | "migrations">>
+): Effect.Effect<Migrations.MigrationReport, BillingError.StoreError, KnexClient.KnexClient> =>
+  Effect.gen(function*() {
+    const client = yield* KnexClient.KnexClient
+    const plugins = sources.filter((s) => (s.migrations ?? []).length > 0).map((s) => SourceMigrations.toSet(client, s))
+    return yield* Migrations.run([...migrationSets, ...plugins])
+  })
+
+/**
+ * Loads the plugins of the config's `funding.sources` (see {@link Plugins.load}),
+ * resolving package names from `cwd` (default: the working directory).
+ *
+ * @since 0.4.0
+ * @category plugins
+ */
+export const loadPlugins = (
+  loaded: Loaded,
+  cwd?: string
+): Effect.Effect<ReadonlyArray<Source.Source>, ConfigError> =>
+  Plugins.load(loaded.config.funding.sources, { cwd, configSource: loaded.configSource }).pipe(
+    Effect.map((all) => all.map((l) => l.source))
+  )
+
+/**
  * Options of the SDK services (see {@link sdkLayer}).
  *
  * @since 0.4.0
@@ -58,12 +94,18 @@ export interface LayerOptions {
   readonly subscription?: SubscriptionSource.SubscriptionOptions
   readonly session?: BillingSession.Options
   readonly lowBalance?: Accounts.LowBalanceOptions
+  /**
+   * Plugin sources (`funding.sources`, loaded): registered after the
+   * subscription and the wallet (in the default order; preferences pick their
+   * own); their migrations run with the others (see {@link migrateWith}).
+   */
+  readonly sources?: ReadonlyArray<Source.Source> | undefined
 }
 
 /**
  * The SDK services of the relay over the knex client in context: a
- * `BillingSession` funded by subscriptions, then the wallet (token budgets
- * too), `WalletAdmin`, `SubscriptionAdmin` and `Accounts`.
+ * `BillingSession` funded by subscriptions, then the wallet, then the plugin
+ * `sources` (token budgets too), `WalletAdmin`, `SubscriptionAdmin` and `Accounts`.
  *
  * @since 0.4.0
  * @category layers
@@ -71,7 +113,7 @@ export interface LayerOptions {
 export const sdkLayer = (options: LayerOptions = {}) =>
   Layer.mergeAll(
     KnexBilling.sessionLayer({
-      funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet)],
+      funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet), ...(options.sources ?? [])],
       budgets: [TokenBudget.make()],
       ...(options.session ? { session: options.session } : {}),
       ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
@@ -90,6 +132,7 @@ export const sdkLayer = (options: LayerOptions = {}) =>
  */
 export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
 
+/**
 /**
  * The services the relay's billing provides.
  *
@@ -110,7 +153,10 @@ export type Services =
   | RelayStore.RelayStore
 
 /**
- * The billing services over a given client layer; migrations run first.
+ * The billing services over a given client layer; migrations run first. The
+ * session is funded by the subscription, then the wallet, then the plugin
+ * `sources` (in the default order; preferences pick their own), with the
+ * token budget (`KnexBilling.sessionLayer`).
  *
  * @since 0.1.0
  * @category layers
@@ -126,7 +172,7 @@ export const layerClient = <E, R>(
     readonly events?: Layer.Layer<never> | undefined
   } = {}
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
-  const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
+  const migrated = Layer.effectDiscard(migrateWith(options.sources ?? [])).pipe(Layer.provideMerge(client))
   // The request log is written by the engine in each settlement's transaction (issue 9 #9).
   const recorded = sdkLayer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
   const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
@@ -150,7 +196,8 @@ export const layerUrl = (
 
 /**
  * The SDK options the relay's config implies: hold lifetime
- * (`billing.holdTtlSeconds`) and the trust bypass (`billing.trustQuota`).
+ * (`billing.holdTtlSeconds`), the trust bypass (`billing.trustQuota`) and the
+ * named preferences (`funding.preferences`).
  *
  * @since 0.1.0
  * @category constructors
@@ -158,7 +205,8 @@ export const layerUrl = (
 export const sdkOptions = (loaded: Loaded): LayerOptions => ({
   session: {
     holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
-    ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {})
+    ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {}),
+    ...(Object.keys(loaded.config.funding.preferences).length > 0 ? { preferences: loaded.config.funding.preferences } : {})
   }
 })
 
@@ -166,6 +214,9 @@ export const sdkOptions = (loaded: Loaded): LayerOptions => ({
  * Everything the admin API (and the request flow) needs, from the loaded
  * configuration: the billing services over `RELAY_DATABASE_URL` and the admin
  * key (`RELAY_ADMIN_KEY`, else `adminKeyPath`, default `./data/admin-key`).
+ * The plugins of `funding.sources` are loaded first (package names resolved
+ * from `pluginCwd`, default the working directory; a `ConfigError` naming the
+ * entry stops the build) and their migrations run with the others.
  * The session publishes its events to `options.events` when given, else to
  * the `notifications.webhook` of the config ({@link Webhook.layerFromConfig};
  * events are dropped when the section is absent).
@@ -180,13 +231,17 @@ export const layerFromConfig = (
     readonly client?: KnexClient.ClientOptions
     /** Overrides the config's notifier (see {@link layerClient}). */
     readonly events?: Layer.Layer<never> | undefined
+    /** Where plugin package names are resolved from (default `process.cwd()`). */
+    readonly pluginCwd?: string | undefined
   } = {}
-): Layer.Layer<Services | AdminKey, BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
+): Layer.Layer<Services | AdminKey, BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError> =>
   Layer.merge(
-    layerUrl(loaded.databaseUrl, {
-      ...sdkOptions(loaded),
-      ...(options.client ? { client: options.client } : {}),
-      events: options.events ?? Webhook.layerFromConfig(loaded.config)
-    }),
+    Layer.unwrap(Effect.map(loadPlugins(loaded, options.pluginCwd), (sources) =>
+      layerUrl(loaded.databaseUrl, {
+        ...sdkOptions(loaded),
+        ...(options.client ? { client: options.client } : {}),
+        events: options.events ?? Webhook.layerFromConfig(loaded.config),
+        sources
+      }))),
     AdminKey.layer({ envKey: loaded.adminKey, path: options.adminKeyPath })
   )

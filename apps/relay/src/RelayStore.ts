@@ -155,12 +155,18 @@ const relayIdColumns = ({ table }: Migrations.MigrationContext): ReadonlyArray<I
 // ---------------------------------------------------------------------------
 
 /**
- * How an account's requests are funded (the SDK's preferences).
+ * How an account's requests are funded: the name of a preference — one of the
+ * SDK's four built-in ones or a `funding.preferences` entry of the config (the
+ * admin API checks which names the running relay knows; an engine that does
+ * not know a stored name uses `subscription_first`).
  *
  * @since 0.1.0
  * @category schemas
  */
-export const BillingPreference = Schema.Literals(["subscription_first", "wallet_first", "subscription_only", "wallet_only"])
+export const BillingPreference = Schema.String.check(
+  Schema.isMinLength(1, { message: "expected a preference name" }),
+  Schema.isMaxLength(32, { message: "expected at most 32 characters" })
+)
 /** @since 0.1.0 @category models */
 export type BillingPreference = typeof BillingPreference.Type
 

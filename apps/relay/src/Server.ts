@@ -33,7 +33,7 @@ import type { HttpServer as EffectHttpServer } from "effect/http"
 import * as AdminApi from "./AdminApi.js"
 import type { AdminKey, AdminKeyError } from "./AdminKey.js"
 import * as ClientApi from "./ClientApi.js"
-import type { Loaded } from "./Config.js"
+import type { ConfigError, Loaded } from "./Config.js"
 import * as DemoUpstream from "./DemoUpstream.js"
 import * as HttpListener from "./HttpListener.js"
 import * as HttpErrors from "./internal/httpErrors.js"
@@ -62,6 +62,8 @@ export interface Options {
   readonly client?: KnexClient.ClientOptions | undefined
   /** Log each HTTP request (effect's HTTP logger); default false. */
   readonly httpLogger?: boolean | undefined
+  /** Where `funding.sources` package names are resolved from; default the working directory. */
+  readonly pluginCwd?: string | undefined
 }
 
 /**
@@ -130,18 +132,22 @@ export const layer = (
   options: Options = {}
 ): Layer.Layer<
   EffectHttpServer.HttpServer | RelayBilling.Services | AdminKey | Metrics.Metrics,
-  HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError
+  HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError
 > => {
   const services = Metrics.Metrics.layerSession.pipe(
     Layer.provideMerge(RelayBilling.layerFromConfig(loaded, {
       ...(options.adminKeyPath !== undefined ? { adminKeyPath: options.adminKeyPath } : {}),
-      ...(options.client !== undefined ? { client: options.client } : {})
+      ...(options.client !== undefined ? { client: options.client } : {}),
+      ...(options.pluginCwd !== undefined ? { pluginCwd: options.pluginCwd } : {})
     })),
     Layer.provideMerge(Metrics.Metrics.layer)
   )
   const routes = new HttpErrors.RouteTable()
   const apis = Layer.mergeAll(
-    AdminApi.routes({ groups: Object.keys(loaded.config.groups) }),
+    AdminApi.routes({
+      groups: Object.keys(loaded.config.groups),
+      preferences: Object.keys(loaded.config.funding.preferences)
+    }),
     ClientApi.routes(loaded.config).pipe(
       Layer.provide(DemoUpstream.layer),
       Layer.provide(Upstream.layerFetch({ idleTimeout: Duration.seconds(loaded.config.limits.upstreamIdleSeconds) }))
@@ -169,7 +175,8 @@ export const layer = (
 /**
  * Serves the relay until interrupted (then shuts down gracefully, see the
  * module docs). Fails at start-up when the port cannot be bound, the database
- * cannot be reached or migrated, or the admin key cannot be read or written.
+ * cannot be reached or migrated, the admin key cannot be read or written, or a
+ * `funding.sources` plugin cannot be loaded (a `ConfigError` naming the entry).
  *
  * @since 0.1.0
  * @category running
@@ -177,7 +184,10 @@ export const layer = (
 export const serve = (
   loaded: Loaded,
   options: Options = {}
-): Effect.Effect<never, HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError> =>
+): Effect.Effect<
+  never,
+  HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError
+> =>
   Layer.launch(layer(loaded, options))
 
 /**

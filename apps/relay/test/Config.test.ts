@@ -32,7 +32,8 @@ describe("Config.decodeConfig", () => {
         upstreamIdleSeconds: 60,
         clientIdleSeconds: 60,
         maxRequestSeconds: 300
-      }
+      },
+      funding: { sources: [], preferences: {} }
     })
     const partial = await decode({ billing: { retries: 0 }, channels: [{ ...channel, apiKey: undefined }].map(({ apiKey: _, ...c }) => c) })
     expect(partial.billing.retries).toBe(0)
@@ -60,6 +61,10 @@ describe("Config.decodeConfig", () => {
         upstreamIdleSeconds: 60,
         clientIdleSeconds: 60,
         maxRequestSeconds: 300
+      },
+      funding: {
+        sources: [{ id: "vouchers", package: "relay-billing-source-vouchers", options: { table: "vouchers" } }],
+        preferences: { vouchers_first: ["vouchers", "subscription", "wallet"] }
       }
     }
     const config = await decode(example)
@@ -257,5 +262,44 @@ describe("Config.load", () => {
     const e2 = await Effect.runPromise(Effect.flip(Config.load({ RELAY_CONFIG: broken })))
     expect(e2.message).toContain("expected JSON")
     expect(e2.source).toBe(broken)
+  })
+})
+
+describe("Config funding", () => {
+  const vouchers = { id: "vouchers", package: "relay-billing-source-vouchers", options: { table: "vouchers" } }
+
+  it("decodes the example of relay-api.md and fills the defaults", async () => {
+    const config = await decode({
+      funding: { sources: [vouchers], preferences: { vouchers_first: ["vouchers", "subscription", "wallet"] } }
+    })
+    expect(config.funding).toEqual({
+      sources: [vouchers],
+      preferences: { vouchers_first: ["vouchers", "subscription", "wallet"] }
+    })
+    const bare = await decode({ funding: { sources: [{ id: "credits", package: "@acme/credits" }] } })
+    expect(bare.funding).toEqual({ sources: [{ id: "credits", package: "@acme/credits", options: {} }], preferences: {} })
+    const builtIns = await decode({ funding: { preferences: { plan_strict: ["subscription"] } } })
+    expect(builtIns.funding.preferences).toEqual({ plan_strict: ["subscription"] })
+  })
+
+  const invalid: ReadonlyArray<readonly [string, unknown, string, string]> = [
+    ["a missing package", { sources: [{ id: "vouchers" }] }, "funding.sources.0.package", ""],
+    ["an empty package", { sources: [{ id: "vouchers", package: "" }] }, "funding.sources.0.package", "\"\""],
+    ["a built-in id", { sources: [{ id: "wallet", package: "p" }] }, "funding.sources.0.id", "\"wallet\""],
+    ["the token budget's id", { sources: [{ id: "token", package: "p" }] }, "funding.sources.0.id", "\"token\""],
+    ["a malformed id", { sources: [{ id: "my vouchers", package: "p" }] }, "funding.sources.0.id", "\"my vouchers\""],
+    ["a repeated id", { sources: [vouchers, { ...vouchers, package: "other" }] }, "funding.sources.1.id", "\"vouchers\""],
+    ["an unknown key", { sources: [{ ...vouchers, option: {} }] }, "funding.sources.0.option", "{}"],
+    ["a chain naming an unknown source", { preferences: { credits_first: ["credits", "wallet"] } }, "funding.preferences.credits_first.0", "\"credits\""],
+    ["an empty chain", { preferences: { nothing: [] } }, "funding.preferences.nothing", "[]"],
+    ["a repeated source", { preferences: { twice: ["wallet", "wallet"] } }, "funding.preferences.twice.1", "\"wallet\""],
+    ["a built-in name", { preferences: { wallet_first: ["subscription"] } }, "funding.preferences.wallet_first", "[\"subscription\"]"],
+    ["a name longer than 32 characters", { preferences: { ["n".repeat(33)]: ["wallet"] } }, `funding.preferences.${"n".repeat(33)}`, "[\"wallet\"]"]
+  ]
+  it.each(invalid)("refuses %s, naming the field", async (_, funding, field, value) => {
+    const error = await fail({ funding })
+    expect(error._tag).toBe("ConfigError")
+    expect(error.field).toBe(field)
+    expect(error.value).toBe(value)
   })
 })

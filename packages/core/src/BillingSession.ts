@@ -39,6 +39,7 @@ import type {
 } from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
+import type * as Preference from "./Preference.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
 import { HoldJournal } from "./HoldJournal.js"
 import { Ledger } from "./Ledger.js"
@@ -92,7 +93,10 @@ export const OpenRequest = Schema.Struct({
   tokenId: Schema.optionalKey(Id),
   /** The estimate P to reserve. */
   estimate: Quota,
-  /** A billing preference; empty or unknown values mean `subscription_first`. */
+  /**
+   * A billing preference: a built-in name or one of the engine's `preferences`;
+   * empty or unknown values mean `subscription_first`.
+   */
   preference: Schema.optionalKey(Schema.String),
   /** No token budget is reserved or charged. */
   playground: Schema.optionalKey(Schema.Boolean),
@@ -190,6 +194,14 @@ export interface Options {
   readonly trustBypass?: { readonly threshold: number }
   /** Ids of the wallet and subscription roles (default `"wallet"`, `"subscription"`). */
   readonly roles?: FundingResolver.Roles
+  /**
+   * Named custom preferences: name → ordered funding source ids (for example
+   * `{ vouchers_first: ["vouchers", "subscription", "wallet"] }`), usable next
+   * to the four built-in names as an open's `preference`. A chain naming an
+   * unregistered source, a built-in name or a malformed name fails `make`
+   * with `InvalidInput` naming the field.
+   */
+  readonly preferences?: Preference.Chains
   /** Id of the token budget (default `"token"`). */
   readonly tokenBudgetId?: string
   /** How many expired holds one `reapExpired` call handles (default 500). */
@@ -324,7 +336,10 @@ export class BillingSession extends Context.Service<BillingSession, {
     return Layer.effect(BillingSession, BillingSession.make(options))
   }
 
-  /** Builds the engine value; an option out of bounds (`holdTtlMillis`) fails with `InvalidInput`. */
+  /**
+   * Builds the engine value; an option out of bounds (`holdTtlMillis`) or a
+   * custom preference naming an unknown source fails with `InvalidInput`.
+   */
   static make(options: Options = {}) {
     return Effect.gen(function*() {
       if (options.holdTtlMillis !== undefined) yield* decodeTtl(options.holdTtlMillis)
@@ -338,6 +353,10 @@ export class BillingSession extends Context.Service<BillingSession, {
         })
       }
       const config = { holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000 }
+      const registry = yield* FundingRegistry
+      const preferences = options.preferences === undefined
+        ? {}
+        : yield* FundingResolver.validate(options.preferences, registry.fundingIds)
       const ledger = yield* Effect.serviceOption(Ledger)
       const sql = yield* Effect.serviceOption(SqlStore)
       if (sql._tag === "Some" && sql.value.id !== journal.storeId) {
@@ -352,7 +371,7 @@ export class BillingSession extends Context.Service<BillingSession, {
         ledger: Option.getOrUndefined(ledger),
         sql: Option.getOrUndefined(sql),
         recorder,
-        registry: yield* FundingRegistry,
+        registry,
         counters: yield* AccountCounters,
         events: yield* BillingEvents,
         lowBalance: yield* LowBalance,
@@ -360,6 +379,7 @@ export class BillingSession extends Context.Service<BillingSession, {
           holdTtlMillis: config.holdTtlMillis,
           trustThreshold: options.trustBypass?.threshold,
           roles: options.roles ?? FundingResolver.defaultRoles,
+          preferences,
           tokenBudgetId: options.tokenBudgetId ?? "token",
           reapBatch: options.reapBatch ?? 500,
           splitFundingFor: options.splitFundingFor

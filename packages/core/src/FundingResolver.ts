@@ -1,19 +1,20 @@
 /**
- * Turns a billing preference into the ordered list of funding sources to try.
- * The engine moves to the next source only when the previous one failed with
+ * Turns a billing preference (a built-in alias or a named custom chain of
+ * source ids) into the ordered list of funding sources to try. The engine
+ * moves to the next source only when the previous one failed with
  * `InsufficientFunds`; budget (token) failures never fall back.
  *
  * @since 0.1.0
  */
 import { Effect } from "effect"
 import type { StoreError } from "./BillingError.js"
-import { UnknownSource } from "./BillingError.js"
+import { InvalidInput, UnknownSource } from "./BillingError.js"
 import type { Availability } from "./FundingSource.js"
 import type { Funding, FundingReader } from "./FundingRegistry.js"
 import { readSource } from "./FundingRegistry.js"
+import * as Preference from "./Preference.js"
 import { isSource } from "./Source.js"
 import type { SqlStore } from "./SqlStore.js"
-import type { Preference } from "./Preference.js"
 
 /**
  * Ids of the two built-in roles.
@@ -49,7 +50,7 @@ export const defaultRoles: Roles = { wallet: "wallet", subscription: "subscripti
  * @category ordering
  */
 export const order = (
-  preference: Preference,
+  preference: Preference.Preference,
   subscription: Availability | undefined,
   roles: Roles = defaultRoles
 ): ReadonlyArray<string> => {
@@ -68,10 +69,110 @@ export const order = (
 }
 
 /**
- * Resolves the ordered source ids for an account with the registered sources,
- * reading the subscription source's availability when the preference needs it.
- * A registry holding `Source`s reads them through `sql` (the store's
- * `SqlStore`; since 0.4.0).
+ * The chain of source ids a preference names: a built-in name is an alias
+ * (`subscription_first` = [subscription, wallet], `wallet_first` = [wallet,
+ * subscription], `subscription_only` = [subscription], `wallet_only` =
+ * [wallet], with the ids of `roles`); another name is looked up in `custom`;
+ * an unknown name means {@link Preference.defaultPreference}.
+ *
+ * @since 0.4.0
+ * @category ordering
+ */
+export const chainOf = (
+  preference: string,
+  roles: Roles = defaultRoles,
+  custom?: Preference.Chains
+): ReadonlyArray<string> => {
+  const name = Preference.normalize(preference, custom)
+  switch (name) {
+    case "wallet_only":
+      return [roles.wallet]
+    case "subscription_only":
+      return [roles.subscription]
+    case "wallet_first":
+      return [roles.wallet, roles.subscription]
+    case "subscription_first":
+      return [roles.subscription, roles.wallet]
+    default:
+      return custom![name]!
+  }
+}
+
+/**
+ * Walks a chain, asking each source's availability (`availabilityOf`,
+ * `undefined` when the source cannot tell) for the account:
+ *
+ * - a source that is not available is skipped;
+ * - a source whose `allowFallback` is false ends the chain after itself;
+ * - the last source of the chain is always kept, without asking: nothing comes
+ *   after it to fall back to, so it answers the shortfall itself.
+ *
+ * With the built-in aliases this is exactly {@link order}: `subscription_first`
+ * asks the subscription (it is not last), `wallet_first` and the `*_only`
+ * preferences ask nothing.
+ *
+ * @since 0.4.0
+ * @category ordering
+ */
+export const walk = <E, R>(
+  chain: ReadonlyArray<string>,
+  availabilityOf: (sourceId: string) => Effect.Effect<Availability | undefined, E, R>
+): Effect.Effect<ReadonlyArray<string>, E, R> =>
+  Effect.gen(function*() {
+    const kept: Array<string> = []
+    for (let i = 0; i < chain.length; i++) {
+      const id = chain[i]!
+      if (i === chain.length - 1) {
+        kept.push(id)
+        break
+      }
+      const availability = yield* availabilityOf(id)
+      if (availability !== undefined && !availability.available) continue
+      kept.push(id)
+      if (availability !== undefined && !availability.allowFallback) break
+    }
+    return kept
+  })
+
+/**
+ * Checks configured custom chains against the registered funding sources:
+ * their shape (`Preference.validateShape`) and that every id names a
+ * registered funding source. Fails with `InvalidInput` naming the field
+ * (`preferences.<name>.<index>`) and the unknown id — a configuration error,
+ * reported when the engine is built, never at request time.
+ *
+ * @since 0.4.0
+ * @category validation
+ */
+export const validate = (
+  custom: Preference.Chains,
+  fundingIds: Iterable<string>,
+  field = "preferences"
+): Effect.Effect<Preference.Chains, InvalidInput> =>
+  Effect.gen(function*() {
+    yield* Preference.validateShape(custom, field)
+    const known = new Set(fundingIds)
+    for (const [name, chain] of Object.entries(custom)) {
+      for (let i = 0; i < chain.length; i++) {
+        if (!known.has(chain[i]!)) {
+          return yield* new InvalidInput({
+            field: `${field}.${name}.${i}`,
+            value: InvalidInput.render(chain[i]),
+            reason: `names no registered funding source (registered: ${[...known].join(", ") || "none"})`
+          })
+        }
+      }
+    }
+    return custom
+  })
+
+/**
+ * Resolves the ordered source ids for an account: the preference's chain
+ * ({@link chainOf}) without the ids that are not registered (a built-in alias
+ * may name a role the host did not install), walked with each registered
+ * source's availability ({@link walk}). Fails with `UnknownSource` when no id
+ * of the chain is registered. A registry holding `Source`s reads them through
+ * `sql` (the store's `SqlStore`; since 0.4.0).
  *
  * @since 0.1.0
  * @category ordering
@@ -81,21 +182,18 @@ export const resolve = Effect.fn("FundingResolver.resolve")(function*(
     readonly funding: (id: string) => Effect.Effect<Funding | FundingReader, UnknownSource>
     readonly hasFunding: (id: string) => boolean
   },
-  preference: Preference,
+  preference: string,
   accountId: string,
   roles: Roles = defaultRoles,
+  custom?: Preference.Chains,
   sql?: SqlStore["Service"]
 ): Effect.fn.Return<ReadonlyArray<string>, StoreError | UnknownSource> {
-  let availability: Availability | undefined
-  if (registry.hasFunding(roles.subscription)) {
-    const entry = yield* registry.funding(roles.subscription)
-    const source: FundingReader = isSource(entry) ? readSource(entry, sql) : entry
-    availability = preference === "subscription_first" && source.availability
-      ? yield* source.availability(accountId)
-      : { available: true, allowFallback: true }
-  }
-  const ids = order(preference, availability, roles)
-  const known = ids.filter((id) => registry.hasFunding(id))
-  if (known.length === 0) return yield* new UnknownSource({ sourceId: ids[0] ?? "", kind: "funding" })
-  return known
+  const chain = chainOf(preference, roles, custom)
+  const registered = chain.filter((id) => registry.hasFunding(id))
+  if (registered.length === 0) return yield* new UnknownSource({ sourceId: chain[0] ?? "", kind: "funding" })
+  return yield* walk(registered, (id) =>
+    Effect.flatMap(registry.funding(id), (entry) => {
+      const source: FundingReader = isSource(entry) ? readSource(entry, sql) : entry
+      return source.availability ? source.availability(accountId) : Effect.succeed(undefined)
+    }))
 })

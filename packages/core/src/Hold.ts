@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import { Preference } from "./Preference.js"
+import { Name as PreferenceName } from "./Preference.js"
 import { Quota } from "./Quota.js"
 
 /**
@@ -191,7 +191,8 @@ export const Hold = Schema.Struct({
   estimate: Quota,
   /** What the funding sources actually reserved (may exceed P, e.g. a subscription's minimum of 1). */
   reserved: Quota,
-  preference: Preference,
+  /** The preference name the hold was opened with (a built-in or a configured custom one). */
+  preference: PreferenceName,
   trusted: Schema.Boolean,
   status: HoldStatus,
   parts: Schema.Array(HoldPart),

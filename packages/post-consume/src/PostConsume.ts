@@ -106,6 +106,8 @@ export const make = (
   options: {
     readonly roles?: FundingResolver.Roles
     readonly tokenBudgetId?: string
+    /** The engine's custom preferences (`BillingSession.Options.preferences`), so that their names resolve alike. */
+    readonly preferences?: Preference.Chains
     /** The store's executor, to read the registry's `Source`s (since 0.4.0). */
     readonly sql?: SqlStore.SqlStore["Service"]
   } = {}
@@ -117,7 +119,13 @@ export const make = (
     Effect.gen(function*() {
       const amount = req.check
       if (amount === undefined) return
-      const order = yield* FundingResolver.resolve(sources, Preference.normalize(req.preference), req.accountId, options.roles)
+      const order = yield* FundingResolver.resolve(
+        sources,
+        Preference.normalize(req.preference, options.preferences),
+        req.accountId,
+        options.roles,
+        options.preferences
+      )
       // Passes only if one source the preference allows can pay the whole amount now:
       // a subscription counts for the room it has left, the wallet for its balance.
       let best = 0

@@ -29,10 +29,11 @@ export interface Harness {
 
 export const startAdmin = async (
   target: TestDatabase.Target,
-  options: AdminApi.Options = {}
+  options: AdminApi.Options = {},
+  billing: Parameters<typeof RelayBilling.layerClient>[1] = {}
 ): Promise<Harness> => {
   const scope = Effect.runSync(Scope.make())
-  const services = RelayBilling.layerClient(TestDatabase.layer(target))
+  const services = RelayBilling.layerClient(TestDatabase.layer(target), billing)
   const app = HttpRouter.serve(AdminApi.routes(options), { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provide(AdminKey.layerKey(ADMIN_KEY)),
     Layer.provideMerge(HttpListener.layer({ port: 0, host: "127.0.0.1" })),

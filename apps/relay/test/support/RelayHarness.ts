@@ -54,6 +54,8 @@ export interface Relay {
   readonly resolved: (requestId: string) => Promise<any>
   /** Every HTTP response the relay's logger reported (one per finished handler), in order. */
   readonly responses: Array<{ readonly url: string; readonly status: number }>
+  /** Runs an effect with the relay's services (the billing services, the knex client). */
+  readonly run: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<A>
   /** Moves the TestClock (only with `testClock: true`). */
   readonly advance: (seconds: number) => Promise<void>
   readonly close: () => Promise<void>
@@ -64,6 +66,10 @@ export const startRelay = async (options: {
   readonly billing?: Record<string, unknown>
   readonly limits?: Record<string, unknown>
   readonly testClock?: boolean
+  /** The config's `funding` section. */
+  readonly funding?: Record<string, unknown>
+  /** Where `funding.sources` packages are resolved from. */
+  readonly pluginCwd?: string
 } = {}): Promise<Relay> => {
   const mockA = await Mock.start()
   const mockB = await Mock.start()
@@ -75,7 +81,8 @@ export const startRelay = async (options: {
       { name: "B", baseUrl: mockB.url, apiKey: "sk-up-b", models: [MODEL], priority: 1 }
     ],
     billing: { minPreConsumeTokens: MIN_PRE, retries: 1, onClientDisconnect: "charge-prompt", ...options.billing },
-    ...(options.limits !== undefined ? { limits: options.limits } : {})
+    ...(options.limits !== undefined ? { limits: options.limits } : {}),
+    ...(options.funding !== undefined ? { funding: options.funding } : {})
   }))
   const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated({ name: "sqlite" }), scope))
   const loaded: Loaded = { port: 0, databaseUrl: db.url, adminKey: ADMIN_KEY, configSource: "harness", config }
@@ -87,7 +94,8 @@ export const startRelay = async (options: {
       responses.push({ url: annotations["http.url"], status: Number(annotations["http.status"]) })
     }
   })
-  const server = Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000, httpLogger: true }).pipe(
+  const server = Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000, httpLogger: true,
+    ...(options.pluginCwd !== undefined ? { pluginCwd: options.pluginCwd } : {}) }).pipe(
     Layer.provideMerge(Logger.layer([capture]))
   )
   const context: Context.Context<any> = await Effect.runPromise(
@@ -130,5 +138,6 @@ export const startRelay = async (options: {
     await mockA.close()
     await mockB.close()
   }
-  return { url, mockA, mockB, admin, setup, resolved, responses, advance, close }
+  const run = <A, E>(effect: Effect.Effect<A, E, any>) => Effect.runPromise(effect.pipe(Effect.provideContext(context)) as Effect.Effect<A, E>)
+  return { url, mockA, mockB, admin, setup, resolved, responses, run, advance, close }
 }

@@ -11,7 +11,7 @@ import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
 import type { ExternalSource } from "../FundingSource.js"
 import type { Ledger } from "../Ledger.js"
-import type { Preference } from "../Preference.js"
+import type * as Preference from "../Preference.js"
 import type { Source } from "../Source.js"
 import { isSource } from "../Source.js"
 import type { SqlStore } from "../SqlStore.js"
@@ -41,7 +41,7 @@ export interface BoundRegistry {
 }
 
 /** The widest chain of a preference: `*_only` limits where a hold reserves, not where an overflow goes. */
-const widen = (preference: Preference | undefined): Preference =>
+const widen = (preference: string | undefined): string =>
   preference === "subscription_only" || preference === undefined
     ? "subscription_first"
     : preference === "wallet_only"
@@ -54,6 +54,8 @@ interface BindDeps {
   readonly sql: SqlStore["Service"] | undefined
   readonly ledger: Ledger["Service"] | undefined
   readonly roles: FundingResolver.Roles
+  /** The engine's named custom chains (a hold's preference may name one). */
+  readonly preferences?: Preference.Chains | undefined
   readonly tokenBudgetId: string
 }
 
@@ -85,8 +87,8 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
    * subscription still overflows into the wallet, as in v1: the wallet may go
    * below zero at settlement).
    */
-  const overflowChain = (sourceId: string, preference: Preference | undefined) => {
-    const ids = FundingResolver.order(widen(preference), { available: true, allowFallback: true }, deps.roles)
+  const overflowChain = (sourceId: string, preference: string | undefined) => {
+    const ids = FundingResolver.chainOf(widen(preference), deps.roles, deps.preferences)
     const at = ids.indexOf(sourceId)
     return Effect.map(
       Effect.forEach(at < 0 ? [] : [...ids.slice(at + 1), ...ids.slice(0, at)], fundingSource),

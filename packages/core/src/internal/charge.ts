@@ -2,6 +2,7 @@
  * The post-consume phase (`charge`): one charge after the work, as an open of
  * 0 taken without a balance condition and its settle.
  */
+import type * as Preference from "../Preference.js"
 import { Effect } from "effect"
 import { HoldNotFound, IdempotencyConflict } from "../BillingError.js"
 import type { Hold, Settlement } from "../Hold.js"
@@ -16,6 +17,8 @@ import type { makeSettle, SettleMetadata } from "./settle.js"
 
 /** What the post-consume phase needs. */
 export interface ChargeDeps {
+  /** The engine's named custom chains (a request's preference may name one). */
+  readonly preferences: Preference.Chains
   readonly journal: HoldJournal["Service"]
   readonly intents: Intents
   /** The open phase's entry for an order (the post-consume mode). */
@@ -25,7 +28,7 @@ export interface ChargeDeps {
 
 /** The post-consume phase. */
 export const makeCharge = (deps: ChargeDeps) => {
-  const { intents, journal, openOrder, settle } = deps
+  const { intents, journal, openOrder, preferences, settle } = deps
 
   /**
    * Post-consume: one charge of `actual` after the work, without a reservation
@@ -37,7 +40,7 @@ export const makeCharge = (deps: ChargeDeps) => {
   const charge = (input: OpenInput, actualInput: number, metadata?: SettleMetadata) =>
     Effect.gen(function*() {
       const actual = yield* QuotaModule.decode("actual", actualInput)
-      const order = postConsumeOrder(input)
+      const order = postConsumeOrder(input, preferences)
       /** The first charge of this id, if it matches this one (same account, token and amount). */
       const replay = (settled: Hold, settlement: Settlement) =>
         Effect.gen(function*() {

@@ -62,6 +62,7 @@ export const makeEngine = (deps: Deps) => {
     sql: deps.sql,
     ledger: deps.ledger,
     roles: config.roles,
+    preferences: config.preferences,
     tokenBudgetId: config.tokenBudgetId
   })
 
@@ -101,7 +102,7 @@ export const makeEngine = (deps: Deps) => {
   const handleOf = makeHandleOf({ journal, settleFromHandle, refund, renew })
 
   const { open, openOrder } = makeOpen({ journal, registry, intents, config, shared, handleOf })
-  const { charge } = makeCharge({ journal, intents, openOrder, settle })
+  const { charge } = makeCharge({ journal, intents, openOrder, preferences: config.preferences, settle })
 
   const get = (holdId: string) =>
     journal.get(holdId).pipe(

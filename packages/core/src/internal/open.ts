@@ -171,7 +171,7 @@ export const makeOpen = (deps: OpenDeps) => {
   })
 
   /** `BillingSession.open`: reserves the estimate of a decoded request. */
-  const open = (request: OpenInput) => openOrder(reserveOrder(request))
+  const open = (request: OpenInput) => openOrder(reserveOrder(request, config.preferences))
 
   return { open, openOrder }
 }

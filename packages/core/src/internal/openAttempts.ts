@@ -444,7 +444,7 @@ export const makeOpenAttempts = (deps: OpenAttemptsDeps) => {
       const outer = yield* Scope.Scope
       const { accountId, estimate } = order.request
       const chain = order.request.sources ??
-        (yield* FundingResolver.resolve(registry, order.preference, accountId, config.roles))
+        (yield* FundingResolver.resolve(registry, order.preference, accountId, config.roles, config.preferences))
       const budget = order.budgetedTokenId === undefined ? undefined : yield* registry.budget(config.tokenBudgetId)
       let firstShortfall: InsufficientFunds | undefined
       for (const sourceId of chain) {

@@ -5,7 +5,7 @@
  */
 import type { OpenRequest } from "../BillingSession.js"
 import type { Quota } from "../Quota.js"
-import type { Preference } from "../Preference.js"
+import type { Chains, Name } from "../Preference.js"
 import * as PreferenceModule from "../Preference.js"
 
 /** A decoded open request (`BillingSession.OpenRequest`'s type side). */
@@ -35,17 +35,17 @@ export type OpenMode =
 export interface OpenOrder {
   /** The request as decoded (its ids, estimate, sources, ttl, metadata). */
   readonly request: OpenInput
-  /** The normalized preference (empty or unknown: `subscription_first`). */
-  readonly preference: Preference
+  /** The normalized preference: a built-in or custom chain name (empty or unknown: `subscription_first`). */
+  readonly preference: Name
   /** The token whose budget the open reserves on: none for a playground request or without a token. */
   readonly budgetedTokenId: string | undefined
   readonly mode: OpenMode
 }
 
 /** The order of an open (`open`): reserves the estimate. */
-export const reserveOrder = (request: OpenInput): OpenOrder => ({
+export const reserveOrder = (request: OpenInput, chains?: Chains): OpenOrder => ({
   request,
-  preference: PreferenceModule.normalize(request.preference),
+  preference: PreferenceModule.normalize(request.preference, chains),
   budgetedTokenId: request.playground ? undefined : request.tokenId,
   mode: {
     _tag: "Reserve",
@@ -55,7 +55,7 @@ export const reserveOrder = (request: OpenInput): OpenOrder => ({
 })
 
 /** The order of a post-consume charge (`charge`): a hold of 0, taken unconditionally. */
-export const postConsumeOrder = (request: OpenInput): OpenOrder => ({
-  ...reserveOrder({ ...request, estimate: 0 as Quota }),
+export const postConsumeOrder = (request: OpenInput, chains?: Chains): OpenOrder => ({
+  ...reserveOrder({ ...request, estimate: 0 as Quota }, chains),
   mode: { _tag: "PostConsume" }
 })
