@@ -19,12 +19,16 @@ export * as KnexClient from "./KnexClient.js"
 export * as KnexJournal from "./KnexJournal.js"
 /** @since 0.1.0 */
 export * as KnexLedger from "./KnexLedger.js"
+/** @since 0.4.0 */
+export * as KnexSqlStore from "./KnexSqlStore.js"
 /** @since 0.3.0 */
 export * as LateCharges from "./LateCharges.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */
 export * as PartRecords from "./PartRecords.js"
+/** @since 0.4.0 */
+export * as SourceMigrations from "./SourceMigrations.js"
 /** @since 0.1.0 */
 export * as Statements from "./Statements.js"
 /** @since 0.1.0 */
