@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer, Option, Schema } from "effect"
 import { AccountCounters } from "./AccountCounters.js"
 import type {
   ContractViolation,
@@ -41,6 +41,8 @@ import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
 import { HoldJournal } from "./HoldJournal.js"
+import { Ledger } from "./Ledger.js"
+import { SqlStore } from "./SqlStore.js"
 import { decodeInput } from "./Input.js"
 import type { ReapError, ReapFailure, ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
@@ -332,8 +334,12 @@ export class BillingSession extends Context.Service<BillingSession, {
         })
       }
       const config = { holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000 }
+      const ledger = yield* Effect.serviceOption(Ledger)
+      const sql = yield* Effect.serviceOption(SqlStore)
       const engine = makeEngine({
         journal,
+        ledger: Option.getOrUndefined(ledger),
+        sql: Option.getOrUndefined(sql),
         recorder,
         registry: yield* FundingRegistry,
         counters: yield* AccountCounters,

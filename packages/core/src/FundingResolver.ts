@@ -9,7 +9,10 @@ import { Effect } from "effect"
 import type { StoreError } from "./BillingError.js"
 import { UnknownSource } from "./BillingError.js"
 import type { Availability } from "./FundingSource.js"
-import type { FundingRegistry } from "./FundingRegistry.js"
+import type { Funding, FundingReader } from "./FundingRegistry.js"
+import { readSource } from "./FundingRegistry.js"
+import { isSource } from "./Source.js"
+import type { SqlStore } from "./SqlStore.js"
 import type { Preference } from "./Preference.js"
 
 /**
@@ -67,19 +70,26 @@ export const order = (
 /**
  * Resolves the ordered source ids for an account with the registered sources,
  * reading the subscription source's availability when the preference needs it.
+ * A registry holding `Source`s reads them through `sql` (the store's
+ * `SqlStore`; since 0.4.0).
  *
  * @since 0.1.0
  * @category ordering
  */
 export const resolve = Effect.fn("FundingResolver.resolve")(function*(
-  registry: FundingRegistry["Service"],
+  registry: {
+    readonly funding: (id: string) => Effect.Effect<Funding | FundingReader, UnknownSource>
+    readonly hasFunding: (id: string) => boolean
+  },
   preference: Preference,
   accountId: string,
-  roles: Roles = defaultRoles
+  roles: Roles = defaultRoles,
+  sql?: SqlStore["Service"]
 ): Effect.fn.Return<ReadonlyArray<string>, StoreError | UnknownSource> {
   let availability: Availability | undefined
   if (registry.hasFunding(roles.subscription)) {
-    const source = yield* registry.funding(roles.subscription)
+    const entry = yield* registry.funding(roles.subscription)
+    const source: FundingReader = isSource(entry) ? readSource(entry, sql) : entry
     availability = preference === "subscription_first" && source.availability
       ? yield* source.availability(accountId)
       : { available: true, allowFallback: true }

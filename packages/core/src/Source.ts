@@ -87,6 +87,12 @@ export interface Taken {
   readonly amount: number
   readonly balanceAfter: number
   readonly ref?: string
+  /**
+   * The subject whose balance moved, when it is not the request's `subjectId`
+   * (a subscription row drawn for the account): the ledger row names it, and the
+   * audit sums the source's rows by it.
+   */
+  readonly subjectId?: string
 }
 
 /**
@@ -134,7 +140,17 @@ export interface MoveRequest {
  */
 export interface Moved {
   readonly moved: number
+  /** The balance after the move; `Number.MAX_SAFE_INTEGER` for an unlimited subject (no low-balance warning). */
   readonly balanceAfter: number
+  /** The subject whose balance moved, when it is not the request's `subjectId` (see {@link Taken.subjectId}). */
+  readonly subjectId?: string
+  /**
+   * For a capped charge (`|moved| < |delta|`): whether the rest may go on to the
+   * next funding source of the hold's chain (a plan's `allowWalletOverflow`).
+   * Default: the source's `availability(…).allowFallback`, and no overflow for a
+   * source without `availability` (its cap is final: the rest is unbilled).
+   */
+  readonly overflow?: boolean
 }
 
 /**
@@ -217,6 +233,18 @@ export interface Plugin<Options = unknown> {
   /** Builds the source. */
   readonly make: (options: Options) => Source
 }
+
+/**
+ * Whether a registered value is a `Source` (a balance mover in the hold's store)
+ * rather than an external two-phase `FundingSource` or `Budget`: told apart by
+ * shape (`take` versus `reserve`).
+ *
+ * @since 0.4.0
+ * @category guards
+ */
+export const isSource = (value: object): value is Source =>
+  typeof (value as { readonly take?: unknown }).take === "function" &&
+  typeof (value as { readonly reserve?: unknown }).reserve !== "function"
 
 /**
  * Declares a source (an identity function for type inference).

@@ -16,7 +16,8 @@ import {
   FundingResolver,
   Input,
   Preference,
-  Quota
+  Quota,
+  SqlStore
 } from "@relay-billing/core"
 import type { BillingSettler } from "@relay-billing/core"
 
@@ -75,12 +76,20 @@ export class PostConsume extends Context.Service<PostConsume, {
   /** Runs the optional check and returns the settler whose `settle(actual)` makes the one charge. */
   readonly settler: (request: Request) => Effect.Effect<BillingSettler.BillingSettler, CheckError>
 }>()("@relay-billing/post-consume/PostConsume") {
-  /** The service over the `BillingSession` and the registry in context. */
+  /**
+   * The service over the `BillingSession` and the registry in context (and the
+   * store's `SqlStore`, when provided, to read the registry's `Source`s).
+   */
   static readonly layer: Layer.Layer<PostConsume, never, BillingSession.BillingSession | FundingRegistry.FundingRegistry> =
     Layer.effect(
       PostConsume,
       Effect.gen(function*() {
-        return make(yield* BillingSession.BillingSession, yield* FundingRegistry.FundingRegistry)
+        const sql = yield* Effect.serviceOption(SqlStore.SqlStore)
+        return make(
+          yield* BillingSession.BillingSession,
+          yield* FundingRegistry.FundingRegistry,
+          sql._tag === "Some" ? { sql: sql.value } : {}
+        )
       })
     )
 }
@@ -94,21 +103,27 @@ export class PostConsume extends Context.Service<PostConsume, {
 export const make = (
   engine: BillingSession.BillingSession["Service"],
   registry: FundingRegistry.FundingRegistry["Service"],
-  options: { readonly roles?: FundingResolver.Roles; readonly tokenBudgetId?: string } = {}
+  options: {
+    readonly roles?: FundingResolver.Roles
+    readonly tokenBudgetId?: string
+    /** The store's executor, to read the registry's `Source`s (since 0.4.0). */
+    readonly sql?: SqlStore.SqlStore["Service"]
+  } = {}
 ): PostConsume["Service"] => {
+  const sources = FundingRegistry.reader(registry, options.sql)
   const decode = Input.decodeInput(Request, "")
 
   const check = (req: typeof Request.Type) =>
     Effect.gen(function*() {
       const amount = req.check
       if (amount === undefined) return
-      const order = yield* FundingResolver.resolve(registry, Preference.normalize(req.preference), req.accountId, options.roles)
+      const order = yield* FundingResolver.resolve(sources, Preference.normalize(req.preference), req.accountId, options.roles)
       // Passes only if one source the preference allows can pay the whole amount now:
       // a subscription counts for the room it has left, the wallet for its balance.
       let best = 0
       let covered = false
       for (const id of order) {
-        const source = yield* registry.funding(id)
+        const source = yield* sources.funding(id)
         const room = source.room
           ? yield* source.room(req.accountId)
           : source.balance
@@ -133,7 +148,7 @@ export const make = (
         })
       }
       if (req.tokenId !== undefined && !req.playground) {
-        const budget = yield* registry.budget(options.tokenBudgetId ?? "token")
+        const budget = yield* sources.budget(options.tokenBudgetId ?? "token")
         if (budget.remaining) {
           const left = yield* budget.remaining(req.tokenId)
           if (!left.unlimited && left.remaining < amount) {

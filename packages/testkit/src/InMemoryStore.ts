@@ -1,11 +1,15 @@
 /**
  * An in-memory store with the semantics of a real database: one state, atomic
- * transactions that roll back on failure, defect or interruption, per-source
- * reservation records keyed by hold id, an append-only ledger and account
- * counters. It implements the core's `HoldJournal`, `Ledger` and
- * `AccountCounters`, plus a wallet, a token budget and a subscription source, so
- * the whole billing life cycle runs without a database. Every operation goes
- * through a {@link Faults} plan for fault injection.
+ * transactions that roll back on failure, defect or interruption, an
+ * append-only ledger and account counters. It implements the core's
+ * `HoldJournal`, `Ledger`, `AccountCounters` and `SqlStore` (whose `execute`
+ * fails: there is no SQL here), plus a wallet, a token budget and a
+ * subscription as v2 `Source`s (balance movers without hold ids: the engine
+ * owns the holds and writes the ledger rows), so the whole billing life cycle
+ * runs without a database. `external` offers the same three as two-phase
+ * sources with their own hold records, for tests where this store plays an
+ * external system of another store's engine. Every operation goes through a
+ * {@link Faults} plan for fault injection.
  *
  * @since 0.1.0
  */
@@ -17,12 +21,14 @@ import {
   FundingRegistry,
   HoldJournal,
   Ledger,
-  Quota
+  Quota,
+  SqlStore
 } from "@relay-billing/core"
 import { Audit } from "@relay-billing/core"
-import type { Budget, FundingSource, Hold, HoldIntent } from "@relay-billing/core"
+import type { Budget, FundingSource, Hold, HoldIntent, Source } from "@relay-billing/core"
 import { Faults } from "./Faults.js"
 import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
+import { makeSubscriptionSource, makeTokenSource, makeWalletSource } from "./internal/memoryMovers.js"
 import type { StoreHandle } from "./internal/memorySources.js"
 import type { State, SubscriptionRow } from "./internal/state.js"
 import { partProblems } from "./internal/auditParts.js"
@@ -112,9 +118,27 @@ export class InMemoryStore {
   readonly faults: Faults
   private state: State = emptyState()
   private readonly lock = Semaphore.makeUnsafe(1)
-  readonly wallet: FundingSource.FundingSource
-  readonly token: Budget.Budget
-  readonly subscription: FundingSource.FundingSource
+  /** The wallet (`balance` per account), a funding `Source`. */
+  readonly wallet: Source.Source
+  /** The token budget (`remain` / `used` per token), a budget `Source`. */
+  readonly token: Source.Source
+  /** The subscriptions (`used` per subscription, overflow by the plan's rule), a funding `Source`. */
+  readonly subscription: Source.Source
+  /**
+   * The same balances behind the two-phase contract of a source OUTSIDE the
+   * hold's store (reserve / settle / refund keyed by hold id): for tests where
+   * this store is another store's external credits system. An external
+   * system's idempotency is its own business, so these keep per-hold records
+   * (a repeat answers the first result; a refunded hold id is never reserved
+   * again). Their `storeId` is this store's.
+   */
+  readonly external: {
+    readonly wallet: FundingSource.FundingSource
+    readonly token: Budget.Budget
+    readonly subscription: FundingSource.FundingSource
+  }
+  /** This store's `SqlStore`: it has no SQL, so every `execute` fails with a `StoreError` saying so. */
+  readonly sql: SqlStore.SqlStore["Service"]
   readonly journal: HoldJournal.HoldJournal["Service"]
   readonly ledger: Ledger.Ledger["Service"]
   readonly counters: AccountCounters.AccountCounters["Service"]
@@ -136,9 +160,29 @@ export class InMemoryStore {
       walletFloorAtZero: options.walletFloorAtZero ?? false
     }
     const walletId = options.ids?.wallet ?? "wallet"
-    this.wallet = makeWallet(handle, walletId)
-    this.token = makeTokenBudget(handle, options.ids?.token ?? "token")
-    this.subscription = makeSubscription(handle, { id: options.ids?.subscription ?? "subscription", walletId })
+    const tokenId = options.ids?.token ?? "token"
+    const subscriptionId = options.ids?.subscription ?? "subscription"
+    this.wallet = makeWalletSource(handle, walletId)
+    this.token = makeTokenSource(handle, tokenId)
+    this.subscription = makeSubscriptionSource(handle, subscriptionId)
+    this.external = {
+      wallet: makeWallet(handle, walletId),
+      token: makeTokenBudget(handle, tokenId),
+      subscription: makeSubscription(handle, { id: subscriptionId, walletId })
+    }
+    const storeId = this.id
+    this.sql = SqlStore.SqlStore.of({
+      id: storeId,
+      dialect: "sqlite",
+      table: (name) => name,
+      execute: (operation) =>
+        Effect.fail(
+          new BillingError.StoreError({
+            operation,
+            detail: `the in-memory store ${storeId} has no SQL: its sources move balances in memory`
+          })
+        )
+    })
     const faults = this.faults
     const atomic = <A, E>(op: string, body: (state: State) => Effect.Effect<A, E>) =>
       this.transaction(Effect.andThen(faults.check(op), Effect.suspend(() => body(this.state))))
@@ -420,9 +464,9 @@ export class InMemoryStore {
 
   /**
    * Checks that the ledger sums to every balance (wallets, token budgets,
-   * subscriptions), that token `used` mirrors `remain`, that no source record of
-   * a hold disagrees with the hold's status, and that the counters equal the
-   * settled charges.
+   * subscriptions), that token `used` mirrors `remain`, that every part agrees
+   * with the ledger (and no external record of a hold with the hold's status),
+   * and that the counters equal the settled charges.
    */
   audit(): AuditReport {
     const s = this.state
@@ -466,9 +510,9 @@ export class InMemoryStore {
       }
     }
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
-    problems.push(...partProblems(s))
-    // §6: every late charge is recorded on its expired hold and agrees with the ledger.
     const local = new Set([this.wallet.id, this.token.id, this.subscription.id])
+    problems.push(...partProblems(s, local))
+    // §6: every late charge is recorded on its expired hold and agrees with the ledger.
     problems.push(...Audit.lateSettleProblems(s.holds.values(), s.ledger, local))
     return { problems, unbilled }
   }
@@ -488,13 +532,18 @@ export class InMemoryStore {
    * per process).
    */
   layer(): Layer.Layer<
-    HoldJournal.HoldJournal | Ledger.Ledger | AccountCounters.AccountCounters | FundingRegistry.FundingRegistry
+    | HoldJournal.HoldJournal
+    | Ledger.Ledger
+    | AccountCounters.AccountCounters
+    | FundingRegistry.FundingRegistry
+    | SqlStore.SqlStore
   > {
     return Layer.mergeAll(
       Layer.succeed(HoldJournal.HoldJournal, this.journal),
       Layer.succeed(Ledger.Ledger, this.ledger),
       Layer.succeed(AccountCounters.AccountCounters, this.counters),
-      FundingRegistry.FundingRegistry.layer({ funding: [this.wallet, this.subscription], budgets: [this.token] }),
+      Layer.succeed(SqlStore.SqlStore, this.sql),
+      FundingRegistry.FundingRegistry.layer({ sources: [this.wallet, this.subscription, this.token] }),
       Layer.succeed(LowBalance.LowBalance, this.lowBalance)
     )
   }
@@ -508,7 +557,8 @@ export class InMemoryStore {
     | HoldJournal.HoldJournal
     | Ledger.Ledger
     | AccountCounters.AccountCounters
-    | FundingRegistry.FundingRegistry,
+    | FundingRegistry.FundingRegistry
+    | SqlStore.SqlStore,
     BillingError.InvalidInput
   > {
     return BillingSession.BillingSession.layer(options).pipe(Layer.provideMerge(this.layer()))

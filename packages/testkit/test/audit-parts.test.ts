@@ -60,8 +60,13 @@ describe("issue 8 #10: the in-memory audit", () => {
       const engine = yield* BillingSession.BillingSession
       const s = yield* engine.open({ holdId: "tampered-h", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
       assertAuditClean(store)
+      // v2: the hold's part is the only record of what the wallet reserved (no per-source record).
       store.unsafeTamper((state) => {
-        state.parts.get("wallet\u0000tampered-h")!.amount = 1
+        const hold = state.holds.get("tampered-h")!
+        state.holds.set("tampered-h", {
+          ...hold,
+          parts: hold.parts.map((p) => (p.sourceId === "wallet" ? { ...p, amount: 1 as typeof p.amount } : p))
+        })
       })
       const before = store.audit().problems
       assert.isTrue(before.some((p) => p.includes("hold tampered-h part wallet")), before.join("; "))

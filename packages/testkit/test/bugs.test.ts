@@ -104,7 +104,7 @@ describe("new-api bug 1: token leak when the funding write fails", () => {
     const stores = () => {
       const main = InMemoryStore.make()
       const ext = InMemoryStore.make({ ids: { token: "token" } })
-      const layer = composedLayer(main, { funding: [main.wallet, main.subscription], budgets: [ext.token] })
+      const layer = composedLayer(main, { funding: [main.wallet, main.subscription], budgets: [ext.external.token] })
       const setup = Effect.gen(function*() {
         yield* main.createAccount("a", W)
         yield* ext.createToken("t", "a", { remain: R })
@@ -478,7 +478,7 @@ describe("new-api B5: funding settled but the token step failed", () => {
   it.effect("B5 EXTERNAL funding settled first, token fails → the token step rolls back, the recorded settle is finished by the refund (never a refund), the funding is charged once", () => {
     const main = InMemoryStore.make()
     const ext = InMemoryStore.make()
-    const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+    const layer = composedLayer(main, { funding: [ext.external.wallet], budgets: [main.token] })
     return Effect.gen(function*() {
       yield* ext.createAccount("a", W)
       yield* main.createToken("t", "a", { remain: R })

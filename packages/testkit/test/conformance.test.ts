@@ -16,7 +16,7 @@ const walletHarness = (store = InMemoryStore.make()): FundingSourceSuite.Funding
   const created = new Set<string>()
   let topUps = 0
   return {
-    source: store.wallet,
+    source: store.external.wallet,
     fund: (accountId, amount) =>
       Effect.gen(function*() {
         if (!created.has(accountId)) {
@@ -32,7 +32,7 @@ const walletHarness = (store = InMemoryStore.make()): FundingSourceSuite.Funding
 const subscriptionHarness = (store = InMemoryStore.make()): FundingSourceSuite.FundingHarness => {
   const subscriptions = new Map<string, Array<string>>()
   return {
-    source: store.subscription,
+    source: store.external.subscription,
     fund: (accountId, amount) =>
       Effect.suspend(() => {
         const ids = subscriptions.get(accountId) ?? []
@@ -53,7 +53,7 @@ const subscriptionHarness = (store = InMemoryStore.make()): FundingSourceSuite.F
 
 const tokenHarness = (store = InMemoryStore.make()): FundingSourceSuite.BudgetHarness => {
   return {
-    budget: store.token,
+    budget: store.external.token,
     create: (tokenId, budget) => store.createToken(tokenId, `owner-of-${tokenId}`, budget),
     remaining: (tokenId) => Effect.sync(() => store.snapshot().tokens[tokenId]?.remain ?? 0),
     used: (tokenId) => Effect.sync(() => store.snapshot().tokens[tokenId]?.used ?? 0),
@@ -111,7 +111,7 @@ type Mutation = (real: FundingSource.FundingSource, store: InMemoryStore.InMemor
 const brokenWallet = (mutation: Mutation) => (): FundingSourceSuite.FundingHarness => {
   const store = InMemoryStore.make()
   const base = walletHarness(store)
-  return { ...base, source: { ...store.wallet, ...mutation(store.wallet, store) } }
+  return { ...base, source: { ...store.external.wallet, ...mutation(store.external.wallet, store) } }
 }
 
 let extra = 0
@@ -161,7 +161,7 @@ describe("the funding-source checks catch broken sources", () => {
   it("issue 9: a source without lateSettle reports the late-settle check as not applicable", async () => {
     const harness = () => {
       const store = InMemoryStore.make()
-      const { lateSettle: _dropped, ...plain } = store.wallet
+      const { lateSettle: _dropped, ...plain } = store.external.wallet
       return { ...walletHarness(store), source: plain }
     }
     const exit = await runCheck(harness, FundingSourceSuite.checks["late-settle"])
@@ -171,7 +171,7 @@ describe("the funding-source checks catch broken sources", () => {
   it("issue 8 #14: a source without correct reports the correct check as not applicable", async () => {
     const harness = () => {
       const store = InMemoryStore.make()
-      const { correct: _dropped, ...plain } = store.wallet
+      const { correct: _dropped, ...plain } = store.external.wallet
       return { ...walletHarness(store), source: plain }
     }
     const exit = await runCheck(harness, FundingSourceSuite.checks["correct"])
@@ -414,7 +414,7 @@ describe("the funding-source checks catch broken sources", () => {
     const brokenSubscription = (mutation: Mutation) => (): FundingSourceSuite.FundingHarness => {
       const store = InMemoryStore.make()
       const base = subscriptionHarness(store)
-      return { ...base, source: { ...store.subscription, ...mutation(store.subscription, store) } }
+      return { ...base, source: { ...store.external.subscription, ...mutation(store.external.subscription, store) } }
     }
 
     it("a minimumReservation below the request fails reserve.minimum-reservation", async () => {

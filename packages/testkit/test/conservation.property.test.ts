@@ -35,8 +35,8 @@ import fc from "fast-check"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { describe, expect, it } from "vitest"
-import { AccountCounters, BillingSession, FundingRegistry, HoldJournal } from "@relay-billing/core"
-import type { Budget, FundingSource, Hold } from "@relay-billing/core"
+import { AccountCounters, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
+import type { Hold, Source } from "@relay-billing/core"
 import { Faults, InMemoryStore } from "../src/index.js"
 
 // ====================================================================== config
@@ -843,29 +843,36 @@ const stats = {
 }
 const count = (key: string) => stats.outcomes.set(key, (stats.outcomes.get(key) ?? 0) + 1)
 
-type Variant = "real" | "double-refund-wallet" | "token-release-as-refund" | "late-settle-free"
+type Variant = "real" | "double-refund-wallet" | "token-release-dropped" | "late-settle-free"
 
 /**
- * A deliberately broken wallet for the mutation test: it cannot charge late (no
- * `lateSettle`), so a settle that arrives after the expiry leaves the delivered work
- * unpaid (recorded unbilled) — issue 9's free service.
+ * A deliberately broken wallet for the mutation test: it cannot charge late (a
+ * `late_settle` move moves nothing and allows no overflow), so a settle that
+ * arrives after the expiry leaves the delivered work unpaid (recorded unbilled) —
+ * issue 9's free service.
  */
-const freeLateWallet = (store: InMemoryStore.InMemoryStore): FundingSource.FundingSource => {
-  const { lateSettle: _free, ...rest } = store.wallet
-  return rest
-}
+const freeLateWallet = (store: InMemoryStore.InMemoryStore): Source.Source => ({
+  ...store.wallet,
+  move: (request) =>
+    request.kind === "late_settle"
+      ? Effect.map(store.wallet.move({ ...request, delta: 0 }), (answer) => ({ ...answer, overflow: false }))
+      : store.wallet.move(request)
+})
 
 /**
  * A deliberately broken wallet for the mutation test: every refund (and expiry)
  * credits the reservation a second time, through a ledger row, so the store's
  * own audit still balances.
  */
-const doubleRefundWallet = (store: InMemoryStore.InMemoryStore): FundingSource.FundingSource => ({
+const doubleRefundWallet = (store: InMemoryStore.InMemoryStore): Source.Source => ({
   ...store.wallet,
-  refund: (request) =>
+  move: (request) =>
     Effect.gen(function*() {
-      yield* store.wallet.refund(request)
-      yield* store.topUp(request.accountId, request.part.amount, `bug:${request.holdId}`)
+      const answer = yield* store.wallet.move(request)
+      if (request.kind === "refund" || request.kind === "expire") {
+        yield* store.topUp(request.subjectId, request.delta, `bug:${request.holdId}`)
+      }
+      return answer
     })
 })
 
@@ -885,15 +892,18 @@ const interleaved = <T extends object>(target: T, random: () => number): T => {
 }
 
 /**
- * A deliberately broken token budget for the mutation test: it treats the release of a
- * fallback attempt's reservation as a refund, so the hold id stays marked refunded and the
- * next source's attempt cannot reserve the token again. This is the engine bug this property
- * found (every subscription -> wallet fallback with a token failed with HoldResolved), fixed
- * by the `release` refund reason.
+ * A deliberately broken token budget for the mutation test: it answers the release
+ * of a fallback attempt's reservation (or of a failed open) as done but moves
+ * nothing, so the token keeps what the attempt took. (v1's variant of this bug, a
+ * release recorded as a refund that blocked the next attempt, cannot be written
+ * against v2: a `Source` keeps no hold ids.)
  */
-const releaseAsRefundToken = (store: InMemoryStore.InMemoryStore): Budget.Budget => ({
+const releaseDroppedToken = (store: InMemoryStore.InMemoryStore): Source.Source => ({
   ...store.token,
-  refund: (request) => store.token.refund({ ...request, reason: request.reason === "release" ? "refund" : request.reason })
+  move: (request) =>
+    request.kind === "release"
+      ? Effect.map(store.token.move({ ...request, delta: 0 }), (answer) => ({ ...answer, moved: request.delta }))
+      : store.token.move(request)
 })
 
 const layerFor = (store: InMemoryStore.InMemoryStore, variant: Variant, scenario: Scenario) => {
@@ -911,9 +921,14 @@ const layerFor = (store: InMemoryStore.InMemoryStore, variant: Variant, scenario
     Layer.provideMerge(Layer.mergeAll(
       Layer.succeed(HoldJournal.HoldJournal, wrap(store.journal)),
       Layer.succeed(AccountCounters.AccountCounters, wrap(store.counters)),
+      Layer.succeed(Ledger.Ledger, store.ledger),
+      Layer.succeed(SqlStore.SqlStore, store.sql),
       FundingRegistry.FundingRegistry.layer({
-        funding: [wrap(wallet), wrap(store.subscription)],
-        budgets: [wrap(variant === "token-release-as-refund" ? releaseAsRefundToken(store) : store.token)]
+        sources: [
+          wrap(wallet),
+          wrap(store.subscription),
+          wrap(variant === "token-release-dropped" ? releaseDroppedToken(store) : store.token)
+        ]
       })
     ))
   )
@@ -1505,9 +1520,9 @@ describe("billing conservation (model-based, with faults and concurrency)", () =
       caughtBy: /\[(4 model|4 conservation|linearizable)\][^]*(wallets\.acct\d|top-ups)/
     },
     {
-      variant: "token-release-as-refund",
-      title: "a token budget that keeps a released fallback reservation as refunded",
-      caughtBy: /\[(model|linearizable)\][^]*got HoldResolved[^]*"operation":"reserve"/
+      variant: "token-release-dropped",
+      title: "a token budget that answers a release but keeps what the attempt took",
+      caughtBy: /\[(1 audit|4 model|model|linearizable)\]/
     },
     {
       variant: "late-settle-free",

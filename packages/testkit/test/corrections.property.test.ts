@@ -33,8 +33,8 @@ import fc from "fast-check"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { describe, expect, it } from "vitest"
-import { AccountCounters, BillingSession, FundingRegistry, Hold, HoldJournal } from "@relay-billing/core"
-import type { FundingSource } from "@relay-billing/core"
+import { AccountCounters, BillingSession, FundingRegistry, Hold, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
+import type { Source } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 
 const NUM_RUNS = Number(process.env["FC_NUM_RUNS"] ?? 150)
@@ -141,18 +141,21 @@ const count = (key: string) => stats.set(key, (stats.get(key) ?? 0) + 1)
 
 const layerFor = (store: InMemoryStore.InMemoryStore, variant: Variant) => {
   if (variant === "real") return store.billingLayer()
-  const wallet: FundingSource.FundingSource = {
+  const wallet: Source.Source = {
     ...store.wallet,
-    // the bug: a correction credits the wallet twice (under a second key)
-    correct: (req) =>
-      Effect.flatMap(store.wallet.correct!(req), (r) =>
-        Effect.as(store.wallet.correct!({ ...req, correctionId: `${req.correctionId}#again` }), r))
+    // the bug: a correction credits the wallet twice (the second move is not answered)
+    move: (req) =>
+      req.kind === "correction"
+        ? Effect.flatMap(store.wallet.move(req), (r) => Effect.as(store.wallet.move(req), r))
+        : store.wallet.move(req)
   }
   return BillingSession.BillingSession.layer().pipe(
     Layer.provideMerge(Layer.mergeAll(
       Layer.succeed(HoldJournal.HoldJournal, store.journal),
       Layer.succeed(AccountCounters.AccountCounters, store.counters),
-      FundingRegistry.FundingRegistry.layer({ funding: [wallet, store.subscription], budgets: [store.token] })
+      Layer.succeed(Ledger.Ledger, store.ledger),
+      Layer.succeed(SqlStore.SqlStore, store.sql),
+      FundingRegistry.FundingRegistry.layer({ sources: [wallet, store.subscription, store.token] })
     ))
   )
 }

@@ -193,7 +193,7 @@ describe("issue 8 #14: corrections of a settled charge", () => {
 
   it.effect("issue 8 #14: a hold charged through a source without `correct` is refused typed, and nothing changes", () => {
     const main = InMemoryStore.make()
-    const { correct: _dropped, ...plain } = main.wallet
+    const { correct: _dropped, ...plain } = main.external.wallet
     return Effect.gen(function*() {
       yield* main.createAccount("a", 1_000_000)
       yield* main.createToken("t", "a", { remain: 1_000_000 })
@@ -228,7 +228,7 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       assert.strictEqual(retried.remaining, 10_000)
       assert.deepStrictEqual(ext.snapshot().wallets, { a: 990_000 })
       assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: 10_000, requestCount: 1 } })
-    }).pipe(Effect.provide(composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })))
+    }).pipe(Effect.provide(composedLayer(main, { funding: [ext.external.wallet], budgets: [main.token] })))
   })
 })
 

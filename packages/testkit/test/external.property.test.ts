@@ -161,7 +161,7 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
     : main.journal
   const layer = composedLayer(
     { ...main, journal } as InMemoryStore.InMemoryStore,
-    { funding: exts.map((e) => lossy(e.wallet, lost)), budgets: [main.token] }
+    { funding: exts.map((e) => lossy(e.external.wallet, lost)), budgets: [main.token] }
   ).pipe(Layer.provide(eventLayer))
   const opened = new Set<string>()
   const trace: Array<string> = []

@@ -23,7 +23,7 @@ const A = 12_000
 const externalWallet = () => {
   const main = InMemoryStore.make()
   const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
-  const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+  const layer = composedLayer(main, { funding: [ext.external.wallet], budgets: [main.token] })
   const setup = Effect.gen(function*() {
     yield* main.createAccount("a", 0)
     yield* main.createToken("t", "a", { remain: R })
@@ -139,7 +139,7 @@ describe("issue 8 #4c: split funding over two external sources", () => {
     const main = InMemoryStore.make()
     const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
     const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
-    const layer = composedLayer(main, { funding: [extA.wallet, extB.wallet], budgets: [main.token] })
+    const layer = composedLayer(main, { funding: [extA.external.wallet, extB.external.wallet], budgets: [main.token] })
     return Effect.gen(function*() {
       yield* main.createAccount("a", 0)
       yield* main.createToken("t", "a", { remain: R })
@@ -224,7 +224,7 @@ describe("issue 8 #4: an earlier open of the same id left an external reservatio
     const main = InMemoryStore.make()
     const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
     const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
-    const layer = composedLayer(main, { funding: [extA.wallet, extB.wallet], budgets: [main.token] })
+    const layer = composedLayer(main, { funding: [extA.external.wallet, extB.external.wallet], budgets: [main.token] })
     const setup = Effect.gen(function*() {
       yield* main.createAccount("a", 0)
       yield* main.createToken("t", "a", { remain: R })
@@ -309,7 +309,7 @@ describe("issue 8 #5: a plugin that over-reserves, answers NaN, or dies after de
     it.effect(`issue 8 #5: EXTERNAL plugin (${how}) → the open fails and whatever it took is given back`, () => {
       const main = InMemoryStore.make()
       const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
-      const layer = composedLayer(main, { funding: [misbehaving(ext.wallet, how)], budgets: [main.token] })
+      const layer = composedLayer(main, { funding: [misbehaving(ext.external.wallet, how)], budgets: [main.token] })
       return Effect.gen(function*() {
         yield* main.createAccount("a", 0)
         yield* main.createToken("t", "a", { remain: R })
@@ -331,8 +331,8 @@ describe("issue 8 #5: a plugin that over-reserves, answers NaN, or dies after de
     it.effect(`issue 8 #5: plugin in the hold's store (${how}) → the rollback gives back whatever it took`, () => {
       const store = InMemoryStore.make()
       const layer = composedLayer(store, {
-        funding: [misbehaving({ ...store.wallet, id: "credits" }, how, store.id)],
-        budgets: [store.token]
+        funding: [misbehaving({ ...store.external.wallet, id: "credits" }, how, store.id)],
+        budgets: [store.external.token]
       })
       return Effect.gen(function*() {
         yield* store.createAccount("a", W)

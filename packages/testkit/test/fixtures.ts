@@ -3,8 +3,7 @@
  */
 import { assert } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { AccountCounters, BillingEvents, BillingSession, FundingRegistry, HoldJournal } from "@relay-billing/core"
-import type { Budget, FundingSource } from "@relay-billing/core"
+import { AccountCounters, BillingEvents, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
 import type { InMemoryStore } from "../src/index.js"
 
 export type Store = InMemoryStore.InMemoryStore
@@ -39,19 +38,26 @@ export const ledgerOf = (store: Store, holdId: string) =>
   store.entries().filter((e) => e.holdId === holdId).map((e) => [e.sourceId, e.kind, e.amount] as const)
 
 /**
- * A billing layer whose journal and counters live in `main` while the funding
- * sources and budgets may come from other stores (EXTERNAL sources: they do not
- * share the hold's transaction, so the engine must compensate by refunding).
+ * A billing layer whose journal, ledger, counters and executor live in `main`
+ * while the funding sources and budgets may come from other stores (EXTERNAL
+ * sources, e.g. `ext.external.wallet`: they do not share the hold's
+ * transaction, so the engine records intents and compensates by refunding);
+ * `main`'s own `Source`s (`main.wallet`) move inside the hold's transaction.
  */
 export const composedLayer = (
   main: Store,
-  registry: { readonly funding: ReadonlyArray<FundingSource.FundingSource>; readonly budgets: ReadonlyArray<Budget.Budget> },
+  registry: {
+    readonly funding: ReadonlyArray<FundingRegistry.Funding>
+    readonly budgets: ReadonlyArray<FundingRegistry.BudgetEntry>
+  },
   options?: BillingSession.Options
 ) =>
   BillingSession.BillingSession.layer(options).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Layer.succeed(HoldJournal.HoldJournal, main.journal),
       Layer.succeed(AccountCounters.AccountCounters, main.counters),
+      Layer.succeed(Ledger.Ledger, main.ledger),
+      Layer.succeed(SqlStore.SqlStore, main.sql),
       FundingRegistry.FundingRegistry.layer({ funding: registry.funding, budgets: registry.budgets })
     ))
   )

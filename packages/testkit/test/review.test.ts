@@ -19,7 +19,7 @@ const C = 7_000
 const externalWallet = () => {
   const main = InMemoryStore.make()
   const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
-  const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+  const layer = composedLayer(main, { funding: [ext.external.wallet], budgets: [main.token] })
   const setup = Effect.gen(function*() {
     yield* main.createAccount("a", 0)
     yield* main.createToken("t", "a", { remain: R })
@@ -95,7 +95,7 @@ describe("issue 8 review: QuotaOutOfRange meets a source outside the hold's stor
   it.effect("issue 8 review: a settle(100) that would take usedQuota past 2^53−1 is refused typed before the external source is charged; the refund gives 10 back", () => {
     const main = InMemoryStore.make()
     const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
-    const layer = composedLayer(main, { funding: [ext.wallet], budgets: [main.token] })
+    const layer = composedLayer(main, { funding: [ext.external.wallet], budgets: [main.token] })
     const MAX = Number.MAX_SAFE_INTEGER
     return Effect.gen(function*() {
       yield* main.createAccount("a", 0)
@@ -164,7 +164,7 @@ describe("issue 8 review: a correction meets an incomplete external settlement",
     const main = InMemoryStore.make()
     const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
     const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
-    const layer = composedLayer(main, { funding: [extA.wallet, extB.wallet], budgets: [main.token] })
+    const layer = composedLayer(main, { funding: [extA.external.wallet, extB.external.wallet], budgets: [main.token] })
     const setup = Effect.gen(function*() {
       yield* main.createAccount("a", 0)
       yield* main.createToken("t", "a", { remain: R })

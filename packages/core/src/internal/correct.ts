@@ -10,7 +10,7 @@ import {
   StoreError
 } from "../BillingError.js"
 import type { Budget } from "../Budget.js"
-import type { FundingRegistry } from "../FundingRegistry.js"
+import type { BoundRegistry } from "./boundRegistry.js"
 import type { FundingSource } from "../FundingSource.js"
 import type { Correction, CorrectionPart, Hold, HoldPart, PartSettlement } from "../Hold.js"
 import { stillCharged } from "../Hold.js"
@@ -32,7 +32,7 @@ export interface CorrectOutput extends Correction {
 
 interface Deps {
   readonly journal: HoldJournal["Service"]
-  readonly registry: FundingRegistry["Service"]
+  readonly registry: BoundRegistry
   readonly counters: AccountCounters["Service"]
   readonly shared: (target: FundingSource | Budget) => boolean
 }

@@ -34,6 +34,10 @@ import { makeIntents, targetKey } from "./intents.js"
 import { makeCorrect } from "./correct.js"
 import { makeLateSettle } from "./late.js"
 import { makeRenew } from "./lease.js"
+import { bindRegistry } from "./boundRegistry.js"
+import { collectingJournal } from "./ledgerRows.js"
+import type { Ledger } from "../Ledger.js"
+import type { SqlStore } from "../SqlStore.js"
 
 /** Engine configuration (see `BillingSession.Options`). */
 export interface EngineConfig {
@@ -94,6 +98,10 @@ type SettleMetadata = Readonly<Record<string, string>> | undefined
 interface Deps {
   readonly lowBalance: LowBalancePolicy
   readonly journal: HoldJournal["Service"]
+  /** Where the rows of `Source` moves go (one append per transaction). */
+  readonly ledger?: Ledger["Service"] | undefined
+  /** The store's executor, handed to `Source`s inside the engine's transactions. */
+  readonly sql?: SqlStore["Service"] | undefined
   /** Writes the host's record of a settlement inside the settle's transaction. */
   readonly recorder?: Recorder | undefined
   readonly registry: FundingRegistry["Service"]
@@ -125,7 +133,14 @@ class Renewed extends Data.TaggedError("Renewed")<{}> {}
 
 /** The engine: open / settle / refund / reap over a journal and a registry. */
 export const makeEngine = (deps: Deps) => {
-  const { config, counters, events, journal, lowBalance, recorder, registry } = deps
+  const { config, counters, events, lowBalance, recorder } = deps
+  const journal = collectingJournal(deps.journal, deps.ledger)
+  const registry = bindRegistry(deps.registry, {
+    storeId: deps.journal.storeId,
+    sql: deps.sql ?? noSql(deps.journal.storeId),
+    ledger: deps.ledger,
+    roles: config.roles
+  })
 
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
 
@@ -543,13 +558,16 @@ export const makeEngine = (deps: Deps) => {
     typeof error === "object" && error !== null && (error as { readonly _tag?: unknown })._tag === "Unclaimed"
 
   /**
-   * Runs the settle plan of `hold` with `actual` on every part (sources are
-   * idempotent by hold id, so a part already settled answers with its first
-   * result). Fails when a part fails before any external part was charged (the
-   * transaction rolls back); after that, a failed part keeps its reservation and
-   * is reported in `incomplete`.
+   * Runs the settle plan of `hold` with `actual` on every part. Fails when a
+   * part fails before any external part was charged (the transaction rolls
+   * back); after that, a failed part keeps its reservation and is reported in
+   * `incomplete`. Completing an incomplete settlement (`previous`) runs the
+   * external parts again (each is idempotent by hold id, so a part already
+   * settled answers with its first result) and keeps what the parts in the
+   * journal's store recorded: they committed with the first settle, and moving
+   * them again would charge twice.
    */
-  const runPlan = (hold: Hold, actual: Quota) =>
+  const runPlan = (hold: Hold, actual: Quota, previous?: Settlement) =>
     Effect.gen(function*() {
       const holdId = hold.id
       const funding = hold.parts.filter((p) => p.kind === "funding")
@@ -572,9 +590,16 @@ export const makeEngine = (deps: Deps) => {
       let incomplete: Settlement["incomplete"]
       for (const [part, target] of plan) {
         const source = yield* targetOf(part)
-        const result = yield* Effect.result(
-          (source.settle as FundingSource["settle"])({ holdId, accountId: hold.accountId, part, actual: target })
-        )
+        const recorded = previous && shared(source)
+          ? previous.parts.find((p) => p.kind === part.kind && p.sourceId === part.sourceId && p.subjectId === part.subjectId)
+          : undefined
+        if (recorded) {
+          parts.push(recorded)
+          continue
+        }
+        // The preference rides along for a `Source`'s overflow chain (external sources ignore it).
+        const request = { holdId, accountId: hold.accountId, part, actual: target, preference: hold.preference }
+        const result = yield* Effect.result((source.settle as FundingSource["settle"])(request))
         if (result._tag === "Failure") {
           // Everything done in the journal's store rolls back with the transaction: fail it.
           // A part in that store may have failed half way (a balance moved, its record not),
@@ -618,7 +643,7 @@ export const makeEngine = (deps: Deps) => {
    */
   const completeSettlement = (hold: Hold, settlement: Settlement) =>
     Effect.gen(function*() {
-      const run = yield* runPlan(hold, settlement.actual)
+      const run = yield* runPlan(hold, settlement.actual, settlement)
       if (run.incomplete) {
         return yield* new StoreError({
           operation: "settle.complete",
@@ -1069,6 +1094,15 @@ export const makeEngine = (deps: Deps) => {
 
   return { open, settle, refund, reapExpired, get, charge, correct, renew }
 }
+
+/** The executor of a store without a `SqlStore` service: every statement fails typed. */
+const noSql = (storeId: string): SqlStore["Service"] => ({
+  id: storeId,
+  dialect: "sqlite",
+  table: (name) => name,
+  execute: (operation) =>
+    Effect.fail(new StoreError({ operation, detail: `no SqlStore service was provided for store ${storeId}` }))
+})
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({
   kind: part.kind,

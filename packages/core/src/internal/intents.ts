@@ -8,7 +8,7 @@ import { Clock, Effect } from "effect"
 import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
 import type { Budget } from "../Budget.js"
-import type { FundingRegistry } from "../FundingRegistry.js"
+import type { BoundRegistry } from "./boundRegistry.js"
 import type { FundingSource } from "../FundingSource.js"
 import type { Hold, HoldPart } from "../Hold.js"
 import type { HoldIntent, IntentStep, IntentTarget } from "../HoldIntent.js"
@@ -19,7 +19,7 @@ type Target = FundingSource | Budget
 
 interface IntentDeps {
   readonly journal: HoldJournal["Service"]
-  readonly registry: FundingRegistry["Service"]
+  readonly registry: BoundRegistry
   readonly tokenBudgetId: string
   readonly shared: (target: Target) => boolean
 }

@@ -43,7 +43,9 @@ export const makeLateSettle = (deps: Deps) => {
       const none: PartResult = { charged: 0, unbilled: part.kind === "funding" ? amount : 0 }
       if (amount === 0) return { target, result: { charged: 0, unbilled: 0 } as PartResult }
       if (!target.lateSettle) return { target, result: none }
-      const result = yield* target.lateSettle({ holdId: hold.id, accountId: hold.accountId, part, amount })
+      // The preference rides along for a `Source`'s overflow chain (external sources ignore it).
+      const request = { holdId: hold.id, accountId: hold.accountId, part, amount, preference: hold.preference }
+      const result = yield* target.lateSettle(request)
       if (
         !QuotaModule.isQuota(result.unbilled) || !Number.isSafeInteger(result.charged) ||
         result.charged + result.unbilled !== amount

@@ -17,9 +17,15 @@ const reservationKinds = new Set(["reserve", "release"])
  *   own copy of the part says the same amount, and what its `refund`/`expire`
  *   rows gave back never exceeds it.
  *
+ * A part of one of the store's own `Source`s (ids in `local`, with rows in
+ * this ledger: a part without any was reserved by an external source of the
+ * same id) has no record but the hold's: its amount must equal what its
+ * `reserve` rows took net of `release` rows, and a source the hold has no part
+ * of (a fallback attempt, a failed open) must net to 0.
+ *
  * Each problem names the hold, and the source for a part.
  */
-export const partProblems = (state: State): Array<string> => {
+export const partProblems = (state: State, local: ReadonlySet<string> = new Set()): Array<string> => {
   const problems: Array<string> = []
   const byPart = new Map<string, { reserved: number; back: number; backRows: number; kinds: Set<string> }>()
   for (const e of state.ledger) {
@@ -63,6 +69,34 @@ export const partProblems = (state: State): Array<string> => {
     }
     if (entry.back > part.amount || entry.back < 0) {
       problems.push(`hold ${holdId} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${part.amount} reserved`)
+    }
+  }
+  // The store's own sources: the hold's part is the only record.
+  const empty = () => ({ reserved: 0, back: 0, backRows: 0, kinds: new Set<string>() })
+  for (const [k, entry] of byPart) {
+    const [sourceId, holdId] = k.split("\u0000") as [string, string]
+    if (!local.has(sourceId) || state.parts.has(k) || copies.has(k)) continue
+    if (entry.reserved !== 0) {
+      problems.push(`hold ${holdId}: the ledger nets ${-entry.reserved} reserved on ${sourceId}, but the hold has no ${sourceId} part`)
+    }
+  }
+  for (const hold of state.holds.values()) {
+    for (const p of hold.parts) {
+      const k = partKey(p.sourceId, hold.id)
+      // A part with no row in this ledger was reserved elsewhere (an external source of the same id).
+      if (!local.has(p.sourceId) || state.parts.has(k) || !byPart.has(k)) continue
+      const entry = byPart.get(k) ?? empty()
+      if (-entry.reserved !== p.amount) {
+        problems.push(
+          `hold ${hold.id} part ${p.sourceId}: the hold records ${p.amount} but its reserve rows in the ledger sum to ${-entry.reserved}`
+        )
+      }
+      if (entry.backRows > 0 && hold.status === "pending") {
+        problems.push(`hold ${hold.id} part ${p.sourceId} is pending but the ledger gives back ${entry.back} for it`)
+      }
+      if (entry.back > p.amount || entry.back < 0) {
+        problems.push(`hold ${hold.id} part ${p.sourceId}: the ledger gives back ${entry.back}, more than the ${p.amount} reserved`)
+      }
     }
   }
   return problems

@@ -1,0 +1,80 @@
+/**
+ * The engine's view of the registry: every `Source` adapted (once) to the
+ * two-phase shape the phases drive (see `sourceTarget.ts`), bound to the
+ * store's executor, the ledger and the overflow chain; external
+ * `FundingSource`s and `Budget`s as registered.
+ */
+import { Effect } from "effect"
+import type { UnknownSource } from "../BillingError.js"
+import type { Budget } from "../Budget.js"
+import type { FundingRegistry } from "../FundingRegistry.js"
+import * as FundingResolver from "../FundingResolver.js"
+import type { FundingSource } from "../FundingSource.js"
+import type { Ledger } from "../Ledger.js"
+import type { Preference } from "../Preference.js"
+import type { Source } from "../Source.js"
+import { isSource } from "../Source.js"
+import type { SqlStore } from "../SqlStore.js"
+import { adaptSource } from "./sourceTarget.js"
+
+/** The registry as the engine sees it. */
+export interface BoundRegistry {
+  readonly funding: (id: string) => Effect.Effect<FundingSource, UnknownSource>
+  readonly budget: (id: string) => Effect.Effect<Budget, UnknownSource>
+  readonly hasFunding: (id: string) => boolean
+  readonly fundingIds: ReadonlyArray<string>
+}
+
+/** The widest chain of a preference: `*_only` limits where a hold reserves, not where an overflow goes. */
+const widen = (preference: Preference | undefined): Preference =>
+  preference === "subscription_only" || preference === undefined
+    ? "subscription_first"
+    : preference === "wallet_only"
+    ? "wallet_first"
+    : preference
+
+interface BindDeps {
+  readonly storeId: string
+  readonly sql: SqlStore["Service"]
+  readonly ledger: Ledger["Service"] | undefined
+  readonly roles: FundingResolver.Roles
+}
+
+/** Binds `registry` for the engine. */
+export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDeps): BoundRegistry => {
+  const adapted = new Map<string, FundingSource & Budget>()
+
+  /** The registered funding `Source` of `id`, if it is one. */
+  const fundingSource = (id: string): Effect.Effect<Source | undefined> =>
+    registry.hasFunding(id)
+      ? registry.funding(id).pipe(
+        Effect.map((entry) => (isSource(entry) ? entry : undefined)),
+        Effect.orElseSucceed(() => undefined)
+      )
+      : Effect.succeed(undefined)
+
+  /** The funding `Source`s after `sourceId` in the hold's (widened) chain. */
+  const overflowChain = (sourceId: string, preference: Preference | undefined) => {
+    const ids = FundingResolver.order(widen(preference), { available: true, allowFallback: true }, deps.roles)
+    const at = ids.indexOf(sourceId)
+    return Effect.map(
+      Effect.forEach(at < 0 ? [] : ids.slice(at + 1), fundingSource),
+      (sources) => sources.filter((s): s is Source => s !== undefined)
+    )
+  }
+
+  const adapt = (source: Source) => {
+    const known = adapted.get(`${source.role}:${source.id}`)
+    if (known) return known
+    const target = adaptSource(source, { ...deps, overflowChain, fundingSource })
+    adapted.set(`${source.role}:${source.id}`, target)
+    return target
+  }
+
+  return {
+    funding: (id) => Effect.map(registry.funding(id), (f) => (isSource(f) ? adapt(f) : f)),
+    budget: (id) => Effect.map(registry.budget(id), (b) => (isSource(b) ? adapt(b) : b)),
+    hasFunding: registry.hasFunding,
+    fundingIds: registry.fundingIds
+  }
+}
