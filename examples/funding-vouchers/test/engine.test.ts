@@ -1,9 +1,9 @@
 /**
  * Vouchers beside the in-memory wallet, through the engine, on the testkit's
  * SQLite test store: the chain ["vouchers", "wallet"] draws the pack first,
- * falls through to the wallet when the pack is used up or expired, and sends a
- * settle's charge beyond the pack on to the wallet; the ledger and the audit
- * agree with the pack's table after every step.
+ * falls through to the wallet when the pack is used up or expired, and a
+ * settle's charge beyond the pack is never lost; the ledger and the audit agree
+ * with the pack's table after every step.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -14,9 +14,9 @@ import { SqliteStore } from "@relay-billing/testkit/sqlite"
 import { addPack, plugin } from "../src/index.js"
 
 const chain = ["vouchers", "wallet"]
-
 /** What a settlement left unbilled, over its parts. */
 const unbilled = (settlement: Hold.Settlement) => settlement.parts.reduce((sum, p) => sum + p.unbilled, 0)
+
 const vouchers = plugin.make({ id: "vouchers", table: "vouchers" })
 
 /** A store with vouchers, `accountId`'s wallet of `wallet` and a pack of `pack` expiring at `expiresAt`. */
