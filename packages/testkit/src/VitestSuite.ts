@@ -16,6 +16,8 @@ import type {
   FundingSuiteOptions,
   HarnessFactory
 } from "./FundingSourceSuite.js"
+import type { SourceCheckId, SourceHarness, SourceSuiteOptions } from "./SourceSuite.js"
+import { checks as sourceChecks, checkTitles as sourceCheckTitles, run as runSource } from "./SourceSuite.js"
 import {
   budgetChecks,
   budgetCheckTitles,
@@ -25,6 +27,46 @@ import {
   skippedBudgetChecks,
   skippedChecks
 } from "./FundingSourceSuite.js"
+
+/**
+ * Registers the conformance suite of the v2 `Source` contract (one `describe`
+ * with one `it` per check) in the calling vitest file: a plugin author's whole
+ * test in one call. `make` is called once per check.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { InMemoryStore } from "@relay-billing/testkit"
+ * import { sourceSuite } from "@relay-billing/testkit/vitest"
+ *
+ * sourceSuite({
+ *   name: "in-memory wallet",
+ *   make: () => Effect.sync(() => {
+ *     const memory = InMemoryStore.make()
+ *     return { source: memory.wallet, store: memory.layer(), memory }
+ *   }),
+ *   seed: ({ memory }, { accountId, amount }) => memory.createAccount(accountId, amount)
+ * })
+ * ```
+ *
+ * @since 0.4.0
+ * @category suites
+ */
+export const sourceSuite = <H extends SourceHarness>(options: SourceSuiteOptions<H>): void => {
+  describe(`Source conformance: ${options.name}`, () => {
+    for (const id of Object.keys(sourceChecks) as Array<SourceCheckId>) {
+      const name = `${id}: ${sourceCheckTitles[id]}`
+      if (options.skip?.includes(id)) {
+        it.skip(name, () => {})
+        continue
+      }
+      it(name, async (context) => {
+        const outcome = await Effect.runPromise(runSource(options, id))
+        if (outcome.status === "not-applicable") context.skip(outcome.reason)
+      }, options.timeout)
+    }
+  })
+}
 
 const register = <H, Id extends string, O extends { readonly timeout?: number }>(
   title: string,

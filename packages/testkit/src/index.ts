@@ -11,3 +11,5 @@ export * as Faults from "./Faults.js"
 export * as InMemoryStore from "./InMemoryStore.js"
 /** @since 0.1.0 */
 export * as FundingSourceSuite from "./FundingSourceSuite.js"
+/** @since 0.4.0 */
+export * as SourceSuite from "./SourceSuite.js"
