@@ -2,9 +2,9 @@
  * The vouchers source against the v2 `Source` conformance suite, in one call, on
  * the testkit's SQLite test store (each check gets a fresh in-memory database).
  */
-import { Effect } from "effect"
 import { SqliteStore } from "@relay-billing/testkit/sqlite"
 import { sourceSuite } from "@relay-billing/testkit/vitest"
+import { Effect } from "effect"
 import { addPack, plugin } from "../src/index.js"
 
 sourceSuite({
@@ -15,5 +15,6 @@ sourceSuite({
       const store = yield* SqliteStore.make({ sources: [source] })
       return { source, store: store.layer(), sql: store.sql }
     }),
-  seed: ({ sql }, { accountId, amount }) => addPack(sql, { accountId, total: amount, expiresAt: Number.MAX_SAFE_INTEGER })
+  seed: ({ sql }, { accountId, amount }) =>
+    addPack(sql, { accountId, total: amount, expiresAt: Number.MAX_SAFE_INTEGER })
 })

@@ -3,9 +3,9 @@
  * those marked `<!-- sketch -->`, the contract's outline) must appear verbatim in
  * the example's source or tests, so the guide's code is code that compiles and runs.
  */
+import { assert, describe, it } from "@effect/vitest"
 import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { assert, describe, it } from "@effect/vitest"
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 const guide = readFileSync(here("../../../docs/plugins.md"), "utf8")

@@ -6,11 +6,11 @@
  * with the pack's table after every step.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
 import { SqliteStore } from "@relay-billing/testkit/sqlite"
+import { Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
 import { addPack, plugin } from "../src/index.js"
 
 const chain = ["vouchers", "wallet"]

@@ -2,8 +2,8 @@
  * Test support: the databases this run reaches, and an `SqlStore` (with its
  * `KnexClient`) over an isolated one.
  */
-import { Layer } from "effect"
 import { KnexSqlStore, TestDatabase } from "@relay-billing/knex"
+import { Layer } from "effect"
 
 /** Every database this run can reach (SQLite always; PostgreSQL/MySQL from the environment). */
 export const targets = TestDatabase.targets()

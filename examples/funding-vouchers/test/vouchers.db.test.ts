@@ -4,11 +4,11 @@
  * modes, expiry by the Effect clock, capped charges, and typed input errors.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Exit, Schema } from "effect"
-import { TestClock } from "effect/testing"
 import { SqlStore } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
 import { KnexClient, SourceMigrations } from "@relay-billing/knex"
+import { Effect, Exit, Schema } from "effect"
+import { TestClock } from "effect/testing"
 import { addPack, make, plugin } from "../src/index.js"
 import { sqlStore, targets } from "./support.js"
 

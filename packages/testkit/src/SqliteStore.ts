@@ -18,8 +18,6 @@
  *
  * @since 0.4.0
  */
-import { Context, Effect, Exit, Layer } from "effect"
-import type { Scope } from "effect"
 import {
   AccountCounters,
   Audit,
@@ -32,12 +30,14 @@ import {
   SqlStore
 } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Context, Effect, Exit, Layer } from "effect"
+import type { Scope } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
-import { partProblems } from "./internal/auditParts.js"
-import { emptyState } from "./internal/state.js"
 import { InMemoryStore } from "./InMemoryStore.js"
 import type { AuditReport, StoreOptions } from "./InMemoryStore.js"
+import { partProblems } from "./internal/auditParts.js"
+import { emptyState } from "./internal/state.js"
 
 /**
  * Options of a SQLite test store.

@@ -6,8 +6,8 @@
  * that finds a column disagreeing with the ledger.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
 import { BillingError, BillingSession, Source } from "@relay-billing/core"
+import { Effect, Exit, Layer } from "effect"
 import { SqliteStore } from "../src/sqlite.js"
 
 /** A small SQL funding source: one balance per account in its own table. */
@@ -62,7 +62,10 @@ const credits = Source.make({
 /** Gives `accountId` a credits balance, with the ledger row that accounts for it. */
 const fund = (store: SqliteStore.SqliteStore, accountId: string, amount: number) =>
   store.transaction(Effect.gen(function*() {
-    yield* store.sql.execute("test.fund", `INSERT INTO ${store.sql.table("credits")} VALUES (?, ?)`, [accountId, amount])
+    yield* store.sql.execute("test.fund", `INSERT INTO ${store.sql.table("credits")} VALUES (?, ?)`, [
+      accountId,
+      amount
+    ])
     yield* store.memory.ledger.append([{
       at: 0,
       kind: "topup",
@@ -146,10 +149,20 @@ describe("SqliteStore", () => {
       const context = yield* Layer.build(store.billingLayer())
       yield* Effect.gen(function*() {
         const billing = yield* BillingSession.BillingSession
-        const opened = yield* billing.open({ holdId: "h1", accountId: "a", estimate: 300, sources: ["credits", "wallet"] })
+        const opened = yield* billing.open({
+          holdId: "h1",
+          accountId: "a",
+          estimate: 300,
+          sources: ["credits", "wallet"]
+        })
         assert.deepStrictEqual(opened.hold.parts.map((p) => p.sourceId), ["credits"])
         yield* billing.settle("h1", 250)
-        const fallback = yield* billing.open({ holdId: "h2", accountId: "a", estimate: 900, sources: ["credits", "wallet"] })
+        const fallback = yield* billing.open({
+          holdId: "h2",
+          accountId: "a",
+          estimate: 900,
+          sources: ["credits", "wallet"]
+        })
         assert.deepStrictEqual(fallback.hold.parts.map((p) => p.sourceId), ["wallet"])
         yield* billing.refund("h2")
       }).pipe(Effect.provide(context))
