@@ -198,22 +198,22 @@ export class SqliteStore {
    * charges agree with the ledger.
    */
   audit(): Effect.Effect<AuditReport, BillingError.StoreError> {
-    const self = this
+    const { memory, sources, sql } = this
     return Effect.gen(function*() {
-      const base = self.memory.audit()
+      const base = memory.audit()
       const problems = [...base.problems]
-      const ids = new Set(self.sources.map((s) => s.id))
-      const ledger = (yield* self.memory.ledger.entries({})).filter((e) => ids.has(e.sourceId))
-      for (const source of self.sources) {
+      const ids = new Set(sources.map((s) => s.id))
+      const ledger = (yield* memory.ledger.entries({})).filter((e) => ids.has(e.sourceId))
+      for (const source of sources) {
         const sums = new Map<string, number>()
         for (const e of ledger) {
           if (e.sourceId === source.id) sums.set(e.subjectId, (sums.get(e.subjectId) ?? 0) + e.amount)
         }
         for (const column of source.audit ?? []) {
-          const result = yield* self.sql.execute(
+          const result = yield* sql.execute(
             "sqlite.audit",
             `SELECT ${column.subject} AS subject, SUM(${column.column}) AS value FROM ${
-              self.sql.table(column.table)
+              sql.table(column.table)
             } GROUP BY ${column.subject}`
           )
           const values = new Map(result.rows.map((r) => [String(r["subject"]), Number(r["value"] ?? 0)]))
@@ -228,7 +228,7 @@ export class SqliteStore {
           }
         }
       }
-      const holds = yield* self.memory.journal.list({})
+      const holds = yield* memory.journal.list({})
       const state = { ...emptyState(), holds: new Map(holds.map((h) => [h.id, h])), ledger }
       problems.push(...partProblems(state, ids))
       problems.push(...Audit.lateSettleProblems(holds, ledger, ids))
