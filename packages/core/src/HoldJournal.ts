@@ -24,14 +24,33 @@ export class HoldJournal extends Context.Service<HoldJournal, {
    * on failure, defect or interruption. Nested calls join the outer transaction.
    */
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
-  /** Inserts a new hold; `false` (and nothing written) when the id already exists. */
+  /**
+   * Whether the calling fiber is inside a transaction of this store already (a
+   * `transaction` now would join it, and could not roll back on its own).
+   * Optional: without it the engine assumes it may be, and keeps to the paths
+   * that read (and lock) a hold before they move a balance.
+   *
+   * @since 0.4.0
+   */
+  readonly inTransaction?: Effect.Effect<boolean>
+  /**
+   * Inserts a new hold; `false` (and nothing written) when the id already
+   * exists. The engine inserts a hold whose sources are all in this store once,
+   * complete with its parts, after it took the balances (a `false` rolls its
+   * transaction back), and with an external part first, as a draft.
+   */
   readonly insert: (hold: Hold) => Effect.Effect<boolean, StoreError>
   /** Reads a hold; with `forUpdate` the row is locked until the transaction ends. */
   readonly get: (
     holdId: string,
     options?: { readonly forUpdate?: boolean }
   ) => Effect.Effect<Hold | undefined, StoreError>
-  /** Replaces the hold if its stored status is still `expected`; `false` otherwise. */
+  /**
+   * Replaces the hold if its stored status is still `expected`; `false`
+   * otherwise. One conditional write (`… WHERE id = ? AND status = ?`): the
+   * engine settles and refunds a hold of this store with it alone, without
+   * reading the hold first, and rolls back when it answers `false`.
+   */
   readonly update: (hold: Hold, expected: HoldStatus) => Effect.Effect<boolean, StoreError>
   /**
    * Renews the lease of a pending hold: sets `expiresAt` to `expiresAt` with one

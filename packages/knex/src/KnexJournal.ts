@@ -102,6 +102,7 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
   return HoldJournal.HoldJournal.of({
     storeId: client.id,
     transaction: client.transaction,
+    inTransaction: client.inTransaction,
     insert: (hold) =>
       insertIgnore(client, "journal.insert", holds, toRow(hold), "id").pipe(Effect.map((n) => n === 1)),
     get: (holdId, options) =>

@@ -189,6 +189,7 @@ export class InMemoryStore {
     this.journal = HoldJournal.HoldJournal.of({
       storeId: this.id,
       transaction: (effect) => this.transaction(effect),
+      inTransaction: Effect.map(InTransaction, (active) => active.has(this.id)),
       insert: (hold) =>
         atomic("journal.insert", (state) => {
           if (state.holds.has(hold.id)) return Effect.succeed(false)

@@ -65,12 +65,13 @@ describe("new-api bug 1: token leak when the funding write fails", () => {
       yield* store.createToken("t", "a", { remain: R })
       const engine = yield* Engine
       const before = store.snapshot()
-      store.faults.failNext("journal.update")
+      // v2: with every source in the store, the hold is written once, after both takes.
+      store.faults.failNext("journal.insert")
       const error = yield* expectFailure(
         engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" }),
         "StoreError"
       )
-      assert.strictEqual(error.operation, "journal.update")
+      assert.strictEqual(error.operation, "journal.insert")
       assert.strictEqual(store.faults.calls("wallet.reserve"), 1)
       assert.deepStrictEqual(store.snapshot(), before)
       // Nothing was left behind: the same id opens normally afterwards.

@@ -35,7 +35,7 @@ import { makeCorrect } from "./correct.js"
 import { makeLateSettle } from "./late.js"
 import { makeRenew } from "./lease.js"
 import { bindRegistry } from "./boundRegistry.js"
-import { collectingJournal } from "./ledgerRows.js"
+import { collectingJournal, insideTransaction } from "./ledgerRows.js"
 import type { Ledger } from "../Ledger.js"
 import type { SqlStore } from "../SqlStore.js"
 
@@ -119,6 +119,23 @@ interface AttemptContext {
 
 class Duplicate {
   readonly _tag = "Duplicate"
+}
+
+/** Internal: the insert of a fully taken hold met an existing id; fails to roll the takes back. */
+class Replayed extends Data.TaggedError("Replayed")<{}> {}
+
+/**
+ * Internal: a resolution written with a conditional update found the hold no
+ * longer pending (another process resolved it first); fails to roll its moves
+ * back, and the caller goes on with the hold as it now is.
+ */
+class Stale extends Data.TaggedError("Stale")<{}> {}
+
+/** An open's typed refusal (not a store failure): a replay of an existing hold may explain it. */
+const isBusinessError = (error: unknown): boolean => {
+  const tag = (error as { readonly _tag?: unknown } | undefined)?._tag
+  return tag === "InsufficientFunds" || tag === "TokenBudgetExceeded" || tag === "TokenNotFound" ||
+    tag === "QuotaOutOfRange" || tag === "ContractViolation" || tag === "HoldResolved"
 }
 
 /**
@@ -442,7 +459,7 @@ export const makeEngine = (deps: Deps) => {
       holdId: hold.id,
       preConsumed: hold.reserved,
       needsRefund: journal.get(hold.id).pipe(Effect.map((h) => h?.status === "pending")),
-      settle: (actual, options) => settle(hold.id, actual, options?.metadata),
+      settle: (actual, options) => settleFromHandle(hold, actual, options?.metadata),
       refund: Effect.suspend(() => refund(hold.id)),
       lease: { ttlMillis, renew: Effect.suspend(() => renew(hold.id, ttlMillis)) }
     }
@@ -480,17 +497,32 @@ export const makeEngine = (deps: Deps) => {
     }
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
+        if (!external) {
+          // Every source is in the journal's store: take first, then insert the hold once with
+          // its parts; a conflict rolls the takes back and is answered as the replay it is.
+          const chosen = yield* reserveChain(input, preference)
+          const hold: Hold = { ...draft, parts: chosen.parts, reserved: chosen.amount, trusted: chosen.trusted }
+          if (!(yield* journal.insert(hold))) return yield* new Replayed()
+          return hold
+        }
         if (!(yield* journal.insert(draft))) return new Duplicate()
         const chosen = yield* reserveChain(input, preference)
         const hold: Hold = { ...draft, parts: chosen.parts, reserved: chosen.amount, trusted: chosen.trusted }
         if (!(yield* journal.update(hold, "pending"))) {
           return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
         }
-        if (external && leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
-        if (external) yield* intents.commitOpen(hold.id)
+        if (leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
+        yield* intents.commitOpen(hold.id)
         return hold
       }))
     ).pipe(
+      Effect.catchTag("Replayed", () => Effect.succeed(new Duplicate())),
+      // A take that failed may have met a balance the first open of this id already took:
+      // an existing hold makes it a replay (§2.7), answered as such.
+      Effect.catchIf(
+        (error): error is typeof error => !external && isBusinessError(error),
+        (error) => Effect.flatMap(journal.get(input.holdId), (existing) => existing ? Effect.succeed(new Duplicate()) : Effect.fail(error))
+      ),
       // The open failed: release every external target now (its compensation may have
       // failed too); if that fails as well, the recovery pass does it after the TTL.
       Effect.onError(() => external ? recoverOpenLogged(input.holdId, leftover ? undefined : called) : Effect.void)
@@ -846,6 +878,42 @@ export const makeEngine = (deps: Deps) => {
       return intent.status === "pending" ? intent : undefined
     })
 
+  /**
+   * The settle of a session handle: with every source in the journal's store
+   * and no enclosing transaction, it settles the hold the handle holds in
+   * memory (its parts never change after open) without reading it: the moves,
+   * the counters, then one conditional update (`status = 'pending'`), the ledger
+   * rows, in one transaction. When the update finds the hold resolved already
+   * (a replay, a refund, the recovery pass), the transaction rolls back and the
+   * settle goes the reading way, which answers as the hold now is.
+   */
+  const settleFromHandle = Effect.fn("BillingSession.settle")(
+    function*(hold: Hold, actualInput: number, metadata?: SettleMetadata) {
+      const actual = yield* QuotaModule.decode("actual", actualInput)
+      if ((yield* registryHasExternal) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
+      const fresh = yield* journal.transaction(Effect.gen(function*() {
+        const { parts } = yield* runPlan(hold, actual)
+        const now = yield* Clock.currentTimeMillis
+        const settlement: Settlement = {
+          holdId: hold.id,
+          actual,
+          reserved: hold.reserved,
+          delta: actual - hold.reserved,
+          parts,
+          settledAt: now,
+          ...(metadata !== undefined ? { metadata: { ...metadata } } : {})
+        }
+        if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: charged(settlement), requestCount: 1 })
+        const settled: Hold = { ...hold, status: "settled", resolvedAt: now, settlement }
+        if (!(yield* journal.update(settled, "pending"))) return yield* new Stale()
+        if (recorder !== undefined) yield* recorder.record(settled, settlement)
+        return { hold: settled, settlement, fresh: true }
+      })).pipe(Effect.catchTag("Stale", () => Effect.succeed(undefined)))
+      if (fresh === undefined) return yield* settle(hold.id, actual, metadata)
+      return yield* settleOutcome(fresh)
+    }
+  )
+
   const settle = Effect.fn("BillingSession.settle")(
     function*(holdId: string, actualInput: number, metadata?: SettleMetadata) {
       const actual = yield* QuotaModule.decode("actual", actualInput)
@@ -892,19 +960,32 @@ export const makeEngine = (deps: Deps) => {
   /** The refund transaction (also used to finish a recorded refund or expiry). */
   const giveBackTx = (holdId: string, reason: "refund" | "expire") =>
     Effect.gen(function*() {
+      // With every source in the journal's store, the hold is read without a lock and resolved
+      // by the conditional update after the moves (the lock order of open and settle: balances,
+      // then the hold); an update that finds it resolved already rolls the moves back.
+      const unlocked = !(yield* registryHasExternal) && !(yield* insideTransaction(journal))
       const outcome = yield* journal.transaction(Effect.gen(function*() {
-        const hold = yield* loadPending(holdId, "refund")
+        const hold = unlocked
+          ? yield* Effect.flatMap(journal.get(holdId), (h) => h ? Effect.succeed(h) : Effect.fail(new HoldNotFound({ holdId })))
+          : yield* loadPending(holdId, "refund")
         if (hold.status !== "pending") return { hold, refunded: 0, fresh: false }
         yield* requireClaim(hold, reason)
         const refunded = yield* giveBack(hold, reason)
         const now = yield* Clock.currentTimeMillis
         const done: Hold = { ...hold, status: reason === "expire" ? "expired" : "refunded", resolvedAt: now }
         if (!(yield* journal.update(done, "pending"))) {
+          if (unlocked) return yield* new Stale()
           return yield* new StoreError({ operation: "refund.record", detail: `hold ${holdId} changed while refunding` })
         }
         if (yield* intents.hasExternal(hold)) yield* journal.finishIntent(holdId, "resolve", done.status)
         return { hold: done, refunded, fresh: true }
-      }))
+      })).pipe(
+        Effect.catchTag("Stale", () =>
+          Effect.flatMap(journal.get(holdId), (now) =>
+            now
+              ? Effect.succeed({ hold: now, refunded: 0, fresh: false })
+              : Effect.fail(new StoreError({ operation: "refund", detail: `hold ${holdId} vanished` }))))
+      )
       if (outcome.fresh) {
         yield* publish(
           reason === "expire"

@@ -22,6 +22,15 @@ const missing = new StoreError({
 const append = (ledger: Ledger["Service"] | undefined, rows: ReadonlyArray<NewLedgerEntry>) =>
   rows.length === 0 ? Effect.void : ledger === undefined ? Effect.fail(missing) : ledger.append(rows)
 
+/**
+ * Whether a transaction of the journal's store may be running (a nested one
+ * joins it and cannot roll back alone): an engine transaction, or one the
+ * journal reports; a journal that cannot tell counts as yes.
+ */
+export const insideTransaction = (journal: HoldJournal["Service"]): Effect.Effect<boolean> =>
+  Effect.flatMap(Rows, (rows) =>
+    rows !== undefined ? Effect.succeed(true) : journal.inTransaction ?? Effect.succeed(true))
+
 /** Records rows in the running transaction (appended at once outside one). */
 export const recordRows = (ledger: Ledger["Service"] | undefined, rows: ReadonlyArray<NewLedgerEntry>) =>
   Effect.flatMap(Rows, (collected) => {

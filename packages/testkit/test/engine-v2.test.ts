@@ -1,0 +1,102 @@
+/**
+ * Issue 10 #1/#4: the engine owns the holds. With every source in the hold's store, an open
+ * writes the hold once (after the takes) and a settle through the session handle writes it once
+ * (a conditional update, no read); each phase writes its ledger rows with one append. A settle
+ * that finds the hold resolved already rolls its moves back and answers as the hold now is.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { BillingSession } from "@relay-billing/core"
+import { InMemoryStore } from "../src/index.js"
+import { assertAuditClean, expectFailure, ledgerOf } from "./fixtures.js"
+
+const Engine = BillingSession.BillingSession
+
+const journalCalls = (store: InMemoryStore.InMemoryStore) => ({
+  get: store.faults.calls("journal.get"),
+  insert: store.faults.calls("journal.insert"),
+  update: store.faults.calls("journal.update"),
+  append: store.faults.calls("ledger.append"),
+  counters: store.faults.calls("counters.add")
+})
+
+describe("issue 10: the engine writes each hold once per phase", () => {
+  it.effect("open: one insert of the whole hold, no read, one ledger append; settle: one conditional update, no read, one append", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createToken("t", "a", { remain: 1_000_000 })
+      const engine = yield* Engine
+      const before = journalCalls(store)
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const opened = journalCalls(store)
+      assert.deepStrictEqual(
+        { get: opened.get - before.get, insert: opened.insert - before.insert, update: opened.update - before.update, append: opened.append - before.append },
+        { get: 0, insert: 1, update: 0, append: 1 }
+      )
+      yield* s.settle(12_000)
+      const settled = journalCalls(store)
+      assert.deepStrictEqual(
+        {
+          get: settled.get - opened.get,
+          insert: settled.insert - opened.insert,
+          update: settled.update - opened.update,
+          append: settled.append - opened.append,
+          counters: settled.counters - opened.counters
+        },
+        { get: 0, insert: 0, update: 1, append: 1, counters: 1 }
+      )
+      assert.deepStrictEqual(ledgerOf(store, "h1"), [
+        ["token", "reserve", -30_000],
+        ["wallet", "reserve", -30_000],
+        ["token", "settle", 18_000],
+        ["wallet", "settle", 18_000]
+      ])
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("a settle through a handle whose hold was settled already rolls its moves back and answers the first settlement", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createToken("t", "a", { remain: 1_000_000 })
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const first = yield* s.settle(12_000)
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      const again = yield* s.settle(45_000)
+      assert.deepStrictEqual(again, first)
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("a settle through a handle whose hold was refunded rolls its moves back and fails with HoldResolved", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" })
+      yield* engine.refund("h1")
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      const error = yield* expectFailure(s.settle(12_000), "HoldResolved")
+      assert.strictEqual(error.status, "refunded")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+      assert.deepStrictEqual(store.snapshot().wallets, { a: 1_000_000 })
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("a replayed open that meets a shortfall (the first open took the balance) answers HoldInFlight, and moves nothing", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 30_000)
+      const engine = yield* Engine
+      yield* engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" })
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      yield* expectFailure(engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" }), "HoldInFlight")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+})
