@@ -30,7 +30,7 @@ import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
-import { Audit, KnexClient } from "@relay-billing/knex"
+import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
 import type { WalletError } from "@relay-billing/wallet"
@@ -429,6 +429,7 @@ export const routes = (options: Options = {}): Layer.Layer<
       const subscriptions = yield* SubscriptionAdmin.SubscriptionAdmin
       const session = yield* BillingSession.BillingSession
       const client = yield* KnexClient.KnexClient
+      const accounts = Accounts.make(client)
 
       /** Authenticates, runs, and renders every failure as an HTTP error. */
       const handle = (handler: Handler) =>
@@ -559,7 +560,7 @@ export const routes = (options: Options = {}): Layer.Layer<
           yield* checkGroup(body.group)
           yield* client.transaction(Effect.gen(function*() {
             if (body.quotaWarningThreshold !== undefined) {
-              yield* wallet.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
+              yield* accounts.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
             }
             yield* store.updateAccount(id, {
               ...(body.group !== undefined ? { group: body.group } : {}),

@@ -5,6 +5,8 @@
  * @since 0.1.0
  */
 
+/** @since 0.4.0 */
+export * as Accounts from "./Accounts.js"
 /** @since 0.1.0 */
 export * as Audit from "./Audit.js"
 /** @since 0.2.0 */

@@ -9,10 +9,10 @@ import { Effect, Layer } from "effect"
 import { FundingRegistry } from "@relay-billing/core"
 import type { BillingError, BillingSession } from "@relay-billing/core"
 import type { AccountCounters, HoldJournal, Ledger } from "@relay-billing/core"
-import { KnexBilling, KnexClient } from "@relay-billing/knex"
+import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
 import { Wallet, WalletAdmin } from "@relay-billing/wallet"
-import type { WalletLowBalance, WalletSource } from "@relay-billing/wallet"
+import type { WalletSource } from "@relay-billing/wallet"
 import { subscriptionMigrations } from "./internal/schema.js"
 import { SubscriptionAdmin, make as makeAdmin } from "./SubscriptionAdmin.js"
 import * as SubscriptionSource from "./SubscriptionSource.js"
@@ -45,13 +45,13 @@ export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
 ]
 
 /**
- * The counter the audit proves against the holds (the wallet package's
- * `accounts.used_quota`): `Audit.run(auditBalances, { counters: auditCounters })`.
+ * The counter the audit proves against the holds (`accounts.used_quota`, see
+ * `Accounts` of `@relay-billing/knex`): `Audit.run(auditBalances, { counters: auditCounters })`.
  *
  * @since 0.2.0
  * @category audit
  */
-export const auditCounters: Audit.CounterColumn = Wallet.auditCounters
+export const auditCounters: Audit.CounterColumn = Accounts.auditCounters
 
 /**
  * Options of the combined layer.
@@ -63,12 +63,12 @@ export interface LayerOptions {
   readonly wallet?: WalletSource.WalletOptions
   readonly subscription?: SubscriptionSource.SubscriptionOptions
   readonly session?: BillingSession.Options
-  readonly lowBalance?: WalletLowBalance.Options
+  readonly lowBalance?: Accounts.LowBalanceOptions
 }
 
 /**
  * `BillingSession` funded by subscriptions and the wallet (token budgets too),
- * plus `WalletAdmin` and `SubscriptionAdmin`, over the knex client in context.
+ * plus `WalletAdmin`, `Accounts` and `SubscriptionAdmin`, over the knex client in context.
  *
  * @since 0.1.0
  * @category layers
@@ -76,6 +76,7 @@ export interface LayerOptions {
 export const layer = (options: LayerOptions = {}): Layer.Layer<
   | BillingSession.BillingSession
   | WalletAdmin.WalletAdmin
+  | Accounts.Accounts
   | SubscriptionAdmin
   | HoldJournal.HoldJournal
   | Ledger.Ledger
@@ -98,7 +99,14 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<
       return makeAdmin(client, options.subscription?.timeZone !== undefined ? { timeZone: options.subscription.timeZone } : {})
     })
   )
-  const services = Layer.mergeAll(KnexBilling.layer, Wallet.countersLayer, registry, WalletAdmin.WalletAdmin.layer, admin)
+  const services = Layer.mergeAll(
+    KnexBilling.layer,
+    Accounts.countersLayer,
+    Accounts.Accounts.layer,
+    registry,
+    WalletAdmin.WalletAdmin.layer,
+    admin
+  )
   return Wallet.sessionLayer({
     ...(options.session ? { session: options.session } : {}),
     ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})

@@ -45,7 +45,7 @@ import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
 import { TestClock } from "effect/testing"
 import { BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
 import type { FundingSource, Hold } from "@relay-billing/core"
-import { Audit, KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Accounts, Audit, KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "../src/index.js"
 
@@ -300,7 +300,8 @@ const billingLayer = (variant: "real" | "double-refund-wallet") => {
   )
   const services = Layer.mergeAll(
     KnexBilling.layer,
-    Wallet.countersLayer,
+    Accounts.countersLayer,
+    Accounts.Accounts.layer,
     registry,
     WalletAdmin.WalletAdmin.layer,
     SubscriptionAdmin.SubscriptionAdmin.layer

@@ -1,7 +1,7 @@
 /**
  * LowBalance events (§7) over the knex stores, on every target: after a
  * settle whose paying source ends below the account's threshold (default
- * 1,000, WalletAdmin.setLowBalanceThreshold), exactly one event with the
+ * 1,000, Accounts.setLowBalanceThreshold), exactly one event with the
  * right source, subject and balance; subscription-funded requests warn about
  * the subscription; at most 2 per account and source in any 10 minutes
  * (TestClock), also across two BillingSession stacks (two clients, two
@@ -11,8 +11,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { BillingEvents, BillingSession } from "@relay-billing/core"
-import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
-import { WalletAdmin } from "@relay-billing/wallet"
+import { Accounts, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Subscription } from "../src/index.js"
 import { releaseTogether, result, worker } from "./processes.js"
 import { account, auditClean, migratedClient, subscribe, targets, walletBalance } from "./support.js"
@@ -73,10 +72,10 @@ for (const target of targets) {
 
       it.effect("the account's own threshold (setLowBalanceThreshold) is used", () =>
         Effect.gen(function*() {
-          const admin = yield* WalletAdmin.WalletAdmin
+          const accounts = yield* Accounts.Accounts
           yield* TestClock.setTime(NOW)
           yield* account("lt", 100_000)
-          yield* admin.setLowBalanceThreshold({ accountId: "lt", threshold: 50_000 })
+          yield* accounts.setLowBalanceThreshold({ accountId: "lt", threshold: 50_000 })
           yield* settleOne("lt-1", "lt", 10_000, 40_000)
           assert.deepStrictEqual(rec.low("lt"), [])
           yield* settleOne("lt-2", "lt", 10_000, 20_000)

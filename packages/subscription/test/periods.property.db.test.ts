@@ -38,7 +38,7 @@ import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
 import { TestClock } from "effect/testing"
 import { BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
 import type { FundingSource, Hold } from "@relay-billing/core"
-import { Audit, KnexBilling, KnexClient, KnexLedger, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Accounts, Audit, KnexBilling, KnexClient, KnexLedger, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Wallet, WalletAdmin } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin, SubscriptionJobs, SubscriptionSource } from "../src/index.js"
 
@@ -223,7 +223,8 @@ const billingLayer = (variant: "real" | "old-period-refund") => {
   )
   const services = Layer.mergeAll(
     KnexBilling.layer,
-    Wallet.countersLayer,
+    Accounts.countersLayer,
+    Accounts.Accounts.layer,
     registry,
     WalletAdmin.WalletAdmin.layer,
     SubscriptionAdmin.SubscriptionAdmin.layer

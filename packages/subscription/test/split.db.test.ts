@@ -4,14 +4,14 @@
  * and the ledger say who paid what; an extra at settlement goes to the last
  * source, a shortfall is given back in reverse order; a refund returns each
  * part to its source. Opt-in per request (`split: true`) or per account
- * (`WalletAdmin.setSplitFunding`), off by default. With a driver failure
+ * (`Accounts.setSplitFunding`), off by default. With a driver failure
  * injected at every query of a split open / settle / refund, the state is
  * exactly as before or exactly as after, and the audit is clean.
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Exit, Layer } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
-import { KnexClient } from "@relay-billing/knex"
+import { Accounts, KnexClient } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { Subscription } from "../src/index.js"
 import {
@@ -148,7 +148,6 @@ for (const target of targets) {
       it.effect("off by default: plain InsufficientFunds, nothing changes; per account via setSplitFunding; split: false overrides it", () =>
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
-          const admin = yield* WalletAdmin.WalletAdmin
           yield* fixture("s6", 30_000)
           const before = yield* snapshot("s6")
           const e = yield* failureOf(billing.open({ holdId: "s6-h", accountId: "s6", tokenId: "s6-t", estimate: 50_000 }))
@@ -156,7 +155,7 @@ for (const target of targets) {
           assert.notInclude((e as BillingError.InsufficientFunds).sourceId, "+")
           assert.deepStrictEqual(yield* snapshot("s6"), before)
           assert.deepStrictEqual(yield* pendingHolds(["s6-h"]), [])
-          yield* admin.setSplitFunding({ accountId: "s6", enabled: true })
+          yield* (yield* Accounts.Accounts).setSplitFunding({ accountId: "s6", enabled: true })
           const e2 = yield* failureOf(billing.open({ holdId: "s6-off", accountId: "s6", tokenId: "s6-t", estimate: 50_000, split: false }))
           assert.instanceOf(e2, BillingError.InsufficientFunds)
           assert.deepStrictEqual(yield* snapshot("s6"), before)

@@ -8,10 +8,11 @@
  */
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
-import type { Budget, FundingSource } from "@relay-billing/core"
+import type { Budget, FundingSource, Source } from "@relay-billing/core"
 import { Corrections, KnexLedger, LateCharges, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, refuseOutOfRange, resolved, withinRange } from "./internal/rows.js"
+import { makeTokenSource } from "./internal/tokenSource.js"
 
 /**
  * Builds the token budget over a client.
@@ -220,3 +221,16 @@ export const make = (client: KnexClient.Client, options: { readonly id?: string 
       }))
   }
 }
+
+/**
+ * The token budget as a v2 `Source` (role `budget`): the token's `remain` and
+ * `used` columns. A take is one conditional UPDATE (the token's account, not
+ * unlimited, `remain >= ?` unless unconditional; `RETURNING` remain); an
+ * unlimited token takes nothing and still moves at settlement, so it counts
+ * usage. A move is one bounded UPDATE. No hold ids, no ledger rows: the engine
+ * keeps both.
+ *
+ * @since 0.4.0
+ * @category constructors
+ */
+export const source = (options: { readonly id?: string } = {}): Source.Source => makeTokenSource(options)

@@ -1,37 +1,29 @@
 /**
- * Wires the wallet package: its migrations, the wallet source and token budget,
- * the account counters, the audit columns, and a ready `BillingSession` over
- * knex with the wallet as its funding source.
+ * Wires the wallet package: the wallet source and token budget, the audit
+ * columns, and a ready `BillingSession` over knex with the wallet as its
+ * funding source (accounts, their counters and low-balance policy come from
+ * `Accounts` of `@relay-billing/knex`).
  *
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import { AccountCounters, BillingSession, FundingRegistry } from "@relay-billing/core"
-import type { BillingError, Budget, FundingSource, HoldJournal, Ledger } from "@relay-billing/core"
-import { KnexBilling, KnexClient } from "@relay-billing/knex"
+import { BillingSession, FundingRegistry } from "@relay-billing/core"
+import type { AccountCounters, BillingError, Budget, FundingSource, HoldJournal, Ledger } from "@relay-billing/core"
+import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
-import { refuseOutOfRange, withinRange } from "./internal/rows.js"
-import { walletMigrations } from "./internal/schema.js"
 import * as TokenBudget from "./TokenBudget.js"
 import { WalletAdmin } from "./WalletAdmin.js"
-import * as WalletLowBalance from "./WalletLowBalance.js"
 import * as WalletSource from "./WalletSource.js"
 
 /**
- * The accounts and tokens tables.
+ * Every migration set a wallet-only deployment needs, in order: the holds and
+ * ledger, then the accounts' tables (the wallet's balance is a column of the
+ * accounts table, see `Accounts.migrations` of `@relay-billing/knex`).
  *
  * @since 0.1.0
  * @category migrations
  */
-export const migrations: Migrations.MigrationSet = walletMigrations
-
-/**
- * Every migration set a wallet-only deployment needs, in order.
- *
- * @since 0.1.0
- * @category migrations
- */
-export const allMigrations: ReadonlyArray<Migrations.MigrationSet> = [KnexBilling.migrations, walletMigrations]
+export const allMigrations: ReadonlyArray<Migrations.MigrationSet> = [KnexBilling.migrations, Accounts.migrations]
 
 /**
  * The balances the audit checks: wallet balances and token budgets.
@@ -43,50 +35,6 @@ export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
   { sourceId: "wallet", table: "accounts", idColumn: "id", balanceColumn: "balance" },
   { sourceId: "token", table: "tokens", idColumn: "id", balanceColumn: "remain" }
 ]
-
-/**
- * The counter the audit proves against the holds: `accounts.used_quota` must
- * equal each account's settled charges less corrections
- * (`Audit.run(balances, { counters: auditCounters })`).
- *
- * @since 0.2.0
- * @category audit
- */
-export const auditCounters: Audit.CounterColumn = { table: "accounts", idColumn: "id", usedColumn: "used_quota" }
-
-/**
- * `usedQuota` / `requestCount` on the accounts table.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const makeCounters = (client: KnexClient.Client): AccountCounters.AccountCounters["Service"] =>
-  AccountCounters.AccountCounters.of({
-    add: (accountId, change) =>
-      change.usedQuota === 0 && change.requestCount === 0 ? Effect.void : client.query("wallet.counters", (db) =>
-        withinRange(
-          withinRange(db(client.table("accounts")).where({ id: accountId }), "used_quota", change.usedQuota),
-          "request_count",
-          change.requestCount
-        ).update({
-          used_quota: db.raw("used_quota + ?", [change.usedQuota]),
-          request_count: db.raw("request_count + ?", [change.requestCount])
-        })).pipe(
-          // No row: an unknown account (nothing to count), or a counter would leave ±(2^53−1).
-          Effect.flatMap((changed) =>
-            Number(changed) > 0 ? Effect.void : refuseOutOfRange(client, client.table("accounts"), [
-              { column: "used_quota", field: "account.usedQuota", change: change.usedQuota },
-              { column: "request_count", field: "account.requestCount", change: change.requestCount }
-            ], accountId, "wallet.counters").pipe(Effect.asVoid)
-          )
-        ),
-    // Read only: what `add` would refuse (an unknown account is nothing to count).
-    check: (accountId, change) =>
-      refuseOutOfRange(client, client.table("accounts"), [
-        { column: "used_quota", field: "account.usedQuota", change: change.usedQuota },
-        { column: "request_count", field: "account.requestCount", change: change.requestCount }
-      ], accountId, "wallet.counters.check", true).pipe(Effect.asVoid)
-  })
 
 /**
  * The wallet source and the token budget over the client in context.
@@ -103,22 +51,9 @@ export const sources = (
   })
 
 /**
- * The account counters over the client in context.
- *
- * @since 0.1.0
- * @category layers
- */
-export const countersLayer: Layer.Layer<AccountCounters.AccountCounters, never, KnexClient.KnexClient> = Layer.effect(
-  AccountCounters.AccountCounters,
-  Effect.gen(function*() {
-    return makeCounters(yield* KnexClient.KnexClient)
-  })
-)
-
-/**
  * Everything a wallet-funded relay needs over one knex client: `BillingSession`
  * (journal, ledger, counters and a registry with the wallet and token budget),
- * and `WalletAdmin`.
+ * `WalletAdmin` and `Accounts`.
  *
  * @since 0.1.0
  * @category layers
@@ -127,11 +62,12 @@ export const layer = (
   options: {
     readonly wallet?: WalletSource.WalletOptions
     readonly session?: BillingSession.Options
-    readonly lowBalance?: WalletLowBalance.Options
+    readonly lowBalance?: Accounts.LowBalanceOptions
   } = {}
 ): Layer.Layer<
   | BillingSession.BillingSession
   | WalletAdmin
+  | Accounts.Accounts
   | HoldJournal.HoldJournal
   | Ledger.Ledger
   | AccountCounters.AccountCounters
@@ -142,7 +78,7 @@ export const layer = (
   const registry = FundingRegistry.FundingRegistry.layerEffect(
     Effect.map(sources(options.wallet), (s) => ({ funding: [s.wallet], budgets: [s.token] }))
   )
-  const services = Layer.mergeAll(KnexBilling.layer, countersLayer, registry, WalletAdmin.layer)
+  const services = Layer.mergeAll(KnexBilling.layer, Accounts.countersLayer, Accounts.Accounts.layer, registry, WalletAdmin.layer)
   return sessionLayer(options).pipe(Layer.provideMerge(services))
 }
 
@@ -156,7 +92,7 @@ export const layer = (
  * @category layers
  */
 export const sessionLayer = (
-  options: { readonly session?: BillingSession.Options; readonly lowBalance?: WalletLowBalance.Options } = {}
+  options: { readonly session?: BillingSession.Options; readonly lowBalance?: Accounts.LowBalanceOptions } = {}
 ): Layer.Layer<
   BillingSession.BillingSession,
   BillingError.InvalidInput,
@@ -165,14 +101,10 @@ export const sessionLayer = (
   Layer.unwrap(Effect.gen(function*() {
     const client = yield* KnexClient.KnexClient
     const session: BillingSession.Options = {
-      splitFundingFor: (accountId) =>
-        client.query("wallet.splitFunding", (db) =>
-          db(client.table("accounts")).where({ id: accountId }).first("split_funding")).pipe(
-            Effect.map((row) => Boolean(row?.split_funding))
-          ),
+      splitFundingFor: Accounts.splitFundingFor(client),
       ...options.session
     }
     return BillingSession.BillingSession.layer(session).pipe(
-      Layer.provide(WalletLowBalance.layer(options.lowBalance))
+      Layer.provide(Accounts.lowBalanceLayer(options.lowBalance))
     )
   }))

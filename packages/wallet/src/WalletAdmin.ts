@@ -1,6 +1,9 @@
 /**
- * Admin operations a relay needs on wallets and tokens: create accounts and
- * tokens, top up (idempotent by key), adjust, read balances. Every input is
+ * Admin operations on the money of accounts and on tokens: create an account
+ * with an opening balance (the row through `Accounts` of `@relay-billing/knex`),
+ * top up (idempotent by key), adjust, create and adjust tokens, read balances.
+ * The account's own settings (low-balance threshold, split funding) are
+ * `Accounts`'. Every input is
  * decoded with Schema (a typed `InvalidInput` naming the field and value, and
  * nothing written); every balance change writes a ledger row in the same
  * transaction.
@@ -9,7 +12,7 @@
  */
 import { Clock, Context, Effect, Layer, Schema } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
-import { KnexClient, KnexLedger } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexLedger } from "@relay-billing/knex"
 import { Input } from "@relay-billing/core"
 import { AccountExists, AccountNotFound, TokenExists, TokenNotFound } from "./WalletError.js"
 
@@ -66,34 +69,13 @@ export const AdjustToken = Schema.Struct({
 })
 
 /**
- * @since 0.1.0
- * @category schemas
- */
-export const SetThreshold = Schema.Struct({
-  accountId: Id,
-  /** Below this balance (after a settle) a `LowBalance` event is published; null restores the default. */
-  threshold: Schema.NullOr(Quota.Quota)
-})
-
-/**
- * @since 0.1.0
- * @category schemas
- */
-export const SetSplitFunding = Schema.Struct({ accountId: Id, enabled: Schema.Boolean })
-
-/**
- * An account's balances.
+ * An account with its wallet balance.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Account {
-  readonly id: string
+export interface Account extends Accounts.Account {
   readonly balance: number
-  readonly usedQuota: number
-  readonly requestCount: number
-  readonly lowBalanceThreshold: number | undefined
-  readonly splitFunding: boolean
 }
 
 /**
@@ -144,10 +126,6 @@ export class WalletAdmin extends Context.Service<WalletAdmin, {
     input: typeof CreateToken.Encoded
   ) => Effect.Effect<Token, E | TokenExists | AccountNotFound | TokenNotFound>
   readonly adjustToken: (input: typeof AdjustToken.Encoded) => Effect.Effect<Token, E | TokenNotFound>
-  readonly setLowBalanceThreshold: (
-    input: typeof SetThreshold.Encoded
-  ) => Effect.Effect<Account, E | AccountNotFound>
-  readonly setSplitFunding: (input: typeof SetSplitFunding.Encoded) => Effect.Effect<Account, E | AccountNotFound>
   readonly account: (accountId: string) => Effect.Effect<Account, E | AccountNotFound>
   readonly token: (tokenId: string) => Effect.Effect<Token, E | TokenNotFound>
 }>()("@relay-billing/wallet/WalletAdmin") {
@@ -168,14 +146,8 @@ const safe = (value: unknown, column: string): number => {
 }
 
 const toAccount = (row: Record<string, unknown>): Account => ({
-  id: String(row["id"]),
-  balance: safe(row["balance"], "balance"),
-  usedQuota: safe(row["used_quota"], "used_quota"),
-  requestCount: safe(row["request_count"], "request_count"),
-  lowBalanceThreshold: row["low_balance_threshold"] === null || row["low_balance_threshold"] === undefined
-    ? undefined
-    : Number(row["low_balance_threshold"]),
-  splitFunding: Boolean(row["split_funding"])
+  ...Accounts.fromRow(row),
+  balance: safe(row["balance"], "balance")
 })
 
 const toToken = (row: Record<string, unknown>): Token => ({
@@ -196,6 +168,7 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
   const accounts = client.table("accounts")
   const tokens = client.table("tokens")
   const ledger = client.table("ledger")
+  const accountRows = Accounts.make(client)
 
   const account = (accountId: string) =>
     client.query("wallet.account", (db) => db(accounts).where({ id: accountId }).first()).pipe(
@@ -304,36 +277,27 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
     createAccount: (input) =>
       Effect.gen(function*() {
         const req = yield* Input.decodeInput(CreateAccount, "")(input)
-        const exists = client.query("wallet.exists", (db) => db(accounts).where({ id: req.id }).first("id")).pipe(
-          Effect.map(Boolean)
-        )
-        return yield* existsAfter(client.transaction(Effect.gen(function*() {
-          const exists = yield* client.query("wallet.createAccount", (db) => db(accounts).where({ id: req.id }).first("id"))
-          if (exists) return yield* new AccountExists({ accountId: req.id })
-          const at = yield* Clock.currentTimeMillis
-          yield* client.query("wallet.createAccount", (db) =>
-            db(accounts).insert({
-              id: req.id,
-              balance: req.balance ?? 0,
-              used_quota: 0,
-              request_count: 0,
-              low_balance_threshold: req.lowBalanceThreshold ?? null,
-              created_at: at
-            }))
-          if ((req.balance ?? 0) > 0) {
+        return yield* client.transaction(Effect.gen(function*() {
+          yield* accountRows.create({
+            id: req.id,
+            ...(req.lowBalanceThreshold !== undefined ? { lowBalanceThreshold: req.lowBalanceThreshold } : {})
+          })
+          const balance = req.balance ?? 0
+          if (balance > 0) {
+            yield* client.query("wallet.openingBalance", (db) => db(accounts).where({ id: req.id }).update({ balance }))
             yield* KnexLedger.append(client, [{
-              at,
+              at: yield* Clock.currentTimeMillis,
               kind: "topup",
               sourceId: "wallet",
               subjectId: req.id,
               accountId: req.id,
-              amount: req.balance ?? 0,
-              balanceAfter: req.balance ?? 0,
+              amount: balance,
+              balanceAfter: balance,
               note: "opening balance"
             }])
           }
           return yield* account(req.id)
-        })), exists, () => new AccountExists({ accountId: req.id }))
+        }))
       }),
     topUp: (input) =>
       Effect.flatMap(Input.decodeInput(TopUp, "")(input), (req) => credit(req.accountId, req.amount, "topup", req.key, `top-up ${req.key}`)),
@@ -396,22 +360,6 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
           }])
           return after
         }))
-      }),
-    setLowBalanceThreshold: (input) =>
-      Effect.gen(function*() {
-        const req = yield* Input.decodeInput(SetThreshold, "")(input)
-        const changed = yield* client.query("wallet.setThreshold", (db) =>
-          db(accounts).where({ id: req.accountId }).update({ low_balance_threshold: req.threshold }))
-        if (changed === 0) return yield* new AccountNotFound({ accountId: req.accountId })
-        return yield* account(req.accountId)
-      }),
-    setSplitFunding: (input) =>
-      Effect.gen(function*() {
-        const req = yield* Input.decodeInput(SetSplitFunding, "")(input)
-        const changed = yield* client.query("wallet.setSplitFunding", (db) =>
-          db(accounts).where({ id: req.accountId }).update({ split_funding: req.enabled }))
-        if (changed === 0) return yield* new AccountNotFound({ accountId: req.accountId })
-        return yield* account(req.accountId)
       }),
     account: (accountId) => Effect.flatMap(Input.decodeInput(Id, "accountId")(accountId), account),
     token: (tokenId) => Effect.flatMap(Input.decodeInput(Id, "tokenId")(tokenId), token)

@@ -5,24 +5,22 @@
  */
 import { Schema } from "effect"
 import { BillingError } from "@relay-billing/core"
+import { Accounts } from "@relay-billing/knex"
 
 /**
- * An account with this id already exists.
+ * An account with this id already exists: `Accounts.AccountExists` of
+ * `@relay-billing/knex` (the accounts module creates the rows).
  *
  * @since 0.1.0
  * @category errors
  */
-export class AccountExists extends Schema.TaggedError<AccountExists>()("AccountExists", {
-  accountId: Schema.String
-}) {
-  /** Stable code. */
-  get code(): "account_exists" {
-    return "account_exists"
-  }
-  override get message(): string {
-    return `account ${this.accountId} already exists`
-  }
-}
+export const AccountExists = Accounts.AccountExists
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type AccountExists = Accounts.AccountExists
 
 /**
  * No account with this id: core's `BillingError.AccountNotFound` (one tag,

@@ -9,10 +9,11 @@
  */
 import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
-import type { FundingSource } from "@relay-billing/core"
+import type { FundingSource, Source } from "@relay-billing/core"
 import { Corrections, KnexLedger, LateCharges, PartRecords, Statements } from "@relay-billing/knex"
 import type { KnexClient } from "@relay-billing/knex"
 import { readBalance, refuseOutOfRange, resolved, withinRange } from "./internal/rows.js"
+import { makeWalletSource } from "./internal/walletSource.js"
 
 /**
  * Options of the wallet source.
@@ -352,3 +353,33 @@ export const charge = (
     }])
     return balanceAfter
   })
+
+/**
+ * Options of the wallet as a v2 `Source`.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface SourceOptions {
+  /** Source id (default `"wallet"`). */
+  readonly id?: string
+  /**
+   * Settlement policy: by default a charge may take the balance below zero (the
+   * answer was already delivered). With `floorAtZero` a settle or late charge
+   * stops at zero and answers what it moved; the engine records the rest.
+   */
+  readonly floorAtZero?: boolean
+}
+
+/**
+ * The wallet as a v2 `Source` (role `funding`): the account's `balance`
+ * column. A take is one conditional `UPDATE … WHERE balance >= ? AND balance > 0`
+ * (`RETURNING` the balance; on MySQL the UPDATE and a read of the row), a move
+ * one bounded `UPDATE`. It keeps no hold ids and writes no ledger rows: the
+ * engine does both from what it answers.
+ *
+ * @since 0.4.0
+ * @category constructors
+ */
+export const source = (options: SourceOptions = {}): Source.Source =>
+  makeWalletSource(options)

@@ -13,6 +13,4 @@ export * as WalletAdmin from "./WalletAdmin.js"
 /** @since 0.1.0 */
 export * as WalletError from "./WalletError.js"
 /** @since 0.1.0 */
-export * as WalletLowBalance from "./WalletLowBalance.js"
-/** @since 0.1.0 */
 export * as WalletSource from "./WalletSource.js"

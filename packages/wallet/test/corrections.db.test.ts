@@ -7,7 +7,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Cause, Effect, Exit, Option } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry, Ledger } from "@relay-billing/core"
-import { Audit, KnexClient } from "@relay-billing/knex"
+import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -207,15 +207,15 @@ for (const target of targets) {
           yield* settled("u2-h", "u2", 10_000, 9_000)
           yield* settled("u3-h", "u3", 10_000, 4_000)
           yield* billing.correct({ holdId: "u2-h", correctionId: "k", amount: 1_000 })
-          const clean = yield* Audit.usedQuota(Wallet.auditCounters)
+          const clean = yield* Audit.usedQuota(Accounts.auditCounters)
           assert.deepStrictEqual(clean.filter((p) => p.includes("u2") || p.includes("u3")), [])
           yield* client.query("test.tamper", (db) =>
             db(client.table("accounts")).where({ id: "u2" }).update({ used_quota: db.raw("used_quota + 5000") }))
-          const problems = yield* Audit.usedQuota(Wallet.auditCounters)
+          const problems = yield* Audit.usedQuota(Accounts.auditCounters)
           assert.deepStrictEqual(problems.filter((p) => p.includes("u2") || p.includes("u3")), [
             "account u2: accounts.used_quota 13000 but its settled charges less corrections are 8000"
           ])
-          const report = yield* Audit.run(Wallet.auditBalances, { counters: Wallet.auditCounters })
+          const report = yield* Audit.run(Wallet.auditBalances, { counters: Accounts.auditCounters })
           assert.strictEqual(report.ok, false)
           assert.isTrue(report.problems.some((p) => p.startsWith("account u2:")))
           // undoing the tamper makes the audit clean again

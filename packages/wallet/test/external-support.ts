@@ -6,10 +6,10 @@
 import { Cause, Effect, Exit, Option } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry, HoldJournal } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { KnexClient, KnexJournal } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexJournal } from "@relay-billing/knex"
 import { InMemoryStore } from "@relay-billing/testkit"
 import type { Faults } from "@relay-billing/testkit"
-import { TokenBudget, Wallet, WalletAdmin } from "../src/index.js"
+import { TokenBudget, WalletAdmin } from "../src/index.js"
 
 /** What the external source holds for an account at the start. */
 export const W = 1_000_000
@@ -43,7 +43,7 @@ export const engineWith = (faults: Faults.Faults, funding: ReadonlyArray<Funding
         FundingRegistry.FundingRegistry,
         FundingRegistry.FundingRegistry.make({ funding, budgets: [TokenBudget.make(faulty)] })
       ),
-      Effect.provideService(AccountCounters.AccountCounters, Wallet.makeCounters(faulty))
+      Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty))
     )
   })
 

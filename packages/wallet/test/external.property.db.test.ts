@@ -29,9 +29,9 @@ import {
   Ledger
 } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { KnexClient, KnexJournal } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexJournal } from "@relay-billing/knex"
 import { Faults, InMemoryStore } from "@relay-billing/testkit"
-import { TokenBudget, Wallet, WalletAdmin } from "../src/index.js"
+import { TokenBudget, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
 const NUM_RUNS = Number(process.env["FC_NUM_RUNS"] ?? 15)
@@ -99,7 +99,7 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
         FundingRegistry.FundingRegistry,
         FundingRegistry.FundingRegistry.make({ funding: exts.map((e) => lossy(e.wallet, lost)), budgets: [TokenBudget.make(faulty)] })
       ),
-      Effect.provideService(AccountCounters.AccountCounters, Wallet.makeCounters(faulty)),
+      Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty)),
       Effect.provideService(BillingEvents.BillingEvents, {
         publish: (event: BillingEvents.BillingEvent) => Effect.sync(() => void events.push(event))
       })

@@ -26,7 +26,7 @@ for (const target of targets) {
           const engine = yield* engineWith(faults, [ext.wallet])
           yield* setup("rc", [[ext, W]])
           const request = { holdId: "rc-h", accountId: "rc", tokenId: "rc-t", estimate: 0, sources: ["credits"] }
-          faults.failNext("wallet.counters")
+          faults.failNext("accounts.counters")
           assert.strictEqual((yield* failureOf(engine.charge(request, C)))._tag, "StoreError")
           const conflict = yield* failureOf(engine.charge(request, 9_000))
           assert.strictEqual(conflict._tag, "IdempotencyConflict")

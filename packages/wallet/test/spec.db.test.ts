@@ -18,9 +18,9 @@ import {
   Ledger
 } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { KnexClient, KnexJournal } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexJournal } from "@relay-billing/knex"
 import { Faults } from "@relay-billing/testkit"
-import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "../src/index.js"
+import { TokenBudget, WalletAdmin, WalletSource } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
 // ------------------------------------------------------------------ helpers
@@ -87,7 +87,7 @@ const faultyEngine = (faults: Faults.Faults) =>
         FundingRegistry.FundingRegistry,
         FundingRegistry.FundingRegistry.make({ funding: [WalletSource.make(faulty)], budgets: [TokenBudget.make(faulty)] })
       ),
-      Effect.provideService(AccountCounters.AccountCounters, Wallet.makeCounters(faulty))
+      Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty))
     )
   })
 

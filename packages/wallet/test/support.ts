@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { BillingSession } from "@relay-billing/core"
-import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Accounts, Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Wallet } from "../src/index.js"
 
 /** Every database this run can reach (SQLite always; PG/MySQL from the environment). */
@@ -18,7 +18,7 @@ export const walletBilling = (target: TestDatabase.Target, options: Parameters<t
 
 /** Runs the audit and fails the test with its problems if it is not clean. */
 export const auditClean = Effect.gen(function*() {
-  const report = yield* Audit.run(Wallet.auditBalances, { counters: Wallet.auditCounters })
+  const report = yield* Audit.run(Wallet.auditBalances, { counters: Accounts.auditCounters })
   if (!report.ok) return yield* Effect.die(new Error(`audit: ${report.problems.join("; ")}`))
   return report
 })

@@ -4,23 +4,27 @@
  * `TestClock` drives it and no test has to sleep through the 30 s cache.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { WalletAdmin, WalletLowBalance } from "../src/index.js"
-import { KnexClient } from "@relay-billing/knex"
-import { targets, walletBilling } from "./support.js"
+import { Accounts, KnexBilling, KnexClient, Migrations, TestDatabase } from "../src/index.js"
 
-for (const target of targets) {
-  describe(`WalletLowBalance on ${target.name}`, () => {
-    layer(walletBilling(target), { timeout: 60_000 })((it) => {
+const database = (target: TestDatabase.Target) =>
+  Accounts.Accounts.layer.pipe(
+    Layer.provideMerge(Layer.effectDiscard(Migrations.run([KnexBilling.migrations, Accounts.migrations]))),
+    Layer.provideMerge(TestDatabase.layer(target))
+  )
+
+for (const target of TestDatabase.targets()) {
+  describe(`Accounts low balance on ${target.name}`, () => {
+    layer(database(target), { timeout: 60_000 })((it) => {
       it.effect("issue 8 CI: the threshold cache expires on Effect's Clock (TestClock), not the wall clock", () =>
         Effect.gen(function*() {
-          const admin = yield* WalletAdmin.WalletAdmin
-          const policy = WalletLowBalance.make(yield* KnexClient.KnexClient, { cacheMillis: 30_000 })
-          yield* admin.createAccount({ id: "lb-clock", balance: 5_000, lowBalanceThreshold: 2_000 })
+          const accounts = yield* Accounts.Accounts
+          const policy = Accounts.makeLowBalance(yield* KnexClient.KnexClient, { cacheMillis: 30_000 })
+          yield* accounts.create({ id: "lb-clock", lowBalanceThreshold: 2_000 })
           assert.strictEqual(yield* policy.threshold("lb-clock"), 2_000)
 
-          yield* admin.setLowBalanceThreshold({ accountId: "lb-clock", threshold: 3_000 })
+          yield* accounts.setLowBalanceThreshold({ accountId: "lb-clock", threshold: 3_000 })
           // Within the cache window (by the Clock) the cached value is reused…
           yield* TestClock.adjust("29999 millis")
           assert.strictEqual(yield* policy.threshold("lb-clock"), 2_000)

@@ -1,5 +1,5 @@
-import { IdColumns } from "@relay-billing/knex"
-import type { Migrations } from "@relay-billing/knex"
+import * as IdColumns from "../IdColumns.js"
+import type * as Migrations from "../Migrations.js"
 
 const ID = 191
 
@@ -72,7 +72,12 @@ const binaryIds: Migrations.Migration = {
   down: (knex, context) => IdColumns.revertBinary(knex, context, idColumns(context), foreignKeys(context))
 }
 
-export const walletMigrations: Migrations.MigrationSet = {
+/**
+ * The accounts' tables (accounts, their API tokens, low-balance notices). The set
+ * keeps the name `wallet` it had before the accounts module existed, so that a
+ * database migrated by an earlier version finds these migrations applied.
+ */
+export const accountsMigrations: Migrations.MigrationSet = {
   name: "wallet",
   migrations: [accountsAndTokens, noticesAndSplit, binaryIds]
 }
