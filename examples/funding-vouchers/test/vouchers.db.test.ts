@@ -7,7 +7,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { SqlStore } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
 import { KnexClient, SourceMigrations } from "@relay-billing/knex"
-import { Effect, Exit, Schema } from "effect"
+import { Cause, Effect, Exit, Option, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { addPack, make, plugin } from "../src/index.js"
 import { sqlStore, targets } from "./support.js"
@@ -133,6 +133,28 @@ for (const target of targets) {
           assert.strictEqual(yield* balance("a4"), 0)
           const error = yield* Effect.flip(take("a4", 1, "upTo"))
           assert.deepInclude(error, { _tag: "InsufficientFunds", available: 0 })
+        }))
+
+      it.effect("concurrent takes never overdraw a pack: exactly as many succeed as fit", () =>
+        Effect.gen(function*() {
+          yield* pack("a7", 1_000, DAY)
+          const exits = yield* Effect.forEach(
+            Array.from({ length: 16 }, () => take("a7", 100)),
+            (t) => Effect.exit(t),
+            { concurrency: "unbounded" }
+          )
+          const won = exits.filter(Exit.isSuccess)
+          assert.strictEqual(won.length, 10)
+          for (const exit of exits) {
+            if (Exit.isFailure(exit)) {
+              assert.strictEqual(
+                Cause.findErrorOption(exit.cause).pipe(Option.map((e) => e._tag), Option.getOrUndefined),
+                "InsufficientFunds"
+              )
+            }
+          }
+          assert.deepStrictEqual((yield* packs("a7")).map((p) => p.used), [1_000])
+          assert.strictEqual(yield* balance("a7"), 0)
         }))
 
       it.effect("a move by ref charges (capped at what the pack has) and gives back", () =>
