@@ -55,11 +55,11 @@ export const make = ({ id, table }: typeof Options.Type): Source.Source =>
         const available = yield* room(sql, t, accountId, "MAX")
         return yield* new BillingError.InsufficientFunds({ accountId, available, required: amount, sourceId: id })
       }),
-    // A charge beyond what the pack has is capped: the engine sends the rest along the chain or records it unbilled.
+    // A charge beyond what the pack has is capped; the rest may go on along the hold's chain (else it is unbilled).
     move: ({ delta, ref, sql }) =>
       Effect.map(
         update(sql, sql.table(table), "id = ?", [ref], [delta < 0 ? -delta : MIN, -delta]),
-        (done) => ({ balanceAfter: done?.balanceAfter ?? 0, moved: 0 - (done?.amount ?? 0) })
+        (done) => ({ balanceAfter: done?.balanceAfter ?? 0, moved: 0 - (done?.amount ?? 0), overflow: true })
       ),
     balance: (sql, accountId) => room(sql, sql.table(table), accountId, "SUM"),
     migrations: [{ name: `create_${table}`, up: create(table) }],

@@ -161,14 +161,14 @@ for (const target of targets) {
         Effect.gen(function*() {
           yield* pack("a5", 100, DAY)
           const { ref } = yield* take("a5", 30)
-          assert.deepStrictEqual(yield* move("a5", ref!, -20), { moved: -20, balanceAfter: 50 })
-          assert.deepStrictEqual(yield* move("a5", ref!, -80), { moved: -50, balanceAfter: 0 })
-          assert.deepStrictEqual(yield* move("a5", ref!, -5), { moved: 0, balanceAfter: 0 })
-          assert.deepStrictEqual(yield* move("a5", ref!, 70), { moved: 70, balanceAfter: 70 })
+          assert.deepStrictEqual(yield* move("a5", ref!, -20), { moved: -20, balanceAfter: 50, overflow: true })
+          assert.deepStrictEqual(yield* move("a5", ref!, -80), { moved: -50, balanceAfter: 0, overflow: true })
+          assert.deepStrictEqual(yield* move("a5", ref!, -5), { moved: 0, balanceAfter: 0, overflow: true })
+          assert.deepStrictEqual(yield* move("a5", ref!, 70), { moved: 70, balanceAfter: 70, overflow: true })
           assert.deepStrictEqual((yield* packs("a5")).map((p) => p.used), [30])
           // a give-back to an overdrawn pack is never capped
           yield* take("a5", 200, "unconditional")
-          assert.deepStrictEqual(yield* move("a5", ref!, 150), { moved: 150, balanceAfter: 20 })
+          assert.deepStrictEqual(yield* move("a5", ref!, 150), { moved: 150, balanceAfter: 20, overflow: true })
         }))
 
       it.effect("addPack refuses a bad total or expiry with InvalidInput naming the field and value", () =>
