@@ -195,15 +195,26 @@ export class SqliteStore {
    * equals its sign times the sum of the source's ledger rows for that
    * subject; every part agrees with its ledger rows (reserve net of release,
    * nothing given back twice, nothing given back on a settled hold); late
-   * charges agree with the ledger.
+   * charges agree with the ledger, over the in-memory and the SQL sources
+   * together. Run it at rest (not during other transactions of the store).
    */
   audit(): Effect.Effect<AuditReport, BillingError.StoreError> {
     const { memory, sources, sql } = this
     return Effect.gen(function*() {
       const base = memory.audit()
+      const holds = yield* memory.journal.list({})
+      const all = yield* memory.ledger.entries({})
+      // The in-memory audit checks late charges with only its own sources counted as local,
+      // so a late hold with a part of a SQL source reads as a mismatch there: its findings of
+      // that check are replaced by the same check over every source of this store.
+      const own = new Set([memory.wallet.id, memory.token.id, memory.subscription.id])
       const problems = [...base.problems]
+      for (const stale of Audit.lateSettleProblems(holds, all, own)) {
+        const at = problems.indexOf(stale)
+        if (at >= 0) problems.splice(at, 1)
+      }
       const ids = new Set(sources.map((s) => s.id))
-      const ledger = (yield* memory.ledger.entries({})).filter((e) => ids.has(e.sourceId))
+      const ledger = all.filter((e) => ids.has(e.sourceId))
       for (const source of sources) {
         const sums = new Map<string, number>()
         for (const e of ledger) {
@@ -228,10 +239,9 @@ export class SqliteStore {
           }
         }
       }
-      const holds = yield* memory.journal.list({})
       const state = { ...emptyState(), holds: new Map(holds.map((h) => [h.id, h])), ledger }
       problems.push(...partProblems(state, ids))
-      problems.push(...Audit.lateSettleProblems(holds, ledger, ids))
+      problems.push(...Audit.lateSettleProblems(holds, all, new Set([...own, ...ids])))
       return { problems, unbilled: base.unbilled }
     })
   }

@@ -8,6 +8,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { BillingError, BillingSession, Source } from "@relay-billing/core"
 import { Effect, Exit, Layer } from "effect"
+import { TestClock } from "effect/testing"
 import { SqliteStore } from "../src/sqlite.js"
 
 /** A small SQL funding source: one balance per account in its own table. */
@@ -174,6 +175,40 @@ describe("SqliteStore", () => {
       const report = yield* store.audit()
       assert.deepStrictEqual(report.problems, [
         "credits credits.balance of a: 751, but its ledger rows say 750"
+      ])
+    }))
+  it.effect("a late settle of an expired hold on a SQL source audits clean", () =>
+    Effect.gen(function*() {
+      const store = yield* SqliteStore.make({ sources: [credits] })
+      yield* fund(store, "a", 1_000)
+      yield* store.memory.createAccount("a", 5_000)
+      const context = yield* Layer.build(store.billingLayer({ holdTtlMillis: 1_000 }))
+      yield* Effect.gen(function*() {
+        const billing = yield* BillingSession.BillingSession
+        yield* billing.open({ holdId: "h1", accountId: "a", estimate: 300, sources: ["credits"] })
+        yield* TestClock.adjust("2 seconds")
+        yield* billing.reapExpired()
+        assert.strictEqual(yield* balanceOf(store, "a"), 1_000)
+        yield* billing.settle("h1", 250)
+      }).pipe(Effect.provide(context))
+      assert.strictEqual(yield* balanceOf(store, "a"), 750)
+      assert.deepStrictEqual((yield* store.audit()).problems, [])
+      // one more late charge row than the settlement records (the column moved with it) is found
+      yield* store.transaction(Effect.gen(function*() {
+        yield* store.sql.execute("test.tamper", `UPDATE ${store.sql.table("credits")} SET balance = balance - 1`)
+        yield* store.memory.ledger.append([{
+          at: 0,
+          kind: "late_settle",
+          sourceId: "credits",
+          subjectId: "a",
+          accountId: "a",
+          holdId: "h1",
+          amount: -1,
+          balanceAfter: 749
+        }])
+      }))
+      assert.deepStrictEqual((yield* store.audit()).problems, [
+        "hold h1: its late settlement charged 250 on funding sources but the ledger's late_settle rows take 251"
       ])
     }))
 })
