@@ -1,21 +1,26 @@
 /**
- * Vouchers beside the in-memory wallet, through the engine, on the testkit's
- * SQLite test store: the chain ["vouchers", "wallet"] draws the pack first,
- * falls through to the wallet when the pack is used up or expired, and a
- * settle's charge beyond the pack is never lost; the ledger and the audit agree
- * with the pack's table after every step.
+ * Vouchers beside the wallet through the engine, on the testkit's SQLite test
+ * store (the wallet is the store's in-memory one): the chain ["vouchers",
+ * "wallet"] draws the pack first, falls through to the wallet when the pack is
+ * used up or expired, and a settle's charge beyond the pack is never lost; the
+ * ledger and the audit agree with the pack table after every step. Plain vitest,
+ * so it runs wherever the published packages are installed.
  */
-import { assert, describe, it } from "@effect/vitest"
 import { BillingSession } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
 import { SqliteStore } from "@relay-billing/testkit/sqlite"
 import { Effect, Layer } from "effect"
+import type { Scope } from "effect"
 import { TestClock } from "effect/testing"
+import { describe, expect, it } from "vitest"
 import { addPack, plugin } from "../src/index.js"
 
 const chain = ["vouchers", "wallet"]
 /** What a settlement left unbilled, over its parts. */
 const unbilled = (settlement: Hold.Settlement) => settlement.parts.reduce((sum, p) => sum + p.unbilled, 0)
+/** Runs a test program with a TestClock (starting at 0) and a scope for the store. */
+const test = <A, E>(program: Effect.Effect<A, E, Scope.Scope>) =>
+  Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(TestClock.layer())))
 
 const vouchers = plugin.make({ id: "vouchers", table: "vouchers" })
 
@@ -43,80 +48,78 @@ const packs = (store: SqliteStore.SqliteStore, accountId: string) =>
 const auditClean = (store: SqliteStore.SqliteStore) =>
   Effect.gen(function*() {
     const report = yield* store.audit()
-    assert.deepStrictEqual(report.problems, [])
+    expect(report.problems).toEqual([])
   })
 
 describe("vouchers with the wallet through the engine (SQLite test store)", () => {
-  it.effect("open 3,000 and settle 4,000 draw on the pack of 10,000; the wallet is untouched", () =>
-    Effect.gen(function*() {
+  it("open 3,000 and settle 4,000 draw on the pack of 10,000; the wallet is untouched", () =>
+    test(Effect.gen(function*() {
       const { billing, store } = yield* setup("acct", 5_000, 10_000, 86_400_000)
-      const session = yield* Effect.gen(function*() {
-        const billingSession = yield* BillingSession.BillingSession
-        const opened = yield* billingSession.open({ holdId: "h1", accountId: "acct", estimate: 3_000, sources: chain })
-        assert.deepStrictEqual(opened.hold.parts.map((p) => [p.sourceId, p.amount]), [["vouchers", 3_000]])
-        assert.deepStrictEqual(yield* packs(store, "acct"), [7_000])
-        const settlement = yield* billingSession.settle("h1", 4_000)
-        assert.strictEqual(settlement.actual, 4_000)
-        return settlement
+      const settlement = yield* Effect.gen(function*() {
+        const session = yield* BillingSession.BillingSession
+        const opened = yield* session.open({ holdId: "h1", accountId: "acct", estimate: 3_000, sources: chain })
+        expect(opened.hold.parts.map((p) => [p.sourceId, p.amount])).toEqual([["vouchers", 3_000]])
+        expect(yield* packs(store, "acct")).toEqual([7_000])
+        return yield* session.settle("h1", 4_000)
       }).pipe(Effect.provide(billing))
-      assert.strictEqual(unbilled(session), 0)
-      assert.deepStrictEqual(yield* packs(store, "acct"), [6_000])
-      assert.strictEqual(store.memory.snapshot().wallets["acct"], 5_000)
-      assert.deepStrictEqual(store.memory.snapshot().counters["acct"], { usedQuota: 4_000, requestCount: 1 })
+      expect([settlement.actual, unbilled(settlement)]).toEqual([4_000, 0])
+      expect(yield* packs(store, "acct")).toEqual([6_000])
+      expect(store.memory.snapshot().wallets["acct"]).toBe(5_000)
+      expect(store.memory.snapshot().counters["acct"]).toEqual({ usedQuota: 4_000, requestCount: 1 })
       const rows = yield* store.memory.ledger.entries({ sourceId: "vouchers" })
-      assert.deepStrictEqual(rows.map((r) => [r.kind, r.amount, r.balanceAfter, r.holdId]), [
+      expect(rows.map((r) => [r.kind, r.amount, r.balanceAfter, r.holdId])).toEqual([
         ["reserve", -3_000, 7_000, "h1"],
         ["settle", -1_000, 6_000, "h1"]
       ])
       yield* auditClean(store)
-    }))
+    })))
 
-  it.effect("a pack that has expired falls through to the wallet", () =>
-    Effect.gen(function*() {
+  it("a pack that has expired falls through to the wallet", () =>
+    test(Effect.gen(function*() {
       const { billing, store } = yield* setup("acct", 5_000, 10_000, 60_000)
       yield* TestClock.setTime(60_000)
       yield* Effect.gen(function*() {
-        const billingSession = yield* BillingSession.BillingSession
-        const opened = yield* billingSession.open({ holdId: "h2", accountId: "acct", estimate: 1_000, sources: chain })
-        assert.deepStrictEqual(opened.hold.parts.map((p) => [p.sourceId, p.amount]), [["wallet", 1_000]])
-        yield* billingSession.settle("h2", 800)
+        const session = yield* BillingSession.BillingSession
+        const opened = yield* session.open({ holdId: "h2", accountId: "acct", estimate: 1_000, sources: chain })
+        expect(opened.hold.parts.map((p) => [p.sourceId, p.amount])).toEqual([["wallet", 1_000]])
+        yield* session.settle("h2", 800)
       }).pipe(Effect.provide(billing))
-      assert.deepStrictEqual(yield* packs(store, "acct"), [10_000])
-      assert.strictEqual(store.memory.snapshot().wallets["acct"], 4_200)
+      expect(yield* packs(store, "acct")).toEqual([10_000])
+      expect(store.memory.snapshot().wallets["acct"]).toBe(4_200)
       yield* auditClean(store)
-    }))
+    })))
 
-  it.effect("a settle beyond what the pack has left: the pack carries its room, the rest is never lost", () =>
-    Effect.gen(function*() {
+  it("a settle beyond what the pack has left: the pack carries its room, the rest is never lost", () =>
+    test(Effect.gen(function*() {
       const { billing, store } = yield* setup("acct", 5_000, 1_000, 86_400_000)
       yield* Effect.gen(function*() {
-        const billingSession = yield* BillingSession.BillingSession
-        yield* billingSession.open({ holdId: "h3", accountId: "acct", estimate: 800, sources: chain })
-        const settlement = yield* billingSession.settle("h3", 1_500)
-        assert.strictEqual(settlement.actual, 1_500)
+        const session = yield* BillingSession.BillingSession
+        yield* session.open({ holdId: "h3", accountId: "acct", estimate: 800, sources: chain })
+        const settlement = yield* session.settle("h3", 1_500)
+        expect(settlement.actual).toBe(1_500)
         // the pack carries the 1,000 it had; the 500 it could not is sent on to the wallet
         // (an overflow) or recorded unbilled, never dropped (billing semantics §3.2)
-        assert.deepStrictEqual(yield* packs(store, "acct"), [0])
+        expect(yield* packs(store, "acct")).toEqual([0])
         const wallet = store.memory.snapshot().wallets["acct"]!
-        assert.strictEqual(5_000 - wallet + unbilled(settlement), 500)
-        assert.deepStrictEqual(store.memory.snapshot().counters["acct"], {
+        expect(5_000 - wallet + unbilled(settlement)).toBe(500)
+        expect(store.memory.snapshot().counters["acct"]).toEqual({
           usedQuota: 1_500 - unbilled(settlement),
           requestCount: 1
         })
         // the pack is used up: the next open goes to the wallet, and its refund gives the wallet back
-        const next = yield* billingSession.open({ holdId: "h4", accountId: "acct", estimate: 300, sources: chain })
-        assert.deepStrictEqual(next.hold.parts.map((p) => p.sourceId), ["wallet"])
-        yield* billingSession.refund("h4")
-        assert.strictEqual(store.memory.snapshot().wallets["acct"], wallet)
+        const next = yield* session.open({ holdId: "h4", accountId: "acct", estimate: 300, sources: chain })
+        expect(next.hold.parts.map((p) => p.sourceId)).toEqual(["wallet"])
+        yield* session.refund("h4")
+        expect(store.memory.snapshot().wallets["acct"]).toBe(wallet)
         // a refund of a hold on a pack gives the pack back
         yield* addPack(store.sql, { accountId: "acct", total: 2_000, expiresAt: 86_400_000 })
-        yield* billingSession.open({ holdId: "h5", accountId: "acct", estimate: 700, sources: chain })
-        assert.deepStrictEqual(yield* packs(store, "acct"), [0, 1_300])
-        yield* billingSession.refund("h5")
-        assert.deepStrictEqual(yield* packs(store, "acct"), [0, 2_000])
+        yield* session.open({ holdId: "h5", accountId: "acct", estimate: 700, sources: chain })
+        expect(yield* packs(store, "acct")).toEqual([0, 1_300])
+        yield* session.refund("h5")
+        expect(yield* packs(store, "acct")).toEqual([0, 2_000])
       }).pipe(Effect.provide(billing))
       const rows = yield* store.memory.ledger.entries({ sourceId: "vouchers", holdId: "h5" })
-      assert.deepStrictEqual(rows.map((r) => [r.kind, r.amount]), [["reserve", -700], ["refund", 700]])
+      expect(rows.map((r) => [r.kind, r.amount])).toEqual([["reserve", -700], ["refund", 700]])
       yield* auditClean(store)
-    }))
+    })))
 })

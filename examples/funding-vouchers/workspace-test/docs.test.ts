@@ -1,7 +1,8 @@
 /**
  * docs/plugins.md shows this example's code: every TypeScript block in it (except
  * those marked `<!-- sketch -->`, the contract's outline) must appear verbatim in
- * the example's source or tests, so the guide's code is code that compiles and runs.
+ * the example's source or tests (test/, workspace-test/), so the guide's code is
+ * code that compiles and runs.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { readdirSync, readFileSync } from "node:fs"
@@ -9,10 +10,9 @@ import { fileURLToPath } from "node:url"
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 const guide = readFileSync(here("../../../docs/plugins.md"), "utf8")
-const code = [
-  readFileSync(here("../src/index.ts"), "utf8"),
-  ...readdirSync(here(".")).filter((f) => f.endsWith(".ts")).map((f) => readFileSync(here(`./${f}`), "utf8"))
-].join("\n")
+const files = (dir: string) =>
+  readdirSync(here(dir)).filter((f) => f.endsWith(".ts")).map((f) => readFileSync(here(`${dir}/${f}`), "utf8"))
+const code = [readFileSync(here("../src/index.ts"), "utf8"), ...files("../test"), ...files(".")].join("\n")
 
 const blocks = [...guide.matchAll(/(<!-- sketch -->\n)?```ts\n([\s\S]*?)```/g)]
   .filter((m) => m[1] === undefined)
