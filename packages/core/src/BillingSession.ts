@@ -312,7 +312,11 @@ export class BillingSession extends Context.Service<BillingSession, {
    * counters. `BillingEvents` (default: dropped), `LowBalance` (default: in
    * memory, threshold 1,000) and `SettlementRecorder` (default: none) are read
    * when the layer is built; a recorder over another store than the journal's
-   * fails it with `InvalidInput`.
+   * fails it with `InvalidInput`. With `Source`s in the registry (since 0.4.0)
+   * the engine also reads the store's `Ledger` (it writes their rows, one append
+   * per transaction) and `SqlStore` (handed to them inside its transactions);
+   * without them, moving such a source fails with a `StoreError` naming the
+   * missing service.
    */
   static layer(
     options: Options = {}

@@ -101,11 +101,11 @@ const register = <H, Id extends string, O extends { readonly timeout?: number }>
  * import { InMemoryStore } from "@relay-billing/testkit"
  * import { fundingSourceSuite } from "@relay-billing/testkit/vitest"
  *
- * fundingSourceSuite("in-memory wallet", () =>
+ * fundingSourceSuite("in-memory wallet (as an external source)", () =>
  *   Effect.sync(() => {
  *     const store = InMemoryStore.make()
  *     return {
- *       source: store.wallet,
+ *       source: store.external.wallet,
  *       fund: (accountId, amount) => store.createAccount(accountId, amount),
  *       balance: (accountId) => Effect.sync(() => store.snapshot().wallets[accountId] ?? 0)
  *     }

@@ -35,6 +35,7 @@ import { makeCorrect } from "./correct.js"
 import { makeLateSettle } from "./late.js"
 import { makeRenew } from "./lease.js"
 import { bindRegistry } from "./boundRegistry.js"
+import { isSource } from "../Source.js"
 import { collectingJournal, insideTransaction } from "./ledgerRows.js"
 import type { Ledger } from "../Ledger.js"
 import type { SqlStore } from "../SqlStore.js"
@@ -495,10 +496,11 @@ export const makeEngine = (deps: Deps) => {
       leftover = (yield* intents.beginOpen(scope, targets)).leftover
       reached.set(input, called)
     }
+    const movers = !external && (yield* registryAllSources)
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
-        if (!external) {
-          // Every source is in the journal's store: take first, then insert the hold once with
+        if (movers) {
+          // Every source is a `Source` in the journal's store: take first, then insert the hold once with
           // its parts; a conflict rolls the takes back and is answered as the replay it is.
           const chosen = yield* reserveChain(input, preference)
           const hold: Hold = { ...draft, parts: chosen.parts, reserved: chosen.amount, trusted: chosen.trusted }
@@ -511,8 +513,8 @@ export const makeEngine = (deps: Deps) => {
         if (!(yield* journal.update(hold, "pending"))) {
           return yield* new StoreError({ operation: "open.record", detail: `hold ${hold.id} changed while opening` })
         }
-        if (leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
-        yield* intents.commitOpen(hold.id)
+        if (external && leftover) yield* intents.releaseUnkept(scope, targets, hold.parts)
+        if (external) yield* intents.commitOpen(hold.id)
         return hold
       }))
     ).pipe(
@@ -520,7 +522,7 @@ export const makeEngine = (deps: Deps) => {
       // A take that failed may have met a balance the first open of this id already took:
       // an existing hold makes it a replay (§2.7), answered as such.
       Effect.catchIf(
-        (error): error is typeof error => !external && isBusinessError(error),
+        (error): error is typeof error => movers && isBusinessError(error),
         (error) => Effect.flatMap(journal.get(input.holdId), (existing) => existing ? Effect.succeed(new Duplicate()) : Effect.fail(error))
       ),
       // The open failed: release every external target now (its compensation may have
@@ -775,7 +777,21 @@ export const makeEngine = (deps: Deps) => {
       )
       : giveBackTx(intent.holdId, intent.step === "expire" ? "expire" : "refund").pipe(Effect.asVoid)
 
-  /** The recorded resolution of a pending hold with external parts (recording `step` if none is). */
+  /**
+   * Whether every registered funding source and the token budget is a `Source`
+   * (a balance mover without hold ids): the engine then writes a hold once per
+   * phase (see `open`, `settleFromHandle`, `giveBackTx`). Two-phase sources in the
+   * store keep the paths that read and lock the hold first: their own hold-id
+   * records answer a repeated call, and refuse one after a refund.
+   */
+  const registryAllSources = Effect.gen(function*() {
+    for (const id of deps.registry.fundingIds) {
+      if (!isSource(yield* deps.registry.funding(id))) return false
+    }
+    const budget = yield* Effect.option(deps.registry.budget(config.tokenBudgetId))
+    return budget._tag === "None" || isSource(budget.value)
+  })
+
   /** Whether any registered funding source or the token budget lives outside the journal's store. */
   const registryHasExternal = Effect.gen(function*() {
     for (const id of registry.fundingIds) {
@@ -879,7 +895,7 @@ export const makeEngine = (deps: Deps) => {
     })
 
   /**
-   * The settle of a session handle: with every source in the journal's store
+   * The settle of a session handle: with every source a `Source` in the journal's store
    * and no enclosing transaction, it settles the hold the handle holds in
    * memory (its parts never change after open) without reading it: the moves,
    * the counters, then one conditional update (`status = 'pending'`), the ledger
@@ -890,7 +906,7 @@ export const makeEngine = (deps: Deps) => {
   const settleFromHandle = Effect.fn("BillingSession.settle")(
     function*(hold: Hold, actualInput: number, metadata?: SettleMetadata) {
       const actual = yield* QuotaModule.decode("actual", actualInput)
-      if ((yield* registryHasExternal) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
+      if (!(yield* registryAllSources) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
       const fresh = yield* journal.transaction(Effect.gen(function*() {
         const { parts } = yield* runPlan(hold, actual)
         const now = yield* Clock.currentTimeMillis
@@ -960,10 +976,10 @@ export const makeEngine = (deps: Deps) => {
   /** The refund transaction (also used to finish a recorded refund or expiry). */
   const giveBackTx = (holdId: string, reason: "refund" | "expire") =>
     Effect.gen(function*() {
-      // With every source in the journal's store, the hold is read without a lock and resolved
+      // With every source a `Source` (no hold-id records), the hold is read without a lock and resolved
       // by the conditional update after the moves (the lock order of open and settle: balances,
       // then the hold); an update that finds it resolved already rolls the moves back.
-      const unlocked = !(yield* registryHasExternal) && !(yield* insideTransaction(journal))
+      const unlocked = (yield* registryAllSources) && !(yield* insideTransaction(journal))
       const outcome = yield* journal.transaction(Effect.gen(function*() {
         const hold = unlocked
           ? yield* Effect.flatMap(journal.get(holdId), (h) => h ? Effect.succeed(h) : Effect.fail(new HoldNotFound({ holdId })))
