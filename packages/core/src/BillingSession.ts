@@ -340,6 +340,13 @@ export class BillingSession extends Context.Service<BillingSession, {
       const config = { holdTtlMillis: options.holdTtlMillis ?? 10 * 60 * 1000 }
       const ledger = yield* Effect.serviceOption(Ledger)
       const sql = yield* Effect.serviceOption(SqlStore)
+      if (sql._tag === "Some" && sql.value.id !== journal.storeId) {
+        return yield* new InvalidInput({
+          field: "SqlStore.id",
+          value: InvalidInput.render(sql.value.id),
+          reason: `must be the journal's store (${journal.storeId}): a Source moves inside the hold's transaction`
+        })
+      }
       const engine = makeEngine({
         journal,
         ledger: Option.getOrUndefined(ledger),

@@ -5,8 +5,8 @@
  * that finds the hold resolved already rolls its moves back and answers as the hold now is.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { BillingSession } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
+import { BillingSession, SqlStore } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -97,6 +97,69 @@ describe("issue 10: the engine writes each hold once per phase", () => {
       const after = { snapshot: store.snapshot(), ledger: store.entries() }
       yield* expectFailure(engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" }), "HoldInFlight")
       assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+})
+
+describe("issue 10: a Source moves in the journal's store", () => {
+  it.effect("a SqlStore of another store than the journal's fails the layer with InvalidInput naming SqlStore.id", () => {
+    const main = InMemoryStore.make()
+    const other = InMemoryStore.make()
+    return Effect.gen(function*() {
+      const error = yield* expectFailure(
+        Layer.build(BillingSession.BillingSession.layer().pipe(
+          Layer.provide(Layer.mergeAll(main.layer(), Layer.succeed(SqlStore.SqlStore, other.sql)))
+        )).pipe(Effect.scoped),
+        "InvalidInput"
+      )
+      assert.strictEqual(error.field, "SqlStore.id")
+      assert.strictEqual(error.value, JSON.stringify(other.id))
+    })
+  })
+})
+
+describe("issue 10 #3: overflow is the engine's", () => {
+  it.effect("a subscription at its total sends the rest to the wallet, which (floored at zero) pays what it has; the rest is unbilled, never lost", () => {
+    const store = InMemoryStore.make({ walletFloorAtZero: true })
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 30_000)
+      yield* store.createSubscription({ id: "s1", accountId: "a", total: 100_000, endAt: 10_000_000, allowWalletOverflow: true })
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 60_000, preference: "subscription_only" })
+      const settlement = yield* s.settle(160_000)
+      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["subscription", 130_000, 30_000]])
+      assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 100_000, total: 100_000 } })
+      assert.deepStrictEqual(store.snapshot().wallets, { a: 0 })
+      assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 130_000, requestCount: 1 } })
+      assert.deepStrictEqual(
+        store.entries().filter((e) => e.holdId === "h1").map((e) => [e.sourceId, e.kind, e.amount, e.unbilled ?? 0, e.note ?? ""]),
+        [
+          ["subscription", "reserve", -60_000, 0, ""],
+          ["subscription", "settle", -40_000, 0, ""],
+          ["wallet", "settle", -30_000, 0, "overflow of subscription"],
+          ["subscription", "unbilled", 0, 30_000, ""]
+        ]
+      )
+      // A correction gives the wallet's overflow back first, then the subscription's usage.
+      yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 50_000 })
+      assert.deepStrictEqual(store.snapshot().wallets, { a: 30_000 })
+      assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 80_000, total: 100_000 } })
+      assertAuditClean(store)
+      assert.strictEqual(store.audit().unbilled, 30_000)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("a plan without wallet overflow records the rest unbilled and leaves the wallet alone", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createSubscription({ id: "s1", accountId: "a", total: 100_000, endAt: 10_000_000, allowWalletOverflow: false })
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 60_000, preference: "subscription_first" })
+      const settlement = yield* s.settle(160_000)
+      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["subscription", 100_000, 60_000]])
+      assert.deepStrictEqual(store.snapshot().wallets, { a: 1_000_000 })
+      assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
   })
 })
