@@ -1,7 +1,7 @@
 /**
  * The durable ledger: an append-only table with one row for every balance
- * change, written by the sources inside the transaction that changes the
- * balance.
+ * change, written inside the transaction that changes the balance (by the
+ * engine, from what the sources answer; by the admin operations).
  *
  * @since 0.1.0
  */
@@ -86,6 +86,18 @@ export const entries = (
   }).pipe(Effect.flatMap((rows) => decodeRows("ledger.entries", () => rows.map(fromRow))))
 
 /**
+ * The core `Ledger` service over a client.
+ *
+ * @since 0.4.0
+ * @category constructors
+ */
+export const make = (client: Client): Ledger.Ledger["Service"] =>
+  Ledger.Ledger.of({
+    append: (rows) => append(client, rows),
+    entries: (filter) => entries(client, filter)
+  })
+
+/**
  * The core `Ledger` service over the knex client.
  *
  * @since 0.1.0
@@ -94,10 +106,6 @@ export const entries = (
 export const layer: Layer.Layer<Ledger.Ledger, never, KnexClient> = Layer.effect(
   Ledger.Ledger,
   Effect.gen(function*() {
-    const client = yield* KnexClient
-    return Ledger.Ledger.of({
-      append: (rows) => append(client, rows),
-      entries: (filter) => entries(client, filter)
-    })
+    return make(yield* KnexClient)
   })
 )

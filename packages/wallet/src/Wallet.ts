@@ -8,7 +8,7 @@
  */
 import { Effect, Layer } from "effect"
 import { BillingSession, FundingRegistry } from "@relay-billing/core"
-import type { AccountCounters, BillingError, Budget, FundingSource, HoldJournal, Ledger } from "@relay-billing/core"
+import type { AccountCounters, BillingError, HoldJournal, Ledger, Source, SqlStore } from "@relay-billing/core"
 import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
 import * as TokenBudget from "./TokenBudget.js"
@@ -37,18 +37,18 @@ export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
 ]
 
 /**
- * The wallet source and the token budget over the client in context.
+ * The wallet source and the token budget (v2 `Source` values: they need no
+ * client, the engine hands them the store's executor).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const sources = (
   options: WalletSource.WalletOptions = {}
-): Effect.Effect<{ readonly wallet: FundingSource.FundingSource; readonly token: Budget.Budget }, never, KnexClient.KnexClient> =>
-  Effect.gen(function*() {
-    const client = yield* KnexClient.KnexClient
-    return { wallet: WalletSource.make(client, options), token: TokenBudget.make(client) }
-  })
+): { readonly wallet: Source.Source; readonly token: Source.Source } => ({
+  wallet: WalletSource.make(options),
+  token: TokenBudget.make()
+})
 
 /**
  * Everything a wallet-funded relay needs over one knex client: `BillingSession`
@@ -70,14 +70,14 @@ export const layer = (
   | Accounts.Accounts
   | HoldJournal.HoldJournal
   | Ledger.Ledger
+  | SqlStore.SqlStore
   | AccountCounters.AccountCounters
   | FundingRegistry.FundingRegistry,
   BillingError.InvalidInput,
   KnexClient.KnexClient
 > => {
-  const registry = FundingRegistry.FundingRegistry.layerEffect(
-    Effect.map(sources(options.wallet), (s) => ({ funding: [s.wallet], budgets: [s.token] }))
-  )
+  const { token, wallet } = sources(options.wallet)
+  const registry = FundingRegistry.FundingRegistry.layer({ funding: [wallet], budgets: [token] })
   const services = Layer.mergeAll(KnexBilling.layer, Accounts.countersLayer, Accounts.Accounts.layer, registry, WalletAdmin.layer)
   return sessionLayer(options).pipe(Layer.provideMerge(services))
 }

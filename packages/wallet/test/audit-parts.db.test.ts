@@ -62,8 +62,14 @@ for (const target of targets) {
           yield* setup("ii")
           const s = yield* billing.open({ holdId: "ii-h", accountId: "ii", tokenId: "ii-t", estimate: P, preference: "wallet_only" })
           yield* auditClean
+          // v2: the hold's part is the only record of the reservation (the wallet keeps none):
+          // tamper with it, and the refund gives back what it says.
+          const row = yield* client.query("read.hold", (db) => db(client.table("holds")).where({ id: "ii-h" }).first("parts"))
+          const tampered = (JSON.parse(String(row?.parts)) as Array<{ sourceId: string; amount: number }>).map((p) =>
+            p.sourceId === "wallet" ? { ...p, amount: 1 } : p
+          )
           yield* client.query("tamper.part", (db) =>
-            db(client.table("hold_parts")).where({ source_id: "wallet", hold_id: "ii-h" }).update({ amount: 1 }))
+            db(client.table("holds")).where({ id: "ii-h" }).update({ parts: JSON.stringify(tampered) }))
           const before = yield* problems
           assert.isTrue(before.some((p) => p.includes("hold ii-h part wallet") && p.includes("30000")), before.join("; "))
           yield* s.refund

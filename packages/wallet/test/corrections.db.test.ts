@@ -8,7 +8,8 @@ import { assert, describe, layer } from "@effect/vitest"
 import { Cause, Effect, Exit, Option } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry, Ledger } from "@relay-billing/core"
 import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
-import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "../src/index.js"
+import { InMemoryStore } from "@relay-billing/testkit"
+import { TokenBudget, Wallet, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
 /** The typed failure of `effect` (dies when it succeeds or fails without a typed error). */
@@ -131,58 +132,45 @@ for (const target of targets) {
           yield* auditClean
         }))
 
-      it.effect("issue 8 #14: a hold charged through a source without `correct` is refused typed and nothing changes", () =>
+      it.effect("issue 8 #14: a hold charged through an external source without `correct` is refused typed and nothing changes", () =>
         Effect.gen(function*() {
-          const client = yield* KnexClient.KnexClient
-          const { correct: _dropped, ...plain } = WalletSource.make(client)
+          // v2: every Source corrects through `move`; only an external two-phase source can lack `correct`.
+          const ext = InMemoryStore.make({ ids: { wallet: "credits" } })
+          const { correct: _dropped, ...plain } = ext.external.wallet
           const engine = yield* BillingSession.BillingSession.make().pipe(
             Effect.provideService(
               FundingRegistry.FundingRegistry,
-              FundingRegistry.FundingRegistry.make({ funding: [plain], budgets: [TokenBudget.make(client)] })
+              FundingRegistry.FundingRegistry.make({ funding: [plain], budgets: [TokenBudget.make()] })
             )
           )
-          yield* account("c5", 100_000, { remain: 100_000 })
-          const s = yield* engine.open({ holdId: "c5-h", accountId: "c5", tokenId: "c5-t", estimate: 1_000, preference: "wallet_only" })
+          yield* account("c5", 0, { remain: 100_000 })
+          yield* ext.createAccount("c5", 100_000)
+          const s = yield* engine.open({ holdId: "c5-h", accountId: "c5", tokenId: "c5-t", estimate: 1_000, sources: ["credits"] })
           yield* s.settle(900)
           const before = yield* state("c5", "c5-t")
+          const external = ext.snapshot().wallets
           const error = yield* failureOf(engine.correct({ holdId: "c5-h", correctionId: "k", amount: 100 }))
           assert.strictEqual(error._tag, "CorrectionUnsupported")
           assert.deepStrictEqual(yield* state("c5", "c5-t"), before)
+          assert.deepStrictEqual(ext.snapshot().wallets, external)
           assert.deepStrictEqual(yield* correctionRows("c5-h"), [])
           yield* auditClean
         }))
 
-      it.effect("issue 8 #14: the wallet and token sources are idempotent by (hold id, correction id) on their own", () =>
+      it.effect("issue 8 #14: a correction is idempotent by (hold id, correction id) through the engine (v2: the sources keep no ids)", () =>
         Effect.gen(function*() {
-          const client = yield* KnexClient.KnexClient
+          // Rewritten for v2: the wallet and token no longer keep correction records of their
+          // own; a repeated correction is answered by the engine from the hold.
           const billing = yield* BillingSession.BillingSession
           yield* account("c6", 100_000, { remain: 100_000 })
           yield* settled("c6-h", "c6", 1_000, 1_000, "c6-t")
-          const hold = yield* billing.get("c6-h")
-          const wallet = WalletSource.make(client)
-          const token = TokenBudget.make(client)
-          const part = (kind: "funding" | "budget") => hold.parts.find((p) => p.kind === kind)!
-          const request = (kind: "funding" | "budget") => ({
-            holdId: "c6-h",
-            correctionId: "direct",
-            accountId: "c6",
-            part: part(kind),
-            charged: 1_000,
-            corrected: 0,
-            amount: 400 as never
-          })
-          const w1 = yield* wallet.correct!(request("funding"))
-          const w2 = yield* wallet.correct!(request("funding"))
-          const t1 = yield* token.correct!(request("budget"))
-          const t2 = yield* token.correct!(request("budget"))
-          assert.deepStrictEqual([w1, w2, t1, t2], [
-            { corrected: 400, balanceAfter: 99_400 },
-            { corrected: 400, balanceAfter: 99_400 },
-            { corrected: 400, balanceAfter: 99_400 },
-            { corrected: 400, balanceAfter: 99_400 }
-          ])
+          const first = yield* billing.correct({ holdId: "c6-h", correctionId: "direct", amount: 400 })
+          const second = yield* billing.correct({ holdId: "c6-h", correctionId: "direct", amount: 400 })
+          assert.deepStrictEqual(second, first)
           const s = yield* state("c6", "c6-t")
           assert.deepStrictEqual({ W: s.W, R: s.R, TU: s.TU }, { W: 99_400, R: 99_400, TU: 600 })
+          assert.strictEqual((yield* correctionRows("c6-h")).length, 2)
+          yield* auditClean
         }))
     })
   })

@@ -4,9 +4,9 @@
  * fault plan), funded by sources outside it (in-memory stores standing in for a credits API).
  */
 import { Cause, Effect, Exit, Option } from "effect"
-import { AccountCounters, BillingSession, FundingRegistry, HoldJournal } from "@relay-billing/core"
+import { AccountCounters, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { Accounts, KnexClient, KnexJournal } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexJournal, KnexLedger, KnexSqlStore } from "@relay-billing/knex"
 import { InMemoryStore } from "@relay-billing/testkit"
 import type { Faults } from "@relay-billing/testkit"
 import { TokenBudget, WalletAdmin } from "../src/index.js"
@@ -39,9 +39,11 @@ export const engineWith = (faults: Faults.Faults, funding: ReadonlyArray<Funding
     }
     return yield* BillingSession.BillingSession.make().pipe(
       Effect.provideService(HoldJournal.HoldJournal, KnexJournal.make(faulty)),
+      Effect.provideService(SqlStore.SqlStore, KnexSqlStore.make(faulty)),
+      Effect.provideService(Ledger.Ledger, KnexLedger.make(faulty)),
       Effect.provideService(
         FundingRegistry.FundingRegistry,
-        FundingRegistry.FundingRegistry.make({ funding, budgets: [TokenBudget.make(faulty)] })
+        FundingRegistry.FundingRegistry.make({ funding, budgets: [TokenBudget.make()] })
       ),
       Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty))
     )

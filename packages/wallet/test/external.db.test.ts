@@ -27,7 +27,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const ext = credits()
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [ext.wallet])
+          const engine = yield* engineWith(faults, [ext.external.wallet])
           yield* setup("x4a", [[ext, W]])
           yield* openCredits(engine, "x4a", "x4a-h")
           faults.failNext("accounts.counters")
@@ -45,7 +45,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const ext = credits()
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [ext.wallet])
+          const engine = yield* engineWith(faults, [ext.external.wallet])
           yield* setup("x4r", [[ext, W]])
           yield* openCredits(engine, "x4r", "x4r-h")
           faults.failNext("journal.update")
@@ -65,7 +65,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const ext = credits()
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [ext.wallet])
+          const engine = yield* engineWith(faults, [ext.external.wallet])
           yield* setup("x4b", [[ext, W]])
           yield* openCredits(engine, "x4b", "x4b-h")
           faults.failNext("accounts.counters")
@@ -86,7 +86,7 @@ for (const target of targets) {
           const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
           const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [extA.wallet, extB.wallet])
+          const engine = yield* engineWith(faults, [extA.external.wallet, extB.external.wallet])
           yield* setup("x4c", [[extA, 20_000], [extB, 30_000]])
           yield* engine.open({
             holdId: "x4c-h",
@@ -113,7 +113,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const ext = credits()
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [ext.wallet])
+          const engine = yield* engineWith(faults, [ext.external.wallet])
           yield* setup("x4o", [[ext, W]])
           faults.failNext("journal.update")
           ext.faults.failAlways("credits.refund")
@@ -133,9 +133,9 @@ for (const target of targets) {
           Effect.gen(function*() {
             const ext = credits()
             const plugin: FundingSource.FundingSource = {
-              ...ext.wallet,
+              ...ext.external.wallet,
               reserve: (req) =>
-                Effect.flatMap(ext.wallet.reserve(req), (reservation) =>
+                Effect.flatMap(ext.external.wallet.reserve(req), (reservation) =>
                   how === "over-reserve"
                     ? Effect.succeed({ amount: reservation.amount + 1 })
                     : how === "nan"

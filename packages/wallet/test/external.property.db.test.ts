@@ -28,8 +28,9 @@ import {
   HoldJournal,
   Ledger
 } from "@relay-billing/core"
+import { SqlStore } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { Accounts, KnexClient, KnexJournal } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexJournal, KnexLedger, KnexSqlStore } from "@relay-billing/knex"
 import { Faults, InMemoryStore } from "@relay-billing/testkit"
 import { TokenBudget, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
@@ -95,9 +96,11 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     const events: Array<BillingEvents.BillingEvent> = []
     const engine = yield* BillingSession.BillingSession.make().pipe(
       Effect.provideService(HoldJournal.HoldJournal, KnexJournal.make(faulty)),
+      Effect.provideService(SqlStore.SqlStore, KnexSqlStore.make(faulty)),
+      Effect.provideService(Ledger.Ledger, KnexLedger.make(faulty)),
       Effect.provideService(
         FundingRegistry.FundingRegistry,
-        FundingRegistry.FundingRegistry.make({ funding: exts.map((e) => lossy(e.wallet, lost)), budgets: [TokenBudget.make(faulty)] })
+        FundingRegistry.FundingRegistry.make({ funding: exts.map((e) => lossy(e.external.wallet, lost)), budgets: [TokenBudget.make()] })
       ),
       Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty)),
       Effect.provideService(BillingEvents.BillingEvents, {

@@ -23,7 +23,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const ext = credits()
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [ext.wallet])
+          const engine = yield* engineWith(faults, [ext.external.wallet])
           yield* setup("rc", [[ext, W]])
           const request = { holdId: "rc-h", accountId: "rc", tokenId: "rc-t", estimate: 0, sources: ["credits"] }
           faults.failNext("accounts.counters")
@@ -45,7 +45,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const ext = credits()
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [ext.wallet])
+          const engine = yield* engineWith(faults, [ext.external.wallet])
           yield* setup("rq", [[ext, MAX]])
           const first = yield* engine.open({ holdId: "rq-1", accountId: "rq", estimate: 10, sources: ["credits"] })
           yield* first.settle(MAX - 5)
@@ -87,7 +87,7 @@ for (const target of targets) {
           const extA = InMemoryStore.make({ ids: { wallet: "credits-a" } })
           const extB = InMemoryStore.make({ ids: { wallet: "credits-b" } })
           const faults = new Faults.Faults()
-          const engine = yield* engineWith(faults, [extA.wallet, extB.wallet])
+          const engine = yield* engineWith(faults, [extA.external.wallet, extB.external.wallet])
           yield* setup("ri", [[extA, 20_000], [extB, 30_000]])
           const session = yield* engine.open({
             holdId: "ri-h",

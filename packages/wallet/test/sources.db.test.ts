@@ -92,8 +92,8 @@ for (const target of targets) {
 
   describe(`WalletSource (v2) on ${target.name}`, () => {
     layer(migratedClient(target), { timeout: 60_000 })((it) => {
-      const wallet = WalletSource.source()
-      const floored = WalletSource.source({ id: "wallet", floorAtZero: true })
+      const wallet = WalletSource.make()
+      const floored = WalletSource.make({ id: "wallet", floorAtZero: true })
 
       it.effect("exact take: one conditional statement; a shortfall is InsufficientFunds and nothing changes", () =>
         Effect.gen(function*() {
@@ -273,7 +273,7 @@ for (const target of targets) {
 
   describe(`TokenBudget (v2) on ${target.name}`, () => {
     layer(migratedClient(target), { timeout: 60_000 })((it) => {
-      const budget = TokenBudget.source()
+      const budget = TokenBudget.make()
 
       const tokenFor = (accountId: string, id: string, remain: number, unlimited = false) =>
         Effect.gen(function*() {

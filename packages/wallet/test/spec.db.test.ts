@@ -17,8 +17,9 @@ import {
   HoldJournal,
   Ledger
 } from "@relay-billing/core"
+import { SqlStore } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
-import { Accounts, KnexClient, KnexJournal } from "@relay-billing/knex"
+import { Accounts, KnexClient, KnexJournal, KnexLedger, KnexSqlStore } from "@relay-billing/knex"
 import { Faults } from "@relay-billing/testkit"
 import { TokenBudget, WalletAdmin, WalletSource } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
@@ -55,15 +56,18 @@ const holdLedger = (holdId: string) =>
     return entries.map((e) => `${e.sourceId} ${e.kind} ${e.amount} → ${e.balanceAfter}`)
   })
 
-/** Part records of a hold, as "source:status:amount", sorted. */
+/**
+ * The parts of a hold, as "source:status:amount", sorted. v2: the sources keep no
+ * per-hold records any more; the hold (the engine's) is the only one, and the
+ * status of each part is the hold's (pending → reserved, expired → refunded).
+ */
 const partRecords = (holdId: string) =>
   Effect.gen(function*() {
-    const client = yield* KnexClient.KnexClient
-    const rows = yield* client.query("test.parts", (db) =>
-      db(client.table("hold_parts")).where({ hold_id: holdId }).select("source_id", "status", "amount"))
-    return (rows as Array<Record<string, unknown>>)
-      .map((p) => `${String(p["source_id"])}:${String(p["status"])}:${Number(p["amount"])}`)
-      .sort()
+    const journal = yield* HoldJournal.HoldJournal
+    const hold = yield* journal.get(holdId)
+    if (!hold) return []
+    const status = hold.status === "pending" ? "reserved" : hold.status === "expired" ? "refunded" : hold.status
+    return hold.parts.map((p) => `${p.sourceId}:${status}:${p.amount}`).sort()
   })
 
 const account = (id: string, balance: number, token?: { readonly remain?: number; readonly unlimited?: boolean }) =>
@@ -83,9 +87,11 @@ const faultyEngine = (faults: Faults.Faults) =>
     }
     return yield* BillingSession.BillingSession.make().pipe(
       Effect.provideService(HoldJournal.HoldJournal, KnexJournal.make(faulty)),
+      Effect.provideService(SqlStore.SqlStore, KnexSqlStore.make(faulty)),
+      Effect.provideService(Ledger.Ledger, KnexLedger.make(faulty)),
       Effect.provideService(
         FundingRegistry.FundingRegistry,
-        FundingRegistry.FundingRegistry.make({ funding: [WalletSource.make(faulty)], budgets: [TokenBudget.make(faulty)] })
+        FundingRegistry.FundingRegistry.make({ funding: [WalletSource.make()], budgets: [TokenBudget.make()] })
       ),
       Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty))
     )
@@ -110,11 +116,10 @@ const spySubscription = () => {
 /** An engine over the database in context with the wallet, the token budget and `extra` sources. */
 const engineWith = (extra: ReadonlyArray<FundingSource.FundingSource>) =>
   Effect.gen(function*() {
-    const client = yield* KnexClient.KnexClient
     return yield* BillingSession.BillingSession.make().pipe(
       Effect.provideService(
         FundingRegistry.FundingRegistry,
-        FundingRegistry.FundingRegistry.make({ funding: [WalletSource.make(client), ...extra], budgets: [TokenBudget.make(client)] })
+        FundingRegistry.FundingRegistry.make({ funding: [WalletSource.make(), ...extra], budgets: [TokenBudget.make()] })
       )
     )
   })
@@ -267,8 +272,9 @@ for (const target of targets) {
           yield* account("s5", W, { remain: R })
           const billing = yield* BillingSession.BillingSession
           const journal = yield* HoldJournal.HoldJournal
-          // The wallet's conditional UPDATE, then (separately) the wallet's ledger row after its UPDATE ran.
-          for (const [op, nth] of [["wallet.reserve", 1], ["ledger.append", 2], ["wallet.part.claim", 1]] as const) {
+          // The wallet's conditional UPDATE (after the token's), then the ledger rows after both
+          // UPDATEs ran (v2: the engine writes the open's rows in one statement at the end).
+          for (const [op, nth] of [["wallet.take", 1], ["ledger.append", 1], ["token.take", 1]] as const) {
             const faults = new Faults.Faults().failNth(op, nth)
             const engine = yield* faultyEngine(faults)
             const holdId = `s5-h-${op}`
@@ -283,7 +289,7 @@ for (const target of targets) {
             yield* auditClean
           }
           // Once the fault is gone the same request id opens normally.
-          const session = yield* billing.open({ holdId: "s5-h-wallet.reserve", accountId: "s5", tokenId: "s5-t", estimate: P, preference: "wallet_only" })
+          const session = yield* billing.open({ holdId: "s5-h-wallet.take", accountId: "s5", tokenId: "s5-t", estimate: P, preference: "wallet_only" })
           assert.deepStrictEqual(yield* state("s5", "s5-t"), { W: W - P, usedQuota: 0, requestCount: 0, R: R - P, TU: P })
           yield* session.refund
           yield* auditClean

@@ -11,22 +11,25 @@ const reservationKinds = ["reserve", "release"]
 const key = (sourceId: string, holdId: string) => `${sourceId}\u0000${holdId}`
 
 /**
- * Audit checks of spec §6 ("the audit also proves") over the hold journal, the
- * per-source part records and the ledger:
+ * Audit checks of spec §6 ("the audit also proves") over the hold journal and
+ * the ledger. The hold's parts are the only record of a reservation (v2: the
+ * sources keep none):
  *
- * - no `refund`/`expire` ledger row on a settled hold (nor on a part that is
- *   still reserved or settled);
- * - every part's recorded amount equals its ledger sum: the part record's
- *   amount is what its `reserve` rows took (net of `release` rows), the
- *   hold's own copy of the part says the same amount, and what its `refund` /
- *   `expire` rows gave back never exceeds it.
+ * - no `refund`/`expire` ledger row on a settled hold;
+ * - every part with rows in this ledger (a part of a source in this store)
+ *   equals its ledger sum: the hold's amount is what its `reserve` rows took
+ *   (net of `release` rows), nothing is given back while the hold is pending,
+ *   and what its `refund` / `expire` rows gave back never exceeds it;
+ * - a source the hold has no part of (a fallback attempt, a failed open) nets
+ *   its `reserve` and `release` rows to 0.
  *
- * Each problem names the hold, and the source for a part.
+ * A part with no row in this ledger was reserved by an external source. Each
+ * problem names the hold, and the source for a part.
  */
 export const partProblems = (client: Client): Effect.Effect<Array<string>, BillingError.StoreError> =>
   Effect.gen(function*() {
     const ledger = client.table("ledger")
-    const [sums, parts, holds] = yield* Effect.all([
+    const [sums, holds] = yield* Effect.all([
       client.query("audit.parts.ledger", (db) =>
         db(ledger)
           .select({ sourceId: "source_id", holdId: "hold_id", kind: "kind" })
@@ -35,8 +38,6 @@ export const partProblems = (client: Client): Effect.Effect<Array<string>, Billi
           .whereNotNull("hold_id")
           .whereIn("kind", [...giveBackKinds, ...reservationKinds])
           .groupBy("source_id", "hold_id", "kind")),
-      client.query("audit.parts.records", (db) =>
-        db(client.table("hold_parts")).select({ sourceId: "source_id", holdId: "hold_id", amount: "amount", status: "status" })),
       client.query("audit.parts.holds", (db) => db(client.table("holds")).select({ id: "id", status: "status", parts: "parts" }))
     ])
     return yield* decodeRows("audit.parts", () => {
@@ -67,33 +68,34 @@ export const partProblems = (client: Client): Effect.Effect<Array<string>, Billi
         } catch {
           problems.push(`hold ${id}: its parts are not valid JSON`)
         }
-        for (const p of Array.isArray(recorded) ? recorded : []) holdParts.set(key(String(p.sourceId), id), Number(p.amount))
+        for (const p of Array.isArray(recorded) ? recorded : []) {
+          const k = key(String(p.sourceId), id)
+          holdParts.set(k, (holdParts.get(k) ?? 0) + Number(p.amount))
+        }
       }
-      // (i) Nothing was given back on a settled hold, whatever the source.
       for (const [k, entry] of byPart) {
         const [sourceId, holdId] = k.split("\u0000") as [string, string]
-        if (entry.backRows > 0 && holdStatus.get(holdId) === "settled") {
+        const status = holdStatus.get(holdId)
+        // (i) Nothing was given back on a settled hold, whatever the source.
+        if (entry.backRows > 0 && status === "settled") {
           problems.push(
             `hold ${holdId} is settled but the ledger has ${[...entry.kinds].join("/")} rows of ${sourceId} giving back ${entry.back}`
           )
         }
-      }
-      // (ii) Every part's recorded amount equals its ledger sum.
-      for (const p of parts as Array<Record<string, unknown>>) {
-        const sourceId = String(p["sourceId"])
-        const holdId = String(p["holdId"])
-        const amount = int(p["amount"], `hold_parts.amount of ${sourceId} ${holdId}`)
-        const status = String(p["status"])
-        const entry = byPart.get(key(sourceId, holdId)) ?? { reserved: 0, back: 0, backRows: 0, kinds: new Set<string>() }
+        const amount = holdParts.get(k)
+        if (amount === undefined) {
+          // No part of this source on the hold (or no hold): what was taken was released.
+          if (entry.reserved !== 0) {
+            problems.push(`hold ${holdId}: the ledger nets ${-entry.reserved} reserved on ${sourceId}, but the hold has no ${sourceId} part`)
+          }
+          continue
+        }
+        // (ii) Every part's amount equals its ledger sum.
         if (-entry.reserved !== amount) {
-          problems.push(`hold ${holdId} part ${sourceId}: recorded amount ${amount} but its reserve rows in the ledger sum to ${-entry.reserved}`)
+          problems.push(`hold ${holdId} part ${sourceId}: the hold records ${amount} but its reserve rows in the ledger sum to ${-entry.reserved}`)
         }
-        const copy = holdParts.get(key(sourceId, holdId))
-        if (copy !== undefined && copy !== amount) {
-          problems.push(`hold ${holdId} part ${sourceId}: the hold records ${copy} but the part record says ${amount}`)
-        }
-        if (entry.backRows > 0 && status !== "refunded") {
-          problems.push(`hold ${holdId} part ${sourceId} is ${status} but the ledger gives back ${entry.back} for it`)
+        if (entry.backRows > 0 && status === "pending") {
+          problems.push(`hold ${holdId} part ${sourceId} is pending but the ledger gives back ${entry.back} for it`)
         }
         if (entry.back > amount || entry.back < 0) {
           problems.push(`hold ${holdId} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${amount} reserved`)
