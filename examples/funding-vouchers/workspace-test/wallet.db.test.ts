@@ -24,7 +24,7 @@ const billing = (target: TestDatabase.Target) => {
     Effect.andThen(Migrations.run(Wallet.allMigrations), SourceMigrations.run([vouchers]))
   ).pipe(Layer.provideMerge(TestDatabase.layer(target)))
   const registry = FundingRegistry.FundingRegistry.layer({
-    sources: [WalletSource.source(), TokenBudget.source(), vouchers]
+    sources: [WalletSource.make(), TokenBudget.make(), vouchers]
   })
   const services = Layer.mergeAll(KnexBilling.layer, Accounts.countersLayer, registry, WalletAdmin.WalletAdmin.layer)
   return Wallet.sessionLayer().pipe(Layer.provideMerge(services), Layer.provideMerge(migrated))
