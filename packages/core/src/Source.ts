@@ -96,14 +96,17 @@ export interface Taken {
 }
 
 /**
- * Why a balance moves; it becomes the ledger row's kind.
+ * Why a balance moves; it becomes the ledger row's kind (an `"overflow"` row
+ * takes the kind of the phase that overflowed, `settle` or `late_settle`, with
+ * the note `overflow of <capped source id>`, by which a correction finds it).
  *
  * - `"settle"`: the settlement adjusts a part by `actual − reserved`;
  * - `"refund"` / `"expire"`: the hold is refunded / its lease lapsed;
  * - `"release"`: the open that took it failed or moved on along the chain;
  * - `"correction"`: part of a settled charge is given back (§4.4);
  * - `"late_settle"`: a settle arrived after expiry and charges afresh (§6);
- * - `"overflow"`: a charge another source in the chain could not carry (§3.2).
+ * - `"overflow"`: the rest of a charge the previous source of the hold's chain
+ *   capped (§3.2, case 13): a subscription at its total sends it to the wallet.
  *
  * @since 0.4.0
  * @category models

@@ -97,6 +97,7 @@ export type SourceCheckId =
   | "engine.shortfall"
   | "engine.correct"
   | "engine.expire"
+  | "availability"
 
 /**
  * The options of {@link sourceSuite}-style runners.
@@ -493,6 +494,23 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
         return a.holdId
       })))
       yield* core.expectEqual(ctx, "the balance after the expiry", yield* ledgerAgrees(ctx, h, o, s, [id]), FUND)
+    })),
+  "availability": check("availability", (ctx, h, o) =>
+    Effect.gen(function*() {
+      const read = h.source.availability
+      if (!read) return core.notApplicable("the source does not define availability")
+      const s = yield* seeded(h, o, ctx)
+      const answer = yield* core.step(ctx, "availability of a seeded account", withStore(h, Effect.gen(function*() {
+        const sql = yield* SqlStore.SqlStore
+        return yield* read(sql, s.accountId)
+      })))
+      yield* core.ensure(
+        ctx,
+        typeof answer.available === "boolean" && typeof answer.allowFallback === "boolean",
+        `availability must answer two booleans, got ${core.render(answer)}`
+      )
+      yield* core.ensure(ctx, answer.available, "a seeded account must be able to use the source")
+      yield* core.expectEqual(ctx, "the balance after reading availability (must not move)", yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)), FUND)
     }))
 }
 
@@ -518,7 +536,8 @@ export const checkTitles: { readonly [K in SourceCheckId]: string } = {
   "engine.refund": "through the engine: a refund (twice) gives everything back, and the ledger agrees",
   "engine.shortfall": "through the engine: an open over the balance fails with the shortfall error and moves nothing",
   "engine.correct": "through the engine: a correction gives back its amount once per id, and the ledger agrees",
-  "engine.expire": "through the engine: the recovery pass expires a lapsed hold once and gives its reservation back"
+  "engine.expire": "through the engine: the recovery pass expires a lapsed hold once and gives its reservation back",
+  "availability": "availability (when defined) of a seeded account answers available, with boolean fields, and moves nothing"
 }
 
 /**

@@ -6,7 +6,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { BillingSession, SqlStore } from "@relay-billing/core"
+import { AccountCounters, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
+import type { Source } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -161,5 +162,81 @@ describe("issue 10 #3: overflow is the engine's", () => {
       assert.deepStrictEqual(store.snapshot().wallets, { a: 1_000_000 })
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
+  })
+})
+
+describe("issue 10 #4: inside a transaction the caller runs, the engine keeps the paths that cannot leave a move behind", () => {
+  it.effect("a replayed open inside the caller's transaction, whose failure the caller catches and commits, moved nothing", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createToken("t", "a", { remain: 1_000_000 })
+      const engine = yield* Engine
+      const request = { holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" } as const
+      yield* engine.open(request)
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      const replay = yield* store.journal.transaction(Effect.result(engine.open(request)))
+      assert.strictEqual(replay._tag, "Failure")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+
+  it.effect("a handle's settle inside the caller's transaction after a refund, caught and committed, moved nothing", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" })
+      yield* engine.refund("h1")
+      const after = { snapshot: store.snapshot(), ledger: store.entries() }
+      const settled = yield* store.journal.transaction(Effect.result(s.settle(12_000)))
+      assert.strictEqual(settled._tag, "Failure")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+})
+
+describe("issue 10: a Source that breaks the contract is refused typed, and its transaction rolls back", () => {
+  const broken = (store: InMemoryStore.InMemoryStore, change: Partial<Source.Source>) =>
+    BillingSession.BillingSession.layer().pipe(
+      Layer.provideMerge(Layer.mergeAll(
+        Layer.succeed(HoldJournal.HoldJournal, store.journal),
+        Layer.succeed(AccountCounters.AccountCounters, store.counters),
+        Layer.succeed(Ledger.Ledger, store.ledger),
+        Layer.succeed(SqlStore.SqlStore, store.sql),
+        FundingRegistry.FundingRegistry.layer({ sources: [{ ...store.wallet, ...change }, store.token] })
+      ))
+    )
+
+  it.effect("a take that answers more than asked: ContractViolation, nothing taken, no hold", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createToken("t", "a", { remain: 1_000_000 })
+      const before = { snapshot: store.snapshot(), ledger: store.entries() }
+      const engine = yield* Engine
+      const error = yield* expectFailure(engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" }), "ContractViolation")
+      assert.strictEqual(error.sourceId, "wallet")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, before)
+    }).pipe(Effect.provide(broken(store, {
+      take: (req) => Effect.map(store.wallet.take(req), (t) => ({ ...t, amount: t.amount + 1 }))
+    })))
+  })
+
+  it.effect("a move that answers more than asked (or the wrong sign): ContractViolation, the settle rolls back, the hold stays pending", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 1_000_000)
+      yield* store.createToken("t", "a", { remain: 1_000_000 })
+      const engine = yield* Engine
+      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const before = { snapshot: store.snapshot(), ledger: store.entries() }
+      const error = yield* expectFailure(s.settle(12_000), "ContractViolation")
+      assert.strictEqual(error.sourceId, "wallet")
+      assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, before)
+      assert.strictEqual((yield* engine.get("h1")).status, "pending")
+    }).pipe(Effect.provide(broken(store, {
+      move: (req) => Effect.map(store.wallet.move(req), (m) => ({ ...m, moved: -m.moved }))
+    })))
   })
 })

@@ -5,6 +5,7 @@
  * `FundingSource`s and `Budget`s as registered.
  */
 import { Effect } from "effect"
+import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
 import type { Budget } from "../Budget.js"
 import type { FundingRegistry } from "../FundingRegistry.js"
@@ -23,6 +24,14 @@ export interface BoundRegistry {
   readonly budget: (id: string) => Effect.Effect<Budget, UnknownSource>
   readonly hasFunding: (id: string) => boolean
   readonly fundingIds: ReadonlyArray<string>
+  /**
+   * Whether every registered funding source and the token budget is a `Source`
+   * (a balance mover without hold ids): the engine then writes a hold once per
+   * phase. Two-phase sources in the store keep the paths that read and lock the
+   * hold first: their own hold-id records answer a repeated call, and refuse one
+   * after a refund.
+   */
+  readonly allSources: Effect.Effect<boolean, UnknownSource>
 }
 
 /** The widest chain of a preference: `*_only` limits where a hold reserves, not where an overflow goes. */
@@ -35,10 +44,21 @@ const widen = (preference: Preference | undefined): Preference =>
 
 interface BindDeps {
   readonly storeId: string
-  readonly sql: SqlStore["Service"]
+  /** The store's executor (absent: every statement of a `Source` fails typed). */
+  readonly sql: SqlStore["Service"] | undefined
   readonly ledger: Ledger["Service"] | undefined
   readonly roles: FundingResolver.Roles
+  readonly tokenBudgetId: string
 }
+
+/** The executor of a store without a `SqlStore` service: every statement fails typed. */
+const noSql = (storeId: string): SqlStore["Service"] => ({
+  id: storeId,
+  dialect: "sqlite",
+  table: (name) => name,
+  execute: (operation) =>
+    Effect.fail(new StoreError({ operation, detail: `no SqlStore service was provided for store ${storeId}` }))
+})
 
 /** Binds `registry` for the engine. */
 export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDeps): BoundRegistry => {
@@ -66,7 +86,13 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
   const adapt = (source: Source) => {
     const known = adapted.get(`${source.role}:${source.id}`)
     if (known) return known
-    const target = adaptSource(source, { ...deps, overflowChain, fundingSource })
+    const target = adaptSource(source, {
+      storeId: deps.storeId,
+      sql: deps.sql ?? noSql(deps.storeId),
+      ledger: deps.ledger,
+      overflowChain,
+      fundingSource
+    })
     adapted.set(`${source.role}:${source.id}`, target)
     return target
   }
@@ -75,6 +101,13 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
     funding: (id) => Effect.map(registry.funding(id), (f) => (isSource(f) ? adapt(f) : f)),
     budget: (id) => Effect.map(registry.budget(id), (b) => (isSource(b) ? adapt(b) : b)),
     hasFunding: registry.hasFunding,
-    fundingIds: registry.fundingIds
+    fundingIds: registry.fundingIds,
+    allSources: Effect.gen(function*() {
+      for (const id of registry.fundingIds) {
+        if (!isSource(yield* registry.funding(id))) return false
+      }
+      const budget = yield* Effect.option(registry.budget(deps.tokenBudgetId))
+      return budget._tag === "None" || isSource(budget.value)
+    })
   }
 }

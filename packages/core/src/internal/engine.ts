@@ -35,8 +35,8 @@ import { makeCorrect } from "./correct.js"
 import { makeLateSettle } from "./late.js"
 import { makeRenew } from "./lease.js"
 import { bindRegistry } from "./boundRegistry.js"
-import { isSource } from "../Source.js"
 import { collectingJournal, insideTransaction } from "./ledgerRows.js"
+import { isBusinessError, Replayed, Stale } from "./writeOnce.js"
 import type { Ledger } from "../Ledger.js"
 import type { SqlStore } from "../SqlStore.js"
 
@@ -122,23 +122,6 @@ class Duplicate {
   readonly _tag = "Duplicate"
 }
 
-/** Internal: the insert of a fully taken hold met an existing id; fails to roll the takes back. */
-class Replayed extends Data.TaggedError("Replayed")<{}> {}
-
-/**
- * Internal: a resolution written with a conditional update found the hold no
- * longer pending (another process resolved it first); fails to roll its moves
- * back, and the caller goes on with the hold as it now is.
- */
-class Stale extends Data.TaggedError("Stale")<{}> {}
-
-/** An open's typed refusal (not a store failure): a replay of an existing hold may explain it. */
-const isBusinessError = (error: unknown): boolean => {
-  const tag = (error as { readonly _tag?: unknown } | undefined)?._tag
-  return tag === "InsufficientFunds" || tag === "TokenBudgetExceeded" || tag === "TokenNotFound" ||
-    tag === "QuotaOutOfRange" || tag === "ContractViolation" || tag === "HoldResolved"
-}
-
 /**
  * Internal: a transaction found a pending hold with an external part whose
  * resolution was not recorded first (the hold became visible after the caller
@@ -155,9 +138,10 @@ export const makeEngine = (deps: Deps) => {
   const journal = collectingJournal(deps.journal, deps.ledger)
   const registry = bindRegistry(deps.registry, {
     storeId: deps.journal.storeId,
-    sql: deps.sql ?? noSql(deps.journal.storeId),
+    sql: deps.sql,
     ledger: deps.ledger,
-    roles: config.roles
+    roles: config.roles,
+    tokenBudgetId: config.tokenBudgetId
   })
 
   const shared = (target: Target) => target.storeId !== undefined && target.storeId === journal.storeId
@@ -496,7 +480,9 @@ export const makeEngine = (deps: Deps) => {
       leftover = (yield* intents.beginOpen(scope, targets)).leftover
       reached.set(input, called)
     }
-    const movers = !external && (yield* registryAllSources)
+    // Inside a transaction it joins (a post-consume charge), a conflict could not roll the
+    // takes back on its own: the hold is inserted first there, as with two-phase sources.
+    const movers = !external && (yield* registry.allSources) && !(yield* insideTransaction(journal))
     const outcome = yield* journal.transaction(
       Effect.scoped(Effect.gen(function*() {
         if (movers) {
@@ -777,21 +763,6 @@ export const makeEngine = (deps: Deps) => {
       )
       : giveBackTx(intent.holdId, intent.step === "expire" ? "expire" : "refund").pipe(Effect.asVoid)
 
-  /**
-   * Whether every registered funding source and the token budget is a `Source`
-   * (a balance mover without hold ids): the engine then writes a hold once per
-   * phase (see `open`, `settleFromHandle`, `giveBackTx`). Two-phase sources in the
-   * store keep the paths that read and lock the hold first: their own hold-id
-   * records answer a repeated call, and refuse one after a refund.
-   */
-  const registryAllSources = Effect.gen(function*() {
-    for (const id of deps.registry.fundingIds) {
-      if (!isSource(yield* deps.registry.funding(id))) return false
-    }
-    const budget = yield* Effect.option(deps.registry.budget(config.tokenBudgetId))
-    return budget._tag === "None" || isSource(budget.value)
-  })
-
   /** Whether any registered funding source or the token budget lives outside the journal's store. */
   const registryHasExternal = Effect.gen(function*() {
     for (const id of registry.fundingIds) {
@@ -906,7 +877,7 @@ export const makeEngine = (deps: Deps) => {
   const settleFromHandle = Effect.fn("BillingSession.settle")(
     function*(hold: Hold, actualInput: number, metadata?: SettleMetadata) {
       const actual = yield* QuotaModule.decode("actual", actualInput)
-      if (!(yield* registryAllSources) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
+      if (!(yield* registry.allSources) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
       const fresh = yield* journal.transaction(Effect.gen(function*() {
         const { parts } = yield* runPlan(hold, actual)
         const now = yield* Clock.currentTimeMillis
@@ -979,7 +950,7 @@ export const makeEngine = (deps: Deps) => {
       // With every source a `Source` (no hold-id records), the hold is read without a lock and resolved
       // by the conditional update after the moves (the lock order of open and settle: balances,
       // then the hold); an update that finds it resolved already rolls the moves back.
-      const unlocked = (yield* registryAllSources) && !(yield* insideTransaction(journal))
+      const unlocked = (yield* registry.allSources) && !(yield* insideTransaction(journal))
       const outcome = yield* journal.transaction(Effect.gen(function*() {
         const hold = unlocked
           ? yield* Effect.flatMap(journal.get(holdId), (h) => h ? Effect.succeed(h) : Effect.fail(new HoldNotFound({ holdId })))
@@ -1191,15 +1162,6 @@ export const makeEngine = (deps: Deps) => {
 
   return { open, settle, refund, reapExpired, get, charge, correct, renew }
 }
-
-/** The executor of a store without a `SqlStore` service: every statement fails typed. */
-const noSql = (storeId: string): SqlStore["Service"] => ({
-  id: storeId,
-  dialect: "sqlite",
-  table: (name) => name,
-  execute: (operation) =>
-    Effect.fail(new StoreError({ operation, detail: `no SqlStore service was provided for store ${storeId}` }))
-})
 
 const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => ({
   kind: part.kind,
