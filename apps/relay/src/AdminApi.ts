@@ -32,7 +32,7 @@ import { BillingSession } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
 import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
-import { WalletAdmin } from "@relay-billing/wallet"
+import { Wallet, WalletAdmin } from "@relay-billing/wallet"
 import type { WalletError } from "@relay-billing/wallet"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
@@ -404,7 +404,7 @@ type Handler = Effect.Effect<
 >
 
 /**
- * The admin routes. Requires the SDK services of `Subscription.layer`, the
+ * The admin routes. Requires the SDK services of `RelayBilling.sdkLayer`, the
  * {@link RelayStore}, the knex client (for the audit) and the {@link AdminKey}.
  *
  * @since 0.1.0
@@ -689,7 +689,7 @@ export const routes = (options: Options = {}): Layer.Layer<
         }))),
 
         HttpRouter.route("GET", "/admin/audit", handle(Effect.gen(function*() {
-          const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters }).pipe(
+          const report = yield* Audit.run([...Wallet.auditBalances, ...Subscription.auditBalances], { counters: Subscription.auditCounters }).pipe(
             Effect.provideService(KnexClient.KnexClient, client)
           )
           return json({ ok: report.ok, problems: report.problems })

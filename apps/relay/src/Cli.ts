@@ -122,7 +122,7 @@ export const relayProblems: Effect.Effect<ReadonlyArray<string>, BillingError.St
   })
 
 /**
- * The audit (read-only, no migrations): `Audit.run(Subscription.auditBalances)` with the
+ * The audit (read-only, no migrations): `Audit.run(RelayBilling.auditBalances)` with the
  * `usedQuota` check (`counters: Subscription.auditCounters`)
  * plus {@link relayProblems}; `ok` only when both found nothing.
  *
@@ -131,7 +131,7 @@ export const relayProblems: Effect.Effect<ReadonlyArray<string>, BillingError.St
  */
 export const runAudit = (loaded: Config.Loaded): Effect.Effect<Audit.AuditReport, BillingError.StoreError> =>
   Effect.gen(function*() {
-    const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters })
+    const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters })
     const relay = yield* relayProblems
     const problems = [...report.problems, ...relay]
     return { ...report, ok: problems.length === 0, problems }

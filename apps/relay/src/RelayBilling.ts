@@ -1,8 +1,8 @@
 /**
  * Wires the relay's billing: a knex client (from `RELAY_DATABASE_URL`), every
  * migration (`Subscription.allMigrations`, then the relay's own), the SDK's
- * `Subscription.layer` (BillingSession funded by subscriptions and the wallet,
- * token budgets, WalletAdmin, SubscriptionAdmin) and the {@link RelayStore}
+ * `BillingSession` funded by subscriptions and the wallet, with token budgets
+ * (`KnexBilling.sessionLayer`), `WalletAdmin`, `SubscriptionAdmin`, and the {@link RelayStore}
  * (whose `SettlementRecorder` writes the request log of every settlement);
  * plus the admin key. The session's `BillingEvents` publisher is the
  * `notifications.webhook` notifier when configured (see {@link Webhook}). The server module mounts {@link AdminApi.routes} (and the
@@ -11,11 +11,19 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import type { AccountCounters, BillingError, BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
-import { KnexClient, Migrations } from "@relay-billing/knex"
-import { Subscription } from "@relay-billing/subscription"
-import type { SubscriptionAdmin } from "@relay-billing/subscription"
-import type { WalletAdmin } from "@relay-billing/wallet"
+import type {
+  AccountCounters,
+  BillingError,
+  BillingSession,
+  FundingRegistry,
+  HoldJournal,
+  Ledger,
+  SqlStore
+} from "@relay-billing/core"
+import { Accounts, KnexBilling, KnexClient, Migrations } from "@relay-billing/knex"
+import type { Audit } from "@relay-billing/knex"
+import { Subscription, SubscriptionAdmin, SubscriptionSource } from "@relay-billing/subscription"
+import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { AdminKey } from "./AdminKey.js"
 import type { AdminKeyError } from "./AdminKey.js"
 import type { Loaded } from "./Config.js"
@@ -40,6 +48,49 @@ export const migrate: Effect.Effect<Migrations.MigrationReport, BillingError.Sto
   .run(migrationSets)
 
 /**
+ * Options of the SDK services (see {@link sdkLayer}).
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface LayerOptions {
+  readonly wallet?: WalletSource.WalletOptions
+  readonly subscription?: SubscriptionSource.SubscriptionOptions
+  readonly session?: BillingSession.Options
+  readonly lowBalance?: Accounts.LowBalanceOptions
+}
+
+/**
+ * The SDK services of the relay over the knex client in context: a
+ * `BillingSession` funded by subscriptions, then the wallet (token budgets
+ * too), `WalletAdmin`, `SubscriptionAdmin` and `Accounts`.
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const sdkLayer = (options: LayerOptions = {}) =>
+  Layer.mergeAll(
+    KnexBilling.sessionLayer({
+      funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet)],
+      budgets: [TokenBudget.make()],
+      ...(options.session ? { session: options.session } : {}),
+      ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
+    }),
+    WalletAdmin.WalletAdmin.layer,
+    SubscriptionAdmin.SubscriptionAdmin.layerWith(
+      options.subscription?.timeZone !== undefined ? { timeZone: options.subscription.timeZone } : {}
+    )
+  )
+
+/**
+ * The balances the audit checks: wallets, token budgets and subscription usage.
+ *
+ * @since 0.4.0
+ * @category audit
+ */
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
+
+/**
  * The services the relay's billing provides.
  *
  * @since 0.1.0
@@ -54,6 +105,8 @@ export type Services =
   | Ledger.Ledger
   | AccountCounters.AccountCounters
   | FundingRegistry.FundingRegistry
+  | Accounts.Accounts
+  | SqlStore.SqlStore
   | RelayStore.RelayStore
 
 /**
@@ -64,7 +117,7 @@ export type Services =
  */
 export const layerClient = <E, R>(
   client: Layer.Layer<KnexClient.KnexClient, E, R>,
-  options: Subscription.LayerOptions & {
+  options: LayerOptions & {
     /**
      * What the `BillingSession` publishes its events to: a layer providing
      * `BillingEvents.BillingEvents` (e.g. {@link Webhook.layer}); default:
@@ -75,7 +128,7 @@ export const layerClient = <E, R>(
 ): Layer.Layer<Services, E | BillingError.StoreError | BillingError.InvalidInput, R> => {
   const migrated = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
   // The request log is written by the engine in each settlement's transaction (issue 9 #9).
-  const recorded = Subscription.layer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
+  const recorded = sdkLayer(options).pipe(Layer.provide(RelayStore.RelayStore.recorderLayer))
   const billing = options.events === undefined ? recorded : recorded.pipe(Layer.provide(options.events))
   return Layer.mergeAll(billing, RelayStore.RelayStore.layer).pipe(Layer.provideMerge(migrated))
 }
@@ -88,7 +141,7 @@ export const layerClient = <E, R>(
  */
 export const layerUrl = (
   url: string,
-  options: Subscription.LayerOptions & {
+  options: LayerOptions & {
     readonly client?: KnexClient.ClientOptions
     /** See {@link layerClient}. */
     readonly events?: Layer.Layer<never> | undefined
@@ -102,7 +155,7 @@ export const layerUrl = (
  * @since 0.1.0
  * @category constructors
  */
-export const sdkOptions = (loaded: Loaded): Subscription.LayerOptions => ({
+export const sdkOptions = (loaded: Loaded): LayerOptions => ({
   session: {
     holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
     ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {})

@@ -3,7 +3,7 @@ import { TestClock } from "effect/testing"
 import { BillingSession } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { Subscription } from "@relay-billing/subscription"
-import { WalletAdmin } from "@relay-billing/wallet"
+import { Wallet, WalletAdmin } from "@relay-billing/wallet"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { RelayStore } from "../src/RelayStore.js"
 import { type Harness, startAdmin } from "./support/AdminHarness.js"
@@ -450,7 +450,7 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
 
   it("reports a balance that disagrees with the ledger", async () => {
     const { id } = await newAccount({ quota: 500 })
-    const column = Subscription.auditBalances.find((b) => b.sourceId === "wallet")!
+    const column = [...Wallet.auditBalances, ...Subscription.auditBalances].find((b) => b.sourceId === "wallet")!
     await h.run(Effect.gen(function*() {
       const c = yield* KnexClient.KnexClient
       yield* c.query("test.tamper", (db) =>

@@ -10,8 +10,6 @@ export * as Accounts from "./Accounts.js"
 /** @since 0.1.0 */
 export * as Audit from "./Audit.js"
 /** @since 0.2.0 */
-export * as Corrections from "./Corrections.js"
-/** @since 0.2.0 */
 export * as IdColumns from "./IdColumns.js"
 /** @since 0.1.0 */
 export * as KnexBilling from "./KnexBilling.js"
@@ -23,12 +21,8 @@ export * as KnexJournal from "./KnexJournal.js"
 export * as KnexLedger from "./KnexLedger.js"
 /** @since 0.4.0 */
 export * as KnexSqlStore from "./KnexSqlStore.js"
-/** @since 0.3.0 */
-export * as LateCharges from "./LateCharges.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
-/** @since 0.1.0 */
-export * as PartRecords from "./PartRecords.js"
 /** @since 0.4.0 */
 export * as SourceMigrations from "./SourceMigrations.js"
 /** @since 0.1.0 */

@@ -138,6 +138,16 @@ export class SubscriptionAdmin extends Context.Service<SubscriptionAdmin, {
       return make(yield* KnexClient.KnexClient)
     })
   )
+
+  /** The admin service over the knex client, with calendar resets in `timeZone` (default `"UTC"`). */
+  static layerWith(options: { readonly timeZone?: string }): Layer.Layer<SubscriptionAdmin, never, KnexClient.KnexClient> {
+    return Layer.effect(
+      SubscriptionAdmin,
+      Effect.gen(function*() {
+        return make(yield* KnexClient.KnexClient, options)
+      })
+    )
+  }
 }
 
 const toPlan = (row: Record<string, unknown>): Plan => ({

@@ -9,8 +9,8 @@
  */
 import { Clock, Effect } from "effect"
 import type { BillingError } from "@relay-billing/core"
-import { KnexClient } from "@relay-billing/knex"
-import { makeStore } from "./internal/store.js"
+import { KnexClient, KnexSqlStore } from "@relay-billing/knex"
+import { makeSqlStore } from "./internal/sqlStore.js"
 
 /**
  * Resets every active subscription whose `next_reset_at` has passed (catching
@@ -24,10 +24,11 @@ export const resetDueSubscriptions = (
 ): Effect.Effect<number, BillingError.StoreError, KnexClient.KnexClient> =>
   Effect.gen(function*() {
     const client = yield* KnexClient.KnexClient
-    const store = makeStore(client, options.sourceId ?? "subscription", options.timeZone ?? "UTC")
+    const sql = KnexSqlStore.make(client)
+    const store = makeSqlStore(options.sourceId ?? "subscription", options.timeZone ?? "UTC")
     const now = yield* Clock.currentTimeMillis
     const due = yield* client.query("subscription.resetDue", (db) =>
-      db(store.subscriptions)
+      db(client.table("subscriptions"))
         .select("id")
         .where("status", "active")
         .andWhere("next_reset_at", "<=", now)
@@ -36,8 +37,8 @@ export const resetDueSubscriptions = (
     let reset = 0
     for (const { id } of due as Array<{ id: string }>) {
       const done = yield* client.transaction(Effect.gen(function*() {
-        const [row] = yield* store.lockRows([String(id)])
-        return row ? yield* store.resetIfDue(row, now) : false
+        const row = yield* store.row(sql, String(id))
+        return row ? yield* store.resetIfDue(sql, row, now) : false
       }))
       if (done) reset++
     }

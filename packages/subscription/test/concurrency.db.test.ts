@@ -8,9 +8,14 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
-import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
-// The built package, as the workers load it.
-import { Subscription as BuiltSubscription, SubscriptionAdmin as BuiltAdmin } from "@relay-billing/subscription"
+import { KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+// The built packages, as the workers load them.
+import {
+  Subscription as BuiltSubscription,
+  SubscriptionAdmin as BuiltAdmin,
+  SubscriptionSource as BuiltSource
+} from "@relay-billing/subscription"
+import { TokenBudget, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { account, auditClean, ledgerRows, subscribe, subscriptionBilling, targets, used, walletBalance } from "./support.js"
 import { releaseTogether, result, worker } from "./processes.js"
 
@@ -154,6 +159,10 @@ for (const target of targets) {
 
 /** The built package's combined layer over a given client. */
 function Subscription_layer_on(client: KnexClient.Client) {
-  return BuiltSubscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
+  return Layer.mergeAll(
+    KnexBilling.sessionLayer({ funding: [BuiltSource.make(), WalletSource.make()], budgets: [TokenBudget.make()] }),
+    WalletAdmin.WalletAdmin.layer,
+    BuiltAdmin.SubscriptionAdmin.layer
+  ).pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
 }
 

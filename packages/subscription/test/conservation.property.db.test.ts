@@ -20,7 +20,7 @@
  * (`Effect.all` with unbounded concurrency).
  *
  * After EVERY command:
- *  1. `Audit.run(Subscription.auditBalances)` is ok;
+ *  1. `Audit.run(auditBalances)` is ok;
  *  2. hold statuses only move pending → settled | refunded | expired, a
  *     settlement never changes, a repeated settle returns the first settlement;
  *  3. a failed open / charge changed nothing (accounts, tokens, subscriptions,
@@ -43,11 +43,12 @@ import { afterAll, describe, expect, it } from "vitest"
 import fc from "fast-check"
 import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
-import type { FundingSource, Hold } from "@relay-billing/core"
-import { Accounts, Audit, KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
-import { Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { BillingSession, HoldJournal, Ledger } from "@relay-billing/core"
+import type { Hold, Source } from "@relay-billing/core"
+import { Audit, KnexBilling, Migrations, TestDatabase } from "@relay-billing/knex"
+import { TokenBudget, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "../src/index.js"
+import { auditBalances, billingLayer as supportBillingLayer } from "./support.js"
 
 // ====================================================================== config
 
@@ -271,42 +272,36 @@ const migratedClient = (target: TestDatabase.Target) =>
 /**
  * A broken wallet source: its refund gives the reservation back, then credits it
  * a second time (with a ledger row, so the store's own audit still balances).
+ * (v2: a wrapper of the `Source`'s move, in the engine's transaction.)
  */
-const doubleRefundWallet = (client: KnexClient.Client, wallet: FundingSource.FundingSource): FundingSource.FundingSource => ({
+const doubleRefundWallet = (wallet: Source.Source): Source.Source => ({
   ...wallet,
-  refund: (req) =>
+  move: (req) =>
     Effect.gen(function*() {
-      yield* wallet.refund(req)
-      if (req.part.amount > 0) {
-        yield* WalletSource.charge(client, {
-          accountId: req.accountId,
-          amount: -req.part.amount,
-          holdId: req.holdId,
-          note: "broken: second refund credit"
-        }).pipe(Effect.catchTag("QuotaOutOfRange", (e) => Effect.die(e)))
-      }
+      const answer = yield* wallet.move(req)
+      // v1's refund() covered every give-back of a reservation: refund, expiry and release.
+      if (!(req.kind === "refund" || req.kind === "expire" || req.kind === "release") || req.delta <= 0) return answer
+      const again = yield* wallet.move({ ...req, kind: "correction" }).pipe(Effect.catchTag("QuotaOutOfRange", (e) => Effect.die(e)))
+      yield* req.sql.execute(
+        "broken.ledger",
+        `insert into ${req.sql.table("ledger")} (at, kind, source_id, subject_id, account_id, hold_id, amount, balance_after, note) values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [0, "adjust", wallet.id, req.subjectId, req.accountId, req.holdId, again.moved, again.balanceAfter, "broken: second refund credit"]
+      )
+      return answer
     })
 })
 
-/** `Subscription.layer()`, or the same wiring with the broken wallet source. */
+/** `billingLayer()`, or the same wiring with the broken wallet source. */
 const billingLayer = (variant: "real" | "double-refund-wallet") => {
-  if (variant === "real") return Subscription.layer()
-  const registry = FundingRegistry.FundingRegistry.layerEffect(
-    Effect.gen(function*() {
-      const client = yield* KnexClient.KnexClient
-      const { token, wallet } = yield* Wallet.sources()
-      return { funding: [SubscriptionSource.make(client), doubleRefundWallet(client, wallet)], budgets: [token] }
-    })
-  )
-  const services = Layer.mergeAll(
-    KnexBilling.layer,
-    Accounts.countersLayer,
-    Accounts.Accounts.layer,
-    registry,
+  if (variant === "real") return supportBillingLayer()
+  return Layer.mergeAll(
+    KnexBilling.sessionLayer({
+      funding: [SubscriptionSource.make(), doubleRefundWallet(WalletSource.make())],
+      budgets: [TokenBudget.make()]
+    }),
     WalletAdmin.WalletAdmin.layer,
     SubscriptionAdmin.SubscriptionAdmin.layer
   )
-  return Wallet.sessionLayer().pipe(Layer.provideMerge(services))
 }
 
 const runtimeFor = (target: TestDatabase.Target, variant: "real" | "double-refund-wallet" = "real") =>
@@ -425,7 +420,7 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
     const check = (label: string) =>
       Effect.gen(function*() {
         // 1. audit
-        const report = yield* Audit.run(Subscription.auditBalances)
+        const report = yield* Audit.run(auditBalances)
         if (!report.ok) fail("1 audit", `${label}: ${report.problems.join("; ")}`)
 
         // 2. hold lifecycle + 6. parts
@@ -462,8 +457,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             if (!splitRequested.has(id)) fail("6 parts", `${label}: hold ${id} has ${funding.length} funding parts without split: true`)
             if (fundingSum !== hold.estimate) fail("6 parts", `${label}: split hold ${id} parts sum ${fundingSum} ≠ estimate ${hold.estimate}`)
             if (funding.some((q) => q.amount <= 0)) fail("6 parts", `${label}: split hold ${id} has an empty part: ${JSON.stringify(funding)}`)
-            if (new Set(funding.map((q) => q.sourceId)).size !== funding.length) {
-              fail("6 parts", `${label}: split hold ${id} draws twice from one source: ${JSON.stringify(funding)}`)
+            // v2: a source may give several parts (one per subscription), never two of one subject.
+            if (new Set(funding.map((q) => `${q.sourceId}\u0000${q.subjectId}`)).size !== funding.length) {
+              fail("6 parts", `${label}: split hold ${id} draws twice from one subject: ${JSON.stringify(funding)}`)
             }
           }
           if (hold.settlement) {

@@ -35,6 +35,7 @@ import { BillingSession, Hold, HoldJournal, Ledger } from "@relay-billing/core"
 import { Audit, Migrations, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin } from "../src/index.js"
+import { billingLayer, auditBalances } from "./support.js"
 
 const targets = TestDatabase.targets()
   .filter((t) => process.env["FC_TARGET"] === undefined || process.env["FC_TARGET"] === t.name)
@@ -125,7 +126,7 @@ class Violation extends Error {}
 
 const runtimeFor = (target: TestDatabase.Target) =>
   ManagedRuntime.make(
-    Subscription.layer().pipe(
+    billingLayer().pipe(
       Layer.provideMerge(
         Layer.effectDiscard(Migrations.run(Subscription.allMigrations)).pipe(Layer.provideMerge(TestDatabase.layer(target)))
       )
@@ -203,7 +204,7 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
 
     const check = (label: string) =>
       Effect.gen(function*() {
-        const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters })
+        const report = yield* Audit.run(auditBalances, { counters: Subscription.auditCounters })
         if (!report.ok) fail("1 audit", `${label}: ${report.problems.join("; ")}`)
         for (const [i] of scenario.accounts.entries()) {
           let settled = 0

@@ -14,7 +14,7 @@ import { BillingEvents, BillingSession } from "@relay-billing/core"
 import { Accounts, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Subscription } from "../src/index.js"
 import { releaseTogether, result, worker } from "./processes.js"
-import { account, auditClean, migratedClient, subscribe, targets, walletBalance } from "./support.js"
+import { account, auditClean, billingLayer, migratedClient, subscribe, targets, walletBalance } from "./support.js"
 
 type Event = BillingEvents.BillingEvent
 
@@ -44,7 +44,7 @@ const settleOne = (holdId: string, accountId: string, estimate: number, actual: 
 for (const target of targets) {
   describe(`low-balance events on ${target.name}`, () => {
     const rec = recorder()
-    const stack = Subscription.layer().pipe(Layer.provide(rec.publisher), Layer.provideMerge(migratedClient(target)))
+    const stack = billingLayer().pipe(Layer.provide(rec.publisher), Layer.provideMerge(migratedClient(target)))
 
     layer(stack, { timeout: 60_000 })((it) => {
       it.effect("a settle leaving the wallet below 1,000 publishes one event with source, subject and the balance read after the settle", () =>
@@ -135,7 +135,7 @@ for (const target of targets) {
             const r = recorder()
             return {
               rec: r,
-              layer: Subscription.layer().pipe(Layer.provide(r.publisher), Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client))),
+              layer: billingLayer().pipe(Layer.provide(r.publisher), Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client))),
               client
             }
           })))
@@ -161,7 +161,7 @@ for (const target of targets) {
       Effect.scoped(Effect.gen(function*() {
         const isolated = yield* TestDatabase.isolated(target)
         const client = yield* KnexClient.fromUrl(isolated.url, isolated.options)
-        const stack = Subscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
+        const stack = billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
         yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, client)
         yield* account("lp", 1_000).pipe(Effect.provide(stack))
         const workers = yield* Effect.all(Array.from({ length: 3 }, (_, k) =>

@@ -14,7 +14,7 @@ import { TestClock } from "effect/testing"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Subscription, SubscriptionJobs } from "../src/index.js"
-import { account, auditClean, failureOf, ledgerRows, subscribe, subscriptionBilling, t, targets, used, walletState } from "./support.js"
+import { account, auditClean, billingLayer, failureOf, ledgerRows, subscribe, subscriptionBilling, t, targets, used, walletState } from "./support.js"
 
 const HOUR = 3_600_000
 
@@ -192,7 +192,7 @@ for (const target of targets) {
         const isolated = yield* TestDatabase.isolated(target)
         const clients = yield* Effect.all(Array.from({ length: 3 }, () => KnexClient.fromUrl(isolated.url, isolated.options)))
         const on = <A, E, R>(client: KnexClient.Client, e: Effect.Effect<A, E, R>) =>
-          e.pipe(Effect.provide(Subscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))))
+          e.pipe(Effect.provide(billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))))
         yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, clients[0]!)
         const now = yield* Clock.currentTimeMillis
         // Set up 90 minutes ago on a TestClock: hourly periods from then, so one boundary

@@ -13,6 +13,7 @@ import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin, SubscriptionJobs } from "../src/index.js"
 import {
+  billingLayer,
   account,
   auditClean,
   failureOf,
@@ -280,7 +281,7 @@ for (const target of targets) {
         const main = clients[0]!
         const onMain = <A, E, R>(e: Effect.Effect<A, E, R>) =>
           e.pipe(Effect.provide(
-            Subscription.layer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, main)))
+            billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, main)))
           ))
         yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, main)
         const now = yield* Clock.currentTimeMillis

@@ -13,7 +13,7 @@
  * racing resets).
  *
  * After EVERY command:
- *  1. `Audit.run(Subscription.auditBalances)` is ok;
+ *  1. `Audit.run(auditBalances)` is ok;
  *  2. conservation to the unit, per hold from the ledger: a pending hold's rows
  *     net to its parts, a refunded / expired hold's to 0, a settled hold's wallet
  *     + subscription rows to what its settlement charged (unbilled rows equal its
@@ -36,11 +36,12 @@ import { afterAll, describe, expect, it } from "vitest"
 import fc from "fast-check"
 import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession, FundingRegistry, HoldJournal, Ledger } from "@relay-billing/core"
-import type { FundingSource, Hold } from "@relay-billing/core"
-import { Accounts, Audit, KnexBilling, KnexClient, KnexLedger, Migrations, TestDatabase } from "@relay-billing/knex"
-import { Wallet, WalletAdmin } from "@relay-billing/wallet"
+import { BillingSession, HoldJournal, Ledger } from "@relay-billing/core"
+import type { Hold, Source } from "@relay-billing/core"
+import { Audit, KnexBilling, Migrations, TestDatabase } from "@relay-billing/knex"
+import { TokenBudget, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { Subscription, SubscriptionAdmin, SubscriptionJobs, SubscriptionSource } from "../src/index.js"
+import { auditBalances, billingLayer as supportBillingLayer } from "./support.js"
 
 // ====================================================================== config
 
@@ -184,52 +185,44 @@ const migratedClient = (target: TestDatabase.Target) =>
  * subscription was reset since the reservation also lowers the new period's
  * usage. It writes a hold-less ledger row for it, so the audit and the hold's
  * own rows still balance: only the period invariant (3) can see it.
+ * (v2: a wrapper of the `Source`'s move, in the engine's transaction.)
  */
-const oldPeriodRefund = (client: KnexClient.Client, source: FundingSource.FundingSource): FundingSource.FundingSource => ({
+const oldPeriodRefund = (source: Source.Source): Source.Source => ({
   ...source,
-  refund: (req) =>
+  move: (req) =>
     Effect.gen(function*() {
-      yield* source.refund(req)
-      const draws = JSON.parse(req.part.ref ?? "[]") as Array<[string, number, number?]>
+      const answer = yield* source.move(req)
+      if (req.kind !== "refund" && req.kind !== "expire") return answer
+      const draws = JSON.parse(req.ref ?? "[]") as Array<[string, number, number?]>
+      const sql = req.sql
+      const subscriptions = sql.table("subscriptions")
       for (const [id, amount, period] of draws) {
-        const row = yield* client.query("broken.row", (db) => db(client.table("subscriptions")).where({ id }).first())
+        const [row] = (yield* sql.execute("broken.row", `select * from ${subscriptions} where id = ?`, [id])).rows
         if (!row || period === undefined || Number(row["last_reset_at"]) === period) continue
         const used = Number(row["amount_used"])
-        const after = Math.max(0, used - amount)
+        const after = Math.max(0, used - Math.min(amount, req.delta))
         if (after === used) continue
-        yield* client.query("broken.use", (db) => db(client.table("subscriptions")).where({ id }).update({ amount_used: after }))
-        yield* KnexLedger.append(client, [{
-          at: 0,
-          kind: "adjust",
-          sourceId: source.id,
-          subjectId: id,
-          accountId: req.accountId,
-          amount: used - after,
-          balanceAfter: Number(row["amount_total"]) - after,
-          note: "broken: refunded into the new period"
-        }])
+        yield* sql.execute("broken.use", `update ${subscriptions} set amount_used = ? where id = ?`, [after, id])
+        yield* sql.execute(
+          "broken.ledger",
+          `insert into ${sql.table("ledger")} (at, kind, source_id, subject_id, account_id, amount, balance_after, note) values (?, ?, ?, ?, ?, ?, ?, ?)`,
+          [0, "adjust", source.id, id, req.accountId, used - after, Number(row["amount_total"]) - after, "broken: refunded into the new period"]
+        )
       }
-    }).pipe((effect) => client.transaction(effect))
+      return answer
+    })
 })
 
 const billingLayer = (variant: "real" | "old-period-refund") => {
-  if (variant === "real") return Subscription.layer()
-  const registry = FundingRegistry.FundingRegistry.layerEffect(
-    Effect.gen(function*() {
-      const client = yield* KnexClient.KnexClient
-      const { token, wallet } = yield* Wallet.sources()
-      return { funding: [oldPeriodRefund(client, SubscriptionSource.make(client)), wallet], budgets: [token] }
-    })
-  )
-  const services = Layer.mergeAll(
-    KnexBilling.layer,
-    Accounts.countersLayer,
-    Accounts.Accounts.layer,
-    registry,
+  if (variant === "real") return supportBillingLayer()
+  return Layer.mergeAll(
+    KnexBilling.sessionLayer({
+      funding: [oldPeriodRefund(SubscriptionSource.make()), WalletSource.make()],
+      budgets: [TokenBudget.make()]
+    }),
     WalletAdmin.WalletAdmin.layer,
     SubscriptionAdmin.SubscriptionAdmin.layer
   )
-  return Wallet.sessionLayer().pipe(Layer.provideMerge(services))
 }
 
 const runtimeFor = (target: TestDatabase.Target, variant: "real" | "old-period-refund" = "real") =>
@@ -294,7 +287,7 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
     // ------------------------------------------------------------ invariants
     const check = (label: string) =>
       Effect.gen(function*() {
-        const report = yield* Audit.run(Subscription.auditBalances)
+        const report = yield* Audit.run(auditBalances)
         if (!report.ok) fail("1 audit", `${label}: ${report.problems.join("; ")}`)
         for (let i = 0; i < scenario.accounts.length; i++) {
           const accountId = acct(i)

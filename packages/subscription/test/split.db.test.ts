@@ -13,8 +13,9 @@ import { Effect, Exit, Layer } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { Accounts, KnexClient } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
-import { Subscription } from "../src/index.js"
+
 import {
+  billingLayer,
   account,
   auditClean,
   failureOf,
@@ -69,8 +70,10 @@ for (const target of targets) {
           yield* fixture("s1", 30_000)
           const s = yield* billing.open({ holdId: "s1-h", accountId: "s1", tokenId: "s1-t", estimate: 50_000, split: true })
           assert.strictEqual(s.hold.reserved, 50_000)
+          // v2: one part per subscription drawn (the source takes one subscription per take)
           assert.deepStrictEqual(parts(s.hold), [
-            "funding:subscription:25000 [[\"s1-x\",10000],[\"s1-y\",15000]]",
+            "funding:subscription:10000 [[\"s1-x\",10000]]",
+            "funding:subscription:15000 [[\"s1-y\",15000]]",
             "funding:wallet:25000",
             "budget:token:50000"
           ])
@@ -84,7 +87,7 @@ for (const target of targets) {
           const settlement = yield* s.settle(60_000)
           assert.deepStrictEqual(
             settlement.parts.filter((p) => p.kind === "funding").map((p) => [p.sourceId, p.reserved, p.charged, p.unbilled]),
-            [["subscription", 25_000, 25_000, 0], ["wallet", 25_000, 35_000, 0]]
+            [["subscription", 10_000, 10_000, 0], ["subscription", 15_000, 15_000, 0], ["wallet", 25_000, 35_000, 0]]
           )
           assert.deepStrictEqual(yield* snapshot("s1"), { X: 10_000, Y: 15_000, W: -5_000, usedQuota: 60_000, requestCount: 1, R: 940_000, TU: 60_000 })
           yield* auditClean
@@ -119,7 +122,10 @@ for (const target of targets) {
           yield* subscribe("s4-x", "s4", { total: 10_000, durationSeconds: 10 * 86_400 })
           yield* subscribe("s4-y", "s4", { total: 40_000, durationSeconds: 20 * 86_400 })
           const s = yield* billing.open({ holdId: "s4-h", accountId: "s4", estimate: 45_000, split: true })
-          assert.deepStrictEqual(parts(s.hold), ["funding:subscription:45000 [[\"s4-x\",10000],[\"s4-y\",35000]]"])
+          assert.deepStrictEqual(parts(s.hold), [
+            "funding:subscription:10000 [[\"s4-x\",10000]]",
+            "funding:subscription:35000 [[\"s4-y\",35000]]"
+          ])
           yield* s.settle(60_000)
           assert.deepStrictEqual([yield* used("s4-x"), yield* used("s4-y"), (yield* walletState("s4")).W], [10_000, 40_000, -10_000])
           yield* auditClean
@@ -138,9 +144,10 @@ for (const target of targets) {
             "subscription s5-x reserve -10000",
             "subscription s5-y reserve -15000",
             "wallet s5 reserve -25000",
+            // v2: every part is given back in reverse order (Y before X: they are two parts now)
             "wallet s5 refund 25000",
-            "subscription s5-x refund 10000",
-            "subscription s5-y refund 15000"
+            "subscription s5-y refund 15000",
+            "subscription s5-x refund 10000"
           ])
           yield* auditClean
         }))
@@ -160,7 +167,7 @@ for (const target of targets) {
           assert.instanceOf(e2, BillingError.InsufficientFunds)
           assert.deepStrictEqual(yield* snapshot("s6"), before)
           const s = yield* billing.open({ holdId: "s6-on", accountId: "s6", tokenId: "s6-t", estimate: 50_000 })
-          assert.deepStrictEqual(parts(s.hold).map((p) => p.split(" ")[0]), ["funding:subscription:25000", "funding:wallet:25000", "budget:token:50000"])
+          assert.deepStrictEqual(parts(s.hold).map((p) => p.split(" ")[0]), ["funding:subscription:10000", "funding:subscription:15000", "funding:wallet:25000", "budget:token:50000"])
           yield* s.settle(50_000)
           assert.deepStrictEqual(yield* snapshot("s6"), { X: 10_000, Y: 15_000, W: 5_000, usedQuota: 50_000, requestCount: 1, R: 950_000, TU: 50_000 })
           // not enough in all sources together: typed error, nothing changes
@@ -194,7 +201,7 @@ for (const target of targets) {
         } satisfies KnexClient.Client
       })
     )
-    const stack = Subscription.layer().pipe(Layer.provideMerge(faulty), Layer.provide(migratedClient(target)))
+    const stack = billingLayer().pipe(Layer.provideMerge(faulty), Layer.provide(migratedClient(target)))
 
     layer(stack, { timeout: 120_000 })((it) => {
       /**

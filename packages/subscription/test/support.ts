@@ -1,8 +1,42 @@
 import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { Ledger } from "@relay-billing/core"
-import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
-import { WalletAdmin } from "@relay-billing/wallet"
-import { Subscription, SubscriptionAdmin } from "../src/index.js"
+import type { BillingSession } from "@relay-billing/core"
+import { Accounts, Audit, KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { Subscription, SubscriptionAdmin, SubscriptionSource } from "../src/index.js"
+
+/**
+ * Options of {@link billingLayer}: what `Subscription.layer` took before v2 (the
+ * subscription package no longer knows the wallet; the tests compose them).
+ */
+export interface LayerOptions {
+  readonly wallet?: WalletSource.WalletOptions
+  readonly subscription?: SubscriptionSource.SubscriptionOptions
+  readonly session?: BillingSession.Options
+  readonly lowBalance?: Accounts.LowBalanceOptions
+}
+
+/**
+ * A `BillingSession` funded by subscriptions, then the wallet (token budgets
+ * too), plus `WalletAdmin`, `Accounts` and `SubscriptionAdmin`, over the knex
+ * client in context: `KnexBilling.sessionLayer` with the three sources.
+ */
+export const billingLayer = (options: LayerOptions = {}) =>
+  Layer.mergeAll(
+    KnexBilling.sessionLayer({
+      funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet)],
+      budgets: [TokenBudget.make()],
+      ...(options.session ? { session: options.session } : {}),
+      ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
+    }),
+    WalletAdmin.WalletAdmin.layer,
+    SubscriptionAdmin.SubscriptionAdmin.layerWith(
+      options.subscription?.timeZone !== undefined ? { timeZone: options.subscription.timeZone } : {}
+    )
+  )
+
+/** The balances the audit checks: wallets, token budgets and subscription usage. */
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
 
 /** Every database this run can reach (SQLite always; PG/MySQL from the environment). */
 export const targets = TestDatabase.targets()
@@ -14,12 +48,12 @@ export const migratedClient = (target: TestDatabase.Target) =>
   )
 
 /** Billing over subscriptions + wallet on an isolated, migrated database. */
-export const subscriptionBilling = (target: TestDatabase.Target, options: Subscription.LayerOptions = {}) =>
-  Subscription.layer(options).pipe(Layer.provideMerge(migratedClient(target)))
+export const subscriptionBilling = (target: TestDatabase.Target, options: LayerOptions = {}) =>
+  billingLayer(options).pipe(Layer.provideMerge(migratedClient(target)))
 
 /** Runs the audit (wallet, token, subscriptions); dies with its problems if it is not clean. */
 export const auditClean = Effect.gen(function*() {
-  const report = yield* Audit.run(Subscription.auditBalances, { counters: Subscription.auditCounters })
+  const report = yield* Audit.run(auditBalances, { counters: Subscription.auditCounters })
   if (!report.ok) return yield* Effect.die(new Error(`audit: ${report.problems.join("; ")}`))
   return report
 })

@@ -442,7 +442,8 @@ const holdView = (h: MHold) => ({
     {
       kind: "funding",
       sourceId: h.source,
-      subjectId: h.accountId,
+      // v2: a Source's part is the row it drew from (the subscription's `ref`), else the account
+      subjectId: h.subRef ?? h.accountId,
       amount: h.reserved,
       ...(h.subRef !== undefined ? { ref: h.subRef } : {})
     },
@@ -622,7 +623,7 @@ const modelSettle = (m: Model, holdId: string, actual: number): Predicted => {
   const parts: Array<unknown> = [{
     kind: "funding",
     sourceId: h.source,
-    subjectId: h.accountId,
+    subjectId: h.subRef ?? h.accountId,
     reserved: h.reserved,
     ...funding
   }]
@@ -679,7 +680,7 @@ const modelLateSettle = (m: Model, h: MHold, actual: number): Predicted => {
     m.unbilled[h.accountId] = (m.unbilled[h.accountId] ?? 0) + unbilled
     funding = { charged: actual - unbilled, unbilled, ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {}) }
   }
-  const parts: Array<unknown> = [{ kind: "funding", sourceId: h.source, subjectId: h.accountId, reserved: 0, ...funding }]
+  const parts: Array<unknown> = [{ kind: "funding", sourceId: h.source, subjectId: h.subRef ?? h.accountId, reserved: 0, ...funding }]
   if (h.tokenId !== undefined) {
     const t = m.tokens[h.tokenId]!
     let token: Record<string, unknown> = { charged: 0, unbilled: 0 }

@@ -6,9 +6,17 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
-import { BillingSession, FundingRegistry } from "@relay-billing/core"
-import type { AccountCounters, BillingError, HoldJournal, Ledger, Source, SqlStore } from "@relay-billing/core"
+import { Layer } from "effect"
+import type {
+  AccountCounters,
+  BillingError,
+  BillingSession,
+  FundingRegistry,
+  HoldJournal,
+  Ledger,
+  Source,
+  SqlStore
+} from "@relay-billing/core"
 import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
 import type { Audit, Migrations } from "@relay-billing/knex"
 import * as TokenBudget from "./TokenBudget.js"
@@ -52,8 +60,10 @@ export const sources = (
 
 /**
  * Everything a wallet-funded relay needs over one knex client: `BillingSession`
- * (journal, ledger, counters and a registry with the wallet and token budget),
- * `WalletAdmin` and `Accounts`.
+ * (journal, ledger, executor, accounts and a registry with the wallet and the
+ * token budget, see `KnexBilling.sessionLayer`), and `WalletAdmin`. Split
+ * funding is opted into per account (`Accounts.setSplitFunding`) unless
+ * `session.splitFundingFor` says otherwise.
  *
  * @since 0.1.0
  * @category layers
@@ -77,34 +87,13 @@ export const layer = (
   KnexClient.KnexClient
 > => {
   const { token, wallet } = sources(options.wallet)
-  const registry = FundingRegistry.FundingRegistry.layer({ funding: [wallet], budgets: [token] })
-  const services = Layer.mergeAll(KnexBilling.layer, Accounts.countersLayer, Accounts.Accounts.layer, registry, WalletAdmin.layer)
-  return sessionLayer(options).pipe(Layer.provideMerge(services))
+  return Layer.merge(
+    KnexBilling.sessionLayer({
+      funding: [wallet],
+      budgets: [token],
+      ...(options.session ? { session: options.session } : {}),
+      ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
+    }),
+    WalletAdmin.layer
+  )
 }
-
-/**
- * The `BillingSession` over the knex client with the wallet package's defaults:
- * the database-backed low-balance policy, and split funding opted into per
- * account (`WalletAdmin.setSplitFunding`) unless `session.splitFundingFor` says
- * otherwise. Needs the journal, registry and counters.
- *
- * @since 0.1.0
- * @category layers
- */
-export const sessionLayer = (
-  options: { readonly session?: BillingSession.Options; readonly lowBalance?: Accounts.LowBalanceOptions } = {}
-): Layer.Layer<
-  BillingSession.BillingSession,
-  BillingError.InvalidInput,
-  KnexClient.KnexClient | HoldJournal.HoldJournal | FundingRegistry.FundingRegistry | AccountCounters.AccountCounters
-> =>
-  Layer.unwrap(Effect.gen(function*() {
-    const client = yield* KnexClient.KnexClient
-    const session: BillingSession.Options = {
-      splitFundingFor: Accounts.splitFundingFor(client),
-      ...options.session
-    }
-    return BillingSession.BillingSession.layer(session).pipe(
-      Layer.provide(Accounts.lowBalanceLayer(options.lowBalance))
-    )
-  }))

@@ -21,6 +21,7 @@ import type { FundingRegistry } from "../FundingRegistry.js"
 import * as FundingResolver from "../FundingResolver.js"
 import type { FundingSource, PartResult } from "../FundingSource.js"
 import { reservationAmount } from "../FundingSource.js"
+import { isSource } from "../Source.js"
 import type { Hold, HoldPart, PartSettlement, Settlement } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Recorder } from "../SettlementRecorder.js"
@@ -245,7 +246,9 @@ export const makeEngine = (deps: Deps) => {
       const part: HoldPart = {
         kind,
         sourceId: target.id,
-        subjectId,
+        // A `Source` may name the row it drew from (a subscription): the part is that row's,
+        // so two parts of one source (split funding over two subscriptions) stay apart.
+        subjectId: (reservation as { readonly subjectId?: string }).subjectId ?? subjectId,
         amount: reservation.amount as Quota,
         ...(reservation.ref !== undefined ? { ref: reservation.ref } : {})
       }
@@ -366,22 +369,27 @@ export const makeEngine = (deps: Deps) => {
           const funding: Array<HoldPart> = []
           let remaining = amount as number
           for (const source of sources) {
-            if (remaining === 0) break
-            const result = yield* Effect.result(
-              acquirePart(source, "funding", input, input.accountId, remaining as Quota, ctx, true)
-            )
-            if (result._tag === "Failure") {
-              if (result.failure instanceof InsufficientFunds) continue
-              return yield* Effect.fail(result.failure)
+            // A `Source` (no hold ids) is asked again while it gives something: a subscription
+            // source draws one subscription per take, the next take the next one (§7: several
+            // subscriptions by soonest expiry, then the wallet). A two-phase source is asked once.
+            const again = isSource(yield* deps.registry.funding(source.id))
+            for (let round = 0; remaining > 0 && round < (again ? 64 : 1); round++) {
+              const result = yield* Effect.result(
+                acquirePart(source, "funding", input, input.accountId, remaining as Quota, ctx, true)
+              )
+              if (result._tag === "Failure") {
+                if (result.failure instanceof InsufficientFunds) break
+                return yield* Effect.fail(result.failure)
+              }
+              if (result.success.amount === 0) {
+                return yield* new ContractViolation({
+                  sourceId: source.id,
+                  detail: "a partial reservation must reserve more than 0 or fail with InsufficientFunds"
+                })
+              }
+              funding.push(result.success)
+              remaining -= result.success.amount
             }
-            if (result.success.amount === 0) {
-              return yield* new ContractViolation({
-                sourceId: source.id,
-                detail: "a partial reservation must reserve more than 0 or fail with InsufficientFunds"
-              })
-            }
-            funding.push(result.success)
-            remaining -= result.success.amount
           }
           if (remaining > 0) {
             return yield* new InsufficientFunds({
@@ -923,7 +931,8 @@ export const makeEngine = (deps: Deps) => {
       yield* publish(BillingEvent.LowBalance({
         accountId: hold.accountId,
         sourceId: paying.sourceId,
-        subjectId: paying.subjectId,
+        // The account (a funding part's subject may be the row a Source drew from).
+        subjectId: hold.accountId,
         balance: paying.balanceAfter,
         threshold
       }))

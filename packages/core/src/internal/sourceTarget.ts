@@ -217,7 +217,11 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
           balanceAfter: taken.balanceAfter
         }])
       }
-      return { amount: taken.amount, ...(taken.ref !== undefined ? { ref: taken.ref } : {}) }
+      return {
+        amount: taken.amount,
+        ...(taken.ref !== undefined ? { ref: taken.ref } : {}),
+        ...(taken.subjectId !== undefined ? { subjectId: taken.subjectId } : {})
+      }
     })
 
   const settle = (req: SettleRequest & ChainRequest) =>

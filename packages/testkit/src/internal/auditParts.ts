@@ -48,9 +48,14 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
       )
     }
   }
+  // The hold's parts by (source, hold), summed: split funding may draw several parts of one
+  // `Source` (one per subscription), whose ledger rows the checks below take together.
   const copies = new Map<string, number>()
   for (const hold of state.holds.values()) {
-    for (const p of hold.parts) copies.set(partKey(p.sourceId, hold.id), p.amount)
+    for (const p of hold.parts) {
+      const k = partKey(p.sourceId, hold.id)
+      copies.set(k, (copies.get(k) ?? 0) + p.amount)
+    }
   }
   for (const [k, part] of state.parts) {
     const [sourceId, holdId] = k.split("\u0000") as [string, string]
@@ -81,21 +86,22 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
     }
   }
   for (const hold of state.holds.values()) {
-    for (const p of hold.parts) {
-      const k = partKey(p.sourceId, hold.id)
+    for (const sourceId of new Set(hold.parts.map((p) => p.sourceId))) {
+      const k = partKey(sourceId, hold.id)
       // A part with no row in this ledger was reserved elsewhere (an external source of the same id).
-      if (!local.has(p.sourceId) || state.parts.has(k) || !byPart.has(k)) continue
+      if (!local.has(sourceId) || state.parts.has(k) || !byPart.has(k)) continue
       const entry = byPart.get(k) ?? empty()
-      if (-entry.reserved !== p.amount) {
+      const amount = copies.get(k) ?? 0
+      if (-entry.reserved !== amount) {
         problems.push(
-          `hold ${hold.id} part ${p.sourceId}: the hold records ${p.amount} but its reserve rows in the ledger sum to ${-entry.reserved}`
+          `hold ${hold.id} part ${sourceId}: the hold records ${amount} but its reserve rows in the ledger sum to ${-entry.reserved}`
         )
       }
       if (entry.backRows > 0 && hold.status === "pending") {
-        problems.push(`hold ${hold.id} part ${p.sourceId} is pending but the ledger gives back ${entry.back} for it`)
+        problems.push(`hold ${hold.id} part ${sourceId} is pending but the ledger gives back ${entry.back} for it`)
       }
-      if (entry.back > p.amount || entry.back < 0) {
-        problems.push(`hold ${hold.id} part ${p.sourceId}: the ledger gives back ${entry.back}, more than the ${p.amount} reserved`)
+      if (entry.back > amount || entry.back < 0) {
+        problems.push(`hold ${hold.id} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${amount} reserved`)
       }
     }
   }
