@@ -7,7 +7,7 @@
  * pack table and the wallet, and the knex audit is clean.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { BillingSession, FundingRegistry, Ledger, SqlStore } from "@relay-billing/core"
+import { BillingSession, Ledger, SqlStore } from "@relay-billing/core"
 import { Accounts, Audit, KnexBilling, Migrations, SourceMigrations, TestDatabase } from "@relay-billing/knex"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
 import { Effect, Layer } from "effect"
@@ -23,11 +23,8 @@ const billing = (target: TestDatabase.Target) => {
   const migrated = Layer.effectDiscard(
     Effect.andThen(Migrations.run(Wallet.allMigrations), SourceMigrations.run([vouchers]))
   ).pipe(Layer.provideMerge(TestDatabase.layer(target)))
-  const registry = FundingRegistry.FundingRegistry.layer({
-    sources: [WalletSource.make(), TokenBudget.make(), vouchers]
-  })
-  const services = Layer.mergeAll(KnexBilling.layer, Accounts.countersLayer, registry, WalletAdmin.WalletAdmin.layer)
-  return Wallet.sessionLayer().pipe(Layer.provideMerge(services), Layer.provideMerge(migrated))
+  const session = KnexBilling.sessionLayer({ funding: [WalletSource.make(), vouchers], budgets: [TokenBudget.make()] })
+  return Layer.merge(session, WalletAdmin.WalletAdmin.layer).pipe(Layer.provideMerge(migrated))
 }
 
 const account = (id: string, wallet: number, pack: number, expiresAt: number) =>
