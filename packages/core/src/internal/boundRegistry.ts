@@ -73,12 +73,17 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
       )
       : Effect.succeed(undefined)
 
-  /** The funding `Source`s after `sourceId` in the hold's (widened) chain. */
+  /**
+   * The other funding `Source`s of the hold's (widened) chain: those after
+   * `sourceId`, then those before it (a `wallet_first` hold that fell to the
+   * subscription still overflows into the wallet, as in v1: the wallet may go
+   * below zero at settlement).
+   */
   const overflowChain = (sourceId: string, preference: Preference | undefined) => {
     const ids = FundingResolver.order(widen(preference), { available: true, allowFallback: true }, deps.roles)
     const at = ids.indexOf(sourceId)
     return Effect.map(
-      Effect.forEach(at < 0 ? [] : ids.slice(at + 1), fundingSource),
+      Effect.forEach(at < 0 ? [] : [...ids.slice(at + 1), ...ids.slice(0, at)], fundingSource),
       (sources) => sources.filter((s): s is Source => s !== undefined)
     )
   }
