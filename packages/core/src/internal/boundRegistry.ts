@@ -75,12 +75,18 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
       )
       : Effect.succeed(undefined)
 
-  /** The funding `Source`s after `sourceId` in the hold's (widened) chain. */
+  /**
+   * The other funding `Source`s of the hold's (widened) chain — a built-in
+   * alias or the engine's custom chain the hold was opened with: those after
+   * `sourceId`, then those before it (a `wallet_first` hold that fell to the
+   * subscription still overflows into the wallet, as in v1: the wallet may go
+   * below zero at settlement).
+   */
   const overflowChain = (sourceId: string, preference: string | undefined) => {
     const ids = FundingResolver.chainOf(widen(preference), deps.roles, deps.preferences)
     const at = ids.indexOf(sourceId)
     return Effect.map(
-      Effect.forEach(at < 0 ? [] : ids.slice(at + 1), fundingSource),
+      Effect.forEach(at < 0 ? [] : [...ids.slice(at + 1), ...ids.slice(0, at)], fundingSource),
       (sources) => sources.filter((s): s is Source => s !== undefined)
     )
   }
