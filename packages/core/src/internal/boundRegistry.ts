@@ -82,7 +82,8 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
       : Effect.succeed(undefined)
 
   /**
-   * The other funding `Source`s of the hold's (widened) chain: those after
+   * The other funding `Source`s of the hold's (widened) chain — a built-in
+   * alias or the engine's custom chain the hold was opened with: those after
    * `sourceId`, then those before it (a `wallet_first` hold that fell to the
    * subscription still overflows into the wallet, as in v1: the wallet may go
    * below zero at settlement).
