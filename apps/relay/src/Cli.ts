@@ -299,6 +299,11 @@ export const run = (
         ? Effect.as(Console.error(error.message), error.exitCode)
         : Effect.succeed(2) // a usage error (ShowHelp carries it): effect/cli has printed help and errors
     ),
-    Effect.catchDefect((defect) => Effect.as(Console.error(`relay: unexpected error: ${String(defect)}`), 1)),
+    Effect.catchDefect((defect) =>
+      Effect.as(
+        Console.error(`relay: unexpected error: ${defect instanceof Error && defect.stack ? defect.stack : String(defect)}`),
+        1
+      )
+    ),
     Effect.provide(NodeServices.layer)
   )

@@ -94,27 +94,16 @@ const exportTarget = (exports: unknown): string | undefined => {
 }
 
 /**
- * An ESM-only package (its `exports` have no `require` or `default` target)
- * cannot be resolved by `require.resolve`: find its directory in the
- * `node_modules` folders from `cwd` up and read its `exports` (import
- * conditions), `module` or `main`.
+ * The directory of package `name` in the `node_modules` folders from `cwd` up
+ * (Node's own lookup for a dependency of a project in `cwd`), without Node's
+ * global folders: a `NODE_PATH` (pnpm sets one for its scripts) must not make
+ * a package the deployment does not have look installed.
  */
-const resolveImportOnly = (name: string, cwd: string): string | undefined => {
+const packageDir = (name: string, cwd: string): string | undefined => {
   let dir = cwd
   for (;;) {
     const pkgDir = path.join(dir, "node_modules", ...name.split("/"))
-    const manifest = path.join(pkgDir, "package.json")
-    if (existsSync(manifest)) {
-      const json = JSON.parse(readFileSync(manifest, "utf8")) as Record<string, unknown>
-      const target = json["exports"] !== undefined
-        ? exportTarget(json["exports"])
-        : typeof json["module"] === "string"
-        ? json["module"]
-        : typeof json["main"] === "string"
-        ? json["main"]
-        : "index.js"
-      return target === undefined ? undefined : path.resolve(pkgDir, target)
-    }
+    if (existsSync(path.join(pkgDir, "package.json"))) return pkgDir
     const parent = path.dirname(dir)
     if (parent === dir) return undefined
     dir = parent
@@ -122,21 +111,44 @@ const resolveImportOnly = (name: string, cwd: string): string | undefined => {
 }
 
 /**
+ * An ESM-only package (its `exports` have no `require` or `default` target)
+ * cannot be resolved by `require.resolve`: read its `exports` (import
+ * conditions), `module` or `main`.
+ */
+const resolveImportOnly = (pkgDir: string): string | undefined => {
+  const json = JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")) as Record<string, unknown>
+  const target = json["exports"] !== undefined
+    ? exportTarget(json["exports"])
+    : typeof json["module"] === "string"
+    ? json["module"]
+    : typeof json["main"] === "string"
+    ? json["main"]
+    : "index.js"
+  return target === undefined ? undefined : path.resolve(pkgDir, target)
+}
+
+/**
  * Resolves a package name to its entry file from `cwd`, as a dependency of a
- * project in `cwd` would be: `require.resolve` (CommonJS and dual packages),
- * else the import conditions of an ESM-only package.
+ * project in `cwd` would be: found in the `node_modules` folders from `cwd` up
+ * (never through `NODE_PATH`), then `require.resolve` (CommonJS and dual
+ * packages), else the import conditions of an ESM-only package.
  *
  * @since 0.4.0
  * @category loading
  */
 export const resolvePackage = (name: string, cwd: string): string => {
-  const require = createRequire(path.join(path.resolve(cwd), "noop.js"))
+  const from = path.resolve(cwd)
+  const pkgDir = packageDir(name, from)
+  if (pkgDir === undefined) {
+    throw Object.assign(new Error(`Cannot find package '${name}' from ${from}`), { code: "MODULE_NOT_FOUND" })
+  }
+  const require = createRequire(path.join(from, "noop.js"))
   try {
     return require.resolve(name)
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code
     if (code === "ERR_PACKAGE_PATH_NOT_EXPORTED" || code === "ERR_REQUIRE_ESM") {
-      const file = resolveImportOnly(name, path.resolve(cwd))
+      const file = resolveImportOnly(pkgDir)
       if (file !== undefined && existsSync(file)) return file
     }
     throw cause
@@ -198,12 +210,31 @@ export const loadEntry = (
           "made with Source.plugin: { id, options, make })"
       )
     }
-    const decoded = yield* Schema.decodeUnknownEffect(plugin.options)(entry.options, { onExcessProperty: "error" }).pipe(
-      Effect.mapError((error) => {
-        const base = toConfigError(source, at("options"), entry.options, error)
-        return new ConfigError({ ...base, reason: `${base.reason} (options of ${named}, package ${entry.package})` })
-      })
-    )
+    const optionsError = (error: Schema.SchemaError) => {
+      const base = toConfigError(source, at("options"), entry.options, error)
+      return new ConfigError({ ...base, reason: `${base.reason} (options of ${named}, package ${entry.package})` })
+    }
+    // A plugin made with Source.plugin decodes its options with its own copy of effect (it may
+    // resolve another copy than the relay's, whose parser cannot run its schema's checks).
+    const decodeOptions = plugin.decodeOptions
+    const decoded = decodeOptions === undefined
+      ? yield* Schema.decodeUnknownEffect(plugin.options)(entry.options, { onExcessProperty: "error" }).pipe(
+        Effect.mapError(optionsError)
+      )
+      : yield* Effect.try({
+        try: () => decodeOptions(entry.options),
+        catch: (cause) =>
+          new ConfigError({
+            source,
+            field: at("options"),
+            value: JSON.stringify(entry.options),
+            reason: `${named} (package ${entry.package}) could not decode its options: ${describe(cause)}`
+          })
+      }).pipe(
+        Effect.flatMap((result) =>
+          result._tag === "Success" ? Effect.succeed(result.value) : Effect.fail(optionsError(result.error))
+        )
+      )
     const made = yield* Effect.try({
       try: () => plugin.make(decoded),
       catch: (cause) =>

@@ -19,7 +19,8 @@
  *
  * @since 0.4.0
  */
-import type { Effect, Schema } from "effect"
+import { Exit, Schema } from "effect"
+import type { Effect } from "effect"
 import type {
   InsufficientFunds,
   QuotaOutOfRange,
@@ -235,7 +236,26 @@ export interface Plugin<Options = unknown> {
   readonly options: Schema.Decoder<Options>
   /** Builds the source. */
   readonly make: (options: Options) => Source
+  /**
+   * Decodes the options with the plugin's own copy of `effect` (set by
+   * {@link plugin}). A host loads a plugin by package name, and the plugin may
+   * resolve another copy of `effect` than the host (a schema's checks do not run
+   * under another copy's parser): the host calls this instead of decoding
+   * `options` itself. Excess properties are refused.
+   */
+  readonly decodeOptions?: (input: unknown) => DecodedOptions<Options>
 }
+
+/**
+ * What {@link Plugin.decodeOptions} answers: the options, or the schema's error
+ * (a `SchemaError` of the plugin's copy of `effect`).
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type DecodedOptions<Options> =
+  | { readonly _tag: "Success"; readonly value: Options }
+  | { readonly _tag: "Failure"; readonly error: Schema.SchemaError }
 
 /**
  * Whether a registered value is a `Source` (a balance mover in the hold's store)
@@ -263,4 +283,17 @@ export const make = (source: Source): Source => source
  * @since 0.4.0
  * @category constructors
  */
-export const plugin = <Options>(plugin: Plugin<Options>): Plugin<Options> => plugin
+export const plugin = <Options>(plugin: Plugin<Options>): Plugin<Options> => {
+  if (plugin.decodeOptions !== undefined) return plugin
+  const decode = Schema.decodeUnknownExit(plugin.options, { onExcessProperty: "error" })
+  return {
+    ...plugin,
+    decodeOptions: (input) => {
+      const exit = decode(input)
+      if (Exit.isSuccess(exit)) return { _tag: "Success", value: exit.value }
+      const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
+      if (error?._tag === "Fail") return { _tag: "Failure", error: error.error }
+      throw new Error(`the options schema of plugin ${plugin.id} died while decoding`)
+    }
+  }
+}
