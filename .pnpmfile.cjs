@@ -3,6 +3,7 @@
 // neither npm's global `nodedir` nor a project .npmrc, so pass it through the environment.
 const path = require("node:path")
 const fs = require("node:fs")
+
 const nodedir = path.resolve(path.dirname(process.execPath), "..")
 module.exports = {
   hooks: {

@@ -13,7 +13,16 @@
 // compiled with node-gyp against that Node's headers (the pinned runtime ships `include/node`),
 // about two minutes on two cores, once per machine.
 import { spawnSync } from "node:child_process"
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync } from "node:fs"
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync
+} from "node:fs"
 import { homedir } from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -70,7 +79,16 @@ const compile = (runtime, pkg) => {
   const pinnedBuild = runtime === pinned
   const gyp = pinnedBuild
     ? path.join(root, "node_modules", "node-gyp", "bin", "node-gyp.js")
-    : path.join(path.dirname(path.dirname(runtime.executable)), "lib", "node_modules", "npm", "node_modules", "node-gyp", "bin", "node-gyp.js")
+    : path.join(
+      path.dirname(path.dirname(runtime.executable)),
+      "lib",
+      "node_modules",
+      "npm",
+      "node_modules",
+      "node-gyp",
+      "bin",
+      "node-gyp.js"
+    )
   const nodedir = pinnedBuild ? pinnedHeaders : path.dirname(path.dirname(runtime.executable))
   log(`compiling better-sqlite3 for Node ${runtime.version} (about two minutes)`)
   const run = spawnSync(runtime.executable, [gyp, "rebuild", "--release", `--nodedir=${nodedir}`], {
@@ -96,7 +114,7 @@ const major = (version) => Number(version.split(".")[0])
 const minimumMajor = (engines) => Number(/^\s*>=\s*(\d+)/.exec(engines?.node ?? "")?.[1] ?? 0)
 
 for (const pkg of packages) {
-  const { version, engines } = JSON.parse(readFileSync(path.join(pkg, "package.json"), "utf8"))
+  const { engines, version } = JSON.parse(readFileSync(path.join(pkg, "package.json"), "utf8"))
   const target = (runtime) =>
     path.join(pkg, "compiled", runtime.version, process.platform, process.arch, "better_sqlite3.node")
   const cached = (runtime) =>

@@ -117,7 +117,9 @@ export interface StatementStats {
  * statement by label and phase and sums the time spent in the driver.
  */
 export const hookStatements = (knex: Knex) => {
-  const proto = Object.getPrototypeOf(knex.client) as { _query: (conn: unknown, obj: { sql: string }) => Promise<unknown> }
+  const proto = Object.getPrototypeOf(knex.client) as {
+    _query: (conn: unknown, obj: { sql: string }) => Promise<unknown>
+  }
   const original = proto._query
   const stats: StatementStats = { counts: new Map(), millis: new Map(), sqlMillis: 0, statements: 0, errors: new Map() }
   const state = { detail: false, phase: "-" }

@@ -5,15 +5,15 @@
  * 1 and 16 workers; random accounts and one hot account. Prints a table and
  * writes bench/results/latest.json. See bench/README.md.
  */
+import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Wallet } from "@relay-billing/wallet"
+import { Effect } from "effect"
+import type { Knex } from "knex"
 import { execFileSync, spawn } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect } from "effect"
-import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
-import { Wallet } from "@relay-billing/wallet"
-import type { Knex } from "knex"
 import type { StatementHook } from "./db.js"
 import { hookStatements, RAW_PREFIX, SDK_PREFIX, seed } from "./db.js"
 import { rawRetries, rawSession } from "./raw.js"
@@ -29,7 +29,10 @@ import { allAccounts, Expected, inputs } from "./workload.js"
 // ------------------------------------------------------------------ configuration
 
 const env = process.env
-const num = (name: string, fallback: number) => (env[name] !== undefined && env[name] !== "" ? Number(env[name]) : fallback)
+const num = (
+  name: string,
+  fallback: number
+) => (env[name] !== undefined && env[name] !== "" ? Number(env[name]) : fallback)
 
 const config = {
   /** Length of one measured slice of one side (ms). */
@@ -108,7 +111,14 @@ const setup = (target: Target) =>
     return bench
   })
 
-const slice = (b: Bench, side: Side, workers: number, millis: number, next: ReturnType<typeof inputs>, expected: Expected) =>
+const slice = (
+  b: Bench,
+  side: Side,
+  workers: number,
+  millis: number,
+  next: ReturnType<typeof inputs>,
+  expected: Expected
+) =>
   side === "sdk"
     ? sdkSlice(b.billing, b.knex, b.sdkClient.table("holds"), workers, millis, config.capGraceMillis, next, expected)
     : rawSlice(b.knex, RAW_PREFIX, workers, millis, next, expected)
@@ -146,11 +156,22 @@ interface Row {
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10
 
-const runRow = async (b: Bench, workers: number, mode: AccountMode, index: number, expected: Record<Side, Expected>) => {
+const runRow = async (
+  b: Bench,
+  workers: number,
+  mode: AccountMode,
+  index: number,
+  expected: Record<Side, Expected>
+) => {
   const label = `${workers}w-${mode}`
   const seed = 1_000 + index
-  const next = { sdk: inputs("sdk", label, mode, config.accounts, seed), raw: inputs("raw", label, mode, config.accounts, seed) }
-  for (const side of ["sdk", "raw"] as const) await slice(b, side, workers, config.warmupMillis, next[side], expected[side])
+  const next = {
+    sdk: inputs("sdk", label, mode, config.accounts, seed),
+    raw: inputs("raw", label, mode, config.accounts, seed)
+  }
+  for (const side of ["sdk", "raw"] as const) {
+    await slice(b, side, workers, config.warmupMillis, next[side], expected[side])
+  }
   const acc: Record<Side, Array<Slice>> = { sdk: [], raw: [] }
   const before = { sdk: expected.sdk.snapshot(), raw: expected.raw.snapshot() }
   const errors: Record<Side, Record<string, number>> = { sdk: {}, raw: {} }
@@ -175,7 +196,8 @@ const runRow = async (b: Bench, workers: number, mode: AccountMode, index: numbe
       perSecond: Math.round(sessions / seconds),
       p50Millis: Math.round(percentile(latencies, 50) * 100) / 100,
       p99Millis: Math.round(percentile(latencies, 99) * 100) / 100,
-      cpuMillisPerSession: Math.round((slices.reduce((a, s) => a + s.cpuMillis, 0) / Math.max(1, sessions)) * 1000) / 1000,
+      cpuMillisPerSession: Math.round((slices.reduce((a, s) => a + s.cpuMillis, 0) / Math.max(1, sessions)) * 1000) /
+        1000,
       failed: failures.failed,
       errors: failures.errors,
       abandoned: failures.abandoned,
@@ -202,7 +224,9 @@ const runRow = async (b: Bench, workers: number, mode: AccountMode, index: numbe
     rawRetries: rawRetries.count - retriesBefore
   }
   log(
-    `  ${row.db.padEnd(11)} ${String(workers).padStart(2)}w ${row.accounts.padEnd(12)} sdk ${sdk.perSecond}/s  raw ${raw.perSecond}/s  ratio ${ratio}`
+    `  ${row.db.padEnd(11)} ${String(workers).padStart(2)}w ${
+      row.accounts.padEnd(12)
+    } sdk ${sdk.perSecond}/s  raw ${raw.perSecond}/s  ratio ${ratio}`
   )
   return row
 }
@@ -312,7 +336,11 @@ const runDialect = (target: Target) =>
     }
     for (const side of ["sdk", "raw"] as const) {
       const v = verification[side]
-      log(`  verify ${side}: ${v.ok ? "ok" : "FAILED"} (${v.sessionsSettled} sessions, ${v.ledgerRows} ledger rows, audit ${v.audit.ok ? "clean" : "NOT clean"})`)
+      log(
+        `  verify ${side}: ${
+          v.ok ? "ok" : "FAILED"
+        } (${v.sessionsSettled} sessions, ${v.ledgerRows} ledger rows, audit ${v.audit.ok ? "clean" : "NOT clean"})`
+      )
       for (const p of v.problems.slice(0, 10)) log(`    ${p}`)
     }
     const sameRowShapes = verification.sdk.shape === verification.raw.shape
@@ -381,8 +409,14 @@ const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, wo
     const next = inputs(side, "loop", mode, config.accounts, 5)
     const s = yield* Effect.promise(() => slice(b, side, workers, seconds * 1000, next, expected))
     log(
-      `${side} ${dialect} ${workers}w ${mode}: ${s.sessions} sessions, ${(s.sessions / (s.millis / 1000)).toFixed(1)}/s, ` +
-        `CPU ${(s.cpuMillis / Math.max(1, s.sessions)).toFixed(3)} ms/session, failed ${expected.failed}, driver errors ${JSON.stringify(Object.fromEntries(b.hook.stats.errors))}`
+      `${side} ${dialect} ${workers}w ${mode}: ${s.sessions} sessions, ${
+        (s.sessions / (s.millis / 1000)).toFixed(1)
+      }/s, ` +
+        `CPU ${
+          (s.cpuMillis / Math.max(1, s.sessions)).toFixed(3)
+        } ms/session, failed ${expected.failed}, driver errors ${
+          JSON.stringify(Object.fromEntries(b.hook.stats.errors))
+        }`
     )
     const v = yield* verify(side === "sdk" ? b.sdkClient : b.rawClient, expected, b.accounts, b.openingLedgerRows)
     log(`verified: ${v.ok ? "ok" : v.problems.join("; ")}`)
@@ -413,7 +447,11 @@ const table = (headers: Array<string>, rows: Array<Array<string>>, right: Set<nu
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)))
   const fmt = (cells: Array<string>) =>
     `| ${cells.map((c, i) => (right.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(" | ")} |`
-  return [fmt(headers), `|${widths.map((w, i) => (right.has(i) ? `${"-".repeat(w + 1)}:` : `${"-".repeat(w + 2)}`)).join("|")}|`, ...rows.map(fmt)].join("\n")
+  return [
+    fmt(headers),
+    `|${widths.map((w, i) => (right.has(i) ? `${"-".repeat(w + 1)}:` : `${"-".repeat(w + 2)}`)).join("|")}|`,
+    ...rows.map(fmt)
+  ].join("\n")
 }
 
 const latencyText = (s: SideResult) => (s.sessions ? `${s.p50Millis} / ${s.p99Millis}` : "–")
@@ -431,7 +469,13 @@ const explain = (row: Row, d: DialectResult): string => {
   ]
   const sdkErr = errorsText(row.sdk.driverErrors)
   const rawErr = errorsText(row.raw.driverErrors)
-  if (sdkErr || rawErr) parts.push(`driver errors SDK ${sdkErr || "none"}, raw ${rawErr || "none"} (40P01 deadlock, 25P02 statement in an aborted transaction)`)
+  if (sdkErr || rawErr) {
+    parts.push(
+      `driver errors SDK ${sdkErr || "none"}, raw ${
+        rawErr || "none"
+      } (40P01 deadlock, 25P02 statement in an aborted transaction)`
+    )
+  }
   if (row.sdk.failed || row.raw.failed) parts.push(`failed sessions SDK ${row.sdk.failed}, raw ${row.raw.failed}`)
   if (row.sdk.abandoned) parts.push(`${row.sdk.abandoned} SDK sessions still running at the slice cap`)
   return parts.join("; ")
@@ -455,12 +499,22 @@ const main = async () => {
   if (process.argv[2] === "--rss-child") return rssChild(process.argv[3] as Side, process.argv[4] as Target["name"])
   if (process.argv[2] === "--loop") {
     const [side, dialect, seconds, workers, mode] = process.argv.slice(3)
-    return loopOnly(side as Side, dialect as Target["name"], Number(seconds ?? 5), Number(workers ?? 1), (mode ?? "random") as AccountMode)
+    return loopOnly(
+      side as Side,
+      dialect as Target["name"],
+      Number(seconds ?? 5),
+      Number(workers ?? 1),
+      (mode ?? "random") as AccountMode
+    )
   }
   const startedAt = new Date()
   const loadBefore = os.loadavg()
   const git = gitState()
-  log(`relay-billing bench: ${targets.map(dbLabel).join(", ")}${env["BILLING_PG_URL"] ? "" : " (set BILLING_PG_URL for PostgreSQL)"}`)
+  log(
+    `relay-billing bench: ${targets.map(dbLabel).join(", ")}${
+      env["BILLING_PG_URL"] ? "" : " (set BILLING_PG_URL for PostgreSQL)"
+    }`
+  )
   const dialects: Array<DialectResult> = []
   for (const target of targets) dialects.push(await Effect.runPromise(runDialect(target)))
   const mainPeakRssMB = mb(process.resourceUsage().maxRSS * 1024)
@@ -477,13 +531,41 @@ const main = async () => {
 
   const out: Array<string> = []
   out.push("")
-  out.push(`relay-billing bench — ${startedAt.toISOString()} — ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, node ${process.version}`)
-  out.push(`packages built from ${git.commit}${git.packagesChangedFiles ? ` + ${git.packagesChangedFiles} locally changed files under packages/` : ""}`)
-  out.push(`load average before/after: ${loadBefore.map((l) => l.toFixed(1)).join(" ")} / ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  out.push(`sessions/s = open + settle (2 transactions) per session; SDK and raw alternate in ${config.rounds} rounds of ${config.sliceMillis} ms per side after ${config.warmupMillis} ms warm-up`)
+  out.push(
+    `relay-billing bench — ${startedAt.toISOString()} — ${os.cpus().length} × ${
+      os.cpus()[0]?.model ?? "cpu"
+    }, node ${process.version}`
+  )
+  out.push(
+    `packages built from ${git.commit}${
+      git.packagesChangedFiles ? ` + ${git.packagesChangedFiles} locally changed files under packages/` : ""
+    }`
+  )
+  out.push(
+    `load average before/after: ${loadBefore.map((l) => l.toFixed(1)).join(" ")} / ${
+      os.loadavg().map((l) => l.toFixed(1)).join(" ")
+    }`
+  )
+  out.push(
+    `sessions/s = open + settle (2 transactions) per session; SDK and raw alternate in ${config.rounds} rounds of ${config.sliceMillis} ms per side after ${config.warmupMillis} ms warm-up`
+  )
   out.push("")
   out.push(table(
-    ["db", "workers", "accounts", "SDK sess/s", "raw sess/s", "SDK/raw", "per round", "SDK p50/p99 ms", "raw p50/p99 ms", "CPU ms/sess SDK/raw", "driver errors SDK / raw", "failed SDK/raw", "≥ 0.85"],
+    [
+      "db",
+      "workers",
+      "accounts",
+      "SDK sess/s",
+      "raw sess/s",
+      "SDK/raw",
+      "per round",
+      "SDK p50/p99 ms",
+      "raw p50/p99 ms",
+      "CPU ms/sess SDK/raw",
+      "driver errors SDK / raw",
+      "failed SDK/raw",
+      "≥ 0.85"
+    ],
     rows.map((r) => [
       r.db,
       String(r.workers),
@@ -506,13 +588,26 @@ const main = async () => {
   if (rss.length > 0) {
     out.push(table(
       ["db", "side", "workers", "sess/s", "RSS before loop MB", "peak RSS MB", "heap after MB", "verified"],
-      rss.map((r) => [r.db, r.side, String(r.workers), String(r.perSecond), String(r.rssBeforeMB), String(r.peakRssMB), String(r.heapUsedAfterMB), r.verified ? "yes" : "NO"]),
+      rss.map((
+        r
+      ) => [
+        r.db,
+        r.side,
+        String(r.workers),
+        String(r.perSecond),
+        String(r.rssBeforeMB),
+        String(r.peakRssMB),
+        String(r.heapUsedAfterMB),
+        r.verified ? "yes" : "NO"
+      ]),
       new Set([2, 3, 4, 5, 6])
     ))
   }
   for (const d of dialects) {
     out.push("")
-    out.push(`statements per session on ${d.db} (1 worker, ${d.profile.sdk.sessions} sessions per side, counted at the driver):`)
+    out.push(
+      `statements per session on ${d.db} (1 worker, ${d.profile.sdk.sessions} sessions per side, counted at the driver):`
+    )
     const labels = [...new Set([...Object.keys(d.profile.sdk.statements), ...Object.keys(d.profile.raw.statements)])]
     const cell = (p: SideProfile, label: string, phase: string) => {
       const v = p.statements[label]?.[phase]
@@ -551,8 +646,12 @@ const main = async () => {
     )
     const v = d.verification
     out.push(
-      `verified: SDK ${v.sdk.ok ? "ok" : "FAILED"} (${v.sdk.sessionsSettled} sessions, audit ${v.sdk.audit.ok ? "clean" : "NOT clean"}), ` +
-        `raw ${v.raw.ok ? "ok" : "FAILED"} (${v.raw.sessionsSettled} sessions, audit ${v.raw.audit.ok ? "clean" : "NOT clean"}); ` +
+      `verified: SDK ${v.sdk.ok ? "ok" : "FAILED"} (${v.sdk.sessionsSettled} sessions, audit ${
+        v.sdk.audit.ok ? "clean" : "NOT clean"
+      }), ` +
+        `raw ${v.raw.ok ? "ok" : "FAILED"} (${v.raw.sessionsSettled} sessions, audit ${
+          v.raw.audit.ok ? "clean" : "NOT clean"
+        }); ` +
         `row shapes identical: ${d.sameRowShapes ? "yes" : "NO"}`
     )
   }
@@ -572,7 +671,9 @@ const main = async () => {
   if (below.length > 0) {
     out.push("")
     out.push(`below ${config.target}:`)
-    for (const { d, r } of below) out.push(`- ${r.db} ${r.workers}w ${r.accounts}: ${r.ratio.toFixed(3)} — ${explain(r, d)}`)
+    for (const { d, r } of below) {
+      out.push(`- ${r.db} ${r.workers}w ${r.accounts}: ${r.ratio.toFixed(3)} — ${explain(r, d)}`)
+    }
   }
   process.stdout.write(`${out.join("\n")}\n`)
 
@@ -584,13 +685,30 @@ const main = async () => {
     finishedAt: new Date().toISOString(),
     git,
     loadAverage: { before: loadBefore, after: os.loadavg() },
-    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memoryMB: mb(os.totalmem()), node: process.version, platform: `${os.platform()} ${os.release()}` },
+    machine: {
+      cpus: os.cpus().length,
+      model: os.cpus()[0]?.model,
+      memoryMB: mb(os.totalmem()),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`
+    },
     config,
     target: config.target,
     rows,
-    belowTarget: below.map(({ d, r }) => ({ db: r.db, workers: r.workers, accounts: r.accounts, ratio: r.ratio, why: explain(r, d) })),
+    belowTarget: below.map(({ d, r }) => ({
+      db: r.db,
+      workers: r.workers,
+      accounts: r.accounts,
+      ratio: r.ratio,
+      why: explain(r, d)
+    })),
     peakRss: { mainProcessMB: mainPeakRssMB, perSide: rss },
-    dialects: dialects.map((d) => ({ db: d.db, profile: d.profile, verification: d.verification, sameRowShapes: d.sameRowShapes }))
+    dialects: dialects.map((d) => ({
+      db: d.db,
+      profile: d.profile,
+      verification: d.verification,
+      sameRowShapes: d.sameRowShapes
+    }))
   }
   const file = path.join(resultsDir, "latest.json")
   writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`)

@@ -185,7 +185,9 @@ export const rawSession = async (
       }
       const settleWallet = async () => {
         const after = one(
-          await trx(accounts).where({ id: accountId }).update({ balance: trx.raw("balance + ?", [-delta]) }, ["balance"]),
+          await trx(accounts).where({ id: accountId }).update({ balance: trx.raw("balance + ?", [-delta]) }, [
+            "balance"
+          ]),
           "balance"
         )
         if (after === undefined) throw new RawError(`account ${accountId} vanished`)

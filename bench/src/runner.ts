@@ -106,9 +106,10 @@ export const sdkSlice = async (
     }
   })
   await Effect.runPromise(
-    Effect.forEach(Array.from({ length: workers }, () => worker), (w) => w, { concurrency: "unbounded", discard: true }).pipe(
-      Effect.timeoutOption(Duration.millis(millis + capGraceMillis))
-    )
+    Effect.forEach(Array.from({ length: workers }, () => worker), (w) => w, { concurrency: "unbounded", discard: true })
+      .pipe(
+        Effect.timeoutOption(Duration.millis(millis + capGraceMillis))
+      )
   )
   const measured = stop()
   // What did the interrupted sessions leave behind? (rolled back, open and pending, or settled)

@@ -9,11 +9,11 @@
  * 30 s+ (quadratic); set BENCH_TOKENIZER_OLD=1 to time gpt-tokenizer on those
  * two inputs as well. See bench/README.md.
  */
+import * as Tokenizer from "@relay-billing/relay/Tokenizer"
+import { countTokens } from "gpt-tokenizer/encoding/o200k_base"
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as Tokenizer from "@relay-billing/relay/Tokenizer"
-import { countTokens } from "gpt-tokenizer/encoding/o200k_base"
 
 const env = process.env
 const runs = Number(env["BENCH_TOKENIZER_RUNS"] ?? 3)
@@ -88,9 +88,19 @@ const inputs: Array<Input> = [
   { name: "x × 40,000", size: 40_000, text: fixed("x".repeat(40_000)), timeLibrary: timeOld },
   { name: "x × 100,000", size: 100_000, text: fixed("x".repeat(100_000)), timeLibrary: timeOld },
   { name: "x × 1,000,000", size: MB, text: fixed("x".repeat(MB)), timeLibrary: false },
-  { name: "random non-space (BMP) 1 MB", size: MB, text: (run) => random(10 + run, MB, 0x21, 0xffff - 0x21), timeLibrary: true },
+  {
+    name: "random non-space (BMP) 1 MB",
+    size: MB,
+    text: (run) => random(10 + run, MB, 0x21, 0xffff - 0x21),
+    timeLibrary: true
+  },
   { name: "random a–z, one word, 1 MB", size: MB, text: (run) => random(20 + run, MB, 0x61, 26), timeLibrary: false },
-  { name: "CJK run (no punctuation) 1 MB", size: MB, text: (run) => random(30 + run, MB, 0x4e00, 0x5000), timeLibrary: false },
+  {
+    name: "CJK run (no punctuation) 1 MB",
+    size: MB,
+    text: (run) => random(30 + run, MB, 0x4e00, 0x5000),
+    timeLibrary: false
+  },
   { name: "CJK prose (，every 12, 。every 36) 1 MB", size: MB, text: (run) => cjkProse(40 + run), timeLibrary: true },
   { name: "emoji run 1 MB", size: MB, text: (run) => random(50 + run, MB, 0x1f300, 0x200), timeLibrary: false },
   { name: "spaces × 1,000,000", size: MB, text: fixed(" ".repeat(MB)), timeLibrary: false },
@@ -156,8 +166,13 @@ const rows = inputs.map((input) => {
 
 const table = (head: Array<string>, body: Array<Array<string>>) => {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)))
-  const line = (cells: Array<string>) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`
-  return [line(head), `|${widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : `${"-".repeat(w + 1)}:`)).join("|")}|`, ...body.map(line)].join("\n")
+  const line = (cells: Array<string>) =>
+    `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`
+  return [
+    line(head),
+    `|${widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : `${"-".repeat(w + 1)}:`)).join("|")}|`,
+    ...body.map(line)
+  ].join("\n")
 }
 
 const out = [
@@ -165,7 +180,20 @@ const out = [
   "baseline = gpt-tokenizer countTokens (o200k_base) on normal text of the same UTF-8 size, same run; ratio = ms / baseline ms",
   "",
   table(
-    ["input", "chars", "bytes", "tokens", "ms", "first ms", "tokens/s", "MB/s", "baseline ms", "ratio", "gpt-tokenizer same input ms", "same count"],
+    [
+      "input",
+      "chars",
+      "bytes",
+      "tokens",
+      "ms",
+      "first ms",
+      "tokens/s",
+      "MB/s",
+      "baseline ms",
+      "ratio",
+      "gpt-tokenizer same input ms",
+      "same count"
+    ],
     rows.map((r) => [
       r.input,
       String(r.chars),
@@ -186,7 +214,10 @@ process.stdout.write(`${out.join("\n")}\n`)
 
 const results = path.join(root, "bench", "results")
 mkdirSync(results, { recursive: true })
-writeFileSync(path.join(results, "tokenizer-latest.json"), `${JSON.stringify({ node: process.version, runs, maxRunLength: Tokenizer.MAX_RUN_LENGTH, rows }, null, 2)}\n`)
+writeFileSync(
+  path.join(results, "tokenizer-latest.json"),
+  `${JSON.stringify({ node: process.version, runs, maxRunLength: Tokenizer.MAX_RUN_LENGTH, rows }, null, 2)}\n`
+)
 
 // Normal text must be counted exactly as o200k does.
 const normalRow = rows[0]!

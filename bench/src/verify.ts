@@ -8,9 +8,9 @@
  * reported per row — but the database must reflect exactly what they left
  * behind (nothing after a failed open, the reservation after a failed settle).
  */
-import { Effect } from "effect"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import { Wallet } from "@relay-billing/wallet"
+import { Effect } from "effect"
 import type { Expected } from "./workload.js"
 import { OPENING, tokenIdOf } from "./workload.js"
 
@@ -44,7 +44,11 @@ const shapeOf = (value: unknown): unknown => {
   if (typeof value === "boolean") return "bool"
   if (Array.isArray(value)) return value.map(shapeOf)
   if (typeof value === "object") {
-    return Object.fromEntries(Object.entries(value as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, shapeOf(v)]))
+    return Object.fromEntries(
+      Object.entries(value as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)).map((
+        [k, v]
+      ) => [k, shapeOf(v)])
+    )
   }
   return typeof value
 }
@@ -78,7 +82,9 @@ export const verify = (
       const token = tokens.get(tokenIdOf(id))
       const wantToken = { remain: OPENING - c.amount - held, used: c.amount + held }
       for (const [k, v] of Object.entries(wantToken)) {
-        if (!token || n(token[k]) !== v) problems.push(`token ${tokenIdOf(id)}: ${k} ${String(token?.[k])}, expected ${v}`)
+        if (!token || n(token[k]) !== v) {
+          problems.push(`token ${tokenIdOf(id)}: ${k} ${String(token?.[k])}, expected ${v}`)
+        }
       }
     }
     const statuses = yield* q(() => knex(t("holds")).select("status").count({ n: "*" }).groupBy("status"))
@@ -92,7 +98,10 @@ export const verify = (
     }
     // v2: the hold's own parts are the only record of them (the SDK's sources keep none).
     const partLists = yield* q(() => knex(t("holds")).select("parts"))
-    const partCount = partLists.reduce((sum: number, r: Record<string, unknown>) => sum + (JSON.parse(String(r["parts"])) as Array<unknown>).length, 0)
+    const partCount = partLists.reduce(
+      (sum: number, r: Record<string, unknown>) => sum + (JSON.parse(String(r["parts"])) as Array<unknown>).length,
+      0
+    )
     if (partCount !== 2 * holds) problems.push(`${partCount} hold parts for ${holds} holds`)
     const [ledgerCount] = yield* q(() => knex(t("ledger")).count({ n: "*" }))
     const ledgerRows = n(ledgerCount?.["n"])
@@ -100,19 +109,30 @@ export const verify = (
     if (ledgerRows !== wantLedger) problems.push(`${ledgerRows} ledger rows, expected ${wantLedger}`)
     const audit = yield* Audit.run(Wallet.auditBalances).pipe(Effect.provideService(KnexClient.KnexClient, client))
     for (const p of audit.problems.slice(0, 10)) problems.push(`audit: ${p}`)
-    if (audit.pendingPastExpiry.length > 0) problems.push(`audit: ${audit.pendingPastExpiry.length} pending holds past expiry`)
+    if (audit.pendingPastExpiry.length > 0) {
+      problems.push(`audit: ${audit.pendingPastExpiry.length} pending holds past expiry`)
+    }
 
     // One settled hold with its parts and ledger rows, values replaced by their types.
     const sample = yield* q(() => knex(t("holds")).where({ status: "settled" }).orderBy("created_at", "desc").first())
     let shape = "(no settled hold)"
     if (sample) {
       const parts = (JSON.parse(String(sample["parts"])) as Array<Record<string, unknown>>)
-        .map((p) => ({ source_id: p["sourceId"], status: sample["status"], subject_id: p["subjectId"], amount: p["amount"] }))
+        .map((p) => ({
+          source_id: p["sourceId"],
+          status: sample["status"],
+          subject_id: p["subjectId"],
+          amount: p["amount"]
+        }))
         .sort((a, b) => String(a.source_id).localeCompare(String(b.source_id)))
       const ledger = yield* q(() => knex(t("ledger")).where({ hold_id: sample.id }).orderBy(["kind", "source_id"]))
       shape = JSON.stringify({
         hold: shapeOf(sample),
-        parts: parts.map((p: Record<string, unknown>) => ({ source: p["source_id"], status: p["status"], row: shapeOf(p) })),
+        parts: parts.map((p: Record<string, unknown>) => ({
+          source: p["source_id"],
+          status: p["status"],
+          row: shapeOf(p)
+        })),
         ledger: ledger.map((l: Record<string, unknown>) => ({
           kind: l["kind"],
           source: l["source_id"],

@@ -27,7 +27,9 @@ export const tokenIdOf = (account: string) => `tok-${account.slice("acct-".lengt
 export const HOT_ACCOUNT = "acct-hot"
 
 /** Every account the bench seeds (the random pool plus the hot account). */
-export const allAccounts = (n: number): Array<string> => [...Array.from({ length: n }, (_, i) => accountId(i)), HOT_ACCOUNT]
+export const allAccounts = (
+  n: number
+): Array<string> => [...Array.from({ length: n }, (_, i) => accountId(i)), HOT_ACCOUNT]
 
 /** mulberry32: a tiny deterministic PRNG, so both sides draw from the same distribution. */
 export const prng = (seed: number) => {

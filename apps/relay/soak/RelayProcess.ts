@@ -131,7 +131,9 @@ export const start = async (options: StartOptions): Promise<RelayProcess> => {
       const exit = await exited
       await closed // every byte of its output has arrived
       throw new StartError(
-        `soak: the relay exited during start-up (code ${exit.code}, signal ${exit.signal}): ${startupOutput.slice(0, 2000)}`,
+        `soak: the relay exited during start-up (code ${exit.code}, signal ${exit.signal}): ${
+          startupOutput.slice(0, 2000)
+        }`,
         startupOutput
       )
     }
@@ -141,7 +143,9 @@ export const start = async (options: StartOptions): Promise<RelayProcess> => {
     } catch {
       if (Date.now() > deadline) {
         child.kill("SIGKILL")
-        throw new Error(`soak: the relay did not listen on ${url} within ${options.readyTimeoutMs} ms; see ${options.logFile}`)
+        throw new Error(
+          `soak: the relay did not listen on ${url} within ${options.readyTimeoutMs} ms; see ${options.logFile}`
+        )
       }
       await new Promise((resolve) => setTimeout(resolve, 100)) // a poll interval while the child starts
     }

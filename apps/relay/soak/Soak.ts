@@ -127,7 +127,12 @@ export const run = async (options: Options): Promise<Report> => {
     const reader = db.read()
     const port = await RelayProcess.freePort()
     const url = `http://127.0.0.1:${port}`
-    const env = { RELAY_HOST: "127.0.0.1", RELAY_DATABASE_URL: db.url, RELAY_CONFIG: configFile, RELAY_ADMIN_KEY: adminKey }
+    const env = {
+      RELAY_HOST: "127.0.0.1",
+      RELAY_DATABASE_URL: db.url,
+      RELAY_CONFIG: configFile,
+      RELAY_ADMIN_KEY: adminKey
+    }
     const startRelay = async () => {
       relay = await RelayProcess.start({ port, env, cwd: workDir, logFile, readyTimeoutMs: 60_000 })
     }
@@ -143,15 +148,19 @@ export const run = async (options: Options): Promise<Report> => {
       writeFileSync(configFile, JSON.stringify(SoakPlan.relayConfig(upstream.origin, timings, false), null, 2))
       await startRelay()
     }
-    log(`soak: ${options.db}, ${options.requests} requests at ${options.concurrency}, seed ${seed}, limits ${
-      limitsSupported ? "on" : "not supported by this relay"
-    }, work dir ${workDir}`)
+    log(
+      `soak: ${options.db}, ${options.requests} requests at ${options.concurrency}, seed ${seed}, limits ${
+        limitsSupported ? "on" : "not supported by this relay"
+      }, work dir ${workDir}`
+    )
 
     // --- accounts --------------------------------------------------------------------------------
     const admin = SoakAdmin.client(url, adminKey)
     const funded: Array<SoakAdmin.Funded> = []
     const accountCount = Math.min(16, Math.max(4, Math.ceil(options.requests / 250)))
-    for (let i = 0; i < accountCount; i++) funded.push(await admin.fund(`soak-${runId}-${i}`, INITIAL_QUOTA, INITIAL_QUOTA))
+    for (let i = 0; i < accountCount; i++) {
+      funded.push(await admin.fund(`soak-${runId}-${i}`, INITIAL_QUOTA, INITIAL_QUOTA))
+    }
     const poor = await admin.fund(`soak-${runId}-poor`, 10, 1_000_000) // too poor for any reservation: 403s
 
     // --- the burst -------------------------------------------------------------------------------
@@ -224,9 +233,13 @@ export const run = async (options: Options): Promise<Report> => {
       for (const o of inFlight) o.inFlightAtTerm = true
       inFlightAtTerm = inFlight.size
       log(`soak: SIGTERM with ${inFlight.size} requests in flight`)
-      const { exitMs, exit } = await RelayProcess.terminate(relay!, sigtermBoundMs)
+      const { exit, exitMs } = await RelayProcess.terminate(relay!, sigtermBoundMs)
       sigterm = { exitMs, boundMs: sigtermBoundMs }
-      log(`soak: ${exitMs === undefined ? `no exit within ${sigtermBoundMs} ms, killed` : `exited in ${Math.round(exitMs)} ms`} (code ${exit.code}, signal ${exit.signal})`)
+      log(
+        `soak: ${
+          exitMs === undefined ? `no exit within ${sigtermBoundMs} ms, killed` : `exited in ${Math.round(exitMs)} ms`
+        } (code ${exit.code}, signal ${exit.signal})`
+      )
     })
     await startRelay()
     await phase(3, range(termAt, options.requests))

@@ -26,7 +26,10 @@ export const client = (url: string, adminKey: string) => {
   const call = async (method: string, route: string, body?: unknown): Promise<AdminResponse> => {
     const response = await fetch(`${url}${route}`, {
       method,
-      headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: {
+        authorization: `Bearer ${adminKey}`,
+        ...(body !== undefined ? { "content-type": "application/json" } : {})
+      },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {})
     })
     const text = await response.text()
@@ -36,9 +39,13 @@ export const client = (url: string, adminKey: string) => {
   /** Creates an account with `quota` in its wallet and a token limited to `remainQuota`. */
   const fund = async (name: string, quota: number, remainQuota: number): Promise<Funded> => {
     const account = await call("POST", "/admin/accounts", { name, quota })
-    if (account.status !== 201) throw new Error(`soak: POST /admin/accounts answered ${account.status}: ${JSON.stringify(account.body)}`)
+    if (account.status !== 201) {
+      throw new Error(`soak: POST /admin/accounts answered ${account.status}: ${JSON.stringify(account.body)}`)
+    }
     const token = await call("POST", "/admin/tokens", { accountId: account.body.id, remainQuota })
-    if (token.status !== 201) throw new Error(`soak: POST /admin/tokens answered ${token.status}: ${JSON.stringify(token.body)}`)
+    if (token.status !== 201) {
+      throw new Error(`soak: POST /admin/tokens answered ${token.status}: ${JSON.stringify(token.body)}`)
+    }
     return {
       accountId: String(account.body.id),
       tokenId: String(token.body.id),

@@ -159,7 +159,7 @@ export const evaluate = (input: {
   readonly profile: Profile
   readonly sigterm: Termination
 }): { readonly checks: ReadonlyArray<Check>; readonly rows: ReadonlyArray<Row> } => {
-  const { plans, outcomes, snapshot, profile } = input
+  const { outcomes, plans, profile, snapshot } = input
   const checks: Array<Check> = []
   const push = (name: string, failures: ReadonlyArray<string>, figure: string) =>
     checks.push({ name, ok: failures.length === 0, figure, examples: limit(failures) })
@@ -216,7 +216,9 @@ export const evaluate = (input: {
       if (dropped !== settled) off.push(`balance fell ${dropped}, settled charges ${settled}`)
       if (account.usedQuota !== settled) off.push(`usedQuota ${account.usedQuota}, settled charges ${settled}`)
       if (account.initialRemain - account.remainQuota !== tokenCharged || tokenCharged !== settled) {
-        off.push(`token fell ${account.initialRemain - account.remainQuota}, token ledger ${tokenCharged}, settled ${settled}`)
+        off.push(
+          `token fell ${account.initialRemain - account.remainQuota}, token ledger ${tokenCharged}, settled ${settled}`
+        )
       }
       if (off.length > 0) failures.push(`account ${account.accountId}: ${off.join("; ")}`)
     }
@@ -237,7 +239,9 @@ export const evaluate = (input: {
       if (plan.kind === "invalid" || plan.kind === "fail") {
         if (c !== 0) failures.push(`${plan.requestId} (${plan.variant}): charged ${c}, expected 0`)
       } else if (outcome.completed) {
-        if (c > fullPrice(plan, profile)) failures.push(`${plan.requestId} (${plan.variant}): charged ${c} > full price ${fullPrice(plan, profile)}`)
+        if (c > fullPrice(plan, profile)) {
+          failures.push(`${plan.requestId} (${plan.variant}): charged ${c} > full price ${fullPrice(plan, profile)}`)
+        }
       } else if (hold !== undefined && c > hold.reserved) {
         failures.push(`${plan.requestId} (${plan.variant}): unfinished, charged ${c} > reserved ${hold.reserved}`)
       }
@@ -248,14 +252,18 @@ export const evaluate = (input: {
   // 3. audit ---------------------------------------------------------------------------------------
   push(
     "audit",
-    snapshot.audit.status === 200 && snapshot.audit.ok ? [] : [`status ${snapshot.audit.status}, problems ${JSON.stringify(limit(snapshot.audit.problems))}`],
+    snapshot.audit.status === 200 && snapshot.audit.ok
+      ? []
+      : [`status ${snapshot.audit.status}, problems ${JSON.stringify(limit(snapshot.audit.problems))}`],
     `GET /admin/audit: ${snapshot.audit.status}, ok ${snapshot.audit.ok}, ${snapshot.audit.problems.length} problems`
   )
 
   // 4. pending -------------------------------------------------------------------------------------
   push(
     "pending",
-    snapshot.pending === 0 ? [] : snapshot.holds.filter((h) => h.status === "pending").map((h) => `hold ${h.id} pending`),
+    snapshot.pending === 0
+      ? []
+      : snapshot.holds.filter((h) => h.status === "pending").map((h) => `hold ${h.id} pending`),
     `${snapshot.pending} holds pending after the reaper`
   )
 
@@ -274,8 +282,14 @@ export const evaluate = (input: {
       } else if (rows.length > 0) failures.push(`${rid}: ${hold.status}, ${rows.length} log rows`)
     }
     const known = new Set([...holdByRequest.keys(), ...snapshot.holds.map((h) => h.id)])
-    for (const row of snapshot.logs) if (!known.has(row.requestId)) failures.push(`log row ${row.requestId} has no hold`)
-    push("logRows", failures, `${failures.length} problems over ${settled} settled holds and ${snapshot.logs.length} log rows`)
+    for (const row of snapshot.logs) {
+      if (!known.has(row.requestId)) failures.push(`log row ${row.requestId} has no hold`)
+    }
+    push(
+      "logRows",
+      failures,
+      `${failures.length} problems over ${settled} settled holds and ${snapshot.logs.length} log rows`
+    )
   }
 
   // 6. free responses ------------------------------------------------------------------------------
@@ -297,9 +311,11 @@ export const evaluate = (input: {
       if (c <= 0) {
         const hold = holdByRequest.get(plan.requestId)
         failures.push(
-          `${plan.requestId} (${plan.variant}${outcome.inFlightAtTerm ? ", in flight at SIGTERM" : ""}): ${outcome.contentChunks} chunks${
-            outcome.completed ? ", completed" : ""
-          }, hold ${hold?.status ?? "missing"}, charged ${c}`
+          `${plan.requestId} (${plan.variant}${
+            outcome.inFlightAtTerm ? ", in flight at SIGTERM" : ""
+          }): ${outcome.contentChunks} chunks${outcome.completed ? ", completed" : ""}, hold ${
+            hold?.status ?? "missing"
+          }, charged ${c}`
         )
       }
     }
@@ -321,7 +337,11 @@ export const evaluate = (input: {
       if (outcome.inFlightAtKill && outcome.failure !== undefined) continue
       errors++
       if (!isErrorShape(outcome.errorBody)) {
-        failures.push(`${plan.requestId} (${plan.variant}): ${outcome.status} ${JSON.stringify((outcome.errorBody ?? "").slice(0, 120))}`)
+        failures.push(
+          `${plan.requestId} (${plan.variant}): ${outcome.status} ${
+            JSON.stringify((outcome.errorBody ?? "").slice(0, 120))
+          }`
+        )
       }
     }
     push("emptyErrorBodies", failures, `${failures.length} of ${errors} error responses without the JSON error shape`)
@@ -337,7 +357,11 @@ export const evaluate = (input: {
       completed++
       const c = charged(plan)
       if (c !== fullPrice(plan, profile)) {
-        failures.push(`${plan.requestId} (${plan.variant}): charged ${c}, full price ${fullPrice(plan, profile)}, hold ${holdByRequest.get(plan.requestId)?.status ?? "missing"}`)
+        failures.push(
+          `${plan.requestId} (${plan.variant}): charged ${c}, full price ${fullPrice(plan, profile)}, hold ${
+            holdByRequest.get(plan.requestId)?.status ?? "missing"
+          }`
+        )
       }
     }
     push("pricedExactly", failures, `${failures.length} of ${completed} completed answers not charged their full price`)
@@ -357,10 +381,18 @@ export const evaluate = (input: {
       const c = charged(plan)
       const prompt = [hold.reserved - plan.maxTokens, profile.promptTokens]
       if (!prompt.includes(c)) {
-        failures.push(`${plan.requestId}: aborted after ${outcome.contentChunks} chunks, charged ${c}, prompt part ${prompt.join(" or ")}, full ${fullPrice(plan, profile)}`)
+        failures.push(
+          `${plan.requestId}: aborted after ${outcome.contentChunks} chunks, charged ${c}, prompt part ${
+            prompt.join(" or ")
+          }, full ${fullPrice(plan, profile)}`
+        )
       }
     }
-    push("abortsChargePrompt", failures, `${failures.length} of ${aborted} streams aborted mid-way not charged the prompt part`)
+    push(
+      "abortsChargePrompt",
+      failures,
+      `${failures.length} of ${aborted} streams aborted mid-way not charged the prompt part`
+    )
   }
 
   // 10. streams ended by the shutdown are billed for what they delivered --------------------------
@@ -379,33 +411,54 @@ export const evaluate = (input: {
         const floor = Math.min(hold.reserved - plan.maxTokens, profile.promptTokens) + outcome.contentChunks
         const c = charged(plan)
         if (c < Math.min(floor, hold.reserved)) {
-          failures.push(`${plan.requestId} (${plan.variant}): ended by the shutdown after ${outcome.contentChunks} chunks, charged ${c} < ${floor} (prompt + 1 per chunk)`)
+          failures.push(
+            `${plan.requestId} (${plan.variant}): ended by the shutdown after ${outcome.contentChunks} chunks, charged ${c} < ${floor} (prompt + 1 per chunk)`
+          )
         }
       }
     }
-    push("shutdownBillsDelivered", failures, `${failures.length} of ${ended} streams ended by the SIGTERM billed less than what they delivered`)
+    push(
+      "shutdownBillsDelivered",
+      failures,
+      `${failures.length} of ${ended} streams ended by the SIGTERM billed less than what they delivered`
+    )
   }
 
   // 11. 409 on fresh ids ---------------------------------------------------------------------------
   {
     const failures = plans.flatMap((plan, i) =>
-      outcomes[i]!.status === 409 ? [`${plan.requestId} (${plan.variant}): 409 ${(outcomes[i]!.errorBody ?? "").slice(0, 120)}`] : []
+      outcomes[i]!.status === 409
+        ? [`${plan.requestId} (${plan.variant}): 409 ${(outcomes[i]!.errorBody ?? "").slice(0, 120)}`]
+        : []
     )
     push("freshIdConflicts", failures, `${failures.length} fresh request ids refused with 409`)
   }
 
   // 12. SIGTERM ------------------------------------------------------------------------------------
   {
-    const { exitMs, boundMs } = input.sigterm
+    const { boundMs, exitMs } = input.sigterm
     push(
       "sigterm",
-      exitMs !== undefined && exitMs <= 15_000 ? [] : [exitMs === undefined ? `still running ${boundMs} ms after SIGTERM (killed)` : `exited after ${Math.round(exitMs)} ms`],
-      exitMs === undefined ? `did not exit within ${boundMs} ms of SIGTERM` : `exited ${Math.round(exitMs)} ms after SIGTERM`
+      exitMs !== undefined && exitMs <= 15_000
+        ? []
+        : [
+          exitMs === undefined
+            ? `still running ${boundMs} ms after SIGTERM (killed)`
+            : `exited after ${Math.round(exitMs)} ms`
+        ],
+      exitMs === undefined
+        ? `did not exit within ${boundMs} ms of SIGTERM`
+        : `exited ${Math.round(exitMs)} ms after SIGTERM`
     )
   }
 
   if (strays.length > 0) {
-    checks.push({ name: "strayHolds", ok: true, figure: `${strays.length} holds match no request (informative)`, examples: limit(strays) })
+    checks.push({
+      name: "strayHolds",
+      ok: true,
+      figure: `${strays.length} holds match no request (informative)`,
+      examples: limit(strays)
+    })
   }
   const rows = plans.map((plan, i): Row => {
     const outcome = outcomes[i]!

@@ -179,7 +179,9 @@ const sseReader = (onData: (data: string) => void) => {
       if (end < 0) return
       const block = buffer.slice(0, end)
       buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "")
-      const data = block.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n")
+      const data = block.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join(
+        "\n"
+      )
       if (data !== "") onData(data)
     }
   }
@@ -266,7 +268,10 @@ const viaOpenAI = async (settings: ClientSettings, plan: Plan, outcome: Outcome)
       outcome.completed = true
       return
     }
-    const stream = await client.chat.completions.create(chatBody(plan) as OpenAI.ChatCompletionCreateParamsStreaming, options)
+    const stream = await client.chat.completions.create(
+      chatBody(plan) as OpenAI.ChatCompletionCreateParamsStreaming,
+      options
+    )
     let finished = false
     for await (const chunk of stream) {
       for (const choice of chunk.choices) {
@@ -354,7 +359,9 @@ const raw = (settings: ClientSettings, script: RawScript, outcome: Outcome): Pro
           return
         }
         feed(chunk)
-        if (script.abortAfterChunks !== undefined && outcome.contentChunks >= script.abortAfterChunks) return abort(false)
+        if (script.abortAfterChunks !== undefined && outcome.contentChunks >= script.abortAfterChunks) {
+          return abort(false)
+        }
         if (script.pause !== undefined && !paused && outcome.contentChunks >= script.pause.chunks) {
           paused = true
           response.pause()
@@ -462,9 +469,17 @@ export const fire = async (settings: ClientSettings, plan: Plan, outcome: Outcom
           outcome
         )
       case "abort-stream":
-        return await raw(settings, chatScript(plan, { abortAfterChunks: plan.abortAt, boundMs: settings.requestBoundMs }), outcome)
+        return await raw(
+          settings,
+          chatScript(plan, { abortAfterChunks: plan.abortAt, boundMs: settings.requestBoundMs }),
+          outcome
+        )
       case "abort-early":
-        return await raw(settings, chatScript(plan, { abortAfterMs: plan.abortAt, boundMs: settings.requestBoundMs }), outcome)
+        return await raw(
+          settings,
+          chatScript(plan, { abortAfterMs: plan.abortAt, boundMs: settings.requestBoundMs }),
+          outcome
+        )
       case "hang":
       case "stall":
         return await raw(settings, chatScript(plan, { boundMs: settings.hungClientMs }), outcome)

@@ -6,11 +6,11 @@
  *
  * @since 0.1.0
  */
+import knex from "knex"
+import type { Knex } from "knex"
 import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
 import path from "node:path"
-import knex from "knex"
-import type { Knex } from "knex"
 
 /** The databases the probe runs on. */
 export type Kind = "sqlite" | "postgres"

@@ -88,14 +88,14 @@ export const format = (report: Report): string => {
     `  SIGKILL with ${report.inFlightAtKill} in flight (${report.orphanedByKill} holds left pending); SIGTERM with ${report.inFlightAtTerm} in flight: ${
       seconds(report.sigterm.exitMs)
     }; idle SIGTERM: ${seconds(report.sigtermIdle.exitMs)}`,
-    `  pending wait ${(report.pendingWaitMs / 1000).toFixed(1)} s; relay ERROR log lines ${report.relayErrorLines}; upstream requests ${
-      JSON.stringify(report.upstream)
-    }`,
+    `  pending wait ${
+      (report.pendingWaitMs / 1000).toFixed(1)
+    } s; relay ERROR log lines ${report.relayErrorLines}; upstream requests ${JSON.stringify(report.upstream)}`,
     `  by kind (count delivered/completed/aborted/timed-out/failures statuses):`,
     ...Object.entries(report.byKind).map(([kind, f]) =>
-      `    ${kind.padEnd(13)} ${String(f.count).padStart(5)}  ${f.delivered}/${f.completed}/${f.aborted}/${f.timedOut}/${f.failures}  ${
-        JSON.stringify(f.statuses)
-      }`
+      `    ${kind.padEnd(13)} ${
+        String(f.count).padStart(5)
+      }  ${f.delivered}/${f.completed}/${f.aborted}/${f.timedOut}/${f.failures}  ${JSON.stringify(f.statuses)}`
     ),
     ...report.checks.flatMap((c) => [
       `  ${c.ok ? "ok  " : "FAIL"} ${c.name}: ${c.figure}`,

@@ -40,7 +40,12 @@ export const read = async (db: Knex): Promise<{
     "reserved",
     "settlement"
   )
-  const ledger: Array<Record<string, unknown>> = await db(`${PREFIX}ledger`).select("hold_id", "source_id", "kind", "amount")
+  const ledger: Array<Record<string, unknown>> = await db(`${PREFIX}ledger`).select(
+    "hold_id",
+    "source_id",
+    "kind",
+    "amount"
+  )
   const logs: Array<Record<string, unknown>> = await db(`${PREFIX}relay_logs`).select("request_id", "quota")
   return {
     holds: holds.map((r) => ({

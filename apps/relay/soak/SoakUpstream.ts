@@ -93,14 +93,18 @@ export const start = async (profile: Profile = defaultProfile): Promise<SoakUpst
       const segments = (req.url ?? "").split("?")[0]!.split("/") // ["", mode, "v1", route]
       const mode = segments[1] as Mode
       const route = segments.slice(2).join("/")
-      if (!MODES.includes(mode) || req.method !== "POST" || (route !== "v1/chat/completions" && route !== "v1/embeddings")) {
+      if (
+        !MODES.includes(mode) || req.method !== "POST" || (route !== "v1/chat/completions" && route !== "v1/embeddings")
+      ) {
         return json(res, 404, { error: { message: "not found", type: "invalid_request_error", code: "not_found" } })
       }
       let body: Record<string, any> = {}
       try {
         body = JSON.parse(Buffer.concat(parts).toString("utf8")) as Record<string, any>
       } catch {
-        return json(res, 400, { error: { message: "bad json", type: "invalid_request_error", code: "invalid_request" } })
+        return json(res, 400, {
+          error: { message: "bad json", type: "invalid_request_error", code: "invalid_request" }
+        })
       }
       received[mode]++
       open[mode]++
@@ -120,7 +124,9 @@ export const start = async (profile: Profile = defaultProfile): Promise<SoakUpst
     res.end(text)
   }
   const failure = (res: Http.ServerResponse) =>
-    json(res, 500, { error: { message: "soak upstream failure", type: "server_error", param: null, code: "server_error" } })
+    json(res, 500, {
+      error: { message: "soak upstream failure", type: "server_error", param: null, code: "server_error" }
+    })
   const untilClosed = (res: Http.ServerResponse) =>
     new Promise<void>((resolve) => (res.destroyed ? resolve() : res.on("close", () => resolve())))
 

@@ -9,11 +9,14 @@
 import { parseArgs } from "node:util"
 import * as Soak from "./Soak.js"
 
-const usage = "usage: soak [--requests N] [--concurrency C] [--db sqlite|postgres|both] [--seed N] [--hold-ttl S] [--keep] [--json] [--verbose]"
+const usage =
+  "usage: soak [--requests N] [--concurrency C] [--db sqlite|postgres|both] [--seed N] [--hold-ttl S] [--keep] [--json] [--verbose]"
 
 const positiveInt = (name: string, value: string | undefined, fallback: number): number => {
   if (value === undefined) return fallback
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new Error(`--${name}: expected a positive integer, got ${JSON.stringify(value)}\n${usage}`)
+  if (!/^\d+$/.test(value) || Number(value) < 1) {
+    throw new Error(`--${name}: expected a positive integer, got ${JSON.stringify(value)}\n${usage}`)
+  }
   return Number(value)
 }
 
@@ -39,7 +42,9 @@ export const main = async (argv: ReadonlyArray<string>): Promise<number> => {
     return 0
   }
   const db = values.db ?? "sqlite"
-  if (db !== "sqlite" && db !== "postgres" && db !== "both") throw new Error(`--db: expected sqlite, postgres or both, got ${JSON.stringify(db)}\n${usage}`)
+  if (db !== "sqlite" && db !== "postgres" && db !== "both") {
+    throw new Error(`--db: expected sqlite, postgres or both, got ${JSON.stringify(db)}\n${usage}`)
+  }
   const requests = positiveInt("requests", values.requests, 2000)
   const concurrency = positiveInt("concurrency", values.concurrency, 64)
   const seed = values.seed === undefined ? undefined : positiveInt("seed", values.seed, 1)

@@ -25,21 +25,22 @@
  *
  * @since 0.1.0
  */
-import { randomUUID } from "node:crypto"
-import { Effect, Layer, Schema } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession, Preference } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
 import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
 import type { WalletError } from "@relay-billing/wallet"
+import type { Layer } from "effect"
+import { Effect, Schema } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { randomUUID } from "node:crypto"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
 import * as Api from "./internal/apiError.js"
 import { holdIdOf, isRequestId, isScopableAccountId } from "./internal/requestIds.js"
-import * as RelayBilling from "./RelayBilling.js"
-import { countRequest } from "./Metrics.js"
 import { generateId } from "./internal/secrets.js"
+import { countRequest } from "./Metrics.js"
+import * as RelayBilling from "./RelayBilling.js"
 import { BillingPreference, RelayStore } from "./RelayStore.js"
 import type { AccountMeta } from "./RelayStore.js"
 
@@ -439,17 +440,19 @@ export const routes = (options: Options = {}): Layer.Layer<
 
       /** Authenticates, runs, and renders every failure as an HTTP error. */
       const handle = (handler: Handler) =>
-        countRequest(Effect.gen(function*() {
-          const request = yield* HttpServerRequest.HttpServerRequest
-          if (!matchesBearer(request.headers["authorization"], key)) {
-            return yield* Api.unauthorized(
-              request.headers["authorization"] === undefined
-                ? "Missing admin key (Authorization: Bearer <RELAY_ADMIN_KEY>)"
-                : "Incorrect admin key"
-            )
-          }
-          return yield* handler
-        }).pipe(renderFailure))
+        countRequest(
+          Effect.gen(function*() {
+            const request = yield* HttpServerRequest.HttpServerRequest
+            if (!matchesBearer(request.headers["authorization"], key)) {
+              return yield* Api.unauthorized(
+                request.headers["authorization"] === undefined
+                  ? "Missing admin key (Authorization: Bearer <RELAY_ADMIN_KEY>)"
+                  : "Incorrect admin key"
+              )
+            }
+            return yield* handler
+          }).pipe(renderFailure)
+        )
 
       const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
       const param = (name: string) => Effect.map(HttpRouter.params, (p) => p[name] ?? "")
@@ -478,7 +481,10 @@ export const routes = (options: Options = {}): Layer.Layer<
       const holdOfRequest = (requestId: string) =>
         Effect.gen(function*() {
           const { accountId } = yield* query(HoldQuery, ["accountId"])
-          const missing = Api.notFound("requestId", `no request ${requestId}${accountId ? ` for account ${accountId}` : ""}`)
+          const missing = Api.notFound(
+            "requestId",
+            `no request ${requestId}${accountId ? ` for account ${accountId}` : ""}`
+          )
           if (!isRequestId(requestId)) return yield* missing
           const candidates = accountId !== undefined ? [accountId] : yield* store.accountsOfRequest(requestId)
           const found: Array<Hold.Hold> = []
@@ -497,15 +503,24 @@ export const routes = (options: Options = {}): Layer.Layer<
             )
           }
           if (found.length === 1) return found[0]!
-          const legacy = yield* session.get(requestId).pipe(Effect.catchTag("HoldNotFound", () => Effect.succeed(undefined)))
-          if (legacy !== undefined && legacy.metadata?.["requestId"] === undefined &&
-            (accountId === undefined || legacy.accountId === accountId)) return legacy
+          const legacy = yield* session.get(requestId).pipe(
+            Effect.catchTag("HoldNotFound", () => Effect.succeed(undefined))
+          )
+          if (
+            legacy !== undefined && legacy.metadata?.["requestId"] === undefined &&
+            (accountId === undefined || legacy.accountId === accountId)
+          ) return legacy
           return yield* missing
         })
 
       const checkGroup = (group: string | undefined) =>
         group !== undefined && options.groups !== undefined && !options.groups.includes(group)
-          ? Effect.fail(Api.invalidRequest("group", `group: expected one of ${options.groups.join(", ")}, got ${JSON.stringify(group)}`))
+          ? Effect.fail(
+            Api.invalidRequest(
+              "group",
+              `group: expected one of ${options.groups.join(", ")}, got ${JSON.stringify(group)}`
+            )
+          )
           : Effect.void
 
       const preferenceNames = [...Preference.builtins, ...(options.preferences ?? [])]
@@ -543,174 +558,242 @@ export const routes = (options: Options = {}): Layer.Layer<
         })
 
       yield* router.addAll([
-        HttpRouter.route("POST", "/admin/accounts", handle(Effect.gen(function*() {
-          const body = yield* Api.decodeBody(CreateAccountBody)
-          yield* checkGroup(body.group)
-          yield* checkPreference(body.billingPreference)
-          const id = generateId("acc")
-          yield* client.transaction(Effect.gen(function*() {
-            yield* wallet.createAccount({
-              id,
-              ...(body.quota !== undefined ? { balance: body.quota } : {}),
-              ...(body.quotaWarningThreshold !== undefined ? { lowBalanceThreshold: body.quotaWarningThreshold } : {})
-            })
-            yield* store.createAccount({
-              id,
-              name: body.name ?? "",
-              group: body.group ?? "default",
-              billingPreference: body.billingPreference ?? "subscription_first"
-            })
+        HttpRouter.route(
+          "POST",
+          "/admin/accounts",
+          handle(Effect.gen(function*() {
+            const body = yield* Api.decodeBody(CreateAccountBody)
+            yield* checkGroup(body.group)
+            yield* checkPreference(body.billingPreference)
+            const id = generateId("acc")
+            yield* client.transaction(Effect.gen(function*() {
+              yield* wallet.createAccount({
+                id,
+                ...(body.quota !== undefined ? { balance: body.quota } : {}),
+                ...(body.quotaWarningThreshold !== undefined ? { lowBalanceThreshold: body.quotaWarningThreshold } : {})
+              })
+              yield* store.createAccount({
+                id,
+                name: body.name ?? "",
+                group: body.group ?? "default",
+                billingPreference: body.billingPreference ?? "subscription_first"
+              })
+            }))
+            return json(yield* readAccount(id), 201)
           }))
-          return json(yield* readAccount(id), 201)
-        }))),
+        ),
 
-        HttpRouter.route("GET", "/admin/accounts/:id", handle(Effect.gen(function*() {
-          const id = yield* param("id")
-          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
-        }))),
+        HttpRouter.route(
+          "GET",
+          "/admin/accounts/:id",
+          handle(Effect.gen(function*() {
+            const id = yield* param("id")
+            return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
+          }))
+        ),
 
-        HttpRouter.route("PATCH", "/admin/accounts/:id", handle(Effect.gen(function*() {
-          const id = yield* param("id")
-          yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
-          const body = yield* Api.decodeBody(PatchAccountBody)
-          yield* checkGroup(body.group)
-          yield* checkPreference(body.billingPreference)
-          yield* client.transaction(Effect.gen(function*() {
-            if (body.quotaWarningThreshold !== undefined) {
-              yield* accounts.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
+        HttpRouter.route(
+          "PATCH",
+          "/admin/accounts/:id",
+          handle(Effect.gen(function*() {
+            const id = yield* param("id")
+            yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
+            const body = yield* Api.decodeBody(PatchAccountBody)
+            yield* checkGroup(body.group)
+            yield* checkPreference(body.billingPreference)
+            yield* client.transaction(Effect.gen(function*() {
+              if (body.quotaWarningThreshold !== undefined) {
+                yield* accounts.setLowBalanceThreshold({ accountId: id, threshold: body.quotaWarningThreshold })
+              }
+              yield* store.updateAccount(id, {
+                ...(body.group !== undefined ? { group: body.group } : {}),
+                ...(body.billingPreference !== undefined ? { billingPreference: body.billingPreference } : {})
+              })
+            }))
+            return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
+          }))
+        ),
+
+        HttpRouter.route(
+          "POST",
+          "/admin/accounts/:id/topup",
+          handle(Effect.gen(function*() {
+            const id = yield* param("id")
+            yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
+            const body = yield* Api.decodeBody(TopUpBody)
+            // keys are scoped to the account; without a key every call tops up
+            const idempotencyKey = `topup:${id}:${body.idempotencyKey ?? randomUUID()}`
+            yield* wallet.topUp({ accountId: id, amount: body.amount, key: idempotencyKey })
+            return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
+          }))
+        ),
+
+        HttpRouter.route(
+          "POST",
+          "/admin/tokens",
+          handle(Effect.gen(function*() {
+            const body = yield* Api.decodeBody(CreateTokenBody)
+            yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
+            const id = generateId("tok")
+            const unlimited = body.unlimited ?? body.remainQuota === undefined
+            const created = yield* client.transaction(Effect.gen(function*() {
+              const budget = yield* wallet.createToken({
+                id,
+                accountId: body.accountId,
+                remain: body.remainQuota ?? 0,
+                unlimited
+              })
+              const { key } = yield* store.createToken({
+                id,
+                accountId: body.accountId,
+                name: body.name ?? "",
+                models: body.models ?? undefined,
+                expiresAt: body.expiresAt === undefined || body.expiresAt === null
+                  ? undefined
+                  : Date.parse(body.expiresAt)
+              })
+              return { budget, key }
+            }))
+            return json({
+              id,
+              key: created.key,
+              accountId: body.accountId,
+              remainQuota: created.budget.remain,
+              usedQuota: created.budget.used,
+              unlimited: created.budget.unlimited
+            }, 201)
+          }))
+        ),
+
+        HttpRouter.route(
+          "GET",
+          "/admin/tokens/:id",
+          handle(Effect.gen(function*() {
+            const id = yield* param("id")
+            return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
+          }))
+        ),
+
+        HttpRouter.route(
+          "PATCH",
+          "/admin/tokens/:id",
+          handle(Effect.gen(function*() {
+            const id = yield* param("id")
+            yield* store.token(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id")))
+            const body = yield* Api.decodeBody(PatchTokenBody)
+            yield* store.setTokenStatus(id, body.status)
+            return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
+          }))
+        ),
+
+        HttpRouter.route(
+          "POST",
+          "/admin/plans",
+          handle(Effect.gen(function*() {
+            const body = yield* Api.decodeBody(CreatePlanBody)
+            if (body.resetPeriod === "custom" && body.resetSeconds === undefined) {
+              return yield* Api.invalidRequest("resetSeconds", "resetSeconds: required when resetPeriod is \"custom\"")
             }
-            yield* store.updateAccount(id, {
-              ...(body.group !== undefined ? { group: body.group } : {}),
-              ...(body.billingPreference !== undefined ? { billingPreference: body.billingPreference } : {})
+            const plan = yield* subscriptions.createPlan({
+              id: generateId("plan"),
+              name: body.title,
+              totalAmount: body.totalAmount,
+              resetPeriod: body.resetPeriod,
+              ...(body.resetSeconds !== undefined ? { resetSeconds: body.resetSeconds } : {}),
+              durationSeconds: body.durationSeconds,
+              ...(body.allowWalletOverflow !== undefined ? { allowWalletOverflow: body.allowWalletOverflow } : {})
             })
+            return json(planView(plan), 201)
           }))
-          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
-        }))),
+        ),
 
-        HttpRouter.route("POST", "/admin/accounts/:id/topup", handle(Effect.gen(function*() {
-          const id = yield* param("id")
-          yield* store.account(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id")))
-          const body = yield* Api.decodeBody(TopUpBody)
-          // keys are scoped to the account; without a key every call tops up
-          const idempotencyKey = `topup:${id}:${body.idempotencyKey ?? randomUUID()}`
-          yield* wallet.topUp({ accountId: id, amount: body.amount, key: idempotencyKey })
-          return json(yield* readAccount(id).pipe(Effect.catchTag("AccountNotFound", notFoundIn("id"))))
-        }))),
-
-        HttpRouter.route("POST", "/admin/tokens", handle(Effect.gen(function*() {
-          const body = yield* Api.decodeBody(CreateTokenBody)
-          yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
-          const id = generateId("tok")
-          const unlimited = body.unlimited ?? body.remainQuota === undefined
-          const created = yield* client.transaction(Effect.gen(function*() {
-            const budget = yield* wallet.createToken({
-              id,
+        HttpRouter.route(
+          "POST",
+          "/admin/subscriptions",
+          handle(Effect.gen(function*() {
+            const body = yield* Api.decodeBody(CreateSubscriptionBody)
+            yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
+            yield* subscriptions.plan(body.planId).pipe(Effect.catchTag("PlanNotFound", notFoundIn("planId")))
+            const created = yield* subscriptions.subscribe({
+              id: generateId("sub"),
               accountId: body.accountId,
-              remain: body.remainQuota ?? 0,
-              unlimited
+              planId: body.planId
             })
-            const { key } = yield* store.createToken({
-              id,
-              accountId: body.accountId,
-              name: body.name ?? "",
-              models: body.models ?? undefined,
-              expiresAt: body.expiresAt === undefined || body.expiresAt === null ? undefined : Date.parse(body.expiresAt)
-            })
-            return { budget, key }
+            return json(subscriptionView(created), 201)
           }))
-          return json({
-            id,
-            key: created.key,
-            accountId: body.accountId,
-            remainQuota: created.budget.remain,
-            usedQuota: created.budget.used,
-            unlimited: created.budget.unlimited
-          }, 201)
-        }))),
+        ),
 
-        HttpRouter.route("GET", "/admin/tokens/:id", handle(Effect.gen(function*() {
-          const id = yield* param("id")
-          return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
-        }))),
+        HttpRouter.route(
+          "GET",
+          "/admin/subscriptions/:id",
+          handle(Effect.gen(function*() {
+            const id = yield* param("id")
+            return json(
+              subscriptionView(
+                yield* subscriptions.subscription(id).pipe(Effect.catchTag("SubscriptionNotFound", notFoundIn("id")))
+              )
+            )
+          }))
+        ),
 
-        HttpRouter.route("PATCH", "/admin/tokens/:id", handle(Effect.gen(function*() {
-          const id = yield* param("id")
-          yield* store.token(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id")))
-          const body = yield* Api.decodeBody(PatchTokenBody)
-          yield* store.setTokenStatus(id, body.status)
-          return json(yield* tokenView(id).pipe(Effect.catchTag("TokenNotFound", notFoundIn("id"))))
-        }))),
+        HttpRouter.route(
+          "GET",
+          "/admin/holds/:requestId",
+          handle(Effect.gen(function*() {
+            const requestId = yield* param("requestId")
+            return json(holdView(yield* holdOfRequest(requestId)))
+          }))
+        ),
 
-        HttpRouter.route("POST", "/admin/plans", handle(Effect.gen(function*() {
-          const body = yield* Api.decodeBody(CreatePlanBody)
-          if (body.resetPeriod === "custom" && body.resetSeconds === undefined) {
-            return yield* Api.invalidRequest("resetSeconds", "resetSeconds: required when resetPeriod is \"custom\"")
-          }
-          const plan = yield* subscriptions.createPlan({
-            id: generateId("plan"),
-            name: body.title,
-            totalAmount: body.totalAmount,
-            resetPeriod: body.resetPeriod,
-            ...(body.resetSeconds !== undefined ? { resetSeconds: body.resetSeconds } : {}),
-            durationSeconds: body.durationSeconds,
-            ...(body.allowWalletOverflow !== undefined ? { allowWalletOverflow: body.allowWalletOverflow } : {})
-          })
-          return json(planView(plan), 201)
-        }))),
+        HttpRouter.route(
+          "POST",
+          "/admin/holds/:requestId/corrections",
+          handle(Effect.gen(function*() {
+            const requestId = yield* param("requestId")
+            const hold = yield* holdOfRequest(requestId)
+            const body = yield* Api.decodeBody(CorrectionBody)
+            const result = yield* session.correct({ holdId: hold.id, correctionId: body.id, amount: body.amount }).pipe(
+              correctionErrors
+            )
+            return json(correctionView(result, requestId))
+          }))
+        ),
 
-        HttpRouter.route("POST", "/admin/subscriptions", handle(Effect.gen(function*() {
-          const body = yield* Api.decodeBody(CreateSubscriptionBody)
-          yield* store.account(body.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
-          yield* subscriptions.plan(body.planId).pipe(Effect.catchTag("PlanNotFound", notFoundIn("planId")))
-          const created = yield* subscriptions.subscribe({
-            id: generateId("sub"),
-            accountId: body.accountId,
-            planId: body.planId
-          })
-          return json(subscriptionView(created), 201)
-        }))),
+        HttpRouter.route(
+          "POST",
+          "/admin/holds/reap",
+          handle(Effect.gen(function*() {
+            const report = yield* session.reapExpired()
+            return json({ expired: report.expired })
+          }))
+        ),
 
-        HttpRouter.route("GET", "/admin/subscriptions/:id", handle(Effect.gen(function*() {
-          const id = yield* param("id")
-          return json(subscriptionView(yield* subscriptions.subscription(id).pipe(Effect.catchTag("SubscriptionNotFound", notFoundIn("id")))))
-        }))),
+        HttpRouter.route(
+          "GET",
+          "/admin/logs",
+          handle(Effect.gen(function*() {
+            const q = yield* query(LogsQuery, ["accountId", "limit"])
+            if (q.accountId !== undefined) {
+              yield* store.account(q.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
+            }
+            const entries = yield* store.logs({
+              accountId: q.accountId,
+              limit: q.limit === undefined ? undefined : Number(q.limit)
+            })
+            return json(entries.map((e) => ({ ...e, createdAt: iso(e.createdAt) })))
+          }))
+        ),
 
-        HttpRouter.route("GET", "/admin/holds/:requestId", handle(Effect.gen(function*() {
-          const requestId = yield* param("requestId")
-          return json(holdView(yield* holdOfRequest(requestId)))
-        }))),
-
-        HttpRouter.route("POST", "/admin/holds/:requestId/corrections", handle(Effect.gen(function*() {
-          const requestId = yield* param("requestId")
-          const hold = yield* holdOfRequest(requestId)
-          const body = yield* Api.decodeBody(CorrectionBody)
-          const result = yield* session.correct({ holdId: hold.id, correctionId: body.id, amount: body.amount }).pipe(
-            correctionErrors
-          )
-          return json(correctionView(result, requestId))
-        }))),
-
-        HttpRouter.route("POST", "/admin/holds/reap", handle(Effect.gen(function*() {
-          const report = yield* session.reapExpired()
-          return json({ expired: report.expired })
-        }))),
-
-        HttpRouter.route("GET", "/admin/logs", handle(Effect.gen(function*() {
-          const q = yield* query(LogsQuery, ["accountId", "limit"])
-          if (q.accountId !== undefined) yield* store.account(q.accountId).pipe(Effect.catchTag("AccountNotFound", notFoundIn("accountId")))
-          const entries = yield* store.logs({
-            accountId: q.accountId,
-            limit: q.limit === undefined ? undefined : Number(q.limit)
-          })
-          return json(entries.map((e) => ({ ...e, createdAt: iso(e.createdAt) })))
-        }))),
-
-        HttpRouter.route("GET", "/admin/audit", handle(Effect.gen(function*() {
-          const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters }).pipe(
-            Effect.provideService(KnexClient.KnexClient, client)
-          )
-          return json({ ok: report.ok, problems: report.problems })
-        })))
+        HttpRouter.route(
+          "GET",
+          "/admin/audit",
+          handle(Effect.gen(function*() {
+            const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters }).pipe(
+              Effect.provideService(KnexClient.KnexClient, client)
+            )
+            return json({ ok: report.ok, problems: report.problems })
+          }))
+        )
       ])
     })
   )

@@ -6,9 +6,9 @@
  *
  * @since 0.1.0
  */
+import { Context, Effect, Layer, Schema } from "effect"
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises"
 import path from "node:path"
-import { Context, Effect, Layer, Schema } from "effect"
 import { constantTimeEqualSecret, randomBase62 } from "./internal/secrets.js"
 
 /**
@@ -88,7 +88,9 @@ export const resolve = (options: {
     }).pipe(
       Effect.map((text): string | undefined => text.trim()),
       Effect.catch((cause) =>
-        errnoCode(cause) === "ENOENT" ? Effect.succeed(undefined) : Effect.fail(fail(`cannot read (${errnoCode(cause)})`))
+        errnoCode(cause) === "ENOENT"
+          ? Effect.succeed(undefined)
+          : Effect.fail(fail(`cannot read (${errnoCode(cause)})`))
       )
     )
     if (existing !== undefined) {

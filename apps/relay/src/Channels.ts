@@ -19,7 +19,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Effect, Exit, Schema, Scope, Stream } from "effect"
+import type { Cause } from "effect"
+import { Effect, Exit, Schema, Scope, Stream } from "effect"
 import * as Pull from "effect/Pull"
 import type { Channel, RelayConfig } from "./Config.js"
 import * as Upstream from "./Upstream.js"
@@ -227,8 +228,10 @@ export const chat = (
   model: string,
   body: Upstream.Body
 ): Effect.Effect<Routed<Upstream.JsonResponse>, RouteError, Upstream.Upstream> =>
-  Effect.flatMap(Upstream.Upstream, (upstream) =>
-    route(routing, model, (channel) => upstream.chat(channel, body, { stream: false })))
+  Effect.flatMap(
+    Upstream.Upstream,
+    (upstream) => route(routing, model, (channel) => upstream.chat(channel, body, { stream: false }))
+  )
 
 /**
  * An embeddings request, routed.
@@ -241,8 +244,10 @@ export const embeddings = (
   model: string,
   body: Upstream.Body
 ): Effect.Effect<Routed<Upstream.JsonResponse>, RouteError, Upstream.Upstream> =>
-  Effect.flatMap(Upstream.Upstream, (upstream) =>
-    route(routing, model, (channel) => upstream.embeddings(channel, body)))
+  Effect.flatMap(
+    Upstream.Upstream,
+    (upstream) => route(routing, model, (channel) => upstream.embeddings(channel, body))
+  )
 
 /**
  * Opens a stream and reads its first event; fails (so the caller can retry)
@@ -263,7 +268,10 @@ const openCommitted = (
         if (Pull.isDoneCause(cause)) {
           return closeAnd(
             Effect.fail(
-              new Upstream.UpstreamProtocolError({ channel: stream.channel, reason: "the stream ended before its first event" })
+              new Upstream.UpstreamProtocolError({
+                channel: stream.channel,
+                reason: "the stream ended before its first event"
+              })
             )
           )
         }
@@ -292,6 +300,9 @@ export const chatStream = (
   model: string,
   body: Upstream.Body
 ): Effect.Effect<Routed<Upstream.ChatStream>, RouteError, Upstream.Upstream> =>
-  Effect.flatMap(Upstream.Upstream, (upstream) =>
-    route(routing, model, (channel) =>
-      upstream.chat(channel, body, { stream: true }).pipe(Effect.flatMap(openCommitted))))
+  Effect.flatMap(
+    Upstream.Upstream,
+    (upstream) =>
+      route(routing, model, (channel) =>
+        upstream.chat(channel, body, { stream: true }).pipe(Effect.flatMap(openCommitted)))
+  )

@@ -24,12 +24,12 @@
  * @since 0.1.0
  */
 import { NodeServices } from "@effect/platform-node"
-import { Console, Effect, Schema } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
 import { Subscription } from "@relay-billing/subscription"
+import { Console, Effect, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Config from "./Config.js"
 import * as Demo from "./Demo.js"
@@ -57,7 +57,8 @@ export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
   }
 }
 
-const toFailure = (error: { readonly message: string }): CliFailure => new CliFailure({ reason: error.message, exitCode: 1 })
+const toFailure = (error: { readonly message: string }): CliFailure =>
+  new CliFailure({ reason: error.message, exitCode: 1 })
 
 // ---------------------------------------------------------------------------
 // the commands' effects
@@ -74,8 +75,11 @@ const toFailure = (error: { readonly message: string }): CliFailure => new CliFa
 export const runMigrate = (
   loaded: Config.Loaded
 ): Effect.Effect<Migrations.MigrationReport, BillingError.StoreError | Config.ConfigError> =>
-  Effect.flatMap(RelayBilling.loadPlugins(loaded), (sources) =>
-    RelayBilling.migrateWith(sources).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl))))
+  Effect.flatMap(
+    RelayBilling.loadPlugins(loaded),
+    (sources) =>
+      RelayBilling.migrateWith(sources).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl)))
+  )
 
 /**
  * Refunds the pending holds past their expiry once (pending migrations are
@@ -101,30 +105,31 @@ export const runReap = (
  * @since 0.1.0
  * @category commands
  */
-export const relayProblems: Effect.Effect<ReadonlyArray<string>, BillingError.StoreError, KnexClient.KnexClient> = Effect
-  .gen(function*() {
-    const client = yield* KnexClient.KnexClient
-    const relayAccounts = client.table(RelayStore.tables.accounts)
-    const relayTokens = client.table(RelayStore.tables.tokens)
-    const accounts = client.table("accounts")
-    const tokens = client.table("tokens")
-    const [orphanAccounts, orphanTokens] = yield* Effect.all([
-      client.query("audit.relay.accounts", (db) =>
-        db(relayAccounts)
-          .leftJoin(accounts, `${accounts}.id`, `${relayAccounts}.id`)
-          .whereNull(`${accounts}.id`)
-          .select({ id: `${relayAccounts}.id` })),
-      client.query("audit.relay.tokens", (db) =>
-        db(relayTokens)
-          .leftJoin(tokens, `${tokens}.id`, `${relayTokens}.id`)
-          .whereNull(`${tokens}.id`)
-          .select({ id: `${relayTokens}.id` }))
-    ])
-    return [
-      ...(orphanAccounts as Array<{ id: unknown }>).map((r) => `relay account ${String(r.id)} has no wallet account`),
-      ...(orphanTokens as Array<{ id: unknown }>).map((r) => `relay token ${String(r.id)} has no token budget`)
-    ]
-  })
+export const relayProblems: Effect.Effect<ReadonlyArray<string>, BillingError.StoreError, KnexClient.KnexClient> =
+  Effect
+    .gen(function*() {
+      const client = yield* KnexClient.KnexClient
+      const relayAccounts = client.table(RelayStore.tables.accounts)
+      const relayTokens = client.table(RelayStore.tables.tokens)
+      const accounts = client.table("accounts")
+      const tokens = client.table("tokens")
+      const [orphanAccounts, orphanTokens] = yield* Effect.all([
+        client.query("audit.relay.accounts", (db) =>
+          db(relayAccounts)
+            .leftJoin(accounts, `${accounts}.id`, `${relayAccounts}.id`)
+            .whereNull(`${accounts}.id`)
+            .select({ id: `${relayAccounts}.id` })),
+        client.query("audit.relay.tokens", (db) =>
+          db(relayTokens)
+            .leftJoin(tokens, `${tokens}.id`, `${relayTokens}.id`)
+            .whereNull(`${tokens}.id`)
+            .select({ id: `${relayTokens}.id` }))
+      ])
+      return [
+        ...(orphanAccounts as Array<{ id: unknown }>).map((r) => `relay account ${String(r.id)} has no wallet account`),
+        ...(orphanTokens as Array<{ id: unknown }>).map((r) => `relay token ${String(r.id)} has no token budget`)
+      ]
+    })
 
 /**
  * The audit (read-only, no migrations): `Audit.run(RelayBilling.auditBalances)` with the
@@ -207,7 +212,11 @@ export const formatAudit = (report: Audit.AuditReport): string =>
     `(${report.subjectsChecked} balances, ${report.holdsChecked} holds checked)`,
     ...report.problems.map((p) => `  problem: ${p}`),
     ...(report.pendingPastExpiry.length > 0
-      ? [`  ${report.pendingPastExpiry.length} pending hold(s) past expiry (run \`relay reap\`): ${report.pendingPastExpiry.join(", ")}`]
+      ? [
+        `  ${report.pendingPastExpiry.length} pending hold(s) past expiry (run \`relay reap\`): ${
+          report.pendingPastExpiry.join(", ")
+        }`
+      ]
       : [])
   ].join("\n")
 
@@ -261,7 +270,9 @@ export const command = (env: Readonly<Record<string, string | undefined>> = proc
       )
       yield* print(json, report, formatAudit(report))
       if (!report.ok) return yield* new CliFailure({ reason: "audit: not ok", exitCode: 1 })
-    })).pipe(Command.withDescription("Check balances against the ledger and holds against their parts (exit 1 when not ok)"))
+    })).pipe(
+      Command.withDescription("Check balances against the ledger and holds against their parts (exit 1 when not ok)")
+    )
 
   const serve = Command.make("serve", {}, () =>
     Effect.gen(function*() {
@@ -301,7 +312,9 @@ export const run = (
     ),
     Effect.catchDefect((defect) =>
       Effect.as(
-        Console.error(`relay: unexpected error: ${defect instanceof Error && defect.stack ? defect.stack : String(defect)}`),
+        Console.error(
+          `relay: unexpected error: ${defect instanceof Error && defect.stack ? defect.stack : String(defect)}`
+        ),
         1
       )
     ),

@@ -53,11 +53,12 @@
  *
  * @since 0.1.0
  */
-import { randomUUID } from "node:crypto"
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { BillingSession, BillingSettler } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
+import type { Layer } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Schema, Stream } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { randomUUID } from "node:crypto"
 import { bearer } from "./AdminKey.js"
 import * as Channels from "./Channels.js"
 import type { ModelPrice, RelayConfig } from "./Config.js"
@@ -66,9 +67,9 @@ import * as Api from "./internal/apiError.js"
 import * as ClientConnection from "./internal/clientConnection.js"
 import * as IdleWatch from "./internal/idleWatch.js"
 import { StreamDeadline } from "./internal/limits.js"
-import * as Metrics from "./Metrics.js"
 import { holdIdOf, isRequestId, MAX_REQUEST_ID } from "./internal/requestIds.js"
 import * as Sources from "./internal/sources.js"
+import * as Metrics from "./Metrics.js"
 import * as Pricing from "./Pricing.js"
 import { RelayStore } from "./RelayStore.js"
 import type { InvalidApiKey, Principal } from "./RelayStore.js"
@@ -94,9 +95,13 @@ const ModelName = Schema.String.check(Schema.isMinLength(1, { message: "expected
  */
 export const ChatBody = Schema.Struct({
   model: ModelName,
-  messages: Schema.Array(Tokenizer.ChatMessage).check(Schema.isMinLength(1, { message: "expected at least one message" })),
+  messages: Schema.Array(Tokenizer.ChatMessage).check(
+    Schema.isMinLength(1, { message: "expected at least one message" })
+  ),
   stream: Schema.optionalKey(Schema.NullOr(Schema.Boolean)),
-  stream_options: Schema.optionalKey(Schema.NullOr(Schema.Struct({ include_usage: Schema.optionalKey(Schema.NullOr(Schema.Boolean)) }))),
+  stream_options: Schema.optionalKey(
+    Schema.NullOr(Schema.Struct({ include_usage: Schema.optionalKey(Schema.NullOr(Schema.Boolean)) }))
+  ),
   max_tokens: Schema.optionalKey(Schema.NullOr(TokenCount)),
   max_completion_tokens: Schema.optionalKey(Schema.NullOr(TokenCount))
 })
@@ -170,11 +175,20 @@ const renderFailure = <A, R>(
       HoldInFlight: () => rendered(usedRequestId),
       HoldResolved: () => rendered(usedRequestId),
       AllChannelsFailed: (e) =>
-        rendered(new Api.ApiError({ status: e.status, type: "upstream_error", code: "upstream_error", message: e.message })),
+        rendered(
+          new Api.ApiError({ status: e.status, type: "upstream_error", code: "upstream_error", message: e.message })
+        ),
       InvalidInput: (e) => rendered(Api.invalidRequest(e.field, e.message)),
       // nobody reads it (the client is gone); nginx's 499 for the logs and metrics
       ClientClosedRequest: () =>
-        rendered(new Api.ApiError({ status: 499, type: "invalid_request_error", code: "client_closed_request", message: "the client closed the request before it was sent upstream" })),
+        rendered(
+          new Api.ApiError({
+            status: 499,
+            type: "invalid_request_error",
+            code: "client_closed_request",
+            message: "the client closed the request before it was sent upstream"
+          })
+        ),
       StoreError: () => rendered(Api.internal("store_error", "database error"))
     },
     () => rendered(Api.internal("internal_error", "internal error"))
@@ -308,8 +322,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
         })
       /** `effect`, failing with 504 `request_timeout` at the deadline. */
       const withDeadline = <A, E, R>(deadline: number, effect: Effect.Effect<A, E, R>) =>
-        Effect.flatMap(untilDeadline(deadline), (left) =>
-          Effect.timeoutOrElse(effect, { duration: left, orElse: () => Effect.fail(requestTimeout()) }))
+        Effect.flatMap(
+          untilDeadline(deadline),
+          (left) => Effect.timeoutOrElse(effect, { duration: left, orElse: () => Effect.fail(requestTimeout()) })
+        )
 
       /**
        * A response body whose client may read nothing for at most
@@ -378,7 +394,11 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const price = yield* Pricing.priceOf(config, model)
           yield* Metrics.labelModel(model)
           if (principal.models !== undefined && !principal.models.includes(model)) {
-            return yield* apiError(403, "model_not_allowed", `this token may not use the model ${JSON.stringify(model)}`)
+            return yield* apiError(
+              403,
+              "model_not_allowed",
+              `this token may not use the model ${JSON.stringify(model)}`
+            )
           }
           if (Channels.candidates(config.channels, model).length === 0) {
             return yield* apiError(400, "model_not_found", `no channel serves the model ${JSON.stringify(model)}`)
@@ -454,7 +474,9 @@ export const routes = (config: RelayConfig): Layer.Layer<
         sentUpstream: () => boolean
       ): BillingSettler.InterruptionPolicy =>
         BillingSettler.decideOnInterrupt(
-          Effect.sync(() => sentUpstream() ? disconnectPolicy(r, reserved, progress, tokens) : BillingSettler.refundOnInterrupt)
+          Effect.sync(() =>
+            sentUpstream() ? disconnectPolicy(r, reserved, progress, tokens) : BillingSettler.refundOnInterrupt
+          )
         )
 
       /** `onClientDisconnect` for a request that was sent upstream. */
@@ -505,7 +527,9 @@ export const routes = (config: RelayConfig): Layer.Layer<
           )
         }).pipe(
           Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logWarning("relay: cannot read the request's hold", cause)
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.void
+              : Effect.logWarning("relay: cannot read the request's hold", cause)
           ),
           Effect.annotateLogs({ requestId: r.requestId, accountId: r.principal.accountId, model: r.model }),
           Effect.uninterruptible
@@ -541,7 +565,9 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 sentUpstream = true
                 const routed = yield* withDeadline(
                   deadline,
-                  call.pipe(Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body))))
+                  call.pipe(
+                    Effect.catchTag("UpstreamHttpError", (e) => Effect.fail(new UpstreamReply(e.status, e.body)))
+                  )
                 )
                 answered = routed.value
                 const amount = cost(routed.value, tokens)

@@ -9,9 +9,9 @@
  *
  * @since 0.1.0
  */
+import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { readFile } from "node:fs/promises"
 import { isIP } from "node:net"
-import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 
 // ---------------------------------------------------------------------------
 // errors
@@ -133,7 +133,9 @@ export const isFixedPrice = (price: ModelPrice): price is FixedPrice => "price" 
 export const Channel = Schema.Struct({
   name: nonEmptyString,
   baseUrl: Schema.String.check(
-    Schema.makeFilter((s: string) => isBaseUrl(s) ? undefined : "expected an http(s) URL (or demo:) with its version prefix")
+    Schema.makeFilter((s: string) =>
+      isBaseUrl(s) ? undefined : "expected an http(s) URL (or demo:) with its version prefix"
+    )
   ),
   apiKey: Schema.String.pipe(Schema.withDecodingDefaultKey(Effect.succeed(""))),
   models: Schema.Array(nonEmptyString).check(Schema.isMinLength(1, { message: "expected at least one model" })),
@@ -163,9 +165,10 @@ export type OnClientDisconnect = typeof OnClientDisconnect.Type
 export const Billing = Schema.Struct({
   trustQuota: Schema.NullOr(intAtLeast(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(null))),
   // At most 7 days, the SDK's bound on a hold's lifetime (spec §2.10).
-  holdTtlSeconds: intAtLeast(1).check(Schema.isLessThanOrEqualTo(604_800, { message: "expected ≤ 604800 (7 days)" })).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(600))
-  ),
+  holdTtlSeconds: intAtLeast(1).check(Schema.isLessThanOrEqualTo(604_800, { message: "expected ≤ 604800 (7 days)" }))
+    .pipe(
+      Schema.withDecodingDefaultKey(Effect.succeed(600))
+    ),
   minPreConsumeTokens: intAtLeast(0).pipe(Schema.withDecodingDefaultKey(Effect.succeed(500))),
   onClientDisconnect: OnClientDisconnect.pipe(Schema.withDecodingDefaultKey(Effect.succeed("charge-prompt" as const))),
   retries: intAtLeast(0).pipe(Schema.withDecodingDefaultKey(Effect.succeed(2))),
@@ -265,7 +268,12 @@ export const BUILT_IN_SOURCE_IDS: ReadonlyArray<string> = ["wallet", "subscripti
  * @since 0.4.0
  * @category constants
  */
-export const BUILT_IN_PREFERENCES: ReadonlyArray<string> = ["subscription_first", "wallet_first", "subscription_only", "wallet_only"]
+export const BUILT_IN_PREFERENCES: ReadonlyArray<string> = [
+  "subscription_first",
+  "wallet_first",
+  "subscription_only",
+  "wallet_only"
+]
 
 // A source id is stored in the ledger's and the hold parts' `source_id` (64 characters);
 // a preference name in the hold's `preference` (32) and the account's (64).
@@ -292,7 +300,9 @@ const PreferenceName = identifier(32, "preference name")
 export const FundingSourceEntry = Schema.Struct({
   id: SourceId.check(
     Schema.makeFilter((id: string) =>
-      BUILT_IN_SOURCE_IDS.includes(id) ? `expected an id other than the built-in ${BUILT_IN_SOURCE_IDS.join(", ")}` : undefined
+      BUILT_IN_SOURCE_IDS.includes(id)
+        ? `expected an id other than the built-in ${BUILT_IN_SOURCE_IDS.join(", ")}`
+        : undefined
     )
   ),
   package: nonEmptyString,
@@ -324,11 +334,19 @@ const Chain = Schema.Array(SourceId).check(
 )
 
 const knownChains = Schema.makeFilter(
-  (funding: { readonly sources: ReadonlyArray<FundingSourceEntry>; readonly preferences: Readonly<Record<string, ReadonlyArray<string>>> }) => {
+  (
+    funding: {
+      readonly sources: ReadonlyArray<FundingSourceEntry>
+      readonly preferences: Readonly<Record<string, ReadonlyArray<string>>>
+    }
+  ) => {
     const known = new Set([...BUILT_IN_SOURCE_IDS.filter((id) => id !== "token"), ...funding.sources.map((s) => s.id)])
     for (const [name, chain] of Object.entries(funding.preferences)) {
       if (BUILT_IN_PREFERENCES.includes(name)) {
-        return { path: ["preferences", name], issue: `expected a name other than the built-in ${BUILT_IN_PREFERENCES.join(", ")}` }
+        return {
+          path: ["preferences", name],
+          issue: `expected a name other than the built-in ${BUILT_IN_PREFERENCES.join(", ")}`
+        }
       }
       for (let i = 0; i < chain.length; i++) {
         if (!known.has(chain[i]!)) {
@@ -445,7 +463,12 @@ const lowerFirst = (s: string): string =>
   s.startsWith("Expected") || s.startsWith("Missing") ? s.charAt(0).toLowerCase() + s.slice(1) : s
 
 /** @internal turns a Schema failure into a `ConfigError` naming the most useful issue. */
-export const toConfigError = (source: string, prefix: string, input: unknown, error: Schema.SchemaError): ConfigError => {
+export const toConfigError = (
+  source: string,
+  prefix: string,
+  input: unknown,
+  error: Schema.SchemaError
+): ConfigError => {
   const issues = formatter(error.issue).issues
   // A union reports every branch; an "excess property" from the branch that did
   // not apply is noise next to a real type or range error.
@@ -474,7 +497,9 @@ const decodeRelayConfig = Schema.decodeUnknownEffect(RelayConfig)
  */
 export const decodeConfig = (input: unknown, source = "input"): Effect.Effect<RelayConfig, ConfigError> =>
   decodeRelayConfig(input, { onExcessProperty: "error" }).pipe(
-    Effect.map((config) => ("default" in config.groups ? config : { ...config, groups: { default: 1, ...config.groups } })),
+    Effect.map((
+      config
+    ) => ("default" in config.groups ? config : { ...config, groups: { default: 1, ...config.groups } })),
     Effect.mapError((error) => toConfigError(source, "", input, error))
   )
 
@@ -522,7 +547,9 @@ const Port = Schema.String.check(
   Schema.isPattern(/^\d{1,5}$/, { message: "expected a TCP port (an integer from 0 to 65535)" })
 ).pipe(
   Schema.decodeTo(
-    Schema.Number.check(Schema.isLessThanOrEqualTo(65535, { message: "expected a TCP port (an integer from 0 to 65535)" })),
+    Schema.Number.check(
+      Schema.isLessThanOrEqualTo(65535, { message: "expected a TCP port (an integer from 0 to 65535)" })
+    ),
     SchemaTransformation.numberFromString
   )
 )

@@ -8,12 +8,12 @@
  *
  * @since 0.1.0
  */
-import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises"
-import path from "node:path"
-import { Console, Effect, Schema } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Console, Effect, Schema } from "effect"
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises"
+import path from "node:path"
 import type { Loaded } from "./Config.js"
 import { randomBase62 } from "./internal/secrets.js"
 import { RelayStore } from "./RelayStore.js"
@@ -144,7 +144,11 @@ export const isDemoConfig = (loaded: Loaded): boolean => loaded.configSource ===
  */
 export const bootstrap = (
   options: Options = {}
-): Effect.Effect<Bootstrapped, DemoError | BillingError.StoreError, RelayStore | WalletAdmin.WalletAdmin | KnexClient.KnexClient> =>
+): Effect.Effect<
+  Bootstrapped,
+  DemoError | BillingError.StoreError,
+  RelayStore | WalletAdmin.WalletAdmin | KnexClient.KnexClient
+> =>
   Effect.gen(function*() {
     const file = path.resolve(options.path ?? DEFAULT_PATH)
     const baseUrl = options.baseUrl ?? "http://127.0.0.1:3000"
@@ -165,7 +169,9 @@ export const bootstrap = (
     const text = yield* Effect.tryPromise({ try: () => readFile(file, "utf8"), catch: (cause) => cause }).pipe(
       Effect.map((t): string | undefined => t),
       Effect.catch((cause) =>
-        errnoCode(cause) === "ENOENT" ? Effect.succeed(undefined) : Effect.fail(fail(`cannot read (${errnoCode(cause)})`))
+        errnoCode(cause) === "ENOENT"
+          ? Effect.succeed(undefined)
+          : Effect.fail(fail(`cannot read (${errnoCode(cause)})`))
       )
     )
     if (text !== undefined) {
@@ -176,7 +182,10 @@ export const bootstrap = (
           Effect.catchTag("InvalidApiKey", () => Effect.succeed(undefined))
         )
         if (principal !== undefined) {
-          yield* Effect.tryPromise({ try: () => chmod(file, 0o600), catch: (c) => fail(`cannot chmod (${errnoCode(c)})`) })
+          yield* Effect.tryPromise({
+            try: () => chmod(file, 0o600),
+            catch: (c) => fail(`cannot chmod (${errnoCode(c)})`)
+          })
           return yield* finish({
             accountId: stored.value.accountId,
             tokenId: stored.value.tokenId,
@@ -197,15 +206,28 @@ export const bootstrap = (
     if (!exists) {
       yield* client.transaction(Effect.gen(function*() {
         yield* wallet.createAccount({ id: ACCOUNT_ID, balance: options.quota ?? 1_000_000 })
-        yield* store.createAccount({ id: ACCOUNT_ID, name: "demo", group: "default", billingPreference: "subscription_first" })
-      })).pipe(Effect.mapError((e) => e._tag === "StoreError" ? e : fail(`cannot create the demo account (${e.message})`)))
+        yield* store.createAccount({
+          id: ACCOUNT_ID,
+          name: "demo",
+          group: "default",
+          billingPreference: "subscription_first"
+        })
+      })).pipe(
+        Effect.mapError((e) => e._tag === "StoreError" ? e : fail(`cannot create the demo account (${e.message})`))
+      )
     }
 
     // 3. a token, written to the file before it is reported
     const tokenId = `tok_demo_${randomBase62(12)}`
     const { key } = yield* client.transaction(Effect.gen(function*() {
       yield* wallet.createToken({ id: tokenId, accountId: ACCOUNT_ID, remain: 0, unlimited: true })
-      return yield* store.createToken({ id: tokenId, accountId: ACCOUNT_ID, name: "demo", models: undefined, expiresAt: undefined })
+      return yield* store.createToken({
+        id: tokenId,
+        accountId: ACCOUNT_ID,
+        name: "demo",
+        models: undefined,
+        expiresAt: undefined
+      })
     })).pipe(Effect.mapError((e) => e._tag === "StoreError" ? e : fail(`cannot create the demo token (${e.message})`)))
     yield* Effect.tryPromise({
       try: async () => {

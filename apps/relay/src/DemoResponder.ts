@@ -207,7 +207,11 @@ export const embeddings = (body: Readonly<Record<string, unknown>>) =>
     const prompt = Tokenizer.countEmbeddingsInput(input)
     return {
       object: "list" as const,
-      data: items.map((item, index) => ({ object: "embedding" as const, index, embedding: vector(JSON.stringify(item)) })),
+      data: items.map((item, index) => ({
+        object: "embedding" as const,
+        index,
+        embedding: vector(JSON.stringify(item))
+      })),
       model: typeof body.model === "string" ? body.model : "demo",
       usage: { prompt_tokens: prompt, total_tokens: prompt }
     }

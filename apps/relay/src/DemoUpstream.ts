@@ -48,10 +48,19 @@ const toJson = (channel: Channel) => (json: { readonly usage?: unknown }): Upstr
  * @category constructors
  */
 export const make = (other: Upstream.Service): Upstream.Service => {
-  const chatJson = (channel: Channel, body: Upstream.Body): Effect.Effect<Upstream.JsonResponse, Upstream.UpstreamError> =>
-    DemoResponder.chat(Upstream.chatBody(body, false)).pipe(Effect.mapError(refused(channel)), Effect.map(toJson(channel)))
+  const chatJson = (
+    channel: Channel,
+    body: Upstream.Body
+  ): Effect.Effect<Upstream.JsonResponse, Upstream.UpstreamError> =>
+    DemoResponder.chat(Upstream.chatBody(body, false)).pipe(
+      Effect.mapError(refused(channel)),
+      Effect.map(toJson(channel))
+    )
 
-  const chatStream = (channel: Channel, body: Upstream.Body): Effect.Effect<Upstream.ChatStream, Upstream.UpstreamError> =>
+  const chatStream = (
+    channel: Channel,
+    body: Upstream.Body
+  ): Effect.Effect<Upstream.ChatStream, Upstream.UpstreamError> =>
     DemoResponder.chatStream(Upstream.chatBody(body, true)).pipe(
       Effect.mapError(refused(channel)),
       Effect.map((bytes) => Upstream.fromSseBody(channel.name, 200, bytes))
@@ -62,7 +71,10 @@ export const make = (other: Upstream.Service): Upstream.Service => {
     return options.stream ? other.chat(channel, body, { stream: true }) : other.chat(channel, body, { stream: false })
   }) as Upstream.Service["chat"]
 
-  const embeddings = (channel: Channel, body: Upstream.Body): Effect.Effect<Upstream.JsonResponse, Upstream.UpstreamError> =>
+  const embeddings = (
+    channel: Channel,
+    body: Upstream.Body
+  ): Effect.Effect<Upstream.JsonResponse, Upstream.UpstreamError> =>
     isDemoChannel(channel)
       ? DemoResponder.embeddings(body).pipe(Effect.mapError(refused(channel)), Effect.map(toJson(channel)))
       : other.embeddings(channel, body)

@@ -20,10 +20,10 @@
  *
  * @since 0.1.0
  */
-import * as Http from "node:http"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Deferred, Duration, Effect, Layer, Schema } from "effect"
 import { HttpServer } from "effect/http"
+import * as Http from "node:http"
 import { StreamDeadline } from "./internal/limits.js"
 
 /**
@@ -71,7 +71,7 @@ const track = (server: Http.Server) => {
       active.delete(res)
       // A keep-alive socket whose response is done is idle now: close it.
       if (closing) setImmediate(() => server.closeIdleConnections())
-      if (active.size === 0) for (const resume of idle) resume()
+      if (active.size === 0) { for (const resume of idle) resume() }
     })
   }
   // `Expect: 100-continue` requests come as `checkContinue` (platform-node serves both)
@@ -119,7 +119,11 @@ export const layer = (
     const deadline = yield* Deferred.make<void>()
     const server = Http.createServer({ noDelay: true, keepAliveTimeout: 5_000 })
     const requests = track(server)
-    const inner = yield* NodeHttpServer.make(() => server, { port: options.port, host, disablePreemptiveShutdown: true })
+    const inner = yield* NodeHttpServer.make(() => server, {
+      port: options.port,
+      host,
+      disablePreemptiveShutdown: true
+    })
       .pipe(
         Effect.mapError((e) =>
           new ServeError({

@@ -24,10 +24,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Exit, Layer, Option } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
+import { Clock, Context, Effect, Exit, Layer, Option } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { Counter, Gauge, Histogram, Registry } from "prom-client"
 import { AdminKey, matchesBearer } from "./AdminKey.js"
@@ -100,7 +100,11 @@ export const make = (): Service => {
     help: "Reaper passes (background and POST /admin/holds/reap).",
     registers
   })
-  const reaperFailures = new Counter({ name: "relay_reaper_failures_total", help: "Reaper passes that failed.", registers })
+  const reaperFailures = new Counter({
+    name: "relay_reaper_failures_total",
+    help: "Reaper passes that failed.",
+    registers
+  })
   const reaperHoldFailures = new Counter({
     name: "relay_reaper_hold_failures_total",
     help: "Holds a reaper pass could not expire.",
@@ -125,10 +129,16 @@ export const make = (): Service => {
       const start = yield* Clock.currentTimeMillis
       return yield* effect.pipe(
         Effect.onExit((exit) =>
-          Effect.flatMap(Clock.currentTimeMillis, (end) =>
-            Effect.sync(() =>
-              phases.observe({ phase, outcome: Exit.isSuccess(exit) ? "ok" : "error" }, Math.max(0, end - start) / 1000)
-            ))
+          Effect.flatMap(
+            Clock.currentTimeMillis,
+            (end) =>
+              Effect.sync(() =>
+                phases.observe(
+                  { phase, outcome: Exit.isSuccess(exit) ? "ok" : "error" },
+                  Math.max(0, end - start) / 1000
+                )
+              )
+          )
         )
       )
     })
@@ -145,8 +155,7 @@ export const make = (): Service => {
   const countRefund = (status: string) => Effect.sync(() => void (status === "refunded" && refunded.inc()))
 
   const meter: Service["meter"] = (session) => {
-    const holdOf = (holdId: string) =>
-      session.get(holdId).pipe(Effect.orElseSucceed(() => undefined))
+    const holdOf = (holdId: string) => session.get(holdId).pipe(Effect.orElseSucceed(() => undefined))
     return {
       ...session,
       open: (request) =>
@@ -155,7 +164,9 @@ export const make = (): Service => {
           Effect.map((s) => ({
             ...s,
             settle: (actual, options) =>
-              timed("settle", s.settle(actual, options)).pipe(Effect.tap((settlement) => countSettled(s.hold, settlement.actual))),
+              timed("settle", s.settle(actual, options)).pipe(
+                Effect.tap((settlement) => countSettled(s.hold, settlement.actual))
+              ),
             refund: timed("refund", s.refund).pipe(Effect.tap((result) => countRefund(result.status)))
           }))
         ),
@@ -166,7 +177,8 @@ export const make = (): Service => {
               hold === undefined ? Effect.void : countSettled(hold, settlement.actual))
           )
         ),
-      refund: (holdId) => timed("refund", session.refund(holdId)).pipe(Effect.tap((result) => countRefund(result.status))),
+      refund: (holdId) =>
+        timed("refund", session.refund(holdId)).pipe(Effect.tap((result) => countRefund(result.status))),
       reapExpired: (options) =>
         timed("reap", session.reapExpired(options)).pipe(
           Effect.tap((report) =>
@@ -304,27 +316,29 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | AdminKey 
       yield* router.add(
         "GET",
         "/metrics",
-        countRequest(Effect.gen(function*() {
-          const request = yield* HttpServerRequest.HttpServerRequest
-          const authorization = request.headers["authorization"]
-          if (!matchesBearer(authorization, key)) {
-            return Api.toResponse(Api.unauthorized(
-              authorization === undefined
-                ? "Missing admin key (Authorization: Bearer <RELAY_ADMIN_KEY>)"
-                : "Incorrect admin key"
-            ))
-          }
-          const text = yield* metrics.scrape.pipe(Effect.provideService(KnexClient.KnexClient, client))
-          return HttpServerResponse.text(text, { contentType: metrics.registry.contentType })
-        }).pipe(
-          // prom-client rejects only when a collector throws; answer in the JSON error shape
-          Effect.catchCause((cause) =>
-            Effect.as(
-              Effect.logError("relay: metrics: cannot render the registry", cause),
-              Api.toResponse(Api.internal("metrics_error", "cannot render the metrics"))
+        countRequest(
+          Effect.gen(function*() {
+            const request = yield* HttpServerRequest.HttpServerRequest
+            const authorization = request.headers["authorization"]
+            if (!matchesBearer(authorization, key)) {
+              return Api.toResponse(Api.unauthorized(
+                authorization === undefined
+                  ? "Missing admin key (Authorization: Bearer <RELAY_ADMIN_KEY>)"
+                  : "Incorrect admin key"
+              ))
+            }
+            const text = yield* metrics.scrape.pipe(Effect.provideService(KnexClient.KnexClient, client))
+            return HttpServerResponse.text(text, { contentType: metrics.registry.contentType })
+          }).pipe(
+            // prom-client rejects only when a collector throws; answer in the JSON error shape
+            Effect.catchCause((cause) =>
+              Effect.as(
+                Effect.logError("relay: metrics: cannot render the registry", cause),
+                Api.toResponse(Api.internal("metrics_error", "cannot render the metrics"))
+              )
             )
           )
-        ))
+        )
       )
     })
   )

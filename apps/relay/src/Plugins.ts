@@ -14,12 +14,12 @@
  *
  * @since 0.4.0
  */
+import type { Source } from "@relay-billing/core"
+import { Effect, Schema } from "effect"
 import { existsSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import path from "node:path"
 import { pathToFileURL } from "node:url"
-import { Effect, Schema } from "effect"
-import type { Source } from "@relay-billing/core"
 import type { FundingSourceEntry } from "./Config.js"
 import { ConfigError, toConfigError } from "./Config.js"
 
@@ -166,7 +166,9 @@ const isPlugin = (value: unknown): value is Source.Plugin<unknown> =>
 const pluginOf = (module: Record<string, unknown>): Source.Plugin<unknown> | undefined => {
   const candidates: Array<unknown> = [module["plugin"], module["default"]]
   const fallback = module["default"]
-  if (fallback !== null && typeof fallback === "object") candidates.push((fallback as Record<string, unknown>)["plugin"])
+  if (fallback !== null && typeof fallback === "object") {
+    candidates.push((fallback as Record<string, unknown>)["plugin"])
+  }
   return candidates.find(isPlugin)
 }
 
@@ -249,7 +251,9 @@ export const loadEntry = (
       return yield* packageError(`the plugin of ${named} made no source (expected take and move functions)`)
     }
     if (made.role !== "funding") {
-      return yield* packageError(`the plugin of ${named} made a ${JSON.stringify(made.role)} source, not a funding source`)
+      return yield* packageError(
+        `the plugin of ${named} made a ${JSON.stringify(made.role)} source, not a funding source`
+      )
     }
     const registered: Source.Source = made.id === entry.id ? made : { ...made, id: entry.id }
     return { entry, index, file, source: registered }

@@ -149,7 +149,10 @@ export const fixed = (options: {
 }): number =>
   X.toSafe(
     X.round(
-      X.mul(X.mul(X.fromNumber(options.price.price), X.fromNumber(options.quotaPerUnit)), X.fromNumber(options.groupRatio))
+      X.mul(
+        X.mul(X.fromNumber(options.price.price), X.fromNumber(options.quotaPerUnit)),
+        X.fromNumber(options.groupRatio)
+      )
     )
   )
 
@@ -256,7 +259,9 @@ export const onClientDisconnect = (options: {
   if (options.policy === "refund") return refund
   const { price } = options
   if (isFixedPrice(price)) {
-    return charge(Math.min(fixed({ price, quotaPerUnit: options.quotaPerUnit, groupRatio: options.groupRatio }), options.reserved))
+    return charge(
+      Math.min(fixed({ price, quotaPerUnit: options.quotaPerUnit, groupRatio: options.groupRatio }), options.reserved)
+    )
   }
   const promptTokens = options.upstreamPromptTokens ?? options.promptEstimate
   return options.policy === "charge-prompt"

@@ -12,7 +12,6 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
 import type {
   AccountCounters,
   BillingError,
@@ -23,10 +22,11 @@ import type {
   Source,
   SqlStore
 } from "@relay-billing/core"
-import { Accounts, KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
-import type { Audit } from "@relay-billing/knex"
+import { KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
+import type { Accounts, Audit } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "@relay-billing/subscription"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { Effect, Layer } from "effect"
 import { AdminKey } from "./AdminKey.js"
 import type { AdminKeyError } from "./AdminKey.js"
 import type { ConfigError, Loaded } from "./Config.js"
@@ -40,7 +40,10 @@ import * as Webhook from "./Webhook.js"
  * @since 0.1.0
  * @category migrations
  */
-export const migrationSets: ReadonlyArray<Migrations.MigrationSet> = [...Subscription.allMigrations, RelayStore.migrations]
+export const migrationSets: ReadonlyArray<Migrations.MigrationSet> = [
+  ...Subscription.allMigrations,
+  RelayStore.migrations
+]
 
 /**
  * Applies every pending migration of {@link migrationSets}.
@@ -48,8 +51,9 @@ export const migrationSets: ReadonlyArray<Migrations.MigrationSet> = [...Subscri
  * @since 0.1.0
  * @category migrations
  */
-export const migrate: Effect.Effect<Migrations.MigrationReport, BillingError.StoreError, KnexClient.KnexClient> = Migrations
-  .run(migrationSets)
+export const migrate: Effect.Effect<Migrations.MigrationReport, BillingError.StoreError, KnexClient.KnexClient> =
+  Migrations
+    .run(migrationSets)
 
 /**
  * Applies every pending migration of {@link migrationSets}, then those of the
@@ -113,7 +117,11 @@ export interface LayerOptions {
 export const sdkLayer = (options: LayerOptions = {}) =>
   Layer.mergeAll(
     KnexBilling.sessionLayer({
-      funding: [SubscriptionSource.make(options.subscription), WalletSource.make(options.wallet), ...(options.sources ?? [])],
+      funding: [
+        SubscriptionSource.make(options.subscription),
+        WalletSource.make(options.wallet),
+        ...(options.sources ?? [])
+      ],
       budgets: [TokenBudget.make()],
       ...(options.session ? { session: options.session } : {}),
       ...(options.lowBalance ? { lowBalance: options.lowBalance } : {})
@@ -130,7 +138,10 @@ export const sdkLayer = (options: LayerOptions = {}) =>
  * @since 0.4.0
  * @category audit
  */
-export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
+  ...Wallet.auditBalances,
+  ...Subscription.auditBalances
+]
 
 /**
 /**
@@ -192,7 +203,8 @@ export const layerUrl = (
     /** See {@link layerClient}. */
     readonly events?: Layer.Layer<never> | undefined
   } = {}
-): Layer.Layer<Services, BillingError.StoreError | BillingError.InvalidInput> => layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
+): Layer.Layer<Services, BillingError.StoreError | BillingError.InvalidInput> =>
+  layerClient(KnexClient.KnexClient.layerUrl(url, options.client), options)
 
 /**
  * The SDK options the relay's config implies: hold lifetime
@@ -205,8 +217,12 @@ export const layerUrl = (
 export const sdkOptions = (loaded: Loaded): LayerOptions => ({
   session: {
     holdTtlMillis: loaded.config.billing.holdTtlSeconds * 1000,
-    ...(loaded.config.billing.trustQuota !== null ? { trustBypass: { threshold: loaded.config.billing.trustQuota } } : {}),
-    ...(Object.keys(loaded.config.funding.preferences).length > 0 ? { preferences: loaded.config.funding.preferences } : {})
+    ...(loaded.config.billing.trustQuota !== null
+      ? { trustBypass: { threshold: loaded.config.billing.trustQuota } }
+      : {}),
+    ...(Object.keys(loaded.config.funding.preferences).length > 0
+      ? { preferences: loaded.config.funding.preferences }
+      : {})
   }
 })
 
@@ -234,7 +250,10 @@ export const layerFromConfig = (
     /** Where plugin package names are resolved from (default `process.cwd()`). */
     readonly pluginCwd?: string | undefined
   } = {}
-): Layer.Layer<Services | AdminKey, BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError> =>
+): Layer.Layer<
+  Services | AdminKey,
+  BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError
+> =>
   Layer.merge(
     Layer.unwrap(Effect.map(loadPlugins(loaded, options.pluginCwd), (sources) =>
       layerUrl(loaded.databaseUrl, {

@@ -11,13 +11,13 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { Hold } from "@relay-billing/core"
 import { BillingError, SettlementRecorder } from "@relay-billing/core"
 import { IdColumns, KnexClient, Statements } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
-import { sourcesOf } from "./internal/sources.js"
+import { Clock, Context, Effect, Layer, Schema } from "effect"
 import { constantTimeEqualHex, generateKey, hashKey } from "./internal/secrets.js"
+import { sourcesOf } from "./internal/sources.js"
 
 // ---------------------------------------------------------------------------
 // tables and migrations
@@ -590,7 +590,9 @@ export const make = (client: KnexClient.Client): Service => {
       storeId: client.id,
       // A plain insert: the engine calls it once per hold, in the transaction that settles it.
       record: (hold, settlement) =>
-        client.query("relay.recordSettlement", (db) => db(logs).insert(settledRow(hold, settlement))).pipe(Effect.asVoid)
+        client.query("relay.recordSettlement", (db) => db(logs).insert(settledRow(hold, settlement))).pipe(
+          Effect.asVoid
+        )
     },
     claimRequestId: (accountId, requestId) =>
       Effect.gen(function*() {
@@ -602,11 +604,14 @@ export const make = (client: KnexClient.Client): Service => {
         }, ["account_id", "request_id"])
       }),
     accountsOfRequest: (requestId) =>
-      client.query("relay.accountsOfRequest", (db) =>
-        db(requestIds).select("account_id").where({ request_id: requestId }).orderBy([
-          { column: "created_at", order: "asc" },
-          { column: "account_id", order: "asc" }
-        ])).pipe(Effect.map((rows) => (rows as Array<{ account_id: unknown }>).map((r) => String(r.account_id)))),
+      client.query(
+        "relay.accountsOfRequest",
+        (db) =>
+          db(requestIds).select("account_id").where({ request_id: requestId }).orderBy([
+            { column: "created_at", order: "asc" },
+            { column: "account_id", order: "asc" }
+          ])
+      ).pipe(Effect.map((rows) => (rows as Array<{ account_id: unknown }>).map((r) => String(r.account_id)))),
     logs: (query) => {
       const limit = Math.min(Math.max(1, Math.trunc(query.limit ?? DEFAULT_LIMIT)), MAX_LIMIT)
       return client.query("relay.logs", (db) => {
@@ -624,7 +629,9 @@ export const make = (client: KnexClient.Client): Service => {
  * @since 0.1.0
  * @category accessors
  */
-export const authenticate = (key: string | undefined): Effect.Effect<Principal, InvalidApiKey | StoreError, RelayStore> =>
+export const authenticate = (
+  key: string | undefined
+): Effect.Effect<Principal, InvalidApiKey | StoreError, RelayStore> =>
   Effect.gen(function*() {
     return yield* (yield* RelayStore).authenticate(key)
   })

@@ -24,10 +24,10 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import { BillingSession } from "@relay-billing/core"
 import type { KnexClient } from "@relay-billing/knex"
+import { Duration, Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServer as EffectHttpServer } from "effect/http"
 import * as AdminApi from "./AdminApi.js"
@@ -77,35 +77,36 @@ export interface Options {
  * @since 0.2.0
  * @category reaper
  */
-export const reapPass: Effect.Effect<BillingSession.ReapReport | undefined, never, BillingSession.BillingSession> = Effect
-  .gen(function*() {
-    const session = yield* BillingSession.BillingSession
-    const report = yield* session.reapExpired()
-    if (report.expired > 0) yield* Effect.log(`relay: reaper refunded ${report.expired} expired hold(s)`)
-    for (const failure of report.failures) {
-      yield* Effect.logError(
-        `relay: reaper could not finish hold ${failure.holdId} (${failure.step}): ${failure.failure._tag}`
-      ).pipe(
-        Effect.annotateLogs({
-          holdId: failure.holdId,
-          step: failure.step,
-          error: failure.failure._tag,
-          detail: failure.error
-        })
-      )
-    }
-    yield* Effect.logDebug(`relay: reaper pass: examined ${report.examined}, expired ${report.expired}`)
-    return report
-  }).pipe(
-    Effect.catchTag("StoreError", (error) =>
-      Effect.as(
-        Effect.logError(`relay: reaper pass failed: ${error.message}`).pipe(
-          Effect.annotateLogs({ error: error._tag, operation: error.operation })
-        ),
-        undefined
-      )),
-    Effect.catchCause((cause) => Effect.as(Effect.logError("relay: reaper pass failed", cause), undefined))
-  )
+export const reapPass: Effect.Effect<BillingSession.ReapReport | undefined, never, BillingSession.BillingSession> =
+  Effect
+    .gen(function*() {
+      const session = yield* BillingSession.BillingSession
+      const report = yield* session.reapExpired()
+      if (report.expired > 0) yield* Effect.log(`relay: reaper refunded ${report.expired} expired hold(s)`)
+      for (const failure of report.failures) {
+        yield* Effect.logError(
+          `relay: reaper could not finish hold ${failure.holdId} (${failure.step}): ${failure.failure._tag}`
+        ).pipe(
+          Effect.annotateLogs({
+            holdId: failure.holdId,
+            step: failure.step,
+            error: failure.failure._tag,
+            detail: failure.error
+          })
+        )
+      }
+      yield* Effect.logDebug(`relay: reaper pass: examined ${report.examined}, expired ${report.expired}`)
+      return report
+    }).pipe(
+      Effect.catchTag("StoreError", (error) =>
+        Effect.as(
+          Effect.logError(`relay: reaper pass failed: ${error.message}`).pipe(
+            Effect.annotateLogs({ error: error._tag, operation: error.operation })
+          ),
+          undefined
+        )),
+      Effect.catchCause((cause) => Effect.as(Effect.logError("relay: reaper pass failed", cause), undefined))
+    )
 
 /**
  * Runs {@link reapPass} every `intervalSeconds`, until interrupted. The
@@ -187,8 +188,7 @@ export const serve = (
 ): Effect.Effect<
   never,
   HttpListener.ServeError | BillingError.StoreError | BillingError.InvalidInput | AdminKeyError | ConfigError
-> =>
-  Layer.launch(layer(loaded, options))
+> => Layer.launch(layer(loaded, options))
 
 /**
  * The URL clients use for the running relay (`http://127.0.0.1:PORT` for a

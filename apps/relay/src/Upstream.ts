@@ -151,7 +151,11 @@ export const parseUsage = (u: unknown): Usage | undefined => {
   const prompt = count(record.prompt_tokens)
   if (prompt === undefined) return undefined
   const completion = count(record.completion_tokens) ?? 0
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: count(record.total_tokens) ?? prompt + completion }
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: count(record.total_tokens) ?? prompt + completion
+  }
 }
 
 /**
@@ -585,13 +589,19 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
           ).pipe(Effect.onError(() => release))
           if (response.status < 200 || response.status >= 300) {
             yield* release
-            return yield* new UpstreamProtocolError({ channel: channel.name, reason: `unexpected status ${response.status}` })
+            return yield* new UpstreamProtocolError({
+              channel: channel.name,
+              reason: `unexpected status ${response.status}`
+            })
           }
           const contentType = response.headers["content-type"] ?? ""
           if (contentType.includes("application/json")) {
             // an upstream that ignored `stream: true`
             yield* release
-            return yield* new UpstreamProtocolError({ channel: channel.name, reason: "asked for a stream, got a JSON body" })
+            return yield* new UpstreamProtocolError({
+              channel: channel.name,
+              reason: "asked for a stream, got a JSON body"
+            })
           }
           // Until `events` runs, the body is unread and the watch is not waiting.
           const bytes = timer.stream(response.stream.pipe(Stream.mapError(connectionError(channel)))).pipe(

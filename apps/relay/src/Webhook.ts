@@ -22,10 +22,10 @@
  *
  * @since 0.1.0
  */
-import { createHmac, randomUUID, timingSafeEqual } from "node:crypto"
+import { BillingEvents } from "@relay-billing/core"
 import type { Cause } from "effect"
 import { Clock, Effect, Fiber, Layer, Queue, Schedule } from "effect"
-import { BillingEvents } from "@relay-billing/core"
+import { createHmac, randomUUID, timingSafeEqual } from "node:crypto"
 import type { RelayConfig, WebhookConfig } from "./Config.js"
 
 /**
@@ -176,7 +176,12 @@ export const make = (options: Options) =>
           await response.arrayBuffer().catch(() => undefined)
           return response.status
         },
-        catch: (cause) => new DeliveryFailed(cause instanceof Error ? (cause.cause instanceof Error ? `${cause.message}: ${cause.cause.message}` : cause.message) : String(cause))
+        catch: (cause) =>
+          new DeliveryFailed(
+            cause instanceof Error
+              ? (cause.cause instanceof Error ? `${cause.message}: ${cause.cause.message}` : cause.message)
+              : String(cause)
+          )
       }).pipe(
         Effect.timeoutOrElse({
           duration: timeoutMs,
@@ -257,8 +262,7 @@ export const make = (options: Options) =>
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options): Layer.Layer<never> =>
-  Layer.effect(BillingEvents.BillingEvents, make(options))
+export const layer = (options: Options): Layer.Layer<never> => Layer.effect(BillingEvents.BillingEvents, make(options))
 
 /**
  * {@link layer} from the config's `notifications.webhook`; an empty layer

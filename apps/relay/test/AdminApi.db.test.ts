@@ -1,8 +1,8 @@
-import { Context, Effect } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Context, Effect } from "effect"
+import { TestClock } from "effect/testing"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as RelayBilling from "../src/RelayBilling.js"
 import { RelayStore } from "../src/RelayStore.js"
@@ -108,9 +108,19 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     expectError(await h.call("POST", "/admin/accounts", { quota: -1 }), 400, "invalid_request", "quota")
     expectError(await h.call("POST", "/admin/accounts", { quota: 1.5 }), 400, "invalid_request", "quota")
     expectError(await h.call("POST", "/admin/accounts", { quota: "10" }), 400, "invalid_request", "quota")
-    expectError(await h.call("POST", "/admin/accounts", { billingPreference: "cheapest" }), 400, "invalid_request", "billingPreference")
+    expectError(
+      await h.call("POST", "/admin/accounts", { billingPreference: "cheapest" }),
+      400,
+      "invalid_request",
+      "billingPreference"
+    )
     expectError(await h.call("POST", "/admin/accounts", { group: "gold" }), 400, "invalid_request", "group")
-    expectError(await h.call("POST", "/admin/accounts", { quotaWarningThreshold: -5 }), 400, "invalid_request", "quotaWarningThreshold")
+    expectError(
+      await h.call("POST", "/admin/accounts", { quotaWarningThreshold: -5 }),
+      400,
+      "invalid_request",
+      "quotaWarningThreshold"
+    )
     expectError(await h.call("POST", "/admin/accounts", { name: 7 }), 400, "invalid_request", "name")
     expectError(await h.call("POST", "/admin/accounts", { qouta: 7 }), 400, "invalid_request", "qouta")
     expectError(await h.call("POST", "/admin/accounts", undefined, { raw: "{nope" }), 400, "invalid_request", "body")
@@ -125,7 +135,12 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     expectError(await h.call("PATCH", `/admin/accounts/${id}`, { quota: 5 }), 400, "invalid_request", "quota")
     expectError(await h.call("POST", `/admin/accounts/${id}/topup`, { amount: 0 }), 400, "invalid_request", "amount")
     expectError(await h.call("POST", `/admin/accounts/${id}/topup`, {}), 400, "invalid_request", "amount")
-    expectError(await h.call("POST", `/admin/accounts/${id}/topup`, { amount: 5, idempotencyKey: "" }), 400, "invalid_request", "idempotencyKey")
+    expectError(
+      await h.call("POST", `/admin/accounts/${id}/topup`, { amount: 5, idempotencyKey: "" }),
+      400,
+      "invalid_request",
+      "idempotencyKey"
+    )
     // nothing was written by the refused requests
     expect((await h.call("GET", `/admin/accounts/${id}`)).body.quota).toBe(0)
   })
@@ -217,11 +232,31 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     const { id: accountId } = await newAccount()
     expectError(await h.call("POST", "/admin/tokens", {}), 400, "invalid_request", "accountId")
     expectError(await h.call("POST", "/admin/tokens", { accountId: "acc_nope" }), 404, "not_found", "accountId")
-    expectError(await h.call("POST", "/admin/tokens", { accountId, remainQuota: -1 }), 400, "invalid_request", "remainQuota")
-    expectError(await h.call("POST", "/admin/tokens", { accountId, unlimited: "yes" }), 400, "invalid_request", "unlimited")
+    expectError(
+      await h.call("POST", "/admin/tokens", { accountId, remainQuota: -1 }),
+      400,
+      "invalid_request",
+      "remainQuota"
+    )
+    expectError(
+      await h.call("POST", "/admin/tokens", { accountId, unlimited: "yes" }),
+      400,
+      "invalid_request",
+      "unlimited"
+    )
     expectError(await h.call("POST", "/admin/tokens", { accountId, models: "gpt" }), 400, "invalid_request", "models")
-    expectError(await h.call("POST", "/admin/tokens", { accountId, models: ["ok", ""] }), 400, "invalid_request", "models.1")
-    expectError(await h.call("POST", "/admin/tokens", { accountId, expiresAt: "tomorrow" }), 400, "invalid_request", "expiresAt")
+    expectError(
+      await h.call("POST", "/admin/tokens", { accountId, models: ["ok", ""] }),
+      400,
+      "invalid_request",
+      "models.1"
+    )
+    expectError(
+      await h.call("POST", "/admin/tokens", { accountId, expiresAt: "tomorrow" }),
+      400,
+      "invalid_request",
+      "expiresAt"
+    )
     expectError(await h.call("GET", "/admin/tokens/tok_nope"), 404, "not_found", "id")
     expectError(await h.call("PATCH", "/admin/tokens/tok_nope", { status: "disabled" }), 404, "not_found", "id")
   })
@@ -281,14 +316,49 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     expect(read.status).toBe(200)
     expect(read.body).toEqual(sub.body)
 
-    expectError(await h.call("POST", "/admin/plans", { title: "x", totalAmount: 1, resetPeriod: "yearly", durationSeconds: 1 }), 400, "invalid_request", "resetPeriod")
-    expectError(await h.call("POST", "/admin/plans", { title: "x", totalAmount: 1, resetPeriod: "custom", durationSeconds: 1 }), 400, "invalid_request", "resetSeconds")
-    expectError(await h.call("POST", "/admin/plans", { title: "", totalAmount: 1, resetPeriod: "never", durationSeconds: 1 }), 400, "invalid_request", "title")
-    expectError(await h.call("POST", "/admin/plans", { title: "x", totalAmount: 1, resetPeriod: "never" }), 400, "invalid_request", "durationSeconds")
-    expectError(await h.call("POST", "/admin/plans", { title: "x", totalAmount: -3, resetPeriod: "never", durationSeconds: 1 }), 400, "invalid_request", "totalAmount")
+    expectError(
+      await h.call("POST", "/admin/plans", { title: "x", totalAmount: 1, resetPeriod: "yearly", durationSeconds: 1 }),
+      400,
+      "invalid_request",
+      "resetPeriod"
+    )
+    expectError(
+      await h.call("POST", "/admin/plans", { title: "x", totalAmount: 1, resetPeriod: "custom", durationSeconds: 1 }),
+      400,
+      "invalid_request",
+      "resetSeconds"
+    )
+    expectError(
+      await h.call("POST", "/admin/plans", { title: "", totalAmount: 1, resetPeriod: "never", durationSeconds: 1 }),
+      400,
+      "invalid_request",
+      "title"
+    )
+    expectError(
+      await h.call("POST", "/admin/plans", { title: "x", totalAmount: 1, resetPeriod: "never" }),
+      400,
+      "invalid_request",
+      "durationSeconds"
+    )
+    expectError(
+      await h.call("POST", "/admin/plans", { title: "x", totalAmount: -3, resetPeriod: "never", durationSeconds: 1 }),
+      400,
+      "invalid_request",
+      "totalAmount"
+    )
     expectError(await h.call("POST", "/admin/subscriptions", { accountId }), 400, "invalid_request", "planId")
-    expectError(await h.call("POST", "/admin/subscriptions", { accountId, planId: "plan_nope" }), 404, "not_found", "planId")
-    expectError(await h.call("POST", "/admin/subscriptions", { accountId: "acc_nope", planId: plan.body.id }), 404, "not_found", "accountId")
+    expectError(
+      await h.call("POST", "/admin/subscriptions", { accountId, planId: "plan_nope" }),
+      404,
+      "not_found",
+      "planId"
+    )
+    expectError(
+      await h.call("POST", "/admin/subscriptions", { accountId: "acc_nope", planId: plan.body.id }),
+      404,
+      "not_found",
+      "accountId"
+    )
     expectError(await h.call("GET", "/admin/subscriptions/sub_nope"), 404, "not_found", "id")
   })
 
@@ -298,7 +368,9 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     const tokenId = token.body.id as string
     const holdId = `req-${target.name}-1`
 
-    const session = await h.run(BillingSession.open({ holdId, accountId, tokenId, estimate: 400, preference: "wallet_first" }))
+    const session = await h.run(
+      BillingSession.open({ holdId, accountId, tokenId, estimate: 400, preference: "wallet_first" })
+    )
     const pending = await h.call("GET", `/admin/holds/${holdId}`)
     expect(pending.status).toBe(200)
     expect(pending.body).toEqual({
@@ -336,11 +408,20 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
       expiresAt: expect.stringMatching(ISO)
     })
     expect(settled.body.parts).toHaveLength(2)
-    expect((await h.call("GET", `/admin/accounts/${accountId}`)).body).toMatchObject({ quota: 9_750, usedQuota: 250, requestCount: 1 })
+    expect((await h.call("GET", `/admin/accounts/${accountId}`)).body).toMatchObject({
+      quota: 9_750,
+      usedQuota: 250,
+      requestCount: 1
+    })
     expect((await h.call("GET", `/admin/tokens/${tokenId}`)).body).toMatchObject({ remainQuota: 4_750, usedQuota: 250 })
 
     // a subscription-funded hold names its source
-    const plan = await h.call("POST", "/admin/plans", { title: "S", totalAmount: 1000, resetPeriod: "never", durationSeconds: 3600 })
+    const plan = await h.call("POST", "/admin/plans", {
+      title: "S",
+      totalAmount: 1000,
+      resetPeriod: "never",
+      durationSeconds: 3600
+    })
     const sub = await h.call("POST", "/admin/subscriptions", { accountId, planId: plan.body.id })
     await h.run(Effect.flatMap(
       BillingSession.open({ holdId: `${holdId}-sub`, accountId, tokenId, estimate: 100 }),
@@ -348,14 +429,27 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     ))
     const subHold = await h.call("GET", `/admin/holds/${holdId}-sub`)
     expect(subHold.body.parts.map((p: any) => p.source).sort()).toEqual(["subscription", "token"])
-    expect(subHold.body.parts.find((p: any) => p.source === "subscription")).toMatchObject({ ref: expect.any(String), reserved: 100, charged: 80 })
+    expect(subHold.body.parts.find((p: any) => p.source === "subscription")).toMatchObject({
+      ref: expect.any(String),
+      reserved: 100,
+      charged: 80
+    })
     expect((await h.call("GET", `/admin/subscriptions/${sub.body.id}`)).body.amountUsed).toBe(80)
 
     // an abandoned hold expires and is reaped once
     // opened (by Effect's Clock) in 2020 with a minute to live: long expired, no sleeping
     await h.run(
       TestClock.setTime(Date.parse("2020-01-01T00:00:00Z")).pipe(
-        Effect.andThen(BillingSession.open({ holdId: `${holdId}-lost`, accountId, tokenId, estimate: 300, preference: "wallet_only", ttlMillis: 60_000 })),
+        Effect.andThen(
+          BillingSession.open({
+            holdId: `${holdId}-lost`,
+            accountId,
+            tokenId,
+            estimate: 300,
+            preference: "wallet_only",
+            ttlMillis: 60_000
+          })
+        ),
         Effect.provide(TestClock.layer())
       )
     )
@@ -379,7 +473,8 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     // request logs, newest first; ties: later insert first
     const t = Date.parse("2030-01-01T00:00:00.000Z")
     const log = (requestId: string, createdAt: number, quota: number, source = "wallet") =>
-      h.run(Context.get(h.context, RelayStore).recordLog({
+      h.run(
+        Context.get(h.context, RelayStore).recordLog({
           requestId,
           accountId,
           tokenId,
@@ -389,7 +484,8 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
           quota,
           source,
           createdAt
-        }))
+        })
+      )
     expect(await log(`${holdId}-log`, t, 250)).toBe(true)
     expect(await log(`${holdId}-log-sub`, t + 1000, 80, "subscription")).toBe(true)
     expect(await log(`${holdId}-zero`, t + 1000, 0, "subscription+wallet")).toBe(true)
@@ -409,8 +505,18 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
         source: "subscription+wallet",
         createdAt: "2030-01-01T00:00:01.000Z"
       },
-      expect.objectContaining({ requestId: `${holdId}-log-sub`, quota: 80, source: "subscription", createdAt: "2030-01-01T00:00:01.000Z" }),
-      expect.objectContaining({ requestId: `${holdId}-log`, quota: 250, source: "wallet", createdAt: "2030-01-01T00:00:00.000Z" })
+      expect.objectContaining({
+        requestId: `${holdId}-log-sub`,
+        quota: 80,
+        source: "subscription",
+        createdAt: "2030-01-01T00:00:01.000Z"
+      }),
+      expect.objectContaining({
+        requestId: `${holdId}-log`,
+        quota: 250,
+        source: "wallet",
+        createdAt: "2030-01-01T00:00:00.000Z"
+      })
     ])
     const limited = await h.call("GET", `/admin/logs?accountId=${accountId}&limit=1`)
     expect(limited.body.map((l: any) => l.requestId)).toEqual([`${holdId}-zero`])
@@ -438,7 +544,9 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     const sub = await h.call("POST", "/admin/subscriptions", { accountId, planId: plan.body.id })
     expect(sub.status).toBe(201)
     const holdId = `req-${target.name}-overflow`
-    const session = await h.run(BillingSession.open({ holdId, accountId, estimate: 600, preference: "subscription_only" }))
+    const session = await h.run(
+      BillingSession.open({ holdId, accountId, estimate: 600, preference: "subscription_only" })
+    )
     await h.run(session.settle(1_500)) // 1,000 paid by the subscription, 500 unbilled
     const hold = await h.call("GET", `/admin/holds/${holdId}`)
     expect(hold.body).toMatchObject({ status: "settled", actual: 1_500, unbilled: 500 })
@@ -453,8 +561,10 @@ describe.each(TestDatabase.targets())("admin API on $name", (target) => {
     const column = RelayBilling.auditBalances.find((b) => b.sourceId === "wallet")!
     await h.run(Effect.gen(function*() {
       const c = yield* KnexClient.KnexClient
-      yield* c.query("test.tamper", (db) =>
-        db(c.table(column.table)).where({ [column.idColumn]: id }).update({ [column.balanceColumn]: 501 }))
+      yield* c.query(
+        "test.tamper",
+        (db) => db(c.table(column.table)).where({ [column.idColumn]: id }).update({ [column.balanceColumn]: 501 })
+      )
     }))
     const audit = await h.call("GET", "/admin/audit")
     expect(audit.status).toBe(200)

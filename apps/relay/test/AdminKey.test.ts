@@ -1,7 +1,7 @@
+import { Effect, Exit, Logger } from "effect"
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Effect, Exit, Logger } from "effect"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as AdminKey from "../src/AdminKey.js"
 

@@ -1,15 +1,15 @@
+import { BillingSession } from "@relay-billing/core"
+import { KnexClient } from "@relay-billing/knex"
+import { WalletAdmin } from "@relay-billing/wallet"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { execFile } from "node:child_process"
 import { mkdir, mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { TestClock } from "effect/testing"
-import { BillingSession } from "@relay-billing/core"
-import { KnexClient } from "@relay-billing/knex"
-import { WalletAdmin } from "@relay-billing/wallet"
 import { build } from "tsup"
-import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it } from "vitest"
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import * as Cli from "../src/Cli.js"
 import * as Config from "../src/Config.js"
 import * as RelayBilling from "../src/RelayBilling.js"
@@ -51,7 +51,11 @@ interface Run {
 
 const relay = (args: ReadonlyArray<string>, env: Record<string, string>, cwd: string): Promise<Run> =>
   new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd, env: { PATH: process.env["PATH"] ?? "", ...env }, timeout: 120_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [bin, ...args], {
+      cwd,
+      env: { PATH: process.env["PATH"] ?? "", ...env },
+      timeout: 120_000
+    }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1
       resolve({ code, stdout, stderr })
     })
@@ -100,7 +104,9 @@ describe("relay CLI (the built executable, SQLite)", { timeout: CLI_TEST_TIMEOUT
     const first = await relay(["migrate"], env, dir)
     expect(first.code).toBe(0)
     const applied = first.stdout.split("\n").filter((l) => l.startsWith("applied "))
-    const expected = RelayBilling.migrationSets.flatMap((set) => set.migrations.map((m) => `applied ${set.name}/${m.name}`))
+    const expected = RelayBilling.migrationSets.flatMap((set) =>
+      set.migrations.map((m) => `applied ${set.name}/${m.name}`)
+    )
     expect(applied).toEqual(expected)
     expect(first.stdout).toContain(`migrations: ${expected.length} applied`)
     const second = await relay(["migrate", "--json"], env, dir)
@@ -119,7 +125,15 @@ describe("relay CLI (the built executable, SQLite)", { timeout: CLI_TEST_TIMEOUT
       // opened (by Effect's Clock) in 2020 with a minute to live: long expired, no sleeping
       await Effect.runPromise(
         TestClock.setTime(Date.parse("2020-01-01T00:00:00Z")).pipe(
-          Effect.andThen(session.open({ holdId: "hold_r", accountId: "acc_r", estimate: 700, preference: "wallet_only", ttlMillis: 60_000 })),
+          Effect.andThen(
+            session.open({
+              holdId: "hold_r",
+              accountId: "acc_r",
+              estimate: 700,
+              preference: "wallet_only",
+              ttlMillis: 60_000
+            })
+          ),
           Effect.provide(TestClock.layer())
         )
       )

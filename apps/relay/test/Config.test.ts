@@ -1,7 +1,7 @@
+import { Effect } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Config from "../src/Config.js"
 
@@ -35,7 +35,10 @@ describe("Config.decodeConfig", () => {
       },
       funding: { sources: [], preferences: {} }
     })
-    const partial = await decode({ billing: { retries: 0 }, channels: [{ ...channel, apiKey: undefined }].map(({ apiKey: _, ...c }) => c) })
+    const partial = await decode({
+      billing: { retries: 0 },
+      channels: [{ ...channel, apiKey: undefined }].map(({ apiKey: _, ...c }) => c)
+    })
     expect(partial.billing.retries).toBe(0)
     expect(partial.billing.holdTtlSeconds).toBe(600)
     expect(partial.channels[0]).toEqual({ ...channel, apiKey: "", priority: 0 })
@@ -78,8 +81,16 @@ describe("Config.decodeConfig", () => {
   })
 
   it("accepts limits at their bounds and keeps the defaults of the others", async () => {
-    const low = await decode({ limits: { maxBodyBytes: 1, maxJsonDepth: 1, upstreamIdleSeconds: 1, clientIdleSeconds: 1, maxRequestSeconds: 1 } })
-    expect(low.limits).toEqual({ maxBodyBytes: 1, maxJsonDepth: 1, upstreamIdleSeconds: 1, clientIdleSeconds: 1, maxRequestSeconds: 1 })
+    const low = await decode({
+      limits: { maxBodyBytes: 1, maxJsonDepth: 1, upstreamIdleSeconds: 1, clientIdleSeconds: 1, maxRequestSeconds: 1 }
+    })
+    expect(low.limits).toEqual({
+      maxBodyBytes: 1,
+      maxJsonDepth: 1,
+      upstreamIdleSeconds: 1,
+      clientIdleSeconds: 1,
+      maxRequestSeconds: 1
+    })
     const high = await decode({ limits: { maxBodyBytes: 2 ** 30, maxJsonDepth: 1024, maxRequestSeconds: 86_400 } })
     expect(high.limits).toEqual({
       maxBodyBytes: 2 ** 30,
@@ -99,7 +110,11 @@ describe("Config.decodeConfig", () => {
 
   it.each<[string, unknown, string]>([
     ["holdTtlSeconds 0", { billing: { holdTtlSeconds: 0 } }, "billing.holdTtlSeconds: expected ≥ 1, got 0"],
-    ["holdTtlSeconds 1.5", { billing: { holdTtlSeconds: 1.5 } }, "billing.holdTtlSeconds: expected an integer ≥ 1, got 1.5"],
+    [
+      "holdTtlSeconds 1.5",
+      { billing: { holdTtlSeconds: 1.5 } },
+      "billing.holdTtlSeconds: expected an integer ≥ 1, got 1.5"
+    ],
     [
       "issue 8 #6: holdTtlSeconds above 7 days",
       { billing: { holdTtlSeconds: 604_801 } },
@@ -107,25 +122,57 @@ describe("Config.decodeConfig", () => {
     ],
     ["trustQuota -1", { billing: { trustQuota: -1 } }, "billing.trustQuota: expected ≥ 0, got -1"],
     ["trustQuota string", { billing: { trustQuota: "10" } }, "billing.trustQuota: "],
-    ["minPreConsumeTokens -5", { billing: { minPreConsumeTokens: -5 } }, "billing.minPreConsumeTokens: expected ≥ 0, got -5"],
+    [
+      "minPreConsumeTokens -5",
+      { billing: { minPreConsumeTokens: -5 } },
+      "billing.minPreConsumeTokens: expected ≥ 0, got -5"
+    ],
     [
       "onClientDisconnect",
       { billing: { onClientDisconnect: "charge-all" } },
       "billing.onClientDisconnect: expected \"charge-prompt\" | \"refund\" | \"charge-streamed\", got \"charge-all\""
     ],
     ["retries -1", { billing: { retries: -1 } }, "billing.retries: expected ≥ 0, got -1"],
-    ["reapIntervalSeconds 0", { billing: { reapIntervalSeconds: 0 } }, "billing.reapIntervalSeconds: expected ≥ 1, got 0"],
+    [
+      "reapIntervalSeconds 0",
+      { billing: { reapIntervalSeconds: 0 } },
+      "billing.reapIntervalSeconds: expected ≥ 1, got 0"
+    ],
     ["maxBodyBytes 0", { limits: { maxBodyBytes: 0 } }, "limits.maxBodyBytes: expected ≥ 1, got 0"],
     ["maxBodyBytes 1.5", { limits: { maxBodyBytes: 1.5 } }, "limits.maxBodyBytes: expected an integer ≥ 1, got 1.5"],
-    ["maxBodyBytes above 1 GiB", { limits: { maxBodyBytes: 2 ** 30 + 1 } }, "limits.maxBodyBytes: expected ≤ 1073741824 (1 GiB), got 1073741825"],
+    [
+      "maxBodyBytes above 1 GiB",
+      { limits: { maxBodyBytes: 2 ** 30 + 1 } },
+      "limits.maxBodyBytes: expected ≤ 1073741824 (1 GiB), got 1073741825"
+    ],
     ["maxBodyBytes string", { limits: { maxBodyBytes: "8MB" } }, "limits.maxBodyBytes: expected number, got \"8MB\""],
     ["maxJsonDepth -1", { limits: { maxJsonDepth: -1 } }, "limits.maxJsonDepth: expected ≥ 1, got -1"],
     ["maxJsonDepth 5000", { limits: { maxJsonDepth: 5000 } }, "limits.maxJsonDepth: expected ≤ 1024, got 5000"],
-    ["upstreamIdleSeconds 0", { limits: { upstreamIdleSeconds: 0 } }, "limits.upstreamIdleSeconds: expected ≥ 1, got 0"],
-    ["upstreamIdleSeconds 0.5", { limits: { upstreamIdleSeconds: 0.5 } }, "limits.upstreamIdleSeconds: expected an integer ≥ 1, got 0.5"],
-    ["clientIdleSeconds above a day", { limits: { clientIdleSeconds: 86_401 } }, "limits.clientIdleSeconds: expected ≤ 86400 (1 day), got 86401"],
-    ["maxRequestSeconds null", { limits: { maxRequestSeconds: null } }, "limits.maxRequestSeconds: expected number, got null"],
-    ["maxRequestSeconds Infinity", { limits: { maxRequestSeconds: Infinity } }, "limits.maxRequestSeconds: expected an integer ≥ 1, got Infinity"],
+    [
+      "upstreamIdleSeconds 0",
+      { limits: { upstreamIdleSeconds: 0 } },
+      "limits.upstreamIdleSeconds: expected ≥ 1, got 0"
+    ],
+    [
+      "upstreamIdleSeconds 0.5",
+      { limits: { upstreamIdleSeconds: 0.5 } },
+      "limits.upstreamIdleSeconds: expected an integer ≥ 1, got 0.5"
+    ],
+    [
+      "clientIdleSeconds above a day",
+      { limits: { clientIdleSeconds: 86_401 } },
+      "limits.clientIdleSeconds: expected ≤ 86400 (1 day), got 86401"
+    ],
+    [
+      "maxRequestSeconds null",
+      { limits: { maxRequestSeconds: null } },
+      "limits.maxRequestSeconds: expected number, got null"
+    ],
+    [
+      "maxRequestSeconds Infinity",
+      { limits: { maxRequestSeconds: Infinity } },
+      "limits.maxRequestSeconds: expected an integer ≥ 1, got Infinity"
+    ],
     ["unknown limits key", { limits: { maxBodySize: 10 } }, "limits.maxBodySize: unknown key, got 10"],
     ["unknown billing key", { billing: { holdTTLSeconds: 5 } }, "billing.holdTTLSeconds: unknown key, got 5"],
     ["unknown top-level key", { quota: 1 }, "quota: unknown key, got 1"],
@@ -138,14 +185,26 @@ describe("Config.decodeConfig", () => {
     ],
     ["price string", { models: { m: { price: "0.04" } } }, "models.m.price: expected number, got \"0.04\""],
     ["completionRatio missing", { models: { m: { modelRatio: 1 } } }, "models.m.completionRatio: missing key"],
-    ["channel name empty", { channels: [{ ...channel, name: "" }] }, "channels.0.name: expected a non-empty string, got \"\""],
+    [
+      "channel name empty",
+      { channels: [{ ...channel, name: "" }] },
+      "channels.0.name: expected a non-empty string, got \"\""
+    ],
     [
       "channel baseUrl",
       { channels: [{ ...channel, baseUrl: "127.0.0.1:9000" }] },
       "channels.0.baseUrl: expected an http(s) URL (or demo:) with its version prefix, got \"127.0.0.1:9000\""
     ],
-    ["channel models empty", { channels: [{ ...channel, models: [] }] }, "channels.0.models: expected at least one model, got []"],
-    ["channel priority 0.5", { channels: [{ ...channel, priority: 0.5 }] }, "channels.0.priority: expected an integer, got 0.5"],
+    [
+      "channel models empty",
+      { channels: [{ ...channel, models: [] }] },
+      "channels.0.models: expected at least one model, got []"
+    ],
+    [
+      "channel priority 0.5",
+      { channels: [{ ...channel, priority: 0.5 }] },
+      "channels.0.priority: expected an integer, got 0.5"
+    ],
     ["channel apiKey number", { channels: [{ ...channel, apiKey: 5 }] }, "channels.0.apiKey: expected string, got 5"],
     [
       "duplicate channel names",
@@ -174,7 +233,13 @@ describe("Config.decodeConfig", () => {
 describe("Config.defaultConfig", () => {
   it("has the demo responder as its only channel, serving a token-priced model `demo`", async () => {
     const config = await Effect.runPromise(Config.defaultConfig)
-    expect(config.channels).toEqual([{ name: "demo", baseUrl: Config.DEMO_BASE_URL, apiKey: "", models: ["demo"], priority: 0 }])
+    expect(config.channels).toEqual([{
+      name: "demo",
+      baseUrl: Config.DEMO_BASE_URL,
+      apiKey: "",
+      models: ["demo"],
+      priority: 0
+    }])
     expect(config.models["demo"]).toEqual({ modelRatio: 1, completionRatio: 1 })
     expect(config.billing.holdTtlSeconds).toBe(600)
   })
@@ -238,7 +303,10 @@ describe("Config.load", () => {
   it.each<[Record<string, string>, string]>([
     [{ RELAY_PORT: "abc" }, "RELAY_PORT: expected a TCP port (an integer from 0 to 65535), got \"abc\""],
     [{ RELAY_PORT: "70000" }, "RELAY_PORT: expected a TCP port (an integer from 0 to 65535), got \"70000\""],
-    [{ RELAY_DATABASE_URL: "redis://x" }, "RELAY_DATABASE_URL: expected sqlite:PATH, postgres://… or mysql://…, got \"redis://x\""]
+    [
+      { RELAY_DATABASE_URL: "redis://x" },
+      "RELAY_DATABASE_URL: expected sqlite:PATH, postgres://… or mysql://…, got \"redis://x\""
+    ]
   ])("names a bad environment variable: %o", async (env, message) => {
     const error = await Effect.runPromise(Effect.flip(Config.load(env)))
     expect(error.message.startsWith(message)).toBe(true)
@@ -277,7 +345,10 @@ describe("Config funding", () => {
       preferences: { vouchers_first: ["vouchers", "subscription", "wallet"] }
     })
     const bare = await decode({ funding: { sources: [{ id: "credits", package: "@acme/credits" }] } })
-    expect(bare.funding).toEqual({ sources: [{ id: "credits", package: "@acme/credits", options: {} }], preferences: {} })
+    expect(bare.funding).toEqual({
+      sources: [{ id: "credits", package: "@acme/credits", options: {} }],
+      preferences: {}
+    })
     const builtIns = await decode({ funding: { preferences: { plan_strict: ["subscription"] } } })
     expect(builtIns.funding.preferences).toEqual({ plan_strict: ["subscription"] })
   })
@@ -288,13 +359,38 @@ describe("Config funding", () => {
     ["a built-in id", { sources: [{ id: "wallet", package: "p" }] }, "funding.sources.0.id", "\"wallet\""],
     ["the token budget's id", { sources: [{ id: "token", package: "p" }] }, "funding.sources.0.id", "\"token\""],
     ["a malformed id", { sources: [{ id: "my vouchers", package: "p" }] }, "funding.sources.0.id", "\"my vouchers\""],
-    ["a repeated id", { sources: [vouchers, { ...vouchers, package: "other" }] }, "funding.sources.1.id", "\"vouchers\""],
+    [
+      "a repeated id",
+      { sources: [vouchers, { ...vouchers, package: "other" }] },
+      "funding.sources.1.id",
+      "\"vouchers\""
+    ],
     ["an unknown key", { sources: [{ ...vouchers, option: {} }] }, "funding.sources.0.option", "{}"],
-    ["a chain naming an unknown source", { preferences: { credits_first: ["credits", "wallet"] } }, "funding.preferences.credits_first.0", "\"credits\""],
+    [
+      "a chain naming an unknown source",
+      { preferences: { credits_first: ["credits", "wallet"] } },
+      "funding.preferences.credits_first.0",
+      "\"credits\""
+    ],
     ["an empty chain", { preferences: { nothing: [] } }, "funding.preferences.nothing", "[]"],
-    ["a repeated source", { preferences: { twice: ["wallet", "wallet"] } }, "funding.preferences.twice.1", "\"wallet\""],
-    ["a built-in name", { preferences: { wallet_first: ["subscription"] } }, "funding.preferences.wallet_first", "[\"subscription\"]"],
-    ["a name longer than 32 characters", { preferences: { ["n".repeat(33)]: ["wallet"] } }, `funding.preferences.${"n".repeat(33)}`, "[\"wallet\"]"]
+    [
+      "a repeated source",
+      { preferences: { twice: ["wallet", "wallet"] } },
+      "funding.preferences.twice.1",
+      "\"wallet\""
+    ],
+    [
+      "a built-in name",
+      { preferences: { wallet_first: ["subscription"] } },
+      "funding.preferences.wallet_first",
+      "[\"subscription\"]"
+    ],
+    [
+      "a name longer than 32 characters",
+      { preferences: { ["n".repeat(33)]: ["wallet"] } },
+      `funding.preferences.${"n".repeat(33)}`,
+      "[\"wallet\"]"
+    ]
   ]
   it.each(invalid)("refuses %s, naming the field", async (_, funding, field, value) => {
     const error = await fail({ funding })

@@ -4,11 +4,11 @@
  * `usedQuota` shown by the admin API equal to the SDK's counter, and the audit
  * reporting a tampered `used_quota`.
  */
-import { Effect } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { Subscription } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type Harness, startAdmin } from "./support/AdminHarness.js"
 
@@ -34,7 +34,13 @@ describe.each(TestDatabase.targets())("corrections and usedQuota in the admin AP
       return (yield* admin.account(accountId)).usedQuota
     }))
 
-  const settle = (holdId: string, accountId: string, estimate: number, actual: number, extra: Record<string, unknown> = {}) =>
+  const settle = (
+    holdId: string,
+    accountId: string,
+    estimate: number,
+    actual: number,
+    extra: Record<string, unknown> = {}
+  ) =>
     h.run(Effect.flatMap(
       BillingSession.open({ holdId, accountId, estimate, preference: "wallet_only", ...extra }),
       (s) => s.settle(actual)
@@ -87,7 +93,10 @@ describe.each(TestDatabase.targets())("corrections and usedQuota in the admin AP
       usedQuota: 500,
       requestCount: 1
     })
-    expect((await h.call("GET", `/admin/tokens/${tokenId}`)).body).toMatchObject({ remainQuota: 49_500, usedQuota: 500 })
+    expect((await h.call("GET", `/admin/tokens/${tokenId}`)).body).toMatchObject({
+      remainQuota: 49_500,
+      usedQuota: 500
+    })
     expect(await sdkUsedQuota(accountId)).toBe(500)
 
     // the same id and amount: the first result, nothing moves
@@ -155,10 +164,13 @@ describe.each(TestDatabase.targets())("corrections and usedQuota in the admin AP
     await h.run(Effect.gen(function*() {
       const c = yield* KnexClient.KnexClient
       const counters = Subscription.auditCounters
-      yield* c.query("test.tamper", (db) =>
-        db(c.table(counters.table)).where({ [counters.idColumn]: accountId }).update({
-          [counters.usedColumn]: db.raw(`${counters.usedColumn} + 5000`)
-        }))
+      yield* c.query(
+        "test.tamper",
+        (db) =>
+          db(c.table(counters.table)).where({ [counters.idColumn]: accountId }).update({
+            [counters.usedColumn]: db.raw(`${counters.usedColumn} + 5000`)
+          })
+      )
     }))
     const audit = await h.call("GET", "/admin/audit")
     expect(audit.body.ok).toBe(false)

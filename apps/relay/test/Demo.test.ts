@@ -1,8 +1,8 @@
+import { WalletAdmin } from "@relay-billing/wallet"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { WalletAdmin } from "@relay-billing/wallet"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as Cli from "../src/Cli.js"
 import * as Config from "../src/Config.js"
@@ -11,7 +11,10 @@ import * as RelayBilling from "../src/RelayBilling.js"
 import { RelayStore } from "../src/RelayStore.js"
 
 /** One "start": opens the database (migrating it), runs `f`, closes it. */
-const start = async <A>(url: string, f: (context: Context.Context<RelayBilling.Services>) => Promise<A>): Promise<A> => {
+const start = async <A>(
+  url: string,
+  f: (context: Context.Context<RelayBilling.Services>) => Promise<A>
+): Promise<A> => {
   const scope = Effect.runSync(Scope.make())
   try {
     const context = await Effect.runPromise(Layer.buildWithScope(RelayBilling.layerUrl(url), scope))
@@ -42,7 +45,11 @@ describe("Demo.bootstrap", () => {
     expect(first).toMatchObject({ accountId: Demo.ACCOUNT_ID, createdAccount: true, createdToken: true, path: file })
     expect(first.key).toMatch(/^sk-[0-9A-Za-z]{48}$/)
     expect((await stat(file)).mode & 0o777).toBe(0o600)
-    expect(JSON.parse(await readFile(file, "utf8"))).toEqual({ accountId: Demo.ACCOUNT_ID, tokenId: first.tokenId, key: first.key })
+    expect(JSON.parse(await readFile(file, "utf8"))).toEqual({
+      accountId: Demo.ACCOUNT_ID,
+      tokenId: first.tokenId,
+      key: first.key
+    })
     expect(first.curl).toBe(
       `curl http://127.0.0.1:4321/v1/chat/completions -H "Authorization: Bearer ${first.key}" ` +
         `-H "Content-Type: application/json" -d '{"model":"demo","messages":[{"role":"user","content":"Hello!"}]}'`
@@ -89,11 +96,20 @@ describe("Demo.bootstrap", () => {
 
   it("serve's bootstrap runs only with the built-in demo config", async () => {
     const config = await Effect.runPromise(Config.defaultConfig)
-    const builtIn: Config.Loaded = { port: 3999, databaseUrl: url, adminKey: undefined, configSource: "built-in", config }
+    const builtIn: Config.Loaded = {
+      port: 3999,
+      databaseUrl: url,
+      adminKey: undefined,
+      configSource: "built-in",
+      config
+    }
     const ran = await Effect.runPromise(Cli.runDemoBootstrap(builtIn, { path: file, print: false }))
     expect(ran?.curl).toContain("http://127.0.0.1:3999/v1/chat/completions")
     const fromFile = await Effect.runPromise(
-      Cli.runDemoBootstrap({ ...builtIn, configSource: "/etc/relay.json" }, { path: path.join(dir, "other"), print: false })
+      Cli.runDemoBootstrap({ ...builtIn, configSource: "/etc/relay.json" }, {
+        path: path.join(dir, "other"),
+        print: false
+      })
     )
     expect(fromFile).toBeUndefined()
     await expect(stat(path.join(dir, "other"))).rejects.toThrow()

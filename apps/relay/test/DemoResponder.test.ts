@@ -38,8 +38,10 @@ describe("DemoResponder", () => {
     const restore = noNetwork()
     try {
       const [a, b] = await run(
-        Effect.flatMap(Upstream.Upstream, (u) =>
-          Effect.all([u.chat(demo, body, { stream: false }), u.chat(demo, body, { stream: false })]))
+        Effect.flatMap(
+          Upstream.Upstream,
+          (u) => Effect.all([u.chat(demo, body, { stream: false }), u.chat(demo, body, { stream: false })])
+        )
       )
       expect(a).toEqual(b)
       const json = a.body as any
@@ -50,7 +52,11 @@ describe("DemoResponder", () => {
       const prompt = Tokenizer.countMessages(messages as any)
       const completion = Tokenizer.countText(REPLY)
       expect(prompt).toBeGreaterThan(10)
-      expect(a.usage).toEqual({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion })
+      expect(a.usage).toEqual({
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion
+      })
       expect(json.usage).toEqual(a.usage)
     } finally {
       restore()
@@ -115,8 +121,10 @@ describe("DemoResponder", () => {
   it("embeddings: deterministic unit vectors, one per input, with tokenizer usage", async () => {
     const input = ["hello world", "other"]
     const [a, b] = await run(
-      Effect.flatMap(Upstream.Upstream, (u) =>
-        Effect.all([u.embeddings(demo, { model: "demo", input }), u.embeddings(demo, { model: "demo", input })]))
+      Effect.flatMap(
+        Upstream.Upstream,
+        (u) => Effect.all([u.embeddings(demo, { model: "demo", input }), u.embeddings(demo, { model: "demo", input })])
+      )
     )
     expect(a).toEqual(b)
     const data = (a.body as any).data

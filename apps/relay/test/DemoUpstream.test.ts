@@ -33,7 +33,13 @@ describe("DemoUpstream", () => {
   })
 
   it("answers the demo channel in-process and passes an HTTP channel to the client underneath", async () => {
-    const http: Config.Channel = { name: "mock", baseUrl: mock.url, apiKey: "sk-up", models: ["gpt-4o-mini"], priority: 0 }
+    const http: Config.Channel = {
+      name: "mock",
+      baseUrl: mock.url,
+      apiKey: "sk-up",
+      models: ["gpt-4o-mini"],
+      priority: 0
+    }
     const [fromDemo, fromMock, embedded] = await Effect.runPromise(
       Effect.flatMap(Upstream.Upstream, (u) =>
         Effect.all([

@@ -5,14 +5,14 @@
  * be loaded stops start-up (layer, `relay migrate`, `relay reap`) naming the
  * entry.
  */
-import { existsSync, mkdtempSync } from "node:fs"
-import { tmpdir } from "node:os"
-import path from "node:path"
-import { Effect, Exit, Layer, Scope } from "effect"
 import { BillingSession, Ledger } from "@relay-billing/core"
 import type { Hold } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Effect, Exit, Layer, Scope } from "effect"
+import { existsSync, mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Cli from "../src/Cli.js"
 import * as Config from "../src/Config.js"
@@ -48,7 +48,9 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     }))
     expect(tables).toEqual({ credits: true, record: true })
     // The table is usable and a second run applies nothing.
-    const sources = await Effect.runPromise(Plugins.load([{ id: "credits", package: CREDITS, options: { table: "relay_credits" } }], { cwd: home }))
+    const sources = await Effect.runPromise(
+      Plugins.load([{ id: "credits", package: CREDITS, options: { table: "relay_credits" } }], { cwd: home })
+    )
     const again = await h.run(RelayBilling.migrateWith(sources.map((l) => l.source)))
     expect(again["source_credits"]).toEqual([])
     const rows = await h.run(Effect.gen(function*() {
@@ -63,10 +65,12 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     const credits = (accountId: string) =>
       h.run(Effect.gen(function*() {
         const client = yield* KnexClient.KnexClient
-        const rows = yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: accountId }).select("balance"))
+        const rows = yield* client.query("t", (db) =>
+          db(client.table("relay_credits")).where({ account_id: accountId }).select("balance"))
         return Number(rows[0]?.["balance"])
       }))
-    const funding = (hold: Hold.Hold) => hold.parts.filter((p) => p.kind === "funding").map((p) => `${p.sourceId}:${p.amount}`)
+    const funding = (hold: Hold.Hold) =>
+      hold.parts.filter((p) => p.kind === "funding").map((p) => `${p.sourceId}:${p.amount}`)
     await h.run(Effect.gen(function*() {
       const wallet = yield* WalletAdmin.WalletAdmin
       const client = yield* KnexClient.KnexClient
@@ -81,7 +85,12 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
       const settlement = yield* s.settle(30)
       const ledger = yield* Ledger.Ledger
       const rows = yield* ledger.entries({ sourceId: "credits", subjectId: "fc-rich" })
-      return { parts: funding(s.hold), preference: s.hold.preference, actual: settlement.actual, ledger: rows.reduce((n, r) => n + r.amount, 0) }
+      return {
+        parts: funding(s.hold),
+        preference: s.hold.preference,
+        actual: settlement.actual,
+        ledger: rows.reduce((n, r) => n + r.amount, 0)
+      }
     }))
     expect(paid).toEqual({ parts: ["credits:50"], preference: "credits_first", actual: 30, ledger: -30 })
     expect(await credits("fc-rich")).toBe(970)
@@ -105,7 +114,9 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     expect(read.body.billingPreference).toBe("wallet_then_plan")
     const patched = await h.call("PATCH", `/admin/accounts/${created.body.id}`, { billingPreference: "wallet_only" })
     expect(patched.body.billingPreference).toBe("wallet_only")
-    for (const [method, url] of [["POST", "/admin/accounts"], ["PATCH", `/admin/accounts/${created.body.id}`]] as const) {
+    for (
+      const [method, url] of [["POST", "/admin/accounts"], ["PATCH", `/admin/accounts/${created.body.id}`]] as const
+    ) {
       const refused = await h.call(method, url, { billingPreference: "vouchers_first" })
       expect(refused.status).toBe(400)
       expect(refused.body.error.field).toBe("billingPreference")
@@ -131,12 +142,17 @@ describe("a plugin that cannot be loaded stops start-up", () => {
     const loaded = await loadedWith(missing)
     const scope = Effect.runSync(Scope.make())
     const exit = await Effect.runPromiseExit(
-      Layer.buildWithScope(RelayBilling.layerFromConfig(loaded, { pluginCwd: home, adminKeyPath: path.join(dir, "key") }), scope)
+      Layer.buildWithScope(
+        RelayBilling.layerFromConfig(loaded, { pluginCwd: home, adminKeyPath: path.join(dir, "key") }),
+        scope
+      )
     )
     await Effect.runPromise(Scope.close(scope, Exit.void))
     expect(Exit.isFailure(exit)).toBe(true)
     const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
-    const failure = error?._tag === "Fail" ? (error.error as { _tag: string; field?: string; message: string }) : undefined
+    const failure = error?._tag === "Fail"
+      ? (error.error as { _tag: string; field?: string; message: string })
+      : undefined
     expect(failure?._tag).toBe("ConfigError")
     expect(failure?.field).toBe("funding.sources.0.package")
     expect(failure?.message).toContain("funding source \"vouchers\"")
@@ -154,7 +170,9 @@ describe("a plugin that cannot be loaded stops start-up", () => {
     for (const run of runs) {
       const error = await Effect.runPromise(Effect.flip(run))
       expect(error._tag).toBe("ConfigError")
-      expect(error.message).toContain("funding.sources.0.package: cannot find the package of funding source \"vouchers\"")
+      expect(error.message).toContain(
+        "funding.sources.0.package: cannot find the package of funding source \"vouchers\""
+      )
     }
     expect(existsSync(database)).toBe(false)
   })

@@ -16,9 +16,9 @@
  * included), the reaper expires it and the settle that still arrives is
  * charged late (`late_settle`), logged and billed: still never free.
  */
+import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { Context, Effect, Exit, Layer, Logger, References, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
@@ -95,7 +95,8 @@ describe.each(TestDatabase.targets())("hold leases in the relay on $name (issue 
       )
     )
     url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
-    advance = (seconds) => Effect.runPromise(TestClock.adjust(`${seconds} seconds`).pipe(Effect.provideContext(context)))
+    advance = (seconds) =>
+      Effect.runPromise(TestClock.adjust(`${seconds} seconds`).pipe(Effect.provideContext(context)))
   }, 60_000)
 
   afterAll(async () => {
@@ -106,7 +107,10 @@ describe.each(TestDatabase.targets())("hold leases in the relay on $name (issue 
   const admin = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(`${url}${path}`, {
       method,
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: {
+        authorization: `Bearer ${ADMIN_KEY}`,
+        ...(body !== undefined ? { "content-type": "application/json" } : {})
+      },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {})
     })
     const text = await response.text()
@@ -145,9 +149,21 @@ describe.each(TestDatabase.targets())("hold leases in the relay on $name (issue 
     const id = `lease-stream-${process.pid}-${Date.now()}`
     let release!: () => void
     const released = new Promise<void>((resolve) => (release = resolve))
-    mock.enqueue({ type: "ok", chunks: ["one", " two", " three", " four"], usage: USAGE, holdAfter: 2, release: released })
+    mock.enqueue({
+      type: "ok",
+      chunks: ["one", " two", " three", " four"],
+      usage: USAGE,
+      holdAfter: 2,
+      release: released
+    })
     const stream = await s.client.chat.completions.create(
-      { model: MODEL, messages: [{ role: "user", content: "count" }], max_tokens: 100, stream: true, stream_options: { include_usage: true } },
+      {
+        model: MODEL,
+        messages: [{ role: "user", content: "count" }],
+        max_tokens: 100,
+        stream: true,
+        stream_options: { include_usage: true }
+      },
       { headers: { "X-Request-Id": id } }
     )
     const iterator = stream[Symbol.asyncIterator]()
@@ -179,7 +195,10 @@ describe.each(TestDatabase.targets())("hold leases in the relay on $name (issue 
       usedQuota: COST,
       requestCount: 1
     })
-    expect((await admin("GET", `/admin/tokens/${s.tokenId}`)).body).toMatchObject({ remainQuota: 5_000 - COST, usedQuota: COST })
+    expect((await admin("GET", `/admin/tokens/${s.tokenId}`)).body).toMatchObject({
+      remainQuota: 5_000 - COST,
+      usedQuota: COST
+    })
   }, 60_000)
 
   it("a non-stream request whose upstream answers after 25 s gets its completion (200) and is billed", async () => {
@@ -190,7 +209,9 @@ describe.each(TestDatabase.targets())("hold leases in the relay on $name (issue 
     const before = mock.requests.length
     mock.enqueue({ type: "ok", chunks: ["slow", " answer"], usage: USAGE, gate })
     const pending = s.client.chat.completions
-      .create({ model: MODEL, messages: [{ role: "user", content: "take your time" }], max_tokens: 100 }, { headers: { "X-Request-Id": id } })
+      .create({ model: MODEL, messages: [{ role: "user", content: "take your time" }], max_tokens: 100 }, {
+        headers: { "X-Request-Id": id }
+      })
       .withResponse()
     await received(before + 1)
     await pause25s(holdIdOf(s.accountId, id))
@@ -210,88 +231,115 @@ describe.each(TestDatabase.targets())("hold leases in the relay on $name (issue 
 })
 
 describe.each(TestDatabase.targets())("a lapsed lease in the relay on $name: the late settle is billed", (target) => {
-  it("a stream whose lease lapsed (its renewals stalled) is expired by the reaper, then charged late in full and logged", async () => {
-    const mock = await Mock.start()
-    const scope = Effect.runSync(Scope.make())
-    const watch = logWatch()
-    try {
-      const config = await Effect.runPromise(decodeConfig({
-        quotaPerUnit: 500000,
-        groups: { default: 1 },
-        models: { [MODEL]: { modelRatio: 1, completionRatio: 1 } },
-        channels: [{ name: "A", baseUrl: mock.url, apiKey: "sk-up-a", models: [MODEL], priority: 0 }],
-        // the background reaper stays out of the way (the test runs one pass itself)
-        billing: { holdTtlSeconds: 15, reapIntervalSeconds: 86_400, minPreConsumeTokens: 10 }
-      }))
-      const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated(target), scope))
-      const loaded: Loaded = { port: 0, databaseUrl: db.url, adminKey: ADMIN_KEY, configSource: "lease-late", config }
-      const context = await Effect.runPromise(
-        Layer.buildWithScope(
-          Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options }).pipe(
-            Layer.provideMerge(Layer.mergeAll(TestClock.layer(), watch.layer))
-          ),
-          scope
+  it(
+    "a stream whose lease lapsed (its renewals stalled) is expired by the reaper, then charged late in full and logged",
+    async () => {
+      const mock = await Mock.start()
+      const scope = Effect.runSync(Scope.make())
+      const watch = logWatch()
+      try {
+        const config = await Effect.runPromise(decodeConfig({
+          quotaPerUnit: 500000,
+          groups: { default: 1 },
+          models: { [MODEL]: { modelRatio: 1, completionRatio: 1 } },
+          channels: [{ name: "A", baseUrl: mock.url, apiKey: "sk-up-a", models: [MODEL], priority: 0 }],
+          // the background reaper stays out of the way (the test runs one pass itself)
+          billing: { holdTtlSeconds: 15, reapIntervalSeconds: 86_400, minPreConsumeTokens: 10 }
+        }))
+        const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated(target), scope))
+        const loaded: Loaded = { port: 0, databaseUrl: db.url, adminKey: ADMIN_KEY, configSource: "lease-late", config }
+        const context = await Effect.runPromise(
+          Layer.buildWithScope(
+            Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options }).pipe(
+              Layer.provideMerge(Layer.mergeAll(TestClock.layer(), watch.layer))
+            ),
+            scope
+          )
         )
-      )
-      const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
-      const admin = async (method: string, path: string, body?: unknown) => {
-        const response = await fetch(`${url}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${ADMIN_KEY}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+        const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
+        const admin = async (method: string, path: string, body?: unknown) => {
+          const response = await fetch(`${url}${path}`, {
+            method,
+            headers: {
+              authorization: `Bearer ${ADMIN_KEY}`,
+              ...(body !== undefined ? { "content-type": "application/json" } : {})
+            },
+            ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+          })
+          const text = await response.text()
+          return { status: response.status, body: text === "" ? undefined : JSON.parse(text) }
+        }
+        const acc = await admin("POST", "/admin/accounts", { quota: 10_000, billingPreference: "wallet_only" })
+        const tok = await admin("POST", "/admin/tokens", { accountId: acc.body.id, remainQuota: 5_000 })
+        const client = new OpenAI({ apiKey: tok.body.key, baseURL: `${url}/v1`, maxRetries: 0, timeout: 20_000 })
+        const id = `lease-late-${process.pid}-${Date.now()}`
+        let release!: () => void
+        const released = new Promise<void>((resolve) => (release = resolve))
+        mock.enqueue({
+          type: "ok",
+          chunks: ["one", " two", " three", " four"],
+          usage: USAGE,
+          holdAfter: 2,
+          release: released
         })
-        const text = await response.text()
-        return { status: response.status, body: text === "" ? undefined : JSON.parse(text) }
-      }
-      const acc = await admin("POST", "/admin/accounts", { quota: 10_000, billingPreference: "wallet_only" })
-      const tok = await admin("POST", "/admin/tokens", { accountId: acc.body.id, remainQuota: 5_000 })
-      const client = new OpenAI({ apiKey: tok.body.key, baseURL: `${url}/v1`, maxRetries: 0, timeout: 20_000 })
-      const id = `lease-late-${process.pid}-${Date.now()}`
-      let release!: () => void
-      const released = new Promise<void>((resolve) => (release = resolve))
-      mock.enqueue({ type: "ok", chunks: ["one", " two", " three", " four"], usage: USAGE, holdAfter: 2, release: released })
-      const stream = await client.chat.completions.create(
-        { model: MODEL, messages: [{ role: "user", content: "count" }], max_tokens: 100, stream: true, stream_options: { include_usage: true } },
-        { headers: { "X-Request-Id": id } }
-      )
-      const iterator = stream[Symbol.asyncIterator]()
-      let text = ""
-      for (let i = 0; i < 3; i++) text += (await iterator.next()).value?.choices[0]?.delta?.content ?? ""
-      expect(text).toBe("one two")
+        const stream = await client.chat.completions.create(
+          {
+            model: MODEL,
+            messages: [{ role: "user", content: "count" }],
+            max_tokens: 100,
+            stream: true,
+            stream_options: { include_usage: true }
+          },
+          { headers: { "X-Request-Id": id } }
+        )
+        const iterator = stream[Symbol.asyncIterator]()
+        let text = ""
+        for (let i = 0; i < 3; i++) text += (await iterator.next()).value?.choices[0]?.delta?.content ?? ""
+        expect(text).toBe("one two")
 
-      // The holder stalls: its lease lapses without a renewal (a requests's renewals run every
-      // TTL/3 while its work runs; here the hold's expiry is moved into the past, as when the
-      // process hangs for longer than the TTL), and a reaper pass expires the hold while the
-      // stream is still paused.
-      const knexClient = Context.get(context, KnexClient.KnexClient)
-      const holdId = holdIdOf(acc.body.id, id)
-      await knexClient.knex(knexClient.table("holds")).where({ id: holdId, status: "pending" }).update({ expires_at: 0 })
-      expect((await admin("POST", "/admin/holds/reap")).body).toMatchObject({ expired: 1 })
-      expect((await admin("GET", `/admin/holds/${id}`)).body).toMatchObject({ status: "expired" })
-      expect((await admin("GET", `/admin/accounts/${acc.body.id}`)).body).toMatchObject({ quota: 10_000, usedQuota: 0 })
+        // The holder stalls: its lease lapses without a renewal (a requests's renewals run every
+        // TTL/3 while its work runs; here the hold's expiry is moved into the past, as when the
+        // process hangs for longer than the TTL), and a reaper pass expires the hold while the
+        // stream is still paused.
+        const knexClient = Context.get(context, KnexClient.KnexClient)
+        const holdId = holdIdOf(acc.body.id, id)
+        await knexClient.knex(knexClient.table("holds")).where({ id: holdId, status: "pending" }).update({
+          expires_at: 0
+        })
+        expect((await admin("POST", "/admin/holds/reap")).body).toMatchObject({ expired: 1 })
+        expect((await admin("GET", `/admin/holds/${id}`)).body).toMatchObject({ status: "expired" })
+        expect((await admin("GET", `/admin/accounts/${acc.body.id}`)).body).toMatchObject({
+          quota: 10_000,
+          usedQuota: 0
+        })
 
-      release()
-      for (;;) {
-        const next = await iterator.next()
-        if (next.done) break
-        text += next.value.choices[0]?.delta?.content ?? ""
+        release()
+        for (;;) {
+          const next = await iterator.next()
+          if (next.done) break
+          text += next.value.choices[0]?.delta?.content ?? ""
+        }
+        expect(text).toBe("one two three four")
+        // The settle arrived after the expiry: charged late, in full, on the same wallet and token.
+        expect((await admin("GET", `/admin/holds/${id}`)).body).toMatchObject({ status: "expired", actual: COST })
+        expect((await admin("GET", `/admin/accounts/${acc.body.id}`)).body).toMatchObject({
+          quota: 10_000 - COST,
+          usedQuota: COST,
+          requestCount: 1
+        })
+        expect((await admin("GET", `/admin/tokens/${tok.body.id}`)).body).toMatchObject({
+          remainQuota: 5_000 - COST,
+          usedQuota: COST
+        })
+        expect((await admin("GET", `/admin/logs?accountId=${acc.body.id}`)).body).toEqual([
+          expect.objectContaining({ requestId: id, quota: COST, completionTokens: USAGE.completion_tokens })
+        ])
+        expect((await admin("GET", "/admin/audit")).body).toMatchObject({ ok: true })
+      } finally {
+        await Effect.runPromise(Scope.close(scope, Exit.void))
+        await mock.close()
       }
-      expect(text).toBe("one two three four")
-      // The settle arrived after the expiry: charged late, in full, on the same wallet and token.
-      expect((await admin("GET", `/admin/holds/${id}`)).body).toMatchObject({ status: "expired", actual: COST })
-      expect((await admin("GET", `/admin/accounts/${acc.body.id}`)).body).toMatchObject({
-        quota: 10_000 - COST,
-        usedQuota: COST,
-        requestCount: 1
-      })
-      expect((await admin("GET", `/admin/tokens/${tok.body.id}`)).body).toMatchObject({ remainQuota: 5_000 - COST, usedQuota: COST })
-      expect((await admin("GET", `/admin/logs?accountId=${acc.body.id}`)).body).toEqual([
-        expect.objectContaining({ requestId: id, quota: COST, completionTokens: USAGE.completion_tokens })
-      ])
-      expect((await admin("GET", "/admin/audit")).body).toMatchObject({ ok: true })
-    } finally {
-      await Effect.runPromise(Scope.close(scope, Exit.void))
-      await mock.close()
-    }
-  }, 60_000)
+    },
+    60_000
+  )
 })

@@ -11,13 +11,13 @@
  *   chunked body is cut off and the server stops reading;
  * - `RELAY_HOST`: the listener binds `loaded.host` (default 127.0.0.1).
  */
-import * as Http from "node:http"
+import { Effect, Exit, Layer, Logger, Scope } from "effect"
+import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { mkdtemp, rm } from "node:fs/promises"
+import * as Http from "node:http"
 import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Effect, Exit, Layer, Logger, Scope } from "effect"
-import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
@@ -160,7 +160,11 @@ describe("relay HTTP errors and limits (Server.layer, SQLite)", () => {
   })
 
   it("bad percent-encoding in the path: 400 invalid_request", async () => {
-    expectError(await request(port, "GET", "/admin/accounts/%E0%A4%A", { authorization: `Bearer ${ADMIN_KEY}` }), 400, "invalid_request")
+    expectError(
+      await request(port, "GET", "/admin/accounts/%E0%A4%A", { authorization: `Bearer ${ADMIN_KEY}` }),
+      400,
+      "invalid_request"
+    )
     expectError(await request(port, "GET", "/v1/mod%ZZels"), 400, "invalid_request")
   })
 
@@ -180,7 +184,9 @@ describe("relay HTTP errors and limits (Server.layer, SQLite)", () => {
       expect(hold.status).toBe(404)
       expect(hold.body.error.field).toBeDefined()
     }
-    const tooLong = await request(port, "GET", `/admin/accounts/${"a".repeat(192)}`, { authorization: `Bearer ${ADMIN_KEY}` })
+    const tooLong = await request(port, "GET", `/admin/accounts/${"a".repeat(192)}`, {
+      authorization: `Bearer ${ADMIN_KEY}`
+    })
     expectError(tooLong, 404, "not_found")
   })
 
@@ -242,7 +248,11 @@ describe("relay HTTP errors and limits (Server.layer, SQLite)", () => {
         port,
         method: "POST",
         path: "/v1/chat/completions",
-        headers: { authorization: `Bearer ${tokenKey}`, "content-type": "application/json", "transfer-encoding": "chunked" }
+        headers: {
+          authorization: `Bearer ${tokenKey}`,
+          "content-type": "application/json",
+          "transfer-encoding": "chunked"
+        }
       })
       let stopped = false
       const finish = () => {
@@ -268,7 +278,7 @@ describe("relay HTTP errors and limits (Server.layer, SQLite)", () => {
           finish()
         }
       }
-      req.write('{"model":"demo","messages":[{"role":"user","content":"')
+      req.write("{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"")
       pump()
     })
     expect(outcome.written).toBeLessThan(GIVE_UP)
@@ -293,7 +303,9 @@ describe("the error middleware alone", () => {
     const scope = Effect.runSync(Scope.make())
     const app = HttpRouter.serve(
       Layer.mergeAll(
-        HttpRouter.add("GET", "/boom", Effect.die(new Error("kaboom"))).pipe(Layer.provide(HttpErrors.recordRoutes(routes))),
+        HttpRouter.add("GET", "/boom", Effect.die(new Error("kaboom"))).pipe(
+          Layer.provide(HttpErrors.recordRoutes(routes))
+        ),
         HttpRouter.add("GET", "/empty", HttpServerResponse.empty({ status: 409 })).pipe(
           Layer.provide(HttpErrors.recordRoutes(routes))
         ),

@@ -1,6 +1,6 @@
-import * as Http from "node:http"
 import { Cause, Context, Deferred, Effect, Exit, Layer, Schedule, Scope, Stream } from "effect"
 import { HttpRouter, HttpServer as EffectHttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Http from "node:http"
 import { describe, expect, it } from "vitest"
 import * as HttpListener from "../src/HttpListener.js"
 
@@ -100,7 +100,10 @@ describe("HttpListener (@effect/platform-node's NodeHttpServer with the relay's 
     const events = Stream.make("data: 1\n\n", "data: 2\n\n", "data: 3\n\n").pipe(
       Stream.mapEffect((event, i) =>
         // events 2 and 3 are produced only after the test opens the gate
-        (i === 0 ? Effect.void : Deferred.await(gate)).pipe(Effect.as(event), Effect.tap(() => Effect.sync(() => produced++)))
+        (i === 0 ? Effect.void : Deferred.await(gate)).pipe(
+          Effect.as(event),
+          Effect.tap(() => Effect.sync(() => produced++))
+        )
       ),
       Stream.map((s) => encoder.encode(s))
     )
@@ -241,7 +244,13 @@ describe("HttpListener (@effect/platform-node's NodeHttpServer with the relay's 
     )
     const { port } = new URL(server.url)
     const response = new Promise<string>((resolve, reject) => {
-      const req = Http.request({ host: "127.0.0.1", port, method: "POST", path: "/upload", headers: { expect: "100-continue", "content-length": "5" } })
+      const req = Http.request({
+        host: "127.0.0.1",
+        port,
+        method: "POST",
+        path: "/upload",
+        headers: { expect: "100-continue", "content-length": "5" }
+      })
       req.on("continue", () => req.end("hello"))
       req.on("response", (res) => {
         let text = ""

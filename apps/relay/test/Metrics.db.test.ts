@@ -4,9 +4,10 @@
  * scrape with the admin key, parsed as the Prometheus text format, and every
  * counter checked to have moved by exactly what the requests did.
  */
-import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import { TestDatabase } from "@relay-billing/knex"
+import type { Context } from "effect"
+import { Effect, Exit, Layer, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -82,19 +83,21 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
 
   it("counts requests, holds, quota, reaper passes and phase latencies by the exact numbers", async () => {
     const before = await scrape()
-    for (const [name, type] of [
-      ["relay_http_requests_total", "counter"],
-      ["relay_quota_billed_total", "counter"],
-      ["relay_holds_opened_total", "counter"],
-      ["relay_holds_settled_total", "counter"],
-      ["relay_holds_refunded_total", "counter"],
-      ["relay_holds_expired_total", "counter"],
-      ["relay_holds_pending", "gauge"],
-      ["relay_reaper_runs_total", "counter"],
-      ["relay_reaper_failures_total", "counter"],
-      ["relay_billing_phase_seconds", "histogram"],
-      ["relay_db_pool_connections", "gauge"]
-    ] as const) {
+    for (
+      const [name, type] of [
+        ["relay_http_requests_total", "counter"],
+        ["relay_quota_billed_total", "counter"],
+        ["relay_holds_opened_total", "counter"],
+        ["relay_holds_settled_total", "counter"],
+        ["relay_holds_refunded_total", "counter"],
+        ["relay_holds_expired_total", "counter"],
+        ["relay_holds_pending", "gauge"],
+        ["relay_reaper_runs_total", "counter"],
+        ["relay_reaper_failures_total", "counter"],
+        ["relay_billing_phase_seconds", "histogram"],
+        ["relay_db_pool_connections", "gauge"]
+      ] as const
+    ) {
       expect(before.types.get(name), name).toBe(type)
     }
 
@@ -106,11 +109,17 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
 
     // two settled requests, billed A each
     for (let i = 0; i < 2; i++) {
-      const answer = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 10 })
+      const answer = await client.chat.completions.create({
+        model: MODEL,
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 10
+      })
       expect(answer.usage?.completion_tokens).toBe(3)
     }
     // one refused before any hold: an unpriced model (400)
-    await expect(client.chat.completions.create({ model: "unpriced-model", messages: [{ role: "user", content: "hi" }] }))
+    await expect(
+      client.chat.completions.create({ model: "unpriced-model", messages: [{ role: "user", content: "hi" }] })
+    )
       .rejects.toMatchObject({ status: 400 })
     // one refunded: the upstream fails
     mock.enqueue({ type: "error", status: 500 })
@@ -119,9 +128,16 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
     // one expired: opened in 2020 (Effect's Clock) with a minute to live, then reaped
     await Effect.runPromise(
       TestClock.setTime(Date.parse("2020-01-01T00:00:00Z")).pipe(
-        Effect.andThen(BillingSession.BillingSession.use((s) =>
-          s.open({ holdId: `metrics-lost-${Date.now()}`, accountId: account.body.id, estimate: 50, ttlMillis: 60_000 })
-        )),
+        Effect.andThen(
+          BillingSession.BillingSession.use((s) =>
+            s.open({
+              holdId: `metrics-lost-${Date.now()}`,
+              accountId: account.body.id,
+              estimate: 50,
+              ttlMillis: 60_000
+            })
+          )
+        ),
         Effect.provide(TestClock.layer()),
         Effect.provideContext(relay.context)
       )
@@ -130,15 +146,19 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
     expect((await admin("POST", "/admin/holds/reap")).body).toEqual({ expired: 1 })
 
     const after = await scrape()
-    const delta = (name: string, labels?: Record<string, string>) => after.value(name, labels) - before.value(name, labels)
+    const delta = (name: string, labels?: Record<string, string>) =>
+      after.value(name, labels) - before.value(name, labels)
 
     const chat = { route: "/v1/chat/completions", method: "POST" }
     expect(delta("relay_http_requests_total", { ...chat, status: "200", model: MODEL })).toBe(2)
     expect(delta("relay_http_requests_total", { ...chat, status: "400", model: "" })).toBe(1)
     expect(delta("relay_http_requests_total", { ...chat, status: "500", model: MODEL })).toBe(1)
-    expect(delta("relay_http_requests_total", { route: "/admin/accounts", method: "POST", status: "201", model: "" })).toBe(1)
-    expect(delta("relay_http_requests_total", { route: "/admin/tokens", method: "POST", status: "201", model: "" })).toBe(1)
-    expect(delta("relay_http_requests_total", { route: "/admin/holds/reap", method: "POST", status: "200", model: "" })).toBe(1)
+    expect(delta("relay_http_requests_total", { route: "/admin/accounts", method: "POST", status: "201", model: "" }))
+      .toBe(1)
+    expect(delta("relay_http_requests_total", { route: "/admin/tokens", method: "POST", status: "201", model: "" }))
+      .toBe(1)
+    expect(delta("relay_http_requests_total", { route: "/admin/holds/reap", method: "POST", status: "200", model: "" }))
+      .toBe(1)
     // the scrapes count themselves (two between `before` and `after`, `after` counted by the next)
     expect(delta("relay_http_requests_total", { route: "/metrics", method: "GET", status: "200", model: "" })).toBe(2)
 
@@ -165,7 +185,10 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
       expect(Number.isInteger(after.value("relay_db_pool_connections", { state }))).toBe(true)
       expect(after.value("relay_db_pool_connections", { state })).toBeGreaterThanOrEqual(0)
     }
-    expect(after.value("relay_db_pool_connections", { state: "used" }) + after.value("relay_db_pool_connections", { state: "free" }))
+    expect(
+      after.value("relay_db_pool_connections", { state: "used" }) +
+        after.value("relay_db_pool_connections", { state: "free" })
+    )
       .toBeGreaterThanOrEqual(1)
   }, 60_000)
 
@@ -189,7 +212,14 @@ describe.each(TestDatabase.targets())("GET /metrics on $name", (target) => {
     const second = await start()
     const fresh = await scrape(second.url)
     expect(fresh.value("relay_holds_opened_total")).toBe(0)
-    expect(fresh.value("relay_http_requests_total", { route: "/v1/chat/completions", method: "POST", status: "200", model: MODEL }))
+    expect(
+      fresh.value("relay_http_requests_total", {
+        route: "/v1/chat/completions",
+        method: "POST",
+        status: "200",
+        model: MODEL
+      })
+    )
       .toBe(0)
     // the first relay's counters did not move with the second's
     expect((await scrape()).value("relay_holds_opened_total")).toBe(first.value("relay_holds_opened_total"))

@@ -4,8 +4,8 @@
  * registered under the entry's id — and the three ways it stops start-up, each
  * naming the entry.
  */
-import path from "node:path"
 import { Effect } from "effect"
+import path from "node:path"
 import { describe, expect, it } from "vitest"
 import * as Plugins from "../src/Plugins.js"
 import { CREDITS, CREDITS_CJS, NO_PLUGIN, pluginHome } from "./support/PluginHome.js"
@@ -14,7 +14,9 @@ const home = pluginHome()
 const load = (entries: ReadonlyArray<{ id: string; package: string; options?: unknown }>, cwd = home) =>
   Effect.runPromise(Plugins.load(entries.map((e) => ({ options: {}, ...e })), { cwd, configSource: "relay.json" }))
 const fail = (entries: ReadonlyArray<{ id: string; package: string; options?: unknown }>, cwd = home) =>
-  Effect.runPromise(Effect.flip(Plugins.load(entries.map((e) => ({ options: {}, ...e })), { cwd, configSource: "relay.json" })))
+  Effect.runPromise(
+    Effect.flip(Plugins.load(entries.map((e) => ({ options: {}, ...e })), { cwd, configSource: "relay.json" }))
+  )
 
 describe("Plugins.load", () => {
   it("loads an ESM-only plugin by package name from the working directory and registers it under the entry's id", async () => {
@@ -31,7 +33,10 @@ describe("Plugins.load", () => {
       { id: "credits", package: CREDITS },
       { id: "promo", package: CREDITS, options: { table: "promo_credits" } }
     ])
-    expect(two.map((l) => [l.source.id, l.source.audit?.[0]?.table])).toEqual([["credits", "credits"], ["promo", "promo_credits"]])
+    expect(two.map((l) => [l.source.id, l.source.audit?.[0]?.table])).toEqual([["credits", "credits"], [
+      "promo",
+      "promo_credits"
+    ]])
   })
 
   it("loads a CommonJS plugin whose module.exports is the plugin (the default export)", async () => {
@@ -44,7 +49,10 @@ describe("Plugins.load", () => {
   })
 
   it("a package that cannot be found stops start-up, naming the entry", async () => {
-    const error = await fail([{ id: "credits", package: CREDITS }, { id: "vouchers", package: "relay-billing-source-vouchers" }])
+    const error = await fail([{ id: "credits", package: CREDITS }, {
+      id: "vouchers",
+      package: "relay-billing-source-vouchers"
+    }])
     expect(error._tag).toBe("ConfigError")
     expect(error.field).toBe("funding.sources.1.package")
     expect(error.value).toBe("\"relay-billing-source-vouchers\"")
@@ -82,7 +90,9 @@ describe("Plugins.load", () => {
     // Options the schema accepts but `make` refuses.
     const refused = await fail([{ id: "credits", package: CREDITS, options: { refuse: true } }])
     expect(refused.field).toBe("funding.sources.0.options")
-    expect(refused.message).toContain("funding source \"credits\" (package relay-billing-fixture-credits) rejected its options")
+    expect(refused.message).toContain(
+      "funding source \"credits\" (package relay-billing-fixture-credits) rejected its options"
+    )
     expect(refused.message).toContain("refusing to start")
   })
 })

@@ -9,13 +9,19 @@ const mini = { modelRatio: 0.075, completionRatio: 4 }
 describe("Pricing.estimate (token models)", () => {
   it("P = ceil((max(promptEstimate, minPreConsumeTokens) + maxTokens × completionRatio) × modelRatio × groupRatio)", () => {
     // (max(120, 500) + 1000 × 4) × 0.075 × 1 = 337.5 → 338
-    expect(Pricing.estimate({ price: mini, groupRatio: 1, promptEstimate: 120, maxTokens: 1000, minPreConsumeTokens: 500 }))
+    expect(
+      Pricing.estimate({ price: mini, groupRatio: 1, promptEstimate: 120, maxTokens: 1000, minPreConsumeTokens: 500 })
+    )
       .toBe(338)
     // the prompt estimate wins over the minimum: (800 + 0) × 0.075 = 60
-    expect(Pricing.estimate({ price: mini, groupRatio: 1, promptEstimate: 800, maxTokens: 0, minPreConsumeTokens: 500 }))
+    expect(
+      Pricing.estimate({ price: mini, groupRatio: 1, promptEstimate: 800, maxTokens: 0, minPreConsumeTokens: 500 })
+    )
       .toBe(60)
     // group ratio: (500 + 100 × 4) × 0.075 × 0.8 = 54
-    expect(Pricing.estimate({ price: mini, groupRatio: 0.8, promptEstimate: 10, maxTokens: 100, minPreConsumeTokens: 500 }))
+    expect(
+      Pricing.estimate({ price: mini, groupRatio: 0.8, promptEstimate: 10, maxTokens: 100, minPreConsumeTokens: 500 })
+    )
       .toBe(54)
   })
 
@@ -50,7 +56,8 @@ describe("Pricing.estimate (token models)", () => {
             minPreConsumeTokens: minPre
           })
           // (p + m·cr/1000) · mr/1000 · gr/1000 = (1000p + m·cr)·mr·gr / 10^9
-          const n = (BigInt(Math.max(prompt, minPre)) * 1000n + BigInt(maxTokens) * BigInt(cr)) * BigInt(mr) * BigInt(gr)
+          const n = (BigInt(Math.max(prompt, minPre)) * 1000n + BigInt(maxTokens) * BigInt(cr)) * BigInt(mr) *
+            BigInt(gr)
           const d = 1_000_000_000n
           expect(got).toBe(Number((n + d - 1n) / d))
         }
@@ -70,7 +77,12 @@ describe("Pricing.actual (token models)", () => {
     // 3 × 0.35 × 10 = 10.5 exactly (the float product is 10.499999999999998) → 11
     expect(3 * 0.35 * 10).toBeLessThan(10.5)
     expect(
-      Pricing.actual({ price: { modelRatio: 0.35, completionRatio: 0 }, groupRatio: 10, promptTokens: 3, completionTokens: 0 })
+      Pricing.actual({
+        price: { modelRatio: 0.35, completionRatio: 0 },
+        groupRatio: 10,
+        promptTokens: 3,
+        completionTokens: 0
+      })
     ).toBe(11)
   })
 
@@ -79,18 +91,34 @@ describe("Pricing.actual (token models)", () => {
     expect(Pricing.actual({ price: mini, groupRatio: 1, promptTokens: 1, completionTokens: 0 })).toBe(1)
     // only completion tokens at completionRatio 0: still ≥ 1
     expect(
-      Pricing.actual({ price: { modelRatio: 1, completionRatio: 0 }, groupRatio: 1, promptTokens: 0, completionTokens: 5 })
+      Pricing.actual({
+        price: { modelRatio: 1, completionRatio: 0 },
+        groupRatio: 1,
+        promptTokens: 0,
+        completionTokens: 5
+      })
     ).toBe(1)
     expect(Pricing.actual({ price: mini, groupRatio: 1, promptTokens: 0, completionTokens: 0 })).toBe(0)
-    expect(Pricing.actual({ price: { modelRatio: 0, completionRatio: 4 }, groupRatio: 1, promptTokens: 9, completionTokens: 9 }))
+    expect(
+      Pricing.actual({
+        price: { modelRatio: 0, completionRatio: 4 },
+        groupRatio: 1,
+        promptTokens: 9,
+        completionTokens: 9
+      })
+    )
       .toBe(0)
     expect(Pricing.actual({ price: mini, groupRatio: 0, promptTokens: 9, completionTokens: 9 })).toBe(0)
   })
 
   it("keeps huge token counts exact and safe", () => {
     const prompt = 2 ** 50 // 1125899906842624 × 0.075 = 84442493013196.8
-    expect(Pricing.actual({ price: mini, groupRatio: 1, promptTokens: prompt, completionTokens: 0 })).toBe(84442493013197)
-    expect(Pricing.estimate({ price: mini, groupRatio: 1, promptEstimate: prompt, maxTokens: 0, minPreConsumeTokens: 0 }))
+    expect(Pricing.actual({ price: mini, groupRatio: 1, promptTokens: prompt, completionTokens: 0 })).toBe(
+      84442493013197
+    )
+    expect(
+      Pricing.estimate({ price: mini, groupRatio: 1, promptEstimate: prompt, maxTokens: 0, minPreConsumeTokens: 0 })
+    )
       .toBe(84442493013197)
     const saturated = Pricing.actual({
       price: { modelRatio: 1000, completionRatio: 1000 },
@@ -103,8 +131,12 @@ describe("Pricing.actual (token models)", () => {
   })
 
   it("refuses token counts that are not non-negative safe integers (a defect)", () => {
-    expect(() => Pricing.actual({ price: mini, groupRatio: 1, promptTokens: -1, completionTokens: 0 })).toThrow(RangeError)
-    expect(() => Pricing.actual({ price: mini, groupRatio: 1, promptTokens: 1.5, completionTokens: 0 })).toThrow(RangeError)
+    expect(() => Pricing.actual({ price: mini, groupRatio: 1, promptTokens: -1, completionTokens: 0 })).toThrow(
+      RangeError
+    )
+    expect(() => Pricing.actual({ price: mini, groupRatio: 1, promptTokens: 1.5, completionTokens: 0 })).toThrow(
+      RangeError
+    )
   })
 })
 
@@ -141,7 +173,12 @@ describe("Pricing on client disconnect and broken streams", () => {
       .toEqual(Pricing.charge(75))
     // upstream's count: 1010 × 0.075 = 75.75 → 76
     expect(
-      Pricing.onClientDisconnect({ ...base, policy: "charge-prompt", upstreamPromptTokens: 1010, streamedCompletionTokens: 500 })
+      Pricing.onClientDisconnect({
+        ...base,
+        policy: "charge-prompt",
+        upstreamPromptTokens: 1010,
+        streamedCompletionTokens: 500
+      })
     ).toEqual(Pricing.charge(76))
     // never more than the reservation
     expect(Pricing.onClientDisconnect({ ...base, reserved: 50, policy: "charge-prompt", streamedCompletionTokens: 0 }))
@@ -159,21 +196,27 @@ describe("Pricing on client disconnect and broken streams", () => {
   })
 
   it("refund: nothing", () => {
-    expect(Pricing.onClientDisconnect({ ...base, policy: "refund", streamedCompletionTokens: 30 })).toEqual(Pricing.refund)
+    expect(Pricing.onClientDisconnect({ ...base, policy: "refund", streamedCompletionTokens: 30 })).toEqual(
+      Pricing.refund
+    )
   })
 
   it("a fixed-price model costs its price under both charging policies", () => {
     const fixed = { ...base, price: { price: 0.04 }, reserved: 20_000 }
     expect(Pricing.onClientDisconnect({ ...fixed, policy: "charge-prompt", streamedCompletionTokens: 0 }))
       .toEqual(Pricing.charge(20_000))
-    expect(Pricing.onClientDisconnect({ ...fixed, policy: "refund", streamedCompletionTokens: 0 })).toEqual(Pricing.refund)
+    expect(Pricing.onClientDisconnect({ ...fixed, policy: "refund", streamedCompletionTokens: 0 })).toEqual(
+      Pricing.refund
+    )
   })
 
   it("broken stream: prompt estimate + streamed completion tokens, capped; refund when nothing streamed", () => {
     const broken = { price: mini, groupRatio: 1, promptEstimate: 100, reserved: 400 }
     // (100 + 30 × 4) × 0.075 = 16.5 → 17
     expect(Pricing.onBrokenStream({ ...broken, streamedCompletionTokens: 30 })).toEqual(Pricing.charge(17))
-    expect(Pricing.onBrokenStream({ ...broken, reserved: 10, streamedCompletionTokens: 30 })).toEqual(Pricing.charge(10))
+    expect(Pricing.onBrokenStream({ ...broken, reserved: 10, streamedCompletionTokens: 30 })).toEqual(
+      Pricing.charge(10)
+    )
     expect(Pricing.onBrokenStream({ ...broken, streamedCompletionTokens: 0 })).toEqual(Pricing.refund)
   })
 })

@@ -9,11 +9,11 @@
  * the test waits for each pass's own report (its debug log line), never for a
  * duration.
  */
-import { Effect, Exit, Layer, Logger, References, Scope } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession } from "@relay-billing/core"
 import { TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Effect, Exit, Layer, Logger, References, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { afterAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
@@ -59,7 +59,13 @@ describe("the reaper inside serve", () => {
       billing: { holdTtlSeconds: 55, reapIntervalSeconds: 10 }
     }))
     const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated({ name: "sqlite" }), scope))
-    const loaded: Loaded = { port: 0, databaseUrl: db.url, adminKey: "sk-admin-reaper-test", configSource: "test", config }
+    const loaded: Loaded = {
+      port: 0,
+      databaseUrl: db.url,
+      adminKey: "sk-admin-reaper-test",
+      configSource: "test",
+      config
+    }
     const reaper = reaperPasses()
     const context = await Effect.runPromise(
       Layer.buildWithScope(
@@ -77,7 +83,9 @@ describe("the reaper inside serve", () => {
     const balance = () => services(Effect.flatMap(wallet, (w) => w.account("crash")))
     const status = (id: string) => services(Effect.flatMap(billing, (b) => b.get(id))).then((h) => h.status)
     const abandon = (holdId: string, estimate: number) =>
-      services(Effect.flatMap(billing, (b) => b.open({ holdId, accountId: "crash", estimate, preference: "wallet_only" })))
+      services(
+        Effect.flatMap(billing, (b) => b.open({ holdId, accountId: "crash", estimate, preference: "wallet_only" }))
+      )
     const advance = (seconds: number) => services(TestClock.adjust(`${seconds} seconds`))
 
     await services(Effect.flatMap(wallet, (w) => w.createAccount({ id: "crash", balance: 10_000 })))

@@ -1,10 +1,10 @@
+import { BillingSession } from "@relay-billing/core"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { HttpRouter } from "effect/http"
+import { TestClock } from "effect/testing"
 import { mkdtemp, rm, stat } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { TestClock } from "effect/testing"
-import { HttpRouter } from "effect/http"
-import { BillingSession } from "@relay-billing/core"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as AdminApi from "../src/AdminApi.js"
 import { AdminKey } from "../src/AdminKey.js"
@@ -103,7 +103,9 @@ describe("RelayBilling (wiring from the config)", () => {
       const openedAt = Date.parse("2030-01-01T00:00:00.000Z")
       await Effect.runPromise(
         TestClock.setTime(openedAt).pipe(
-          Effect.andThen(BillingSession.open({ holdId: "ttl-1", accountId: account.body.id, estimate: 10, playground: true })),
+          Effect.andThen(
+            BillingSession.open({ holdId: "ttl-1", accountId: account.body.id, estimate: 10, playground: true })
+          ),
           Effect.provideContext(server.context as Context.Context<BillingSession.BillingSession>),
           Effect.provide(TestClock.layer())
         )

@@ -1,6 +1,6 @@
+import { TestDatabase } from "@relay-billing/knex"
 import { Context, Effect, Exit } from "effect"
 import { TestClock } from "effect/testing"
-import { TestDatabase } from "@relay-billing/knex"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { RelayStore } from "../src/RelayStore.js"
 import * as RelayStoreModule from "../src/RelayStore.js"
@@ -30,7 +30,11 @@ describe.each(TestDatabase.targets())("RelayStore on $name", (target) => {
   }
 
   it("authenticates a token's key and rejects wrong, missing, disabled and expired keys", async () => {
-    const account = await h.call("POST", "/admin/accounts", { group: "vip", billingPreference: "wallet_only", quota: 10 })
+    const account = await h.call("POST", "/admin/accounts", {
+      group: "vip",
+      billingPreference: "wallet_only",
+      quota: 10
+    })
     const accountId = account.body.id as string
     const token = await h.call("POST", "/admin/tokens", { accountId, models: ["demo", "gpt-4o-mini"] })
     const { id: tokenId, key } = token.body as { id: string; key: string }
@@ -94,25 +98,39 @@ describe.each(TestDatabase.targets())("RelayStore on $name", (target) => {
       keys.add(t.body.key)
     }
     expect(keys.size).toBe(5)
-    const meta = await h.run(store.token((await h.call("POST", "/admin/tokens", { accountId: account.body.id })).body.id))
+    const meta = await h.run(
+      store.token((await h.call("POST", "/admin/tokens", { accountId: account.body.id })).body.id)
+    )
     expect(Object.keys(meta).sort()).toEqual(["accountId", "createdAt", "expiresAt", "id", "models", "name", "status"])
   })
 
   it("records one log per request and lists logs newest first, later insert first on ties", async () => {
     const account = await h.call("POST", "/admin/accounts", {})
     const accountId = account.body.id as string
-    const base = { accountId, tokenId: null, model: "m", promptTokens: 1, completionTokens: 2, quota: 3, source: "wallet" }
+    const base = {
+      accountId,
+      tokenId: null,
+      model: "m",
+      promptTokens: 1,
+      completionTokens: 2,
+      quota: 3,
+      source: "wallet"
+    }
     const t = 1_900_000_000_000
     for (const [requestId, createdAt] of [["a", t], ["b", t + 5], ["c", t], ["d", t + 5], ["e", t - 1]] as const) {
       expect(await h.run(store.recordLog({ ...base, requestId: `${target.name}-${requestId}`, createdAt }))).toBe(true)
     }
-    expect(await h.run(store.recordLog({ ...base, requestId: `${target.name}-a`, createdAt: t + 99, quota: 9 }))).toBe(false)
+    expect(await h.run(store.recordLog({ ...base, requestId: `${target.name}-a`, createdAt: t + 99, quota: 9 }))).toBe(
+      false
+    )
     const logs = await h.run(store.logs({ accountId }))
     expect(logs.map((l) => l.requestId.split("-").at(-1))).toEqual(["d", "b", "c", "a", "e"])
     expect(logs[0]).toEqual({ ...base, requestId: `${target.name}-d`, createdAt: t + 5 })
     expect((await h.run(store.logs({ accountId, limit: 2 }))).length).toBe(2)
     // bad entries are refused by the schema, nothing is written
-    const bad = await Effect.runPromiseExit(store.recordLog({ ...base, requestId: `${target.name}-x`, quota: -1, createdAt: t }))
+    const bad = await Effect.runPromiseExit(
+      store.recordLog({ ...base, requestId: `${target.name}-x`, quota: -1, createdAt: t })
+    )
     expect(Exit.isFailure(bad)).toBe(true)
     expect((await h.run(store.logs({ accountId }))).length).toBe(5)
   })

@@ -32,7 +32,14 @@ const planOf = (index: number, kind: Plan["kind"], overrides: Partial<Plan> = {}
 
 /** A request settled at `charge` (reserved 80): the hold, its ledger rows and its log row. */
 const settled = (plan: Plan, charge: number) => ({
-  hold: { id: plan.requestId, accountId: ACCOUNT, tokenId: TOKEN, status: "settled", reserved: 80, settledCharge: charge } as HoldRow,
+  hold: {
+    id: plan.requestId,
+    accountId: ACCOUNT,
+    tokenId: TOKEN,
+    status: "settled",
+    reserved: 80,
+    settledCharge: charge
+  } as HoldRow,
   ledger: [
     { holdId: plan.requestId, sourceId: "wallet", kind: "reserve", amount: -80 },
     { holdId: plan.requestId, sourceId: "wallet", kind: "settle", amount: 80 - charge },
@@ -44,7 +51,14 @@ const settled = (plan: Plan, charge: number) => ({
 
 /** A request whose hold was expired by the reaper (nothing charged). */
 const expired = (plan: Plan) => ({
-  hold: { id: plan.requestId, accountId: ACCOUNT, tokenId: TOKEN, status: "expired", reserved: 80, settledCharge: undefined } as HoldRow,
+  hold: {
+    id: plan.requestId,
+    accountId: ACCOUNT,
+    tokenId: TOKEN,
+    status: "expired",
+    reserved: 80,
+    settledCharge: undefined
+  } as HoldRow,
   ledger: [
     { holdId: plan.requestId, sourceId: "wallet", kind: "reserve", amount: -80 },
     { holdId: plan.requestId, sourceId: "wallet", kind: "expire", amount: 80 },
@@ -102,12 +116,12 @@ const failing = (result: ReturnType<typeof evaluate>) => result.checks.filter((c
 
 describe("soak checks", () => {
   it("pass on a consistent run", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     expect(failing(evaluate({ plans, outcomes, snapshot, profile, sigterm: exited }))).toEqual([])
   })
 
   it("catch a unit lost: the balance fell by more than the settled charges", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const accounts = [{ ...snapshot.accounts[0]!, quota: snapshot.accounts[0]!.quota - 1 }]
     const result = evaluate({ plans, outcomes, snapshot: { ...snapshot, accounts }, profile, sigterm: exited })
     expect(failing(result)).toEqual(["conservation"])
@@ -115,7 +129,7 @@ describe("soak checks", () => {
   })
 
   it("catch a free response: content delivered, hold expired, nothing charged", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const slow = planOf(3, "slow-stream", { model: MODELS.slow })
     const e = expired(slow)
     const result = evaluate({
@@ -129,7 +143,7 @@ describe("soak checks", () => {
   })
 
   it("exclude a request whose hold the SIGKILL left pending, and only that", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const cut = planOf(3, "stream")
     const e = expired(cut)
     const partial = { ...newOutcome(cut), status: 200, delivered: true, contentChunks: 2, failure: "ECONNRESET" }
@@ -145,8 +159,14 @@ describe("soak checks", () => {
   })
 
   it("catch a settled hold without its log row, and a row for a hold that was not settled", () => {
-    const { plans, outcomes, snapshot } = fixture()
-    const missing = evaluate({ plans, outcomes, snapshot: { ...snapshot, logs: snapshot.logs.slice(1) }, profile, sigterm: exited })
+    const { outcomes, plans, snapshot } = fixture()
+    const missing = evaluate({
+      plans,
+      outcomes,
+      snapshot: { ...snapshot, logs: snapshot.logs.slice(1) },
+      profile,
+      sigterm: exited
+    })
     expect(failing(missing)).toEqual(["logRows"])
     const slow = planOf(3, "abort-early")
     const e = expired(slow)
@@ -166,26 +186,36 @@ describe("soak checks", () => {
   })
 
   it("catch an error response without the JSON error shape, and a 409 on a fresh id", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const empty = [outcomes[0]!, outcomes[1]!, { ...outcomes[2]!, status: 404, errorBody: "" }]
-    expect(failing(evaluate({ plans, outcomes: empty, snapshot, profile, sigterm: exited }))).toEqual(["emptyErrorBodies"])
+    expect(failing(evaluate({ plans, outcomes: empty, snapshot, profile, sigterm: exited }))).toEqual([
+      "emptyErrorBodies"
+    ])
     const conflict = [outcomes[0]!, outcomes[1]!, {
       ...outcomes[2]!,
       status: 409,
       errorBody: JSON.stringify({ error: { message: "used", type: "invalid_request", code: "request_id_conflict" } })
     }]
-    expect(failing(evaluate({ plans, outcomes: conflict, snapshot, profile, sigterm: exited }))).toEqual(["freshIdConflicts"])
+    expect(failing(evaluate({ plans, outcomes: conflict, snapshot, profile, sigterm: exited }))).toEqual([
+      "freshIdConflicts"
+    ])
   })
 
   it("catch an aborted stream billed in full instead of the prompt part", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const abort = planOf(3, "abort-stream", { model: MODELS.slow })
     const s = settled(abort, FULL)
     const run = (charge: number) => {
       const r = settled(abort, charge)
       return evaluate({
         plans: [...plans, abort],
-        outcomes: [...outcomes, { ...newOutcome(abort), status: 200, delivered: true, contentChunks: 2, clientAborted: true }],
+        outcomes: [...outcomes, {
+          ...newOutcome(abort),
+          status: 200,
+          delivered: true,
+          contentChunks: 2,
+          clientAborted: true
+        }],
         snapshot: {
           ...snapshot,
           holds: [...snapshot.holds, r.hold],
@@ -208,13 +238,19 @@ describe("soak checks", () => {
   })
 
   it("catch a stream ended by the shutdown and billed only its prompt", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const long = planOf(3, "long-stream", { model: MODELS.drip, maxTokens: 400 })
     const run = (charge: number) => {
       const r = settled(long, charge)
       return evaluate({
         plans: [...plans, long],
-        outcomes: [...outcomes, { ...newOutcome(long), status: 200, delivered: true, contentChunks: 40, inFlightAtTerm: true }],
+        outcomes: [...outcomes, {
+          ...newOutcome(long),
+          status: 200,
+          delivered: true,
+          contentChunks: 40,
+          inFlightAtTerm: true
+        }],
         snapshot: {
           ...snapshot,
           holds: [...snapshot.holds, { ...r.hold, reserved: 416 }],
@@ -236,13 +272,15 @@ describe("soak checks", () => {
   })
 
   it("catch a relay that did not exit after SIGTERM, or exited after more than 15 s", () => {
-    const { plans, outcomes, snapshot } = fixture()
-    expect(failing(evaluate({ plans, outcomes, snapshot, profile, sigterm: { exitMs: undefined, boundMs: 20_000 } }))).toEqual(["sigterm"])
-    expect(failing(evaluate({ plans, outcomes, snapshot, profile, sigterm: { exitMs: 15_500, boundMs: 20_000 } }))).toEqual(["sigterm"])
+    const { outcomes, plans, snapshot } = fixture()
+    expect(failing(evaluate({ plans, outcomes, snapshot, profile, sigterm: { exitMs: undefined, boundMs: 20_000 } })))
+      .toEqual(["sigterm"])
+    expect(failing(evaluate({ plans, outcomes, snapshot, profile, sigterm: { exitMs: 15_500, boundMs: 20_000 } })))
+      .toEqual(["sigterm"])
   })
 
   it("catch an invalid request that was charged", () => {
-    const { plans, outcomes, snapshot } = fixture()
+    const { outcomes, plans, snapshot } = fixture()
     const charged = { ...settled(plans[2]!, 5), hold: { ...settled(plans[2]!, 5).hold } }
     const result = evaluate({
       plans,

@@ -69,14 +69,24 @@ describe("Tokenizer: linear work on text without whitespace", () => {
     expect(seen.work).toBeLessThanOrEqual(perByte * utf8(text))
   }, 120_000)
 
-  it("counts 1 MB of random lowercase letters (one 1 MB word), a CJK run and an emoji run with work linear in the input", () => {
-    for (const text of [randomRun(2, MB, 0x61, 26), randomRun(3, 300_000, 0x4e00, 0x5000), randomRun(4, 300_000, 0x1f300, 0x200)]) {
-      const { count, seen } = countWithin(text)
-      expect(count).toBeGreaterThan(0)
-      expect(count).toBeLessThanOrEqual(utf8(text))
-      expect(seen.maxPieceBytes).toBeLessThanOrEqual((2 * Tokenizer.MAX_RUN_LENGTH + 4) * 4)
-    }
-  }, 120_000)
+  it(
+    "counts 1 MB of random lowercase letters (one 1 MB word), a CJK run and an emoji run with work linear in the input",
+    () => {
+      for (
+        const text of [
+          randomRun(2, MB, 0x61, 26),
+          randomRun(3, 300_000, 0x4e00, 0x5000),
+          randomRun(4, 300_000, 0x1f300, 0x200)
+        ]
+      ) {
+        const { count, seen } = countWithin(text)
+        expect(count).toBeGreaterThan(0)
+        expect(count).toBeLessThanOrEqual(utf8(text))
+        expect(seen.maxPieceBytes).toBeLessThanOrEqual((2 * Tokenizer.MAX_RUN_LENGTH + 4) * 4)
+      }
+    },
+    120_000
+  )
 
   it("counts x × 40,000 (the reported 4.2 s stall) exactly", () => {
     expect(countWithin("x".repeat(40_000)).count).toBe(5_000)
@@ -95,10 +105,55 @@ const normalText = (max: number) =>
   fc.array(
     fc.oneof(
       fc.constantFrom(
-        "the", "The", "quick", "brown", "FOX", "don't", "we're", "über", "naïve", "Straße", "привет", "γειά",
-        "你好", "世界", "日本語", "한국어", "😀", "🎉👍", "1", "42", "2026", "3.14", "-", "--", "==", "/", "://",
-        "<|endoftext|>", "\n", "\n\n", "\r\n", "\t", " ", "  ", ",", ".", "!?", "()", "{\"a\":1}", "'", "'s", "...",
-        "x".repeat(40), "-".repeat(80), "=".repeat(120), " ".repeat(64), "\u0301", "İ", "ǅ"
+        "the",
+        "The",
+        "quick",
+        "brown",
+        "FOX",
+        "don't",
+        "we're",
+        "über",
+        "naïve",
+        "Straße",
+        "привет",
+        "γειά",
+        "你好",
+        "世界",
+        "日本語",
+        "한국어",
+        "😀",
+        "🎉👍",
+        "1",
+        "42",
+        "2026",
+        "3.14",
+        "-",
+        "--",
+        "==",
+        "/",
+        "://",
+        "<|endoftext|>",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\t",
+        " ",
+        "  ",
+        ",",
+        ".",
+        "!?",
+        "()",
+        "{\"a\":1}",
+        "'",
+        "'s",
+        "...",
+        "x".repeat(40),
+        "-".repeat(80),
+        "=".repeat(120),
+        " ".repeat(64),
+        "\u0301",
+        "İ",
+        "ǅ"
       ),
       fc.string({ maxLength: 12 })
     ),
@@ -145,7 +200,14 @@ describe("Tokenizer: exact o200k counts on normal text", () => {
 
 describe("Tokenizer: the estimate on runs longer than MAX_RUN_LENGTH", () => {
   it("differs from the exact count by at most one token per forced split (tested on runs of 129–3,000)", () => {
-    const alphabets: Array<[number, number]> = [[0x61, 26], [0x41, 26], [0x21, 15], [0x4e00, 0x5000], [0x1f300, 0x100], [0x3b1, 25]]
+    const alphabets: Array<[number, number]> = [
+      [0x61, 26],
+      [0x41, 26],
+      [0x21, 15],
+      [0x4e00, 0x5000],
+      [0x1f300, 0x100],
+      [0x3b1, 25]
+    ]
     fc.assert(
       fc.property(
         fc.integer({ min: Tokenizer.MAX_RUN_LENGTH + 1, max: 3_000 }),
@@ -153,7 +215,9 @@ describe("Tokenizer: the estimate on runs longer than MAX_RUN_LENGTH", () => {
         fc.integer(),
         fc.boolean(),
         (length, [from, span], seed, repeated) => {
-          const text = repeated ? String.fromCodePoint(from).repeat(length) : randomRun(seed, length * utf8(String.fromCodePoint(from)), from, span) // `length` characters
+          const text = repeated
+            ? String.fromCodePoint(from).repeat(length)
+            : randomRun(seed, length * utf8(String.fromCodePoint(from)), from, span) // `length` characters
           const exact = referenceCount(text, plain)
           const estimate = Tokenizer.countText(text)
           const splits = Math.ceil([...text].length / Tokenizer.MAX_RUN_LENGTH)

@@ -1,4 +1,5 @@
-import { Duration, Effect, Exit, Fiber, Layer, Stream } from "effect"
+import type { Duration } from "effect"
+import { Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { Channel } from "../src/Config.js"
@@ -32,7 +33,9 @@ const runExit = <A, E>(effect: Effect.Effect<A, E, Upstream.Upstream>, options: 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   if (Exit.isSuccess(exit)) throw new Error("expected a failure")
   const found = exit.cause.reasons.find((r) => r._tag === "Fail")
-  if (found === undefined || found._tag !== "Fail") throw new Error(`expected a typed failure, got ${String(exit.cause)}`)
+  if (found === undefined || found._tag !== "Fail") {
+    throw new Error(`expected a typed failure, got ${String(exit.cause)}`)
+  }
   return found.error
 }
 
@@ -41,8 +44,11 @@ const chatBody = { model: "gpt-4o-mini", messages: [{ role: "user", content: "hi
 describe("Upstream (against the mock over loopback)", () => {
   it("non-stream chat: parsed JSON and usage; bearer key; stream false; stream_options dropped", async () => {
     const result = await run(
-      Effect.flatMap(Upstream.Upstream, (u) =>
-        u.chat(channel(), { ...chatBody, stream: true, stream_options: { include_usage: true } }, { stream: false }))
+      Effect.flatMap(
+        Upstream.Upstream,
+        (u) =>
+          u.chat(channel(), { ...chatBody, stream: true, stream_options: { include_usage: true } }, { stream: false })
+      )
     )
     expect(result.channel).toBe("primary")
     expect(result.status).toBe(200)
@@ -162,18 +168,28 @@ describe("Upstream (against the mock over loopback)", () => {
     const stream = Upstream.fromSseBody(
       "x",
       200,
-      Stream.make(new TextEncoder().encode(`data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n`))
+      Stream.make(
+        new TextEncoder().encode(
+          `data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n`
+        )
+      )
     )
     const exit = await Effect.runPromise(Effect.exit(Stream.runDrain(stream.events)))
     expect(failureOf(exit)._tag).toBe("UpstreamProtocolError")
     const state = await Effect.runPromise(stream.state)
-    expect(state).toMatchObject({ status: "broken", text: "hi", usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } })
+    expect(state).toMatchObject({
+      status: "broken",
+      text: "hi",
+      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }
+    })
   })
 
   it("HTTP errors: 500, 502, 429 and 400 become UpstreamHttpError with status and OpenAI body", async () => {
     for (const status of [500, 502, 429, 400]) {
       mock.enqueue({ type: "error", status, message: `boom ${status}` })
-      const exit = await runExit(Effect.flatMap(Upstream.Upstream, (u) => u.chat(channel(), chatBody, { stream: false })))
+      const exit = await runExit(
+        Effect.flatMap(Upstream.Upstream, (u) => u.chat(channel(), chatBody, { stream: false }))
+      )
       const error = failureOf(exit)
       expect(error._tag).toBe("UpstreamHttpError")
       if (error._tag !== "UpstreamHttpError") return
@@ -247,10 +263,18 @@ describe("Upstream (against the mock over loopback)", () => {
     })
 
     it("headers then silence (non-stream, also after part of the body): idle error, request aborted", async () => {
-      for (const behavior of [{ type: "stallAfterHeaders" }, { type: "stallAfterHeaders", bodyPrefix: "{\"id\":" }] as const) {
+      for (
+        const behavior of [{ type: "stallAfterHeaders" }, {
+          type: "stallAfterHeaders",
+          bodyPrefix: "{\"id\":"
+        }] as const
+      ) {
         mock.reset()
         mock.enqueue(behavior)
-        const exit = await idleExit((u) => u.chat(channel(), chatBody, { stream: false }), () => last()?.headersSent === true)
+        const exit = await idleExit(
+          (u) => u.chat(channel(), chatBody, { stream: false }),
+          () => last()?.headersSent === true
+        )
         expect(failureOf(exit).message).toMatch(/idle/)
         await last()!.finished
       }
@@ -277,10 +301,13 @@ describe("Upstream (against the mock over loopback)", () => {
       const received: Array<string | undefined> = []
       const exit = await idleExit(
         (u) =>
-          Effect.flatMap(u.chat(channel(), chatBody, { stream: true }), (s) =>
-            Effect.exit(Stream.runForEach(s.events, (e) => Effect.sync(() => void received.push(e.data)))).pipe(
-              Effect.flatMap((exit) => Effect.map(s.state, (state) => ({ exit, state })))
-            )),
+          Effect.flatMap(
+            u.chat(channel(), chatBody, { stream: true }),
+            (s) =>
+              Effect.exit(Stream.runForEach(s.events, (e) => Effect.sync(() => void received.push(e.data)))).pipe(
+                Effect.flatMap((exit) => Effect.map(s.state, (state) => ({ exit, state })))
+              )
+          ),
         () => received.length === 3 // the role chunk and two deltas
       )
       if (Exit.isFailure(exit)) throw new Error("expected the stream's own exit")
@@ -299,7 +326,9 @@ describe("Upstream (against the mock over loopback)", () => {
           const s = yield* u.chat(channel(), chatBody, { stream: true })
           // the whole answer arrives while nobody reads; then the consumer waits 10 minutes per event
           yield* Effect.promise(() => last()!.finished)
-          const reader = yield* Effect.forkChild(Effect.exit(Stream.runForEach(s.events, () => Effect.sleep("10 minutes"))))
+          const reader = yield* Effect.forkChild(
+            Effect.exit(Stream.runForEach(s.events, () => Effect.sleep("10 minutes")))
+          )
           for (let i = 0; i < 8; i++) yield* TestClock.adjust("10 minutes")
           return yield* Fiber.join(reader)
         }).pipe(Effect.provide(Layer.merge(Upstream.layerFetch({ idleTimeout: "60 seconds" }), TestClock.layer())))
@@ -329,7 +358,10 @@ describe("Upstream (against the mock over loopback)", () => {
 
   it("the mock lists its models on GET /v1/models", async () => {
     const response = await fetch(`${mock.url}/models`)
-    expect(await response.json()).toMatchObject({ object: "list", data: [{ id: "gpt-4o-mini" }, { id: "text-embedding-3-small" }] })
+    expect(await response.json()).toMatchObject({
+      object: "list",
+      data: [{ id: "gpt-4o-mini" }, { id: "text-embedding-3-small" }]
+    })
   })
 
   it("chatBody and parseUsage", () => {

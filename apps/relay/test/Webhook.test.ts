@@ -1,3 +1,7 @@
+import { BillingEvents, BillingSession } from "@relay-billing/core"
+import { WalletAdmin } from "@relay-billing/wallet"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { createHmac } from "node:crypto"
 import { mkdtemp, rm } from "node:fs/promises"
 import { createServer } from "node:http"
@@ -5,10 +9,6 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { TestClock } from "effect/testing"
-import { BillingEvents, BillingSession } from "@relay-billing/core"
-import { WalletAdmin } from "@relay-billing/wallet"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as Config from "../src/Config.js"
 import * as RelayBilling from "../src/RelayBilling.js"
@@ -61,7 +61,13 @@ const waitFor = async (predicate: () => boolean) => {
 }
 
 const lowBalance = (accountId: string, balance = 120) =>
-  BillingEvents.BillingEvent.LowBalance({ accountId, sourceId: "wallet", subjectId: accountId, balance, threshold: 1000 })
+  BillingEvents.BillingEvent.LowBalance({
+    accountId,
+    sourceId: "wallet",
+    subjectId: accountId,
+    balance,
+    threshold: 1000
+  })
 
 /** Starts a notifier in its own scope. */
 const start = async (options: Webhook.Options) => {
@@ -90,7 +96,10 @@ describe("Webhook", () => {
     // the payload's time is Effect's Clock at publish
     const at = Date.parse("2030-04-05T06:07:08.009Z")
     await Effect.runPromise(
-      TestClock.setTime(at).pipe(Effect.andThen(n.notifier.publish(lowBalance("acc_1", 120))), Effect.provide(TestClock.layer()))
+      TestClock.setTime(at).pipe(
+        Effect.andThen(n.notifier.publish(lowBalance("acc_1", 120))),
+        Effect.provide(TestClock.layer())
+      )
     )
     await waitFor(() => rx.received.length === 1)
     const [r] = rx.received
@@ -138,9 +147,7 @@ describe("Webhook", () => {
   })
 
   it("gives up after maxAttempts (connection errors and 5xx alike) and goes on with the next event", async () => {
-    const rx = await receiver((r, res) =>
-      void res.writeHead(JSON.parse(r.body).accountId === "bad" ? 503 : 200).end()
-    )
+    const rx = await receiver((r, res) => void res.writeHead(JSON.parse(r.body).accountId === "bad" ? 503 : 200).end())
     cleanups.push(rx.close)
     const n = await start({ url: rx.url, secret: SECRET, backoffMs: 5, maxAttempts: 3 })
     cleanups.push(n.close)
@@ -165,7 +172,14 @@ describe("Webhook", () => {
       // never answers
     })
     cleanups.push(rx.close)
-    const n = await start({ url: rx.url, secret: SECRET, timeoutMs: 100, maxAttempts: 2, backoffMs: 10, drainTimeoutMs: 300 })
+    const n = await start({
+      url: rx.url,
+      secret: SECRET,
+      timeoutMs: 100,
+      maxAttempts: 2,
+      backoffMs: 10,
+      drainTimeoutMs: 300
+    })
     // every publish returns although the receiver has not answered anything
     for (let i = 0; i < 200; i++) await n.publish(lowBalance(`acc_${i}`))
     expect(Effect.runSync(n.notifier.delivered)).toBe(0)
@@ -221,19 +235,27 @@ describe("Webhook config and wiring", () => {
   })
 
   it("validates notifications.webhook, naming the field", async () => {
-    const bad = await Effect.runPromise(Effect.flip(Config.decodeConfig({ notifications: { webhook: { url: "ftp://x", secret: "s" } } })))
+    const bad = await Effect.runPromise(
+      Effect.flip(Config.decodeConfig({ notifications: { webhook: { url: "ftp://x", secret: "s" } } }))
+    )
     expect(bad.field).toBe("notifications.webhook.url")
-    const noSecret = await Effect.runPromise(Effect.flip(Config.decodeConfig({ notifications: { webhook: { url: "http://x/h" } } })))
+    const noSecret = await Effect.runPromise(
+      Effect.flip(Config.decodeConfig({ notifications: { webhook: { url: "http://x/h" } } }))
+    )
     expect(noSecret.field).toBe("notifications.webhook.secret")
     const attempts = await Effect.runPromise(
-      Effect.flip(Config.decodeConfig({ notifications: { webhook: { url: "http://x/h", secret: "s", maxAttempts: 0 } } }))
+      Effect.flip(
+        Config.decodeConfig({ notifications: { webhook: { url: "http://x/h", secret: "s", maxAttempts: 0 } } })
+      )
     )
     expect(attempts.field).toBe("notifications.webhook.maxAttempts")
     const unknown = await Effect.runPromise(
       Effect.flip(Config.decodeConfig({ notifications: { webhook: { url: "http://x/h", secret: "s", retries: 1 } } }))
     )
     expect(unknown.field).toBe("notifications.webhook.retries")
-    const ok = await Effect.runPromise(Config.decodeConfig({ notifications: { webhook: { url: "https://x/h", secret: "s" } } }))
+    const ok = await Effect.runPromise(
+      Config.decodeConfig({ notifications: { webhook: { url: "https://x/h", secret: "s" } } })
+    )
     expect(ok.notifications?.webhook).toEqual({ url: "https://x/h", secret: "s", timeoutMs: 5000, maxAttempts: 5 })
     const none = await Effect.runPromise(Config.decodeConfig({}))
     expect("notifications" in none).toBe(false)
@@ -257,10 +279,18 @@ describe("Webhook config and wiring", () => {
         const wallet = Context.get(context, WalletAdmin.WalletAdmin)
         const session = Context.get(context, BillingSession.BillingSession)
         await Effect.runPromise(wallet.createAccount({ id: "acc_low", balance: 1500 }))
-        await Effect.runPromise(session.charge({ holdId: "req_1", accountId: "acc_low", estimate: 0, preference: "wallet_first" }, 600))
+        await Effect.runPromise(
+          session.charge({ holdId: "req_1", accountId: "acc_low", estimate: 0, preference: "wallet_first" }, 600)
+        )
         await waitFor(() => rx.received.length === 1)
         const body = JSON.parse(rx.received[0]!.body)
-        expect(body).toMatchObject({ type: "low_balance", accountId: "acc_low", source: "wallet", balance: 900, threshold: 1000 })
+        expect(body).toMatchObject({
+          type: "low_balance",
+          accountId: "acc_low",
+          source: "wallet",
+          balance: 900,
+          threshold: 1000
+        })
         expect(rx.received[0]!.headers["x-relay-signature"]).toBe(
           `sha256=${createHmac("sha256", SECRET).update(rx.received[0]!.body).digest("hex")}`
         )

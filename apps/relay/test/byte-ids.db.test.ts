@@ -3,8 +3,8 @@
  * compare byte for byte on every database (on MySQL/MariaDB through the binary
  * NO PAD collation its 0002 migration sets).
  */
-import { Context } from "effect"
 import { TestDatabase } from "@relay-billing/knex"
+import { Context } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { RelayStore } from "../src/RelayStore.js"
 import type * as RelayStoreModule from "../src/RelayStore.js"
@@ -45,13 +45,33 @@ describe.each(TestDatabase.targets())("relay ids on $name", (target) => {
   })
 
   it("issue 8 #2: relay accounts and tokens whose ids differ only by case are distinct", async () => {
-    const upper = await h.run(store.createAccount({ id: "Relay-Acct", name: "upper", group: "VIP", billingPreference: "wallet_only" }))
-    const lower = await h.run(store.createAccount({ id: "relay-acct", name: "lower", group: "vip", billingPreference: "subscription_first" }))
+    const upper = await h.run(
+      store.createAccount({ id: "Relay-Acct", name: "upper", group: "VIP", billingPreference: "wallet_only" })
+    )
+    const lower = await h.run(
+      store.createAccount({ id: "relay-acct", name: "lower", group: "vip", billingPreference: "subscription_first" })
+    )
     expect([upper.id, lower.id]).toEqual(["Relay-Acct", "relay-acct"])
     expect((await h.run(store.account("Relay-Acct"))).name).toBe("upper")
     expect((await h.run(store.account("relay-acct"))).name).toBe("lower")
-    const t1 = await h.run(store.createToken({ id: "Relay-Tok", accountId: "Relay-Acct", name: "T", models: undefined, expiresAt: undefined }))
-    const t2 = await h.run(store.createToken({ id: "relay-tok", accountId: "relay-acct", name: "t", models: undefined, expiresAt: undefined }))
+    const t1 = await h.run(
+      store.createToken({
+        id: "Relay-Tok",
+        accountId: "Relay-Acct",
+        name: "T",
+        models: undefined,
+        expiresAt: undefined
+      })
+    )
+    const t2 = await h.run(
+      store.createToken({
+        id: "relay-tok",
+        accountId: "relay-acct",
+        name: "t",
+        models: undefined,
+        expiresAt: undefined
+      })
+    )
     expect((await h.run(store.authenticate(t1.key))).accountId).toBe("Relay-Acct")
     expect((await h.run(store.authenticate(t2.key))).accountId).toBe("relay-acct")
     expect((await h.run(store.token("Relay-Tok"))).name).toBe("T")

@@ -55,7 +55,10 @@ describe("issue 9 #2: client disconnects under load (SQLite, charge-prompt)", ()
     const controllers = ids.map(() => new AbortController())
     const calls = ids.map((id, i) =>
       s.client.chat.completions
-        .create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id }, signal: controllers[i]!.signal })
+        .create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+          headers: { "X-Request-Id": id },
+          signal: controllers[i]!.signal
+        })
         .then(() => "answered", (e: unknown) => (e instanceof OpenAI.APIUserAbortError ? "aborted" : String(e)))
     )
     await until(() => relay.mockA.requests.length === N)
@@ -90,7 +93,9 @@ describe("issue 9 #2: client disconnects under load (SQLite, charge-prompt)", ()
       for await (const _chunk of stream) received[i]! += 1
     })
     // the openai client ends the iteration quietly on abort, or throws its abort error
-    const outcomes = reads.map((read) => read.then(() => "aborted", (e: unknown) => (e instanceof OpenAI.APIUserAbortError ? "aborted" : String(e))))
+    const outcomes = reads.map((read) =>
+      read.then(() => "aborted", (e: unknown) => (e instanceof OpenAI.APIUserAbortError ? "aborted" : String(e)))
+    )
     await until(() => received.every((n) => n === 3)) // the role chunk and both deltas
     for (const c of controllers) c.abort()
     release()
@@ -156,7 +161,9 @@ describe("issue 9 #2: client disconnects under load (SQLite, charge-prompt)", ()
     sockets.forEach((socket, i) => {
       socket.write(
         `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${s.key}\r\n` +
-          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${ids[i]}\r\n\r\n${body}`
+          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${
+            ids[i]
+          }\r\n\r\n${body}`
       )
       socket.destroy()
     })

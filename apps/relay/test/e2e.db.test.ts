@@ -5,19 +5,19 @@
  * Every scenario checks balances, token budgets, holds and logs through the
  * admin API.
  */
-import { Effect, Exit, Layer, Scope } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import { TestDatabase } from "@relay-billing/knex"
+import { Effect, Exit, Layer, Scope } from "effect"
 import OpenAI from "openai"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
 import type { Loaded } from "../src/Config.js"
 import * as HttpListener from "../src/HttpListener.js"
+import { holdIdOf } from "../src/internal/requestIds.js"
 import * as RelayBilling from "../src/RelayBilling.js"
 import * as RelayStore from "../src/RelayStore.js"
 import * as Server from "../src/Server.js"
 import * as Tokenizer from "../src/Tokenizer.js"
-import { holdIdOf } from "../src/internal/requestIds.js"
 import * as Mock from "./support/MockUpstream.js"
 
 const ADMIN_KEY = "sk-admin-e2e-0123456789"
@@ -32,7 +32,10 @@ const VIP = 0.5
 /** relay-api.md "Pricing", written out independently of src/Pricing.ts. */
 const roundHalfAway = (x: number) => Math.sign(x) * Math.round(Math.abs(x))
 const actualOf = (prompt: number, completion: number, group = 1) =>
-  Math.max(roundHalfAway((prompt + completion * COMPLETION_RATIO) * MODEL_RATIO * group), prompt + completion > 0 ? 1 : 0)
+  Math.max(
+    roundHalfAway((prompt + completion * COMPLETION_RATIO) * MODEL_RATIO * group),
+    prompt + completion > 0 ? 1 : 0
+  )
 const estimateOf = (promptEstimate: number, maxTokens: number, group = 1) =>
   Math.ceil((Math.max(promptEstimate, MIN_PRE) + maxTokens * COMPLETION_RATIO) * MODEL_RATIO * group)
 
@@ -105,7 +108,8 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
   const account = async (id: string) => (await admin("GET", `/admin/accounts/${id}`)).body
   const token = async (id: string) => (await admin("GET", `/admin/tokens/${id}`)).body
   const hold = (requestId: string) => admin("GET", `/admin/holds/${encodeURIComponent(requestId)}`)
-  const logs = async (accountId: string) => (await admin("GET", `/admin/logs?accountId=${accountId}`)).body as Array<any>
+  const logs = async (accountId: string) =>
+    (await admin("GET", `/admin/logs?accountId=${accountId}`)).body as Array<any>
 
   const setup = async (options: {
     quota?: number
@@ -177,7 +181,14 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     expect(await account(s.accountId)).toMatchObject({ quota: 1000 - A, usedQuota: A, requestCount: 1 })
     expect(await token(s.tokenId)).toMatchObject({ usedQuota: A, unlimited: true })
     const h = (await hold(id)).body
-    expect(h).toMatchObject({ id, status: "settled", reserved: P, actual: A, accountId: s.accountId, tokenId: s.tokenId })
+    expect(h).toMatchObject({
+      id,
+      status: "settled",
+      reserved: P,
+      actual: A,
+      accountId: s.accountId,
+      tokenId: s.tokenId
+    })
     expect(await logs(s.accountId)).toEqual([
       expect.objectContaining({
         requestId: id,
@@ -200,7 +211,11 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     const id = response.headers.get("x-request-id")
     expect(id).toMatch(/^req_[0-9a-f]{32}$/)
     const expected = actualOf(10, 3, VIP) // 19
-    expect((await hold(id!)).body).toMatchObject({ status: "settled", reserved: estimateOf(PROMPT_ESTIMATE, 10, VIP), actual: expected })
+    expect((await hold(id!)).body).toMatchObject({
+      status: "settled",
+      reserved: estimateOf(PROMPT_ESTIMATE, 10, VIP),
+      actual: expected
+    })
     expect(await account(s.accountId)).toMatchObject({ quota: 1000 - expected, usedQuota: expected })
   })
 
@@ -266,7 +281,9 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     mockB.enqueue({ type: "reset" })
     const id = rid("allfail")
     const error = await expectApiError(
-      s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id } }),
+      s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+        headers: { "X-Request-Id": id }
+      }),
       502,
       "upstream_error"
     )
@@ -369,7 +386,9 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     const s = await setup({ quota: P - 1, remainQuota: 1000 })
     const id = rid("poor")
     const error = await expectApiError(
-      s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id } }),
+      s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+        headers: { "X-Request-Id": id }
+      }),
       403,
       "insufficient_user_quota"
     )
@@ -397,9 +416,13 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
   it("refuses a retried X-Request-Id with 409 request_id_conflict and bills once", async () => {
     const s = await setup({ quota: 1000 })
     const id = rid("dup")
-    await s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id } })
+    await s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+      headers: { "X-Request-Id": id }
+    })
     const error = await expectApiError(
-      s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id } }),
+      s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+        headers: { "X-Request-Id": id }
+      }),
       409,
       "request_id_conflict"
     )
@@ -429,7 +452,10 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     mockA.setDefault({ type: "ok", usage: { prompt_tokens: 20, completion_tokens: 10 } })
     expect(actualOf(20, 10)).toBe(P)
     const results = await Promise.allSettled(
-      Array.from({ length: 20 }, () => s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }))
+      Array.from(
+        { length: 20 },
+        () => s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 })
+      )
     )
     const ok = results.filter((r) => r.status === "fulfilled")
     const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected")
@@ -449,8 +475,16 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
 
   it("refuses unknown, unpriced and forbidden models and bad client bodies", async () => {
     const s = await setup({ quota: 1000, models: [MODEL] })
-    await expectApiError(s.client.chat.completions.create({ model: "no-such-model", messages: MESSAGES }), 400, "model_not_found")
-    await expectApiError(s.client.chat.completions.create({ model: "unpriced-model", messages: MESSAGES }), 400, "model_price_error")
+    await expectApiError(
+      s.client.chat.completions.create({ model: "no-such-model", messages: MESSAGES }),
+      400,
+      "model_not_found"
+    )
+    await expectApiError(
+      s.client.chat.completions.create({ model: "unpriced-model", messages: MESSAGES }),
+      400,
+      "model_price_error"
+    )
     await expectApiError(s.client.embeddings.create({ model: EMBED, input: "x" }), 403, "model_not_allowed")
     const bad = await expectApiError(
       s.client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: 42 as any }] }),
@@ -458,10 +492,18 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
       "invalid_request"
     )
     expect((bad.error as any).field).toBe("messages.0.content")
-    const missing = await expectApiError(s.client.chat.completions.create({ messages: MESSAGES } as any), 400, "invalid_request")
+    const missing = await expectApiError(
+      s.client.chat.completions.create({ messages: MESSAGES } as any),
+      400,
+      "invalid_request"
+    )
     expect((missing.error as any).field).toBe("model")
     const unauthorized = new OpenAI({ apiKey: "sk-nope", baseURL: `${url}/v1`, maxRetries: 0 })
-    await expectApiError(unauthorized.chat.completions.create({ model: MODEL, messages: MESSAGES }), 401, "invalid_api_key")
+    await expectApiError(
+      unauthorized.chat.completions.create({ model: MODEL, messages: MESSAGES }),
+      401,
+      "invalid_api_key"
+    )
     expect(mockA.requests).toHaveLength(0)
     expect(await account(s.accountId)).toMatchObject({ quota: 1000, usedQuota: 0 })
     expect(await logs(s.accountId)).toEqual([])
@@ -503,13 +545,23 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     const sub = await admin("POST", "/admin/subscriptions", { accountId: s.accountId, planId: plan.body.id })
     expect(sub.status).toBe(201)
     const id = rid("sub")
-    await s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id } })
+    await s.client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+      headers: { "X-Request-Id": id }
+    })
     const h = (await hold(id)).body
     expect(h).toMatchObject({ status: "settled", actual: A })
-    expect(h.parts.filter((p: any) => p.source !== "token").map((p: any) => [p.source, p.charged])).toEqual([["subscription", A]])
-    expect((await admin("GET", `/admin/subscriptions/${sub.body.id}`)).body).toMatchObject({ amountTotal: 1000, amountUsed: A })
+    expect(h.parts.filter((p: any) => p.source !== "token").map((p: any) => [p.source, p.charged])).toEqual([[
+      "subscription",
+      A
+    ]])
+    expect((await admin("GET", `/admin/subscriptions/${sub.body.id}`)).body).toMatchObject({
+      amountTotal: 1000,
+      amountUsed: A
+    })
     expect(await account(s.accountId)).toMatchObject({ quota: 0 })
-    expect(await logs(s.accountId)).toEqual([expect.objectContaining({ requestId: id, quota: A, source: "subscription" })])
+    expect(await logs(s.accountId)).toEqual([
+      expect.objectContaining({ requestId: id, quota: A, source: "subscription" })
+    ])
   })
 
   it("refuses bad admin bodies with 400 naming the field", async () => {
@@ -519,7 +571,12 @@ describe.each(TestDatabase.targets())("relay end to end on $name", (target) => {
     const r2 = await admin("POST", "/admin/tokens", { name: "x" })
     expect(r2.status).toBe(400)
     expect(r2.body.error).toMatchObject({ code: "invalid_request", field: "accountId" })
-    const r3 = await admin("POST", "/admin/plans", { title: "p", totalAmount: 10, resetPeriod: "hourly", durationSeconds: 60 })
+    const r3 = await admin("POST", "/admin/plans", {
+      title: "p",
+      totalAmount: 10,
+      resetPeriod: "hourly",
+      durationSeconds: 60
+    })
     expect(r3.status).toBe(400)
     expect(r3.body.error).toMatchObject({ code: "invalid_request", field: "resetPeriod" })
   })
@@ -538,7 +595,10 @@ const startRelay = async (billing: Record<string, unknown>) => {
   const db = await Effect.runPromise(Scope.provide(TestDatabase.isolated({ name: "sqlite" }), dbScope))
   const loaded: Loaded = { port: 0, databaseUrl: db.url, adminKey: ADMIN_KEY, configSource: "e2e", config }
   const context = await Effect.runPromise(
-    Layer.buildWithScope(Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000 }), scope)
+    Layer.buildWithScope(
+      Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000 }),
+      scope
+    )
   )
   const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   const admin = async (method: string, path: string, body?: unknown) => {
@@ -620,7 +680,10 @@ describe("client disconnect policies and shutdown (SQLite)", () => {
       await abortAfter(r.client, id, 3)
       expect(await resolvedHold(r.admin, id)).toMatchObject({ status: "refunded" })
       expect((await r.admin("GET", `/admin/accounts/${r.accountId}`)).body).toMatchObject({ quota: 1000, usedQuota: 0 })
-      expect((await r.admin("GET", `/admin/tokens/${r.tokenId}`)).body).toMatchObject({ remainQuota: 1000, usedQuota: 0 })
+      expect((await r.admin("GET", `/admin/tokens/${r.tokenId}`)).body).toMatchObject({
+        remainQuota: 1000,
+        usedQuota: 0
+      })
       expect((await r.admin("GET", `/admin/logs?accountId=${r.accountId}`)).body).toEqual([])
     } finally {
       await r.close()

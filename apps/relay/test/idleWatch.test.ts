@@ -2,11 +2,11 @@
  * The relay's idle timers (`internal/idleWatch.ts`) on a TestClock, and the
  * client-connection probe (`internal/clientConnection.ts`).
  */
-import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import { Effect, Exit, Fiber, Stream } from "effect"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import { TestClock } from "effect/testing"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import { describe, expect, it } from "vitest"
 import * as ClientConnection from "../src/internal/clientConnection.js"
 import * as IdleWatch from "../src/internal/idleWatch.js"
@@ -48,7 +48,12 @@ describe("IdleWatch.consumer (the client side of a response body)", () => {
     let idle = false
     const exit = await runClocked(
       Effect.gen(function*() {
-        const stream = IdleWatch.consumer(Stream.make(1, 2, 3, 4).pipe(Stream.rechunk(1)), "30 seconds", () => new Idle(), Effect.sync(() => void (idle = true)))
+        const stream = IdleWatch.consumer(
+          Stream.make(1, 2, 3, 4).pipe(Stream.rechunk(1)),
+          "30 seconds",
+          () => new Idle(),
+          Effect.sync(() => void (idle = true))
+        )
         const fiber = yield* Effect.forkChild(Effect.exit(Stream.runForEach(stream, () => Effect.sleep("20 seconds"))))
         for (let i = 0; i < 4; i++) yield* TestClock.adjust("20 seconds")
         return yield* Fiber.join(fiber)

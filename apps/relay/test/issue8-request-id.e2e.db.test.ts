@@ -5,8 +5,8 @@
  * running request's hold. The relay runs in-process with a mock upstream, the
  * official `openai` client is the client, on every TestDatabase target.
  */
-import { Effect, Exit, Layer, Scope } from "effect"
 import { TestDatabase } from "@relay-billing/knex"
+import { Effect, Exit, Layer, Scope } from "effect"
 import OpenAI from "openai"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
@@ -68,7 +68,8 @@ describe.each(TestDatabase.targets())("issue 8 #3: one X-Request-Id, several req
   }
   const account = async (id: string) => (await admin("GET", `/admin/accounts/${id}`)).body
   const hold = async (requestId: string) => (await admin("GET", `/admin/holds/${encodeURIComponent(requestId)}`)).body
-  const logs = async (accountId: string) => (await admin("GET", `/admin/logs?accountId=${accountId}`)).body as Array<any>
+  const logs = async (accountId: string) =>
+    (await admin("GET", `/admin/logs?accountId=${accountId}`)).body as Array<any>
 
   const setup = async () => {
     const acc = await admin("POST", "/admin/accounts", { quota: 10_000, billingPreference: "wallet_only" })

@@ -13,10 +13,10 @@
  * - #10: refused requests (403 insufficient quota, 403 model not allowed, 409
  *   replay) log no ERROR.
  */
-import { Cause, Effect, Exit, Layer, Logger, Scope } from "effect"
-import type { Context } from "effect"
 import { BillingSession, HoldJournal } from "@relay-billing/core"
 import { KnexClient, TestDatabase } from "@relay-billing/knex"
+import { Cause, Effect, Exit, Layer, Logger, Scope } from "effect"
+import type { Context } from "effect"
 import OpenAI from "openai"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
@@ -106,7 +106,8 @@ describe.each(TestDatabase.targets())("issue 9: request logs and request ids on 
     return { status: response.status, body: text === "" ? undefined : JSON.parse(text) }
   }
   const account = async (id: string) => (await admin("GET", `/admin/accounts/${id}`)).body
-  const logs = async (accountId: string) => (await admin("GET", `/admin/logs?accountId=${accountId}`)).body as Array<any>
+  const logs = async (accountId: string) =>
+    (await admin("GET", `/admin/logs?accountId=${accountId}`)).body as Array<any>
 
   const setup = async (quota = 10_000, models?: ReadonlyArray<string>, billingPreference?: string) => {
     const acc = await admin("POST", "/admin/accounts", { quota, billingPreference: billingPreference ?? "wallet_only" })
@@ -122,7 +123,9 @@ describe.each(TestDatabase.targets())("issue 9: request logs and request ids on 
   }
 
   const chat = (client: OpenAI, id: string) =>
-    client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, { headers: { "X-Request-Id": id } })
+    client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 10 }, {
+      headers: { "X-Request-Id": id }
+    })
 
   const chatStream = async (client: OpenAI, id: string) => {
     const stream = await client.chat.completions.create(
@@ -179,7 +182,8 @@ describe.each(TestDatabase.targets())("issue 9: request logs and request ids on 
     await chat(s.client, id)
     const hold = (await admin("GET", `/admin/holds/${encodeURIComponent(id)}`)).body
     expect(hold).toMatchObject({ id, status: "settled", actual: A })
-    const holdId = (await run(Effect.flatMap(HoldJournal.HoldJournal, (j) => j.list({ accountId: s.accountId }))))[0]!.id
+    const holdId = (await run(Effect.flatMap(HoldJournal.HoldJournal, (j) =>
+      j.list({ accountId: s.accountId }))))[0]!.id
     await run(Effect.flatMap(BillingSession.BillingSession, (b) => b.settle(holdId, A)))
     expect(await logs(s.accountId)).toHaveLength(1)
     // A = 0: the upstream reports no tokens
@@ -254,7 +258,11 @@ describe.each(TestDatabase.targets())("issue 9: request logs and request ids on 
     for (const s of [a, b]) {
       // (admin paths with ids over 100 characters are the router's limit, issue 9 #6)
       const holds = await run(Effect.flatMap(HoldJournal.HoldJournal, (j) => j.list({ accountId: s.accountId })))
-      expect(holds.map((h) => [h.metadata?.["requestId"], h.status, h.settlement?.actual])).toEqual([[id, "settled", A]])
+      expect(holds.map((h) => [h.metadata?.["requestId"], h.status, h.settlement?.actual])).toEqual([[
+        id,
+        "settled",
+        A
+      ]])
       expect(holds[0]!.id.length).toBeLessThanOrEqual(191)
       expect(await account(s.accountId)).toMatchObject({ quota: 10_000 - A, usedQuota: A, requestCount: 1 })
       expect((await logs(s.accountId)).map((r) => r.requestId)).toEqual([id])

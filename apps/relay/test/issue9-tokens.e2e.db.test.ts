@@ -6,8 +6,8 @@
  * inside the relay as soon as the BPE work passes a linear budget, so the old
  * quadratic counting fails these requests instead of blocking the process.
  */
-import { Effect, Exit, Layer, Scope } from "effect"
 import { TestDatabase } from "@relay-billing/knex"
+import { Effect, Exit, Layer, Scope } from "effect"
 import OpenAI from "openai"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { decodeConfig } from "../src/Config.js"
@@ -81,7 +81,9 @@ describe.each(TestDatabase.targets())("token counting through the relay on $name
     const messages = [{ role: "user" as const, content }]
     const seen = Probe.install(PER_BYTE * Probe.utf8(content) + 1_000_000)
     const { data, response } = await client.chat.completions
-      .create({ model: MODEL, messages, max_tokens: 10 }, { headers: { "x-request-id": `tokens-prompt-${Date.now()}` } })
+      .create({ model: MODEL, messages, max_tokens: 10 }, {
+        headers: { "x-request-id": `tokens-prompt-${Date.now()}` }
+      })
       .withResponse()
     Probe.uninstall()
     expect(data.choices[0]?.message.content).toBe("Hello from mock")
@@ -123,6 +125,8 @@ describe.each(TestDatabase.targets())("token counting through the relay on $name
     const completion = Tokenizer.countText(chunks.join(""))
     expect(log).toHaveLength(1)
     expect(log[0]).toMatchObject({ promptTokens: Tokenizer.countMessages(messages), completionTokens: completion })
-    expect(log[0].quota).toBe(Math.round((Tokenizer.countMessages(messages) + completion * COMPLETION_RATIO) * MODEL_RATIO))
+    expect(log[0].quota).toBe(
+      Math.round((Tokenizer.countMessages(messages) + completion * COMPLETION_RATIO) * MODEL_RATIO)
+    )
   }, 60_000)
 })

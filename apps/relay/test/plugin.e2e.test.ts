@@ -8,11 +8,11 @@
  * cannot pay, the chain falls back to the wallet. A CommonJS plugin package
  * (`module.exports` is the plugin) is a chain member like the ESM one.
  */
-import { Effect } from "effect"
 import { KnexClient } from "@relay-billing/knex"
+import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { actualOf, MESSAGES, MODEL, rid, type Relay, startRelay } from "./support/RelayHarness.js"
 import { CREDITS, CREDITS_CJS, pluginHome } from "./support/PluginHome.js"
+import { actualOf, MESSAGES, MODEL, type Relay, rid, startRelay } from "./support/RelayHarness.js"
 
 const A = actualOf(10, 3) // the mock's default usage
 
@@ -37,19 +37,31 @@ describe("a plugin loaded by package name pays for a request", () => {
   const credits = (accountId: string, table = "credits") =>
     relay.run(Effect.gen(function*() {
       const client = yield* KnexClient.KnexClient
-      const rows = yield* client.query("t", (db) => db(client.table(table)).where({ account_id: accountId }).select("balance"))
+      const rows = yield* client.query("t", (db) =>
+        db(client.table(table)).where({ account_id: accountId }).select("balance"))
       return rows[0] === undefined ? undefined : Number(rows[0]["balance"])
     }))
 
-  const account = async (wallet: number, creditBalance: number, preference = "credits_first", legacyBalance?: number) => {
+  const account = async (
+    wallet: number,
+    creditBalance: number,
+    preference = "credits_first",
+    legacyBalance?: number
+  ) => {
     const acc = await relay.admin("POST", "/admin/accounts", { quota: wallet, billingPreference: preference })
     expect(acc.status).toBe(201)
     expect(acc.body.billingPreference).toBe(preference)
     await relay.run(Effect.gen(function*() {
       const client = yield* KnexClient.KnexClient
-      yield* client.query("t", (db) => db(client.table("credits")).insert({ account_id: acc.body.id, balance: creditBalance }))
+      yield* client.query(
+        "t",
+        (db) => db(client.table("credits")).insert({ account_id: acc.body.id, balance: creditBalance })
+      )
       if (legacyBalance !== undefined) {
-        yield* client.query("t", (db) => db(client.table("legacy_credits")).insert({ account_id: acc.body.id, balance: legacyBalance }))
+        yield* client.query(
+          "t",
+          (db) => db(client.table("legacy_credits")).insert({ account_id: acc.body.id, balance: legacyBalance })
+        )
       }
     }))
     const tok = await relay.admin("POST", "/admin/tokens", { accountId: acc.body.id, unlimited: true })
@@ -87,10 +99,13 @@ describe("a plugin loaded by package name pays for a request", () => {
   it("falls back along the chain to the wallet when the plugin cannot pay", async () => {
     const { accountId, client } = await account(500, 3)
     const requestId = rid("fallback")
-    await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5 }, { headers: { "x-request-id": requestId } })
+    await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5 }, {
+      headers: { "x-request-id": requestId }
+    })
     const hold = await relay.resolved(requestId)
     expect(hold.status).toBe("settled")
-    expect(hold.parts.filter((p: { source: string }) => p.source !== "token").map((p: { source: string }) => p.source)).toEqual(["wallet"])
+    expect(hold.parts.filter((p: { source: string }) => p.source !== "token").map((p: { source: string }) => p.source))
+      .toEqual(["wallet"])
     expect(await credits(accountId)).toBe(3)
     expect((await relay.admin("GET", `/admin/accounts/${accountId}`)).body.quota).toBe(500 - A)
     const logs = await relay.admin("GET", `/admin/logs?accountId=${accountId}`)
@@ -100,17 +115,26 @@ describe("a plugin loaded by package name pays for a request", () => {
   it("a CommonJS plugin is a chain member like any other: its shortfall moves on to the next plugin", async () => {
     const { accountId, client } = await account(0, 1_000, "legacy_first", 2)
     const requestId = rid("cjs")
-    await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5 }, { headers: { "x-request-id": requestId } })
+    await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5 }, {
+      headers: { "x-request-id": requestId }
+    })
     const hold = await relay.resolved(requestId)
     expect(hold.status).toBe("settled")
-    expect(hold.parts.filter((p: { source: string }) => p.source !== "token").map((p: { source: string }) => p.source)).toEqual(["credits"])
+    expect(hold.parts.filter((p: { source: string }) => p.source !== "token").map((p: { source: string }) => p.source))
+      .toEqual(["credits"])
     expect(await credits(accountId, "legacy_credits")).toBe(2)
     expect(await credits(accountId)).toBe(1_000 - A)
     // With enough legacy credits, the CommonJS plugin pays.
     const { accountId: rich, client: richClient } = await account(0, 0, "legacy_first", 500)
     const paid = rid("cjs-paid")
-    await richClient.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5 }, { headers: { "x-request-id": paid } })
-    expect((await relay.resolved(paid)).parts.filter((p: { source: string }) => p.source !== "token").map((p: { source: string }) => p.source))
+    await richClient.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5 }, {
+      headers: { "x-request-id": paid }
+    })
+    expect(
+      (await relay.resolved(paid)).parts.filter((p: { source: string }) => p.source !== "token").map((
+        p: { source: string }
+      ) => p.source)
+    )
       .toEqual(["legacy"])
     expect(await credits(rich, "legacy_credits")).toBe(500 - A)
     const logs = await relay.admin("GET", `/admin/logs?accountId=${rich}`)

@@ -54,7 +54,10 @@ describe("issue 9: limits.maxRequestSeconds and limits.clientIdleSeconds (SQLite
     await relay.mockA.requests[0]!.finished // the upstream request was aborted
     expect(relay.mockB.requests).toHaveLength(0)
     expect(await relay.resolved(id)).toMatchObject({ status: "refunded", reserved: P })
-    expect((await relay.admin("GET", `/admin/accounts/${s.accountId}`)).body).toMatchObject({ quota: 1000, usedQuota: 0 })
+    expect((await relay.admin("GET", `/admin/accounts/${s.accountId}`)).body).toMatchObject({
+      quota: 1000,
+      usedQuota: 0
+    })
   })
 
   it("stream: at maxRequestSeconds the stream ends and what was delivered is billed", async () => {
@@ -110,7 +113,9 @@ describe("issue 9: limits.clientIdleSeconds (SQLite, TestClock)", () => {
     socket.pause() // a client that never reads
     socket.write(
       `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${s.key}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${id}\r\n\r\n${body}`
+        `Content-Type: application/json\r\nContent-Length: ${
+          Buffer.byteLength(body)
+        }\r\nX-Request-Id: ${id}\r\n\r\n${body}`
     )
     await until(() => relay.mockA.requests.length === 1)
     // The idle time counts while the relay waits on the client; move the clock until the relay gave up.

@@ -46,7 +46,8 @@ describe.each(targets)("soak probe on $name (200 mixed requests, a SIGKILL, a SI
     expect(report.inFlightAtTerm).toBeGreaterThan(0)
   })
 
-  it(`conserves quota to the unit on ${db} (initial = balance + settled charges, usedQuota, token budgets)`, () => passes("conservation"))
+  it(`conserves quota to the unit on ${db} (initial = balance + settled charges, usedQuota, token budgets)`, () =>
+    passes("conservation"))
   it(`charges no request more than it may on ${db}`, () => passes("overcharged"))
   it(`passes GET /admin/audit on ${db}`, () => passes("audit"))
   it(`leaves no hold pending after the reaper on ${db}`, () => passes("pending"))

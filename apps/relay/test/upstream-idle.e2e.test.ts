@@ -26,7 +26,11 @@ const A = actualOf(10, 3) // the mock's default usage
 describe("issue 9 #7: a hung upstream is a failed attempt after limits.upstreamIdleSeconds (SQLite, TestClock)", () => {
   let relay: Relay
   beforeAll(async () => {
-    relay = await startRelay({ testClock: true, limits: { upstreamIdleSeconds: IDLE }, billing: { reapIntervalSeconds: 3600 } })
+    relay = await startRelay({
+      testClock: true,
+      limits: { upstreamIdleSeconds: IDLE },
+      billing: { reapIntervalSeconds: 3600 }
+    })
   }, 60_000)
   afterAll(() => relay?.close())
   beforeEach(() => {
@@ -50,7 +54,10 @@ describe("issue 9 #7: a hung upstream is a failed attempt after limits.upstreamI
     await relay.mockA.requests[0]!.finished // the hung attempt was aborted
     expect(relay.mockB.requests).toHaveLength(1)
     expect(await relay.resolved(id)).toMatchObject({ status: "settled", reserved: P, actual: A })
-    expect((await relay.admin("GET", `/admin/accounts/${s.accountId}`)).body).toMatchObject({ quota: 1000 - A, usedQuota: A })
+    expect((await relay.admin("GET", `/admin/accounts/${s.accountId}`)).body).toMatchObject({
+      quota: 1000 - A,
+      usedQuota: A
+    })
   })
 
   it("stream: A sends headers then nothing → retried on B before anything reached the client", async () => {

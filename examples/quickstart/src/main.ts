@@ -8,9 +8,9 @@
  * 3. A request paid by a subscription (subscription_first), settled for less
  *    than the estimate.
  */
-import { Console, Data, Effect } from "effect"
 import { BillingSession, BillingSettler, Quota } from "@relay-billing/core"
 import { InMemoryStore } from "@relay-billing/testkit"
+import { Console, Data, Effect } from "effect"
 
 class UpstreamError extends Data.TaggedError("UpstreamError")<{ readonly status: number }> {}
 
@@ -77,17 +77,26 @@ const program = Effect.gen(function*() {
   yield* show("after refund")
 
   console.log("\n3. subscription_first with an active subscription")
-  yield* store.createSubscription({ id: "pro-monthly", accountId: "acme", total: 250_000, endAt: Date.now() + 30 * 86_400_000 })
+  yield* store.createSubscription({
+    id: "pro-monthly",
+    accountId: "acme",
+    total: 250_000,
+    endAt: Date.now() + 30 * 86_400_000
+  })
   yield* request("req-3", "Write a haiku about quotas", "subscription_first")
   yield* show("after settle")
 
   const audit = store.audit()
-  console.log(`\nledger rows: ${store.entries().length}; audit: ${audit.problems.length === 0 ? "clean" : audit.problems.join("; ")}`)
+  console.log(
+    `\nledger rows: ${store.entries().length}; audit: ${
+      audit.problems.length === 0 ? "clean" : audit.problems.join("; ")
+    }`
+  )
   for (const e of store.entries()) {
     console.log(
-      `  ${e.kind.padEnd(8)} ${e.sourceId.padEnd(13)} ${e.subjectId.padEnd(12)} ${String(e.amount).padStart(9)} → ${e.balanceAfter}${
-        e.holdId ? `  (${e.holdId})` : ""
-      }`
+      `  ${e.kind.padEnd(8)} ${e.sourceId.padEnd(13)} ${e.subjectId.padEnd(12)} ${
+        String(e.amount).padStart(9)
+      } → ${e.balanceAfter}${e.holdId ? `  (${e.holdId})` : ""}`
     )
   }
 })

@@ -49,7 +49,9 @@ export const countsAsCharged = (hold: Pick<Hold, "status" | "settlement">): bool
  * @since 0.3.0
  * @category getters
  */
-export const expectedUsedQuota = (holds: Iterable<Pick<Hold, "accountId" | "status" | "settlement">>): Map<string, number> => {
+export const expectedUsedQuota = (
+  holds: Iterable<Pick<Hold, "accountId" | "status" | "settlement">>
+): Map<string, number> => {
   const expected = new Map<string, number>()
   for (const hold of holds) {
     if (!countsAsCharged(hold) || !hold.settlement) continue
@@ -99,7 +101,9 @@ export const lateSettleProblems = (
       problems.push(`hold ${hold.id} is ${hold.status} but records a late settlement`)
     }
     if (!late) {
-      if (sums) problems.push(`hold ${hold.id} is ${hold.status} without a late settlement but has late_settle ledger rows`)
+      if (sums) {
+        problems.push(`hold ${hold.id} is ${hold.status} without a late settlement but has late_settle ledger rows`)
+      }
       continue
     }
     const settlement = hold.settlement!
@@ -118,10 +122,15 @@ export const lateSettleProblems = (
       )
     }
     for (const sourceId of budgetSources) {
-      const charged = settlement.parts.reduce((s, p) => (p.kind === "budget" && p.sourceId === sourceId ? s + p.charged : s), 0)
+      const charged = settlement.parts.reduce(
+        (s, p) => (p.kind === "budget" && p.sourceId === sourceId ? s + p.charged : s),
+        0
+      )
       const taken = -(sums?.get(sourceId) ?? 0)
       if (taken !== charged) {
-        problems.push(`hold ${hold.id}: its late settlement charged ${charged} on ${sourceId} but the ledger's late_settle rows take ${taken}`)
+        problems.push(
+          `hold ${hold.id}: its late settlement charged ${charged} on ${sourceId} but the ledger's late_settle rows take ${taken}`
+        )
       }
     }
   }

@@ -26,7 +26,6 @@ import type {
 } from "./BillingError.js"
 import { InvalidInput } from "./BillingError.js"
 import { BillingEvents } from "./BillingEvents.js"
-import { LowBalance } from "./LowBalance.js"
 import type {
   BillingSettler,
   Lease,
@@ -39,18 +38,19 @@ import type {
 } from "./BillingSettler.js"
 import { FundingRegistry } from "./FundingRegistry.js"
 import * as FundingResolver from "./FundingResolver.js"
-import type * as Preference from "./Preference.js"
 import type { Correction, Hold, Settlement } from "./Hold.js"
 import { HoldJournal } from "./HoldJournal.js"
-import { Ledger } from "./Ledger.js"
-import { SqlStore } from "./SqlStore.js"
 import { decodeInput } from "./Input.js"
 import type { ReapError, ReapFailure, ReapReport } from "./internal/engine.js"
 import { makeEngine } from "./internal/engine.js"
 import { MAX_LEASE_MILLIS } from "./internal/lease.js"
+import { Ledger } from "./Ledger.js"
+import { LowBalance } from "./LowBalance.js"
+import type * as Preference from "./Preference.js"
 import { Quota } from "./Quota.js"
 import * as QuotaModule from "./Quota.js"
 import { SettlementRecorder } from "./SettlementRecorder.js"
+import { SqlStore } from "./SqlStore.js"
 
 const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
 

@@ -11,14 +11,14 @@ import type {
   ContractViolation,
   HoldInFlight,
   HoldNotFound,
+  HoldResolved,
   IdempotencyConflict,
   InsufficientFunds,
-  TokenBudgetExceeded,
-  HoldResolved,
   InvalidInput,
   QuotaOutOfRange,
   SettleIncomplete,
   StoreError,
+  TokenBudgetExceeded,
   TokenNotFound,
   UnknownSource
 } from "./BillingError.js"
@@ -303,7 +303,10 @@ export const withLease = <A, E, R>(
   if (lease === undefined) return work
   return Effect.gen(function*() {
     // Started at once: the first renewal is due exactly one interval after `work` starts.
-    const renewal = yield* Effect.forkChild(renewLoop(settler.holdId, lease), { startImmediately: true, uninterruptible: false })
+    const renewal = yield* Effect.forkChild(renewLoop(settler.holdId, lease), {
+      startImmediately: true,
+      uninterruptible: false
+    })
     return yield* work.pipe(Effect.ensuring(Fiber.interrupt(renewal)))
   })
 }

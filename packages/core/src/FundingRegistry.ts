@@ -9,8 +9,8 @@ import { Context, Effect, Layer } from "effect"
 import { StoreError, UnknownSource } from "./BillingError.js"
 import type { ExternalSource } from "./FundingSource.js"
 import type { Source } from "./Source.js"
-import type { SqlStore } from "./SqlStore.js"
 import { isSource } from "./Source.js"
+import type { SqlStore } from "./SqlStore.js"
 
 /**
  * A funding source the registry holds: a `Source` in the hold's store (role
@@ -166,7 +166,9 @@ export const readSource = (source: Source, sql: SqlStore["Service"] | undefined)
   return {
     id: source.id,
     ...(source.minimumReservation ? { minimumReservation: source.minimumReservation } : {}),
-    ...(availability ? { availability: (accountId: string) => withSql(sql, source.id, (s) => availability(s, accountId)) } : {}),
+    ...(availability
+      ? { availability: (accountId: string) => withSql(sql, source.id, (s) => availability(s, accountId)) }
+      : {}),
     ...(balance
       ? {
         balance: (subjectId: string) => withSql(sql, source.id, (s) => balance(s, subjectId)),
@@ -189,8 +191,11 @@ export const readBudget = (source: Source, sql: SqlStore["Service"] | undefined)
     ...(balance
       ? {
         remaining: (subjectId: string) =>
-          withSql(sql, source.id, (s) =>
-            Effect.map(balance(s, subjectId), (left) => ({ unlimited: left >= UNLIMITED, remaining: left })))
+          withSql(
+            sql,
+            source.id,
+            (s) => Effect.map(balance(s, subjectId), (left) => ({ unlimited: left >= UNLIMITED, remaining: left }))
+          )
       }
       : {})
   }

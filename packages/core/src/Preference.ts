@@ -122,7 +122,8 @@ export const validateShape = (custom: Chains, field = "preferences"): Effect.Eff
         return yield* new InvalidInput({
           field: `${field}.${name}`,
           value: InvalidInput.render(name),
-          reason: `a preference name is 1 to ${MAX_NAME_LENGTH} characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`
+          reason:
+            `a preference name is 1 to ${MAX_NAME_LENGTH} characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`
         })
       }
       if (isBuiltin(name)) {

@@ -5,7 +5,12 @@ import * as BillingError from "../src/BillingError.js"
 // Every error class: an instance, its tag, its stable code, and what its message must mention.
 const cases = [
   {
-    error: new BillingError.InsufficientFunds({ sourceId: "wallet", accountId: "acct-7", required: 30_000, available: 20_000 }),
+    error: new BillingError.InsufficientFunds({
+      sourceId: "wallet",
+      accountId: "acct-7",
+      required: 30_000,
+      available: 20_000
+    }),
     tag: "InsufficientFunds",
     code: "insufficient_user_quota",
     mentions: ["wallet", "acct-7", "30000", "20000"]
@@ -23,7 +28,12 @@ const cases = [
     mentions: ["subscription", "acct-8", "30000", "10000", "subscription quota insufficient"]
   },
   {
-    error: new BillingError.TokenBudgetExceeded({ budgetId: "token", tokenId: "tok-1", required: 30_000, remaining: 10_000 }),
+    error: new BillingError.TokenBudgetExceeded({
+      budgetId: "token",
+      tokenId: "tok-1",
+      required: 30_000,
+      remaining: 10_000
+    }),
     tag: "TokenBudgetExceeded",
     code: "pre_consume_token_quota_failed",
     mentions: ["tok-1", "30000", "10000"]
@@ -35,7 +45,12 @@ const cases = [
     mentions: ["estimate", "-5", "must be non-negative"]
   },
   {
-    error: new BillingError.IdempotencyConflict({ holdId: "req-1", field: "estimate", existing: "30000", requested: "45000" }),
+    error: new BillingError.IdempotencyConflict({
+      holdId: "req-1",
+      field: "estimate",
+      existing: "30000",
+      requested: "45000"
+    }),
     tag: "IdempotencyConflict",
     code: "idempotency_conflict",
     mentions: ["req-1", "estimate", "30000", "45000"]
@@ -82,7 +97,12 @@ const cases = [
     mentions: ["req-4", "token", "15000", "store down"]
   },
   {
-    error: new BillingError.CorrectionExceedsCharge({ holdId: "req-5", correctionId: "ticket-1", amount: 7_001, remaining: 7_000 }),
+    error: new BillingError.CorrectionExceedsCharge({
+      holdId: "req-5",
+      correctionId: "ticket-1",
+      amount: 7_001,
+      remaining: 7_000
+    }),
     tag: "CorrectionExceedsCharge",
     code: "billing_correction_exceeds_charge",
     mentions: ["req-5", "ticket-1", "7001", "7000"]
@@ -112,7 +132,12 @@ const cases = [
     mentions: ["acct-gone"]
   },
   {
-    error: new BillingError.QuotaOutOfRange({ field: "wallet.balance", subjectId: "acct-c", current: -9_007_199_254_710_991, change: -9_007_199_254_710_991 }),
+    error: new BillingError.QuotaOutOfRange({
+      field: "wallet.balance",
+      subjectId: "acct-c",
+      current: -9_007_199_254_710_991,
+      change: -9_007_199_254_710_991
+    }),
     tag: "QuotaOutOfRange",
     code: "billing_quota_out_of_range",
     mentions: ["wallet.balance", "acct-c", "-9007199254710991 - 9007199254710991"]
@@ -120,12 +145,15 @@ const cases = [
 ] as const
 
 describe("BillingError", () => {
-  it.each(cases)("$tag has its tag, stable code $code and a message with the numbers", ({ code, error, mentions, tag }) => {
-    expect(error._tag).toBe(tag)
-    expect(error.code).toBe(code)
-    expect(error).toBeInstanceOf(Error)
-    for (const m of mentions) expect(error.message).toContain(m)
-  })
+  it.each(cases)(
+    "$tag has its tag, stable code $code and a message with the numbers",
+    ({ code, error, mentions, tag }) => {
+      expect(error._tag).toBe(tag)
+      expect(error.code).toBe(code)
+      expect(error).toBeInstanceOf(Error)
+      for (const m of mentions) expect(error.message).toContain(m)
+    }
+  )
 
   it("covers every error class the module exports", () => {
     const exported = Object.entries(BillingError)
@@ -158,17 +186,19 @@ describe("BillingError", () => {
     ))
 
   describe("InvalidInput.render", () => {
-    it.each([
-      ["a string", "abc", "\"abc\""],
-      ["a number", 12, "12"],
-      ["a negative number", -3, "-3"],
-      ["NaN", Number.NaN, "NaN"],
-      ["Infinity", Number.POSITIVE_INFINITY, "Infinity"],
-      ["a bigint", 10n, "10n"],
-      ["undefined", undefined, "undefined"],
-      ["null", null, "null"],
-      ["an object", { a: 1 }, "{\"a\":1}"]
-    ] as const)("renders %s as %s", (_, value, rendered) => {
+    it.each(
+      [
+        ["a string", "abc", "\"abc\""],
+        ["a number", 12, "12"],
+        ["a negative number", -3, "-3"],
+        ["NaN", Number.NaN, "NaN"],
+        ["Infinity", Number.POSITIVE_INFINITY, "Infinity"],
+        ["a bigint", 10n, "10n"],
+        ["undefined", undefined, "undefined"],
+        ["null", null, "null"],
+        ["an object", { a: 1 }, "{\"a\":1}"]
+      ] as const
+    )("renders %s as %s", (_, value, rendered) => {
       expect(BillingError.InvalidInput.render(value)).toBe(rendered)
     })
 

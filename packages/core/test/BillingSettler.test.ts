@@ -175,8 +175,10 @@ describe("BillingSettler.withBilling", () => {
     Effect.gen(function*() {
       const sentUpstream = yield* Ref.make(false)
       const policy = BillingSettler.decideOnInterrupt(
-        Effect.map(Ref.get(sentUpstream), (sent) =>
-          sent ? BillingSettler.chargeOnInterrupt(300) : BillingSettler.refundOnInterrupt)
+        Effect.map(
+          Ref.get(sentUpstream),
+          (sent) => sent ? BillingSettler.chargeOnInterrupt(300) : BillingSettler.refundOnInterrupt
+        )
       )
       const before = yield* interruptWhileUsing({ onInterrupt: policy })
       expect(before.calls).toStrictEqual(["refund"])
@@ -271,7 +273,10 @@ describe("BillingSettler.withBilling", () => {
       const openError = new StoreError({ operation: "open", detail: "no" })
       let used = false
       const exit = yield* Effect.exit(
-        BillingSettler.withBilling(Effect.fail(openError), () => Effect.sync(() => (used = true)).pipe(Effect.as({ value: 1, cost: 1 })))
+        BillingSettler.withBilling(
+          Effect.fail(openError),
+          () => Effect.sync(() => (used = true)).pipe(Effect.as({ value: 1, cost: 1 }))
+        )
       )
       expect(used).toBe(false)
       expect(calls).toStrictEqual([])

@@ -37,7 +37,10 @@ describe("FundingRegistry with v2 Sources (issue 10 #1)", () => {
 
   it.effect("registers `sources` by role next to external funding sources", () =>
     Effect.gen(function*() {
-      const registry = FundingRegistry.make({ funding: [external("credits")], sources: [mover("wallet", "funding"), mover("token", "budget")] })
+      const registry = FundingRegistry.make({
+        funding: [external("credits")],
+        sources: [mover("wallet", "funding"), mover("token", "budget")]
+      })
       expect(registry.fundingIds).toEqual(["credits", "wallet"])
       expect(isSource(yield* registry.funding("wallet"))).toBe(true)
       expect(isSource(yield* registry.budget("token"))).toBe(true)
@@ -46,9 +49,14 @@ describe("FundingRegistry with v2 Sources (issue 10 #1)", () => {
     }))
 
   it("refuses a Source registered under the other role, and duplicate ids", () => {
-    expect(() => FundingRegistry.make({ funding: [mover("token", "budget")] })).toThrow(/role budget, registered as funding/)
-    expect(() => FundingRegistry.make({ budgets: [mover("wallet", "funding")] })).toThrow(/role funding, registered as a budget/)
-    expect(() => FundingRegistry.make({ funding: [external("wallet")], sources: [mover("wallet", "funding")] })).toThrow(/duplicate/)
+    expect(() => FundingRegistry.make({ funding: [mover("token", "budget")] })).toThrow(
+      /role budget, registered as funding/
+    )
+    expect(() => FundingRegistry.make({ budgets: [mover("wallet", "funding")] })).toThrow(
+      /role funding, registered as a budget/
+    )
+    expect(() => FundingRegistry.make({ funding: [external("wallet")], sources: [mover("wallet", "funding")] }))
+      .toThrow(/duplicate/)
   })
 
   it.effect("one ExternalSource shape serves both roles; a declared role is checked like a Source's (issue 10 #9.3)", () =>
@@ -88,7 +96,9 @@ describe("FundingRegistry with v2 Sources (issue 10 #1)", () => {
       expect(order).toEqual(["subscription"])
       expect(seen).toEqual(["s:acct"])
       // Without an executor, reading a Source fails typed.
-      const failed = yield* Effect.flip(FundingResolver.resolve(reader(registry, undefined), "subscription_first", "acct"))
+      const failed = yield* Effect.flip(
+        FundingResolver.resolve(reader(registry, undefined), "subscription_first", "acct")
+      )
       expect(failed._tag).toBe("StoreError")
     }))
 })

@@ -8,8 +8,14 @@ import * as Preference from "../src/Preference.js"
 type Case = readonly [label: string, availability: Availability | undefined]
 const none: Case = ["no subscription source", undefined]
 const unavailable: Case = ["no active subscription", { available: false, allowFallback: true }]
-const noFallback: Case = ["an active subscription that forbids wallet overflow", { available: true, allowFallback: false }]
-const withFallback: Case = ["an active subscription that allows wallet overflow", { available: true, allowFallback: true }]
+const noFallback: Case = ["an active subscription that forbids wallet overflow", {
+  available: true,
+  allowFallback: false
+}]
+const withFallback: Case = ["an active subscription that allows wallet overflow", {
+  available: true,
+  allowFallback: true
+}]
 
 // The spec's §2.1 for every preference × subscription availability.
 const expected: ReadonlyArray<readonly [Preference.Preference, Case, ReadonlyArray<string>]> = [
@@ -185,7 +191,10 @@ describe("FundingResolver chains", () => {
 
   it.effect("walk keeps available sources in order and propagates the availability's failure", () =>
     Effect.gen(function*() {
-      const ok = yield* FundingResolver.walk(["a", "b", "c"], () => Effect.succeed({ available: true, allowFallback: true }))
+      const ok = yield* FundingResolver.walk(
+        ["a", "b", "c"],
+        () => Effect.succeed({ available: true, allowFallback: true })
+      )
       expect(ok).toStrictEqual(["a", "b", "c"])
       const failed = yield* Effect.flip(FundingResolver.walk(["a", "b"], (id) => Effect.fail(`read ${id}`)))
       expect(failed).toBe("read a")
@@ -202,7 +211,9 @@ describe("FundingResolver chains", () => {
       expect(error.field).toBe("preferences.bad.1")
       expect(error.value).toBe("\"credits\"")
       expect(error.message).toContain("wallet, subscription, vouchers")
-      const shape = yield* Effect.flip(FundingResolver.validate({ wallet_first: ["wallet"] }, ids, "funding.preferences"))
+      const shape = yield* Effect.flip(
+        FundingResolver.validate({ wallet_first: ["wallet"] }, ids, "funding.preferences")
+      )
       expect(shape.field).toBe("funding.preferences.wallet_first")
     }))
 })

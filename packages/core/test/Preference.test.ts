@@ -7,18 +7,22 @@ describe("Preference.normalize", () => {
     expect(Preference.normalize(value)).toBe(value)
   })
 
-  it.each([
-    ["  wallet_only  ", "wallet_only"],
-    ["\twallet_first\n", "wallet_first"],
-    [" subscription_only", "subscription_only"]
-  ] as const)("trims %j to %s", (input, expected) => {
+  it.each(
+    [
+      ["  wallet_only  ", "wallet_only"],
+      ["\twallet_first\n", "wallet_first"],
+      [" subscription_only", "subscription_only"]
+    ] as const
+  )("trims %j to %s", (input, expected) => {
     expect(Preference.normalize(input)).toBe(expected)
   })
 
-  it.each([["empty", ""], ["blank", "   "], ["null", null], ["undefined", undefined], ["unknown", "cheapest_first"], [
-    "a near miss",
-    "wallet-only"
-  ]] as const)("maps %s to subscription_first", (_, input) => {
+  it.each(
+    [["empty", ""], ["blank", "   "], ["null", null], ["undefined", undefined], ["unknown", "cheapest_first"], [
+      "a near miss",
+      "wallet-only"
+    ]] as const
+  )("maps %s to subscription_first", (_, input) => {
     expect(Preference.normalize(input)).toBe("subscription_first")
   })
 
@@ -66,11 +70,14 @@ describe("Preference with custom chains", () => {
     ["a name with a space", { "my chain": ["wallet"] }, "preferences.my chain", "\"my chain\""],
     ["a name longer than 32", { ["n".repeat(33)]: ["wallet"] }, `preferences.${"n".repeat(33)}`, `"${"n".repeat(33)}"`]
   ]
-  it.effect.each(invalid)("validateShape refuses %s, naming the field and value", ([, chains, field, value]) =>
-    Effect.gen(function*() {
-      const error = yield* Effect.flip(Preference.validateShape(chains))
-      expect(error._tag).toBe("InvalidInput")
-      expect(error.field).toBe(field)
-      expect(error.value).toBe(value)
-    }))
+  it.effect.each(invalid)(
+    "validateShape refuses %s, naming the field and value",
+    ([, chains, field, value]) =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(Preference.validateShape(chains))
+        expect(error._tag).toBe("InvalidInput")
+        expect(error.field).toBe(field)
+        expect(error.value).toBe(value)
+      })
+  )
 })

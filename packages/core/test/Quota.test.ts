@@ -60,7 +60,9 @@ describe("Quota.decode", () => {
     expect(Effect.runSync(Quota.addInRange("wallet.balance", "a", -max + 1, -1))).toBe(-max)
     for (const [current, change] of [[max, 1], [-max, -1], [max, max], [-max + 5, -max]] as const) {
       const exit = Effect.runSync(Effect.exit(Quota.addInRange("token.used", "t", current, change)))
-      expect(exit).toStrictEqual(Exit.fail(new BillingError.QuotaOutOfRange({ field: "token.used", subjectId: "t", current, change })))
+      expect(exit).toStrictEqual(
+        Exit.fail(new BillingError.QuotaOutOfRange({ field: "token.used", subjectId: "t", current, change }))
+      )
     }
   })
 
@@ -73,7 +75,20 @@ describe("Quota.decode", () => {
 
   it("agrees with the Quota schema on every input", () => {
     const is = Schema.is(Quota.Quota)
-    for (const value of [0, 1, 1.5, -1, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER + 1, "1", null]) {
+    for (
+      const value of [
+        0,
+        1,
+        1.5,
+        -1,
+        Number.NaN,
+        Number.POSITIVE_INFINITY,
+        Number.MAX_SAFE_INTEGER,
+        Number.MAX_SAFE_INTEGER + 1,
+        "1",
+        null
+      ]
+    ) {
       expect(is(value), `Schema.is(Quota)(${String(value)})`).toBe(Quota.isQuota(value))
     }
   })

@@ -33,7 +33,9 @@ describe("internal/openOrder: an open request's flags read once into a mode (iss
   })
 
   it("post-consume: an estimate of 0, whatever the request's flags; its token and preference as an open's", () => {
-    const order = postConsumeOrder(decode({ ...base, force: false, split: true, playground: true, preference: "wallet_only" }))
+    const order = postConsumeOrder(
+      decode({ ...base, force: false, split: true, playground: true, preference: "wallet_only" })
+    )
     expect(order.mode).toEqual({ _tag: "PostConsume" })
     expect(order.request.estimate).toBe(0)
     expect(order.budgetedTokenId).toBeUndefined()

@@ -11,8 +11,8 @@
  *
  * @since 0.4.0
  */
-import { Clock, Context, Effect, Layer, Schema } from "effect"
 import { AccountCounters, BillingError, Input, LowBalance, Quota } from "@relay-billing/core"
+import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { CounterColumn } from "./Audit.js"
 import { accountsMigrations } from "./internal/accountsSchema.js"
 import { refuseOutOfRange, withinRange } from "./internal/range.js"
@@ -187,7 +187,9 @@ export const make = (client: Client): Accounts["Service"] => {
       if (inserted === 0) return yield* new AccountExists({ accountId: req.id })
       return yield* account(req.id).pipe(
         Effect.catchTag("AccountNotFound", () =>
-          Effect.fail(new BillingError.StoreError({ operation: "accounts.create", detail: `account ${req.id} vanished` })))
+          Effect.fail(
+            new BillingError.StoreError({ operation: "accounts.create", detail: `account ${req.id} vanished` })
+          ))
       )
     })
 
@@ -222,9 +224,12 @@ export const make = (client: Client): Accounts["Service"] => {
  * @since 0.4.0
  * @category queries
  */
-export const splitFundingFor = (client: Client) => (accountId: string): Effect.Effect<boolean, BillingError.StoreError> =>
-  client.query("accounts.splitFunding", (db) =>
-    db(client.table("accounts")).where({ id: accountId }).first("split_funding")).pipe(
+export const splitFundingFor =
+  (client: Client) => (accountId: string): Effect.Effect<boolean, BillingError.StoreError> =>
+    client.query(
+      "accounts.splitFunding",
+      (db) => db(client.table("accounts")).where({ id: accountId }).first("split_funding")
+    ).pipe(
       Effect.map((row) => Boolean(row?.split_funding))
     )
 
@@ -244,25 +249,40 @@ const counterChecks = (change: AccountCounters.CounterChange) => [
 export const makeCounters = (client: Client): AccountCounters.AccountCounters["Service"] =>
   AccountCounters.AccountCounters.of({
     add: (accountId, change) =>
-      change.usedQuota === 0 && change.requestCount === 0 ? Effect.void : client.query("accounts.counters", (db) =>
-        withinRange(
-          withinRange(db(client.table("accounts")).where({ id: accountId }), "used_quota", change.usedQuota),
-          "request_count",
-          change.requestCount
-        ).update({
-          used_quota: db.raw("used_quota + ?", [change.usedQuota]),
-          request_count: db.raw("request_count + ?", [change.requestCount])
-        })).pipe(
-          Effect.flatMap((changed) =>
-            Number(changed) > 0
-              ? Effect.void
-              : refuseOutOfRange(client, client.table("accounts"), counterChecks(change), accountId, "accounts.counters")
-                .pipe(Effect.asVoid)
-          )
-        ),
+      change.usedQuota === 0 && change.requestCount === 0 ?
+        Effect.void :
+        client.query("accounts.counters", (db) =>
+          withinRange(
+            withinRange(db(client.table("accounts")).where({ id: accountId }), "used_quota", change.usedQuota),
+            "request_count",
+            change.requestCount
+          ).update({
+            used_quota: db.raw("used_quota + ?", [change.usedQuota]),
+            request_count: db.raw("request_count + ?", [change.requestCount])
+          })).pipe(
+            Effect.flatMap((changed) =>
+              Number(changed) > 0
+                ? Effect.void
+                : refuseOutOfRange(
+                  client,
+                  client.table("accounts"),
+                  counterChecks(change),
+                  accountId,
+                  "accounts.counters"
+                )
+                  .pipe(Effect.asVoid)
+            )
+          ),
     // Read only: what `add` would refuse (an unknown account is nothing to count).
     check: (accountId, change) =>
-      refuseOutOfRange(client, client.table("accounts"), counterChecks(change), accountId, "accounts.counters.check", true)
+      refuseOutOfRange(
+        client,
+        client.table("accounts"),
+        counterChecks(change),
+        accountId,
+        "accounts.counters.check",
+        true
+      )
         .pipe(Effect.asVoid)
   })
 
@@ -336,7 +356,9 @@ export const makeLowBalance = (client: Client, options: LowBalanceOptions = {}):
           if (sent1 > 0 && sent1 > now - LowBalance.windowMillis) return false
           const changed = yield* client.query("accounts.notice", (db) =>
             db(notices).where({ ...key, sent1, sent2 }).update({ sent1: sent2, sent2: now }))
-          if (changed === 1) return true
+          if (changed === 1) {
+            return true
+          }
         }
         return false
       }))

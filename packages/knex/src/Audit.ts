@@ -7,12 +7,12 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Schema } from "effect"
 import { Audit as CoreAudit, Hold } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
-import { KnexClient } from "./KnexClient.js"
+import { Clock, Effect, Schema } from "effect"
 import { partProblems } from "./internal/auditParts.js"
 import { decodeRows, int } from "./internal/sql.js"
+import { KnexClient } from "./KnexClient.js"
 
 /**
  * A balance column that the ledger of `sourceId` must sum to (times `sign`).
@@ -91,7 +91,9 @@ export const run = (
       const sign = b.sign ?? 1
       const [sums, rows] = yield* Effect.all([
         client.query(`audit.${b.sourceId}.ledger`, (db) =>
-          db(ledger).select("subject_id").sum({ total: "amount" }).where("source_id", b.sourceId).groupBy("subject_id")),
+          db(ledger).select("subject_id").sum({ total: "amount" }).where("source_id", b.sourceId).groupBy(
+            "subject_id"
+          )),
         client.query(`audit.${b.sourceId}.balances`, (db) =>
           db(client.table(b.table)).select({ id: b.idColumn, balance: b.balanceColumn }))
       ])
@@ -108,8 +110,9 @@ export const run = (
         const bySubject = new Map<string, number>()
         for (const s of sums as Array<Record<string, unknown>>) {
           const total = read(s["total"] ?? 0, `ledger sum of ${String(s["subject_id"])}`)
-          if (total !== undefined) bySubject.set(String(s["subject_id"]), total)
-          else bySubject.set(String(s["subject_id"]), Number.NaN)
+          if (total !== undefined) {
+            bySubject.set(String(s["subject_id"]), total)
+          } else bySubject.set(String(s["subject_id"]), Number.NaN)
         }
         for (const r of rows as Array<Record<string, unknown>>) {
           subjects++
@@ -134,17 +137,28 @@ export const run = (
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
     problems.push(...(yield* partProblems(client)))
     // §6: every late charge is recorded on its expired hold and agrees with the ledger.
-    problems.push(...(yield* lateSettleProblems(new Set(balances.map((b) => b.sourceId)))))
-    if (options.counters) problems.push(...(yield* usedQuota(options.counters)))
+    problems.push(
+      ...(yield* lateSettleProblems(
+        new Set(balances.map((b) =>
+          b.sourceId
+        ))
+      ))
+    )
+    if (options.counters) {
+      problems.push(...(yield* usedQuota(options.counters)))
+    }
     const [holdCount, stale] = yield* Effect.all([
-      client.query("audit.holds.count", (db) => db(holds).count({ n: "*" })),
+      client.query("audit.holds.count", (db) =>
+        db(holds).count({ n: "*" })),
       client.query("audit.holds.expired", (db) =>
         db(holds).select("id").where("status", "pending").andWhere("expires_at", "<=", now).orderBy("expires_at"))
     ])
     const report: AuditReport = {
       ok: problems.length === 0,
       problems,
-      pendingPastExpiry: (stale as Array<{ id: string }>).map((r) => String(r.id)),
+      pendingPastExpiry: (stale as Array<{ id: string }>).map((r) =>
+        String(r.id)
+      ),
       subjectsChecked: subjects,
       holdsChecked: int((holdCount as Array<Record<string, unknown>>)[0]?.["n"] ?? 0, "count")
     }
@@ -169,7 +183,10 @@ export const usedQuota = (
     const [settled, accounts] = yield* Effect.all([
       client.query("audit.usedQuota.holds", (db) =>
         // Settled holds, and expired ones charged late (§6), which carry a settlement too.
-        db(client.table("holds")).select("id", "account_id", "status", "settlement").whereIn("status", ["settled", "expired"])
+        db(client.table("holds")).select("id", "account_id", "status", "settlement").whereIn("status", [
+          "settled",
+          "expired"
+        ])
           .whereNotNull("settlement")),
       client.query("audit.usedQuota.accounts", (db) =>
         db(client.table(counters.table)).select({ id: counters.idColumn, used: counters.usedColumn }))
@@ -181,10 +198,16 @@ export const usedQuota = (
       try {
         const settlement = decodeSettlement(JSON.parse(String(row["settlement"])))
         const status = String(row["status"]) === "settled" ? "settled" : "expired"
-        if (!CoreAudit.countsAsCharged({ status, settlement })) continue
+        if (!CoreAudit.countsAsCharged({ status, settlement })) {
+          continue
+        }
         expected.set(accountId, (expected.get(accountId) ?? 0) + Hold.stillCharged(settlement))
       } catch (cause) {
-        problems.push(`hold ${String(row["id"])}: settlement cannot be read (${cause instanceof Error ? cause.message : String(cause)})`)
+        problems.push(
+          `hold ${String(row["id"])}: settlement cannot be read (${
+            cause instanceof Error ? cause.message : String(cause)
+          })`
+        )
       }
     }
     for (const row of accounts as Array<Record<string, unknown>>) {
@@ -193,7 +216,9 @@ export const usedQuota = (
       expected.delete(id)
       const used = Number(row["used"])
       if (!Number.isSafeInteger(used)) {
-        problems.push(`account ${id}: ${counters.table}.${counters.usedColumn} ${String(row["used"])} is not a safe integer`)
+        problems.push(
+          `account ${id}: ${counters.table}.${counters.usedColumn} ${String(row["used"])} is not a safe integer`
+        )
       } else if (used !== want) {
         problems.push(
           `account ${id}: ${counters.table}.${counters.usedColumn} ${used} but its settled charges less corrections are ${want}`
@@ -201,7 +226,9 @@ export const usedQuota = (
       }
     }
     for (const [id, want] of expected) {
-      if (want !== 0) problems.push(`account ${id}: settled charges less corrections ${want} but no row in ${counters.table}`)
+      if (want !== 0) {
+        problems.push(`account ${id}: settled charges less corrections ${want} but no row in ${counters.table}`)
+      }
     }
     return problems
   })
@@ -227,12 +254,18 @@ export const lateSettleProblems = (
     const rows = yield* client.query("audit.late.ledger", (db) =>
       db(ledger).select({ holdId: "hold_id", sourceId: "source_id", kind: "kind" }).sum({ amount: "amount" })
         .where("kind", "late_settle").groupBy("hold_id", "source_id", "kind"))
-    const ids = [...new Set((rows as Array<Record<string, unknown>>).map((r) => String(r["holdId"])))]
+    const ids = [
+      ...new Set((rows as Array<Record<string, unknown>>).map((r) =>
+        String(r["holdId"])
+      ))
+    ]
     const late = yield* client.query("audit.late.holds", (db) =>
       db(holds).select("id", "account_id", "status", "parts", "settlement")
         .where((q) => {
           q.where("status", "expired").whereNotNull("settlement")
-          if (ids.length > 0) q.orWhereIn("id", ids)
+          if (ids.length > 0) {
+            q.orWhereIn("id", ids)
+          }
         }))
     const problems: Array<string> = []
     const decoded: Array<CoreAudit.HoldRow> = []
@@ -246,7 +279,9 @@ export const lateSettleProblems = (
           ...(row["settlement"] ? { settlement: decodeSettlement(JSON.parse(String(row["settlement"]))) } : {})
         })
       } catch (cause) {
-        problems.push(`hold ${String(row["id"])}: cannot be read (${cause instanceof Error ? cause.message : String(cause)})`)
+        problems.push(
+          `hold ${String(row["id"])}: cannot be read (${cause instanceof Error ? cause.message : String(cause)})`
+        )
       }
     }
     const ledgerRows = (rows as Array<Record<string, unknown>>).map((r) => ({

@@ -169,7 +169,9 @@ export const makeBinary = async (
     await knex.raw(
       `alter table ?? ${
         cols.map((c) =>
-          `modify ?? varchar(${c.length}) character set utf8mb4 collate ${collation} ${c.nullable ? "null" : "not null"}`
+          `modify ?? varchar(${c.length}) character set utf8mb4 collate ${collation} ${
+            c.nullable ? "null" : "not null"
+          }`
         ).join(", ")
       }`,
       [table, ...cols.map((c) => c.column)]
@@ -203,7 +205,9 @@ export const revertBinary = async (
   }
   for (const [table, cols] of byTable(columns)) {
     await knex.raw(
-      `alter table ?? ${cols.map((c) => `modify ?? varchar(${c.length}) ${c.nullable ? "null" : "not null"}`).join(", ")}`,
+      `alter table ?? ${
+        cols.map((c) => `modify ?? varchar(${c.length}) ${c.nullable ? "null" : "not null"}`).join(", ")
+      }`,
       [table, ...cols.map((c) => c.column)]
     )
   }

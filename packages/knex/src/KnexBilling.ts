@@ -4,9 +4,9 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
 import { BillingSession, FundingRegistry } from "@relay-billing/core"
 import type { AccountCounters, BillingError, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
 import * as Accounts from "./Accounts.js"
 import { knexMigrations } from "./internal/schema.js"
 import { KnexClient } from "./KnexClient.js"
@@ -30,8 +30,8 @@ export const migrations: MigrationSet = knexMigrations
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<HoldJournal.HoldJournal | Ledger.Ledger | SqlStore.SqlStore, never, KnexClient> =
-  Layer.mergeAll(
+export const layer: Layer.Layer<HoldJournal.HoldJournal | Ledger.Ledger | SqlStore.SqlStore, never, KnexClient> = Layer
+  .mergeAll(
     KnexJournal.layer,
     KnexLedger.layer,
     KnexSqlStore.layer

@@ -9,8 +9,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import { BillingError } from "@relay-billing/core"
+import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
 import { connectionConfig } from "./internal/url.js"

@@ -7,11 +7,11 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer, Schema } from "effect"
 import { Hold, HoldIntent, HoldJournal } from "@relay-billing/core"
+import { Effect, Layer, Schema } from "effect"
+import { decodeRows, insertIgnore, int, intOrNull } from "./internal/sql.js"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
-import { decodeRows, insertIgnore, int, intOrNull } from "./internal/sql.js"
 
 const decodeHold = Schema.decodeUnknownSync(Hold.Hold)
 const decodeIntent = Schema.decodeUnknownSync(HoldIntent.HoldIntent)
@@ -103,8 +103,7 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
     storeId: client.id,
     transaction: client.transaction,
     inTransaction: client.inTransaction,
-    insert: (hold) =>
-      insertIgnore(client, "journal.insert", holds, toRow(hold), "id").pipe(Effect.map((n) => n === 1)),
+    insert: (hold) => insertIgnore(client, "journal.insert", holds, toRow(hold), "id").pipe(Effect.map((n) => n === 1)),
     get: (holdId, options) =>
       client.query("journal.get", (db) => {
         const q = db(holds).where({ id: holdId }).first()
@@ -144,8 +143,10 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
         return q
       }).pipe(Effect.flatMap((rows) => readMany("journal.list", rows))),
     putIntent: (intent) =>
-      client.query("journal.putIntent", (db) =>
-        db(intents).insert(intentRow(intent)).onConflict(["hold_id", "phase"]).merge()).pipe(Effect.asVoid),
+      client.query(
+        "journal.putIntent",
+        (db) => db(intents).insert(intentRow(intent)).onConflict(["hold_id", "phase"]).merge()
+      ).pipe(Effect.asVoid),
     insertIntent: (intent) =>
       insertIgnore(client, "journal.insertIntent", intents, intentRow(intent), ["hold_id", "phase"]).pipe(
         Effect.andThen(readIntent("journal.insertIntent", intent.holdId, intent.phase, false)),
@@ -153,10 +154,12 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
       ),
     getIntent: (holdId, phase, options) => readIntent("journal.getIntent", holdId, phase, options?.forUpdate ?? false),
     finishIntent: (holdId, phase, outcome) =>
-      client.query("journal.finishIntent", (db) =>
-        db(intents).where({ hold_id: holdId, phase, status: "pending" }).update({ status: "done", outcome })).pipe(
-          Effect.map((n) => n === 1)
-        ),
+      client.query(
+        "journal.finishIntent",
+        (db) => db(intents).where({ hold_id: holdId, phase, status: "pending" }).update({ status: "done", outcome })
+      ).pipe(
+        Effect.map((n) => n === 1)
+      ),
     dueIntents: (now, limit) =>
       client.query("journal.dueIntents", (db) =>
         db(intents)
@@ -188,4 +191,3 @@ export const layer: Layer.Layer<HoldJournal.HoldJournal, never, KnexClient> = La
     return make(yield* KnexClient)
   })
 )
-

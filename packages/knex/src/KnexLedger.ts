@@ -5,12 +5,12 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
 import { Ledger } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
+import { decodeRows, int, intOrNull } from "./internal/sql.js"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
-import { decodeRows, int, intOrNull } from "./internal/sql.js"
 
 /**
  * A row to append, with an optional idempotency key (unique: a second row with
@@ -28,20 +28,22 @@ export type NewRow = Ledger.NewLedgerEntry & { readonly idempotencyKey?: string 
  * @category mutations
  */
 export const append = (client: Client, rows: ReadonlyArray<NewRow>): Effect.Effect<void, BillingError.StoreError> =>
-  rows.length === 0 ? Effect.void : client.query("ledger.append", (db) =>
-    db(client.table("ledger")).insert(rows.map((r) => ({
-      at: r.at,
-      kind: r.kind,
-      source_id: r.sourceId,
-      subject_id: r.subjectId,
-      account_id: r.accountId,
-      hold_id: r.holdId ?? null,
-      amount: r.amount,
-      balance_after: r.balanceAfter,
-      unbilled: r.unbilled ?? null,
-      note: r.note ?? null,
-      idempotency_key: r.idempotencyKey ?? null
-    })))).pipe(Effect.asVoid)
+  rows.length === 0 ?
+    Effect.void :
+    client.query("ledger.append", (db) =>
+      db(client.table("ledger")).insert(rows.map((r) => ({
+        at: r.at,
+        kind: r.kind,
+        source_id: r.sourceId,
+        subject_id: r.subjectId,
+        account_id: r.accountId,
+        hold_id: r.holdId ?? null,
+        amount: r.amount,
+        balance_after: r.balanceAfter,
+        unbilled: r.unbilled ?? null,
+        note: r.note ?? null,
+        idempotency_key: r.idempotencyKey ?? null
+      })))).pipe(Effect.asVoid)
 
 const fromRow = (row: Record<string, unknown>): Ledger.LedgerEntry => {
   const holdId = row["hold_id"]

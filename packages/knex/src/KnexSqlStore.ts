@@ -7,12 +7,12 @@
  *
  * @since 0.4.0
  */
-import { Effect, Layer } from "effect"
 import { BillingError, SqlStore } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
 import type { Knex } from "knex"
+import { sqlResult } from "./internal/result.js"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
-import { sqlResult } from "./internal/result.js"
 
 /**
  * The executor over a client: `id`, `dialect` and `table` are the client's.
@@ -60,7 +60,11 @@ export const fromConnection = (
       Effect.tryPromise({
         try: async () => sqlResult(store.dialect, await db.raw(sql, params as ReadonlyArray<Knex.Value>)),
         catch: (cause) =>
-          new BillingError.StoreError({ operation, detail: cause instanceof Error ? cause.message : String(cause), cause })
+          new BillingError.StoreError({
+            operation,
+            detail: cause instanceof Error ? cause.message : String(cause),
+            cause
+          })
       })
   })
 

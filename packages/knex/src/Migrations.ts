@@ -9,8 +9,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schedule } from "effect"
 import type { BillingError } from "@relay-billing/core"
+import { Effect, Schedule } from "effect"
 import type { Knex } from "knex"
 import { insertIgnore } from "./internal/sql.js"
 import { KnexClient } from "./KnexClient.js"
@@ -85,7 +85,8 @@ const ensureLockRow = (client: KnexClient["Service"], lockTable: string) =>
     }
     yield* insertIgnore(client, "migrate.lock.row", lockTable, { index: 1, is_locked: 0 }, "index")
     // Repair a table left with extra unlocked rows by an earlier race.
-    yield* client.query("migrate.lock.repair", (db) => db(lockTable).whereNot("index", 1).andWhere("is_locked", 0).delete())
+    yield* client.query("migrate.lock.repair", (db) =>
+      db(lockTable).whereNot("index", 1).andWhere("is_locked", 0).delete())
   })
 
 /**
@@ -113,9 +114,10 @@ export const run = (
       // moment) makes knex fail at once; wait and try again, the second run is a no-op.
       const [, applied] = yield* client.query(
         `migrate.${set.name}`,
-        () => client.knex.migrate.latest({ migrationSource: migrationSource(set, context), tableName }) as Promise<
-          [number, Array<string>]
-        >
+        () =>
+          client.knex.migrate.latest({ migrationSource: migrationSource(set, context), tableName }) as Promise<
+            [number, Array<string>]
+          >
       ).pipe(Effect.retry({ schedule: Schedule.spaced("200 millis"), times: 50 }))
       report[set.name] = applied
     }

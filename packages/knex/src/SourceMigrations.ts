@@ -8,8 +8,8 @@
  *
  * @since 0.4.0
  */
-import { Effect } from "effect"
 import type { BillingError, Source } from "@relay-billing/core"
+import { Effect } from "effect"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
 import { fromConnection } from "./KnexSqlStore.js"

@@ -7,8 +7,8 @@
  *
  * @since 0.1.0
  */
-import type { Effect } from "effect"
 import type { BillingError } from "@relay-billing/core"
+import type { Effect } from "effect"
 import type { Knex } from "knex"
 import * as sql from "./internal/sql.js"
 import type { Client } from "./KnexClient.js"

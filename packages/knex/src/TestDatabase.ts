@@ -8,14 +8,14 @@
  *
  * @since 0.1.0
  */
+import { BillingError } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import knex from "knex"
 import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { Effect, Layer } from "effect"
-import type { Scope } from "effect"
-import { BillingError } from "@relay-billing/core"
-import knex from "knex"
 import { connectionConfig } from "./internal/url.js"
 import type { ClientOptions } from "./KnexClient.js"
 import { fromUrl, KnexClient } from "./KnexClient.js"
@@ -107,7 +107,10 @@ export const isolated = (
         admin(url, (k) => k.raw(`create schema "${name}"`)).pipe(
           Effect.as<Isolated>({ target: "postgres", url, options: { ...prefix, schema: name } })
         ),
-        () => options.keep ? Effect.void : admin(url, (k) => k.raw(`drop schema if exists "${name}" cascade`)).pipe(Effect.ignore)
+        () =>
+          options.keep
+            ? Effect.void
+            : admin(url, (k) => k.raw(`drop schema if exists "${name}" cascade`)).pipe(Effect.ignore)
       )
     }
     case "mysql": {
@@ -118,7 +121,10 @@ export const isolated = (
         admin(url, (k) => k.raw(`create database \`${name}\``)).pipe(
           Effect.as<Isolated>({ target: "mysql", url: u.toString(), options: { ...prefix } })
         ),
-        () => options.keep ? Effect.void : admin(url, (k) => k.raw(`drop database if exists \`${name}\``)).pipe(Effect.ignore)
+        () =>
+          options.keep
+            ? Effect.void
+            : admin(url, (k) => k.raw(`drop database if exists \`${name}\``)).pipe(Effect.ignore)
       )
     }
   }

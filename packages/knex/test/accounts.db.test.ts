@@ -1,6 +1,6 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
 import { AccountCounters, LowBalance } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
 import { Accounts, KnexBilling, KnexClient, Migrations, TestDatabase } from "../src/index.js"
 
 const database = (target: TestDatabase.Target) =>

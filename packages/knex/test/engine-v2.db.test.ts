@@ -8,16 +8,9 @@
  * the money only). The money: balances, ledger, replays.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
-import {
-  AccountCounters,
-  BillingError,
-  BillingSession,
-  FundingRegistry,
-  Ledger,
-  SqlStore
-} from "@relay-billing/core"
+import { AccountCounters, BillingError, BillingSession, FundingRegistry, Ledger, SqlStore } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Context, Effect, Layer } from "effect"
 import type { Knex } from "knex"
 import { KnexBilling, KnexClient, Migrations, TestDatabase } from "../src/index.js"
 
@@ -104,22 +97,51 @@ const wallet: Source.Source = {
   id: "wallet",
   role: "funding",
   balance: (sql, accountId) =>
-    Effect.map(sql.execute("wallet.balance", `SELECT balance FROM ${sql.table("v2_accounts")} WHERE id = ?`, [accountId]), (r) =>
-      num(r.rows[0]?.["balance"] ?? 0)),
+    Effect.map(
+      sql.execute("wallet.balance", `SELECT balance FROM ${sql.table("v2_accounts")} WHERE id = ?`, [accountId]),
+      (r) => num(r.rows[0]?.["balance"] ?? 0)
+    ),
   take: (req) =>
     Effect.gen(function*() {
       const condition = req.mode === "unconditional" ? "id = ?" : "id = ? AND balance > 0 AND balance >= ?"
-      const params = req.mode === "unconditional" ? [req.amount, req.accountId] : [req.amount, req.accountId, req.amount]
-      const after = yield* updateReturning(req.sql, "wallet.take", "v2_accounts", "balance = balance - ?", condition, params, "balance", req.accountId)
+      const params = req.mode === "unconditional"
+        ? [req.amount, req.accountId]
+        : [req.amount, req.accountId, req.amount]
+      const after = yield* updateReturning(
+        req.sql,
+        "wallet.take",
+        "v2_accounts",
+        "balance = balance - ?",
+        condition,
+        params,
+        "balance",
+        req.accountId
+      )
       if (after === undefined) {
-        return yield* new BillingError.InsufficientFunds({ sourceId: "wallet", accountId: req.accountId, required: req.amount, available: 0 })
+        return yield* new BillingError.InsufficientFunds({
+          sourceId: "wallet",
+          accountId: req.accountId,
+          required: req.amount,
+          available: 0
+        })
       }
       return { amount: req.amount, balanceAfter: after }
     }),
   move: (req) =>
     Effect.gen(function*() {
-      const after = yield* updateReturning(req.sql, "wallet.move", "v2_accounts", "balance = balance + ?", "id = ?", [req.delta, req.subjectId], "balance", req.subjectId)
-      if (after === undefined) return yield* new BillingError.StoreError({ operation: "wallet.move", detail: `no account ${req.subjectId}` })
+      const after = yield* updateReturning(
+        req.sql,
+        "wallet.move",
+        "v2_accounts",
+        "balance = balance + ?",
+        "id = ?",
+        [req.delta, req.subjectId],
+        "balance",
+        req.subjectId
+      )
+      if (after === undefined) {
+        return yield* new BillingError.StoreError({ operation: "wallet.move", detail: `no account ${req.subjectId}` })
+      }
       return { moved: req.delta, balanceAfter: after }
     })
 }
@@ -140,14 +162,30 @@ const token: Source.Source = {
         req.subjectId
       )
       if (after === undefined) {
-        return yield* new BillingError.TokenBudgetExceeded({ budgetId: "token", tokenId: req.subjectId, required: req.amount, remaining: 0 })
+        return yield* new BillingError.TokenBudgetExceeded({
+          budgetId: "token",
+          tokenId: req.subjectId,
+          required: req.amount,
+          remaining: 0
+        })
       }
       return { amount: req.amount, balanceAfter: after }
     }),
   move: (req) =>
     Effect.gen(function*() {
-      const after = yield* updateReturning(req.sql, "token.move", "v2_tokens", "remain = remain + ?, used = used - ?", "id = ?", [req.delta, req.delta, req.subjectId], "remain", req.subjectId)
-      if (after === undefined) return yield* new BillingError.StoreError({ operation: "token.move", detail: `no token ${req.subjectId}` })
+      const after = yield* updateReturning(
+        req.sql,
+        "token.move",
+        "v2_tokens",
+        "remain = remain + ?, used = used - ?",
+        "id = ?",
+        [req.delta, req.delta, req.subjectId],
+        "remain",
+        req.subjectId
+      )
+      if (after === undefined) {
+        return yield* new BillingError.StoreError({ operation: "token.move", detail: `no token ${req.subjectId}` })
+      }
       return { moved: req.delta, balanceAfter: after }
     })
 }
@@ -169,23 +207,29 @@ const counters = Layer.effect(
 )
 
 /** The statements the driver ran (their first words), in order. */
-class StatementCount extends Context.Service<StatementCount, { readonly seen: Array<string> }>()("test/StatementCount") {}
+class StatementCount
+  extends Context.Service<StatementCount, { readonly seen: Array<string> }>()("test/StatementCount")
+{}
 
 /** Counts the statements the driver runs (BEGIN and COMMIT included), as the bench does. */
 const statementCounter = Layer.effect(
   StatementCount,
   Effect.gen(function*() {
     const client = yield* KnexClient.KnexClient
-    const proto = Object.getPrototypeOf(client.knex.client) as { _query: (conn: unknown, obj: { sql: string }) => Promise<unknown> }
+    const proto = Object.getPrototypeOf(client.knex.client) as {
+      _query: (conn: unknown, obj: { sql: string }) => Promise<unknown>
+    }
     const original = proto._query
     const seen: Array<string> = []
     proto._query = function(this: unknown, conn, obj) {
       seen.push(obj.sql.trim().split(/\s+/).slice(0, 3).join(" "))
       return original.call(this, conn, obj)
     }
-    yield* Effect.addFinalizer(() => Effect.sync(() => {
-      proto._query = original
-    }))
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        proto._query = original
+      })
+    )
     return { seen }
   })
 )
@@ -210,7 +254,10 @@ const setup = (id: string, remain = R) =>
   Effect.gen(function*() {
     const client = yield* KnexClient.KnexClient
     yield* client.query("setup", (db) => db(client.table("v2_accounts")).insert({ id, balance: W }))
-    yield* client.query("setup", (db) => db(client.table("v2_tokens")).insert({ id: `${id}-t`, account_id: id, remain }))
+    yield* client.query(
+      "setup",
+      (db) => db(client.table("v2_tokens")).insert({ id: `${id}-t`, account_id: id, remain })
+    )
   })
 
 const balances = (id: string) =>
@@ -258,7 +305,13 @@ for (const target of TestDatabase.targets()) {
             assert.isAtMost(open.statements.length, 6, open.statements.join(" | "))
             assert.isAtMost(settle.statements.length, 7, settle.statements.join(" | "))
           }
-          assert.deepStrictEqual(yield* balances("a1"), { wallet: W - 12_000, usedQuota: 12_000, requests: 1, remain: R - 12_000, used: 12_000 })
+          assert.deepStrictEqual(yield* balances("a1"), {
+            wallet: W - 12_000,
+            usedQuota: 12_000,
+            requests: 1,
+            remain: R - 12_000,
+            used: 12_000
+          })
           const ledger = yield* Ledger.Ledger
           const rows = yield* ledger.entries({ holdId: "h1" })
           assert.deepStrictEqual(rows.map((e) => [e.sourceId, e.kind, e.amount, e.balanceAfter]), [
@@ -273,7 +326,13 @@ for (const target of TestDatabase.targets()) {
         Effect.gen(function*() {
           yield* setup("a2")
           const engine = yield* BillingSession.BillingSession
-          const request = { holdId: "h2", accountId: "a2", tokenId: "a2-t", estimate: 30_000, preference: "wallet_only" } as const
+          const request = {
+            holdId: "h2",
+            accountId: "a2",
+            tokenId: "a2-t",
+            estimate: 30_000,
+            preference: "wallet_only"
+          } as const
           const s = yield* engine.open(request)
           const inflight = yield* Effect.flip(engine.open(request))
           assert.strictEqual(inflight._tag, "HoldInFlight")
@@ -283,7 +342,13 @@ for (const target of TestDatabase.targets()) {
           assert.deepStrictEqual(yield* s.refund, { holdId: "h2", status: "settled", refunded: 0 })
           const resolved = yield* Effect.flip(engine.open(request))
           assert.strictEqual(resolved._tag, "HoldResolved")
-          assert.deepStrictEqual(yield* balances("a2"), { wallet: W - 45_000, usedQuota: 45_000, requests: 1, remain: R - 45_000, used: 45_000 })
+          assert.deepStrictEqual(yield* balances("a2"), {
+            wallet: W - 45_000,
+            usedQuota: 45_000,
+            requests: 1,
+            remain: R - 45_000,
+            used: 45_000
+          })
           const ledger = yield* Ledger.Ledger
           const sum = (rows: ReadonlyArray<{ readonly amount: number }>) => rows.reduce((t, e) => t + e.amount, 0)
           assert.strictEqual(sum(yield* ledger.entries({ holdId: "h2", sourceId: "wallet" })), -45_000)
@@ -294,7 +359,13 @@ for (const target of TestDatabase.targets()) {
         Effect.gen(function*() {
           yield* setup("a3")
           const engine = yield* BillingSession.BillingSession
-          const s = yield* engine.open({ holdId: "h3", accountId: "a3", tokenId: "a3-t", estimate: 30_000, preference: "wallet_only" })
+          const s = yield* engine.open({
+            holdId: "h3",
+            accountId: "a3",
+            tokenId: "a3-t",
+            estimate: 30_000,
+            preference: "wallet_only"
+          })
           yield* s.refund
           yield* s.refund
           const error = yield* Effect.flip(s.settle(12_000))
@@ -306,11 +377,27 @@ for (const target of TestDatabase.targets()) {
         Effect.gen(function*() {
           yield* setup("a4", 2 * W)
           const engine = yield* BillingSession.BillingSession
-          const tokenShort = yield* Effect.flip(engine.open({ holdId: "h4", accountId: "a4", tokenId: "a4-t", estimate: 2 * W + 1, preference: "wallet_only" }))
+          const tokenShort = yield* Effect.flip(
+            engine.open({
+              holdId: "h4",
+              accountId: "a4",
+              tokenId: "a4-t",
+              estimate: 2 * W + 1,
+              preference: "wallet_only"
+            })
+          )
           assert.strictEqual(tokenShort._tag, "TokenBudgetExceeded")
-          const walletShort = yield* Effect.flip(engine.open({ holdId: "h4", accountId: "a4", tokenId: "a4-t", estimate: W + 1, preference: "wallet_only" }))
+          const walletShort = yield* Effect.flip(
+            engine.open({ holdId: "h4", accountId: "a4", tokenId: "a4-t", estimate: W + 1, preference: "wallet_only" })
+          )
           assert.strictEqual(walletShort._tag, "InsufficientFunds")
-          assert.deepStrictEqual(yield* balances("a4"), { wallet: W, usedQuota: 0, requests: 0, remain: 2 * W, used: 0 })
+          assert.deepStrictEqual(yield* balances("a4"), {
+            wallet: W,
+            usedQuota: 0,
+            requests: 0,
+            remain: 2 * W,
+            used: 0
+          })
           assert.strictEqual((yield* Effect.flip(engine.get("h4")))._tag, "HoldNotFound")
           const ledger = yield* Ledger.Ledger
           assert.deepStrictEqual(yield* ledger.entries({ holdId: "h4" }), [])
@@ -320,12 +407,26 @@ for (const target of TestDatabase.targets()) {
         Effect.gen(function*() {
           yield* setup("a6")
           const engine = yield* BillingSession.BillingSession
-          const request = { holdId: "h6", accountId: "a6", tokenId: "a6-t", estimate: 30_000, preference: "wallet_only" } as const
-          const results = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => Effect.result(engine.open(request)), { concurrency: "unbounded" })
+          const request = {
+            holdId: "h6",
+            accountId: "a6",
+            tokenId: "a6-t",
+            estimate: 30_000,
+            preference: "wallet_only"
+          } as const
+          const results = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => Effect.result(engine.open(request)), {
+            concurrency: "unbounded"
+          })
           const sessions = results.filter((r) => r._tag === "Success")
           assert.strictEqual(sessions.length, 1)
           for (const r of results) if (r._tag === "Failure") assert.strictEqual(r.failure._tag, "HoldInFlight")
-          assert.deepStrictEqual(yield* balances("a6"), { wallet: W - 30_000, usedQuota: 0, requests: 0, remain: R - 30_000, used: 30_000 })
+          assert.deepStrictEqual(yield* balances("a6"), {
+            wallet: W - 30_000,
+            usedQuota: 0,
+            requests: 0,
+            remain: R - 30_000,
+            used: 30_000
+          })
           const s = sessions[0]!._tag === "Success" ? sessions[0]!.success : undefined
           const race = yield* Effect.all([
             Effect.result(s!.settle(12_000)),

@@ -53,15 +53,20 @@ for (const target of TestDatabase.targets()) {
           else assert.isUndefined(collation)
           for (const table of ["fresh", "converted"]) {
             for (const id of ids) {
-              yield* client.query("insert", (db) =>
-                db(client.table(table)).insert(table === "fresh" ? { id, key: `k-${id}` } : { id, other: id }))
+              yield* client.query(
+                "insert",
+                (db) => db(client.table(table)).insert(table === "fresh" ? { id, key: `k-${id}` } : { id, other: id })
+              )
             }
             for (const id of ids) {
               const rows = yield* client.query("select", (db) => db(client.table(table)).where({ id }).select("id"))
               assert.deepStrictEqual(rows.map((r: { id: string }) => r.id), [id], `${table}: ${JSON.stringify(id)}`)
             }
           }
-          const other = yield* client.query("select.other", (db) => db(client.table("converted")).where({ other: "abc " }).select("id"))
+          const other = yield* client.query(
+            "select.other",
+            (db) => db(client.table("converted")).where({ other: "abc " }).select("id")
+          )
           assert.deepStrictEqual(other.map((r: { id: string }) => r.id), ["abc "])
         }))
     })

@@ -5,9 +5,9 @@
  * rollback of a later one.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
 import { HoldJournal } from "@relay-billing/core"
 import type { HoldIntent } from "@relay-billing/core"
+import { Effect, Exit, Layer } from "effect"
 import { KnexBilling, Migrations, TestDatabase } from "../src/index.js"
 
 const database = (target: TestDatabase.Target) =>
@@ -54,7 +54,12 @@ for (const target of TestDatabase.targets()) {
           assert.deepStrictEqual([done?.status, done?.outcome], ["done", "committed"])
           yield* journal.putIntent(intent("i-2", { phase: "open", step: "reserve", dueAt: 200, amount: 7 as never }))
           const again = yield* journal.getIntent("i-2", "open")
-          assert.deepStrictEqual([again?.status, again?.amount, again?.dueAt, again?.outcome], ["pending", 7, 200, undefined])
+          assert.deepStrictEqual([again?.status, again?.amount, again?.dueAt, again?.outcome], [
+            "pending",
+            7,
+            200,
+            undefined
+          ])
           assert.isUndefined(yield* journal.getIntent("i-2", "resolve"))
         }))
 
@@ -70,7 +75,9 @@ for (const target of TestDatabase.targets()) {
             Effect.andThen(journal.finishIntent("i-4", "resolve", "settled"), Effect.fail("boom"))
           ))
           assert.isTrue(Exit.isFailure(exit))
-          const due = (yield* journal.dueIntents(6_000, 100)).filter((d) => ["i-3", "i-4", "i-5", "i-6"].includes(d.holdId))
+          const due = (yield* journal.dueIntents(6_000, 100)).filter((d) =>
+            ["i-3", "i-4", "i-5", "i-6"].includes(d.holdId)
+          )
           assert.deepStrictEqual(due, [{ holdId: "i-4", phase: "resolve" }, { holdId: "i-3", phase: "open" }])
         }))
     })

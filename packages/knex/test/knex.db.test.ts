@@ -1,19 +1,21 @@
 import { assert, describe, layer } from "@effect/vitest"
+import type { Hold } from "@relay-billing/core"
+import { BillingError, HoldJournal, Ledger } from "@relay-billing/core"
 import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
-import { BillingError, Hold, HoldJournal, Ledger } from "@relay-billing/core"
+import type { Knex } from "knex"
 import { KnexBilling, KnexClient, KnexLedger, Migrations, TestDatabase } from "../src/index.js"
 
 const probe = {
   name: "probe",
   migrations: [{
     name: "0001_probe",
-    up: async (knex: import("knex").Knex, { table }: Migrations.MigrationContext) => {
+    up: async (knex: Knex, { table }: Migrations.MigrationContext) => {
       await knex.schema.createTable(table("probe"), (t) => {
         t.string("id", 64).primary()
         t.bigInteger("n").notNullable()
       })
     },
-    down: async (knex: import("knex").Knex, { table }: Migrations.MigrationContext) => {
+    down: async (knex: Knex, { table }: Migrations.MigrationContext) => {
       await knex.schema.dropTableIfExists(table("probe"))
     }
   }]
@@ -66,13 +68,19 @@ for (const target of TestDatabase.targets()) {
       it.effect("a transaction rolls back on a failure, a defect and an interruption", () =>
         Effect.gen(function*() {
           const client = yield* KnexClient.KnexClient
-          const failed = yield* Effect.exit(client.transaction(insert("rb-fail").pipe(Effect.andThen(Effect.fail("boom")))))
+          const failed = yield* Effect.exit(
+            client.transaction(insert("rb-fail").pipe(Effect.andThen(Effect.fail("boom"))))
+          )
           assert.isTrue(Exit.isFailure(failed))
-          const died = yield* Effect.exit(client.transaction(insert("rb-die").pipe(Effect.andThen(Effect.die(new Error("defect"))))))
+          const died = yield* Effect.exit(
+            client.transaction(insert("rb-die").pipe(Effect.andThen(Effect.die(new Error("defect")))))
+          )
           assert.isTrue(Exit.isFailure(died))
           const inside = yield* Deferred.make<void>()
           const fiber = yield* Effect.forkChild(
-            client.transaction(insert("rb-int").pipe(Effect.andThen(Deferred.succeed(inside, undefined)), Effect.andThen(Effect.never)))
+            client.transaction(
+              insert("rb-int").pipe(Effect.andThen(Deferred.succeed(inside, undefined)), Effect.andThen(Effect.never))
+            )
           )
           yield* Deferred.await(inside)
           yield* Fiber.interrupt(fiber)
@@ -132,10 +140,22 @@ for (const target of TestDatabase.targets()) {
         Effect.gen(function*() {
           const client = yield* KnexClient.KnexClient
           const ledger = yield* Ledger.Ledger
-          const row = { at: 1, kind: "topup" as const, sourceId: "wallet", subjectId: "L1", accountId: "L1", amount: 5, balanceAfter: 5 }
+          const row = {
+            at: 1,
+            kind: "topup" as const,
+            sourceId: "wallet",
+            subjectId: "L1",
+            accountId: "L1",
+            amount: 5,
+            balanceAfter: 5
+          }
           yield* ledger.append([row, { ...row, amount: -2, balanceAfter: 3, kind: "reserve", holdId: "h" }])
           const entries = yield* ledger.entries({ accountId: "L1" })
-          assert.deepStrictEqual(entries.map((e) => [e.kind, e.amount, e.balanceAfter]), [["topup", 5, 5], ["reserve", -2, 3]])
+          assert.deepStrictEqual(entries.map((e) => [e.kind, e.amount, e.balanceAfter]), [["topup", 5, 5], [
+            "reserve",
+            -2,
+            3
+          ]])
           assert.strictEqual((yield* ledger.entries({ holdId: "h" })).length, 1)
           assert.strictEqual(Ledger.sum(entries), 3)
           yield* KnexLedger.append(client, [{ ...row, idempotencyKey: "k1" }])

@@ -1,7 +1,7 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
 import { SqlStore } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Effect, Exit, Layer } from "effect"
 import { KnexBilling, KnexClient, Migrations, SourceMigrations, TestDatabase } from "../src/index.js"
 
 // A plugin-style source that only declares its table, written against the SqlStore executor.
@@ -36,7 +36,9 @@ for (const target of TestDatabase.targets()) {
           const again = yield* SourceMigrations.run([counters])
           assert.deepStrictEqual(again, { source_counters: [] })
           const client = yield* KnexClient.KnexClient
-          assert.isTrue(yield* client.query("t", (db) => db.schema.hasTable(client.table("source_counters_migrations"))))
+          assert.isTrue(
+            yield* client.query("t", (db) => db.schema.hasTable(client.table("source_counters_migrations")))
+          )
         }))
 
       it.effect("identity, dialect and prefix are the client's", () =>
@@ -52,7 +54,12 @@ for (const target of TestDatabase.targets()) {
         Effect.gen(function*() {
           const sql = yield* SqlStore.SqlStore
           const t = sql.table("counters")
-          const inserted = yield* sql.execute("t.insert", `insert into ${t} (id, n) values (?, ?), (?, ?)`, ["a", 1, "b", 2])
+          const inserted = yield* sql.execute("t.insert", `insert into ${t} (id, n) values (?, ?), (?, ?)`, [
+            "a",
+            1,
+            "b",
+            2
+          ])
           assert.strictEqual(inserted.affected, 2)
           const updated = yield* sql.execute("t.update", `update ${t} set n = n + ? where n >= ?`, [10, 2])
           assert.strictEqual(updated.affected, 1)

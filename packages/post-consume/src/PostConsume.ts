@@ -8,7 +8,6 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Schema } from "effect"
 import {
   BillingError,
   BillingSession,
@@ -20,6 +19,7 @@ import {
   SqlStore
 } from "@relay-billing/core"
 import type { BillingSettler } from "@relay-billing/core"
+import { Context, Effect, Layer, Schema } from "effect"
 
 const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
 
@@ -80,18 +80,21 @@ export class PostConsume extends Context.Service<PostConsume, {
    * The service over the `BillingSession` and the registry in context (and the
    * store's `SqlStore`, when provided, to read the registry's `Source`s).
    */
-  static readonly layer: Layer.Layer<PostConsume, never, BillingSession.BillingSession | FundingRegistry.FundingRegistry> =
-    Layer.effect(
-      PostConsume,
-      Effect.gen(function*() {
-        const sql = yield* Effect.serviceOption(SqlStore.SqlStore)
-        return make(
-          yield* BillingSession.BillingSession,
-          yield* FundingRegistry.FundingRegistry,
-          sql._tag === "Some" ? { sql: sql.value } : {}
-        )
-      })
-    )
+  static readonly layer: Layer.Layer<
+    PostConsume,
+    never,
+    BillingSession.BillingSession | FundingRegistry.FundingRegistry
+  > = Layer.effect(
+    PostConsume,
+    Effect.gen(function*() {
+      const sql = yield* Effect.serviceOption(SqlStore.SqlStore)
+      return make(
+        yield* BillingSession.BillingSession,
+        yield* FundingRegistry.FundingRegistry,
+        sql._tag === "Some" ? { sql: sql.value } : {}
+      )
+    })
+  )
 }
 
 /**
@@ -188,9 +191,15 @@ export const make = (
       needsRefund: Effect.succeed(false),
       settle: (actual, options) => engine.charge(open, actual, options),
       refund: engine.get(req.requestId).pipe(
-        Effect.map((hold): BillingSettler.RefundResult => ({ holdId: req.requestId, status: hold.status, refunded: 0 })),
-        Effect.catchTag("HoldNotFound", () =>
-          Effect.succeed<BillingSettler.RefundResult>({ holdId: req.requestId, status: "refunded", refunded: 0 }))
+        Effect.map((hold): BillingSettler.RefundResult => ({
+          holdId: req.requestId,
+          status: hold.status,
+          refunded: 0
+        })),
+        Effect.catchTag(
+          "HoldNotFound",
+          () => Effect.succeed<BillingSettler.RefundResult>({ holdId: req.requestId, status: "refunded", refunded: 0 })
+        )
       )
     }
   }

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
 import { BillingSettler } from "@relay-billing/core"
 import { InMemoryStore } from "@relay-billing/testkit"
+import { Effect, Layer } from "effect"
 import { PostConsume } from "../src/index.js"
 
 const setup = () => {
@@ -17,7 +17,13 @@ describe("post-consume", () => {
       yield* store.createAccount("a", 100_000)
       yield* store.createToken("t", "a", { remain: 100_000 })
       const post = yield* PostConsume.PostConsume
-      const settler = yield* post.settler({ requestId: "r1", accountId: "a", tokenId: "t", preference: "wallet_only", check: 5_000 })
+      const settler = yield* post.settler({
+        requestId: "r1",
+        accountId: "a",
+        tokenId: "t",
+        preference: "wallet_only",
+        check: 5_000
+      })
       assert.strictEqual(settler.preConsumed, 0)
       assert.isFalse(yield* settler.needsRefund)
       assert.deepStrictEqual(store.snapshot().wallets, { a: 100_000 })
@@ -39,17 +45,30 @@ describe("post-consume", () => {
     return Effect.gen(function*() {
       yield* store.createAccount("a", 100_000)
       const post = yield* PostConsume.PostConsume
-      const first = yield* (yield* post.settler({ requestId: "r1", accountId: "a", preference: "wallet_only" })).settle(3_000)
-      const again = yield* (yield* post.settler({ requestId: "r1", accountId: "a", preference: "wallet_only" })).settle(3_000)
+      const first = yield* (yield* post.settler({ requestId: "r1", accountId: "a", preference: "wallet_only" })).settle(
+        3_000
+      )
+      const again = yield* (yield* post.settler({ requestId: "r1", accountId: "a", preference: "wallet_only" })).settle(
+        3_000
+      )
       const concurrent = yield* Effect.all(
-        Array.from({ length: 8 }, () => Effect.flatMap(post.settler({ requestId: "r2", accountId: "a", preference: "wallet_only" }), (s) => s.settle(1_000))),
+        Array.from(
+          { length: 8 },
+          () =>
+            Effect.flatMap(
+              post.settler({ requestId: "r2", accountId: "a", preference: "wallet_only" }),
+              (s) => s.settle(1_000)
+            )
+        ),
         { concurrency: "unbounded" }
       )
       assert.deepStrictEqual(again, first)
       assert.strictEqual(new Set(concurrent.map((s) => JSON.stringify(s))).size, 1)
       assert.deepStrictEqual(store.snapshot().wallets, { a: 96_000 })
       assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 4_000, requestCount: 2 } })
-      const other = yield* Effect.flip((yield* post.settler({ requestId: "r1", accountId: "b", preference: "wallet_only" })).settle(3_000))
+      const other = yield* Effect.flip(
+        (yield* post.settler({ requestId: "r1", accountId: "b", preference: "wallet_only" })).settle(3_000)
+      )
       assert.strictEqual(other._tag, "IdempotencyConflict")
       assert.deepStrictEqual(store.audit().problems, [])
     }).pipe(Effect.provide(layer))
@@ -62,9 +81,13 @@ describe("post-consume", () => {
       yield* store.createToken("t", "a", { remain: 500 })
       const post = yield* PostConsume.PostConsume
       const before = store.snapshot()
-      const poor = yield* Effect.flip(post.settler({ requestId: "r1", accountId: "a", preference: "wallet_only", check: 5_000 }))
+      const poor = yield* Effect.flip(
+        post.settler({ requestId: "r1", accountId: "a", preference: "wallet_only", check: 5_000 })
+      )
       assert.strictEqual(poor._tag, "InsufficientFunds")
-      const token = yield* Effect.flip(post.settler({ requestId: "r1", accountId: "a", tokenId: "t", preference: "wallet_only", check: 1_000 }))
+      const token = yield* Effect.flip(
+        post.settler({ requestId: "r1", accountId: "a", tokenId: "t", preference: "wallet_only", check: 1_000 })
+      )
       assert.strictEqual(token._tag, "TokenBudgetExceeded")
       const bad = yield* Effect.flip(post.settler({ requestId: "", accountId: "a" }))
       assert.strictEqual(bad._tag, "InvalidInput")
@@ -91,7 +114,9 @@ describe("post-consume", () => {
       yield* (yield* post.settler({ requestId: "r2", accountId: "a" })).settle(9_000)
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 10_000, total: 10_000 } })
       assert.deepStrictEqual(store.snapshot().wallets, { a: 47_000 })
-      const noSub = yield* Effect.flip((yield* post.settler({ requestId: "r3", accountId: "b", preference: "subscription_only" })).settle(1))
+      const noSub = yield* Effect.flip(
+        (yield* post.settler({ requestId: "r3", accountId: "b", preference: "subscription_only" })).settle(1)
+      )
       assert.strictEqual(noSub._tag, "InsufficientFunds")
       assert.deepStrictEqual(store.audit().problems, [])
     }).pipe(Effect.provide(layer))

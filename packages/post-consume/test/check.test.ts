@@ -5,8 +5,8 @@
  * In-memory store (the knex stores: packages/subscription/test/post-consume.db.test.ts).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
 import { InMemoryStore } from "@relay-billing/testkit"
+import { Effect, Layer } from "effect"
 import { PostConsume } from "../src/index.js"
 
 const setup = () => {
@@ -56,7 +56,9 @@ describe("post-consume check (issue 8 #9)", () => {
       // with 5,000 in the wallet (overflow allowed), subscription_first can pay 2,000; subscription_only cannot
       yield* store.topUp("a", 5_000, "k1")
       yield* post.check({ requestId: "r3", accountId: "a", check: 2_000 })
-      const only = yield* Effect.flip(post.check({ requestId: "r4", accountId: "a", preference: "subscription_only", check: 2_000 }))
+      const only = yield* Effect.flip(
+        post.check({ requestId: "r4", accountId: "a", preference: "subscription_only", check: 2_000 })
+      )
       assert.strictEqual(only._tag, "InsufficientFunds")
       // an unlimited subscription (total 0) can always pay
       yield* store.createAccount("u", 0)

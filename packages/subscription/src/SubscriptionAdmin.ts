@@ -5,9 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Schema } from "effect"
 import { BillingError, Input, Quota } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
+import { Clock, Context, Effect, Layer, Schema } from "effect"
 import { fromRow } from "./internal/rows.js"
 import type { SubscriptionRow } from "./internal/rows.js"
 import * as Period from "./Period.js"
@@ -125,7 +125,9 @@ type E = BillingError.InvalidInput | BillingError.StoreError
  */
 export class SubscriptionAdmin extends Context.Service<SubscriptionAdmin, {
   readonly createPlan: (input: typeof CreatePlan.Encoded) => Effect.Effect<Plan, E | AlreadyExists | PlanNotFound>
-  readonly subscribe: (input: typeof Subscribe.Encoded) => Effect.Effect<Subscription, E | AlreadyExists | PlanNotFound | SubscriptionNotFound>
+  readonly subscribe: (
+    input: typeof Subscribe.Encoded
+  ) => Effect.Effect<Subscription, E | AlreadyExists | PlanNotFound | SubscriptionNotFound>
   readonly cancel: (subscriptionId: string) => Effect.Effect<Subscription, E | SubscriptionNotFound>
   readonly subscription: (subscriptionId: string) => Effect.Effect<Subscription, E | SubscriptionNotFound>
   readonly subscriptions: (accountId: string) => Effect.Effect<ReadonlyArray<Subscription>, E>
@@ -140,7 +142,9 @@ export class SubscriptionAdmin extends Context.Service<SubscriptionAdmin, {
   )
 
   /** The admin service over the knex client, with calendar resets in `timeZone` (default `"UTC"`). */
-  static layerWith(options: { readonly timeZone?: string }): Layer.Layer<SubscriptionAdmin, never, KnexClient.KnexClient> {
+  static layerWith(
+    options: { readonly timeZone?: string }
+  ): Layer.Layer<SubscriptionAdmin, never, KnexClient.KnexClient> {
     return Layer.effect(
       SubscriptionAdmin,
       Effect.gen(function*() {
@@ -155,7 +159,9 @@ const toPlan = (row: Record<string, unknown>): Plan => ({
   name: String(row["name"]),
   totalAmount: Number(row["total_amount"]),
   resetPeriod: String(row["reset_period"]) as Period.ResetPeriod,
-  resetSeconds: row["reset_seconds"] === null || row["reset_seconds"] === undefined ? undefined : Number(row["reset_seconds"]),
+  resetSeconds: row["reset_seconds"] === null || row["reset_seconds"] === undefined
+    ? undefined
+    : Number(row["reset_seconds"]),
   durationSeconds: Number(row["duration_seconds"]),
   allowWalletOverflow: Boolean(row["allow_wallet_overflow"])
 })
@@ -166,7 +172,10 @@ const toPlan = (row: Record<string, unknown>): Plan => ({
  * @since 0.1.0
  * @category constructors
  */
-export const make = (client: KnexClient.Client, options: { readonly timeZone?: string } = {}): SubscriptionAdmin["Service"] => {
+export const make = (
+  client: KnexClient.Client,
+  options: { readonly timeZone?: string } = {}
+): SubscriptionAdmin["Service"] => {
   const plans = client.table("plans")
   const subscriptions = client.table("subscriptions")
   const timeZone = options.timeZone ?? "UTC"
@@ -194,8 +203,11 @@ export const make = (client: KnexClient.Client, options: { readonly timeZone?: s
           })
         }
         return yield* client.transaction(Effect.gen(function*() {
-          const exists = yield* client.query("subscription.createPlan", (db) => db(plans).where({ id: req.id }).first("id"))
-          if (exists) return yield* new AlreadyExists({ kind: "plan", id: req.id })
+          const exists = yield* client.query("subscription.createPlan", (db) =>
+            db(plans).where({ id: req.id }).first("id"))
+          if (exists) {
+            return yield* new AlreadyExists({ kind: "plan", id: req.id })
+          }
           const at = yield* Clock.currentTimeMillis
           yield* client.query("subscription.createPlan", (db) =>
             db(plans).insert({
@@ -216,8 +228,11 @@ export const make = (client: KnexClient.Client, options: { readonly timeZone?: s
         const req = yield* Input.decodeInput(Subscribe, "")(input)
         return yield* client.transaction(Effect.gen(function*() {
           const p = yield* plan(req.planId)
-          const exists = yield* client.query("subscription.subscribe", (db) => db(subscriptions).where({ id: req.id }).first("id"))
-          if (exists) return yield* new AlreadyExists({ kind: "subscription", id: req.id })
+          const exists = yield* client.query("subscription.subscribe", (db) =>
+            db(subscriptions).where({ id: req.id }).first("id"))
+          if (exists) {
+            return yield* new AlreadyExists({ kind: "subscription", id: req.id })
+          }
           const at = yield* Clock.currentTimeMillis
           const startAt = req.startAt ?? at
           const period = { period: p.resetPeriod, customSeconds: p.resetSeconds }
@@ -246,16 +261,21 @@ export const make = (client: KnexClient.Client, options: { readonly timeZone?: s
         const id = yield* Input.decodeInput(Id, "subscriptionId")(subscriptionId)
         const changed = yield* client.query("subscription.cancel", (db) =>
           db(subscriptions).where({ id }).update({ status: "cancelled" }))
-        if (changed === 0) return yield* new SubscriptionNotFound({ subscriptionId: id })
+        if (changed === 0) {
+          return yield* new SubscriptionNotFound({ subscriptionId: id })
+        }
         return yield* subscription(id)
       }),
-    subscription: (subscriptionId) => Effect.flatMap(Input.decodeInput(Id, "subscriptionId")(subscriptionId), subscription),
+    subscription: (subscriptionId) =>
+      Effect.flatMap(Input.decodeInput(Id, "subscriptionId")(subscriptionId), subscription),
     subscriptions: (accountId) =>
       Effect.gen(function*() {
         const id = yield* Input.decodeInput(Id, "accountId")(accountId)
         const rows = yield* client.query("subscription.list", (db) =>
           db(subscriptions).where({ account_id: id }).orderBy([{ column: "end_at" }, { column: "id" }]))
-        return rows.map((r: Record<string, unknown>) => fromRow(r))
+        return rows.map((r: Record<string, unknown>) =>
+          fromRow(r)
+        )
       }),
     plan: (planId) => Effect.flatMap(Input.decodeInput(Id, "planId")(planId), plan)
   })

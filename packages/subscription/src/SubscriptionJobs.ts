@@ -7,9 +7,9 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect } from "effect"
 import type { BillingError } from "@relay-billing/core"
 import { KnexClient, KnexSqlStore } from "@relay-billing/knex"
+import { Clock, Effect } from "effect"
 import { makeSqlStore } from "./internal/sqlStore.js"
 
 /**
@@ -55,7 +55,12 @@ export const expireDueSubscriptions: Effect.Effect<number, BillingError.StoreErr
   function*() {
     const client = yield* KnexClient.KnexClient
     const now = yield* Clock.currentTimeMillis
-    return yield* client.query("subscription.expireDue", (db) =>
-      db(client.table("subscriptions")).where("status", "active").andWhere("end_at", "<=", now).update({ status: "expired" }))
+    return yield* client.query(
+      "subscription.expireDue",
+      (db) =>
+        db(client.table("subscriptions")).where("status", "active").andWhere("end_at", "<=", now).update({
+          status: "expired"
+        })
+    )
   }
 )

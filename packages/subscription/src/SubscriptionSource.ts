@@ -26,8 +26,8 @@
  * @since 0.1.0
  */
 import type { Source } from "@relay-billing/core"
-import { makeSubscriptionSource } from "./internal/source.js"
 import { isActive } from "./internal/rows.js"
+import { makeSubscriptionSource } from "./internal/source.js"
 
 /**
  * Options of the source.

@@ -12,8 +12,12 @@ describe("Period boundaries", () => {
   })
   it("daily in a configured time zone resets at local midnight (across a DST change)", () => {
     // Europe/Berlin: CET (+01:00) until 2026-03-29 02:00, then CEST (+02:00)
-    expect(Period.nextBoundary({ period: "daily" }, 0, t("2026-03-28T12:00:00Z"), "Europe/Berlin")).toBe(t("2026-03-28T23:00:00Z"))
-    expect(Period.nextBoundary({ period: "daily" }, 0, t("2026-03-29T12:00:00Z"), "Europe/Berlin")).toBe(t("2026-03-29T22:00:00Z"))
+    expect(Period.nextBoundary({ period: "daily" }, 0, t("2026-03-28T12:00:00Z"), "Europe/Berlin")).toBe(
+      t("2026-03-28T23:00:00Z")
+    )
+    expect(Period.nextBoundary({ period: "daily" }, 0, t("2026-03-29T12:00:00Z"), "Europe/Berlin")).toBe(
+      t("2026-03-29T22:00:00Z")
+    )
   })
   it("weekly resets on Monday 00:00", () => {
     // 2026-11-28 is a Saturday
@@ -26,8 +30,12 @@ describe("Period boundaries", () => {
   })
   it("custom periods count from the anchor", () => {
     const anchor = t("2026-01-01T00:00:00Z")
-    expect(Period.nextBoundary({ period: "custom", customSeconds: 3600 }, anchor, anchor + 90 * 60_000)).toBe(anchor + 2 * 3600_000)
-    expect(Period.currentStart({ period: "custom", customSeconds: 3600 }, anchor, anchor + 90 * 60_000)).toBe(anchor + 3600_000)
+    expect(Period.nextBoundary({ period: "custom", customSeconds: 3600 }, anchor, anchor + 90 * 60_000)).toBe(
+      anchor + 2 * 3600_000
+    )
+    expect(Period.currentStart({ period: "custom", customSeconds: 3600 }, anchor, anchor + 90 * 60_000)).toBe(
+      anchor + 3600_000
+    )
   })
   it("never has no boundary", () => {
     expect(Period.nextBoundary({ period: "never" }, 0, 123)).toBeUndefined()

@@ -5,9 +5,9 @@
  * test uses its own account ids and ends with a clean audit.
  */
 import { assert, describe, layer } from "@effect/vitest"
+import { BillingError, BillingSession } from "@relay-billing/core"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingError, BillingSession } from "@relay-billing/core"
 import { SubscriptionAdmin } from "../src/index.js"
 import {
   account,
@@ -31,8 +31,9 @@ const consume = (accountId: string, holdId: string, amount: number) =>
     yield* s.settle(amount)
   })
 
-const fundingSources = (hold: { readonly parts: ReadonlyArray<{ readonly kind: string; readonly sourceId: string; readonly amount: number }> }) =>
-  hold.parts.map((p) => `${p.kind}:${p.sourceId}:${p.amount}`).sort()
+const fundingSources = (
+  hold: { readonly parts: ReadonlyArray<{ readonly kind: string; readonly sourceId: string; readonly amount: number }> }
+) => hold.parts.map((p) => `${p.kind}:${p.sourceId}:${p.amount}`).sort()
 
 for (const target of targets) {
   describe(`subscription cases on ${target.name}`, () => {
@@ -45,7 +46,13 @@ for (const target of targets) {
           yield* consume("c8", "c8-pre", 100_000)
           assert.strictEqual(yield* used("c8-s"), 100_000)
           const before = yield* walletState("c8", "c8-t")
-          const s = yield* billing.open({ holdId: "c8-h", accountId: "c8", tokenId: "c8-t", estimate: 30_000, preference: "subscription_first" })
+          const s = yield* billing.open({
+            holdId: "c8-h",
+            accountId: "c8",
+            tokenId: "c8-t",
+            estimate: 30_000,
+            preference: "subscription_first"
+          })
           assert.deepStrictEqual(fundingSources(s.hold), ["budget:token:30000", "funding:subscription:30000"])
           assert.strictEqual(s.hold.reserved, 30_000)
           assert.strictEqual(yield* used("c8-s"), 130_000)
@@ -76,7 +83,13 @@ for (const target of targets) {
           assert.strictEqual((yield* walletState("c9a", "c9a-t")).R, 99)
           yield* s.settle(1)
           assert.strictEqual(yield* used("c9a-s"), 1)
-          assert.deepStrictEqual(yield* walletState("c9a", "c9a-t"), { W: 0, usedQuota: 1, requestCount: 1, R: 99, TU: 1 })
+          assert.deepStrictEqual(yield* walletState("c9a", "c9a-t"), {
+            W: 0,
+            usedQuota: 1,
+            requestCount: 1,
+            R: 99,
+            TU: 1
+          })
           yield* auditClean
         }))
 
@@ -89,14 +102,26 @@ for (const target of targets) {
           assert.strictEqual(yield* used("c9b-s"), 1)
           yield* s.settle(0)
           assert.strictEqual(yield* used("c9b-s"), 0)
-          assert.deepStrictEqual(yield* walletState("c9b", "c9b-t"), { W: 0, usedQuota: 0, requestCount: 0, R: 100, TU: 0 })
+          assert.deepStrictEqual(yield* walletState("c9b", "c9b-t"), {
+            W: 0,
+            usedQuota: 0,
+            requestCount: 0,
+            R: 100,
+            TU: 0
+          })
           const f = yield* billing.open({ holdId: "c9b-f", accountId: "c9b", tokenId: "c9b-t", estimate: 0 })
           assert.strictEqual(f.hold.reserved, 1)
           assert.strictEqual(yield* used("c9b-s"), 1)
           const r = yield* f.refund
           assert.strictEqual(r.refunded, 1)
           assert.strictEqual(yield* used("c9b-s"), 0)
-          assert.deepStrictEqual(yield* walletState("c9b", "c9b-t"), { W: 0, usedQuota: 0, requestCount: 0, R: 100, TU: 0 })
+          assert.deepStrictEqual(yield* walletState("c9b", "c9b-t"), {
+            W: 0,
+            usedQuota: 0,
+            requestCount: 0,
+            R: 100,
+            TU: 0
+          })
           yield* auditClean
         }))
 
@@ -112,7 +137,9 @@ for (const target of targets) {
           const st = yield* walletState("c10", "c10-t")
           assert.strictEqual(st.W, 970_000)
           assert.strictEqual(st.R, 970_000)
-          const tokenRows = (yield* ledgerRows({ holdId: "c10-h", sourceId: "token" })).map((r) => Number(r.split(" ")[3]))
+          const tokenRows = (yield* ledgerRows({ holdId: "c10-h", sourceId: "token" })).map((r) =>
+            Number(r.split(" ")[3])
+          )
           assert.strictEqual(tokenRows.reduce((a, b) => a + b, 0), -30_000)
           assert.deepStrictEqual(yield* ledgerRows({ holdId: "c10-h", sourceId: "subscription" }), [])
           yield* s.settle(30_000)
@@ -128,7 +155,13 @@ for (const target of targets) {
           yield* consume("c11", "c11-pre", 990_000)
           const before = yield* walletState("c11", "c11-t")
           const error = yield* failureOf(
-            billing.open({ holdId: "c11-h", accountId: "c11", tokenId: "c11-t", estimate: 30_000, preference: "subscription_only" })
+            billing.open({
+              holdId: "c11-h",
+              accountId: "c11",
+              tokenId: "c11-t",
+              estimate: 30_000,
+              preference: "subscription_only"
+            })
           )
           assert.instanceOf(error, BillingError.InsufficientFunds)
           assert.strictEqual((error as BillingError.InsufficientFunds).sourceId, "subscription")
@@ -221,12 +254,21 @@ for (const target of targets) {
           const admin = yield* SubscriptionAdmin.SubscriptionAdmin
           yield* TestClock.setTime(t("2026-06-01T00:00:00Z"))
           yield* account("nosub", 100_000)
-          const a = yield* billing.open({ holdId: "nosub-h", accountId: "nosub", estimate: 30_000, preference: "  subscription_first " })
+          const a = yield* billing.open({
+            holdId: "nosub-h",
+            accountId: "nosub",
+            estimate: 30_000,
+            preference: "  subscription_first "
+          })
           assert.deepStrictEqual(fundingSources(a.hold), ["funding:wallet:30000"])
           assert.deepStrictEqual(yield* ledgerRows({ holdId: "nosub-h" }), ["wallet nosub reserve -30000"])
           yield* a.settle(30_000)
           yield* account("deadsub", 100_000)
-          yield* subscribe("deadsub-old", "deadsub", { total: 1_000_000, startAt: t("2026-01-01T00:00:00Z"), durationSeconds: 86_400 })
+          yield* subscribe("deadsub-old", "deadsub", {
+            total: 1_000_000,
+            startAt: t("2026-01-01T00:00:00Z"),
+            durationSeconds: 86_400
+          })
           yield* subscribe("deadsub-cancelled", "deadsub", { total: 1_000_000 })
           yield* admin.cancel("deadsub-cancelled")
           yield* subscribe("deadsub-future", "deadsub", { total: 1_000_000, startAt: t("2026-07-01T00:00:00Z") })
@@ -241,7 +283,11 @@ for (const target of targets) {
           yield* subscribe("pref-s", "pref", { total: 1_000_000 })
           for (const [i, preference] of ["", "bogus", "SUBSCRIPTION_FIRST"].entries()) {
             const s = yield* billing.open({ holdId: `pref-h${i}`, accountId: "pref", estimate: 1_000, preference })
-            assert.deepStrictEqual(fundingSources(s.hold), ["funding:subscription:1000"], `preference ${JSON.stringify(preference)}`)
+            assert.deepStrictEqual(
+              fundingSources(s.hold),
+              ["funding:subscription:1000"],
+              `preference ${JSON.stringify(preference)}`
+            )
             yield* s.settle(1_000)
           }
           yield* auditClean
@@ -253,7 +299,9 @@ for (const target of targets) {
           yield* account("block", 1_000_000, { remain: 1_000_000 })
           yield* subscribe("block-s", "block", { total: 10_000, allowWalletOverflow: false })
           const before = yield* walletState("block", "block-t")
-          const error = yield* failureOf(billing.open({ holdId: "block-h", accountId: "block", tokenId: "block-t", estimate: 30_000 }))
+          const error = yield* failureOf(
+            billing.open({ holdId: "block-h", accountId: "block", tokenId: "block-t", estimate: 30_000 })
+          )
           assert.instanceOf(error, BillingError.InsufficientFunds)
           assert.strictEqual((error as BillingError.InsufficientFunds).sourceId, "subscription")
           assert.deepStrictEqual(yield* walletState("block", "block-t"), before)
@@ -281,21 +329,59 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("wf", 40_000, { remain: 1_000_000 })
           yield* subscribe("wf-s", "wf", { total: 100_000 })
-          const a = yield* billing.open({ holdId: "wf-a", accountId: "wf", tokenId: "wf-t", estimate: 30_000, preference: "wallet_first" })
+          const a = yield* billing.open({
+            holdId: "wf-a",
+            accountId: "wf",
+            tokenId: "wf-t",
+            estimate: 30_000,
+            preference: "wallet_first"
+          })
           assert.deepStrictEqual(fundingSources(a.hold), ["budget:token:30000", "funding:wallet:30000"])
-          const b = yield* billing.open({ holdId: "wf-b", accountId: "wf", tokenId: "wf-t", estimate: 30_000, preference: "wallet_first" })
+          const b = yield* billing.open({
+            holdId: "wf-b",
+            accountId: "wf",
+            tokenId: "wf-t",
+            estimate: 30_000,
+            preference: "wallet_first"
+          })
           assert.deepStrictEqual(fundingSources(b.hold), ["budget:token:30000", "funding:subscription:30000"])
-          assert.deepStrictEqual(yield* walletState("wf", "wf-t"), { W: 10_000, usedQuota: 0, requestCount: 0, R: 940_000, TU: 60_000 })
+          assert.deepStrictEqual(yield* walletState("wf", "wf-t"), {
+            W: 10_000,
+            usedQuota: 0,
+            requestCount: 0,
+            R: 940_000,
+            TU: 60_000
+          })
           assert.strictEqual(yield* used("wf-s"), 30_000)
           yield* a.settle(25_000)
           yield* b.settle(35_000)
-          assert.deepStrictEqual(yield* walletState("wf", "wf-t"), { W: 15_000, usedQuota: 60_000, requestCount: 2, R: 940_000, TU: 60_000 })
+          assert.deepStrictEqual(yield* walletState("wf", "wf-t"), {
+            W: 15_000,
+            usedQuota: 60_000,
+            requestCount: 2,
+            R: 940_000,
+            TU: 60_000
+          })
           assert.strictEqual(yield* used("wf-s"), 35_000)
           // neither can pay → the first shortfall (the wallet's), nothing changes
-          const e = yield* failureOf(billing.open({ holdId: "wf-c", accountId: "wf", tokenId: "wf-t", estimate: 70_000, preference: "wallet_first" }))
+          const e = yield* failureOf(
+            billing.open({
+              holdId: "wf-c",
+              accountId: "wf",
+              tokenId: "wf-t",
+              estimate: 70_000,
+              preference: "wallet_first"
+            })
+          )
           assert.instanceOf(e, BillingError.InsufficientFunds)
           assert.strictEqual((e as BillingError.InsufficientFunds).sourceId, "wallet")
-          assert.deepStrictEqual(yield* walletState("wf", "wf-t"), { W: 15_000, usedQuota: 60_000, requestCount: 2, R: 940_000, TU: 60_000 })
+          assert.deepStrictEqual(yield* walletState("wf", "wf-t"), {
+            W: 15_000,
+            usedQuota: 60_000,
+            requestCount: 2,
+            R: 940_000,
+            TU: 60_000
+          })
           assert.strictEqual(yield* used("wf-s"), 35_000)
           yield* auditClean
         }))
@@ -305,20 +391,34 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("only", 20_000)
           yield* subscribe("only-s", "only", { total: 100_000 })
-          const a = yield* billing.open({ holdId: "only-a", accountId: "only", estimate: 15_000, preference: "wallet_only" })
+          const a = yield* billing.open({
+            holdId: "only-a",
+            accountId: "only",
+            estimate: 15_000,
+            preference: "wallet_only"
+          })
           assert.deepStrictEqual(fundingSources(a.hold), ["funding:wallet:15000"])
-          const e = yield* failureOf(billing.open({ holdId: "only-b", accountId: "only", estimate: 15_000, preference: "wallet_only" }))
+          const e = yield* failureOf(
+            billing.open({ holdId: "only-b", accountId: "only", estimate: 15_000, preference: "wallet_only" })
+          )
           assert.instanceOf(e, BillingError.InsufficientFunds)
           assert.strictEqual((e as BillingError.InsufficientFunds).sourceId, "wallet")
           assert.strictEqual(yield* used("only-s"), 0)
-          const c = yield* billing.open({ holdId: "only-c", accountId: "only", estimate: 15_000, preference: "subscription_only" })
+          const c = yield* billing.open({
+            holdId: "only-c",
+            accountId: "only",
+            estimate: 15_000,
+            preference: "subscription_only"
+          })
           assert.deepStrictEqual(fundingSources(c.hold), ["funding:subscription:15000"])
           assert.strictEqual((yield* walletState("only")).W, 5_000)
           yield* a.settle(15_000)
           yield* c.settle(15_000)
           // subscription_only without any subscription
           yield* account("only2", 1_000_000)
-          const e2 = yield* failureOf(billing.open({ holdId: "only2-h", accountId: "only2", estimate: 1, preference: "subscription_only" }))
+          const e2 = yield* failureOf(
+            billing.open({ holdId: "only2-h", accountId: "only2", estimate: 1, preference: "subscription_only" })
+          )
           assert.instanceOf(e2, BillingError.InsufficientFunds)
           assert.strictEqual((e2 as BillingError.InsufficientFunds).sourceId, "subscription")
           assert.strictEqual((yield* walletState("only2")).W, 1_000_000)
@@ -331,10 +431,24 @@ for (const target of targets) {
           yield* account("tok", 1_000_000, { remain: 10_000 })
           yield* subscribe("tok-s", "tok", { total: 1_000_000 })
           for (const preference of ["subscription_first", "wallet_first"]) {
-            const e = yield* failureOf(billing.open({ holdId: `tok-${preference}`, accountId: "tok", tokenId: "tok-t", estimate: 30_000, preference }))
+            const e = yield* failureOf(
+              billing.open({
+                holdId: `tok-${preference}`,
+                accountId: "tok",
+                tokenId: "tok-t",
+                estimate: 30_000,
+                preference
+              })
+            )
             assert.instanceOf(e, BillingError.TokenBudgetExceeded)
           }
-          assert.deepStrictEqual(yield* walletState("tok", "tok-t"), { W: 1_000_000, usedQuota: 0, requestCount: 0, R: 10_000, TU: 0 })
+          assert.deepStrictEqual(yield* walletState("tok", "tok-t"), {
+            W: 1_000_000,
+            usedQuota: 0,
+            requestCount: 0,
+            R: 10_000,
+            TU: 0
+          })
           assert.strictEqual(yield* used("tok-s"), 0)
           yield* auditClean
         }))

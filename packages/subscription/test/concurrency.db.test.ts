@@ -6,9 +6,9 @@
  * reservations succeed and every other one fails with InsufficientFunds.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Effect, Layer } from "effect"
 // The built packages, as the workers load them.
 import {
   Subscription as BuiltSubscription,
@@ -16,8 +16,17 @@ import {
   SubscriptionSource as BuiltSource
 } from "@relay-billing/subscription"
 import { TokenBudget, WalletAdmin, WalletSource } from "@relay-billing/wallet"
-import { account, auditClean, ledgerRows, subscribe, subscriptionBilling, targets, used, walletBalance } from "./support.js"
 import { releaseTogether, result, worker } from "./processes.js"
+import {
+  account,
+  auditClean,
+  ledgerRows,
+  subscribe,
+  subscriptionBilling,
+  targets,
+  used,
+  walletBalance
+} from "./support.js"
 
 const P = 30_000
 
@@ -30,8 +39,13 @@ for (const target of targets) {
           yield* account("f", 5_000_000)
           yield* subscribe("f-s", "f", { total: 1_000_000 })
           const results = yield* Effect.all(
-            Array.from({ length: 60 }, (_, i) =>
-              Effect.result(billing.open({ holdId: `f-${i}`, accountId: "f", estimate: P, preference: "subscription_only" }))),
+            Array.from(
+              { length: 60 },
+              (_, i) =>
+                Effect.result(
+                  billing.open({ holdId: `f-${i}`, accountId: "f", estimate: P, preference: "subscription_only" })
+                )
+            ),
             { concurrency: "unbounded" }
           )
           const ok = results.flatMap((r) => (r._tag === "Success" ? [r.success] : []))
@@ -63,8 +77,13 @@ for (const target of targets) {
           yield* subscribe("g-x", "g", { total: 100_000, durationSeconds: 10 * 86_400 })
           yield* subscribe("g-y", "g", { total: 70_000, durationSeconds: 20 * 86_400 })
           const results = yield* Effect.all(
-            Array.from({ length: 20 }, (_, i) =>
-              Effect.result(billing.open({ holdId: `g-${i}`, accountId: "g", estimate: P, preference: "subscription_only" }))),
+            Array.from(
+              { length: 20 },
+              (_, i) =>
+                Effect.result(
+                  billing.open({ holdId: `g-${i}`, accountId: "g", estimate: P, preference: "subscription_only" })
+                )
+            ),
             { concurrency: "unbounded" }
           )
           // 3 fit in X (90,000) and 2 in Y (60,000)
@@ -75,84 +94,107 @@ for (const target of targets) {
     })
 
     // SQLite has one writer: separate pools only wait on each other's file lock (PG/MySQL only).
-    it.live.skipIf(target.name === "sqlite")("4 clients (separate pools) × 15 concurrent opens on one database: exactly 23 of 60 succeed", () =>
-      Effect.scoped(Effect.gen(function*() {
-        const isolated = yield* TestDatabase.isolated(target)
-        const clients = yield* Effect.all(Array.from({ length: 4 }, () => KnexClient.fromUrl(isolated.url, isolated.options)))
-        const stacks = clients.map((client) =>
-          Subscription_layer_on(client)
-        )
-        yield* Effect.provideService(Migrations.run(BuiltSubscription.allMigrations), KnexClient.KnexClient, clients[0]!)
-        const total = 23 * P + P - 1
-        yield* Effect.gen(function*() {
-          yield* account("m", 0)
-          yield* subscribe("m-s", "m", { total })
-        }).pipe(Effect.provide(stacks[0]!))
-        const results = yield* Effect.all(
-          stacks.flatMap((stack, k) =>
-            Array.from({ length: 15 }, (_, i) =>
-              Effect.result(
-                BillingSession.open({ holdId: `m-${k}-${i}`, accountId: "m", estimate: P, preference: "subscription_only" }).pipe(
-                  Effect.provide(stack)
-                )
-              ))
-          ),
-          { concurrency: "unbounded" }
-        )
-        const ok = results.filter((r) => r._tag === "Success")
-        const failures = results.flatMap((r) => (r._tag === "Failure" ? [r.failure] : []))
-        for (const e of failures) assert.instanceOf(e, BillingError.InsufficientFunds, String(e))
-        assert.strictEqual(ok.length, 23)
-        yield* Effect.gen(function*() {
-          assert.strictEqual(yield* used("m-s"), 23 * P)
-          yield* auditClean
-        }).pipe(Effect.provide(stacks[0]!))
-      })), 60_000)
+    it.live.skipIf(target.name === "sqlite")(
+      "4 clients (separate pools) × 15 concurrent opens on one database: exactly 23 of 60 succeed",
+      () =>
+        Effect.scoped(Effect.gen(function*() {
+          const isolated = yield* TestDatabase.isolated(target)
+          const clients = yield* Effect.all(
+            Array.from({ length: 4 }, () => KnexClient.fromUrl(isolated.url, isolated.options))
+          )
+          const stacks = clients.map((client) => Subscription_layer_on(client))
+          yield* Effect.provideService(
+            Migrations.run(BuiltSubscription.allMigrations),
+            KnexClient.KnexClient,
+            clients[0]!
+          )
+          const total = 23 * P + P - 1
+          yield* Effect.gen(function*() {
+            yield* account("m", 0)
+            yield* subscribe("m-s", "m", { total })
+          }).pipe(Effect.provide(stacks[0]!))
+          const results = yield* Effect.all(
+            stacks.flatMap((stack, k) =>
+              Array.from({ length: 15 }, (_, i) =>
+                Effect.result(
+                  BillingSession.open({
+                    holdId: `m-${k}-${i}`,
+                    accountId: "m",
+                    estimate: P,
+                    preference: "subscription_only"
+                  }).pipe(
+                    Effect.provide(stack)
+                  )
+                ))
+            ),
+            { concurrency: "unbounded" }
+          )
+          const ok = results.filter((r) => r._tag === "Success")
+          const failures = results.flatMap((r) => (r._tag === "Failure" ? [r.failure] : []))
+          for (const e of failures) assert.instanceOf(e, BillingError.InsufficientFunds, String(e))
+          assert.strictEqual(ok.length, 23)
+          yield* Effect.gen(function*() {
+            assert.strictEqual(yield* used("m-s"), 23 * P)
+            yield* auditClean
+          }).pipe(Effect.provide(stacks[0]!))
+        })),
+      60_000
+    )
   })
 
   if (target.name !== "sqlite") {
     describe(`concurrent opens from several processes on ${target.name}`, () => {
-      it.live("4 processes × 16 concurrent opens on a subscription that affords exactly 23", () =>
-        Effect.scoped(Effect.gen(function*() {
-          const isolated = yield* TestDatabase.isolated(target)
-          const client = yield* KnexClient.fromUrl(isolated.url, isolated.options)
-          const stack = Subscription_layer_on(client)
-          yield* Effect.provideService(Migrations.run(BuiltSubscription.allMigrations), KnexClient.KnexClient, client)
-          const total = 23 * P + P - 1
-          yield* Effect.gen(function*() {
-            yield* account("p", 1_000_000)
-            const admin = yield* BuiltAdmin.SubscriptionAdmin
-            yield* admin.createPlan({ id: "p-plan", name: "p", totalAmount: total, resetPeriod: "never", durationSeconds: 86_400 })
-            yield* admin.subscribe({ id: "p-s", accountId: "p", planId: "p-plan" })
-          }).pipe(Effect.provide(stack))
-          const workers = yield* Effect.all(
-            Array.from({ length: 4 }, (_, k) =>
-              worker(`open-${k}`, {
-                cmd: "open",
-                url: isolated.url,
-                options: isolated.options,
-                barrier: true,
-                accountId: "p",
-                idPrefix: `p-${k}`,
-                count: 16,
-                estimate: P,
-                preference: "subscription_only"
-              }))
-          )
-          yield* releaseTogether(workers)
-          const lines = yield* Effect.all(workers.map((w) => result(w)))
-          const opened = lines.flatMap((l) => l["opened"] as Array<{ id: string; reserved: number }>)
-          const failures = lines.flatMap((l) => l["failures"] as Array<{ tag: string }>)
-          assert.strictEqual(opened.length, 23, JSON.stringify(failures.filter((f) => f.tag !== "InsufficientFunds")))
-          assert.strictEqual(failures.length, 64 - 23)
-          assert.isTrue(failures.every((f) => f.tag === "InsufficientFunds"), JSON.stringify(failures))
-          assert.strictEqual(opened.reduce((a, o) => a + o.reserved, 0), 23 * P)
-          yield* Effect.gen(function*() {
-            assert.strictEqual(yield* used("p-s"), 23 * P)
-            assert.strictEqual(yield* walletBalance("p"), 1_000_000)
-            yield* auditClean
-          }).pipe(Effect.provide(stack))
-        })), 60_000)
+      it.live(
+        "4 processes × 16 concurrent opens on a subscription that affords exactly 23",
+        () =>
+          Effect.scoped(Effect.gen(function*() {
+            const isolated = yield* TestDatabase.isolated(target)
+            const client = yield* KnexClient.fromUrl(isolated.url, isolated.options)
+            const stack = Subscription_layer_on(client)
+            yield* Effect.provideService(Migrations.run(BuiltSubscription.allMigrations), KnexClient.KnexClient, client)
+            const total = 23 * P + P - 1
+            yield* Effect.gen(function*() {
+              yield* account("p", 1_000_000)
+              const admin = yield* BuiltAdmin.SubscriptionAdmin
+              yield* admin.createPlan({
+                id: "p-plan",
+                name: "p",
+                totalAmount: total,
+                resetPeriod: "never",
+                durationSeconds: 86_400
+              })
+              yield* admin.subscribe({ id: "p-s", accountId: "p", planId: "p-plan" })
+            }).pipe(Effect.provide(stack))
+            const workers = yield* Effect.all(
+              Array.from({ length: 4 }, (_, k) =>
+                worker(`open-${k}`, {
+                  cmd: "open",
+                  url: isolated.url,
+                  options: isolated.options,
+                  barrier: true,
+                  accountId: "p",
+                  idPrefix: `p-${k}`,
+                  count: 16,
+                  estimate: P,
+                  preference: "subscription_only"
+                }))
+            )
+            yield* releaseTogether(workers)
+            const lines = yield* Effect.all(workers.map((w) => result(w)))
+            const opened = lines.flatMap((l) => l["opened"] as Array<{ id: string; reserved: number }>)
+            const failures = lines.flatMap((l) => l["failures"] as Array<{ tag: string }>)
+            assert.strictEqual(opened.length, 23, JSON.stringify(failures.filter((f) => f.tag !== "InsufficientFunds")))
+            assert.strictEqual(failures.length, 64 - 23)
+            assert.isTrue(failures.every((f) => f.tag === "InsufficientFunds"), JSON.stringify(failures))
+            assert.strictEqual(opened.reduce((a, o) => a + o.reserved, 0), 23 * P)
+            yield* Effect.gen(function*() {
+              assert.strictEqual(yield* used("p-s"), 23 * P)
+              assert.strictEqual(yield* walletBalance("p"), 1_000_000)
+              yield* auditClean
+            }).pipe(Effect.provide(stack))
+          })),
+        60_000
+      )
     })
   }
 }
@@ -165,4 +207,3 @@ function Subscription_layer_on(client: KnexClient.Client) {
     BuiltAdmin.SubscriptionAdmin.layer
   ).pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
 }
-

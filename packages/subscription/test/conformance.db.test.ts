@@ -10,9 +10,9 @@
  * with the suite's direct take/move checks (no engine, so no ledger rows, on
  * purpose); the suite's engine checks compare the ledger with the balances.
  */
-import { Context, Effect, Layer, ManagedRuntime } from "effect"
 import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
 import { sourceSuite } from "@relay-billing/testkit/vitest"
+import { Context, Effect, Layer, ManagedRuntime } from "effect"
 import { afterAll, describe } from "vitest"
 import { SubscriptionAdmin, SubscriptionSource } from "../src/index.js"
 import { migratedClient, targets } from "./support.js"

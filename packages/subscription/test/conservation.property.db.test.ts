@@ -39,14 +39,14 @@
  *   FC_SEED=<seed> FC_PATH=<path> [FC_TARGET=sqlite|postgres] npx vitest run test/conservation.property.db.test.ts
  * (FC_NUM_RUNS overrides the number of runs.)
  */
-import { afterAll, describe, expect, it } from "vitest"
-import fc from "fast-check"
-import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession, HoldJournal, Ledger } from "@relay-billing/core"
 import type { Hold, Source } from "@relay-billing/core"
 import { Audit, KnexBilling, Migrations, TestDatabase } from "@relay-billing/knex"
 import { TokenBudget, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
+import { TestClock } from "effect/testing"
+import fc from "fast-check"
+import { afterAll, describe, expect, it } from "vitest"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "../src/index.js"
 import { auditBalances, billingLayer as supportBillingLayer } from "./support.js"
 
@@ -159,7 +159,10 @@ const accountArb: fc.Arbitrary<AccountSpec> = fc.record({
   ),
   token: fc.oneof(
     { weight: 2, arbitrary: fc.constant({ unlimited: true } as const) },
-    { weight: 1, arbitrary: fc.integer({ min: 0, max: 250_000 }).map((remain) => ({ unlimited: false, remain }) as const) }
+    {
+      weight: 1,
+      arbitrary: fc.integer({ min: 0, max: 250_000 }).map((remain) => ({ unlimited: false, remain }) as const)
+    }
   ),
   subs: fc.oneof(
     { weight: 1, arbitrary: fc.constant([]) },
@@ -169,7 +172,10 @@ const accountArb: fc.Arbitrary<AccountSpec> = fc.record({
 
 const refArb: fc.Arbitrary<HoldRef> = fc.oneof(
   { weight: 4, arbitrary: fc.constant<HoldRef>({ kind: "fresh" }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("reuse" as const), back: fc.nat({ max: 5 }), same: fc.boolean() }) }
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant("reuse" as const), back: fc.nat({ max: 5 }), same: fc.boolean() })
+  }
 )
 const estimateArb = fc.oneof(
   { weight: 1, arbitrary: fc.constant(0) },
@@ -187,7 +193,10 @@ const openArb: fc.Arbitrary<OpenCmd> = fc.record({
   ),
   preference: fc.constantFrom(...PREFERENCES),
   split: fc.oneof({ weight: 2, arbitrary: fc.constant(true) }, { weight: 3, arbitrary: fc.constant(false) }),
-  ttlMillis: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 1_000, max: 20 * 60_000 }) }),
+  ttlMillis: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, {
+    weight: 1,
+    arbitrary: fc.integer({ min: 1_000, max: 20 * 60_000 })
+  }),
   ref: refArb
 })
 /** Opens aimed at split funding: no token, a preference that uses both sources, a mid-range estimate. */
@@ -210,7 +219,10 @@ const chargeArb: fc.Arbitrary<ChargeCmd> = fc.record({
   preference: fc.constantFrom(...PREFERENCES),
   ref: fc.oneof(
     { weight: 3, arbitrary: fc.constant<HoldRef>({ kind: "fresh" }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant("reuse" as const), back: fc.nat({ max: 3 }), same: fc.constant(true) }) }
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant("reuse" as const), back: fc.nat({ max: 3 }), same: fc.constant(true) })
+    }
   )
 })
 const settleArb: fc.Arbitrary<SettleCmd> = fc.record({
@@ -255,7 +267,13 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
       reap: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) })
     })
   },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("parallel" as const), cmds: fc.array(simpleArb, { minLength: 2, maxLength: 5 }) }) }
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant("parallel" as const),
+      cmds: fc.array(simpleArb, { minLength: 2, maxLength: 5 })
+    })
+  }
 )
 const scenarioArb = (maxCommands: number): fc.Arbitrary<Scenario> =>
   fc.record({
@@ -281,11 +299,25 @@ const doubleRefundWallet = (wallet: Source.Source): Source.Source => ({
       const answer = yield* wallet.move(req)
       // v1's refund() covered every give-back of a reservation: refund, expiry and release.
       if (!(req.kind === "refund" || req.kind === "expire" || req.kind === "release") || req.delta <= 0) return answer
-      const again = yield* wallet.move({ ...req, kind: "correction" }).pipe(Effect.catchTag("QuotaOutOfRange", (e) => Effect.die(e)))
+      const again = yield* wallet.move({ ...req, kind: "correction" }).pipe(
+        Effect.catchTag("QuotaOutOfRange", (e) => Effect.die(e))
+      )
       yield* req.sql.execute(
         "broken.ledger",
-        `insert into ${req.sql.table("ledger")} (at, kind, source_id, subject_id, account_id, hold_id, amount, balance_after, note) values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        [0, "adjust", wallet.id, req.subjectId, req.accountId, req.holdId, again.moved, again.balanceAfter, "broken: second refund credit"]
+        `insert into ${
+          req.sql.table("ledger")
+        } (at, kind, source_id, subject_id, account_id, hold_id, amount, balance_after, note) values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
+          0,
+          "adjust",
+          wallet.id,
+          req.subjectId,
+          req.accountId,
+          req.holdId,
+          again.moved,
+          again.balanceAfter,
+          "broken: second refund credit"
+        ]
       )
       return answer
     })
@@ -434,31 +466,62 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           }
           holds.set(id, hold)
           if (before && before.status !== "pending") {
-            if (hold.status !== before.status) fail("2 lifecycle", `${label}: hold ${id} moved ${before.status} → ${hold.status}`)
+            if (hold.status !== before.status) {
+              fail("2 lifecycle", `${label}: hold ${id} moved ${before.status} → ${hold.status}`)
+            }
             if (before.settlement && JSON.stringify(hold.settlement) !== JSON.stringify(before.settlement)) {
-              fail("2 lifecycle", `${label}: settlement of ${id} changed: ${JSON.stringify(before.settlement)} → ${JSON.stringify(hold.settlement)}`)
+              fail(
+                "2 lifecycle",
+                `${label}: settlement of ${id} changed: ${JSON.stringify(before.settlement)} → ${
+                  JSON.stringify(hold.settlement)
+                }`
+              )
             }
           }
-          if (hold.status === "settled" && !hold.settlement) fail("2 lifecycle", `${label}: settled hold ${id} has no settlement`)
+          if (hold.status === "settled" && !hold.settlement) {
+            fail("2 lifecycle", `${label}: settled hold ${id} has no settlement`)
+          }
           tracked.set(id, { status: hold.status, settlement: hold.settlement, split: splitRequested.has(id) })
           const funding = hold.parts.filter((q) => q.kind === "funding")
           const fundingSum = funding.reduce((a, q) => a + q.amount, 0)
           if (fundingSum !== hold.reserved) {
-            fail("6 parts", `${label}: hold ${id} reserved ${hold.reserved} but its funding parts sum to ${fundingSum}: ${JSON.stringify(hold.parts)}`)
+            fail(
+              "6 parts",
+              `${label}: hold ${id} reserved ${hold.reserved} but its funding parts sum to ${fundingSum}: ${
+                JSON.stringify(hold.parts)
+              }`
+            )
           }
-          if (hold.reserved < hold.estimate) fail("6 parts", `${label}: hold ${id} reserved ${hold.reserved} < estimate ${hold.estimate}`)
-          for (const b of hold.parts.filter((q) => q.kind === "budget")) {
+          if (hold.reserved < hold.estimate) {
+            fail("6 parts", `${label}: hold ${id} reserved ${hold.reserved} < estimate ${hold.estimate}`)
+          }
+          for (
+            const b of hold.parts.filter((q) => q.kind === "budget")
+          ) {
             // an unlimited token records its part without reserving anything
-            const unlimited = scenario.accounts[Number(b.subjectId.slice(b.subjectId.lastIndexOf("-t") + 2))]?.token.unlimited
+            const unlimited = scenario.accounts[Number(b.subjectId.slice(b.subjectId.lastIndexOf("-t") + 2))]?.token
+              .unlimited
             const expected = unlimited ? 0 : hold.reserved
-            if (b.amount !== expected) fail("6 parts", `${label}: hold ${id} budget part ${b.amount} ≠ ${expected} (reserved ${hold.reserved})`)
+            if (b.amount !== expected) {
+              fail("6 parts", `${label}: hold ${id} budget part ${b.amount} ≠ ${expected} (reserved ${hold.reserved})`)
+            }
           }
           if (funding.length > 1) {
-            if (!splitRequested.has(id)) fail("6 parts", `${label}: hold ${id} has ${funding.length} funding parts without split: true`)
-            if (fundingSum !== hold.estimate) fail("6 parts", `${label}: split hold ${id} parts sum ${fundingSum} ≠ estimate ${hold.estimate}`)
-            if (funding.some((q) => q.amount <= 0)) fail("6 parts", `${label}: split hold ${id} has an empty part: ${JSON.stringify(funding)}`)
+            if (!splitRequested.has(id)) {
+              fail("6 parts", `${label}: hold ${id} has ${funding.length} funding parts without split: true`)
+            }
+            if (fundingSum !== hold.estimate) {
+              fail("6 parts", `${label}: split hold ${id} parts sum ${fundingSum} ≠ estimate ${hold.estimate}`)
+            }
+            if (
+              funding.some((q) => q.amount <= 0)
+            ) {
+              fail("6 parts", `${label}: split hold ${id} has an empty part: ${JSON.stringify(funding)}`)
+            }
             // v2: a source may give several parts (one per subscription), never two of one subject.
-            if (new Set(funding.map((q) => `${q.sourceId}\u0000${q.subjectId}`)).size !== funding.length) {
+            if (
+              new Set(funding.map((q) => `${q.sourceId}\u0000${q.subjectId}`)).size !== funding.length
+            ) {
               fail("6 parts", `${label}: split hold ${id} draws twice from one subject: ${JSON.stringify(funding)}`)
             }
           }
@@ -466,7 +529,14 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             const s = hold.settlement
             const fParts = s.parts.filter((q) => q.kind === "funding")
             const covered = fParts.reduce((a, q) => a + q.charged + q.unbilled, 0)
-            if (covered !== s.actual) fail("4 conservation", `${label}: hold ${id} settled ${s.actual} but its funding parts charged+unbilled ${covered}: ${JSON.stringify(s)}`)
+            if (covered !== s.actual) {
+              fail(
+                "4 conservation",
+                `${label}: hold ${id} settled ${s.actual} but its funding parts charged+unbilled ${covered}: ${
+                  JSON.stringify(s)
+                }`
+              )
+            }
           }
         }
 
@@ -486,21 +556,30 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             fail("4 conservation", `${label}: ${accountId}: wallet rows without a hold: ${JSON.stringify(holdless)}`)
           }
           if (credited !== opening[i]! + topUps[i]!) {
-            fail("4 conservation", `${label}: ${accountId}: opening ${opening[i]} + top-ups ${topUps[i]} but hold-less wallet rows credit ${credited}`)
+            fail(
+              "4 conservation",
+              `${label}: ${accountId}: opening ${opening[i]} + top-ups ${
+                topUps[i]
+              } but hold-less wallet rows credit ${credited}`
+            )
           }
           let walletHeld = 0
           const subUse = new Map<string, number>()
           const accountHolds = [...holds.values()].filter((h) => h.accountId === accountId)
           const holdIdsOfRows = new Set(rows.filter((r) => r.holdId !== undefined).map((r) => r.holdId!))
           for (const id of holdIdsOfRows) {
-            if (!accountHolds.some((h) => h.id === id)) fail("4 conservation", `${label}: ${accountId}: ledger rows of unknown hold ${id}`)
+            if (!accountHolds.some((h) => h.id === id)) {
+              fail("4 conservation", `${label}: ${accountId}: ledger rows of unknown hold ${id}`)
+            }
           }
           for (const h of accountHolds) {
             const w = by("wallet", h.id)
             const s = by("subscription", h.id)
             const t = by("token", h.id)
             walletHeld += w
-            for (const r of rows.filter((r) => r.sourceId === "subscription" && r.holdId === h.id)) {
+            for (
+              const r of rows.filter((r) => r.sourceId === "subscription" && r.holdId === h.id)
+            ) {
               subUse.set(r.subjectId, (subUse.get(r.subjectId) ?? 0) - r.amount)
             }
             const partSum = (src: string) => h.parts.filter((q) => q.sourceId === src).reduce((a, q) => a + q.amount, 0)
@@ -509,7 +588,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             }): ledger nets wallet ${w}, subscription ${s}, token ${t}`
             switch (h.status) {
               case "pending":
-                if (w !== partSum("wallet") || s !== partSum("subscription") || t !== partSum("token")) fail("4 conservation", `${what} ≠ reservations`)
+                if (w !== partSum("wallet") || s !== partSum("subscription") || t !== partSum("token")) {
+                  fail("4 conservation", `${what} ≠ reservations`)
+                }
                 break
               case "refunded":
               case "expired":
@@ -518,8 +599,12 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                   const st = h.settlement
                   const charged = st.parts.filter((q) => q.kind === "funding").reduce((a, q) => a + q.charged, 0)
                   const tokenCharged = st.parts.filter((q) => q.kind === "budget").reduce((a, q) => a + q.charged, 0)
-                  if (w + s !== charged) fail("4 conservation", `${what}: late wallet + subscription ≠ charged ${charged}`)
-                  if (t !== tokenCharged) fail("4 conservation", `${what}: late token ≠ charged ${tokenCharged}`)
+                  if (w + s !== charged) {
+                    fail("4 conservation", `${what}: late wallet + subscription ≠ charged ${charged}`)
+                  }
+                  if (t !== tokenCharged) {
+                    fail("4 conservation", `${what}: late token ≠ charged ${tokenCharged}`)
+                  }
                   break
                 }
                 if (w !== 0 || s !== 0 || t !== 0) fail("4 conservation", `${what}, expected 0`)
@@ -534,7 +619,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                   .filter((r) => r.holdId === h.id && r.sourceId !== "token")
                   .reduce((a, r) => a + (r.unbilled ?? 0), 0)
                 const unbilled = st.parts.filter((q) => q.kind === "funding").reduce((a, q) => a + q.unbilled, 0)
-                if (unbilledRows !== unbilled) fail("4 conservation", `${what}: unbilled rows ${unbilledRows} ≠ settlement unbilled ${unbilled}`)
+                if (unbilledRows !== unbilled) {
+                  fail("4 conservation", `${what}: unbilled rows ${unbilledRows} ≠ settlement unbilled ${unbilled}`)
+                }
                 break
               }
             }
@@ -542,30 +629,54 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           if (opening[i]! + topUps[i]! !== account.balance + walletHeld) {
             fail(
               "4 conservation",
-              `${label}: ${accountId}: opening ${opening[i]} + top-ups ${topUps[i]} ≠ balance ${account.balance} + settled charges and pending reservations ${walletHeld}`
+              `${label}: ${accountId}: opening ${opening[i]} + top-ups ${
+                topUps[i]
+              } ≠ balance ${account.balance} + settled charges and pending reservations ${walletHeld}`
             )
           }
           for (const sub of subs) {
             const used = subUse.get(sub.id) ?? 0
-            if (sub.used !== used) fail("4 conservation", `${label}: subscription ${sub.id} used ${sub.used} but its settled charges + pending reservations are ${used}`)
+            if (sub.used !== used) {
+              fail(
+                "4 conservation",
+                `${label}: subscription ${sub.id} used ${sub.used} but its settled charges + pending reservations are ${used}`
+              )
+            }
           }
-          if (rows.some((r) => r.kind === "reset")) fail("4 conservation", `${label}: ${accountId}: unexpected reset rows`)
+          if (rows.some((r) => r.kind === "reset")) {
+            fail("4 conservation", `${label}: ${accountId}: unexpected reset rows`)
+          }
           // A post-consume charge reserves unconditionally (the work is done): its reserve row
           // may go below zero, e.g. the subscription's minimum reservation of 1 on a token at 0.
           const postConsumeReserve = (r: Ledger.LedgerEntry) =>
             r.kind === "reserve" && r.holdId !== undefined && chargeParams.has(r.holdId)
           // a limited token goes below zero only through a settlement (or a post-consume reserve)
           for (const r of rows.filter((r) => r.sourceId === "token")) {
-            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" && !postConsumeReserve(r)) {
-              fail("5 floor", `${label}: ${token.id}: a ${r.kind} row took the token to ${r.balanceAfter}: ${JSON.stringify(r)}`)
+            if (
+              r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" &&
+              !postConsumeReserve(r)
+            ) {
+              fail(
+                "5 floor",
+                `${label}: ${token.id}: a ${r.kind} row took the token to ${r.balanceAfter}: ${JSON.stringify(r)}`
+              )
             }
           }
           for (const r of walletRows) {
-            if (r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" && !postConsumeReserve(r)) {
-              fail("5 floor", `${label}: ${accountId}: a ${r.kind} row took the wallet to ${r.balanceAfter}: ${JSON.stringify(r)}`)
+            if (
+              r.amount < 0 && r.balanceAfter < 0 && r.kind !== "settle" && r.kind !== "late_settle" &&
+              !postConsumeReserve(r)
+            ) {
+              fail(
+                "5 floor",
+                `${label}: ${accountId}: a ${r.kind} row took the wallet to ${r.balanceAfter}: ${JSON.stringify(r)}`
+              )
             }
           }
-          if (account.balance < 0 && !walletRows.some((r) => (r.kind === "settle" || r.kind === "late_settle") && r.balanceAfter < 0)) {
+          if (
+            account.balance < 0 &&
+            !walletRows.some((r) => (r.kind === "settle" || r.kind === "late_settle") && r.balanceAfter < 0)
+          ) {
             fail("5 floor", `${label}: ${accountId}: balance ${account.balance} < 0 without a settle row below zero`)
           }
         }
@@ -605,7 +716,13 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           const id = c.ref.kind === "fresh" ? `${p}-h${nextHold++}` : pick(holdIds, c.ref.back) ?? `${p}-h${nextHold++}`
           addId(id)
           if (c.split) splitRequested.add(id)
-          if (!openParams.has(id)) openParams.set(id, { account: c.account, withToken: c.withToken, estimate: c.estimate })
+          if (!openParams.has(id)) {
+            openParams.set(id, {
+              account: c.account,
+              withToken: c.withToken,
+              estimate: c.estimate
+            })
+          }
           return { id, detail: JSON.stringify(openReq(c, id)) }
         }
         case "charge": {
@@ -639,14 +756,24 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           case "open": {
             const before = tracked.get(id!)
             const computed = c.relative !== undefined ? yield* relativeEstimate(c) : undefined
-            if (computed !== undefined && c.ref.kind === "fresh") openParams.set(id!, { account: c.account, withToken: c.withToken, estimate: computed })
+            if (computed !== undefined && c.ref.kind === "fresh") {
+              openParams.set(id!, { account: c.account, withToken: c.withToken, estimate: computed })
+            }
             const r = yield* Effect.result(session.open(openReq(c, id!, computed)))
             if (r._tag === "Failure") {
               count(`open:${r.failure._tag}`)
-              if (sequential && before === undefined && r.failure._tag !== "IdempotencyConflict" && r.failure._tag !== "HoldResolved") {
+              if (
+                sequential && before === undefined && r.failure._tag !== "IdempotencyConflict" &&
+                r.failure._tag !== "HoldResolved"
+              ) {
                 // a fresh id whose open failed: no hold
                 const hold = yield* journal.get(id!)
-                if (hold) fail("3 failed open", `open ${id} failed with ${r.failure._tag} but left a hold ${JSON.stringify(hold)}`)
+                if (hold) {
+                  fail(
+                    "3 failed open",
+                    `open ${id} failed with ${r.failure._tag} but left a hold ${JSON.stringify(hold)}`
+                  )
+                }
               }
               return `fail ${r.failure._tag}`
             }
@@ -657,7 +784,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             if (sequential && before !== undefined && before.status !== "pending") {
               fail("2 lifecycle", `open of resolved hold ${id} (${before.status}) succeeded`)
             }
-            return `ok reserved ${r.success.hold.reserved} parts ${JSON.stringify(r.success.hold.parts.map((q) => [q.sourceId, q.amount]))}`
+            return `ok reserved ${r.success.hold.reserved} parts ${
+              JSON.stringify(r.success.hold.parts.map((q) => [q.sourceId, q.amount]))
+            }`
           }
           case "charge": {
             stats.charges++
@@ -678,7 +807,12 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             count("charge:ok")
             addOk(id!)
             if (sequential && before?.settlement && JSON.stringify(before.settlement) !== JSON.stringify(r.success)) {
-              fail("2 lifecycle", `repeated charge ${id} returned ${JSON.stringify(r.success)}, first ${JSON.stringify(before.settlement)}`)
+              fail(
+                "2 lifecycle",
+                `repeated charge ${id} returned ${JSON.stringify(r.success)}, first ${
+                  JSON.stringify(before.settlement)
+                }`
+              )
             }
             if (sequential && !before?.settlement && r.success.actual !== c.actual) {
               fail("2 lifecycle", `charge ${id} of ${c.actual} settled ${r.success.actual}`)
@@ -702,7 +836,12 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                     : before.status === "pending" || before.status === "settled" || before.status === "expired"
                     ? "success" // an expired hold is charged late (§6, issue 9)
                     : "HoldResolved"
-                  if (expected !== r.failure._tag) fail("2 lifecycle", `settle ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}: ${r.failure.message}`)
+                  if (expected !== r.failure._tag) {
+                    fail(
+                      "2 lifecycle",
+                      `settle ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}: ${r.failure.message}`
+                    )
+                  }
                   return `fail ${r.failure._tag}`
                 }
                 count("settle:ok")
@@ -711,22 +850,40 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                   (before?.status === "settled" || (before?.status === "expired" && before.settlement !== undefined)) &&
                   JSON.stringify(before.settlement) !== JSON.stringify(r.success)
                 ) {
-                  fail("2 lifecycle", `repeated settle ${id} returned ${JSON.stringify(r.success)}, first ${JSON.stringify(before.settlement)}`)
+                  fail(
+                    "2 lifecycle",
+                    `repeated settle ${id} returned ${JSON.stringify(r.success)}, first ${
+                      JSON.stringify(before.settlement)
+                    }`
+                  )
                 }
-                if (before?.status === "pending" && r.success.actual !== actual) fail("2 lifecycle", `settle ${id} ${actual} recorded ${r.success.actual}`)
-                if (before && before.status !== "pending" && before.status !== "settled" && before.status !== "expired") {
+                if (before?.status === "pending" && r.success.actual !== actual) {
+                  fail("2 lifecycle", `settle ${id} ${actual} recorded ${r.success.actual}`)
+                }
+                if (
+                  before && before.status !== "pending" && before.status !== "settled" && before.status !== "expired"
+                ) {
                   fail("2 lifecycle", `settle of ${before.status} hold ${id} succeeded`)
                 }
                 if (before?.status === "expired") {
                   // §6: charged late; the hold stays expired and records the late settlement.
                   if (hold?.status !== "expired" || hold.settlement?.late !== true) {
-                    fail("2 lifecycle", `late settle ${id} succeeded but the hold is ${hold?.status} with ${JSON.stringify(hold?.settlement)}`)
+                    fail(
+                      "2 lifecycle",
+                      `late settle ${id} succeeded but the hold is ${hold?.status} with ${
+                        JSON.stringify(hold?.settlement)
+                      }`
+                    )
                   }
-                  if (before.settlement === undefined && r.success.actual !== actual) fail("2 lifecycle", `late settle ${id} ${actual} recorded ${r.success.actual}`)
+                  if (before.settlement === undefined && r.success.actual !== actual) {
+                    fail("2 lifecycle", `late settle ${id} ${actual} recorded ${r.success.actual}`)
+                  }
                   tracked.set(id!, { status: "expired", settlement: hold!.settlement, split: splitRequested.has(id!) })
                   return `ok late ${JSON.stringify(r.success.parts.map((q) => [q.sourceId, q.charged, q.unbilled]))}`
                 }
-                if (hold?.status !== "settled") fail("2 lifecycle", `settle ${id} succeeded but the hold is ${hold?.status}`)
+                if (hold?.status !== "settled") {
+                  fail("2 lifecycle", `settle ${id} succeeded but the hold is ${hold?.status}`)
+                }
                 tracked.set(id!, { status: "settled", settlement: hold!.settlement, split: splitRequested.has(id!) })
                 return `ok ${JSON.stringify(r.success.parts.map((q) => [q.sourceId, q.charged, q.unbilled]))}`
               })
@@ -740,7 +897,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
               const r = yield* Effect.result(session.refund(id!))
               if (r._tag === "Failure") {
                 count(`refund:${r.failure._tag}`)
-                if (sequential && before !== undefined) fail("2 lifecycle", `refund ${id} (${before.status}) failed with ${r.failure._tag}`)
+                if (sequential && before !== undefined) {
+                  fail("2 lifecycle", `refund ${id} (${before.status}) failed with ${r.failure._tag}`)
+                }
                 return `fail ${r.failure._tag}`
               }
               count(`refund:${r.success.status}`)
@@ -751,15 +910,24 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
                   ? hold.parts.filter((q) => q.kind === "funding").reduce((a, q) => a + q.amount, 0)
                   : 0
                 if (r.success.status !== expectedStatus || r.success.refunded !== expectedAmount) {
-                  fail("2 lifecycle", `refund ${id} (${before.status}) returned ${JSON.stringify(r.success)}, expected ${expectedStatus} / ${expectedAmount}; hold now ${JSON.stringify(hold)}`)
+                  fail(
+                    "2 lifecycle",
+                    `refund ${id} (${before.status}) returned ${
+                      JSON.stringify(r.success)
+                    }, expected ${expectedStatus} / ${expectedAmount}; hold now ${JSON.stringify(hold)}`
+                  )
                 }
-                if (before.status === "pending" && hold.status !== "refunded") fail("2 lifecycle", `refund ${id} returned but the hold is ${hold.status}`)
+                if (before.status === "pending" && hold.status !== "refunded") {
+                  fail("2 lifecycle", `refund ${id} returned but the hold is ${hold.status}`)
+                }
                 tracked.set(id!, { status: hold.status, settlement: hold.settlement, split: splitRequested.has(id!) })
               }
               return `ok ${r.success.status} ${r.success.refunded}`
             })
             const first = yield* refundOnce
-            if (sequential && c.again) return `${first}; again ${yield* refundOnce}`
+            if (sequential && c.again) {
+              return `${first}; again ${yield* refundOnce}`
+            }
             return first
           }
           case "renew": {
@@ -771,10 +939,19 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             if (r._tag === "Failure") {
               count(`renew:${r.failure._tag}`)
               if (sequential) {
-                const expected = before === undefined ? "HoldNotFound" : before.status === "pending" ? "success" : "HoldResolved"
-                if (expected !== r.failure._tag) fail("2 lifecycle", `renew ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}`)
+                const expected = before === undefined
+                  ? "HoldNotFound"
+                  : before.status === "pending"
+                  ? "success"
+                  : "HoldResolved"
+                if (expected !== r.failure._tag) {
+                  fail("2 lifecycle", `renew ${id} (${before?.status ?? "absent"}) failed with ${r.failure._tag}`)
+                }
                 if (before && (after?.status !== before.status || after.expiresAt !== before.expiresAt)) {
-                  fail("2 lifecycle", `a failed renew of ${id} changed the hold: ${JSON.stringify(before)} → ${JSON.stringify(after)}`)
+                  fail(
+                    "2 lifecycle",
+                    `a failed renew of ${id} changed the hold: ${JSON.stringify(before)} → ${JSON.stringify(after)}`
+                  )
                 }
               }
               return `fail ${r.failure._tag}`
@@ -782,10 +959,20 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             count("renew:ok")
             if (sequential) {
               const now = yield* Clock.currentTimeMillis
-              const want = Math.max(before!.expiresAt, Math.min(now + 10 * 60_000, before!.createdAt + 7 * 24 * 3_600_000))
-              if (before?.status !== "pending") fail("2 lifecycle", `renew of ${before?.status ?? "absent"} hold ${id} succeeded`)
+              const want = Math.max(
+                before!.expiresAt,
+                Math.min(now + 10 * 60_000, before!.createdAt + 7 * 24 * 3_600_000)
+              )
+              if (before?.status !== "pending") {
+                fail("2 lifecycle", `renew of ${before?.status ?? "absent"} hold ${id} succeeded`)
+              }
               if (after?.status !== "pending" || after.expiresAt !== want || r.success.expiresAt !== want) {
-                fail("2 lifecycle", `renew ${id} at ${now}: expected expiry ${want}, got ${r.success.expiresAt}, stored ${JSON.stringify(after)}`)
+                fail(
+                  "2 lifecycle",
+                  `renew ${id} at ${now}: expected expiry ${want}, got ${r.success.expiresAt}, stored ${
+                    JSON.stringify(after)
+                  }`
+                )
               }
             }
             return `ok ${r.success.expiresAt}`
@@ -795,9 +982,14 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             const amount = topUpAmount(c)
             const r = yield* wallets.topUp({ accountId: acct(c.account), amount, key })
             count(`topup:${r.applied ? "applied" : "repeat"}`)
-            if (r.applied) topUps[c.account] = topUps[c.account]! + amount
+            if (r.applied) {
+              topUps[c.account] = topUps[c.account]! + amount
+            }
             if (r.applied === appliedKeys.has(key)) {
-              fail("4 conservation", `top-up ${key} applied=${r.applied}, but it was ${appliedKeys.has(key) ? "" : "not "}applied before`)
+              fail(
+                "4 conservation",
+                `top-up ${key} applied=${r.applied}, but it was ${appliedKeys.has(key) ? "" : "not "}applied before`
+              )
             }
             appliedKeys.add(key)
             return `${r.applied ? "applied" : "repeat"} → ${r.balance}`
@@ -871,7 +1063,12 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           log.push(`  → ${result}`)
           if (before !== undefined && result.startsWith("fail")) {
             const after = yield* snapshot
-            if (after !== before) fail("3 failed open", `${label}: a failed ${cmd.t} changed the state:\nbefore ${before}\nafter  ${after}`)
+            if (after !== before) {
+              fail(
+                "3 failed open",
+                `${label}: a failed ${cmd.t} changed the state:\nbefore ${before}\nafter  ${after}`
+              )
+            }
           }
           yield* check(label)
         }
@@ -927,9 +1124,11 @@ describe("billing conservation on the knex stores (subscriptions, split funding,
         console.log(
           `${target.name} conservation property: ${stats.runs - before.runs} runs (incl. shrinking), ${
             stats.commands - before.commands
-          } commands, ${stats.operations - before.operations} operations, ${stats.parallelBatches - before.parallelBatches} concurrent batches, ${
-            stats.splitHolds - before.splitHolds
-          } split holds, ${stats.charges - before.charges} charges, ${stats.retryTicks - before.retryTicks} retry ticks, in ${Date.now() - started} ms\n  outcomes: ${
+          } commands, ${stats.operations - before.operations} operations, ${
+            stats.parallelBatches - before.parallelBatches
+          } concurrent batches, ${stats.splitHolds - before.splitHolds} split holds, ${
+            stats.charges - before.charges
+          } charges, ${stats.retryTicks - before.retryTicks} retry ticks, in ${Date.now() - started} ms\n  outcomes: ${
             [...stats.outcomes].sort().map(([k, v]) => `${k}=${v - (before.outcomes.get(k) ?? 0)}`).join(" ")
           }`
         )
@@ -948,13 +1147,24 @@ describe("billing conservation on the knex stores (subscriptions, split funding,
         { balance: 0, token: { unlimited: true }, subs: [] }
       ],
       commands: [
-        { t: "open", account: 0, withToken: true, estimate: 10_000, preference: "wallet_only", split: false, ttlMillis: undefined, ref: { kind: "fresh" } },
+        {
+          t: "open",
+          account: 0,
+          withToken: true,
+          estimate: 10_000,
+          preference: "wallet_only",
+          split: false,
+          ttlMillis: undefined,
+          ref: { kind: "fresh" }
+        },
         { t: "refund", any: false, back: 0, again: false }
       ]
     }
     const error = await runScenario(runtime, scenario).then(() => undefined, (e: unknown) => e)
     expect(error).toBeInstanceOf(Violation)
-    expect(String((error as Error).message)).toMatch(/\[4 conservation\][^]*refunded hold r\d+-h0[^]*ledger nets wallet -10000/)
+    expect(String((error as Error).message)).toMatch(
+      /\[4 conservation\][^]*refunded hold r\d+-h0[^]*ledger nets wallet -10000/
+    )
     // And the random property finds it too.
     const outcome = await fc.check(
       fc.asyncProperty(scenarioArb(15), (s) => runScenario(runtime, s)),

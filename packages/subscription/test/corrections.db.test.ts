@@ -7,9 +7,9 @@
  * corrected, the new period's never").
  */
 import { assert, describe, layer } from "@effect/vitest"
+import { BillingSession, Ledger } from "@relay-billing/core"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession, Ledger } from "@relay-billing/core"
 import {
   account,
   auditClean,
@@ -33,15 +33,37 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("o", 1_000_000, { remain: 1_000_000 })
           yield* subscribe("o-s", "o", { total: 100_000 })
-          const s = yield* billing.open({ holdId: "o-h", accountId: "o", tokenId: "o-t", estimate: 60_000, preference: "subscription_only" })
+          const s = yield* billing.open({
+            holdId: "o-h",
+            accountId: "o",
+            tokenId: "o-t",
+            estimate: 60_000,
+            preference: "subscription_only"
+          })
           yield* s.settle(160_000)
           assert.strictEqual(yield* used("o-s"), 100_000)
-          assert.deepStrictEqual(yield* walletState("o", "o-t"), { W: 940_000, usedQuota: 160_000, requestCount: 1, R: 840_000, TU: 160_000 })
+          assert.deepStrictEqual(yield* walletState("o", "o-t"), {
+            W: 940_000,
+            usedQuota: 160_000,
+            requestCount: 1,
+            R: 840_000,
+            TU: 160_000
+          })
           const result = yield* billing.correct({ holdId: "o-h", correctionId: "refund-1", amount: 70_000 })
-          assert.deepStrictEqual(result.parts.map((p) => [p.kind, p.sourceId, p.amount]), [["funding", "subscription", 70_000], ["budget", "token", 70_000]])
+          assert.deepStrictEqual(result.parts.map((p) => [p.kind, p.sourceId, p.amount]), [[
+            "funding",
+            "subscription",
+            70_000
+          ], ["budget", "token", 70_000]])
           assert.strictEqual(result.remaining, 90_000)
           assert.strictEqual(yield* used("o-s"), 90_000)
-          assert.deepStrictEqual(yield* walletState("o", "o-t"), { W: 1_000_000, usedQuota: 90_000, requestCount: 1, R: 910_000, TU: 90_000 })
+          assert.deepStrictEqual(yield* walletState("o", "o-t"), {
+            W: 1_000_000,
+            usedQuota: 90_000,
+            requestCount: 1,
+            R: 910_000,
+            TU: 90_000
+          })
           assert.deepStrictEqual(yield* correctionRows("o-h"), [
             "token o-t correction 70000",
             "wallet o correction 60000",
@@ -56,7 +78,13 @@ for (const target of targets) {
           yield* account("sp", 30_000, { remain: 1_000_000 })
           yield* subscribe("sp-x", "sp", { total: 10_000, durationSeconds: 10 * 86_400 })
           yield* subscribe("sp-y", "sp", { total: 15_000, durationSeconds: 20 * 86_400 })
-          const s = yield* billing.open({ holdId: "sp-h", accountId: "sp", tokenId: "sp-t", estimate: 50_000, split: true })
+          const s = yield* billing.open({
+            holdId: "sp-h",
+            accountId: "sp",
+            tokenId: "sp-t",
+            estimate: 50_000,
+            split: true
+          })
           yield* s.settle(50_000)
           assert.deepStrictEqual(yield* walletState("sp"), { W: 5_000, usedQuota: 50_000, requestCount: 1 })
           const first = yield* billing.correct({ holdId: "sp-h", correctionId: "a", amount: 30_000 })
@@ -67,7 +95,13 @@ for (const target of targets) {
           assert.deepStrictEqual([yield* used("sp-x"), yield* used("sp-y")], [10_000, 10_000])
           yield* billing.correct({ holdId: "sp-h", correctionId: "b", amount: 15_000 })
           assert.deepStrictEqual([yield* used("sp-x"), yield* used("sp-y")], [5_000, 0])
-          assert.deepStrictEqual(yield* walletState("sp", "sp-t"), { W: 30_000, usedQuota: 5_000, requestCount: 1, R: 995_000, TU: 5_000 })
+          assert.deepStrictEqual(yield* walletState("sp", "sp-t"), {
+            W: 30_000,
+            usedQuota: 5_000,
+            requestCount: 1,
+            R: 995_000,
+            TU: 5_000
+          })
           yield* auditClean
         }))
 
@@ -77,7 +111,12 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("pd", 0)
           yield* subscribe("pd-s", "pd", { total: 100_000, period: "daily" })
-          const s = yield* billing.open({ holdId: "pd-h", accountId: "pd", estimate: 40_000, preference: "subscription_only" })
+          const s = yield* billing.open({
+            holdId: "pd-h",
+            accountId: "pd",
+            estimate: 40_000,
+            preference: "subscription_only"
+          })
           yield* s.settle(40_000)
           yield* TestClock.setTime(t("2026-11-28T23:00:00Z"))
           yield* billing.correct({ holdId: "pd-h", correctionId: "k", amount: 15_000 })
@@ -92,10 +131,20 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("pr", 0)
           yield* subscribe("pr-s", "pr", { total: 100_000, period: "daily" })
-          const old = yield* billing.open({ holdId: "pr-old", accountId: "pr", estimate: 40_000, preference: "subscription_only" })
+          const old = yield* billing.open({
+            holdId: "pr-old",
+            accountId: "pr",
+            estimate: 40_000,
+            preference: "subscription_only"
+          })
           yield* old.settle(40_000)
           yield* TestClock.setTime(t("2026-11-29T08:00:00Z"))
-          const fresh = yield* billing.open({ holdId: "pr-new", accountId: "pr", estimate: 30_000, preference: "subscription_only" })
+          const fresh = yield* billing.open({
+            holdId: "pr-new",
+            accountId: "pr",
+            estimate: 30_000,
+            preference: "subscription_only"
+          })
           yield* fresh.settle(30_000)
           assert.strictEqual(yield* used("pr-s"), 30_000)
           const result = yield* billing.correct({ holdId: "pr-old", correctionId: "k", amount: 10_000 })
@@ -118,7 +167,12 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("ub", 1_000_000)
           yield* subscribe("ub-s", "ub", { total: 100_000, allowWalletOverflow: false })
-          const s = yield* billing.open({ holdId: "ub-h", accountId: "ub", estimate: 60_000, preference: "subscription_only" })
+          const s = yield* billing.open({
+            holdId: "ub-h",
+            accountId: "ub",
+            estimate: 60_000,
+            preference: "subscription_only"
+          })
           const settlement = yield* s.settle(160_000)
           assert.strictEqual(settlement.parts[0]!.unbilled, 60_000)
           assert.deepStrictEqual(yield* walletState("ub"), { W: 1_000_000, usedQuota: 100_000, requestCount: 1 })

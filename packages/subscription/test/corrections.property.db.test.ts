@@ -27,15 +27,15 @@
  *
  * Replay: FC_SEED=<seed> FC_PATH=<path> FC_TARGET=<name> npx vitest run test/corrections.property.db.test.ts
  */
-import { afterAll, describe, expect, it } from "vitest"
-import fc from "fast-check"
-import { Clock, Effect, Layer, ManagedRuntime } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession, Hold, HoldJournal, Ledger } from "@relay-billing/core"
 import { Audit, Migrations, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Clock, Effect, Layer, ManagedRuntime } from "effect"
+import { TestClock } from "effect/testing"
+import fc from "fast-check"
+import { afterAll, describe, expect, it } from "vitest"
 import { Subscription, SubscriptionAdmin } from "../src/index.js"
-import { billingLayer, auditBalances } from "./support.js"
+import { auditBalances, billingLayer } from "./support.js"
 
 const targets = TestDatabase.targets()
   .filter((t) => process.env["FC_TARGET"] === undefined || process.env["FC_TARGET"] === t.name)
@@ -54,7 +54,9 @@ const replay: { seed?: number; path?: string } = process.env["FC_SEED"] !== unde
 interface AccountSpec {
   readonly balance: number
   readonly token: { readonly unlimited: boolean; readonly remain: number }
-  readonly subs: ReadonlyArray<{ readonly total: number; readonly daily: boolean; readonly allowWalletOverflow: boolean }>
+  readonly subs: ReadonlyArray<
+    { readonly total: number; readonly daily: boolean; readonly allowWalletOverflow: boolean }
+  >
 }
 
 type Command =
@@ -114,7 +116,10 @@ const scenarioArb = (accounts: number): fc.Arbitrary<Scenario> =>
             plus: fc.integer({ min: -2, max: 2 })
           })
         },
-        { weight: 2, arbitrary: fc.record({ t: fc.constant("advance" as const), hours: fc.integer({ min: 1, max: 30 }) }) }
+        {
+          weight: 2,
+          arbitrary: fc.record({ t: fc.constant("advance" as const), hours: fc.integer({ min: 1, max: 30 }) })
+        }
       ),
       { minLength: 6, maxLength: 20 }
     )
@@ -128,7 +133,9 @@ const runtimeFor = (target: TestDatabase.Target) =>
   ManagedRuntime.make(
     billingLayer().pipe(
       Layer.provideMerge(
-        Layer.effectDiscard(Migrations.run(Subscription.allMigrations)).pipe(Layer.provideMerge(TestDatabase.layer(target)))
+        Layer.effectDiscard(Migrations.run(Subscription.allMigrations)).pipe(
+          Layer.provideMerge(TestDatabase.layer(target))
+        )
       )
     )
   )
@@ -220,8 +227,12 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
             charged += Hold.charged(s)
             corrected += Hold.corrected(s)
             const mine = [...(accepted.get(h.id)?.values() ?? [])].reduce((sum, c) => sum + c.amount, 0)
-            if (Hold.corrected(s) !== mine) fail("4 idempotent", `${label}: hold ${h.id} records ${Hold.corrected(s)}, accepted ${mine}`)
-            if (Hold.corrected(s) > Hold.charged(s)) fail("3 never exceeds", `${label}: hold ${h.id} corrected more than charged`)
+            if (Hold.corrected(s) !== mine) {
+              fail("4 idempotent", `${label}: hold ${h.id} records ${Hold.corrected(s)}, accepted ${mine}`)
+            }
+            if (Hold.corrected(s) > Hold.charged(s)) {
+              fail("3 never exceeds", `${label}: hold ${h.id} corrected more than charged`)
+            }
             const tokenPart = s.parts.find((x) => x.kind === "budget")
             if (tokenPart) {
               tokenSettled += tokenPart.charged
@@ -233,7 +244,10 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
           }
           const a = yield* wallets.account(acct(i))
           if (a.usedQuota !== charged - corrected) {
-            fail("1 usedQuota", `${label}: ${acct(i)} usedQuota ${a.usedQuota} != charged ${charged} - corrected ${corrected}`)
+            fail(
+              "1 usedQuota",
+              `${label}: ${acct(i)} usedQuota ${a.usedQuota} != charged ${charged} - corrected ${corrected}`
+            )
           }
           const rows = yield* ledger.entries({ accountId: acct(i) })
           const walletOut = opening[i]! - a.balance
@@ -245,14 +259,19 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
           if (walletOut + subOut + unbilled !== settled - corrected + ended) {
             fail(
               "2 conservation",
-              `${label}: ${acct(i)}: wallet out ${walletOut} + subscriptions out ${subOut} + unbilled ${unbilled} != settled ${settled} - corrected ${corrected} + ended-period shares ${ended}`
+              `${label}: ${
+                acct(i)
+              }: wallet out ${walletOut} + subscriptions out ${subOut} + unbilled ${unbilled} != settled ${settled} - corrected ${corrected} + ended-period shares ${ended}`
             )
           }
           const t = yield* wallets.token(tok(i))
           const spec = scenario.accounts[i]!.token
           const tokenOut = (spec.unlimited ? 0 : spec.remain) - t.remain
           if (tokenOut !== tokenSettled - tokenCorrected) {
-            fail("2 conservation", `${label}: token ${tok(i)} out ${tokenOut} != settled ${tokenSettled} - corrected ${tokenCorrected}`)
+            fail(
+              "2 conservation",
+              `${label}: token ${tok(i)} out ${tokenOut} != settled ${tokenSettled} - corrected ${tokenCorrected}`
+            )
           }
         }
       })
@@ -299,7 +318,11 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
           const first = mine.get(cmd.id)
           const before = yield* snapshot(h.account)
           const result = yield* Effect.result(session.correct({ holdId: h.id, correctionId: cmd.id, amount }))
-          log.push(`${label} on ${h.id} (left ${left}) amount ${amount} -> ${result._tag === "Success" ? "ok" : result.failure._tag}`)
+          log.push(
+            `${label} on ${h.id} (left ${left}) amount ${amount} -> ${
+              result._tag === "Success" ? "ok" : result.failure._tag
+            }`
+          )
           const unchanged = Effect.gen(function*() {
             const after = yield* snapshot(h.account)
             if (after !== before) fail("4 nothing moves", `${label}: ${before} -> ${after}`)
@@ -312,13 +335,19 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
               count("replayed")
             } else {
               if (result._tag !== "Failure" || result.failure._tag !== "IdempotencyConflict") {
-                fail("4 idempotent", `${label}: id reused with ${amount} (first ${first.amount}) answered ${JSON.stringify(result)}`)
+                fail(
+                  "4 idempotent",
+                  `${label}: id reused with ${amount} (first ${first.amount}) answered ${JSON.stringify(result)}`
+                )
               }
               count("conflict")
             }
             yield* unchanged
           } else if (amount > left) {
-            if (result._tag !== "Failure" || result.failure._tag !== "CorrectionExceedsCharge" || result.failure.remaining !== left) {
+            if (
+              result._tag !== "Failure" || result.failure._tag !== "CorrectionExceedsCharge" ||
+              result.failure.remaining !== left
+            ) {
               fail("3 never exceeds", `${label}: ${amount} > left ${left} answered ${JSON.stringify(result)}`)
             }
             count("exceeds")
@@ -337,13 +366,16 @@ const runScenario = (runtime: Runtime, scenario: Scenario) => {
             } else {
               count("corrected after a day boundary")
               const rows = yield* ledger.entries({ holdId: h.id })
-              if (rows.some((e) => e.kind === "correction" && endedShare(e.note) > 0)) count("ended-period share recorded")
+              if (rows.some((e) => e.kind === "correction" && endedShare(e.note) > 0)) {
+                count("ended-period share recorded")
+              }
               // §3.6: a daily subscription's new period is never credited for a charge of an earlier day
               const daily = new Set(
                 scenario.accounts[h.account]!.subs.flatMap((sub, j) => (sub.daily ? [`${p}-s${h.account}-${j}`] : []))
               )
               const credited = rows.filter((e) =>
-                e.kind === "correction" && e.at === now && e.sourceId === "subscription" && e.amount > 0 && daily.has(e.subjectId)
+                e.kind === "correction" && e.at === now && e.sourceId === "subscription" && e.amount > 0 &&
+                daily.has(e.subjectId)
               )
               if (credited.length > 0) {
                 fail("2 period", `${label}: a later day's period was credited: ${JSON.stringify(credited)}`)
@@ -367,21 +399,27 @@ afterAll(async () => {
 
 describe("issue 8 #14: corrections keep conservation on the knex stores (property)", () => {
   for (const target of targets) {
-    it(`issue 8 #14: ${target.name}: random corrections, repeated ids, over-corrections and period resets keep every invariant`, async () => {
-      const runtime = runtimeFor(target)
-      runtimes.push(runtime)
-      const before = new Map(stats)
-      try {
-        await fc.assert(
-          fc.asyncProperty(scenarioArb(2), (scenario) => runScenario(runtime, scenario)),
-          { numRuns: Number(process.env["FC_NUM_RUNS"] ?? RUNS[target.name] ?? 10), ...replay }
-        )
-      } finally {
-        console.log(
-          `${target.name} corrections property: ${[...stats].sort().map(([k, v]) => `${k}=${v - (before.get(k) ?? 0)}`).join(" ")}`
-        )
-      }
-      expect((stats.get("corrected") ?? 0) - (before.get("corrected") ?? 0)).toBeGreaterThan(0)
-    }, 300_000)
+    it(
+      `issue 8 #14: ${target.name}: random corrections, repeated ids, over-corrections and period resets keep every invariant`,
+      async () => {
+        const runtime = runtimeFor(target)
+        runtimes.push(runtime)
+        const before = new Map(stats)
+        try {
+          await fc.assert(
+            fc.asyncProperty(scenarioArb(2), (scenario) => runScenario(runtime, scenario)),
+            { numRuns: Number(process.env["FC_NUM_RUNS"] ?? RUNS[target.name] ?? 10), ...replay }
+          )
+        } finally {
+          console.log(
+            `${target.name} corrections property: ${
+              [...stats].sort().map(([k, v]) => `${k}=${v - (before.get(k) ?? 0)}`).join(" ")
+            }`
+          )
+        }
+        expect((stats.get("corrected") ?? 0) - (before.get("corrected") ?? 0)).toBeGreaterThan(0)
+      },
+      300_000
+    )
   }
 })

@@ -8,10 +8,10 @@
  * publishers) and several OS processes sharing one database.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingEvents, BillingSession } from "@relay-billing/core"
 import { Accounts, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
 import { Subscription } from "../src/index.js"
 import { releaseTogether, result, worker } from "./processes.js"
 import { account, auditClean, billingLayer, migratedClient, subscribe, targets, walletBalance } from "./support.js"
@@ -55,7 +55,12 @@ for (const target of targets) {
           assert.deepStrictEqual(rec.low("lw"), [])
           yield* settleOne("lw-2", "lw", 1_000, 1_500)
           assert.strictEqual(yield* walletBalance("lw"), 500)
-          assert.deepStrictEqual(rec.low("lw"), [{ sourceId: "wallet", subjectId: "lw", balance: 500, threshold: 1_000 }])
+          assert.deepStrictEqual(rec.low("lw"), [{
+            sourceId: "wallet",
+            subjectId: "lw",
+            balance: 500,
+            threshold: 1_000
+          }])
           // exactly at the threshold is not below it
           yield* account("lx", 2_000)
           yield* settleOne("lx-1", "lx", 1_000, 1_000)
@@ -79,7 +84,12 @@ for (const target of targets) {
           yield* settleOne("lt-1", "lt", 10_000, 40_000)
           assert.deepStrictEqual(rec.low("lt"), [])
           yield* settleOne("lt-2", "lt", 10_000, 20_000)
-          assert.deepStrictEqual(rec.low("lt"), [{ sourceId: "wallet", subjectId: "lt", balance: 40_000, threshold: 50_000 }])
+          assert.deepStrictEqual(rec.low("lt"), [{
+            sourceId: "wallet",
+            subjectId: "lt",
+            balance: 40_000,
+            threshold: 50_000
+          }])
           yield* auditClean
         }))
 
@@ -91,7 +101,12 @@ for (const target of targets) {
           yield* settleOne("ls-1", "ls", 5_000, 5_000, "subscription_first")
           assert.deepStrictEqual(rec.low("ls"), [])
           yield* settleOne("ls-2", "ls", 4_000, 4_600, "subscription_first")
-          assert.deepStrictEqual(rec.low("ls"), [{ sourceId: "subscription", subjectId: "ls", balance: 400, threshold: 1_000 }])
+          assert.deepStrictEqual(rec.low("ls"), [{
+            sourceId: "subscription",
+            subjectId: "ls",
+            balance: 400,
+            threshold: 1_000
+          }])
           yield* account("lu", 500)
           yield* subscribe("lu-s", "lu", { total: 0 })
           yield* settleOne("lu-1", "lu", 5_000, 5_000_000, "subscription_first")
@@ -114,76 +129,104 @@ for (const target of targets) {
           yield* settleOne("lr-s1", "lr", 99_300, 99_300, "subscription_only")
           yield* settleOne("lr-s2", "lr", 100, 100, "subscription_only")
           yield* settleOne("lr-s3", "lr", 100, 100, "subscription_only")
-          assert.deepStrictEqual(rec.low("lr").map((e) => e.sourceId), ["wallet", "wallet", "subscription", "subscription"])
+          assert.deepStrictEqual(rec.low("lr").map((e) => e.sourceId), [
+            "wallet",
+            "wallet",
+            "subscription",
+            "subscription"
+          ])
           // 10 minutes after the first two: the wallet may warn twice more, then not again
           yield* TestClock.adjust("1 minute")
           for (let i = 0; i < 4; i++) {
             yield* settleOne(`lr-c${i}`, "lr", 10, 10)
             yield* TestClock.adjust("1 millis")
           }
-          assert.deepStrictEqual(rec.low("lr").map((e) => e.sourceId), ["wallet", "wallet", "subscription", "subscription", "wallet", "wallet"])
+          assert.deepStrictEqual(rec.low("lr").map((e) => e.sourceId), [
+            "wallet",
+            "wallet",
+            "subscription",
+            "subscription",
+            "wallet",
+            "wallet"
+          ])
           yield* auditClean
         }))
     })
 
     // SQLite has a single writer: two pools on one file only queue behind each other (PG/MySQL only).
-    it.live.skipIf(target.name === "sqlite")("two BillingSession stacks (two clients, two publishers) on one database settling concurrently publish at most 2 in total", () =>
-      Effect.scoped(Effect.gen(function*() {
-        const isolated = yield* TestDatabase.isolated(target)
-        const stacks = yield* Effect.all(Array.from({ length: 2 }, () =>
-          Effect.map(KnexClient.fromUrl(isolated.url, isolated.options), (client) => {
-            const r = recorder()
-            return {
-              rec: r,
-              layer: billingLayer().pipe(Layer.provide(r.publisher), Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client))),
-              client
-            }
-          })))
-        yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, stacks[0]!.client)
-        yield* account("lc", 1_000).pipe(Effect.provide(stacks[0]!.layer))
-        const runs = stacks.map((s, k) =>
-          Effect.all(
-            Array.from({ length: 6 }, (_, i) => settleOne(`lc-${k}-${i}`, "lc", 10, 10)),
-            { concurrency: "unbounded" }
-          ).pipe(Effect.provide(s.layer))
-        )
-        yield* Effect.all(runs, { concurrency: "unbounded" })
-        const total = stacks.reduce((a, s) => a + s.rec.low("lc").length, 0)
-        assert.isAtMost(total, 2, `events: ${JSON.stringify(stacks.map((s) => s.rec.low("lc")))}`)
-        assert.isAtLeast(total, 1)
-        yield* Effect.gen(function*() {
-          assert.strictEqual(yield* walletBalance("lc"), 880)
-          yield* auditClean
-        }).pipe(Effect.provide(stacks[0]!.layer))
-      })), 60_000)
+    it.live.skipIf(target.name === "sqlite")(
+      "two BillingSession stacks (two clients, two publishers) on one database settling concurrently publish at most 2 in total",
+      () =>
+        Effect.scoped(Effect.gen(function*() {
+          const isolated = yield* TestDatabase.isolated(target)
+          const stacks = yield* Effect.all(Array.from({ length: 2 }, () =>
+            Effect.map(KnexClient.fromUrl(isolated.url, isolated.options), (client) => {
+              const r = recorder()
+              return {
+                rec: r,
+                layer: billingLayer().pipe(
+                  Layer.provide(r.publisher),
+                  Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client))
+                ),
+                client
+              }
+            })))
+          yield* Effect.provideService(
+            Migrations.run(Subscription.allMigrations),
+            KnexClient.KnexClient,
+            stacks[0]!.client
+          )
+          yield* account("lc", 1_000).pipe(Effect.provide(stacks[0]!.layer))
+          const runs = stacks.map((s, k) =>
+            Effect.all(
+              Array.from({ length: 6 }, (_, i) =>
+                settleOne(`lc-${k}-${i}`, "lc", 10, 10)),
+              { concurrency: "unbounded" }
+            ).pipe(Effect.provide(s.layer))
+          )
+          yield* Effect.all(runs, { concurrency: "unbounded" })
+          const total = stacks.reduce((a, s) => a + s.rec.low("lc").length, 0)
+          assert.isAtMost(total, 2, `events: ${JSON.stringify(stacks.map((s) => s.rec.low("lc")))}`)
+          assert.isAtLeast(total, 1)
+          yield* Effect.gen(function*() {
+            assert.strictEqual(yield* walletBalance("lc"), 880)
+            yield* auditClean
+          }).pipe(Effect.provide(stacks[0]!.layer))
+        })),
+      60_000
+    )
 
-    it.live.skipIf(target.name === "sqlite")("3 OS processes settling low-balance requests at the same moment publish at most 2 in total", () =>
-      Effect.scoped(Effect.gen(function*() {
-        const isolated = yield* TestDatabase.isolated(target)
-        const client = yield* KnexClient.fromUrl(isolated.url, isolated.options)
-        const stack = billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
-        yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, client)
-        yield* account("lp", 1_000).pipe(Effect.provide(stack))
-        const workers = yield* Effect.all(Array.from({ length: 3 }, (_, k) =>
-          worker(`settle-${k}`, {
-            cmd: "settle",
-            url: isolated.url,
-            options: isolated.options,
-            barrier: true,
-            accountId: "lp",
-            holds: Array.from({ length: 5 }, (_, i) => ({ holdId: `lp-${k}-${i}`, estimate: 10, actual: 10 }))
-          })))
-        yield* releaseTogether(workers)
-        const lines = yield* Effect.all(workers.map((w) => result(w)))
-        const settled = lines.reduce((a, l) => a + (l["settled"] as number), 0)
-        assert.strictEqual(settled, 15, JSON.stringify(lines.map((l) => l["failures"])))
-        const low = lines.flatMap((l) => l["lowBalance"] as Array<{ sourceId: string }>)
-        assert.isAtMost(low.length, 2, JSON.stringify(low))
-        assert.isAtLeast(low.length, 1)
-        yield* Effect.gen(function*() {
-          assert.strictEqual(yield* walletBalance("lp"), 850)
-          yield* auditClean
-        }).pipe(Effect.provide(stack))
-      })), 60_000)
+    it.live.skipIf(target.name === "sqlite")(
+      "3 OS processes settling low-balance requests at the same moment publish at most 2 in total",
+      () =>
+        Effect.scoped(Effect.gen(function*() {
+          const isolated = yield* TestDatabase.isolated(target)
+          const client = yield* KnexClient.fromUrl(isolated.url, isolated.options)
+          const stack = billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, client)))
+          yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, client)
+          yield* account("lp", 1_000).pipe(Effect.provide(stack))
+          const workers = yield* Effect.all(Array.from({ length: 3 }, (_, k) =>
+            worker(`settle-${k}`, {
+              cmd: "settle",
+              url: isolated.url,
+              options: isolated.options,
+              barrier: true,
+              accountId: "lp",
+              holds: Array.from({ length: 5 }, (_, i) => ({ holdId: `lp-${k}-${i}`, estimate: 10, actual: 10 }))
+            })))
+          yield* releaseTogether(workers)
+          const lines = yield* Effect.all(workers.map((w) => result(w)))
+          const settled = lines.reduce((a, l) => a + (l["settled"] as number), 0)
+          assert.strictEqual(settled, 15, JSON.stringify(lines.map((l) => l["failures"])))
+          const low = lines.flatMap((l) => l["lowBalance"] as Array<{ sourceId: string }>)
+          assert.isAtMost(low.length, 2, JSON.stringify(low))
+          assert.isAtLeast(low.length, 1)
+          yield* Effect.gen(function*() {
+            assert.strictEqual(yield* walletBalance("lp"), 850)
+            yield* auditClean
+          }).pipe(Effect.provide(stack))
+        })),
+      60_000
+    )
   })
 }

@@ -5,9 +5,18 @@
  * the hold stays pending.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
 import { BillingSession } from "@relay-billing/core"
-import { account, auditClean, failureOf, subscribe, subscriptionBilling, targets, used, walletState } from "./support.js"
+import { Effect } from "effect"
+import {
+  account,
+  auditClean,
+  failureOf,
+  subscribe,
+  subscriptionBilling,
+  targets,
+  used,
+  walletState
+} from "./support.js"
 
 const MAX = Number.MAX_SAFE_INTEGER
 
@@ -19,14 +28,18 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("r13", 0)
           yield* subscribe("r13-s", "r13", { total: 0 })
-          const open = (holdId: string) => billing.open({ holdId, accountId: "r13", estimate: 0, preference: "subscription_only" })
+          const open = (holdId: string) =>
+            billing.open({ holdId, accountId: "r13", estimate: 0, preference: "subscription_only" })
           const h1 = yield* open("r13-1")
           const h2 = yield* open("r13-2")
           assert.strictEqual(yield* used("r13-s"), 2)
           yield* h1.settle(MAX - 2)
           assert.strictEqual(yield* used("r13-s"), MAX - 1)
           const before = yield* walletState("r13")
-          const error = (yield* failureOf(h2.settle(5))) as unknown as { readonly _tag: string; readonly [k: string]: unknown }
+          const error = (yield* failureOf(h2.settle(5))) as unknown as {
+            readonly _tag: string
+            readonly [k: string]: unknown
+          }
           assert.deepStrictEqual([error._tag, error["field"], error["subjectId"], error["current"], error["change"]], [
             "QuotaOutOfRange",
             "subscription.amountUsed",
@@ -50,7 +63,12 @@ for (const target of targets) {
             5
           ])
           assert.strictEqual(yield* used("r13-s"), MAX - 2)
-          assert.isTrue(yield* billing.get("r13-3").pipe(Effect.as(false), Effect.catchTag("HoldNotFound", () => Effect.succeed(true))))
+          assert.isTrue(
+            yield* billing.get("r13-3").pipe(
+              Effect.as(false),
+              Effect.catchTag("HoldNotFound", () => Effect.succeed(true))
+            )
+          )
           yield* auditClean
         }))
     })

@@ -6,16 +6,16 @@
  * expired or cancelled subscriptions never being used.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Clock, Effect, Layer } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { WalletAdmin } from "@relay-billing/wallet"
+import { Clock, Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
 import { Subscription, SubscriptionAdmin, SubscriptionJobs } from "../src/index.js"
 import {
-  billingLayer,
   account,
   auditClean,
+  billingLayer,
   failureOf,
   ledgerRows,
   resetRows,
@@ -65,7 +65,9 @@ for (const target of targets) {
           assert.strictEqual(iso(after.lastResetAt), "2026-11-29T00:00:00.000Z")
           assert.strictEqual(iso(after.nextResetAt), "2026-11-30T00:00:00.000Z")
           assert.strictEqual(yield* resetRows("d-s"), 1)
-          assert.deepStrictEqual((yield* ledgerRows({ subjectId: "d-s", })).filter((r) => r.includes("reset")), ["subscription d-s reset 50000"])
+          assert.deepStrictEqual((yield* ledgerRows({ subjectId: "d-s" })).filter((r) => r.includes("reset")), [
+            "subscription d-s reset 50000"
+          ])
           yield* auditClean
         }))
 
@@ -188,19 +190,32 @@ for (const target of targets) {
           yield* subscribe("j-never", "j", { total: 100_000, period: "never" })
           for (const id of ["j-daily", "j-weekly", "j-never"]) {
             const billing = yield* BillingSession.BillingSession
-            const s = yield* billing.open({ holdId: `${id}-h`, accountId: "j", estimate: 100_000, preference: "subscription_only" })
+            const s = yield* billing.open({
+              holdId: `${id}-h`,
+              accountId: "j",
+              estimate: 100_000,
+              preference: "subscription_only"
+            })
             yield* s.settle(10_000)
           }
           assert.strictEqual(yield* SubscriptionJobs.resetDueSubscriptions(), 0)
           yield* TestClock.setTime(t("2026-11-29T12:00:00Z")) // Sunday: daily is 2 periods late
           assert.strictEqual(yield* SubscriptionJobs.resetDueSubscriptions(), 1)
           assert.strictEqual(yield* SubscriptionJobs.resetDueSubscriptions(), 0)
-          assert.deepStrictEqual([yield* used("j-daily"), yield* used("j-weekly"), yield* used("j-never")], [0, 10_000, 10_000])
+          assert.deepStrictEqual([yield* used("j-daily"), yield* used("j-weekly"), yield* used("j-never")], [
+            0,
+            10_000,
+            10_000
+          ])
           assert.strictEqual(iso((yield* sub("j-daily")).nextResetAt), "2026-11-30T00:00:00.000Z")
           yield* TestClock.setTime(t("2026-11-30T00:00:00Z"))
           assert.strictEqual(yield* SubscriptionJobs.resetDueSubscriptions(), 2)
           assert.strictEqual(yield* SubscriptionJobs.resetDueSubscriptions(), 0)
-          assert.deepStrictEqual([yield* resetRows("j-daily"), yield* resetRows("j-weekly"), yield* resetRows("j-never")], [1, 1, 0])
+          assert.deepStrictEqual([
+            yield* resetRows("j-daily"),
+            yield* resetRows("j-weekly"),
+            yield* resetRows("j-never")
+          ], [1, 1, 0])
           yield* auditClean
         }))
 
@@ -272,65 +287,77 @@ for (const target of targets) {
 
   // Separate clients (own pools) on one database, real time: each due subscription is reset exactly once.
   describe(`concurrent reset jobs on ${target.name}`, () => {
-    it.live("4 fibers with separate clients run resetDueSubscriptions at once: each of 30 due subscriptions is reset exactly once", () =>
-      Effect.scoped(Effect.gen(function*() {
-        const isolated = yield* TestDatabase.isolated(target)
-        const clients = yield* Effect.all(
-          Array.from({ length: 4 }, () => KnexClient.fromUrl(isolated.url, isolated.options))
-        )
-        const main = clients[0]!
-        const onMain = <A, E, R>(e: Effect.Effect<A, E, R>) =>
-          e.pipe(Effect.provide(
-            billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, main)))
-          ))
-        yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, main)
-        const now = yield* Clock.currentTimeMillis
-        const N = 30
-        // Set-up two days in the past (a TestClock): usage inside a period that has ended since.
-        yield* onMain(Effect.gen(function*() {
-          yield* TestClock.setTime(now - 2 * 86_400_000)
-          const wallet = yield* WalletAdmin.WalletAdmin
-          const billing = yield* BillingSession.BillingSession
-          for (let i = 0; i < N; i++) {
-            yield* wallet.createAccount({ id: `cj-a${i}`, balance: 0 })
-            yield* subscribe(`cj-${i}`, `cj-a${i}`, { total: 100_000, period: "daily" })
-            // usage, so that its reset writes a ledger row (a reset of 0 writes none)
-            const s = yield* billing.open({ holdId: `cj-h${i}`, accountId: `cj-a${i}`, estimate: 1 + i, preference: "subscription_only" })
-            yield* s.settle(1 + i)
-          }
-        }).pipe(Effect.provide(TestClock.layer())))
-        const lazy = yield* Effect.provideService(
-          Effect.gen(function*() {
-            let n = 0
-            for (let i = 0; i < N; i++) n += yield* resetRows(`cj-${i}`)
-            return n
-          }),
-          KnexClient.KnexClient,
-          main
-        )
-        const counts = yield* Effect.all(
-          clients.map((client) => Effect.provideService(SubscriptionJobs.resetDueSubscriptions(), KnexClient.KnexClient, client)),
-          { concurrency: "unbounded" }
-        )
-        assert.strictEqual(lazy, 0)
-        assert.strictEqual(counts.reduce((a, b) => a + b, 0), N, `job counts ${JSON.stringify(counts)}`)
-        yield* Effect.provideService(
-          Effect.gen(function*() {
-            const admin = SubscriptionAdmin.make(main)
-            for (let i = 0; i < N; i++) {
-              assert.strictEqual(yield* resetRows(`cj-${i}`), 1, `reset rows of cj-${i}`)
-              const s = yield* admin.subscription(`cj-${i}`)
-              assert.strictEqual(s.used, 0)
-              assert.isAbove(s.nextResetAt!, now)
-            }
-            const again = yield* SubscriptionJobs.resetDueSubscriptions()
-            assert.strictEqual(again, 0)
-            yield* auditClean
-          }),
-          KnexClient.KnexClient,
-          main
-        )
-      })), 60_000)
+    it.live(
+      "4 fibers with separate clients run resetDueSubscriptions at once: each of 30 due subscriptions is reset exactly once",
+      () =>
+        Effect.scoped(Effect.gen(function*() {
+          const isolated = yield* TestDatabase.isolated(target)
+          const clients = yield* Effect.all(
+            Array.from({ length: 4 }, () => KnexClient.fromUrl(isolated.url, isolated.options))
+          )
+          const main = clients[0]!
+          const onMain = <A, E, R>(e: Effect.Effect<A, E, R>) =>
+            e.pipe(Effect.provide(
+              billingLayer().pipe(Layer.provideMerge(Layer.succeed(KnexClient.KnexClient, main)))
+            ))
+          yield* Effect.provideService(Migrations.run(Subscription.allMigrations), KnexClient.KnexClient, main)
+          const now = yield* Clock.currentTimeMillis
+          const N = 30
+          // Set-up two days in the past (a TestClock): usage inside a period that has ended since.
+          yield* onMain(
+            Effect.gen(function*() {
+              yield* TestClock.setTime(now - 2 * 86_400_000)
+              const wallet = yield* WalletAdmin.WalletAdmin
+              const billing = yield* BillingSession.BillingSession
+              for (let i = 0; i < N; i++) {
+                yield* wallet.createAccount({ id: `cj-a${i}`, balance: 0 })
+                yield* subscribe(`cj-${i}`, `cj-a${i}`, { total: 100_000, period: "daily" })
+                // usage, so that its reset writes a ledger row (a reset of 0 writes none)
+                const s = yield* billing.open({
+                  holdId: `cj-h${i}`,
+                  accountId: `cj-a${i}`,
+                  estimate: 1 + i,
+                  preference: "subscription_only"
+                })
+                yield* s.settle(1 + i)
+              }
+            }).pipe(Effect.provide(TestClock.layer()))
+          )
+          const lazy = yield* Effect.provideService(
+            Effect.gen(function*() {
+              let n = 0
+              for (let i = 0; i < N; i++) n += yield* resetRows(`cj-${i}`)
+              return n
+            }),
+            KnexClient.KnexClient,
+            main
+          )
+          const counts = yield* Effect.all(
+            clients.map((client) =>
+              Effect.provideService(SubscriptionJobs.resetDueSubscriptions(), KnexClient.KnexClient, client)
+            ),
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(lazy, 0)
+          assert.strictEqual(counts.reduce((a, b) => a + b, 0), N, `job counts ${JSON.stringify(counts)}`)
+          yield* Effect.provideService(
+            Effect.gen(function*() {
+              const admin = SubscriptionAdmin.make(main)
+              for (let i = 0; i < N; i++) {
+                assert.strictEqual(yield* resetRows(`cj-${i}`), 1, `reset rows of cj-${i}`)
+                const s = yield* admin.subscription(`cj-${i}`)
+                assert.strictEqual(s.used, 0)
+                assert.isAbove(s.nextResetAt!, now)
+              }
+              const again = yield* SubscriptionJobs.resetDueSubscriptions()
+              assert.strictEqual(again, 0)
+              yield* auditClean
+            }),
+            KnexClient.KnexClient,
+            main
+          )
+        })),
+      60_000
+    )
   })
 }
-

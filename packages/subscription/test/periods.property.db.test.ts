@@ -32,14 +32,14 @@
  *
  * Replay: FC_SEED=<seed> FC_PATH=<path> [FC_TARGET=sqlite|postgres] npx vitest run test/periods.property.db.test.ts
  */
-import { afterAll, describe, expect, it } from "vitest"
-import fc from "fast-check"
-import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession, HoldJournal, Ledger } from "@relay-billing/core"
 import type { Hold, Source } from "@relay-billing/core"
 import { Audit, KnexBilling, Migrations, TestDatabase } from "@relay-billing/knex"
 import { TokenBudget, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { Clock, Effect, Fiber, Layer, ManagedRuntime } from "effect"
+import { TestClock } from "effect/testing"
+import fc from "fast-check"
+import { afterAll, describe, expect, it } from "vitest"
 import { Subscription, SubscriptionAdmin, SubscriptionJobs, SubscriptionSource } from "../src/index.js"
 import { auditBalances, billingLayer as supportBillingLayer } from "./support.js"
 
@@ -164,9 +164,18 @@ const simpleArb: fc.Arbitrary<SimpleCmd> = fc.oneof(
 )
 const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
   { weight: 10, arbitrary: simpleArb },
-  { weight: 4, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 60_000, max: 3 * 3_600_000 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 60_000, max: 3 * 3_600_000 }) })
+  },
   { weight: 1, arbitrary: fc.constant({ t: "reap" as const }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("parallel" as const), cmds: fc.array(simpleArb, { minLength: 2, maxLength: 4 }) }) }
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant("parallel" as const),
+      cmds: fc.array(simpleArb, { minLength: 2, maxLength: 4 })
+    })
+  }
 )
 const scenarioArb = (maxCommands: number): fc.Arbitrary<Scenario> =>
   fc.record({
@@ -205,8 +214,19 @@ const oldPeriodRefund = (source: Source.Source): Source.Source => ({
         yield* sql.execute("broken.use", `update ${subscriptions} set amount_used = ? where id = ?`, [after, id])
         yield* sql.execute(
           "broken.ledger",
-          `insert into ${sql.table("ledger")} (at, kind, source_id, subject_id, account_id, amount, balance_after, note) values (?, ?, ?, ?, ?, ?, ?, ?)`,
-          [0, "adjust", source.id, id, req.accountId, used - after, Number(row["amount_total"]) - after, "broken: refunded into the new period"]
+          `insert into ${
+            sql.table("ledger")
+          } (at, kind, source_id, subject_id, account_id, amount, balance_after, note) values (?, ?, ?, ?, ?, ?, ?, ?)`,
+          [
+            0,
+            "adjust",
+            source.id,
+            id,
+            req.accountId,
+            used - after,
+            Number(row["amount_total"]) - after,
+            "broken: refunded into the new period"
+          ]
         )
       }
       return answer
@@ -234,7 +254,14 @@ type Runtime = ReturnType<typeof runtimeFor>
 class Violation extends Error {}
 
 let runCounter = 0
-const stats = { runs: 0, commands: 0, resets: 0, oldHoldsResolved: 0, retryTicks: 0, outcomes: new Map<string, number>() }
+const stats = {
+  runs: 0,
+  commands: 0,
+  resets: 0,
+  oldHoldsResolved: 0,
+  retryTicks: 0,
+  outcomes: new Map<string, number>()
+}
 const count = (key: string) => stats.outcomes.set(key, (stats.outcomes.get(key) ?? 0) + 1)
 
 const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
@@ -310,7 +337,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
           }
           // 2. conservation per hold and per wallet
           const net = (src: string, holdId: string, subjectId?: string) =>
-            -rows.filter((r) => r.sourceId === src && r.holdId === holdId && (subjectId === undefined || r.subjectId === subjectId))
+            -rows.filter((r) =>
+              r.sourceId === src && r.holdId === holdId && (subjectId === undefined || r.subjectId === subjectId)
+            )
               .reduce((a, r) => a + r.amount, 0)
           let walletTaken = 0
           for (const h of holds) {
@@ -321,7 +350,9 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             const what = `${label}: ${h.status} hold ${h.id} (parts ${JSON.stringify(h.parts)}${
               h.settlement ? `, settlement ${JSON.stringify(h.settlement)}` : ""
             }): ledger nets wallet ${w}, subscription ${s}`
-            if (h.status === "pending" && (w !== part("wallet") || s !== part("subscription"))) fail("2 conservation", `${what} ≠ reservations`)
+            if (h.status === "pending" && (w !== part("wallet") || s !== part("subscription"))) {
+              fail("2 conservation", `${what} ≠ reservations`)
+            }
             // An expired hold settled late (§6, issue 9) carries its late charge: checked as a settle.
             const lateCharged = h.status === "expired" && h.settlement?.late === true
             if ((h.status === "refunded" || h.status === "expired") && !lateCharged && (w !== 0 || s !== 0)) {
@@ -332,14 +363,21 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
               const charged = funding.reduce((a, q) => a + q.charged, 0)
               const unbilled = funding.reduce((a, q) => a + q.unbilled, 0)
               if (w + s !== charged) fail("2 conservation", `${what}: wallet + subscription ≠ charged ${charged}`)
-              if (charged + unbilled !== h.settlement!.actual) fail("2 conservation", `${what}: charged + unbilled ≠ actual`)
+              if (charged + unbilled !== h.settlement!.actual) {
+                fail("2 conservation", `${what}: charged + unbilled ≠ actual`)
+              }
               const unbilledRows = rows.filter((r) => r.holdId === h.id).reduce((a, r) => a + (r.unbilled ?? 0), 0)
-              if (unbilledRows !== unbilled) fail("2 conservation", `${what}: unbilled rows ${unbilledRows} ≠ ${unbilled}`)
+              if (unbilledRows !== unbilled) {
+                fail("2 conservation", `${what}: unbilled rows ${unbilledRows} ≠ ${unbilled}`)
+              }
             }
           }
           const opening = scenario.accounts[i]!.balance
           if (opening !== account.balance + walletTaken) {
-            fail("2 conservation", `${label}: ${accountId}: opening ${opening} ≠ balance ${account.balance} + taken by holds ${walletTaken}`)
+            fail(
+              "2 conservation",
+              `${label}: ${accountId}: opening ${opening} ≠ balance ${account.balance} + taken by holds ${walletTaken}`
+            )
           }
           // 3. periods: the current period's usage is what the holds drawn in it took
           for (const sub of subs) {
@@ -372,7 +410,12 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
       switch (c.t) {
         case "open": {
           const id = `${p}-h${nextHold++}`
-          return { id, detail: `open ${id} ${acct(c.account)} P=${c.estimate} ${c.preference ?? "-"}${c.split ? " split" : ""} ttl ${c.ttlMillis}` }
+          return {
+            id,
+            detail: `open ${id} ${acct(c.account)} P=${c.estimate} ${c.preference ?? "-"}${
+              c.split ? " split" : ""
+            } ttl ${c.ttlMillis}`
+          }
         }
         case "settle": {
           const id = pick(c.back, c.pending)
@@ -397,7 +440,10 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             if (period === undefined) continue
             const sub = yield* subsAdmin.subscription(id)
             // a reset may be due without having been applied yet
-            if (sub.lastResetAt !== period || (sub.nextResetAt !== undefined && sub.nextResetAt <= (yield* Clock.currentTimeMillis))) return true
+            if (
+              sub.lastResetAt !== period ||
+              (sub.nextResetAt !== undefined && sub.nextResetAt <= (yield* Clock.currentTimeMillis))
+            ) return true
           }
         }
         return false
@@ -421,20 +467,30 @@ const runScenario = (runtime: Runtime, scenario: Scenario): Promise<void> => {
             }
             okIds.push(id!)
             count("open:ok")
-            return `ok ${JSON.stringify(r.success.hold.parts.filter((q) => q.kind === "funding").map((q) => [q.sourceId, q.amount, q.ref ?? ""]))}`
+            return `ok ${
+              JSON.stringify(
+                r.success.hold.parts.filter((q) => q.kind === "funding").map((q) => [q.sourceId, q.amount, q.ref ?? ""])
+              )
+            }`
           }
           case "settle":
           case "refund": {
             if (id === undefined) return "no hold"
             const old = yield* drawnBeforeReset(id)
             const before = (yield* journal.get(id))?.status
-            const r = c.t === "settle" ? yield* Effect.result(session.settle(id, c.actual)) : yield* Effect.result(session.refund(id))
+            const r = c.t === "settle"
+              ? yield* Effect.result(session.settle(id, c.actual))
+              : yield* Effect.result(session.refund(id))
             if (r._tag === "Failure") {
               count(`${c.t}:${r.failure._tag}`)
-              if (sequential && before === "pending") fail("4 lifecycle", `${c.t} of pending hold ${id} failed: ${r.failure.message}`)
+              if (sequential && before === "pending") {
+                fail("4 lifecycle", `${c.t} of pending hold ${id} failed: ${r.failure.message}`)
+              }
               return `fail ${r.failure._tag}`
             }
-            if (before === "pending" && old) stats.oldHoldsResolved++
+            if (before === "pending" && old) {
+              stats.oldHoldsResolved++
+            }
             count(`${c.t}:ok${before === "pending" && old ? ":old-period" : ""}`)
             if (c.t === "settle" && sequential && before === "pending") {
               const s = r.success as Hold.Settlement
@@ -531,53 +587,79 @@ afterAll(async () => {
 describe("billing conservation across subscription period resets (issue 8 #1)", () => {
   for (const target of targets) {
     const { maxCommands, numRuns } = RUNS[target.name]!
-    it(`${target.name}: every command sequence with period resets racing pending holds keeps the invariants`, async () => {
-      const runtime = runtimeFor(target)
-      runtimes.push(runtime)
-      const before = { ...stats, outcomes: new Map(stats.outcomes) }
-      try {
-        await fc.assert(
-          fc.asyncProperty(scenarioArb(maxCommands), (scenario) => runScenario(runtime, scenario)),
-          { numRuns: Number(process.env["FC_NUM_RUNS"] ?? numRuns), ...replay }
-        )
-      } finally {
-        console.log(
-          `${target.name} period property: ${stats.runs - before.runs} runs, ${stats.commands - before.commands} commands, ${
-            stats.resets - before.resets
-          } job resets, ${stats.oldHoldsResolved - before.oldHoldsResolved} holds settled/refunded after their period was reset, ${
-            stats.retryTicks - before.retryTicks
-          } retry ticks\n  outcomes: ${
-            [...stats.outcomes].sort().map(([k, v]) => `${k}=${v - (before.outcomes.get(k) ?? 0)}`).join(" ")
-          }`
-        )
-      }
-    }, 180_000)
+    it(
+      `${target.name}: every command sequence with period resets racing pending holds keeps the invariants`,
+      async () => {
+        const runtime = runtimeFor(target)
+        runtimes.push(runtime)
+        const before = { ...stats, outcomes: new Map(stats.outcomes) }
+        try {
+          await fc.assert(
+            fc.asyncProperty(scenarioArb(maxCommands), (scenario) => runScenario(runtime, scenario)),
+            { numRuns: Number(process.env["FC_NUM_RUNS"] ?? numRuns), ...replay }
+          )
+        } finally {
+          console.log(
+            `${target.name} period property: ${stats.runs - before.runs} runs, ${
+              stats.commands - before.commands
+            } commands, ${stats.resets - before.resets} job resets, ${
+              stats.oldHoldsResolved - before.oldHoldsResolved
+            } holds settled/refunded after their period was reset, ${
+              stats.retryTicks - before.retryTicks
+            } retry ticks\n  outcomes: ${
+              [...stats.outcomes].sort().map(([k, v]) => `${k}=${v - (before.outcomes.get(k) ?? 0)}`).join(" ")
+            }`
+          )
+        }
+      },
+      180_000
+    )
   }
 
-  it("issue 8 #1: catches a source that refunds an old-period hold into the new period (sqlite; the property is not vacuous)", async () => {
-    const runtime = runtimeFor({ name: "sqlite" }, "old-period-refund")
-    runtimes.push(runtime)
-    // The issue's scenario: a 60,000 hold at 23:55, 90,000 used after midnight, then the refund.
-    const scenario: Scenario = {
-      startOffset: DAY - 5 * 60_000,
-      accounts: [
-        { balance: 0, subs: [{ total: 100_000, period: "daily", resetSeconds: 600, allowWalletOverflow: true }] },
-        { balance: 0, subs: [{ total: 100_000, period: "never", resetSeconds: 600, allowWalletOverflow: true }] }
-      ],
-      commands: [
-        { t: "open", account: 0, estimate: 60_000, preference: "subscription_only", split: false, ttlMillis: 3_600_000 },
-        { t: "advance", ms: 6 * 60_000 },
-        { t: "open", account: 0, estimate: 90_000, preference: "subscription_only", split: false, ttlMillis: 3_600_000 },
-        { t: "settle", pending: false, back: 0, actual: 90_000 },
-        { t: "refund", pending: false, back: 1 }
-      ]
-    }
-    const error = await runScenario(runtime, scenario).then(() => undefined, (e: unknown) => e)
-    expect(error).toBeInstanceOf(Violation)
-    expect(String((error as Error).message)).toMatch(/\[3 period\][^]*used 30000, but the holds drawn in this period took 90000/)
-    // and the same scenario passes on the real source
-    const real = runtimeFor({ name: "sqlite" })
-    runtimes.push(real)
-    await runScenario(real, scenario)
-  }, 60_000)
+  it(
+    "issue 8 #1: catches a source that refunds an old-period hold into the new period (sqlite; the property is not vacuous)",
+    async () => {
+      const runtime = runtimeFor({ name: "sqlite" }, "old-period-refund")
+      runtimes.push(runtime)
+      // The issue's scenario: a 60,000 hold at 23:55, 90,000 used after midnight, then the refund.
+      const scenario: Scenario = {
+        startOffset: DAY - 5 * 60_000,
+        accounts: [
+          { balance: 0, subs: [{ total: 100_000, period: "daily", resetSeconds: 600, allowWalletOverflow: true }] },
+          { balance: 0, subs: [{ total: 100_000, period: "never", resetSeconds: 600, allowWalletOverflow: true }] }
+        ],
+        commands: [
+          {
+            t: "open",
+            account: 0,
+            estimate: 60_000,
+            preference: "subscription_only",
+            split: false,
+            ttlMillis: 3_600_000
+          },
+          { t: "advance", ms: 6 * 60_000 },
+          {
+            t: "open",
+            account: 0,
+            estimate: 90_000,
+            preference: "subscription_only",
+            split: false,
+            ttlMillis: 3_600_000
+          },
+          { t: "settle", pending: false, back: 0, actual: 90_000 },
+          { t: "refund", pending: false, back: 1 }
+        ]
+      }
+      const error = await runScenario(runtime, scenario).then(() => undefined, (e: unknown) => e)
+      expect(error).toBeInstanceOf(Violation)
+      expect(String((error as Error).message)).toMatch(
+        /\[3 period\][^]*used 30000, but the holds drawn in this period took 90000/
+      )
+      // and the same scenario passes on the real source
+      const real = runtimeFor({ name: "sqlite" })
+      runtimes.push(real)
+      await runScenario(real, scenario)
+    },
+    60_000
+  )
 })

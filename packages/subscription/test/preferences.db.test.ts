@@ -5,9 +5,18 @@
  * name a source that is not registered. On every database target.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
 import { BillingSession } from "@relay-billing/core"
-import { account, auditClean, failureOf, subscribe, subscriptionBilling, targets, used, walletState } from "./support.js"
+import { Effect, Exit, Layer } from "effect"
+import {
+  account,
+  auditClean,
+  failureOf,
+  subscribe,
+  subscriptionBilling,
+  targets,
+  used,
+  walletState
+} from "./support.js"
 
 const preferences = {
   wallet_then_plan: ["wallet", "subscription"],
@@ -15,8 +24,9 @@ const preferences = {
   "team.plan-only": ["subscription"]
 }
 
-const funding = (hold: { readonly parts: ReadonlyArray<{ readonly kind: string; readonly sourceId: string; readonly amount: number }> }) =>
-  hold.parts.filter((p) => p.kind === "funding").map((p) => `${p.sourceId}:${p.amount}`)
+const funding = (
+  hold: { readonly parts: ReadonlyArray<{ readonly kind: string; readonly sourceId: string; readonly amount: number }> }
+) => hold.parts.filter((p) => p.kind === "funding").map((p) => `${p.sourceId}:${p.amount}`)
 
 for (const target of targets) {
   describe(`custom preferences on ${target.name}`, () => {
@@ -27,7 +37,12 @@ for (const target of targets) {
           yield* account("cp1", 100)
           yield* subscribe("cp1-s", "cp1", { total: 1_000 })
           // wallet first: 100 < 500, so the chain moves on to the subscription.
-          const s = yield* billing.open({ holdId: "cp1-h1", accountId: "cp1", estimate: 500, preference: " wallet_then_plan " })
+          const s = yield* billing.open({
+            holdId: "cp1-h1",
+            accountId: "cp1",
+            estimate: 500,
+            preference: " wallet_then_plan "
+          })
           assert.deepStrictEqual(funding(s.hold), ["subscription:500"])
           assert.strictEqual(s.hold.preference, "wallet_then_plan")
           yield* s.settle(300)
@@ -35,7 +50,12 @@ for (const target of targets) {
           assert.strictEqual(read.preference, "wallet_then_plan")
           assert.strictEqual(yield* used("cp1-s"), 300)
           // wallet first again: 80 ≤ 100, the wallet pays.
-          const w = yield* billing.open({ holdId: "cp1-h2", accountId: "cp1", estimate: 80, preference: "wallet_then_plan" })
+          const w = yield* billing.open({
+            holdId: "cp1-h2",
+            accountId: "cp1",
+            estimate: 80,
+            preference: "wallet_then_plan"
+          })
           assert.deepStrictEqual(funding(w.hold), ["wallet:80"])
           yield* w.settle(80)
           assert.strictEqual((yield* walletState("cp1")).W, 20)
@@ -47,7 +67,12 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("cp2", 1_000)
           // No subscription: plan_then_wallet goes straight to the wallet.
-          const a = yield* billing.open({ holdId: "cp2-h1", accountId: "cp2", estimate: 400, preference: "plan_then_wallet" })
+          const a = yield* billing.open({
+            holdId: "cp2-h1",
+            accountId: "cp2",
+            estimate: 400,
+            preference: "plan_then_wallet"
+          })
           assert.deepStrictEqual(funding(a.hold), ["wallet:400"])
           yield* a.refund
           // A plan that forbids wallet overflow and cannot cover 600: no fallback to the wallet.
@@ -57,7 +82,12 @@ for (const target of targets) {
           )
           assert.strictEqual(error._tag, "InsufficientFunds")
           assert.strictEqual((yield* walletState("cp2")).W, 1_000)
-          const only = yield* billing.open({ holdId: "cp2-h3", accountId: "cp2", estimate: 50, preference: "team.plan-only" })
+          const only = yield* billing.open({
+            holdId: "cp2-h3",
+            accountId: "cp2",
+            estimate: 50,
+            preference: "team.plan-only"
+          })
           assert.deepStrictEqual(funding(only.hold), ["subscription:50"])
           assert.strictEqual(only.hold.preference, "team.plan-only")
           yield* only.settle(50)
@@ -69,7 +99,12 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("cp4", 1_000)
           yield* subscribe("cp4-s", "cp4", { total: 100, allowWalletOverflow: true })
-          const s = yield* billing.open({ holdId: "cp4-h", accountId: "cp4", estimate: 50, preference: "plan_then_wallet" })
+          const s = yield* billing.open({
+            holdId: "cp4-h",
+            accountId: "cp4",
+            estimate: 50,
+            preference: "plan_then_wallet"
+          })
           assert.deepStrictEqual(funding(s.hold), ["subscription:50"])
           // 130 > the plan's 100: the plan is charged what it has, the rest goes on to the wallet.
           const settled = yield* s.settle(130)
@@ -84,11 +119,21 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("cp3", 1_000)
           yield* subscribe("cp3-s", "cp3", { total: 1_000 })
-          const s = yield* billing.open({ holdId: "cp3-h1", accountId: "cp3", estimate: 10, preference: "vouchers_first" })
+          const s = yield* billing.open({
+            holdId: "cp3-h1",
+            accountId: "cp3",
+            estimate: 10,
+            preference: "vouchers_first"
+          })
           assert.strictEqual(s.hold.preference, "subscription_first")
           assert.deepStrictEqual(funding(s.hold), ["subscription:10"])
           yield* s.settle(10)
-          const w = yield* billing.open({ holdId: "cp3-h2", accountId: "cp3", estimate: 10, preference: "wallet_first" })
+          const w = yield* billing.open({
+            holdId: "cp3-h2",
+            accountId: "cp3",
+            estimate: 10,
+            preference: "wallet_first"
+          })
           assert.deepStrictEqual(funding(w.hold), ["wallet:10"])
           yield* w.settle(10)
           yield* auditClean

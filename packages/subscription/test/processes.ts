@@ -3,11 +3,11 @@
  * isolated database, released together through a stdin barrier.
  */
 import { afterAll } from "@effect/vitest"
+import { Effect } from "effect"
+import type { Scope } from "effect"
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { Effect } from "effect"
-import type { Scope } from "effect"
 
 const packageDir = fileURLToPath(new URL("..", import.meta.url))
 const workerPath = fileURLToPath(new URL("./fixtures/worker.mjs", import.meta.url))
@@ -87,12 +87,22 @@ const startWorker = (name: string, config: Record<string, unknown>): Worker => {
           resolve(found)
         } else if (ended) {
           cleanup()
-          reject(new Error(`worker ${name} exited without the expected line; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`))
+          reject(
+            new Error(
+              `worker ${name} exited without the expected line; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`
+            )
+          )
         }
       }
       const timer = setTimeout(() => {
         cleanup()
-        reject(new Error(`worker ${name}: no expected line after ${timeoutMs} ms; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`))
+        reject(
+          new Error(
+            `worker ${name}: no expected line after ${timeoutMs} ms; stdout: ${
+              JSON.stringify(lines)
+            }; stderr: ${stderr}`
+          )
+        )
       }, timeoutMs)
       const cleanup = () => {
         clearTimeout(timer)
@@ -127,7 +137,9 @@ export const result = (w: Worker, timeoutMs = 30_000) =>
     const line = await w.line((l) => l.ready !== true && l.cmd !== undefined, timeoutMs)
     const exit = await w.exited
     if (line.error !== undefined || exit.code !== 0) {
-      throw new Error(`worker ${w.name} failed (exit ${exit.code}): ${JSON.stringify(line.error ?? line)}\n${w.stderr()}`)
+      throw new Error(
+        `worker ${w.name} failed (exit ${exit.code}): ${JSON.stringify(line.error ?? line)}\n${w.stderr()}`
+      )
     }
     return line
   })

@@ -6,10 +6,10 @@
  * rule, and §3.6: a reservation of a closed period never moves today's usage.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit } from "effect"
-import { TestClock } from "effect/testing"
 import type { Source } from "@relay-billing/core"
 import { KnexClient, KnexSqlStore } from "@relay-billing/knex"
+import { Effect, Exit } from "effect"
+import { TestClock } from "effect/testing"
 import { SubscriptionSource } from "../src/index.js"
 import { account, ledgerRows, subscribe, subscriptionBilling, t, targets, used } from "./support.js"
 
@@ -27,7 +27,17 @@ const take = (accountId: string, amount: number, mode: Source.TakeMode) =>
   tx((sql) => source.take({ sql, holdId: "h", accountId, subjectId: accountId, amount: q(amount), mode }))
 
 const move = (accountId: string, ref: string | undefined, delta: number, kind: Source.MoveKind) =>
-  tx((sql) => source.move({ sql, holdId: "h", accountId, subjectId: accountId, ...(ref !== undefined ? { ref } : {}), delta, kind }))
+  tx((sql) =>
+    source.move({
+      sql,
+      holdId: "h",
+      accountId,
+      subjectId: accountId,
+      ...(ref !== undefined ? { ref } : {}),
+      delta,
+      kind
+    })
+  )
 
 const ok = <A, E>(exit: Exit.Exit<A, E>): A => {
   if (Exit.isSuccess(exit)) return exit.value
@@ -50,7 +60,9 @@ for (const target of targets) {
           yield* subscribe("sa-y", "sa", { total: 30_000, durationSeconds: 20 * 86_400 })
           // 12,000 does not fit X: Y has room.
           const y = ok(yield* take("sa", 12_000, "exact"))
-          assert.deepStrictEqual([y.amount, y.balanceAfter, y.subjectId, JSON.parse(y.ref!)], [12_000, 18_000, "sa-y", [["sa-y", 12_000]]])
+          assert.deepStrictEqual([y.amount, y.balanceAfter, y.subjectId, JSON.parse(y.ref!)], [12_000, 18_000, "sa-y", [
+            ["sa-y", 12_000]
+          ]])
           const x = ok(yield* take("sa", 4_000, "exact"))
           assert.deepStrictEqual([x.amount, x.subjectId], [4_000, "sa-x"])
           // upTo: X first (soonest expiry), only what it has; never two subscriptions in one take.
@@ -106,7 +118,11 @@ for (const target of targets) {
           assert.strictEqual(ok(yield* move("sc", old.ref, 7_000, "correction")).moved, 0)
           assert.strictEqual(yield* used("sc-s"), 30_000)
           const rows = yield* ledgerRows({ subjectId: "sc-s" })
-          assert.deepStrictEqual(rows, ["subscription sc-s reset 40000", "subscription sc-s adjust -10000", "subscription sc-s correction 0"])
+          assert.deepStrictEqual(rows, [
+            "subscription sc-s reset 40000",
+            "subscription sc-s adjust -10000",
+            "subscription sc-s correction 0"
+          ])
           // Today's reservation moves today's usage.
           assert.strictEqual(ok(yield* move("sc", today.ref, 5_000, "settle")).moved, 5_000)
           assert.strictEqual(yield* used("sc-s"), 25_000)

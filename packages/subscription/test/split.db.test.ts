@@ -9,15 +9,15 @@
  * exactly as before or exactly as after, and the audit is clean.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { Accounts, KnexClient } from "@relay-billing/knex"
-import { WalletAdmin } from "@relay-billing/wallet"
+import type { WalletAdmin } from "@relay-billing/wallet"
+import { Effect, Exit, Layer } from "effect"
 
 import {
-  billingLayer,
   account,
   auditClean,
+  billingLayer,
   failureOf,
   ledgerRows,
   migratedClient,
@@ -33,8 +33,13 @@ const billingService = Effect.gen(function*() {
   return yield* BillingSession.BillingSession
 })
 
-const parts = (hold: { readonly parts: ReadonlyArray<{ readonly kind: string; readonly sourceId: string; readonly amount: number; readonly ref?: string }> }) =>
-  hold.parts.map((p) => `${p.kind}:${p.sourceId}:${p.amount}${p.ref ? ` ${p.ref}` : ""}`)
+const parts = (
+  hold: {
+    readonly parts: ReadonlyArray<
+      { readonly kind: string; readonly sourceId: string; readonly amount: number; readonly ref?: string }
+    >
+  }
+) => hold.parts.map((p) => `${p.kind}:${p.sourceId}:${p.amount}${p.ref ? ` ${p.ref}` : ""}`)
 
 /** X (ends sooner, 10,000 of room), Y (later, 15,000 of room), wallet `W`, token 1,000,000. */
 const fixture = (id: string, W: number) =>
@@ -68,7 +73,13 @@ for (const target of targets) {
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
           yield* fixture("s1", 30_000)
-          const s = yield* billing.open({ holdId: "s1-h", accountId: "s1", tokenId: "s1-t", estimate: 50_000, split: true })
+          const s = yield* billing.open({
+            holdId: "s1-h",
+            accountId: "s1",
+            tokenId: "s1-t",
+            estimate: 50_000,
+            split: true
+          })
           assert.strictEqual(s.hold.reserved, 50_000)
           // v2: one part per subscription drawn (the source takes one subscription per take)
           assert.deepStrictEqual(parts(s.hold), [
@@ -77,7 +88,15 @@ for (const target of targets) {
             "funding:wallet:25000",
             "budget:token:50000"
           ])
-          assert.deepStrictEqual(yield* snapshot("s1"), { X: 10_000, Y: 15_000, W: 5_000, usedQuota: 0, requestCount: 0, R: 950_000, TU: 50_000 })
+          assert.deepStrictEqual(yield* snapshot("s1"), {
+            X: 10_000,
+            Y: 15_000,
+            W: 5_000,
+            usedQuota: 0,
+            requestCount: 0,
+            R: 950_000,
+            TU: 50_000
+          })
           const rows = yield* ledgerRows({ holdId: "s1-h" })
           assert.deepStrictEqual(rows.filter((r) => !r.startsWith("token")), [
             "subscription s1-x reserve -10000",
@@ -86,10 +105,20 @@ for (const target of targets) {
           ])
           const settlement = yield* s.settle(60_000)
           assert.deepStrictEqual(
-            settlement.parts.filter((p) => p.kind === "funding").map((p) => [p.sourceId, p.reserved, p.charged, p.unbilled]),
+            settlement.parts.filter((p) => p.kind === "funding").map((
+              p
+            ) => [p.sourceId, p.reserved, p.charged, p.unbilled]),
             [["subscription", 10_000, 10_000, 0], ["subscription", 15_000, 15_000, 0], ["wallet", 25_000, 35_000, 0]]
           )
-          assert.deepStrictEqual(yield* snapshot("s1"), { X: 10_000, Y: 15_000, W: -5_000, usedQuota: 60_000, requestCount: 1, R: 940_000, TU: 60_000 })
+          assert.deepStrictEqual(yield* snapshot("s1"), {
+            X: 10_000,
+            Y: 15_000,
+            W: -5_000,
+            usedQuota: 60_000,
+            requestCount: 1,
+            R: 940_000,
+            TU: 60_000
+          })
           yield* auditClean
         }))
 
@@ -97,10 +126,24 @@ for (const target of targets) {
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
           yield* fixture("s2", 30_000)
-          const a = yield* billing.open({ holdId: "s2-a", accountId: "s2", tokenId: "s2-t", estimate: 50_000, split: true })
+          const a = yield* billing.open({
+            holdId: "s2-a",
+            accountId: "s2",
+            tokenId: "s2-t",
+            estimate: 50_000,
+            split: true
+          })
           yield* a.settle(20_000)
           // wallet 25,000 back, Y 5,000 back
-          assert.deepStrictEqual(yield* snapshot("s2"), { X: 10_000, Y: 10_000, W: 30_000, usedQuota: 20_000, requestCount: 1, R: 980_000, TU: 20_000 })
+          assert.deepStrictEqual(yield* snapshot("s2"), {
+            X: 10_000,
+            Y: 10_000,
+            W: 30_000,
+            usedQuota: 20_000,
+            requestCount: 1,
+            R: 980_000,
+            TU: 20_000
+          })
           assert.deepStrictEqual((yield* ledgerRows({ holdId: "s2-a" })).filter((r) => !r.startsWith("token")), [
             "subscription s2-x reserve -10000",
             "subscription s2-y reserve -15000",
@@ -109,9 +152,23 @@ for (const target of targets) {
             "wallet s2 settle 25000"
           ])
           yield* fixture("s3", 30_000)
-          const b = yield* billing.open({ holdId: "s3-b", accountId: "s3", tokenId: "s3-t", estimate: 50_000, split: true })
+          const b = yield* billing.open({
+            holdId: "s3-b",
+            accountId: "s3",
+            tokenId: "s3-t",
+            estimate: 50_000,
+            split: true
+          })
           yield* b.settle(4_000)
-          assert.deepStrictEqual(yield* snapshot("s3"), { X: 4_000, Y: 0, W: 30_000, usedQuota: 4_000, requestCount: 1, R: 996_000, TU: 4_000 })
+          assert.deepStrictEqual(yield* snapshot("s3"), {
+            X: 4_000,
+            Y: 0,
+            W: 30_000,
+            usedQuota: 4_000,
+            requestCount: 1,
+            R: 996_000,
+            TU: 4_000
+          })
           yield* auditClean
         }))
 
@@ -127,7 +184,11 @@ for (const target of targets) {
             "funding:subscription:35000 [[\"s4-y\",35000]]"
           ])
           yield* s.settle(60_000)
-          assert.deepStrictEqual([yield* used("s4-x"), yield* used("s4-y"), (yield* walletState("s4")).W], [10_000, 40_000, -10_000])
+          assert.deepStrictEqual([yield* used("s4-x"), yield* used("s4-y"), (yield* walletState("s4")).W], [
+            10_000,
+            40_000,
+            -10_000
+          ])
           yield* auditClean
         }))
 
@@ -136,7 +197,13 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* fixture("s5", 30_000)
           const before = yield* snapshot("s5")
-          const s = yield* billing.open({ holdId: "s5-h", accountId: "s5", tokenId: "s5-t", estimate: 50_000, split: true })
+          const s = yield* billing.open({
+            holdId: "s5-h",
+            accountId: "s5",
+            tokenId: "s5-t",
+            estimate: 50_000,
+            split: true
+          })
           const r = yield* s.refund
           assert.strictEqual(r.refunded, 50_000)
           assert.deepStrictEqual(yield* snapshot("s5"), before)
@@ -157,22 +224,41 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* fixture("s6", 30_000)
           const before = yield* snapshot("s6")
-          const e = yield* failureOf(billing.open({ holdId: "s6-h", accountId: "s6", tokenId: "s6-t", estimate: 50_000 }))
+          const e = yield* failureOf(
+            billing.open({ holdId: "s6-h", accountId: "s6", tokenId: "s6-t", estimate: 50_000 })
+          )
           assert.instanceOf(e, BillingError.InsufficientFunds)
           assert.notInclude((e as BillingError.InsufficientFunds).sourceId, "+")
           assert.deepStrictEqual(yield* snapshot("s6"), before)
           assert.deepStrictEqual(yield* pendingHolds(["s6-h"]), [])
           yield* (yield* Accounts.Accounts).setSplitFunding({ accountId: "s6", enabled: true })
-          const e2 = yield* failureOf(billing.open({ holdId: "s6-off", accountId: "s6", tokenId: "s6-t", estimate: 50_000, split: false }))
+          const e2 = yield* failureOf(
+            billing.open({ holdId: "s6-off", accountId: "s6", tokenId: "s6-t", estimate: 50_000, split: false })
+          )
           assert.instanceOf(e2, BillingError.InsufficientFunds)
           assert.deepStrictEqual(yield* snapshot("s6"), before)
           const s = yield* billing.open({ holdId: "s6-on", accountId: "s6", tokenId: "s6-t", estimate: 50_000 })
-          assert.deepStrictEqual(parts(s.hold).map((p) => p.split(" ")[0]), ["funding:subscription:10000", "funding:subscription:15000", "funding:wallet:25000", "budget:token:50000"])
+          assert.deepStrictEqual(parts(s.hold).map((p) => p.split(" ")[0]), [
+            "funding:subscription:10000",
+            "funding:subscription:15000",
+            "funding:wallet:25000",
+            "budget:token:50000"
+          ])
           yield* s.settle(50_000)
-          assert.deepStrictEqual(yield* snapshot("s6"), { X: 10_000, Y: 15_000, W: 5_000, usedQuota: 50_000, requestCount: 1, R: 950_000, TU: 50_000 })
+          assert.deepStrictEqual(yield* snapshot("s6"), {
+            X: 10_000,
+            Y: 15_000,
+            W: 5_000,
+            usedQuota: 50_000,
+            requestCount: 1,
+            R: 950_000,
+            TU: 50_000
+          })
           // not enough in all sources together: typed error, nothing changes
           const mid = yield* snapshot("s6")
-          const e3 = yield* failureOf(billing.open({ holdId: "s6-big", accountId: "s6", tokenId: "s6-t", estimate: 5_001 }))
+          const e3 = yield* failureOf(
+            billing.open({ holdId: "s6-big", accountId: "s6", tokenId: "s6-t", estimate: 5_001 })
+          )
           assert.instanceOf(e3, BillingError.InsufficientFunds)
           assert.strictEqual((e3 as BillingError.InsufficientFunds).sourceId, "subscription+wallet")
           assert.strictEqual((e3 as BillingError.InsufficientFunds).available, 5_000)
@@ -194,7 +280,9 @@ for (const target of targets) {
           query: (op, f) =>
             Effect.suspend(() => {
               if (plan.armed && ++plan.count === plan.failAt) {
-                return Effect.fail(new BillingError.StoreError({ operation: op, detail: `injected failure at query ${plan.count}` }))
+                return Effect.fail(
+                  new BillingError.StoreError({ operation: op, detail: `injected failure at query ${plan.count}` })
+                )
               }
               return client.query(op, f)
             })
@@ -210,7 +298,13 @@ for (const target of targets) {
        */
       const sweep = (
         name: string,
-        prepare: (id: string) => Effect.Effect<void, unknown, BillingSession.BillingSession | WalletAdmin.WalletAdmin | KnexClient.KnexClient | any>,
+        prepare: (
+          id: string
+        ) => Effect.Effect<
+          void,
+          unknown,
+          BillingSession.BillingSession | WalletAdmin.WalletAdmin | KnexClient.KnexClient | any
+        >,
         op: (id: string) => Effect.Effect<unknown, unknown, BillingSession.BillingSession>
       ) =>
         Effect.gen(function*() {
@@ -242,7 +336,11 @@ for (const target of targets) {
               assert.strictEqual(r.afterRows, r.beforeRows, `${name}: failure at query ${k} wrote ledger rows`)
             } else {
               // absorbed (a best-effort step after the commit): exactly the clean outcome
-              assert.deepStrictEqual(r.after, clean.after, `${name}: query ${k} absorbed, state must be the clean after`)
+              assert.deepStrictEqual(
+                r.after,
+                clean.after,
+                `${name}: query ${k} absorbed, state must be the clean after`
+              )
               assert.strictEqual(r.afterRows - r.beforeRows, rowsAdded)
             }
           }
@@ -252,23 +350,53 @@ for (const target of targets) {
           return { queries: clean.queries, failures }
         })
 
-      it.effect("a split open failing at every query k: state exactly before or after, no half-recorded hold", () =>
-        Effect.gen(function*() {
-          const r = yield* sweep("fo", () => Effect.void, (id) =>
-            BillingSession.open({ holdId: `${id}-h`, accountId: id, tokenId: `${id}-t`, estimate: 50_000, split: true }))
-          assert.isAbove(r.queries, 5)
-        }), SWEEP_TIMEOUT_MS)
+      it.effect(
+        "a split open failing at every query k: state exactly before or after, no half-recorded hold",
+        () =>
+          Effect.gen(function*() {
+            const r = yield* sweep("fo", () => Effect.void, (id) =>
+              BillingSession.open({
+                holdId: `${id}-h`,
+                accountId: id,
+                tokenId: `${id}-t`,
+                estimate: 50_000,
+                split: true
+              }))
+            assert.isAbove(r.queries, 5)
+          }),
+        SWEEP_TIMEOUT_MS
+      )
 
-      it.effect("a split settle (with an extra) failing at every query k: state exactly before or after", () =>
-        Effect.gen(function*() {
-          yield* sweep("fs", (id) => Effect.asVoid(BillingSession.open({ holdId: `${id}-h`, accountId: id, tokenId: `${id}-t`, estimate: 50_000, split: true })), (id) =>
-            Effect.flatMap(billingService, (b) => b.settle(`${id}-h`, 20_000)))
-        }), SWEEP_TIMEOUT_MS)
+      it.effect(
+        "a split settle (with an extra) failing at every query k: state exactly before or after",
+        () =>
+          Effect.gen(function*() {
+            yield* sweep("fs", (id) =>
+              Effect.asVoid(
+                BillingSession.open({
+                  holdId: `${id}-h`,
+                  accountId: id,
+                  tokenId: `${id}-t`,
+                  estimate: 50_000,
+                  split: true
+                })
+              ), (id) => Effect.flatMap(billingService, (b) => b.settle(`${id}-h`, 20_000)))
+          }),
+        SWEEP_TIMEOUT_MS
+      )
 
       it.effect("a split refund failing at every query k: state exactly before or after", () =>
         Effect.gen(function*() {
-          yield* sweep("fr", (id) => Effect.asVoid(BillingSession.open({ holdId: `${id}-h`, accountId: id, tokenId: `${id}-t`, estimate: 50_000, split: true })), (id) =>
-            Effect.flatMap(billingService, (b) => b.refund(`${id}-h`)))
+          yield* sweep("fr", (id) =>
+            Effect.asVoid(
+              BillingSession.open({
+                holdId: `${id}-h`,
+                accountId: id,
+                tokenId: `${id}-t`,
+                estimate: 50_000,
+                split: true
+              })
+            ), (id) => Effect.flatMap(billingService, (b) => b.refund(`${id}-h`)))
         }), SWEEP_TIMEOUT_MS)
     })
   })

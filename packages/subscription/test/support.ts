@@ -1,8 +1,9 @@
-import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { Ledger } from "@relay-billing/core"
 import type { BillingSession } from "@relay-billing/core"
-import { Accounts, Audit, KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import type { Accounts } from "@relay-billing/knex"
+import { Audit, KnexBilling, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "../src/index.js"
 
 /**
@@ -36,7 +37,10 @@ export const billingLayer = (options: LayerOptions = {}) =>
   )
 
 /** The balances the audit checks: wallets, token budgets and subscription usage. */
-export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [...Wallet.auditBalances, ...Subscription.auditBalances]
+export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
+  ...Wallet.auditBalances,
+  ...Subscription.auditBalances
+]
 
 /** Every database this run can reach (SQLite always; PG/MySQL from the environment). */
 export const targets = TestDatabase.targets()
@@ -69,7 +73,11 @@ export const failureOf = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   })
 
 /** Creates an account (wallet balance `balance`) and optionally its token `${id}-t`. */
-export const account = (id: string, balance: number, token?: { readonly remain?: number; readonly unlimited?: boolean }) =>
+export const account = (
+  id: string,
+  balance: number,
+  token?: { readonly remain?: number; readonly unlimited?: boolean }
+) =>
   Effect.gen(function*() {
     const admin = yield* WalletAdmin.WalletAdmin
     yield* admin.createAccount({ id, balance })
@@ -152,7 +160,9 @@ export const pendingHolds = (holdIds: ReadonlyArray<string>) =>
     const client = yield* KnexClient.KnexClient
     const rows = yield* client.query("test.pending", (db) =>
       db(client.table("holds")).whereIn("id", [...holdIds]).andWhere({ status: "pending" }).select("id"))
-    return (rows as Array<{ id: string }>).map((r) => r.id)
+    return (rows as Array<{ id: string }>).map((r) =>
+      r.id
+    )
   })
 
 export const t = (iso: string) => Date.parse(iso)

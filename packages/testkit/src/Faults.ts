@@ -9,8 +9,8 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
+import { Effect } from "effect"
 
 /**
  * A seeded pseudo-random generator (mulberry32): the same seed gives the same
@@ -40,7 +40,9 @@ export class Faults {
   private readonly counts = new Map<string, number>()
   private readonly nth = new Map<string, Set<number>>()
   private readonly always = new Set<string>()
-  private randomPlan: { readonly next: () => number; readonly rate: number; readonly ops?: ReadonlySet<string> } | undefined
+  private randomPlan:
+    | { readonly next: () => number; readonly rate: number; readonly ops?: ReadonlySet<string> }
+    | undefined
   /** Every fault injected so far, in order. */
   readonly injected: Array<string> = []
 

@@ -22,10 +22,10 @@
  *
  * @since 0.1.0
  */
-import { Effect, Exit } from "effect"
-import type { Scope } from "effect"
 import { FundingSource, Quota } from "@relay-billing/core"
 import type { Budget } from "@relay-billing/core"
+import { Effect, Exit } from "effect"
+import type { Scope } from "effect"
 import * as core from "./internal/suiteCore.js"
 
 // ------------------------------------------------------------------ models
@@ -343,7 +343,12 @@ const minimumReservation: Check<FundingHarness, FundingSuiteOptions> = (h) =>
         Quota.isQuota(amount) && amount >= requested,
         `minimumReservation(${requested}) must be a quota ≥ ${requested}, got ${core.render(amount)}`
       )
-      yield* core.expectEqual(ctx, `minimumReservation(${requested}) called twice`, minimum(requested as Quota.Quota), amount)
+      yield* core.expectEqual(
+        ctx,
+        `minimumReservation(${requested}) called twice`,
+        minimum(requested as Quota.Quota),
+        amount
+      )
     }
     return core.passed
   })
@@ -355,13 +360,22 @@ const unfunded: Check<FundingHarness, FundingSuiteOptions> = (h) =>
     const accountId = core.freshId("unfunded")
     const amount = s.reservationFor(core.ESTIMATE)
     const before = yield* Effect.exit(h.balance(accountId))
-    const error = yield* core.expectFailure(ctx, `reserve ${amount} for an account never funded`, s.reserve(core.freshId("hold"), accountId, amount))
+    const error = yield* core.expectFailure(
+      ctx,
+      `reserve ${amount} for an account never funded`,
+      s.reserve(core.freshId("hold"), accountId, amount)
+    )
     yield* core.expectTag(ctx, "reserve for an account never funded", error, "InsufficientFunds")
     yield* core.expectEqual(ctx, "InsufficientFunds.code", core.field(error, "code"), "insufficient_user_quota")
     yield* core.expectEqual(ctx, "InsufficientFunds.required", core.field(error, "required"), amount)
     const after = yield* Effect.exit(h.balance(accountId))
     if (Exit.isSuccess(before) && Exit.isSuccess(after)) {
-      yield* core.expectEqual(ctx, "balance of the unfunded account after the failed reserve", after.value, before.value)
+      yield* core.expectEqual(
+        ctx,
+        "balance of the unfunded account after the failed reserve",
+        after.value,
+        before.value
+      )
     }
     return core.passed
   })
@@ -375,7 +389,11 @@ const availability: Check<FundingHarness, FundingSuiteOptions> = (h) =>
     yield* core.step(ctx, `funding an account with ${core.FUND}`, h.fund(funded, core.FUND))
     const a = yield* core.step(ctx, "availability of a funded account", read(funded))
     yield* core.expectEqual(ctx, "availability(funded account).available", a.available, true)
-    yield* core.ensure(ctx, typeof a.allowFallback === "boolean", `availability(funded).allowFallback must be a boolean, got ${core.render(a.allowFallback)}`)
+    yield* core.ensure(
+      ctx,
+      typeof a.allowFallback === "boolean",
+      `availability(funded).allowFallback must be a boolean, got ${core.render(a.allowFallback)}`
+    )
     const b = yield* core.step(ctx, "availability of an unknown account", read(core.freshId("unknown")))
     yield* core.ensure(
       ctx,
@@ -395,7 +413,12 @@ const balance: Check<FundingHarness, FundingSuiteOptions> = (h) =>
     const s = fundingSubject(h)
     const funded = core.freshId("balance")
     yield* core.step(ctx, `funding an account with ${core.FUND}`, h.fund(funded, core.FUND))
-    yield* core.expectEqual(ctx, `source.balance of an account funded with ${core.FUND}`, yield* core.step(ctx, "source.balance", read(funded)), core.FUND)
+    yield* core.expectEqual(
+      ctx,
+      `source.balance of an account funded with ${core.FUND}`,
+      yield* core.step(ctx, "source.balance", read(funded)),
+      core.FUND
+    )
     const amount = s.reservationFor(core.ESTIMATE)
     yield* core.step(ctx, `reserve ${amount}`, s.reserve(core.freshId("hold"), funded, amount))
     yield* core.expectEqual(
@@ -422,7 +445,12 @@ const room: Check<FundingHarness, FundingSuiteOptions> = (h) =>
     const s = fundingSubject(h)
     const funded = core.freshId("room")
     yield* core.step(ctx, `funding an account with ${core.FUND}`, h.fund(funded, core.FUND))
-    yield* core.expectEqual(ctx, `source.room of an account funded with ${core.FUND}`, yield* core.step(ctx, "source.room", read(funded)), core.FUND)
+    yield* core.expectEqual(
+      ctx,
+      `source.room of an account funded with ${core.FUND}`,
+      yield* core.step(ctx, "source.room", read(funded)),
+      core.FUND
+    )
     const amount = s.reservationFor(core.ESTIMATE)
     yield* core.step(ctx, `reserve ${amount}`, s.reserve(core.freshId("hold"), funded, amount))
     const left = yield* core.step(ctx, "source.room", read(funded))
@@ -435,8 +463,18 @@ const room: Check<FundingHarness, FundingSuiteOptions> = (h) =>
       core.FUND - amount
     )
     yield* core.step(ctx, `reserve the whole room ${left}`, s.reserve(core.freshId("hold"), funded, left))
-    yield* core.expectEqual(ctx, "source.room once all of it is reserved", yield* core.step(ctx, "source.room", read(funded)), 0)
-    yield* core.expectEqual(ctx, "source.room of an unknown account", yield* core.step(ctx, "source.room", read(core.freshId("unknown"))), 0)
+    yield* core.expectEqual(
+      ctx,
+      "source.room once all of it is reserved",
+      yield* core.step(ctx, "source.room", read(funded)),
+      0
+    )
+    yield* core.expectEqual(
+      ctx,
+      "source.room of an unknown account",
+      yield* core.step(ctx, "source.room", read(core.freshId("unknown"))),
+      0
+    )
     return core.passed
   })
 
@@ -452,7 +490,12 @@ const unknownSubject: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
       s.reserve(core.freshId("hold"), core.freshId("unknown"), core.ESTIMATE)
     )
     yield* core.expectTag(ctx, "reserve on a subject never created", error, "TokenBudgetExceeded")
-    yield* core.expectEqual(ctx, "TokenBudgetExceeded.code", core.field(error, "code"), "pre_consume_token_quota_failed")
+    yield* core.expectEqual(
+      ctx,
+      "TokenBudgetExceeded.code",
+      core.field(error, "code"),
+      "pre_consume_token_quota_failed"
+    )
     yield* core.expectEqual(ctx, "TokenBudgetExceeded.required", core.field(error, "required"), core.ESTIMATE)
     return core.passed
   })
@@ -486,7 +529,9 @@ const otherAccount: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
     yield* core.step(
       ctx,
       `reserve ${core.ESTIMATE} with the same hold id for the owner`,
-      Effect.suspend(() => h.budget.reserve({ holdId, accountId: owner, subjectId, amount: core.ESTIMATE as Quota.Quota }))
+      Effect.suspend(() =>
+        h.budget.reserve({ holdId, accountId: owner, subjectId, amount: core.ESTIMATE as Quota.Quota })
+      )
     )
     const after = yield* core.step(ctx, "reading remaining after the owner's reserve", h.remaining(subjectId))
     yield* core.expectEqual(ctx, "remaining after the owner's reserve", after, core.FUND - core.ESTIMATE)
@@ -508,10 +553,18 @@ const unlimitedReserve: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
     const s = budgetSubject(h)
     const start = yield* unlimitedSubject(ctx, h)
     const huge = 2 ** 40
-    const other = yield* core.step(ctx, `reserve ${huge} on an unlimited subject`, s.reserve(core.freshId("hold"), start.subjectId, huge))
+    const other = yield* core.step(
+      ctx,
+      `reserve ${huge} on an unlimited subject`,
+      s.reserve(core.freshId("hold"), start.subjectId, huge)
+    )
     yield* core.expectEqual(ctx, `reservation.amount of reserve ${huge} on an unlimited subject`, other.amount, 0)
     const holdId = core.freshId("hold")
-    const r = yield* core.step(ctx, `reserve ${core.ESTIMATE} on an unlimited subject`, s.reserve(holdId, start.subjectId, core.ESTIMATE))
+    const r = yield* core.step(
+      ctx,
+      `reserve ${core.ESTIMATE} on an unlimited subject`,
+      s.reserve(holdId, start.subjectId, core.ESTIMATE)
+    )
     yield* core.expectEqual(ctx, "reservation.amount on an unlimited subject", r.amount, 0)
     yield* core.expectEqual(
       ctx,
@@ -519,7 +572,11 @@ const unlimitedReserve: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
       yield* core.step(ctx, "reading remaining", h.remaining(start.subjectId)),
       start.remaining
     )
-    const result = yield* core.step(ctx, `settle(${core.BELOW}) on an unlimited subject`, s.settle(holdId, start.subjectId, r, core.BELOW))
+    const result = yield* core.step(
+      ctx,
+      `settle(${core.BELOW}) on an unlimited subject`,
+      s.settle(holdId, start.subjectId, r, core.BELOW)
+    )
     yield* core.expectEqual(ctx, `settle(${core.BELOW}).charged on an unlimited subject`, result.charged, core.BELOW)
     yield* core.expectEqual(
       ctx,
@@ -544,7 +601,11 @@ const unlimitedRefund: Check<BudgetHarness, BudgetSuiteOptions> = (h) =>
     const s = budgetSubject(h)
     const start = yield* unlimitedSubject(ctx, h)
     const holdId = core.freshId("hold")
-    const r = yield* core.step(ctx, `reserve ${core.ESTIMATE} on an unlimited subject`, s.reserve(holdId, start.subjectId, core.ESTIMATE))
+    const r = yield* core.step(
+      ctx,
+      `reserve ${core.ESTIMATE} on an unlimited subject`,
+      s.reserve(holdId, start.subjectId, core.ESTIMATE)
+    )
     yield* core.step(ctx, "refund", s.refund(holdId, start.subjectId, r))
     yield* core.step(ctx, "a second refund", s.refund(holdId, start.subjectId, r))
     yield* core.expectEqual(
@@ -574,10 +635,20 @@ const remaining: Check<BudgetHarness, BudgetSuiteOptions> = (h, options) =>
     yield* core.step(ctx, `creating a subject with ${core.FUND}`, h.create(limited, { remain: core.FUND }))
     const a = yield* core.step(ctx, "budget.remaining of a limited subject", read(limited))
     yield* core.expectEqual(ctx, "budget.remaining(limited).unlimited", a.unlimited, false)
-    yield* core.expectEqual(ctx, `budget.remaining(limited).remaining of a subject created with ${core.FUND}`, a.remaining, core.FUND)
+    yield* core.expectEqual(
+      ctx,
+      `budget.remaining(limited).remaining of a subject created with ${core.FUND}`,
+      a.remaining,
+      core.FUND
+    )
     yield* core.step(ctx, `reserve ${core.ESTIMATE}`, s.reserve(core.freshId("hold"), limited, core.ESTIMATE))
     const b = yield* core.step(ctx, "budget.remaining after reserve", read(limited))
-    yield* core.expectEqual(ctx, `budget.remaining(limited).remaining after reserving ${core.ESTIMATE}`, b.remaining, core.FUND - core.ESTIMATE)
+    yield* core.expectEqual(
+      ctx,
+      `budget.remaining(limited).remaining after reserving ${core.ESTIMATE}`,
+      b.remaining,
+      core.FUND - core.ESTIMATE
+    )
     if (!(options?.skip ?? []).includes("unlimited")) {
       const unlimited = yield* unlimitedSubject(ctx, h)
       const c = yield* core.step(ctx, "budget.remaining of an unlimited subject", read(unlimited.subjectId))
@@ -619,9 +690,9 @@ export const checks: { readonly [K in FundingCheckId]: Check<FundingHarness, Fun
   "concurrency.reserve": shared("concurrency.reserve", fundingSubject),
   "concurrency.same-hold": shared("concurrency.same-hold", fundingSubject),
   "concurrency.resolve": shared("concurrency.resolve", fundingSubject),
-  "room": room,
-  "availability": availability,
-  "balance": balance,
+  room,
+  availability,
+  balance,
   "correct": shared("correct", fundingSubject),
   "late-settle": shared("late-settle", fundingSubject)
 }
@@ -657,7 +728,7 @@ export const budgetChecks: { readonly [K in BudgetCheckId]: Check<BudgetHarness,
   "concurrency.reserve": shared("concurrency.reserve", budgetSubject),
   "concurrency.same-hold": shared("concurrency.same-hold", budgetSubject),
   "concurrency.resolve": shared("concurrency.resolve", budgetSubject),
-  "remaining": remaining,
+  remaining,
   "correct": shared("correct", budgetSubject),
   "late-settle": shared("late-settle", budgetSubject)
 }
@@ -669,11 +740,13 @@ export const budgetChecks: { readonly [K in BudgetCheckId]: Check<BudgetHarness,
  * @category checks
  */
 export const checkTitles: { readonly [K in FundingCheckId]: string } = {
-  "reserve.exact": "reserve takes exactly the amount (minimumReservation(requested) when defined) and the balance drops by it",
+  "reserve.exact":
+    "reserve takes exactly the amount (minimumReservation(requested) when defined) and the balance drops by it",
   "reserve.zero-estimate":
     "an estimate of 0 reserves minimumReservation(0), which a refund gives back and settle(0) / settle(1) charge 0 / 1",
   "reserve.minimum-reservation": "minimumReservation(requested) is a deterministic quota ≥ requested",
-  "reserve.idempotent": "reserve is idempotent by hold id: a second reserve returns the same reservation and debits nothing",
+  "reserve.idempotent":
+    "reserve is idempotent by hold id: a second reserve returns the same reservation and debits nothing",
   "reserve.insufficient":
     "reserving more than the balance fails with InsufficientFunds (code insufficient_user_quota, required) and changes nothing",
   "reserve.entire-balance": "reserving exactly the whole balance succeeds and leaves 0",
@@ -714,7 +787,8 @@ export const checkTitles: { readonly [K in FundingCheckId]: string } = {
  */
 export const budgetCheckTitles: { readonly [K in BudgetCheckId]: string } = {
   "reserve.exact": "reserve takes exactly the amount and the remaining budget drops by it",
-  "reserve.idempotent": "reserve is idempotent by hold id: a second reserve returns the same reservation and debits nothing",
+  "reserve.idempotent":
+    "reserve is idempotent by hold id: a second reserve returns the same reservation and debits nothing",
   "reserve.insufficient":
     "reserving over the remaining budget fails with TokenBudgetExceeded (code pre_consume_token_quota_failed, required) and changes nothing",
   "reserve.entire-balance": "reserving exactly the whole remaining budget succeeds and leaves 0",

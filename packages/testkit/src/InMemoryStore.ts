@@ -13,27 +13,27 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Semaphore } from "effect"
 import {
   AccountCounters,
+  Audit,
   BillingError,
   BillingSession,
   FundingRegistry,
   HoldJournal,
   Ledger,
+  LowBalance,
   Quota,
   SqlStore
 } from "@relay-billing/core"
-import { Audit } from "@relay-billing/core"
 import type { Budget, FundingSource, Hold, HoldIntent, Source } from "@relay-billing/core"
+import { Clock, Context, Effect, Layer, Semaphore } from "effect"
 import { Faults } from "./Faults.js"
-import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
+import { partProblems } from "./internal/auditParts.js"
 import { makeSubscriptionSource, makeTokenSource, makeWalletSource } from "./internal/memoryMovers.js"
+import { makeSubscription, makeTokenBudget, makeWallet } from "./internal/memorySources.js"
 import type { StoreHandle } from "./internal/memorySources.js"
 import type { State, SubscriptionRow } from "./internal/state.js"
-import { partProblems } from "./internal/auditParts.js"
 import { emptyState } from "./internal/state.js"
-import { LowBalance } from "@relay-billing/core"
 
 let storeCounter = 0
 
@@ -277,13 +277,16 @@ export class InMemoryStore {
           return Effect.void
         }),
       entries: (filter) =>
-        atomic("ledger.entries", (state) =>
-          Effect.succeed(state.ledger.filter((e) =>
-            (filter.accountId === undefined || e.accountId === filter.accountId) &&
-            (filter.subjectId === undefined || e.subjectId === filter.subjectId) &&
-            (filter.sourceId === undefined || e.sourceId === filter.sourceId) &&
-            (filter.holdId === undefined || e.holdId === filter.holdId)
-          )))
+        atomic(
+          "ledger.entries",
+          (state) =>
+            Effect.succeed(state.ledger.filter((e) =>
+              (filter.accountId === undefined || e.accountId === filter.accountId) &&
+              (filter.subjectId === undefined || e.subjectId === filter.subjectId) &&
+              (filter.sourceId === undefined || e.sourceId === filter.sourceId) &&
+              (filter.holdId === undefined || e.holdId === filter.holdId)
+            ))
+        )
     })
     this.counters = AccountCounters.AccountCounters.of({
       add: (accountId, change) =>

@@ -22,18 +22,11 @@
  *
  * @since 0.4.0
  */
+import { BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
+import type { AccountCounters, Quota, Source } from "@relay-billing/core"
 import { Effect, Exit, Layer } from "effect"
 import type { Scope } from "effect"
 import { TestClock } from "effect/testing"
-import {
-  AccountCounters,
-  BillingSession,
-  FundingRegistry,
-  HoldJournal,
-  Ledger,
-  SqlStore
-} from "@relay-billing/core"
-import type { Quota, Source } from "@relay-billing/core"
 import * as core from "./internal/suiteCore.js"
 
 // ------------------------------------------------------------------ models
@@ -141,8 +134,7 @@ const P = 30_000
 const BELOW = 12_000
 const ABOVE = 45_000
 
-const shortfallTag = (source: Source.Source) =>
-  source.role === "funding" ? "InsufficientFunds" : "TokenBudgetExceeded"
+const shortfallTag = (source: Source.Source) => source.role === "funding" ? "InsufficientFunds" : "TokenBudgetExceeded"
 
 /** Fresh account and subject ids; for a funding source the subject is the account. */
 const freshSubject = (source: Source.Source) => {
@@ -181,10 +173,13 @@ const balanceOf = (harness: SourceHarness, options: SourceSuiteOptions, subjectI
       })
     )
   }
-  return withStore(harness, Effect.gen(function*() {
-    const sql = yield* SqlStore.SqlStore
-    return yield* read(sql, subjectId)
-  }))
+  return withStore(
+    harness,
+    Effect.gen(function*() {
+      const sql = yield* SqlStore.SqlStore
+      return yield* read(sql, subjectId)
+    })
+  )
 }
 
 const seeded = (harness: SourceHarness, options: SourceSuiteOptions, ctx: core.CheckContext, amount = FUND) =>
@@ -286,14 +281,22 @@ const ledgerAgrees = (
     const rows = yield* core.step(
       ctx,
       "read the ledger",
-      withStore(harness, Effect.gen(function*() {
-        const ledger = yield* Ledger.Ledger
-        return yield* Effect.forEach(holdIds, (holdId) => ledger.entries({ holdId, sourceId: harness.source.id }))
-      }))
+      withStore(
+        harness,
+        Effect.gen(function*() {
+          const ledger = yield* Ledger.Ledger
+          return yield* Effect.forEach(holdIds, (holdId) => ledger.entries({ holdId, sourceId: harness.source.id }))
+        })
+      )
     )
     const sum = rows.flat().reduce((s, e) => s + e.amount, 0)
     const now = yield* core.step(ctx, "read the balance", balanceOf(harness, options, subject.subjectId))
-    yield* core.expectEqual(ctx, `the source's ledger rows of the check's holds (balance ${subject.start} → ${now})`, sum, now - subject.start)
+    yield* core.expectEqual(
+      ctx,
+      `the source's ledger rows of the check's holds (balance ${subject.start} → ${now})`,
+      sum,
+      now - subject.start
+    )
     return now
   })
 
@@ -305,7 +308,14 @@ const viaEngine = <A, E>(
 
 // ------------------------------------------------------------------ checks
 
-const check = (id: SourceCheckId, body: (ctx: core.CheckContext, harness: SourceHarness, options: SourceSuiteOptions) => Effect.Effect<core.CheckOutcome | void, unknown>): SourceCheck =>
+const check = (
+  id: SourceCheckId,
+  body: (
+    ctx: core.CheckContext,
+    harness: SourceHarness,
+    options: SourceSuiteOptions
+  ) => Effect.Effect<core.CheckOutcome | void, unknown>
+): SourceCheck =>
 (harness, options) => Effect.map(body({ id }, harness, options), (outcome) => outcome ?? core.passed)
 
 /**
@@ -337,21 +347,35 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
       const s = yield* seeded(h, o, ctx, P)
       const taken = yield* core.step(ctx, `take the whole ${P}`, take(h, s, P, "exact"))
       yield* core.expectEqual(ctx, "take.amount", taken.amount, P)
-      yield* core.expectEqual(ctx, "the balance after taking all of it", yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)), 0)
+      yield* core.expectEqual(
+        ctx,
+        "the balance after taking all of it",
+        yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)),
+        0
+      )
     })),
   "take.up-to": check("take.up-to", (ctx, h, o) =>
     Effect.gen(function*() {
       if (h.source.role !== "funding") return core.notApplicable("split funding (upTo) applies to funding sources")
       const s = yield* seeded(h, o, ctx, P - 1)
       const taken = yield* core.step(ctx, `take up to ${P} from ${P - 1}`, take(h, s, P, "upTo"))
-      yield* core.ensure(ctx, taken.amount > 0 && taken.amount <= P && Number.isSafeInteger(taken.amount), `take(upTo ${P}).amount must be in (0, ${P}], got ${taken.amount}`)
+      yield* core.ensure(
+        ctx,
+        taken.amount > 0 && taken.amount <= P && Number.isSafeInteger(taken.amount),
+        `take(upTo ${P}).amount must be in (0, ${P}], got ${taken.amount}`
+      )
       const now = yield* core.step(ctx, "read the balance", balanceOf(h, o, s.subjectId))
       yield* core.expectEqual(ctx, "the balance after take(upTo)", now, P - 1 - taken.amount)
       yield* core.expectEqual(ctx, "take(upTo).balanceAfter", taken.balanceAfter, now)
       if (now <= 0) {
         const error = yield* core.expectFailure(ctx, "take(upTo) from an empty subject", take(h, s, P, "upTo"))
         yield* core.expectTag(ctx, "the shortfall of an empty subject", error, shortfallTag(h.source))
-        yield* core.expectEqual(ctx, "the balance after a failed take (must not move)", yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)), now)
+        yield* core.expectEqual(
+          ctx,
+          "the balance after a failed take (must not move)",
+          yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)),
+          now
+        )
       }
     })),
   "take.unconditional": check("take.unconditional", (ctx, h, o) =>
@@ -375,9 +399,18 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
     Effect.gen(function*() {
       if (h.source.role !== "budget") return core.notApplicable("a funding source's subject is the account itself")
       const s = yield* seeded(h, o, ctx)
-      const error = yield* core.expectFailure(ctx, "take for an account that does not own the subject", take(h, { ...s, accountId: core.freshId("stranger") }, P, "exact"))
+      const error = yield* core.expectFailure(
+        ctx,
+        "take for an account that does not own the subject",
+        take(h, { ...s, accountId: core.freshId("stranger") }, P, "exact")
+      )
       yield* core.expectTag(ctx, "a stranger's take", error, "TokenNotFound")
-      yield* core.expectEqual(ctx, "the balance after a stranger's take (must not move)", yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)), FUND)
+      yield* core.expectEqual(
+        ctx,
+        "the balance after a stranger's take (must not move)",
+        yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)),
+        FUND
+      )
     })),
   "move.charge": check("move.charge", (ctx, h, o) =>
     Effect.gen(function*() {
@@ -405,14 +438,23 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
       const taken = yield* core.step(ctx, `take ${P}`, take(h, s, P, "exact"))
       const moved = yield* core.step(ctx, "move by 0", move(h, { ...s, ref: taken.ref }, 0, "settle"))
       yield* core.expectEqual(ctx, "move(0).moved", moved.moved, 0)
-      yield* core.expectEqual(ctx, "the balance after move(0)", yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)), FUND - P)
+      yield* core.expectEqual(
+        ctx,
+        "the balance after move(0)",
+        yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)),
+        FUND - P
+      )
     })),
   "move.beyond-balance": check("move.beyond-balance", (ctx, h, o) =>
     Effect.gen(function*() {
       const s = yield* seeded(h, o, ctx, P)
       const taken = yield* core.step(ctx, `take ${P}`, take(h, s, P, "exact"))
       const delta = -FUND
-      const moved = yield* core.step(ctx, `move by ${delta} past the balance`, move(h, { ...s, ref: taken.ref }, delta, "settle"))
+      const moved = yield* core.step(
+        ctx,
+        `move by ${delta} past the balance`,
+        move(h, { ...s, ref: taken.ref }, delta, "settle")
+      )
       yield* core.ensure(
         ctx,
         Number.isSafeInteger(moved.moved) && moved.moved <= 0 && moved.moved >= delta,
@@ -425,33 +467,56 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
   "engine.settle": check("engine.settle", (ctx, h, o) =>
     Effect.gen(function*() {
       const s = yield* seeded(h, o, ctx)
-      const holds = yield* core.step(ctx, `open ${P}, settle ${BELOW}; open ${P}, settle ${ABOVE}; settle and refund again`, viaEngine(h, Effect.gen(function*() {
-        const engine = yield* BillingSession.BillingSession
-        const a = yield* engine.open(openRequest(h.source, s, P))
-        const first = yield* a.settle(BELOW)
-        const again = yield* a.settle(BELOW + 1).pipe(Effect.exit)
-        const refund = yield* a.refund
-        const b = yield* engine.open(openRequest(h.source, s, P))
-        yield* b.settle(ABOVE)
-        return { ids: [a.holdId, b.holdId], first, again, refund }
-      })))
-      yield* core.ensure(ctx, Exit.isSuccess(holds.again) && JSON.stringify(holds.again.value) === JSON.stringify(holds.first), "a second settle must answer the first settlement")
+      const holds = yield* core.step(
+        ctx,
+        `open ${P}, settle ${BELOW}; open ${P}, settle ${ABOVE}; settle and refund again`,
+        viaEngine(
+          h,
+          Effect.gen(function*() {
+            const engine = yield* BillingSession.BillingSession
+            const a = yield* engine.open(openRequest(h.source, s, P))
+            const first = yield* a.settle(BELOW)
+            const again = yield* a.settle(BELOW + 1).pipe(Effect.exit)
+            const refund = yield* a.refund
+            const b = yield* engine.open(openRequest(h.source, s, P))
+            yield* b.settle(ABOVE)
+            return { ids: [a.holdId, b.holdId], first, again, refund }
+          })
+        )
+      )
+      yield* core.ensure(
+        ctx,
+        Exit.isSuccess(holds.again) && JSON.stringify(holds.again.value) === JSON.stringify(holds.first),
+        "a second settle must answer the first settlement"
+      )
       yield* core.expectEqual(ctx, "a refund after the settle: status", holds.refund.status, "settled")
       yield* core.expectEqual(ctx, "a refund after the settle: refunded", holds.refund.refunded, 0)
       const now = yield* ledgerAgrees(ctx, h, o, s, holds.ids)
-      if (h.source.role === "budget") yield* core.expectEqual(ctx, "the budget after two settles", now, FUND - BELOW - ABOVE)
-      else yield* core.ensure(ctx, now >= FUND - BELOW - ABOVE && now <= FUND - BELOW, `the balance after settles of ${BELOW} and ${ABOVE} must be ${FUND - BELOW - ABOVE} (or capped), got ${now}`)
+      if (h.source.role === "budget") {
+        yield* core.expectEqual(ctx, "the budget after two settles", now, FUND - BELOW - ABOVE)
+      } else {yield* core.ensure(
+          ctx,
+          now >= FUND - BELOW - ABOVE && now <= FUND - BELOW,
+          `the balance after settles of ${BELOW} and ${ABOVE} must be ${FUND - BELOW - ABOVE} (or capped), got ${now}`
+        )}
     })),
   "engine.refund": check("engine.refund", (ctx, h, o) =>
     Effect.gen(function*() {
       const s = yield* seeded(h, o, ctx)
-      const id = yield* core.step(ctx, `open ${P}, refund twice`, viaEngine(h, Effect.gen(function*() {
-        const engine = yield* BillingSession.BillingSession
-        const a = yield* engine.open(openRequest(h.source, s, P))
-        yield* a.refund
-        yield* a.refund
-        return a.holdId
-      })))
+      const id = yield* core.step(
+        ctx,
+        `open ${P}, refund twice`,
+        viaEngine(
+          h,
+          Effect.gen(function*() {
+            const engine = yield* BillingSession.BillingSession
+            const a = yield* engine.open(openRequest(h.source, s, P))
+            yield* a.refund
+            yield* a.refund
+            return a.holdId
+          })
+        )
+      )
       const now = yield* ledgerAgrees(ctx, h, o, s, [id])
       yield* core.expectEqual(ctx, "the balance after open and two refunds", now, FUND)
     })),
@@ -459,40 +524,68 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
     Effect.gen(function*() {
       const s = yield* seeded(h, o, ctx, P - 1)
       const request = openRequest(h.source, s, P)
-      const error = yield* core.expectFailure(ctx, `open ${P} on ${P - 1}`, viaEngine(h, Effect.gen(function*() {
-        const engine = yield* BillingSession.BillingSession
-        return yield* engine.open(request)
-      })))
+      const error = yield* core.expectFailure(
+        ctx,
+        `open ${P} on ${P - 1}`,
+        viaEngine(
+          h,
+          Effect.gen(function*() {
+            const engine = yield* BillingSession.BillingSession
+            return yield* engine.open(request)
+          })
+        )
+      )
       yield* core.expectTag(ctx, "the open's shortfall", error, shortfallTag(h.source))
-      yield* core.expectEqual(ctx, "the balance after a failed open (must not move)", yield* ledgerAgrees(ctx, h, o, s, [request.holdId]), P - 1)
+      yield* core.expectEqual(
+        ctx,
+        "the balance after a failed open (must not move)",
+        yield* ledgerAgrees(ctx, h, o, s, [request.holdId]),
+        P - 1
+      )
     })),
   "engine.correct": check("engine.correct", (ctx, h, o) =>
     Effect.gen(function*() {
       const s = yield* seeded(h, o, ctx)
-      const id = yield* core.step(ctx, `open ${P}, settle ${BELOW}, correct 2,000 twice with one id`, viaEngine(h, Effect.gen(function*() {
-        const engine = yield* BillingSession.BillingSession
-        const a = yield* engine.open(openRequest(h.source, s, P))
-        yield* a.settle(BELOW)
-        yield* engine.correct({ holdId: a.holdId, correctionId: "c1", amount: 2_000 })
-        yield* engine.correct({ holdId: a.holdId, correctionId: "c1", amount: 2_000 })
-        return a.holdId
-      })))
+      const id = yield* core.step(
+        ctx,
+        `open ${P}, settle ${BELOW}, correct 2,000 twice with one id`,
+        viaEngine(
+          h,
+          Effect.gen(function*() {
+            const engine = yield* BillingSession.BillingSession
+            const a = yield* engine.open(openRequest(h.source, s, P))
+            yield* a.settle(BELOW)
+            yield* engine.correct({ holdId: a.holdId, correctionId: "c1", amount: 2_000 })
+            yield* engine.correct({ holdId: a.holdId, correctionId: "c1", amount: 2_000 })
+            return a.holdId
+          })
+        )
+      )
       const now = yield* ledgerAgrees(ctx, h, o, s, [id])
       yield* core.expectEqual(ctx, "the balance after a settle of 12,000 corrected by 2,000", now, FUND - BELOW + 2_000)
     })),
   "engine.expire": check("engine.expire", (ctx, h, o) =>
     Effect.gen(function*() {
       const s = yield* seeded(h, o, ctx)
-      const id = yield* core.step(ctx, `open ${P} with a 1 s lease, let it lapse, reap twice`, viaEngine(h, Effect.gen(function*() {
-        const engine = yield* BillingSession.BillingSession
-        const a = yield* engine.open(openRequest(h.source, s, P, { ttlMillis: 1_000 }))
-        yield* TestClock.adjust(2_000)
-        yield* engine.reapExpired()
-        yield* engine.reapExpired()
-        const hold = yield* engine.get(a.holdId)
-        if (hold.status !== "expired") return yield* Effect.fail(new Error(`the hold is ${hold.status}, not expired`))
-        return a.holdId
-      })))
+      const id = yield* core.step(
+        ctx,
+        `open ${P} with a 1 s lease, let it lapse, reap twice`,
+        viaEngine(
+          h,
+          Effect.gen(function*() {
+            const engine = yield* BillingSession.BillingSession
+            const a = yield* engine.open(openRequest(h.source, s, P, { ttlMillis: 1_000 }))
+            yield* TestClock.adjust(2_000)
+            yield* engine.reapExpired()
+            yield* engine.reapExpired()
+            const hold = yield* engine.get(a.holdId)
+            if (hold.status !== "expired") {
+              return yield* Effect.fail(new Error(`the hold is ${hold.status}, not expired`))
+            }
+            return a.holdId
+          })
+        )
+      )
       yield* core.expectEqual(ctx, "the balance after the expiry", yield* ledgerAgrees(ctx, h, o, s, [id]), FUND)
     })),
   "availability": check("availability", (ctx, h, o) =>
@@ -500,17 +593,29 @@ export const checks: { readonly [K in SourceCheckId]: SourceCheck } = {
       const read = h.source.availability
       if (!read) return core.notApplicable("the source does not define availability")
       const s = yield* seeded(h, o, ctx)
-      const answer = yield* core.step(ctx, "availability of a seeded account", withStore(h, Effect.gen(function*() {
-        const sql = yield* SqlStore.SqlStore
-        return yield* read(sql, s.accountId)
-      })))
+      const answer = yield* core.step(
+        ctx,
+        "availability of a seeded account",
+        withStore(
+          h,
+          Effect.gen(function*() {
+            const sql = yield* SqlStore.SqlStore
+            return yield* read(sql, s.accountId)
+          })
+        )
+      )
       yield* core.ensure(
         ctx,
         typeof answer.available === "boolean" && typeof answer.allowFallback === "boolean",
         `availability must answer two booleans, got ${core.render(answer)}`
       )
       yield* core.ensure(ctx, answer.available, "a seeded account must be able to use the source")
-      yield* core.expectEqual(ctx, "the balance after reading availability (must not move)", yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)), FUND)
+      yield* core.expectEqual(
+        ctx,
+        "the balance after reading availability (must not move)",
+        yield* core.step(ctx, "read", balanceOf(h, o, s.subjectId)),
+        FUND
+      )
     }))
 }
 
@@ -527,17 +632,21 @@ export const checkTitles: { readonly [K in SourceCheckId]: string } = {
   "take.up-to": "take(upTo) takes what the subject has (0 < taken ≤ asked), and fails on an empty subject",
   "take.unconditional": "take(unconditional) takes the whole amount whatever the balance",
   "take.unknown-subject": "take from a subject never created fails with the shortfall error",
-  "take.other-account": "a budget's take for an account that does not own the subject fails with TokenNotFound and changes nothing",
+  "take.other-account":
+    "a budget's take for an account that does not own the subject fails with TokenNotFound and changes nothing",
   "move.charge": "move(−x) charges x and answers the balance after it",
   "move.give-back": "move(+x) gives x back",
   "move.zero": "move(0) moves nothing",
-  "move.beyond-balance": "a charge past the balance moves all of it or what the source's cap allows (never more, same sign)",
-  "engine.settle": "through the engine: settles below and above the reservation, a repeat answers the first, a refund after it moves nothing, and the ledger agrees",
+  "move.beyond-balance":
+    "a charge past the balance moves all of it or what the source's cap allows (never more, same sign)",
+  "engine.settle":
+    "through the engine: settles below and above the reservation, a repeat answers the first, a refund after it moves nothing, and the ledger agrees",
   "engine.refund": "through the engine: a refund (twice) gives everything back, and the ledger agrees",
   "engine.shortfall": "through the engine: an open over the balance fails with the shortfall error and moves nothing",
   "engine.correct": "through the engine: a correction gives back its amount once per id, and the ledger agrees",
   "engine.expire": "through the engine: the recovery pass expires a lapsed hold once and gives its reservation back",
-  "availability": "availability (when defined) of a seeded account answers available, with boolean fields, and moves nothing"
+  "availability":
+    "availability (when defined) of a seeded account answers available, with boolean fields, and moves nothing"
 }
 
 /**

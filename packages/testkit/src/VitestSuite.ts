@@ -16,8 +16,6 @@ import type {
   FundingSuiteOptions,
   HarnessFactory
 } from "./FundingSourceSuite.js"
-import type { SourceCheckId, SourceHarness, SourceSuiteOptions } from "./SourceSuite.js"
-import { checks as sourceChecks, checkTitles as sourceCheckTitles, run as runSource } from "./SourceSuite.js"
 import {
   budgetChecks,
   budgetCheckTitles,
@@ -27,6 +25,8 @@ import {
   skippedBudgetChecks,
   skippedChecks
 } from "./FundingSourceSuite.js"
+import type { SourceCheckId, SourceHarness, SourceSuiteOptions } from "./SourceSuite.js"
+import { checks as sourceChecks, checkTitles as sourceCheckTitles, run as runSource } from "./SourceSuite.js"
 
 /**
  * Registers the conformance suite of the v2 `Source` contract (one `describe`

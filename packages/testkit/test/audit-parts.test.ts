@@ -6,8 +6,8 @@
  * versions are in packages/wallet/test/audit-parts.db.test.ts.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
 import { BillingSession } from "@relay-billing/core"
+import { Effect } from "effect"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean } from "./fixtures.js"
 
@@ -25,7 +25,13 @@ describe("issue 8 #10: the in-memory audit", () => {
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* BillingSession.BillingSession
-      const s = yield* engine.open({ holdId: "settled-h", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "settled-h",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* s.settle(12_000)
       assertAuditClean(store)
       // Tamper: a refund of the reservation on the settled hold, with the balance moved to match
@@ -58,7 +64,13 @@ describe("issue 8 #10: the in-memory audit", () => {
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* BillingSession.BillingSession
-      const s = yield* engine.open({ holdId: "tampered-h", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "tampered-h",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assertAuditClean(store)
       // v2: the hold's part is the only record of what the wallet reserved (no per-source record).
       store.unsafeTamper((state) => {
@@ -75,7 +87,10 @@ describe("issue 8 #10: the in-memory audit", () => {
       assert.strictEqual(store.snapshot().wallets["a"], 1_000_000 - P + 1)
       // … and the audit still reports the part.
       const after = store.audit().problems
-      assert.isTrue(after.some((p) => p.includes("hold tampered-h part wallet") && p.includes("30000")), after.join("; "))
+      assert.isTrue(
+        after.some((p) => p.includes("hold tampered-h part wallet") && p.includes("30000")),
+        after.join("; ")
+      )
     }).pipe(Effect.provide(store.billingLayer()))
   })
 
@@ -87,16 +102,36 @@ describe("issue 8 #10: the in-memory audit", () => {
       yield* store.createToken("poor-t", "poor", { remain: 1_000_000 })
       yield* store.createSubscription({ id: "sub", accountId: "a", total: 50_000, endAt: 10_000_000 })
       const engine = yield* BillingSession.BillingSession
-      const a = yield* engine.open({ holdId: "c1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const a = yield* engine.open({
+        holdId: "c1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* a.settle(45_000)
-      const b = yield* engine.open({ holdId: "c2", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
+      const b = yield* engine.open({
+        holdId: "c2",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
       yield* b.refund
       const c = yield* engine.open({ holdId: "c3", accountId: "a", tokenId: "t", estimate: 80_000, split: true })
       yield* c.settle(10_000)
       // A failed open (the token was reserved, then released), then the same id succeeds elsewhere.
-      yield* Effect.exit(engine.open({ holdId: "c4", accountId: "poor", tokenId: "poor-t", estimate: P, preference: "wallet_only" }))
+      yield* Effect.exit(
+        engine.open({ holdId: "c4", accountId: "poor", tokenId: "poor-t", estimate: P, preference: "wallet_only" })
+      )
       yield* store.topUp("poor", 50_000, "k")
-      const d = yield* engine.open({ holdId: "c4", accountId: "poor", tokenId: "poor-t", estimate: P, preference: "wallet_only" })
+      const d = yield* engine.open({
+        holdId: "c4",
+        accountId: "poor",
+        tokenId: "poor-t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* d.settle(P)
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))

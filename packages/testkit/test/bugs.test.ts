@@ -5,9 +5,9 @@
  * transaction, so the engine must compensate or record what it could not undo).
  */
 import { assert, describe, it } from "@effect/vitest"
+import { BillingSession, BillingSettler } from "@relay-billing/core"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession, BillingSettler } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, composedLayer, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -75,7 +75,13 @@ describe("new-api bug 1: token leak when the funding write fails", () => {
       assert.strictEqual(store.faults.calls("wallet.reserve"), 1)
       assert.deepStrictEqual(store.snapshot(), before)
       // Nothing was left behind: the same id opens normally afterwards.
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.strictEqual(s.preConsumed, P)
       assert.deepStrictEqual(store.snapshot().wallets, { a: W - P })
       assertAuditClean(store)
@@ -170,7 +176,13 @@ describe("new-api bug 1: token leak when the funding write fails", () => {
         )
         assert.deepStrictEqual(main.snapshot().holds, {})
         // The failed open created no hold, so a retry of the request is a fresh open.
-        const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+        const s = yield* engine.open({
+          holdId: "h1",
+          accountId: "a",
+          tokenId: "t",
+          estimate: P,
+          preference: "wallet_only"
+        })
         assert.strictEqual(s.preConsumed, P)
         assert.deepStrictEqual(main.snapshot().wallets, { a: W - P })
         assert.deepStrictEqual(ext.snapshot().tokens, { t: { remain: R - P, used: P } })
@@ -192,7 +204,13 @@ describe("new-api bug 2: refund skipped for a 1-unit subscription reservation", 
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 0, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 0,
+        preference: "subscription_first"
+      })
       assert.strictEqual(s.preConsumed, 1)
       assert.isTrue(yield* s.needsRefund)
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 1, total: 800_000 } })
@@ -258,7 +276,13 @@ describe("new-api bug 3: subscription forced to 1 while the session recorded 0",
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 0, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 0,
+        preference: "subscription_first"
+      })
       assert.strictEqual(s.preConsumed, 1)
       assert.strictEqual(s.hold.estimate, 0)
       assert.strictEqual(s.hold.reserved, 1)
@@ -278,7 +302,13 @@ describe("new-api bug 3: subscription forced to 1 while the session recorded 0",
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 0, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 0,
+        preference: "subscription_first"
+      })
       const settlement = yield* s.settle(1)
       assert.strictEqual(settlement.delta, 0)
       assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.reserved, p.charged]), [
@@ -298,7 +328,13 @@ describe("new-api bug 3: subscription forced to 1 while the session recorded 0",
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 0, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 0,
+        preference: "subscription_first"
+      })
       yield* s.settle(0)
       const snap = store.snapshot()
       assert.deepStrictEqual(snap.subscriptions, { s1: { used: 123, total: 400_000 } })
@@ -313,7 +349,13 @@ describe("new-api bug 3: subscription forced to 1 while the session recorded 0",
     return Effect.gen(function*() {
       yield* setup(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 0, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 0,
+        preference: "wallet_only"
+      })
       assert.strictEqual(s.preConsumed, 0)
       assert.deepStrictEqual(s.hold.parts.map((p) => [p.sourceId, p.amount]), [["wallet", 0], ["token", 0]])
       yield* s.settle(3)
@@ -336,7 +378,13 @@ describe("new-api bug 4: refund dispatched from loose fields / twice / after set
       yield* store.createToken("t", "a", { remain: R })
       yield* store.createSubscription({ id: "late", accountId: "a", total: 500_000, used: 7_000, endAt: 9_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
       assert.strictEqual(s.hold.parts[0]?.ref, "late")
       // After the open, a plan that expires sooner appears: re-deriving the source now would pick it.
       yield* store.createSubscription({ id: "soon", accountId: "a", total: 500_000, used: 0, endAt: 2_000_000 })
@@ -405,7 +453,13 @@ describe("new-api bug 4: refund dispatched from loose fields / twice / after set
       yield* store.createAccount("a", W)
       yield* store.createToken("t", "a", { remain: R })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* s.settle(12_000)
       const settled = store.snapshot()
       assert.deepStrictEqual(settled.wallets, { a: W - 12_000 })
@@ -432,7 +486,13 @@ describe("new-api B5: funding settled but the token step failed", () => {
       yield* store.createAccount("a", W)
       yield* store.createToken("t", "a", { remain: R })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       const opened = store.snapshot()
       // In one store, settle runs in the lock order of open (token, then wallet): the token's
       // extra debit is applied first, then the wallet step fails.
@@ -465,7 +525,13 @@ describe("new-api B5: funding settled but the token step failed", () => {
       yield* store.createAccount("a", W)
       yield* store.createToken("t", "a", { remain: R })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       store.faults.failNext("token.settle")
       yield* expectFailure(s.settle(A), "StoreError")
       assert.deepStrictEqual(yield* s.refund, { holdId: "h1", status: "refunded", refunded: P })
@@ -484,7 +550,13 @@ describe("new-api B5: funding settled but the token step failed", () => {
       yield* ext.createAccount("a", W)
       yield* main.createToken("t", "a", { remain: R })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.deepStrictEqual(ext.snapshot().wallets, { a: W - P })
       main.faults.failNext("token.settle")
 

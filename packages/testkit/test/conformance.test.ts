@@ -3,9 +3,9 @@
  * token budget), and proof that the suites are not vacuous: deliberately broken
  * sources run through individual checks must fail them.
  */
-import { Cause, Effect, Exit, Option } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Budget, FundingSource, Quota } from "@relay-billing/core"
+import { Cause, Effect, Exit, Option } from "effect"
 import { describe, expect, it } from "vitest"
 import { FundingSourceSuite, InMemoryStore } from "../src/index.js"
 import { budgetSuite, fundingSourceSuite } from "../src/VitestSuite.js"
@@ -105,7 +105,10 @@ const expectViolation = (exit: Exit.Exit<unknown, unknown>, id: string): string 
   return conformance.message
 }
 
-type Mutation = (real: FundingSource.FundingSource, store: InMemoryStore.InMemoryStore) => Partial<FundingSource.FundingSource>
+type Mutation = (
+  real: FundingSource.FundingSource,
+  store: InMemoryStore.InMemoryStore
+) => Partial<FundingSource.FundingSource>
 
 /** The in-memory wallet with some of its operations replaced by broken ones. */
 const brokenWallet = (mutation: Mutation) => (): FundingSourceSuite.FundingHarness => {
@@ -165,7 +168,9 @@ describe("the funding-source checks catch broken sources", () => {
       return { ...walletHarness(store), source: plain }
     }
     const exit = await runCheck(harness, FundingSourceSuite.checks["late-settle"])
-    expect(exit).toStrictEqual(Exit.succeed({ status: "not-applicable", reason: "the source does not define lateSettle" }))
+    expect(exit).toStrictEqual(
+      Exit.succeed({ status: "not-applicable", reason: "the source does not define lateSettle" })
+    )
   })
 
   it("issue 8 #14: a source without correct reports the correct check as not applicable", async () => {
@@ -186,7 +191,10 @@ describe("the funding-source checks catch broken sources", () => {
           ? credit(store, req.accountId, req.part.amount)
           : real.refund(req).pipe(Effect.tap(() => Effect.sync(() => refunded.add(req.holdId))))
     }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["refund.idempotent"]), "refund.idempotent")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["refund.idempotent"]),
+      "refund.idempotent"
+    )
     expect(message).toContain("must credit once")
     expect(message).toContain("expected 100000, got 130000")
     // The same broken source still passes a check that does not look at repeated refunds.
@@ -196,17 +204,29 @@ describe("the funding-source checks catch broken sources", () => {
   it("a reserve that is not idempotent by hold id fails reserve.idempotent and concurrency.same-hold", async () => {
     let n = 0
     // Every call is treated as a new hold: the hold id is made unique before it reaches the wallet.
-    const harness = brokenWallet((real) => ({ reserve: (req) => real.reserve({ ...req, holdId: `${req.holdId}#${++n}` }) }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.idempotent"]), "reserve.idempotent")
+    const harness = brokenWallet((real) => ({
+      reserve: (req) => real.reserve({ ...req, holdId: `${req.holdId}#${++n}` })
+    }))
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["reserve.idempotent"]),
+      "reserve.idempotent"
+    )
     expect(message).toContain("must be debited once")
-    expectViolation(await runCheck(harness, FundingSourceSuite.checks["concurrency.same-hold"]), "concurrency.same-hold")
+    expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["concurrency.same-hold"]),
+      "concurrency.same-hold"
+    )
   })
 
   it("a reserve that takes more than asked fails reserve.exact", async () => {
     const harness = brokenWallet((real) => ({
-      reserve: (req) => real.reserve({ ...req, amount: (req.amount + 1) as Quota.Quota }).pipe(Effect.as({ amount: req.amount }))
+      reserve: (req) =>
+        real.reserve({ ...req, amount: (req.amount + 1) as Quota.Quota }).pipe(Effect.as({ amount: req.amount }))
     }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.exact"]), "reserve.exact")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["reserve.exact"]),
+      "reserve.exact"
+    )
     expect(message).toContain("drop after reserve")
   })
 
@@ -218,15 +238,24 @@ describe("the funding-source checks catch broken sources", () => {
             Effect.fail(new BillingError.StoreError({ operation: "reserve", detail: "declined" })))
         )
     }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.insufficient"]), "reserve.insufficient")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["reserve.insufficient"]),
+      "reserve.insufficient"
+    )
     expect(message).toContain("expected a InsufficientFunds error")
     expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.unfunded"]), "reserve.unfunded")
   })
 
   it("a settle that ignores the actual cost fails settle.above-reservation and settle.below-reservation", async () => {
     const harness = brokenWallet((real) => ({ settle: (req) => real.settle({ ...req, actual: req.part.amount }) }))
-    expectViolation(await runCheck(harness, FundingSourceSuite.checks["settle.above-reservation"]), "settle.above-reservation")
-    expectViolation(await runCheck(harness, FundingSourceSuite.checks["settle.below-reservation"]), "settle.below-reservation")
+    expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["settle.above-reservation"]),
+      "settle.above-reservation"
+    )
+    expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["settle.below-reservation"]),
+      "settle.below-reservation"
+    )
     // settle(actual == reserved) is exactly what this broken settle does.
     expect(Exit.isSuccess(await runCheck(harness, FundingSourceSuite.checks["settle.equal-reservation"]))).toBe(true)
   })
@@ -241,7 +270,10 @@ describe("the funding-source checks catch broken sources", () => {
           )
         )
     }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["settle.idempotent"]), "settle.idempotent")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["settle.idempotent"]),
+      "settle.idempotent"
+    )
     expect(message).toContain("must charge once")
   })
 
@@ -250,11 +282,13 @@ describe("the funding-source checks catch broken sources", () => {
       settle: (req) =>
         real.settle(req).pipe(
           Effect.catchTag("HoldResolved", () =>
-            credit(store, req.accountId, -req.actual).pipe(Effect.as({ charged: req.actual, unbilled: 0 }))
-          )
+            credit(store, req.accountId, -req.actual).pipe(Effect.as({ charged: req.actual, unbilled: 0 })))
         )
     }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["settle.after-refund"]), "settle.after-refund")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["settle.after-refund"]),
+      "settle.after-refund"
+    )
     expect(message).toContain("expected a typed failure")
   })
 
@@ -268,7 +302,10 @@ describe("the funding-source checks catch broken sources", () => {
 
   it("a source that treats a release like a refund (never forgets the hold id) fails refund.release", async () => {
     const harness = brokenWallet((real) => ({ refund: (req) => real.refund({ ...req, reason: "refund" }) }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["refund.release"]), "refund.release")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["refund.release"]),
+      "refund.release"
+    )
     expect(message).toContain("reserve of a released hold id")
   })
 
@@ -279,7 +316,10 @@ describe("the funding-source checks catch broken sources", () => {
           Effect.catchTag("HoldResolved", () => real.reserve({ ...req, holdId: `${req.holdId}/reopened` }))
         )
     }))
-    const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.after-refund"]), "reserve.after-refund")
+    const message = expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["reserve.after-refund"]),
+      "reserve.after-refund"
+    )
     expect(message).toContain("expected a typed failure")
   })
 
@@ -298,7 +338,11 @@ describe("the funding-source checks catch broken sources", () => {
             const balance = balances.get(req.accountId) ?? 0
             yield* Effect.yieldNow
             if (existing?.status === "refunded") {
-              return yield* new BillingError.HoldResolved({ holdId: req.holdId, status: "refunded", operation: "reserve" })
+              return yield* new BillingError.HoldResolved({
+                holdId: req.holdId,
+                status: "refunded",
+                operation: "reserve"
+              })
             }
             if (existing) return { amount: existing.amount }
             if (balance <= 0 || balance < req.amount) {
@@ -319,7 +363,11 @@ describe("the funding-source checks catch broken sources", () => {
             yield* Effect.yieldNow
             if (!hold) return yield* new BillingError.StoreError({ operation: "settle", detail: "no hold" })
             if (hold.status === "refunded") {
-              return yield* new BillingError.HoldResolved({ holdId: req.holdId, status: "refunded", operation: "settle" })
+              return yield* new BillingError.HoldResolved({
+                holdId: req.holdId,
+                status: "refunded",
+                operation: "settle"
+              })
             }
             if (hold.status === "settled") return { charged: hold.charged ?? 0, unbilled: 0 }
             move(req.accountId, -(req.actual - hold.amount))
@@ -352,7 +400,10 @@ describe("the funding-source checks catch broken sources", () => {
     })
 
     it("fails concurrency.reserve: it overdraws", async () => {
-      const message = expectViolation(await runCheck(racy, FundingSourceSuite.checks["concurrency.reserve"]), "concurrency.reserve")
+      const message = expectViolation(
+        await runCheck(racy, FundingSourceSuite.checks["concurrency.reserve"]),
+        "concurrency.reserve"
+      )
       expect(message).toMatch(/successful reserves|went negative/)
     })
 
@@ -367,7 +418,8 @@ describe("the funding-source checks catch broken sources", () => {
 
   it("a source whose balance disagrees with what it can spend fails the balance check", async () => {
     const harness = brokenWallet((real) => ({
-      balance: (accountId) => (real.balance ? real.balance(accountId) : Effect.succeed(0)).pipe(Effect.map((b) => b + 1))
+      balance: (accountId) =>
+        (real.balance ? real.balance(accountId) : Effect.succeed(0)).pipe(Effect.map((b) => b + 1))
     }))
     expectViolation(await runCheck(harness, FundingSourceSuite.checks["balance"]), "balance")
   })
@@ -386,7 +438,10 @@ describe("the funding-source checks catch broken sources", () => {
           )
           : real.reserve(req)
     }))
-    expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.entire-balance"]), "reserve.entire-balance")
+    expectViolation(
+      await runCheck(harness, FundingSourceSuite.checks["reserve.entire-balance"]),
+      "reserve.entire-balance"
+    )
   })
 
   it("a settle that charges a hold it never reserved fails settle.unknown-hold", async () => {
@@ -394,8 +449,7 @@ describe("the funding-source checks catch broken sources", () => {
       settle: (req) =>
         real.settle(req).pipe(
           Effect.catchTag("StoreError", () =>
-            credit(store, req.accountId, -req.actual).pipe(Effect.as({ charged: req.actual, unbilled: 0 }))
-          )
+            credit(store, req.accountId, -req.actual).pipe(Effect.as({ charged: req.actual, unbilled: 0 })))
         )
     }))
     expectViolation(await runCheck(harness, FundingSourceSuite.checks["settle.unknown-hold"]), "settle.unknown-hold")
@@ -418,7 +472,9 @@ describe("the funding-source checks catch broken sources", () => {
     }
 
     it("a minimumReservation below the request fails reserve.minimum-reservation", async () => {
-      const harness = brokenSubscription(() => ({ minimumReservation: (requested) => Math.max(requested - 1, 1) as Quota.Quota }))
+      const harness = brokenSubscription(() => ({
+        minimumReservation: (requested) => Math.max(requested - 1, 1) as Quota.Quota
+      }))
       const message = expectViolation(
         await runCheck(harness, FundingSourceSuite.checks["reserve.minimum-reservation"]),
         "reserve.minimum-reservation"
@@ -430,7 +486,10 @@ describe("the funding-source checks catch broken sources", () => {
       const harness = brokenSubscription((real) => ({
         refund: (req) => req.part.amount === 1 ? Effect.void : real.refund(req)
       }))
-      const message = expectViolation(await runCheck(harness, FundingSourceSuite.checks["reserve.zero-estimate"]), "reserve.zero-estimate")
+      const message = expectViolation(
+        await runCheck(harness, FundingSourceSuite.checks["reserve.zero-estimate"]),
+        "reserve.zero-estimate"
+      )
       expect(message).toContain("after refunding a reservation of 1")
     })
 
@@ -458,7 +517,9 @@ describe("the funding-source checks catch broken sources", () => {
 
   it("checks report not-applicable for capabilities a source does not offer", async () => {
     const exit = await runCheck(() => walletHarness(), FundingSourceSuite.checks["availability"])
-    expect(exit).toStrictEqual(Exit.succeed({ status: "not-applicable", reason: "the source does not define availability" }))
+    expect(exit).toStrictEqual(
+      Exit.succeed({ status: "not-applicable", reason: "the source does not define availability" })
+    )
     const sub = await runCheck(subscriptionHarness, FundingSourceSuite.checks["availability"])
     expect(sub).toStrictEqual(Exit.succeed({ status: "passed" }))
   })
@@ -516,7 +577,9 @@ describe("the budget checks catch broken budgets", () => {
     )
     expect(message).toContain("expected a typed failure")
     // The real in-memory budget passes it.
-    expect(Exit.isSuccess(await runCheck(tokenHarness, FundingSourceSuite.budgetChecks["reserve.other-account"]))).toBe(true)
+    expect(Exit.isSuccess(await runCheck(tokenHarness, FundingSourceSuite.budgetChecks["reserve.other-account"]))).toBe(
+      true
+    )
   })
 })
 
@@ -546,7 +609,10 @@ describe("skip options", () => {
       const remaining = base.budget.remaining!
       return {
         ...base,
-        budget: { ...base.budget, remaining: (id) => remaining(id).pipe(Effect.map((r) => ({ ...r, unlimited: false }))) }
+        budget: {
+          ...base.budget,
+          remaining: (id) => remaining(id).pipe(Effect.map((r) => ({ ...r, unlimited: false })))
+        }
       }
     }
     expectViolation(await runCheck(limitedOnly, FundingSourceSuite.budgetChecks["remaining"]), "remaining")

@@ -31,12 +31,12 @@
  *   FC_SEED=<seed> FC_PATH=<path> npx vitest run test/conservation.property.test.ts
  * (FC_NUM_RUNS overrides the number of runs.)
  */
-import fc from "fast-check"
-import { Effect, Layer } from "effect"
-import { TestClock } from "effect/testing"
-import { describe, expect, it } from "vitest"
 import { AccountCounters, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
 import type { Hold, Source } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import fc from "fast-check"
+import { describe, expect, it } from "vitest"
 import { Faults, InMemoryStore } from "../src/index.js"
 
 // ====================================================================== config
@@ -214,7 +214,13 @@ const openArb: fc.Arbitrary<OpenCmd> = fc.record({
       arbitrary: fc.record({
         kind: fc.constant("known" as const),
         back: backArb,
-        vary: fc.constantFrom("same" as const, "same" as const, "estimate" as const, "account" as const, "token" as const)
+        vary: fc.constantFrom(
+          "same" as const,
+          "same" as const,
+          "estimate" as const,
+          "account" as const,
+          "token" as const
+        )
       })
     }
   )
@@ -226,7 +232,10 @@ const settleArb = (sequential: boolean): fc.Arbitrary<SettleCmd> =>
     target: targetArb,
     actual: fc.integer({ min: 0, max: 80_000 }),
     again: sequential
-      ? fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 80_000 }) })
+      ? fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, {
+        weight: 1,
+        arbitrary: fc.integer({ min: 0, max: 80_000 })
+      })
       : fc.constant(undefined)
   })
 
@@ -266,7 +275,10 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
     weight: 6,
     arbitrary: fc.record({
       t: fc.constant("advance" as const),
-      ms: fc.oneof(fc.constantFrom(60_000, 5 * 60_000, HOLD_TTL, HOLD_TTL + 1), fc.integer({ min: 0, max: 15 * 60_000 })),
+      ms: fc.oneof(
+        fc.constantFrom(60_000, 5 * 60_000, HOLD_TTL, HOLD_TTL + 1),
+        fc.integer({ min: 0, max: 15 * 60_000 })
+      ),
       reap: fc.boolean()
     })
   },
@@ -320,9 +332,11 @@ type Op =
 const showOp = (op: Op): string => {
   switch (op.t) {
     case "open":
-      return `open(${op.holdId}, ${op.accountId}, token=${op.tokenId ?? "-"}${op.playground ? " (playground)" : ""}, P=${op.estimate}, pref=${
-        JSON.stringify(op.preference)
-      }${op.force ? ", force" : ""}${op.ttlMillis !== undefined ? `, ttl=${op.ttlMillis}` : ""})`
+      return `open(${op.holdId}, ${op.accountId}, token=${op.tokenId ?? "-"}${
+        op.playground ? " (playground)" : ""
+      }, P=${op.estimate}, pref=${JSON.stringify(op.preference)}${op.force ? ", force" : ""}${
+        op.ttlMillis !== undefined ? `, ttl=${op.ttlMillis}` : ""
+      })`
     case "settle":
       return `settle(${op.holdId}, A=${op.actual})`
     case "refund":
@@ -463,7 +477,13 @@ const observedHoldView = (h: Hold.Hold) => ({
   trusted: h.trusted,
   status: h.status,
   expiresAt: h.expiresAt,
-  parts: h.parts.map((p) => ({ kind: p.kind, sourceId: p.sourceId, subjectId: p.subjectId, amount: p.amount, ref: p.ref }))
+  parts: h.parts.map((p) => ({
+    kind: p.kind,
+    sourceId: p.sourceId,
+    subjectId: p.subjectId,
+    amount: p.amount,
+    ref: p.ref
+  }))
 })
 
 const fail = (tag: string, error: Record<string, unknown> = {}): Predicted => ({ ok: false, tag, error })
@@ -680,7 +700,13 @@ const modelLateSettle = (m: Model, h: MHold, actual: number): Predicted => {
     m.unbilled[h.accountId] = (m.unbilled[h.accountId] ?? 0) + unbilled
     funding = { charged: actual - unbilled, unbilled, ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {}) }
   }
-  const parts: Array<unknown> = [{ kind: "funding", sourceId: h.source, subjectId: h.subRef ?? h.accountId, reserved: 0, ...funding }]
+  const parts: Array<unknown> = [{
+    kind: "funding",
+    sourceId: h.source,
+    subjectId: h.subRef ?? h.accountId,
+    reserved: 0,
+    ...funding
+  }]
   if (h.tokenId !== undefined) {
     const t = m.tokens[h.tokenId]!
     let token: Record<string, unknown> = { charged: 0, unbilled: 0 }
@@ -909,7 +935,9 @@ const releaseDroppedToken = (store: InMemoryStore.InMemoryStore): Source.Source 
 
 const layerFor = (store: InMemoryStore.InMemoryStore, variant: Variant, scenario: Scenario) => {
   const { interleave, trustThreshold } = scenario
-  const options: BillingSession.Options = trustThreshold === undefined ? {} : { trustBypass: { threshold: trustThreshold } }
+  const options: BillingSession.Options = trustThreshold === undefined
+    ? {}
+    : { trustBypass: { threshold: trustThreshold } }
   const wallet = variant === "double-refund-wallet"
     ? doubleRefundWallet(store)
     : variant === "late-settle-free"
@@ -974,7 +1002,11 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       m.counters[accountId] = { usedQuota: 0, requestCount: 0 }
       m.unbilled[accountId] = 0
       const tokenId = tokenOf(accountId)
-      yield* store.createToken(tokenId, accountId, spec.token.unlimited ? { unlimited: true } : { remain: spec.token.remain })
+      yield* store.createToken(
+        tokenId,
+        accountId,
+        spec.token.unlimited ? { unlimited: true } : { remain: spec.token.remain }
+      )
       m.tokens[tokenId] = {
         accountId,
         remain: spec.token.unlimited ? 0 : spec.token.remain,
@@ -1049,7 +1081,12 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
               preference: cmd.preference
             }
             if (isQuota(cmd.estimate)) {
-              remember({ id: op.holdId, accountId, tokenId: cmd.playground ? undefined : op.tokenId, estimate: cmd.estimate })
+              remember({
+                id: op.holdId,
+                accountId,
+                tokenId: cmd.playground ? undefined : op.tokenId,
+                estimate: cmd.estimate
+              })
             }
             return op
           }
@@ -1195,7 +1232,9 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       const subPending: Record<string, number> = {}
       const zero = { wallet: 0, subscription: 0, token: 0, unbilled: 0 }
       for (const id of byHold.keys()) {
-        if (snap.holds[id] === undefined) violation("4 ledger", `${label}: ledger rows for hold ${id} that does not exist`)
+        if (snap.holds[id] === undefined) {
+          violation("4 ledger", `${label}: ledger rows for hold ${id} that does not exist`)
+        }
       }
       for (const [id, status] of Object.entries(snap.holds)) {
         const h = m.holds[id]!
@@ -1207,7 +1246,10 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
           }
         } else if (status === "pending") {
           if (-(row.wallet + row.subscription) !== h.reserved || -row.token !== (h.tokenReserved ?? 0)) {
-            violation("4 conservation", `${label}: pending hold ${id} reserved ${h.reserved} but ledger nets ${canon(row)}`)
+            violation(
+              "4 conservation",
+              `${label}: pending hold ${id} reserved ${h.reserved} but ledger nets ${canon(row)}`
+            )
           }
           walletPending[h.accountId] = (walletPending[h.accountId] ?? 0) - row.wallet
           subPending[subKey] = (subPending[subKey] ?? 0) - row.subscription
@@ -1226,15 +1268,20 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       for (const accountId of accounts) {
         const credited = topups[accountId] ?? 0
         if (credited !== m.credited[accountId]) {
-          violation("4 conservation", `${label}: ${accountId} top-ups in the ledger ${credited}, made ${m.credited[accountId]}`)
+          violation(
+            "4 conservation",
+            `${label}: ${accountId} top-ups in the ledger ${credited}, made ${m.credited[accountId]}`
+          )
         }
         const rhs = snap.wallets[accountId]! + (walletCharges[accountId] ?? 0) + (walletPending[accountId] ?? 0)
         if (credited !== rhs) {
           violation(
             "4 conservation",
-            `${label}: ${accountId}: opening + top-ups ${credited} != balance ${snap.wallets[accountId]} + settled wallet charges ${
-              walletCharges[accountId] ?? 0
-            } + pending wallet reservations ${walletPending[accountId] ?? 0}`
+            `${label}: ${accountId}: opening + top-ups ${credited} != balance ${
+              snap.wallets[accountId]
+            } + settled wallet charges ${walletCharges[accountId] ?? 0} + pending wallet reservations ${
+              walletPending[accountId] ?? 0
+            }`
           )
         }
         // Independent of the ledger and of how overflow was split: what left the account's wallet
@@ -1253,7 +1300,10 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         }
         const unbilled = ledger.filter((e) => e.accountId === accountId).reduce((acc, e) => acc + (e.unbilled ?? 0), 0)
         if (unbilled !== m.unbilled[accountId]) {
-          violation("4 conservation", `${label}: ${accountId}: ledger records ${unbilled} unbilled, the model ${m.unbilled[accountId]}`)
+          violation(
+            "4 conservation",
+            `${label}: ${accountId}: ledger records ${unbilled} unbilled, the model ${m.unbilled[accountId]}`
+          )
         }
         outflow += unbilled
         if (outflow !== consumed) {
@@ -1265,16 +1315,19 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         if (snap.subscriptions[sub.id]!.used !== expected) {
           violation(
             "4 conservation",
-            `${label}: subscription ${sub.id} used ${snap.subscriptions[sub.id]!.used} != opening ${sub.openingUsed} + settled ${
-              subCharges[sub.id] ?? 0
-            } + pending ${subPending[sub.id] ?? 0}`
+            `${label}: subscription ${sub.id} used ${
+              snap.subscriptions[sub.id]!.used
+            } != opening ${sub.openingUsed} + settled ${subCharges[sub.id] ?? 0} + pending ${subPending[sub.id] ?? 0}`
           )
         }
       }
 
       // (5) only a settlement (or a late charge, §6: the work was delivered) takes a wallet below zero.
       for (const e of ledger) {
-        if (e.sourceId === "wallet" && e.kind !== "settle" && e.kind !== "late_settle" && e.amount < 0 && e.balanceAfter < 0) {
+        if (
+          e.sourceId === "wallet" && e.kind !== "settle" && e.kind !== "late_settle" && e.amount < 0 &&
+          e.balanceAfter < 0
+        ) {
           violation("5 no overdraft", `${label}: ${e.kind} row took wallet ${e.subjectId} to ${e.balanceAfter}`)
         }
       }
@@ -1285,7 +1338,10 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         for (const accountId of accounts) {
           const after = snap.wallets[accountId]!
           if (after < 0 && after < before.wallets[accountId]!) {
-            violation("5 no overdraft", `${label}: ${accountId} went from ${before.wallets[accountId]} to ${after} without a settle`)
+            violation(
+              "5 no overdraft",
+              `${label}: ${accountId} went from ${before.wallets[accountId]} to ${after} without a settle`
+            )
           }
         }
       }
@@ -1303,7 +1359,12 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
 
     const requireFault = (label: string, injectedBefore: number, storeErrors: number) => {
       if (storeErrors > store.faults.injected.length - injectedBefore) {
-        violation("model", `${label}: ${storeErrors} StoreError(s) with only ${store.faults.injected.length - injectedBefore} injected fault(s)`)
+        violation(
+          "model",
+          `${label}: ${storeErrors} StoreError(s) with only ${
+            store.faults.injected.length - injectedBefore
+          } injected fault(s)`
+        )
       }
     }
 
@@ -1343,7 +1404,9 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
           if (!same(after, before) || store.entries().length !== ledgerBefore) {
             violation(
               "3 failed open",
-              `${label} failed with ${observed.tag} but changed the store: before ${canon(before)}, after ${canon(after)}, ledger rows ${ledgerBefore} -> ${store.entries().length}`
+              `${label} failed with ${observed.tag} but changed the store: before ${canon(before)}, after ${
+                canon(after)
+              }, ledger rows ${ledgerBefore} -> ${store.entries().length}`
             )
           }
         }
@@ -1387,8 +1450,12 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
           }
           reasons.push(`  order [${order.join(",")}]: ${why}`)
         }
-        if (!found) violation("linearizable", `${label}: no sequential order explains the results:\n${reasons.join("\n")}`)
-        if (reasons.length > 0) stats.reordered++
+        if (!found) {
+          violation("linearizable", `${label}: no sequential order explains the results:\n${reasons.join("\n")}`)
+        }
+        if (reasons.length > 0) {
+          stats.reordered++
+        }
         model.current = found!
         checkInvariants(label, before, ops.some((op, i) => op.t === "settle" && observed[i]!.ok))
         ops.forEach((op, i) => {
@@ -1427,7 +1494,10 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
           refunded: reports.reduce((a, r) => a + r.refunded, 0)
         }
         if (predicted.ok && !same(total, predicted.value)) {
-          violation("2 resolve-once", `${label}: passes report ${canon(total)} in total, expected ${canon(predicted.value)}`)
+          violation(
+            "2 resolve-once",
+            `${label}: passes report ${canon(total)} in total, expected ${canon(predicted.value)}`
+          )
         }
         model.current = next
         checkInvariants(label, before, false)

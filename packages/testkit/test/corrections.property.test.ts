@@ -29,12 +29,20 @@
  *
  * Replay: FC_SEED=<seed> FC_PATH=<path> npx vitest run test/corrections.property.test.ts
  */
-import fc from "fast-check"
+import {
+  AccountCounters,
+  BillingSession,
+  FundingRegistry,
+  Hold,
+  HoldJournal,
+  Ledger,
+  SqlStore
+} from "@relay-billing/core"
+import type { Source } from "@relay-billing/core"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
+import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { AccountCounters, BillingSession, FundingRegistry, Hold, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
-import type { Source } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 
 const NUM_RUNS = Number(process.env["FC_NUM_RUNS"] ?? 150)
@@ -84,7 +92,10 @@ const accountArb: fc.Arbitrary<AccountSpec> = fc.record({
   balance: fc.oneof(fc.constant(0), fc.integer({ min: 50_000, max: 400_000 })),
   token: fc.record({ unlimited: fc.boolean(), remain: fc.integer({ min: 0, max: 300_000 }) }),
   subs: fc.array(
-    fc.record({ total: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 120_000 })), allowWalletOverflow: fc.boolean() }),
+    fc.record({
+      total: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 120_000 })),
+      allowWalletOverflow: fc.boolean()
+    }),
     { maxLength: 2 }
   )
 })
@@ -126,7 +137,10 @@ const commandArb = (accounts: number): fc.Arbitrary<Command> =>
   )
 
 const scenarioArb: fc.Arbitrary<Scenario> = fc.array(accountArb, { minLength: 1, maxLength: 3 }).chain((accounts) =>
-  fc.record({ accounts: fc.constant(accounts), commands: fc.array(commandArb(accounts.length), { minLength: 5, maxLength: 30 }) })
+  fc.record({
+    accounts: fc.constant(accounts),
+    commands: fc.array(commandArb(accounts.length), { minLength: 5, maxLength: 30 })
+  })
 )
 
 // ====================================================================== run
@@ -200,14 +214,18 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
           }
           const s = hold.settlement
           const recorded = Hold.corrected(s)
-          if (recorded !== mine) violation("4 idempotent", `${label}: hold ${holdId} records ${recorded} corrected, accepted ${mine}`)
+          if (recorded !== mine) {
+            violation("4 idempotent", `${label}: hold ${holdId} records ${recorded} corrected, accepted ${mine}`)
+          }
           if (recorded > Hold.charged(s)) {
             violation("3 never exceeds", `${label}: hold ${holdId} corrected ${recorded} > charged ${Hold.charged(s)}`)
           }
           settledActual += s.actual
           charged += Hold.charged(s)
           corrected += recorded
-          if (s.actual > 0) settles++
+          if (s.actual > 0) {
+            settles++
+          }
           if (hold.tokenId !== undefined) {
             tokenFlow.settled += s.actual
             tokenFlow.corrected += recorded
@@ -216,9 +234,14 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
         // (2) counters
         const c = snap.counters[accountId]!
         if (c.usedQuota !== charged - corrected) {
-          violation("2 usedQuota", `${label}: ${accountId} usedQuota ${c.usedQuota} != charged ${charged} - corrected ${corrected}`)
+          violation(
+            "2 usedQuota",
+            `${label}: ${accountId} usedQuota ${c.usedQuota} != charged ${charged} - corrected ${corrected}`
+          )
         }
-        if (c.requestCount !== settles) violation("2 requestCount", `${label}: ${accountId} requestCount ${c.requestCount} != ${settles}`)
+        if (c.requestCount !== settles) {
+          violation("2 requestCount", `${label}: ${accountId} requestCount ${c.requestCount} != ${settles}`)
+        }
         // (1) conservation to the unit
         let outflow = openingWallet[i]! - snap.wallets[accountId]!
         for (const [j, sub] of scenario.accounts[i]!.subs.entries()) {
@@ -236,7 +259,10 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
         const t = snap.tokens[`a${i}-t`]!
         const tokenOut = (spec.unlimited ? 0 : spec.remain) - t.remain
         if (tokenOut !== tokenFlow.settled - tokenFlow.corrected + tokenFlow.pending || t.used !== tokenOut) {
-          violation("1 conservation", `${label}: token a${i}-t out ${tokenOut} (used ${t.used}) != ${JSON.stringify(tokenFlow)}`)
+          violation(
+            "1 conservation",
+            `${label}: token a${i}-t out ${tokenOut} (used ${t.used}) != ${JSON.stringify(tokenFlow)}`
+          )
         }
       }
     })
@@ -248,7 +274,13 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
       openingWallet.push(a.balance)
       yield* store.createToken(`a${i}-t`, `a${i}`, a.token.unlimited ? { unlimited: true } : { remain: a.token.remain })
       for (const [j, sub] of a.subs.entries()) {
-        yield* store.createSubscription({ id: `a${i}-s${j}`, accountId: `a${i}`, total: sub.total, endAt: 10_000_000_000, allowWalletOverflow: sub.allowWalletOverflow })
+        yield* store.createSubscription({
+          id: `a${i}-s${j}`,
+          accountId: `a${i}`,
+          total: sub.total,
+          endAt: 10_000_000_000,
+          allowWalletOverflow: sub.allowWalletOverflow
+        })
       }
     }
     const pick = (back: number) => holdIds[holdIds.length - 1 - (back % Math.max(1, holdIds.length))]
@@ -272,7 +304,9 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
         }
         case "pending": {
           const holdId = `h${seq++}`
-          const opened = yield* Effect.result(engine.open({ holdId, accountId: `a${cmd.account}`, estimate: cmd.estimate }))
+          const opened = yield* Effect.result(
+            engine.open({ holdId, accountId: `a${cmd.account}`, estimate: cmd.estimate })
+          )
           if (opened._tag === "Success") holdIds.push(holdId)
           break
         }
@@ -293,7 +327,9 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
           const before = { snap: store.snapshot(), rows: store.entries().length, faults: store.faults.injected.length }
           if (cmd.fault !== "none") store.faults.failNext(`${cmd.fault}.correct`)
           const result = yield* Effect.result(engine.correct({ holdId, correctionId: cmd.id, amount }))
-          if (variant === "real") count(result._tag === "Success" ? (first ? "replayed" : "corrected") : result.failure._tag)
+          if (variant === "real") {
+            count(result._tag === "Success" ? (first ? "replayed" : "corrected") : result.failure._tag)
+          }
           const unchanged = () => {
             expectSame(label, before.snap, store.snapshot())
             if (store.entries().length !== before.rows) violation("4 nothing moves", `${label}: ledger rows written`)
@@ -305,16 +341,26 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
             unchanged()
           } else if (first !== undefined) {
             if (first.amount === amount) {
-              if (result._tag !== "Success") violation("4 idempotent", `${label}: a repeat failed: ${JSON.stringify(result)}`)
-              else if (JSON.stringify(result.success) !== JSON.stringify(first.result)) {
-                violation("4 idempotent", `${label}: a repeat answered ${JSON.stringify(result.success)}, first ${JSON.stringify(first.result)}`)
+              if (result._tag !== "Success") {
+                violation("4 idempotent", `${label}: a repeat failed: ${JSON.stringify(result)}`)
+              } else if (JSON.stringify(result.success) !== JSON.stringify(first.result)) {
+                violation(
+                  "4 idempotent",
+                  `${label}: a repeat answered ${JSON.stringify(result.success)}, first ${JSON.stringify(first.result)}`
+                )
               }
             } else if (result._tag !== "Failure" || result.failure._tag !== "IdempotencyConflict") {
-              violation("4 idempotent", `${label}: the same id with ${amount} (first ${first.amount}) answered ${JSON.stringify(result)}`)
+              violation(
+                "4 idempotent",
+                `${label}: the same id with ${amount} (first ${first.amount}) answered ${JSON.stringify(result)}`
+              )
             }
             unchanged()
           } else if (amount > left) {
-            if (result._tag !== "Failure" || result.failure._tag !== "CorrectionExceedsCharge" || result.failure.remaining !== left) {
+            if (
+              result._tag !== "Failure" || result.failure._tag !== "CorrectionExceedsCharge" ||
+              result.failure.remaining !== left
+            ) {
               violation("3 never exceeds", `${label}: ${amount} > left ${left} answered ${JSON.stringify(result)}`)
             }
             unchanged()
@@ -330,7 +376,9 @@ const runScenario = (scenario: Scenario, variant: Variant) => {
             }
             const parts = result.success.parts
             const funding = parts.filter((p) => p.kind === "funding").reduce((s, p) => s + p.amount, 0)
-            if (funding !== amount) violation("1 conservation", `${label}: funding parts got back ${funding}, not ${amount}`)
+            if (funding !== amount) {
+              violation("1 conservation", `${label}: funding parts got back ${funding}, not ${amount}`)
+            }
             mine.set(cmd.id, { amount, result: result.success })
           }
           store.faults.clear()
@@ -353,7 +401,10 @@ const expectSame = (label: string, before: unknown, after: unknown) => {
 describe("issue 8 #14: corrections keep conservation (property)", () => {
   it("issue 8 #14: random corrections, repeated ids and over-corrections keep every invariant", async () => {
     try {
-      await fc.assert(fc.asyncProperty(scenarioArb, (scenario) => runScenario(scenario, "real")), { numRuns: NUM_RUNS, ...replay })
+      await fc.assert(fc.asyncProperty(scenarioArb, (scenario) => runScenario(scenario, "real")), {
+        numRuns: NUM_RUNS,
+        ...replay
+      })
     } finally {
       console.log(`corrections property: ${[...stats].sort().map(([k, v]) => `${k}=${v}`).join(" ")}`)
     }

@@ -5,9 +5,9 @@
  * `usedQuota = settled charges − corrections` (§6).
  */
 import { assert, describe, it } from "@effect/vitest"
+import { BillingSession } from "@relay-billing/core"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, composedLayer, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -24,7 +24,13 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       yield* store.createAccount("a", 1_000_000)
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       yield* s.settle(12_000)
       const result = yield* engine.correct({ holdId: "h1", correctionId: "support-1", amount: 5_000 })
       assert.strictEqual(result.holdId, "h1")
@@ -53,7 +59,13 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       yield* store.createAccount("a", 1_000_000)
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       yield* s.settle(12_000)
       const first = yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 4_000 })
       const after = store.snapshot()
@@ -80,7 +92,13 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       yield* store.createAccount("a", 1_000_000)
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       yield* s.settle(12_000)
       yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 5_000 })
       const before = store.snapshot()
@@ -98,7 +116,10 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       assert.deepStrictEqual(store.snapshot().wallets, { a: 1_000_000 })
       assert.deepStrictEqual(store.snapshot().tokens, { t: { remain: 1_000_000, used: 0 } })
       assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 0, requestCount: 1 } })
-      const none = yield* expectFailure(engine.correct({ holdId: "h1", correctionId: "c3", amount: 1 }), "CorrectionExceedsCharge")
+      const none = yield* expectFailure(
+        engine.correct({ holdId: "h1", correctionId: "c3", amount: 1 }),
+        "CorrectionExceedsCharge"
+      )
       assert.strictEqual(none.remaining, 0)
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
@@ -109,14 +130,34 @@ describe("issue 8 #14: corrections of a settled charge", () => {
     return Effect.gen(function*() {
       yield* store.createAccount("a", 1_000_000)
       const engine = yield* Engine
-      yield* engine.open({ holdId: "pending", accountId: "a", estimate: 10_000, preference: "wallet_only", ttlMillis: 1_000_000 })
-      const r = yield* engine.open({ holdId: "refunded", accountId: "a", estimate: 10_000, preference: "wallet_only", ttlMillis: 1_000_000 })
+      yield* engine.open({
+        holdId: "pending",
+        accountId: "a",
+        estimate: 10_000,
+        preference: "wallet_only",
+        ttlMillis: 1_000_000
+      })
+      const r = yield* engine.open({
+        holdId: "refunded",
+        accountId: "a",
+        estimate: 10_000,
+        preference: "wallet_only",
+        ttlMillis: 1_000_000
+      })
       yield* r.refund
-      yield* engine.open({ holdId: "expired", accountId: "a", estimate: 10_000, preference: "wallet_only", ttlMillis: 10 })
+      yield* engine.open({
+        holdId: "expired",
+        accountId: "a",
+        estimate: 10_000,
+        preference: "wallet_only",
+        ttlMillis: 10
+      })
       yield* TestClock.adjust(100)
       yield* engine.reapExpired()
       const before = store.snapshot()
-      for (const [holdId, status] of [["pending", "pending"], ["refunded", "refunded"], ["expired", "expired"]] as const) {
+      for (
+        const [holdId, status] of [["pending", "pending"], ["refunded", "refunded"], ["expired", "expired"]] as const
+      ) {
         const error = yield* expectFailure(engine.correct({ holdId, correctionId: "c", amount: 1 }), "HoldResolved")
         assert.strictEqual(error.status, status)
         assert.strictEqual(error.operation, "correct")
@@ -139,7 +180,11 @@ describe("issue 8 #14: corrections of a settled charge", () => {
         [{ holdId: "h1", correctionId: "c", amount: 0 }, "amount", "0"],
         [{ holdId: "h1", correctionId: "c", amount: -5 }, "amount", "-5"],
         [{ holdId: "h1", correctionId: "c", amount: 1.5 }, "amount", "1.5"],
-        [{ holdId: "h1", correctionId: "c", amount: Number.MAX_SAFE_INTEGER + 2 }, "amount", String(Number.MAX_SAFE_INTEGER + 2)],
+        [
+          { holdId: "h1", correctionId: "c", amount: Number.MAX_SAFE_INTEGER + 2 },
+          "amount",
+          String(Number.MAX_SAFE_INTEGER + 2)
+        ],
         [{ holdId: "h1", correctionId: "", amount: 1 }, "correctionId", "\"\""],
         [{ holdId: "h1", amount: 1 }, "correctionId", "undefined"]
       ]
@@ -162,10 +207,16 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 20_000, endAt: 10_000_000 })
       const engine = yield* Engine
       const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 50_000, split: true })
-      assert.deepStrictEqual(s.hold.parts.map((p) => [p.sourceId, p.amount]), [["subscription", 20_000], ["wallet", 30_000]])
+      assert.deepStrictEqual(s.hold.parts.map((p) => [p.sourceId, p.amount]), [["subscription", 20_000], [
+        "wallet",
+        30_000
+      ]])
       yield* s.settle(50_000)
       const result = yield* engine.correct({ holdId: "h1", correctionId: "dispute", amount: 35_000 })
-      assert.deepStrictEqual(result.parts.map((p) => [p.sourceId, p.amount]), [["wallet", 30_000], ["subscription", 5_000]])
+      assert.deepStrictEqual(result.parts.map((p) => [p.sourceId, p.amount]), [["wallet", 30_000], [
+        "subscription",
+        5_000
+      ]])
       assert.deepStrictEqual(store.snapshot().wallets, { a: 30_000 })
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 15_000, total: 20_000 } })
       assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 15_000, requestCount: 1 } })
@@ -198,10 +249,19 @@ describe("issue 8 #14: corrections of a settled charge", () => {
       yield* main.createAccount("a", 1_000_000)
       yield* main.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       yield* s.settle(12_000)
       const before = main.snapshot()
-      const error = yield* expectFailure(engine.correct({ holdId: "h1", correctionId: "c1", amount: 1_000 }), "CorrectionUnsupported")
+      const error = yield* expectFailure(
+        engine.correct({ holdId: "h1", correctionId: "c1", amount: 1_000 }),
+        "CorrectionUnsupported"
+      )
       assert.strictEqual(error.sourceId, "wallet")
       assert.strictEqual(error.code, "billing_correction_unsupported")
       assert.deepStrictEqual(main.snapshot(), before)
@@ -237,7 +297,13 @@ describe("issue 8 #15: usedQuota grows by what was charged", () => {
     const store = InMemoryStore.make()
     return Effect.gen(function*() {
       yield* store.createAccount("a", 1_000_000)
-      yield* store.createSubscription({ id: "s1", accountId: "a", total: 100_000, endAt: 10_000_000, allowWalletOverflow: false })
+      yield* store.createSubscription({
+        id: "s1",
+        accountId: "a",
+        total: 100_000,
+        endAt: 10_000_000,
+        allowWalletOverflow: false
+      })
       const engine = yield* Engine
       const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 60_000, preference: "subscription_only" })
       const settlement = yield* s.settle(160_000)

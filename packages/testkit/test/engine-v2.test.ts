@@ -5,9 +5,9 @@
  * that finds the hold resolved already rolls its moves back and answers as the hold now is.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Effect, Layer } from "effect"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -29,10 +29,21 @@ describe("issue 10: the engine writes each hold once per phase", () => {
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
       const before = journalCalls(store)
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       const opened = journalCalls(store)
       assert.deepStrictEqual(
-        { get: opened.get - before.get, insert: opened.insert - before.insert, update: opened.update - before.update, append: opened.append - before.append },
+        {
+          get: opened.get - before.get,
+          insert: opened.insert - before.insert,
+          update: opened.update - before.update,
+          append: opened.append - before.append
+        },
         { get: 0, insert: 1, update: 0, append: 1 }
       )
       yield* s.settle(12_000)
@@ -63,7 +74,13 @@ describe("issue 10: the engine writes each hold once per phase", () => {
       yield* store.createAccount("a", 1_000_000)
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       const first = yield* s.settle(12_000)
       const after = { snapshot: store.snapshot(), ledger: store.entries() }
       const again = yield* s.settle(45_000)
@@ -96,7 +113,10 @@ describe("issue 10: the engine writes each hold once per phase", () => {
       const engine = yield* Engine
       yield* engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" })
       const after = { snapshot: store.snapshot(), ledger: store.entries() }
-      yield* expectFailure(engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" }), "HoldInFlight")
+      yield* expectFailure(
+        engine.open({ holdId: "h1", accountId: "a", estimate: 30_000, preference: "wallet_only" }),
+        "HoldInFlight"
+      )
       assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, after)
     }).pipe(Effect.provide(store.billingLayer()))
   })
@@ -108,9 +128,11 @@ describe("issue 10: a Source moves in the journal's store", () => {
     const other = InMemoryStore.make()
     return Effect.gen(function*() {
       const error = yield* expectFailure(
-        Layer.build(BillingSession.BillingSession.layer().pipe(
-          Layer.provide(Layer.mergeAll(main.layer(), Layer.succeed(SqlStore.SqlStore, other.sql)))
-        )).pipe(Effect.scoped),
+        Layer.build(
+          BillingSession.BillingSession.layer().pipe(
+            Layer.provide(Layer.mergeAll(main.layer(), Layer.succeed(SqlStore.SqlStore, other.sql)))
+          )
+        ).pipe(Effect.scoped),
         "InvalidInput"
       )
       assert.strictEqual(error.field, "SqlStore.id")
@@ -124,16 +146,28 @@ describe("issue 10 #3: overflow is the engine's", () => {
     const store = InMemoryStore.make({ walletFloorAtZero: true })
     return Effect.gen(function*() {
       yield* store.createAccount("a", 30_000)
-      yield* store.createSubscription({ id: "s1", accountId: "a", total: 100_000, endAt: 10_000_000, allowWalletOverflow: true })
+      yield* store.createSubscription({
+        id: "s1",
+        accountId: "a",
+        total: 100_000,
+        endAt: 10_000_000,
+        allowWalletOverflow: true
+      })
       const engine = yield* Engine
       const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 60_000, preference: "subscription_only" })
       const settlement = yield* s.settle(160_000)
-      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["subscription", 130_000, 30_000]])
+      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [[
+        "subscription",
+        130_000,
+        30_000
+      ]])
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 100_000, total: 100_000 } })
       assert.deepStrictEqual(store.snapshot().wallets, { a: 0 })
       assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 130_000, requestCount: 1 } })
       assert.deepStrictEqual(
-        store.entries().filter((e) => e.holdId === "h1").map((e) => [e.sourceId, e.kind, e.amount, e.unbilled ?? 0, e.note ?? ""]),
+        store.entries().filter((e) => e.holdId === "h1").map((
+          e
+        ) => [e.sourceId, e.kind, e.amount, e.unbilled ?? 0, e.note ?? ""]),
         [
           ["subscription", "reserve", -60_000, 0, ""],
           ["subscription", "settle", -40_000, 0, ""],
@@ -154,11 +188,21 @@ describe("issue 10 #3: overflow is the engine's", () => {
     const store = InMemoryStore.make()
     return Effect.gen(function*() {
       yield* store.createAccount("a", 1_000_000)
-      yield* store.createSubscription({ id: "s1", accountId: "a", total: 100_000, endAt: 10_000_000, allowWalletOverflow: false })
+      yield* store.createSubscription({
+        id: "s1",
+        accountId: "a",
+        total: 100_000,
+        endAt: 10_000_000,
+        allowWalletOverflow: false
+      })
       const engine = yield* Engine
       const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: 60_000, preference: "subscription_first" })
       const settlement = yield* s.settle(160_000)
-      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["subscription", 100_000, 60_000]])
+      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [[
+        "subscription",
+        100_000,
+        60_000
+      ]])
       assert.deepStrictEqual(store.snapshot().wallets, { a: 1_000_000 })
       assertAuditClean(store)
     }).pipe(Effect.provide(store.billingLayer()))
@@ -172,7 +216,13 @@ describe("issue 10 #4: inside a transaction the caller runs, the engine keeps th
       yield* store.createAccount("a", 1_000_000)
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const request = { holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" } as const
+      const request = {
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      } as const
       yield* engine.open(request)
       const after = { snapshot: store.snapshot(), ledger: store.entries() }
       const replay = yield* store.journal.transaction(Effect.result(engine.open(request)))
@@ -215,7 +265,10 @@ describe("issue 10: a Source that breaks the contract is refused typed, and its 
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const before = { snapshot: store.snapshot(), ledger: store.entries() }
       const engine = yield* Engine
-      const error = yield* expectFailure(engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" }), "ContractViolation")
+      const error = yield* expectFailure(
+        engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" }),
+        "ContractViolation"
+      )
       assert.strictEqual(error.sourceId, "wallet")
       assert.deepStrictEqual({ snapshot: store.snapshot(), ledger: store.entries() }, before)
     }).pipe(Effect.provide(broken(store, {
@@ -229,7 +282,13 @@ describe("issue 10: a Source that breaks the contract is refused typed, and its 
       yield* store.createAccount("a", 1_000_000)
       yield* store.createToken("t", "a", { remain: 1_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 30_000, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: 30_000,
+        preference: "wallet_only"
+      })
       const before = { snapshot: store.snapshot(), ledger: store.entries() }
       const error = yield* expectFailure(s.settle(12_000), "ContractViolation")
       assert.strictEqual(error.sourceId, "wallet")

@@ -28,12 +28,12 @@
  *
  * Replay: FC_SEED=<seed> FC_PATH=<path> npx vitest run test/external.property.test.ts
  */
-import fc from "fast-check"
+import { BillingError, BillingEvents, BillingSession } from "@relay-billing/core"
+import type { FundingSource, HoldJournal } from "@relay-billing/core"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
+import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { BillingError, BillingEvents, BillingSession, HoldJournal } from "@relay-billing/core"
-import type { FundingSource } from "@relay-billing/core"
 import { Faults, InMemoryStore } from "../src/index.js"
 import { composedLayer } from "./fixtures.js"
 
@@ -50,7 +50,14 @@ const R = 10_000_000
 const SOURCES = ["credits-a", "credits-b"] as const
 
 type Command =
-  | { readonly t: "open"; readonly hold: number; readonly estimate: number; readonly split: boolean; readonly reversed: boolean; readonly one: boolean }
+  | {
+    readonly t: "open"
+    readonly hold: number
+    readonly estimate: number
+    readonly split: boolean
+    readonly reversed: boolean
+    readonly one: boolean
+  }
   | { readonly t: "settle"; readonly hold: number; readonly actual: number }
   | { readonly t: "refund"; readonly hold: number }
   | { readonly t: "reap"; readonly ms: number }
@@ -66,14 +73,40 @@ interface Scenario {
 
 const holdArb = fc.integer({ min: 0, max: HOLDS - 1 })
 const simple: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ t: fc.constant("open" as const), hold: holdArb, estimate: fc.integer({ min: 0, max: 50_000 }), split: fc.boolean(), reversed: fc.boolean(), one: fc.boolean() }) },
-  { weight: 5, arbitrary: fc.record({ t: fc.constant("settle" as const), hold: holdArb, actual: fc.oneof(fc.integer({ min: 0, max: 80_000 }), fc.constantFrom(0, 12_000, 45_000)) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      t: fc.constant("open" as const),
+      hold: holdArb,
+      estimate: fc.integer({ min: 0, max: 50_000 }),
+      split: fc.boolean(),
+      reversed: fc.boolean(),
+      one: fc.boolean()
+    })
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      t: fc.constant("settle" as const),
+      hold: holdArb,
+      actual: fc.oneof(fc.integer({ min: 0, max: 80_000 }), fc.constantFrom(0, 12_000, 45_000))
+    })
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("refund" as const), hold: holdArb }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("reap" as const), ms: fc.integer({ min: 0, max: 15 * 60 * 1000 }) }) }
+  {
+    weight: 1,
+    arbitrary: fc.record({ t: fc.constant("reap" as const), ms: fc.integer({ min: 0, max: 15 * 60 * 1000 }) })
+  }
 )
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
   { weight: 5, arbitrary: simple },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("parallel" as const), cmds: fc.array(simple, { minLength: 2, maxLength: 4 }) }) }
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant("parallel" as const),
+      cmds: fc.array(simple, { minLength: 2, maxLength: 4 })
+    })
+  }
 )
 const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
   balances: fc.tuple(fc.integer({ min: 0, max: 120_000 }), fc.integer({ min: 0, max: 120_000 })),
@@ -104,11 +137,19 @@ const MAIN_OPS = [
  * store, then the engine sees a `StoreError` (as if the connection or the
  * process died right after the source moved money).
  */
-const lossy = (inner: FundingSource.FundingSource, lost: { rate: number; next: () => number }): FundingSource.FundingSource => {
+const lossy = (
+  inner: FundingSource.FundingSource,
+  lost: { rate: number; next: () => number }
+): FundingSource.FundingSource => {
   const maybeLose = <A, E>(op: string, effect: Effect.Effect<A, E>) =>
     Effect.flatMap(effect, (a) =>
       lost.rate > 0 && lost.next() < lost.rate
-        ? Effect.fail(new BillingError.StoreError({ operation: `${inner.id}.${op}`, detail: "reply lost after the call took effect" }))
+        ? Effect.fail(
+          new BillingError.StoreError({
+            operation: `${inner.id}.${op}`,
+            detail: "reply lost after the call took effect"
+          })
+        )
         : Effect.succeed(a))
   return {
     ...inner,
@@ -132,8 +173,11 @@ const forgetful = (journal: HoldJournal.HoldJournal["Service"]): HoldJournal.Hol
 const lastWins = (journal: HoldJournal.HoldJournal["Service"]): HoldJournal.HoldJournal["Service"] => ({
   ...journal,
   insertIntent: (intent) =>
-    Effect.flatMap(journal.getIntent(intent.holdId, intent.phase), (existing) =>
-      existing?.status === "done" ? Effect.succeed(existing) : Effect.as(journal.putIntent(intent), intent))
+    Effect.flatMap(
+      journal.getIntent(intent.holdId, intent.phase),
+      (existing) =>
+        existing?.status === "done" ? Effect.succeed(existing) : Effect.as(journal.putIntent(intent), intent)
+    )
 })
 
 type Variant = "real" | "forgetful" | "last-wins"
@@ -209,7 +253,11 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
     for (const [i, ext] of exts.entries()) yield* ext.createAccount("a", scenario.balances[i]!)
     main.faults.random(scenario.faultSeed, scenario.faultRate, MAIN_OPS)
     for (const [i, ext] of exts.entries()) {
-      ext.faults.random(scenario.faultSeed + i + 1, scenario.faultRate, ["reserve", "settle", "refund"].map((op) => `${SOURCES[i]}.${op}`))
+      ext.faults.random(
+        scenario.faultSeed + i + 1,
+        scenario.faultRate,
+        ["reserve", "settle", "refund"].map((op) => `${SOURCES[i]}.${op}`)
+      )
     }
     for (const cmd of scenario.commands) yield* run(cmd)
 
@@ -242,10 +290,14 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       const terminal = events.filter((e) => e._tag !== "LowBalance" && "hold" in e && e.hold.id === holdId)
       // An expired hold charged late (§6, issue 9) has its Expired and then its (late) Settled event.
       const lateCharged = hold?.status === "expired" && hold.settlement?.late === true
-      if (hold && terminal.length !== (lateCharged ? 2 : 1)) fail(`${holdId} (${hold.status}) has ${terminal.length} terminal events`)
+      if (hold && terminal.length !== (lateCharged ? 2 : 1)) {
+        fail(`${holdId} (${hold.status}) has ${terminal.length} terminal events`)
+      }
       if (!hold && terminal.length !== 0) fail(`${holdId} has events but no hold`)
       const settlement = hold?.status === "settled" || lateCharged ? hold?.settlement : undefined
-      if (settlement?.incomplete) fail(`${holdId} is still incomplete after recovery: ${JSON.stringify(settlement.incomplete)}`)
+      if (settlement?.incomplete) {
+        fail(`${holdId} is still incomplete after recovery: ${JSON.stringify(settlement.incomplete)}`)
+      }
       for (const [i, ext] of exts.entries()) {
         const kept = -ext.entries().filter((e) => e.holdId === holdId).reduce((s, e) => s + e.amount, 0)
         const part = settlement?.parts.find((p) => p.kind === "funding" && p.sourceId === SOURCES[i])
@@ -255,8 +307,13 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
         }
         charged[i] = (charged[i] ?? 0) + kept
       }
-      const tokenKept = -main.entries().filter((e) => e.holdId === holdId && e.sourceId === "token").reduce((s, e) => s + e.amount, 0)
-      if (tokenKept !== (settlement?.actual ?? 0)) fail(`${holdId}: token kept ${tokenKept}, settled ${settlement?.actual ?? 0}`)
+      const tokenKept = -main.entries().filter((e) => e.holdId === holdId && e.sourceId === "token").reduce(
+        (s, e) => s + e.amount,
+        0
+      )
+      if (tokenKept !== (settlement?.actual ?? 0)) {
+        fail(`${holdId}: token kept ${tokenKept}, settled ${settlement?.actual ?? 0}`)
+      }
       if (settlement) {
         const funded = settlement.parts.filter((p) => p.kind === "funding").reduce((s, p) => s + p.charged, 0)
         if (funded !== settlement.actual) fail(`${holdId}: funding charged ${funded}, actual ${settlement.actual}`)
@@ -265,7 +322,9 @@ const runScenario = (scenario: Scenario, variant: Variant): Promise<void> => {
       }
     }
     const snap = main.snapshot()
-    if (snap.tokens["t"]?.remain !== R - settledTotal) fail(`token remain ${snap.tokens["t"]?.remain}, expected ${R - settledTotal}`)
+    if (snap.tokens["t"]?.remain !== R - settledTotal) {
+      fail(`token remain ${snap.tokens["t"]?.remain}, expected ${R - settledTotal}`)
+    }
     if (snap.counters["a"]?.usedQuota !== settledTotal || snap.counters["a"]?.requestCount !== paid) {
       fail(`counters ${JSON.stringify(snap.counters["a"])}, expected usedQuota ${settledTotal}, requestCount ${paid}`)
     }
@@ -298,8 +357,16 @@ describe("conservation with external sources and injected faults (issue 8 #4, #5
   }, 120_000)
 
   it.each([
-    { variant: "forgetful" as const, title: "a journal that forgets intents (the engine before issue 8 #4)", caughtBy: /kept|token|counters|balance|pending|incomplete|recovery pass/ },
-    { variant: "last-wins" as const, title: "a journal where the last recorded settle amount wins (issue 8 #4b)", caughtBy: /kept \d+, the hold records \d+|token kept|funding charged \d+, actual \d+/ }
+    {
+      variant: "forgetful" as const,
+      title: "a journal that forgets intents (the engine before issue 8 #4)",
+      caughtBy: /kept|token|counters|balance|pending|incomplete|recovery pass/
+    },
+    {
+      variant: "last-wins" as const,
+      title: "a journal where the last recorded settle amount wins (issue 8 #4b)",
+      caughtBy: /kept \d+, the hold records \d+|token kept|funding charged \d+, actual \d+/
+    }
   ])("rejects $title: the property is not vacuous", async ({ caughtBy, variant }) => {
     const outcome = await fc.check(fc.asyncProperty(scenarioArb, (scenario) => runScenario(scenario, variant)), {
       numRuns: 300,

@@ -5,10 +5,10 @@
  * (or undoes) whatever a failure or a crash left half done.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, composedLayer, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -154,7 +154,10 @@ describe("issue 8 #4c: split funding over two external sources", () => {
         sources: ["credits-a", "credits-b"],
         split: true
       })
-      assert.deepStrictEqual(s.hold.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 20_000], ["credits-b", 30_000], [
+      assert.deepStrictEqual(s.hold.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 20_000], [
+        "credits-b",
+        30_000
+      ], [
         "token",
         50_000
       ]])
@@ -232,7 +235,10 @@ describe("issue 8 #4: an earlier open of the same id left an external reservatio
       yield* extB.createAccount("a", bBalance)
     })
     const open = (sources: ReadonlyArray<string>) =>
-      Effect.flatMap(Engine, (engine) => engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, sources }))
+      Effect.flatMap(
+        Engine,
+        (engine) => engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, sources })
+      )
     /** The first open reserves on credits-a, its hold write fails and so does the release. */
     const strand = Effect.gen(function*() {
       main.faults.failNext("journal.update")
@@ -285,7 +291,11 @@ describe("issue 8 #4: an earlier open of the same id left an external reservatio
 type Misbehaviour = "over-reserve" | "nan" | "fail-after-debit" | "die-after-debit"
 
 /** Wraps a well-behaved source: the reserve really debits, then misbehaves. */
-const misbehaving = (inner: FundingSource.FundingSource, how: Misbehaviour, storeId?: string): FundingSource.FundingSource => ({
+const misbehaving = (
+  inner: FundingSource.FundingSource,
+  how: Misbehaviour,
+  storeId?: string
+): FundingSource.FundingSource => ({
   ...inner,
   id: inner.id,
   ...(storeId !== undefined ? { storeId } : {}),

@@ -2,8 +2,16 @@
  * Shared helpers for the spec, bug and withBilling tests (not a test file itself).
  */
 import { assert } from "@effect/vitest"
+import {
+  AccountCounters,
+  BillingEvents,
+  BillingSession,
+  FundingRegistry,
+  HoldJournal,
+  Ledger,
+  SqlStore
+} from "@relay-billing/core"
 import { Effect, Layer } from "effect"
-import { AccountCounters, BillingEvents, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
 import type { InMemoryStore } from "../src/index.js"
 
 export type Store = InMemoryStore.InMemoryStore

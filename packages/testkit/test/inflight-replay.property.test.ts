@@ -22,15 +22,18 @@
  *
  * Replay a failure: FC_SEED=<seed> FC_PATH=<path> npx vitest run test/inflight-replay.property.test.ts
  */
-import fc from "fast-check"
-import { Cause, Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
-import { describe, expect, it } from "vitest"
 import { BillingSession, BillingSettler } from "@relay-billing/core"
+import { Cause, Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
+import fc from "fast-check"
+import { describe, expect, it } from "vitest"
 import { InMemoryStore } from "../src/index.js"
 
 const NUM_RUNS = Number(process.env["FC_NUM_RUNS"] ?? 150)
 const replay: { seed?: number; path?: string } = process.env["FC_SEED"] !== undefined
-  ? { seed: Number(process.env["FC_SEED"]), ...(process.env["FC_PATH"] !== undefined ? { path: process.env["FC_PATH"] } : {}) }
+  ? {
+    seed: Number(process.env["FC_SEED"]),
+    ...(process.env["FC_PATH"] !== undefined ? { path: process.env["FC_PATH"] } : {})
+  }
   : {}
 
 const W0 = 1_000_000_000
@@ -40,7 +43,14 @@ const ACCOUNTS = ["a", "b"] as const
 class UpstreamFailed extends Data.TaggedError("UpstreamFailed")<{ readonly status: number }> {}
 
 type Cmd =
-  | { readonly t: "start"; readonly fresh: boolean; readonly pick: number; readonly k: number; readonly account: number; readonly estimate: number }
+  | {
+    readonly t: "start"
+    readonly fresh: boolean
+    readonly pick: number
+    readonly k: number
+    readonly account: number
+    readonly estimate: number
+  }
   | {
     readonly t: "retry"
     readonly pick: number
@@ -98,7 +108,9 @@ interface Running extends Request {
 }
 
 /** What the model expects of each hold id. */
-type Outcome = { readonly status: "pending" } | { readonly status: "settled"; readonly actual: number } | { readonly status: "refunded" }
+type Outcome = { readonly status: "pending" } | { readonly status: "settled"; readonly actual: number } | {
+  readonly status: "refunded"
+}
 
 const runScenario = (cmds: ReadonlyArray<Cmd>) =>
   Effect.gen(function*() {
@@ -120,7 +132,13 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
       let upstreamCalls = 0
 
       const openOf = (r: Request) =>
-        engine.open({ holdId: r.id, accountId: r.accountId, tokenId: `${r.accountId}-t`, estimate: r.estimate, preference: "wallet_only" })
+        engine.open({
+          holdId: r.id,
+          accountId: r.accountId,
+          tokenId: `${r.accountId}-t`,
+          estimate: r.estimate,
+          preference: "wallet_only"
+        })
 
       /** Starts one gated request; resolves with its running handle, or the open's failure tag. */
       const start = (r: Request) =>
@@ -133,7 +151,11 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
               () =>
                 Deferred.succeed(opened, true).pipe(
                   Effect.andThen(Deferred.await(gate)),
-                  Effect.flatMap((g) => g === "fail" ? Effect.fail(new UpstreamFailed({ status: 502 })) : Effect.succeed({ value: g, cost: g }))
+                  Effect.flatMap((g) =>
+                    g === "fail"
+                      ? Effect.fail(new UpstreamFailed({ status: 502 }))
+                      : Effect.succeed({ value: g, cost: g })
+                  )
                 )
             )
           )
@@ -157,18 +179,30 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
         switch (cmd.t) {
           case "start": {
             const reuse = !cmd.fresh && known.length > 0 ? known[cmd.pick % known.length]! : undefined
-            const r: Request = reuse ?? { id: `h${nextId++}`, accountId: ACCOUNTS[cmd.account]!, estimate: cmd.estimate }
-            const results = yield* Effect.all(Array.from({ length: cmd.k }, () => start(r)), { concurrency: "unbounded" })
+            const r: Request = reuse ??
+              { id: `h${nextId++}`, accountId: ACCOUNTS[cmd.account]!, estimate: cmd.estimate }
+            const results = yield* Effect.all(Array.from({ length: cmd.k }, () => start(r)), {
+              concurrency: "unbounded"
+            })
             const opened = results.flatMap((x) => x._tag === "Running" ? [x.running] : [])
             const refused = results.flatMap((x) => x._tag === "Refused" ? [x.tag] : [])
             if (reuse) {
               check(opened.length === 0, `start of used id ${r.id}: ${opened.length} opened`)
               const expected = expectedRefusal(r.id, true)
-              check(refused.every((t) => t === expected), `start of used id ${r.id}: refused ${refused}, expected ${expected}`)
-              check(JSON.stringify(store.snapshot()) === JSON.stringify(before), `start of used id ${r.id} changed the store`)
+              check(
+                refused.every((t) => t === expected),
+                `start of used id ${r.id}: refused ${refused}, expected ${expected}`
+              )
+              check(
+                JSON.stringify(store.snapshot()) === JSON.stringify(before),
+                `start of used id ${r.id} changed the store`
+              )
             } else {
               check(opened.length === 1, `${cmd.k} concurrent first requests of ${r.id}: ${opened.length} opened`)
-              check(refused.every((t) => t === "HoldInFlight"), `concurrent first requests of ${r.id}: refused ${refused}`)
+              check(
+                refused.every((t) => t === "HoldInFlight"),
+                `concurrent first requests of ${r.id}: refused ${refused}`
+              )
               known.push(r)
               outcomes.set(r.id, { status: "pending" })
             }
@@ -182,11 +216,20 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
             const statusBefore = before.holds[r.id]
             const one = BillingSettler.withBilling(openOf(sent), () =>
               Effect.sync(() => upstreamCalls++).pipe(
-                Effect.andThen(cmd.upstream === "fail" ? Effect.fail(new UpstreamFailed({ status: 429 })) : Effect.succeed({ value: 0, cost: cmd.cost }))
+                Effect.andThen(
+                  cmd.upstream === "fail"
+                    ? Effect.fail(new UpstreamFailed({ status: 429 }))
+                    : Effect.succeed({ value: 0, cost: cmd.cost })
+                )
               )).pipe(Effect.flip, Effect.map((e) => e._tag))
-            const tags = yield* Effect.all(Array.from({ length: cmd.k }, () => one), { concurrency: cmd.concurrent ? "unbounded" : 1 })
+            const tags = yield* Effect.all(Array.from({ length: cmd.k }, () => one), {
+              concurrency: cmd.concurrent ? "unbounded" : 1
+            })
             const expected = expectedRefusal(r.id, !cmd.vary)
-            check(tags.every((t) => t === expected), `retry of ${r.id} (${statusBefore}): ${tags}, expected ${expected}`)
+            check(
+              tags.every((t) => t === expected),
+              `retry of ${r.id} (${statusBefore}): ${tags}, expected ${expected}`
+            )
             check(JSON.stringify(store.snapshot()) === JSON.stringify(before), `retry of ${r.id} changed the store`)
             check(store.entries().length === ledgerBefore, `retry of ${r.id} wrote ledger rows`)
             break
@@ -200,7 +243,10 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
               check(Exit.isFailure(exit), `failed request ${r!.id} succeeded`)
               outcomes.set(r!.id, { status: "refunded" })
             } else {
-              check(Exit.isSuccess(exit), `request ${r!.id} with cost ${cmd.cost} failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
+              check(
+                Exit.isSuccess(exit),
+                `request ${r!.id} with cost ${cmd.cost} failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`
+              )
               outcomes.set(r!.id, { status: "settled", actual: cmd.cost })
             }
             break
@@ -225,7 +271,10 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
         check(snap.holds[id] === o.status, `hold ${id} is ${snap.holds[id]}, its request ended ${o.status}`)
         if (o.status === "settled") {
           const hold = yield* engine.get(id)
-          check(hold.settlement?.actual === o.actual, `hold ${id} settled ${hold.settlement?.actual}, its request cost ${o.actual}`)
+          check(
+            hold.settlement?.actual === o.actual,
+            `hold ${id} settled ${hold.settlement?.actual}, its request cost ${o.actual}`
+          )
         }
       }
       // Exactly once: no refund row on a settled hold, at most one refund row per part.
@@ -249,10 +298,22 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
           }
         }
         check(snap.wallets[a] === W0 - charged, `wallet ${a}: ${snap.wallets[a]}, expected ${W0 - charged}`)
-        check(snap.tokens[`${a}-t`]?.remain === R0 - charged, `token ${a}-t remain ${snap.tokens[`${a}-t`]?.remain}, expected ${R0 - charged}`)
-        check(snap.tokens[`${a}-t`]?.used === charged, `token ${a}-t used ${snap.tokens[`${a}-t`]?.used}, expected ${charged}`)
-        check(snap.counters[a]?.usedQuota === charged, `usedQuota ${a}: ${snap.counters[a]?.usedQuota}, expected ${charged}`)
-        check(snap.counters[a]?.requestCount === count, `requestCount ${a}: ${snap.counters[a]?.requestCount}, expected ${count}`)
+        check(
+          snap.tokens[`${a}-t`]?.remain === R0 - charged,
+          `token ${a}-t remain ${snap.tokens[`${a}-t`]?.remain}, expected ${R0 - charged}`
+        )
+        check(
+          snap.tokens[`${a}-t`]?.used === charged,
+          `token ${a}-t used ${snap.tokens[`${a}-t`]?.used}, expected ${charged}`
+        )
+        check(
+          snap.counters[a]?.usedQuota === charged,
+          `usedQuota ${a}: ${snap.counters[a]?.usedQuota}, expected ${charged}`
+        )
+        check(
+          snap.counters[a]?.requestCount === count,
+          `requestCount ${a}: ${snap.counters[a]?.requestCount}, expected ${count}`
+        )
       }
       check(Object.values(snap.holds).every((s) => s !== "pending"), "a hold is still pending at the end")
       const audit = store.audit().problems
@@ -262,13 +323,17 @@ const runScenario = (cmds: ReadonlyArray<Cmd>) =>
   })
 
 describe("issue 8 #3: replays of in-flight ids (property)", () => {
-  it("issue 8 #3: re-opening an in-flight id (concurrently or not) never refunds or bills the running request; every hold ends once, conserved to the unit", async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(cmdArb, { minLength: 1, maxLength: 25 }), async (cmds) => {
-        const problems = await Effect.runPromise(runScenario(cmds))
-        expect(problems).toEqual([])
-      }),
-      { numRuns: NUM_RUNS, ...replay }
-    )
-  }, 120_000)
+  it(
+    "issue 8 #3: re-opening an in-flight id (concurrently or not) never refunds or bills the running request; every hold ends once, conserved to the unit",
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(cmdArb, { minLength: 1, maxLength: 25 }), async (cmds) => {
+          const problems = await Effect.runPromise(runScenario(cmds))
+          expect(problems).toEqual([])
+        }),
+        { numRuns: NUM_RUNS, ...replay }
+      )
+    },
+    120_000
+  )
 })

@@ -5,8 +5,8 @@
  * safe-integer range of balances and counters (§2.10).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Data, Deferred, Effect, Exit, Fiber } from "effect"
 import { BillingSession, BillingSettler } from "@relay-billing/core"
+import { Data, Deferred, Effect, Exit, Fiber } from "effect"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, expectFailure } from "./fixtures.js"
 
@@ -112,7 +112,10 @@ describe("issue 8 #3: a replayed open never gets a handle to a running request's
       const wins = results.filter((r) => r._tag === "Success")
       const losses = results.filter((r) => r._tag === "Failure")
       assert.strictEqual(wins.length, 1)
-      assert.deepStrictEqual(losses.map((r) => r._tag === "Failure" ? r.failure._tag : ""), Array(7).fill("HoldInFlight"))
+      assert.deepStrictEqual(
+        losses.map((r) => r._tag === "Failure" ? r.failure._tag : ""),
+        Array(7).fill("HoldInFlight")
+      )
       assert.deepStrictEqual(store.snapshot().wallets, { a: W - P })
       if (wins[0]?._tag === "Success") yield* wins[0].success.settle(A)
       assertSettledOnce(store)
@@ -126,7 +129,11 @@ describe("issue 8 #3: a replayed open never gets a handle to a running request's
       const engine = yield* Engine
       const first = yield* engine.open(request())
       const conflict = yield* expectFailure(engine.open(request("X", { estimate: P + 1 })), "IdempotencyConflict")
-      assert.deepStrictEqual([conflict.field, conflict.existing, conflict.requested], ["estimate", String(P), String(P + 1)])
+      assert.deepStrictEqual([conflict.field, conflict.existing, conflict.requested], [
+        "estimate",
+        String(P),
+        String(P + 1)
+      ])
       yield* first.settle(A)
       const settled = yield* expectFailure(engine.open(request()), "HoldResolved")
       assert.deepStrictEqual([settled.status, settled.operation, settled.actual], ["settled", "open", A])
@@ -170,7 +177,9 @@ describe("issue 8 #6: the hold TTL is at most 7 days (§2.10)", () => {
         )
         assert.deepStrictEqual([error.field, error.value], ["holdTtlMillis", String(ttl)])
       }
-      const ok = yield* BillingSession.BillingSession.make({ holdTtlMillis: 7 * DAY }).pipe(Effect.provide(store.layer()))
+      const ok = yield* BillingSession.BillingSession.make({ holdTtlMillis: 7 * DAY }).pipe(
+        Effect.provide(store.layer())
+      )
       assert.isFunction(ok.open)
     })
   })
@@ -303,8 +312,20 @@ describe("issue 8 #13: -0 and the safe-integer range (§2.10)", () => {
       const engine = yield* Engine
       // wallet only (playground: no token)
       yield* store.createAccount("w", W)
-      const w1 = yield* engine.open({ holdId: "w1", accountId: "w", estimate: P, playground: true, preference: "wallet_only" })
-      const w2 = yield* engine.open({ holdId: "w2", accountId: "w", estimate: P, playground: true, preference: "wallet_only" })
+      const w1 = yield* engine.open({
+        holdId: "w1",
+        accountId: "w",
+        estimate: P,
+        playground: true,
+        preference: "wallet_only"
+      })
+      const w2 = yield* engine.open({
+        holdId: "w2",
+        accountId: "w",
+        estimate: P,
+        playground: true,
+        preference: "wallet_only"
+      })
       yield* w1.settle(MAX - W)
       const wBefore = store.snapshot()
       const walletError = yield* expectFailure(w2.settle(MAX), "QuotaOutOfRange")
@@ -313,10 +334,22 @@ describe("issue 8 #13: -0 and the safe-integer range (§2.10)", () => {
 
       // account usedQuota: the wallet is topped up between the two charges, so only the counter overflows
       yield* store.createAccount("u", MAX)
-      const u1 = yield* engine.open({ holdId: "u1", accountId: "u", estimate: 1, playground: true, preference: "wallet_only" })
+      const u1 = yield* engine.open({
+        holdId: "u1",
+        accountId: "u",
+        estimate: 1,
+        playground: true,
+        preference: "wallet_only"
+      })
       yield* u1.settle(MAX)
       yield* store.topUp("u", MAX, "again")
-      const u2 = yield* engine.open({ holdId: "u2", accountId: "u", estimate: 1, playground: true, preference: "wallet_only" })
+      const u2 = yield* engine.open({
+        holdId: "u2",
+        accountId: "u",
+        estimate: 1,
+        playground: true,
+        preference: "wallet_only"
+      })
       const uBefore = store.snapshot()
       const counterError = yield* expectFailure(u2.settle(2), "QuotaOutOfRange")
       assert.deepStrictEqual([counterError.field, counterError.subjectId, counterError.current, counterError.change], [
@@ -331,10 +364,22 @@ describe("issue 8 #13: -0 and the safe-integer range (§2.10)", () => {
       // token used: an unlimited token's counters move at settlement
       yield* store.createAccount("k", MAX)
       yield* store.createToken("kt", "k", { unlimited: true })
-      const k1 = yield* engine.open({ holdId: "k1", accountId: "k", tokenId: "kt", estimate: 1, preference: "wallet_only" })
+      const k1 = yield* engine.open({
+        holdId: "k1",
+        accountId: "k",
+        tokenId: "kt",
+        estimate: 1,
+        preference: "wallet_only"
+      })
       yield* k1.settle(MAX)
       yield* store.topUp("k", MAX, "k-again")
-      const k2 = yield* engine.open({ holdId: "k2", accountId: "k", tokenId: "kt", estimate: 1, preference: "wallet_only" })
+      const k2 = yield* engine.open({
+        holdId: "k2",
+        accountId: "k",
+        tokenId: "kt",
+        estimate: 1,
+        preference: "wallet_only"
+      })
       const kBefore = store.snapshot()
       const tokenError = yield* expectFailure(k2.settle(2), "QuotaOutOfRange")
       assert.strictEqual(tokenError.subjectId, "kt")
@@ -350,14 +395,20 @@ describe("issue 8 #13: -0 and the safe-integer range (§2.10)", () => {
       const engine = yield* Engine
       yield* store.createAccount("s", 0)
       yield* store.createSubscription({ id: "sub", accountId: "s", total: 0, endAt: Number.MAX_SAFE_INTEGER })
-      const open = (holdId: string) => engine.open({ holdId, accountId: "s", estimate: 0, playground: true, preference: "subscription_only" })
+      const open = (holdId: string) =>
+        engine.open({ holdId, accountId: "s", estimate: 0, playground: true, preference: "subscription_only" })
       const h1 = yield* open("s1")
       const h2 = yield* open("s2")
       yield* h1.settle(MAX - 2)
       const before = store.snapshot()
       assert.deepStrictEqual(before.subscriptions, { sub: { used: MAX - 1, total: 0 } })
       const error = yield* expectFailure(h2.settle(5), "QuotaOutOfRange")
-      assert.deepStrictEqual([error.field, error.subjectId, error.current, error.change], ["subscription.amountUsed", "sub", MAX - 1, 4])
+      assert.deepStrictEqual([error.field, error.subjectId, error.current, error.change], [
+        "subscription.amountUsed",
+        "sub",
+        MAX - 1,
+        4
+      ])
       assert.deepStrictEqual(store.snapshot(), before)
       assert.strictEqual(before.holds["s2"], "pending")
       yield* h2.refund

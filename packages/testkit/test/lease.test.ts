@@ -5,9 +5,9 @@
  * Time is the `TestClock` that `it.effect` provides.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { BillingError, BillingSession, BillingSettler } from "@relay-billing/core"
 import { Effect, Fiber, Ref } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingError, BillingSession, BillingSettler } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, expectFailure, ledgerOf } from "./fixtures.js"
 
@@ -113,8 +113,10 @@ describe("lease renewal (§6)", () => {
       const engine = yield* Engine
       const reaping = yield* Effect.forkChild(reaper(engine, 5))
       const request = yield* Effect.forkChild(
-        BillingSettler.withBilling(open(engine, "slow"), () =>
-          Effect.as(Effect.sleep("25 seconds"), { value: "answer", cost: A }))
+        BillingSettler.withBilling(
+          open(engine, "slow"),
+          () => Effect.as(Effect.sleep("25 seconds"), { value: "answer", cost: A })
+        )
       )
       yield* TestClock.adjust("30 seconds")
       assert.strictEqual(yield* Fiber.join(request), "answer")
@@ -149,7 +151,9 @@ describe("lease renewal (§6)", () => {
               : Effect.succeed({ holdId: "x", expiresAt: 0 }))
         }
       }
-      const work = yield* Effect.forkChild(BillingSettler.withLease(settler, Effect.as(Effect.sleep("10500 millis"), "done")))
+      const work = yield* Effect.forkChild(
+        BillingSettler.withLease(settler, Effect.as(Effect.sleep("10500 millis"), "done"))
+      )
       yield* TestClock.adjust("11 seconds")
       assert.strictEqual(yield* Fiber.join(work), "done")
       assert.strictEqual(yield* Ref.get(calls), 10) // at 1, 2, … 10 s
@@ -218,16 +222,31 @@ describe("late settle (§6)", () => {
     const store = InMemoryStore.make()
     return Effect.gen(function*() {
       yield* store.createAccount("a", W)
-      yield* store.createSubscription({ id: "s", accountId: "a", total: 100_000, endAt: 10 ** 12, allowWalletOverflow: false })
+      yield* store.createSubscription({
+        id: "s",
+        accountId: "a",
+        total: 100_000,
+        endAt: 10 ** 12,
+        allowWalletOverflow: false
+      })
       const engine = yield* Engine
-      const session = yield* engine.open({ holdId: "sub", accountId: "a", estimate: 60_000, preference: "subscription_only" })
+      const session = yield* engine.open({
+        holdId: "sub",
+        accountId: "a",
+        estimate: 60_000,
+        preference: "subscription_only"
+      })
       assert.deepStrictEqual(store.snapshot().subscriptions, { s: { used: 60_000, total: 100_000 } })
       yield* TestClock.adjust("16 seconds")
       yield* engine.reapExpired()
       assert.deepStrictEqual(store.snapshot().subscriptions, { s: { used: 0, total: 100_000 } })
       const settlement = yield* session.settle(160_000)
       assert.strictEqual(settlement.late, true)
-      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["subscription", 100_000, 60_000]])
+      assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [[
+        "subscription",
+        100_000,
+        60_000
+      ]])
       const snap = store.snapshot()
       assert.deepStrictEqual(snap.subscriptions, { s: { used: 100_000, total: 100_000 } })
       assert.deepStrictEqual(snap.wallets, { a: W })
@@ -245,8 +264,10 @@ describe("late settle (§6)", () => {
       const engine = yield* Engine
       const reaping = yield* Effect.forkChild(reaper(engine, 5))
       const request = yield* Effect.forkChild(
-        BillingSettler.withBilling(open(engine, "unrenewed"), () =>
-          Effect.as(Effect.sleep("25 seconds"), { value: "answer", cost: A }))
+        BillingSettler.withBilling(
+          open(engine, "unrenewed"),
+          () => Effect.as(Effect.sleep("25 seconds"), { value: "answer", cost: A })
+        )
       )
       yield* TestClock.adjust("30 seconds")
       assert.strictEqual(yield* Fiber.join(request), "answer")

@@ -4,9 +4,9 @@
  * process: two stores with the same account id each warn twice.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { BillingSession, LowBalance } from "@relay-billing/core"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession, LowBalance } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { capturingEvents } from "./fixtures.js"
 
@@ -19,7 +19,12 @@ const warnings = (store: InMemoryStore.InMemoryStore, prefix: string) => {
     yield* store.createAccount("a", 1_500)
     const billing = yield* BillingSession.BillingSession
     for (let i = 0; i < 5; i++) {
-      const s = yield* billing.open({ holdId: `${prefix}-${i}`, accountId: "a", estimate: 100, preference: "wallet_only" })
+      const s = yield* billing.open({
+        holdId: `${prefix}-${i}`,
+        accountId: "a",
+        estimate: 100,
+        preference: "wallet_only"
+      })
       yield* s.settle(200)
     }
     return captured.events.filter((e) => e._tag === "LowBalance").length
@@ -47,7 +52,9 @@ describe("in-memory low-balance rate limit (issue 8 #12)", () => {
       const settle = (id: string) =>
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
-          yield* (yield* billing.open({ holdId: id, accountId: "a", estimate: 100, preference: "wallet_only" })).settle(100)
+          yield* (yield* billing.open({ holdId: id, accountId: "a", estimate: 100, preference: "wallet_only" })).settle(
+            100
+          )
         }).pipe(Effect.provide(stack()))
       yield* store.createAccount("a", 1_000)
       for (const id of ["h1", "h2", "h3"]) yield* settle(id)

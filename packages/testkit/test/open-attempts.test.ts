@@ -6,8 +6,8 @@
  * fails the open only if the attempt fails; the rest is given back anyway.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
 import { BillingSession } from "@relay-billing/core"
+import { Effect } from "effect"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, composedLayer, expectFailure } from "./fixtures.js"
 
@@ -18,7 +18,9 @@ const P = 50_000
 /** The journal, counters and token in `main`; three external credit systems, each in its own store. */
 const threeExternal = (balances: readonly [number, number, number]) => {
   const main = InMemoryStore.make()
-  const ext = (["credits-a", "credits-b", "credits-c"] as const).map((id) => InMemoryStore.make({ ids: { wallet: id } }))
+  const ext = (["credits-a", "credits-b", "credits-c"] as const).map((id) =>
+    InMemoryStore.make({ ids: { wallet: id } })
+  )
   const layer = composedLayer(main, { funding: ext.map((store) => store.external.wallet), budgets: [main.token] })
   const setup = Effect.gen(function*() {
     yield* main.createAccount("a", 0)

@@ -3,9 +3,9 @@
  * sources × post-consume charge, external sources × corrections).
  */
 import { assert, describe, it } from "@effect/vitest"
+import { BillingSession } from "@relay-billing/core"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean, composedLayer, expectFailure } from "./fixtures.js"
 
@@ -132,7 +132,10 @@ describe("issue 8 review: corrections stay within the safe-integer range", () =>
       yield* session.settle(10)
       yield* store.topUp("a", 15, "top-up")
       assert.deepStrictEqual(store.snapshot().wallets, { a: MAX })
-      const error = yield* expectFailure(engine.correct({ holdId: "h", correctionId: "c1", amount: 10 }), "QuotaOutOfRange")
+      const error = yield* expectFailure(
+        engine.correct({ holdId: "h", correctionId: "c1", amount: 10 }),
+        "QuotaOutOfRange"
+      )
       assert.strictEqual(error.field, "wallet.balance")
       assert.deepStrictEqual(store.snapshot().wallets, { a: MAX })
       assert.deepStrictEqual(store.snapshot().counters, { a: { usedQuota: 10, requestCount: 1 } })
@@ -192,7 +195,10 @@ describe("issue 8 review: a correction meets an incomplete external settlement",
     return Effect.gen(function*() {
       const engine = yield* setup
       const correction = yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 })
-      assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], ["token", 10_000]])
+      assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], [
+        "token",
+        10_000
+      ]])
       assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 20_000 }, { a: 30_000 }])
       yield* engine.reapExpired()
       assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 20_000 }, { a: 30_000 }])
@@ -209,13 +215,19 @@ describe("issue 8 review: a correction meets an incomplete external settlement",
     return Effect.gen(function*() {
       const engine = yield* setup
       extB.faults.failAlways("credits-b.settle")
-      const error = yield* expectFailure(engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 }), "StoreError")
+      const error = yield* expectFailure(
+        engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 }),
+        "StoreError"
+      )
       assert.strictEqual(error.operation, "correct.incomplete")
       assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 10_000 }, { a: 0 }])
       assert.deepStrictEqual(main.snapshot().counters, { a: { usedQuota: 10_000, requestCount: 1 } })
       extB.faults.clear()
       const correction = yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 10_000 })
-      assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], ["token", 10_000]])
+      assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], [
+        "token",
+        10_000
+      ]])
       assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ a: 20_000 }, { a: 30_000 }])
       assertAuditClean(main)
       assertAuditClean(extA)

@@ -3,9 +3,9 @@
  * (wallet, token budget, subscription), one call each, and proof that it is not
  * vacuous: deliberately broken sources fail the checks that look at what they break.
  */
-import { Effect, Exit, Option, Cause } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Cause, Effect, Exit, Option } from "effect"
 import { describe, expect, it } from "vitest"
 import { InMemoryStore, SourceSuite } from "../src/index.js"
 import { sourceSuite } from "../src/VitestSuite.js"
@@ -14,7 +14,11 @@ interface MemoryHarness extends SourceSuite.SourceHarness {
   readonly memory: InMemoryStore.InMemoryStore
 }
 
-const harness = (pick: (memory: InMemoryStore.InMemoryStore) => Source.Source, change?: (real: Source.Source, memory: InMemoryStore.InMemoryStore) => Partial<Source.Source>) => () =>
+const harness = (
+  pick: (memory: InMemoryStore.InMemoryStore) => Source.Source,
+  change?: (real: Source.Source, memory: InMemoryStore.InMemoryStore) => Partial<Source.Source>
+) =>
+() =>
   Effect.sync((): MemoryHarness => {
     const memory = InMemoryStore.make()
     const real = pick(memory)
@@ -40,7 +44,14 @@ const subscriptionOptions = {
   seed: ({ memory }: MemoryHarness, { accountId, amount }: SourceSuite.Seed) =>
     Effect.andThen(
       memory.createAccount(accountId, 0),
-      memory.createSubscription({ id: `${accountId}-sub`, accountId, total: amount, startAt: 0, endAt: Number.MAX_SAFE_INTEGER, allowWalletOverflow: false })
+      memory.createSubscription({
+        id: `${accountId}-sub`,
+        accountId,
+        total: amount,
+        startAt: 0,
+        endAt: Number.MAX_SAFE_INTEGER,
+        allowWalletOverflow: false
+      })
     )
 }
 
@@ -52,7 +63,11 @@ const failureOf = async (options: SourceSuite.SourceSuiteOptions<MemoryHarness>,
   const exit = await Effect.runPromiseExit(SourceSuite.run(options, id))
   expect(Exit.isFailure(exit)).toBe(true)
   if (Exit.isSuccess(exit)) return ""
-  const error = Option.getOrThrow(Cause.findErrorOption(exit.cause)) as { readonly _tag: string; readonly check: string; readonly message: string }
+  const error = Option.getOrThrow(Cause.findErrorOption(exit.cause)) as {
+    readonly _tag: string
+    readonly check: string
+    readonly message: string
+  }
   expect(error._tag).toBe("ConformanceFailure")
   expect(error.check).toBe(id)
   return error.message
@@ -62,7 +77,10 @@ describe("the Source checks catch broken sources", () => {
   it("a take that takes one more than asked fails take.exact", async () => {
     const message = await failureOf({
       ...walletOptions,
-      make: harness((m) => m.wallet, (real) => ({ take: (req) => real.take({ ...req, amount: (req.amount + 1) as typeof req.amount }) }))
+      make: harness(
+        (m) => m.wallet,
+        (real) => ({ take: (req) => real.take({ ...req, amount: (req.amount + 1) as typeof req.amount }) })
+      )
     }, "take.exact")
     expect(message).toMatch(/take\(exact\)\.amount: expected 30000, got 30001/)
   })
@@ -70,7 +88,10 @@ describe("the Source checks catch broken sources", () => {
   it("a take that takes what it can instead of failing fails take.insufficient", async () => {
     const message = await failureOf({
       ...walletOptions,
-      make: harness((m) => m.wallet, (real) => ({ take: (req) => real.take({ ...req, mode: req.mode === "exact" ? "upTo" : req.mode }) }))
+      make: harness(
+        (m) => m.wallet,
+        (real) => ({ take: (req) => real.take({ ...req, mode: req.mode === "exact" ? "upTo" : req.mode }) })
+      )
     }, "take.insufficient")
     expect(message).toMatch(/expected a typed failure/)
   })
@@ -82,7 +103,12 @@ describe("the Source checks catch broken sources", () => {
         take: (req) =>
           real.take(req).pipe(Effect.catchTag("TokenBudgetExceeded", (e) =>
             Effect.fail(
-              new BillingError.InsufficientFunds({ sourceId: e.budgetId, accountId: req.accountId, required: e.required, available: e.remaining })
+              new BillingError.InsufficientFunds({
+                sourceId: e.budgetId,
+                accountId: req.accountId,
+                required: e.required,
+                available: e.remaining
+              })
             )))
       }))
     }, "take.insufficient")
@@ -92,7 +118,10 @@ describe("the Source checks catch broken sources", () => {
   it("a move that answers a balance it did not reach fails move.charge", async () => {
     const message = await failureOf({
       ...walletOptions,
-      make: harness((m) => m.wallet, (real) => ({ move: (req) => Effect.map(real.move(req), (a) => ({ ...a, balanceAfter: a.balanceAfter + 1 })) }))
+      make: harness(
+        (m) => m.wallet,
+        (real) => ({ move: (req) => Effect.map(real.move(req), (a) => ({ ...a, balanceAfter: a.balanceAfter + 1 })) })
+      )
     }, "move.charge")
     expect(message).toMatch(/move\.balanceAfter/)
   })
@@ -121,7 +150,9 @@ describe("the Source checks catch broken sources", () => {
 describe("the in-memory store's SqlStore", () => {
   it("has no SQL: execute fails with a StoreError that says so, naming the operation", async () => {
     const memory = InMemoryStore.make()
-    const exit = await Effect.runPromiseExit(memory.sql.execute("vouchers.take", "UPDATE vouchers SET left = left - ?", [1]))
+    const exit = await Effect.runPromiseExit(
+      memory.sql.execute("vouchers.take", "UPDATE vouchers SET left = left - ?", [1])
+    )
     expect(Exit.isFailure(exit)).toBe(true)
     if (Exit.isSuccess(exit)) return
     const error = Option.getOrThrow(Cause.findErrorOption(exit.cause))

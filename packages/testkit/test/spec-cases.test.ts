@@ -4,11 +4,18 @@
  * validation, the trust bypass (§2.8), preferences (§2.1) and events.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { BillingSession } from "@relay-billing/core"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession } from "@relay-billing/core"
 import { InMemoryStore } from "../src/index.js"
-import { assertAuditClean, capturingEvents, countEvents, expectFailure, ledgerOf, walletBalancesSeen } from "./fixtures.js"
+import {
+  assertAuditClean,
+  capturingEvents,
+  countEvents,
+  expectFailure,
+  ledgerOf,
+  walletBalancesSeen
+} from "./fixtures.js"
 
 const Engine = BillingSession.BillingSession
 
@@ -29,7 +36,13 @@ describe("§8 example cases", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.strictEqual(s.preConsumed, P)
       assert.deepStrictEqual(store.snapshot().wallets, { a: W0 - P })
       assert.deepStrictEqual(store.snapshot().tokens, { t: { remain: R0 - P, used: P } })
@@ -53,7 +66,13 @@ describe("§8 example cases", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       const settlement = yield* s.settle(65_000)
       assert.strictEqual(settlement.delta, 65_000 - P)
       const snap = store.snapshot()
@@ -139,7 +158,13 @@ describe("§8 example cases", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       const result = yield* s.refund
       assert.deepStrictEqual(result, { holdId: "h1", status: "refunded", refunded: P })
       const snap = store.snapshot()
@@ -156,13 +181,25 @@ describe("§8 example cases", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s1 = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s1 = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.strictEqual((yield* s1.refund).refunded, P)
       assert.deepStrictEqual(yield* s1.refund, { holdId: "h1", status: "refunded", refunded: 0 })
       assert.deepStrictEqual(store.snapshot().wallets, { a: W0 })
       assert.deepStrictEqual(store.snapshot().tokens, { t: { remain: R0, used: 0 } })
 
-      const s2 = yield* engine.open({ holdId: "h2", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s2 = yield* engine.open({
+        holdId: "h2",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* s2.settle(17_000)
       assert.deepStrictEqual(yield* s2.refund, { holdId: "h2", status: "settled", refunded: 0 })
       const snap = store.snapshot()
@@ -179,7 +216,13 @@ describe("§8 example cases", () => {
       yield* walletAndToken(store)
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 2_000_000, used: 250_000, endAt: 10_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 250_000 + P, total: 2_000_000 } })
       yield* s.settle(17_000)
       const snap = store.snapshot()
@@ -257,10 +300,27 @@ describe("§8 example cases", () => {
     const store = InMemoryStore.make()
     return Effect.gen(function*() {
       yield* walletAndToken(store)
-      yield* store.createSubscription({ id: "s1", accountId: "a", total: 2_000_000, used: 1_980_000, endAt: 10_000_000, allowWalletOverflow: true })
+      yield* store.createSubscription({
+        id: "s1",
+        accountId: "a",
+        total: 2_000_000,
+        used: 1_980_000,
+        endAt: 10_000_000,
+        allowWalletOverflow: true
+      })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
-      assert.deepStrictEqual(s.hold.parts.map((p) => [p.kind, p.sourceId, p.amount]), [["funding", "wallet", P], ["budget", "token", P]])
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
+      assert.deepStrictEqual(s.hold.parts.map((p) => [p.kind, p.sourceId, p.amount]), [["funding", "wallet", P], [
+        "budget",
+        "token",
+        P
+      ]])
       const snap = store.snapshot()
       assert.deepStrictEqual(snap.subscriptions, { s1: { used: 1_980_000, total: 2_000_000 } })
       assert.deepStrictEqual(snap.wallets, { a: W0 - P })
@@ -273,7 +333,14 @@ describe("§8 example cases", () => {
     const store = InMemoryStore.make()
     return Effect.gen(function*() {
       yield* walletAndToken(store)
-      yield* store.createSubscription({ id: "s1", accountId: "a", total: 2_000_000, used: 1_980_000, endAt: 10_000_000, allowWalletOverflow: true })
+      yield* store.createSubscription({
+        id: "s1",
+        accountId: "a",
+        total: 2_000_000,
+        used: 1_980_000,
+        endAt: 10_000_000,
+        allowWalletOverflow: true
+      })
       const engine = yield* Engine
       const before = store.snapshot()
       const error = yield* expectFailure(
@@ -295,7 +362,13 @@ describe("§8 example cases", () => {
       yield* walletAndToken(store, W0, 50_000_000)
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 0, used: 5_000, endAt: 10_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
       const settlement = yield* s.settle(12_345_678)
       assert.deepStrictEqual(settlement.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [
         ["subscription", 12_345_678, 0],
@@ -314,7 +387,13 @@ describe("§8 example cases", () => {
       const store = InMemoryStore.make()
       return Effect.gen(function*() {
         yield* walletAndToken(store)
-        yield* store.createSubscription({ id: "s1", accountId: "a", total: 150_000, endAt: 10_000_000, allowWalletOverflow: true })
+        yield* store.createSubscription({
+          id: "s1",
+          accountId: "a",
+          total: 150_000,
+          endAt: 10_000_000,
+          allowWalletOverflow: true
+        })
         const engine = yield* Engine
         const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 90_000 })
         assert.strictEqual(s.hold.parts[0]?.sourceId, "subscription")
@@ -334,7 +413,13 @@ describe("§8 example cases", () => {
       const store = InMemoryStore.make()
       return Effect.gen(function*() {
         yield* walletAndToken(store)
-        yield* store.createSubscription({ id: "s1", accountId: "a", total: 150_000, endAt: 10_000_000, allowWalletOverflow: false })
+        yield* store.createSubscription({
+          id: "s1",
+          accountId: "a",
+          total: 150_000,
+          endAt: 10_000_000,
+          allowWalletOverflow: false
+        })
         const engine = yield* Engine
         const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: 90_000 })
         const settlement = yield* s.settle(230_000)
@@ -466,7 +551,9 @@ describe("§8 example cases", () => {
         const engine = yield* Engine
         const results = yield* Effect.all(
           ["h1", "h2"].map((id) =>
-            Effect.result(engine.open({ holdId: id, accountId: "a", tokenId: "t", estimate: 35_000, preference: "wallet_only" }))
+            Effect.result(
+              engine.open({ holdId: id, accountId: "a", tokenId: "t", estimate: 35_000, preference: "wallet_only" })
+            )
           ),
           { concurrency: "unbounded" }
         )
@@ -599,7 +686,13 @@ describe("idempotency (§2.7, §3.1, §4.1)", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       const first = yield* s.settle(17_000)
       const after = store.snapshot()
       const again = yield* engine.settle("h1", 17_000)
@@ -618,7 +711,13 @@ describe("idempotency (§2.7, §3.1, §4.1)", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s1 = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s1 = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* s1.refund
       const refunded = store.snapshot()
       const error = yield* expectFailure(s1.settle(17_000), "HoldResolved")
@@ -626,7 +725,13 @@ describe("idempotency (§2.7, §3.1, §4.1)", () => {
       assert.deepStrictEqual(store.snapshot(), refunded)
       assert.deepStrictEqual(refunded.counters, { a: { usedQuota: 0, requestCount: 0 } })
 
-      const s2 = yield* engine.open({ holdId: "h2", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s2 = yield* engine.open({
+        holdId: "h2",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       yield* s2.settle(17_000)
       const settled = store.snapshot()
       assert.deepStrictEqual(yield* engine.refund("h2"), { holdId: "h2", status: "settled", refunded: 0 })
@@ -718,7 +823,13 @@ describe("trust bypass (§2.8)", () => {
     return Effect.gen(function*() {
       yield* rich(store, 50_000_000, { unlimited: true })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.isFalse(s.hold.trusted)
       assert.strictEqual(s.preConsumed, P)
       assert.deepStrictEqual(store.snapshot().wallets, { a: 50_000_000 - P })
@@ -730,7 +841,13 @@ describe("trust bypass (§2.8)", () => {
     return Effect.gen(function*() {
       yield* rich(store, threshold + 1, { remain: threshold + 1 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.isTrue(s.hold.trusted)
       assert.strictEqual(s.preConsumed, 0)
       assert.strictEqual(s.hold.reserved, 0)
@@ -751,7 +868,13 @@ describe("trust bypass (§2.8)", () => {
     return Effect.gen(function*() {
       yield* rich(store, threshold + 1, { unlimited: true })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.isTrue(s.hold.trusted)
       assert.strictEqual(s.preConsumed, 0)
       yield* s.settle(17_000)
@@ -767,10 +890,22 @@ describe("trust bypass (§2.8)", () => {
       yield* store.createAccount("b", threshold + 1)
       yield* store.createToken("tb", "b", { remain: threshold })
       const engine = yield* Engine
-      const atWallet = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const atWallet = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.isFalse(atWallet.hold.trusted)
       assert.strictEqual(atWallet.preConsumed, P)
-      const atToken = yield* engine.open({ holdId: "h2", accountId: "b", tokenId: "tb", estimate: P, preference: "wallet_only" })
+      const atToken = yield* engine.open({
+        holdId: "h2",
+        accountId: "b",
+        tokenId: "tb",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.isFalse(atToken.hold.trusted)
       assert.strictEqual(atToken.preConsumed, P)
       assert.deepStrictEqual(store.snapshot().wallets, { a: threshold - P, b: threshold + 1 - P })
@@ -784,11 +919,24 @@ describe("trust bypass (§2.8)", () => {
       yield* rich(store, 50_000_000, { unlimited: true })
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 0, endAt: 10_000_000 })
       const engine = yield* Engine
-      const viaSub = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
+      const viaSub = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
       assert.strictEqual(viaSub.hold.parts[0]?.sourceId, "subscription")
       assert.isFalse(viaSub.hold.trusted)
       assert.strictEqual(viaSub.preConsumed, P)
-      const forced = yield* engine.open({ holdId: "h2", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only", force: true })
+      const forced = yield* engine.open({
+        holdId: "h2",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only",
+        force: true
+      })
       assert.isFalse(forced.hold.trusted)
       assert.strictEqual(forced.preConsumed, P)
       assert.deepStrictEqual(store.snapshot().wallets, { a: 50_000_000 - P })
@@ -804,7 +952,13 @@ describe("trust bypass (§2.8)", () => {
     return Effect.gen(function*() {
       yield* rich(store, 50_000_000, { unlimited: true })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.isTrue(s.hold.trusted)
       const before = store.snapshot()
       assert.deepStrictEqual(yield* s.refund, { holdId: "h1", status: "refunded", refunded: 0 })
@@ -816,7 +970,10 @@ describe("trust bypass (§2.8)", () => {
 })
 
 describe("preferences (§2.1)", () => {
-  const withPlan = (store: InMemoryStore.InMemoryStore, plan: { used?: number; allowWalletOverflow?: boolean; status?: "active" | "expired" | "cancelled" }) =>
+  const withPlan = (
+    store: InMemoryStore.InMemoryStore,
+    plan: { used?: number; allowWalletOverflow?: boolean; status?: "active" | "expired" | "cancelled" }
+  ) =>
     Effect.gen(function*() {
       yield* walletAndToken(store)
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 1_000_000, endAt: 10_000_000, ...plan })
@@ -828,7 +985,13 @@ describe("preferences (§2.1)", () => {
     return Effect.gen(function*() {
       yield* withPlan(store, {})
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       assert.strictEqual(sourceOf(s), "wallet")
       assert.strictEqual(s.hold.preference, "wallet_only")
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 0, total: 1_000_000 } })
@@ -840,7 +1003,13 @@ describe("preferences (§2.1)", () => {
     return Effect.gen(function*() {
       yield* withPlan(store, {})
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_only"
+      })
       assert.strictEqual(sourceOf(s), "subscription")
       assert.deepStrictEqual(store.snapshot().wallets, { a: W0 })
     }).pipe(Effect.provide(store.billingLayer()))
@@ -852,9 +1021,21 @@ describe("preferences (§2.1)", () => {
       yield* withPlan(store, {})
       const engine = yield* Engine
       const empty = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "" })
-      const unknown = yield* engine.open({ holdId: "h2", accountId: "a", tokenId: "t", estimate: P, preference: "cheapest" })
+      const unknown = yield* engine.open({
+        holdId: "h2",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "cheapest"
+      })
       const omitted = yield* engine.open({ holdId: "h3", accountId: "a", tokenId: "t", estimate: P })
-      const padded = yield* engine.open({ holdId: "h4", accountId: "a", tokenId: "t", estimate: P, preference: "  wallet_only \n" })
+      const padded = yield* engine.open({
+        holdId: "h4",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "  wallet_only \n"
+      })
       assert.deepStrictEqual([empty, unknown, omitted].map((s) => [s.hold.preference, sourceOf(s)]), [
         ["subscription_first", "subscription"],
         ["subscription_first", "subscription"],
@@ -869,7 +1050,13 @@ describe("preferences (§2.1)", () => {
     return Effect.gen(function*() {
       yield* withPlan(store, { status: "expired" })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "subscription_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "subscription_first"
+      })
       assert.strictEqual(sourceOf(s), "wallet")
       assert.strictEqual(store.faults.calls("subscription.reserve"), 0)
       assert.strictEqual(store.faults.calls("token.reserve"), 1)
@@ -936,7 +1123,13 @@ describe("preferences (§2.1)", () => {
     return Effect.gen(function*() {
       yield* withPlan(store, {})
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_first"
+      })
       assert.strictEqual(sourceOf(s), "wallet")
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: 0, total: 1_000_000 } })
     }).pipe(Effect.provide(store.billingLayer()))
@@ -948,7 +1141,13 @@ describe("preferences (§2.1)", () => {
       yield* store.createAccount("a", 10_000)
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 1_000_000, endAt: 10_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", estimate: P, preference: "wallet_first", playground: true })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        estimate: P,
+        preference: "wallet_first",
+        playground: true
+      })
       assert.strictEqual(sourceOf(s), "subscription")
       assert.deepStrictEqual(store.snapshot().wallets, { a: 10_000 })
       assert.deepStrictEqual(store.snapshot().subscriptions, { s1: { used: P, total: 1_000_000 } })
@@ -962,7 +1161,13 @@ describe("preferences (§2.1)", () => {
       yield* walletAndToken(store, 10_000)
       yield* store.createSubscription({ id: "s1", accountId: "a", total: 1_000_000, endAt: 10_000_000 })
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_first" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_first"
+      })
       assert.strictEqual(sourceOf(s), "subscription")
       const snap = store.snapshot()
       assert.deepStrictEqual(snap.wallets, { a: 10_000 })
@@ -1015,7 +1220,13 @@ describe("events", () => {
     return Effect.gen(function*() {
       yield* walletAndToken(store)
       const engine = yield* Engine
-      const s = yield* engine.open({ holdId: "h1", accountId: "a", tokenId: "t", estimate: P, preference: "wallet_only" })
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        tokenId: "t",
+        estimate: P,
+        preference: "wallet_only"
+      })
       store.faults.failNext("counters.add")
       yield* expectFailure(s.settle(17_000), "StoreError")
       assert.deepStrictEqual(events, [])

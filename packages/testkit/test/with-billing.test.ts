@@ -4,8 +4,8 @@
  * settled with the configured charge, whatever way `use` ends.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Data, Deferred, Effect, Exit, Fiber, Ref } from "effect"
 import { BillingSession, BillingSettler } from "@relay-billing/core"
+import { Cause, Data, Deferred, Effect, Exit, Fiber, Ref } from "effect"
 import { InMemoryStore } from "../src/index.js"
 import { assertAuditClean } from "./fixtures.js"
 
@@ -78,7 +78,9 @@ describe("withBilling (§5)", () => {
       assert.isTrue(Exit.isFailure(exit))
       if (Exit.isFailure(exit)) {
         const error = Cause.findError(exit.cause)
-        assert.isTrue(error._tag === "Success" && error.success instanceof UpstreamFailed && error.success.status === 502)
+        assert.isTrue(
+          error._tag === "Success" && error.success instanceof UpstreamFailed && error.success.status === 502
+        )
       }
       assertRefunded(store)
     }).pipe(Effect.provide(store.billingLayer()))

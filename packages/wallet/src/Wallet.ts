@@ -6,7 +6,6 @@
  *
  * @since 0.1.0
  */
-import { Layer } from "effect"
 import type {
   AccountCounters,
   BillingError,
@@ -17,8 +16,9 @@ import type {
   Source,
   SqlStore
 } from "@relay-billing/core"
-import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
-import type { Audit, Migrations } from "@relay-billing/knex"
+import { Accounts, KnexBilling } from "@relay-billing/knex"
+import type { Audit, KnexClient, Migrations } from "@relay-billing/knex"
+import { Layer } from "effect"
 import * as TokenBudget from "./TokenBudget.js"
 import { WalletAdmin } from "./WalletAdmin.js"
 import * as WalletSource from "./WalletSource.js"

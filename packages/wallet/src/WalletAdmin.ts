@@ -10,11 +10,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Predicate, Schema } from "effect"
-import { BillingError, Quota } from "@relay-billing/core"
+import { BillingError, Input, Quota } from "@relay-billing/core"
 import { Accounts, KnexClient, KnexLedger } from "@relay-billing/knex"
-import { Input } from "@relay-billing/core"
-import { AccountExists, AccountNotFound, TokenExists, TokenNotFound } from "./WalletError.js"
+import { Clock, Context, Effect, Layer, Predicate, Schema } from "effect"
+import type { AccountExists } from "./WalletError.js"
+import { AccountNotFound, TokenExists, TokenNotFound } from "./WalletError.js"
 
 const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
 const Positive = Quota.Quota.check(Schema.isGreaterThan(0))
@@ -117,11 +117,17 @@ export class WalletAdmin extends Context.Service<WalletAdmin, {
   ) => Effect.Effect<Account, E | AccountExists | AccountNotFound>
   readonly topUp: (
     input: typeof TopUp.Encoded
-  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict | BillingError.InsufficientFunds>
+  ) => Effect.Effect<
+    TopUpResult,
+    E | AccountNotFound | BillingError.IdempotencyConflict | BillingError.InsufficientFunds
+  >
   /** A negative adjustment never takes the balance below zero (`InsufficientFunds`). */
   readonly adjust: (
     input: typeof Adjust.Encoded
-  ) => Effect.Effect<TopUpResult, E | AccountNotFound | BillingError.IdempotencyConflict | BillingError.InsufficientFunds>
+  ) => Effect.Effect<
+    TopUpResult,
+    E | AccountNotFound | BillingError.IdempotencyConflict | BillingError.InsufficientFunds
+  >
   readonly createToken: (
     input: typeof CreateToken.Encoded
   ) => Effect.Effect<Token, E | TokenExists | AccountNotFound | TokenNotFound>
@@ -258,8 +264,7 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
       return yield* applied.pipe(Effect.catchTag("StoreError", (error) =>
         key === undefined
           ? Effect.fail(error)
-          : replay(key, accountId, amount).pipe(Effect.flatMap((r) => (r ? Effect.succeed(r) : Effect.fail(error))))
-      ))
+          : replay(key, accountId, amount).pipe(Effect.flatMap((r) => (r ? Effect.succeed(r) : Effect.fail(error))))))
     })
 
   /** A unique-key violation from a concurrent create becomes the typed "exists" error. */
@@ -268,10 +273,13 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
     exists: Effect.Effect<boolean, BillingError.StoreError>,
     error: () => X
   ): Effect.Effect<A, E | X | BillingError.StoreError> =>
-    Effect.catch(effect, (cause): Effect.Effect<A, E | X | BillingError.StoreError> =>
-      Predicate.isTagged(cause, "StoreError")
-        ? Effect.flatMap(exists, (found) => Effect.fail(found ? error() : cause))
-        : Effect.fail(cause))
+    Effect.catch(
+      effect,
+      (cause): Effect.Effect<A, E | X | BillingError.StoreError> =>
+        Predicate.isTagged(cause, "StoreError")
+          ? Effect.flatMap(exists, (found) => Effect.fail(found ? error() : cause))
+          : Effect.fail(cause)
+    )
 
   return WalletAdmin.of({
     createAccount: (input) =>
@@ -300,44 +308,57 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
         }))
       }),
     topUp: (input) =>
-      Effect.flatMap(Input.decodeInput(TopUp, "")(input), (req) => credit(req.accountId, req.amount, "topup", req.key, `top-up ${req.key}`)),
+      Effect.flatMap(
+        Input.decodeInput(TopUp, "")(input),
+        (req) => credit(req.accountId, req.amount, "topup", req.key, `top-up ${req.key}`)
+      ),
     adjust: (input) =>
-      Effect.flatMap(Input.decodeInput(Adjust, "")(input), (req) => credit(req.accountId, req.amount, "adjust", req.key, req.reason)),
+      Effect.flatMap(
+        Input.decodeInput(Adjust, "")(input),
+        (req) => credit(req.accountId, req.amount, "adjust", req.key, req.reason)
+      ),
     createToken: (input) =>
       Effect.gen(function*() {
         const req = yield* Input.decodeInput(CreateToken, "")(input)
         const exists = client.query("wallet.exists", (db) => db(tokens).where({ id: req.id }).first("id")).pipe(
           Effect.map(Boolean)
         )
-        return yield* existsAfter(client.transaction(Effect.gen(function*() {
-          yield* account(req.accountId)
-          const exists = yield* client.query("wallet.createToken", (db) => db(tokens).where({ id: req.id }).first("id"))
-          if (exists) return yield* new TokenExists({ tokenId: req.id })
-          const at = yield* Clock.currentTimeMillis
-          const remain = req.remain ?? 0
-          yield* client.query("wallet.createToken", (db) =>
-            db(tokens).insert({
-              id: req.id,
-              account_id: req.accountId,
-              remain,
-              used: 0,
-              unlimited: req.unlimited ?? false,
-              created_at: at
-            }))
-          if (remain > 0) {
-            yield* KnexLedger.append(client, [{
-              at,
-              kind: "adjust",
-              sourceId: "token",
-              subjectId: req.id,
-              accountId: req.accountId,
-              amount: remain,
-              balanceAfter: remain,
-              note: "opening budget"
-            }])
-          }
-          return yield* token(req.id)
-        })), exists, () => new TokenExists({ tokenId: req.id }))
+        return yield* existsAfter(
+          client.transaction(Effect.gen(function*() {
+            yield* account(req.accountId)
+            const exists = yield* client.query(
+              "wallet.createToken",
+              (db) => db(tokens).where({ id: req.id }).first("id")
+            )
+            if (exists) return yield* new TokenExists({ tokenId: req.id })
+            const at = yield* Clock.currentTimeMillis
+            const remain = req.remain ?? 0
+            yield* client.query("wallet.createToken", (db) =>
+              db(tokens).insert({
+                id: req.id,
+                account_id: req.accountId,
+                remain,
+                used: 0,
+                unlimited: req.unlimited ?? false,
+                created_at: at
+              }))
+            if (remain > 0) {
+              yield* KnexLedger.append(client, [{
+                at,
+                kind: "adjust",
+                sourceId: "token",
+                subjectId: req.id,
+                accountId: req.accountId,
+                amount: remain,
+                balanceAfter: remain,
+                note: "opening budget"
+              }])
+            }
+            return yield* token(req.id)
+          })),
+          exists,
+          () => new TokenExists({ tokenId: req.id })
+        )
       }),
     adjustToken: (input) =>
       Effect.gen(function*() {
@@ -345,7 +366,9 @@ export const make = (client: KnexClient.Client): WalletAdmin["Service"] => {
         return yield* client.transaction(Effect.gen(function*() {
           const changed = yield* client.query("wallet.adjustToken", (db) =>
             db(tokens).where({ id: req.tokenId }).update({ remain: db.raw("remain + ?", [req.amount]) }))
-          if (changed === 0) return yield* new TokenNotFound({ tokenId: req.tokenId })
+          if (changed === 0) {
+            return yield* new TokenNotFound({ tokenId: req.tokenId })
+          }
           const after = yield* token(req.tokenId)
           const at = yield* Clock.currentTimeMillis
           yield* KnexLedger.append(client, [{

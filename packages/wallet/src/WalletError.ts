@@ -3,9 +3,9 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
 import { BillingError } from "@relay-billing/core"
 import { Accounts } from "@relay-billing/knex"
+import { Schema } from "effect"
 
 /**
  * An account with this id already exists: `Accounts.AccountExists` of

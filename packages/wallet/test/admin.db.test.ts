@@ -6,10 +6,10 @@
  * to detect tampering, disagreeing part records and pending holds past expiry.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Option } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingError, BillingSession, Ledger } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
+import { Cause, Effect, Exit, Option } from "effect"
+import { TestClock } from "effect/testing"
 import { Wallet, WalletAdmin, WalletError } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -18,14 +18,20 @@ const failureOf = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.flatMap(Effect.exit(effect), (exit) => {
     if (Exit.isSuccess(exit)) return Effect.die(new Error(`expected a failure, got ${JSON.stringify(exit.value)}`))
     const error = Cause.findErrorOption(exit.cause)
-    return Option.isSome(error) ? Effect.succeed(error.value) : Effect.die(new Error(`expected a typed failure: ${Cause.pretty(exit.cause)}`))
+    return Option.isSome(error)
+      ? Effect.succeed(error.value)
+      : Effect.die(new Error(`expected a typed failure: ${Cause.pretty(exit.cause)}`))
   })
 
 /** Asserts an InvalidInput naming `field` and `value`. */
 const expectInvalid = <A, E, R>(effect: Effect.Effect<A, E, R>, field: string, value: string) =>
   Effect.gen(function*() {
     const error = yield* failureOf(effect)
-    assert.instanceOf(error, BillingError.InvalidInput, `expected InvalidInput for ${field}=${value}, got ${String(error)}`)
+    assert.instanceOf(
+      error,
+      BillingError.InvalidInput,
+      `expected InvalidInput for ${field}=${value}, got ${String(error)}`
+    )
     const invalid = error as BillingError.InvalidInput
     assert.deepStrictEqual({ field: invalid.field, value: invalid.value }, { field, value }, invalid.message)
     assert.strictEqual(invalid.code, "invalid_request")
@@ -95,7 +101,17 @@ for (const target of targets) {
           for (const [input, field, value] of cases) {
             yield* expectInvalid(admin.createAccount(input as typeof WalletAdmin.CreateAccount.Encoded), field, value)
           }
-          for (const id of ["bad-negative", "bad-fraction", "bad-nan", "bad-infinity", "bad-huge", "bad-string", "bad-threshold"]) {
+          for (
+            const id of [
+              "bad-negative",
+              "bad-fraction",
+              "bad-nan",
+              "bad-infinity",
+              "bad-huge",
+              "bad-string",
+              "bad-threshold"
+            ]
+          ) {
             assert.strictEqual((yield* failureOf(admin.account(id)))._tag, "AccountNotFound", id)
           }
           assert.strictEqual(yield* tableRows("accounts"), accountsBefore)
@@ -172,7 +188,13 @@ for (const target of targets) {
         Effect.gen(function*() {
           const admin = yield* WalletAdmin.WalletAdmin
           const created = yield* admin.createAccount({ id: "dup", balance: 7_000, lowBalanceThreshold: 2_000 })
-          assert.deepStrictEqual(pick(created), { id: "dup", balance: 7_000, usedQuota: 0, requestCount: 0, lowBalanceThreshold: 2_000 })
+          assert.deepStrictEqual(pick(created), {
+            id: "dup",
+            balance: 7_000,
+            usedQuota: 0,
+            requestCount: 0,
+            lowBalanceThreshold: 2_000
+          })
           const error = yield* failureOf(admin.createAccount({ id: "dup", balance: 99_000 }))
           assert.instanceOf(error, WalletError.AccountExists)
           assert.strictEqual((error as { _tag: string })._tag, "AccountExists")
@@ -180,13 +202,26 @@ for (const target of targets) {
           assert.strictEqual((error as { accountId: string }).accountId, "dup")
           assert.deepStrictEqual(yield* admin.account("dup"), created)
           assert.deepStrictEqual(yield* movements({ accountId: "dup" }), [
-            { kind: "topup", sourceId: "wallet", subjectId: "dup", amount: 7_000, balanceAfter: 7_000, note: "opening balance" }
+            {
+              kind: "topup",
+              sourceId: "wallet",
+              subjectId: "dup",
+              amount: 7_000,
+              balanceAfter: 7_000,
+              note: "opening balance"
+            }
           ])
           assert.strictEqual((yield* failureOf(admin.account("nobody")))._tag, "AccountNotFound")
           assert.strictEqual((yield* failureOf(admin.token("no-token")))._tag, "TokenNotFound")
           // An account created without a balance has no ledger row and an undefined threshold.
           const empty = yield* admin.createAccount({ id: "empty" })
-          assert.deepStrictEqual(pick(empty), { id: "empty", balance: 0, usedQuota: 0, requestCount: 0, lowBalanceThreshold: undefined })
+          assert.deepStrictEqual(pick(empty), {
+            id: "empty",
+            balance: 0,
+            usedQuota: 0,
+            requestCount: 0,
+            lowBalanceThreshold: undefined
+          })
           assert.deepStrictEqual(yield* movements({ accountId: "empty" }), [])
           yield* auditClean
         }))
@@ -196,29 +231,70 @@ for (const target of targets) {
           const admin = yield* WalletAdmin.WalletAdmin
           yield* admin.createAccount({ id: "tu", balance: 1_000 })
           yield* admin.createAccount({ id: "tu-other", balance: 1_000 })
-          assert.deepStrictEqual(yield* admin.topUp({ accountId: "tu", amount: 5_000, key: "tu-k1" }), { applied: true, balance: 6_000 })
-          assert.deepStrictEqual(yield* admin.topUp({ accountId: "tu", amount: 5_000, key: "tu-k1" }), { applied: false, balance: 6_000 })
+          assert.deepStrictEqual(yield* admin.topUp({ accountId: "tu", amount: 5_000, key: "tu-k1" }), {
+            applied: true,
+            balance: 6_000
+          })
+          assert.deepStrictEqual(yield* admin.topUp({ accountId: "tu", amount: 5_000, key: "tu-k1" }), {
+            applied: false,
+            balance: 6_000
+          })
           const amount = yield* failureOf(admin.topUp({ accountId: "tu", amount: 6_000, key: "tu-k1" }))
           assert.instanceOf(amount, BillingError.IdempotencyConflict)
           assert.deepStrictEqual(
-            { field: (amount as BillingError.IdempotencyConflict).field, existing: (amount as BillingError.IdempotencyConflict).existing, requested: (amount as BillingError.IdempotencyConflict).requested },
+            {
+              field: (amount as BillingError.IdempotencyConflict).field,
+              existing: (amount as BillingError.IdempotencyConflict).existing,
+              requested: (amount as BillingError.IdempotencyConflict).requested
+            },
             { field: "amount", existing: "5000", requested: "6000" }
           )
           const account = yield* failureOf(admin.topUp({ accountId: "tu-other", amount: 5_000, key: "tu-k1" }))
           assert.instanceOf(account, BillingError.IdempotencyConflict)
           assert.deepStrictEqual(
-            { field: (account as BillingError.IdempotencyConflict).field, existing: (account as BillingError.IdempotencyConflict).existing, requested: (account as BillingError.IdempotencyConflict).requested },
+            {
+              field: (account as BillingError.IdempotencyConflict).field,
+              existing: (account as BillingError.IdempotencyConflict).existing,
+              requested: (account as BillingError.IdempotencyConflict).requested
+            },
             { field: "accountId", existing: "tu", requested: "tu-other" }
           )
           // A top-up of an unknown account fails typed and does not consume its key.
-          assert.strictEqual((yield* failureOf(admin.topUp({ accountId: "tu-ghost", amount: 100, key: "tu-k2" })))._tag, "AccountNotFound")
-          assert.deepStrictEqual(yield* admin.topUp({ accountId: "tu", amount: 100, key: "tu-k2" }), { applied: true, balance: 6_100 })
+          assert.strictEqual(
+            (yield* failureOf(admin.topUp({ accountId: "tu-ghost", amount: 100, key: "tu-k2" })))._tag,
+            "AccountNotFound"
+          )
+          assert.deepStrictEqual(yield* admin.topUp({ accountId: "tu", amount: 100, key: "tu-k2" }), {
+            applied: true,
+            balance: 6_100
+          })
           assert.strictEqual((yield* admin.account("tu")).balance, 6_100)
           assert.strictEqual((yield* admin.account("tu-other")).balance, 1_000)
           assert.deepStrictEqual(yield* movements({ accountId: "tu" }), [
-            { kind: "topup", sourceId: "wallet", subjectId: "tu", amount: 1_000, balanceAfter: 1_000, note: "opening balance" },
-            { kind: "topup", sourceId: "wallet", subjectId: "tu", amount: 5_000, balanceAfter: 6_000, note: "top-up tu-k1" },
-            { kind: "topup", sourceId: "wallet", subjectId: "tu", amount: 100, balanceAfter: 6_100, note: "top-up tu-k2" }
+            {
+              kind: "topup",
+              sourceId: "wallet",
+              subjectId: "tu",
+              amount: 1_000,
+              balanceAfter: 1_000,
+              note: "opening balance"
+            },
+            {
+              kind: "topup",
+              sourceId: "wallet",
+              subjectId: "tu",
+              amount: 5_000,
+              balanceAfter: 6_000,
+              note: "top-up tu-k1"
+            },
+            {
+              kind: "topup",
+              sourceId: "wallet",
+              subjectId: "tu",
+              amount: 100,
+              balanceAfter: 6_100,
+              note: "top-up tu-k2"
+            }
           ])
           assert.deepStrictEqual(yield* movements({ accountId: "tu-ghost" }), [])
           yield* auditClean
@@ -229,11 +305,18 @@ for (const target of targets) {
           const admin = yield* WalletAdmin.WalletAdmin
           yield* admin.createAccount({ id: "race", balance: 10 })
           const same = yield* Effect.all(
-            Array.from({ length: 20 }, () => Effect.exit(admin.topUp({ accountId: "race", amount: 2_500, key: "race-key" }))),
+            Array.from(
+              { length: 20 },
+              () => Effect.exit(admin.topUp({ accountId: "race", amount: 2_500, key: "race-key" }))
+            ),
             { concurrency: "unbounded" }
           )
           const failures = same.filter(Exit.isFailure).map((e) => Cause.pretty(e.cause).split("\n")[0])
-          assert.deepStrictEqual(failures, [], "every concurrent top-up with the same key answers (applied or replayed)")
+          assert.deepStrictEqual(
+            failures,
+            [],
+            "every concurrent top-up with the same key answers (applied or replayed)"
+          )
           const applied = same.filter((e) => Exit.isSuccess(e) && e.value.applied).length
           assert.strictEqual(applied, 1)
           assert.strictEqual((yield* admin.account("race")).balance, 2_510)
@@ -241,7 +324,10 @@ for (const target of targets) {
           assert.strictEqual(keyed.length, 1)
 
           yield* Effect.all(
-            Array.from({ length: 20 }, (_, i) => admin.topUp({ accountId: "race", amount: 100, key: `race-distinct-${i}` })),
+            Array.from(
+              { length: 20 },
+              (_, i) => admin.topUp({ accountId: "race", amount: 100, key: `race-distinct-${i}` })
+            ),
             { concurrency: "unbounded" }
           )
           assert.strictEqual((yield* admin.account("race")).balance, 2_510 + 2_000)
@@ -255,14 +341,23 @@ for (const target of targets) {
           const outcome = (exit: Exit.Exit<unknown, unknown>) => {
             if (Exit.isSuccess(exit)) return "ok"
             const error = Cause.findErrorOption(exit.cause)
-            return Option.isSome(error) ? `${(error.value as { _tag: string })._tag}${(error.value as { _tag: string })._tag === "StoreError" ? `: ${(error.value as Error).message.slice(0, 80)}` : ""}` : "defect"
+            return Option.isSome(error)
+              ? `${(error.value as { _tag: string })._tag}${
+                (error.value as { _tag: string })._tag === "StoreError"
+                  ? `: ${(error.value as Error).message.slice(0, 80)}`
+                  : ""
+              }`
+              : "defect"
           }
           const accounts = yield* Effect.all(
             Array.from({ length: 8 }, () => Effect.exit(admin.createAccount({ id: "race-create", balance: 5_000 }))),
             { concurrency: "unbounded" }
           )
           const tokens = yield* Effect.all(
-            Array.from({ length: 8 }, () => Effect.exit(admin.createToken({ id: "race-create-t", accountId: "race-create", remain: 700 }))),
+            Array.from(
+              { length: 8 },
+              () => Effect.exit(admin.createToken({ id: "race-create-t", accountId: "race-create", remain: 700 }))
+            ),
             { concurrency: "unbounded" }
           )
           // Whatever the answers, exactly one account and one token were written.
@@ -284,18 +379,28 @@ for (const target of targets) {
           yield* admin.createAccount({ id, balance: MAX - 1 })
           const exit = yield* Effect.exit(admin.topUp({ accountId: id, amount: 5, key: `${id}-k` }))
           // Read the stored balance exactly (as a difference), whatever the driver does with big numbers.
-          const row = yield* client.query("test.diff", (db) =>
-            db(client.table("accounts")).where({ id }).first(db.raw("balance - ? as diff", [MAX - 1])))
-          assert.strictEqual(Number(row?.["diff"]), 0, `stored balance − (MAX_SAFE − 1) after the top-up (${Exit.isSuccess(exit) ? JSON.stringify(exit.value) : "failed"})`)
+          const row = yield* client.query(
+            "test.diff",
+            (db) => db(client.table("accounts")).where({ id }).first(db.raw("balance - ? as diff", [MAX - 1]))
+          )
+          assert.strictEqual(
+            Number(row?.["diff"]),
+            0,
+            `stored balance − (MAX_SAFE − 1) after the top-up (${
+              Exit.isSuccess(exit) ? JSON.stringify(exit.value) : "failed"
+            })`
+          )
           assert.isTrue(Exit.isFailure(exit) && Option.isSome(Cause.findErrorOption(exit.cause)), "a typed failure")
           assert.strictEqual((yield* movements({ accountId: id })).length, 1)
         }).pipe(
           // An overflowed balance would break every later audit of this database: remove the account.
-          Effect.ensuring(Effect.gen(function*() {
-            const client = yield* KnexClient.KnexClient
-            yield* client.query("test.cleanup", (db) => db(client.table("ledger")).where({ account_id: id }).delete())
-            yield* client.query("test.cleanup", (db) => db(client.table("accounts")).where({ id }).delete())
-          }).pipe(Effect.orDie))
+          Effect.ensuring(
+            Effect.gen(function*() {
+              const client = yield* KnexClient.KnexClient
+              yield* client.query("test.cleanup", (db) => db(client.table("ledger")).where({ account_id: id }).delete())
+              yield* client.query("test.cleanup", (db) => db(client.table("accounts")).where({ id }).delete())
+            }).pipe(Effect.orDie)
+          )
         )
       })
 
@@ -303,22 +408,65 @@ for (const target of targets) {
         Effect.gen(function*() {
           const admin = yield* WalletAdmin.WalletAdmin
           yield* admin.createAccount({ id: "adj", balance: 10_000 })
-          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: 2_500, reason: "goodwill" }), { applied: true, balance: 12_500 })
-          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: -4_000, reason: "chargeback" }), { applied: true, balance: 8_500 })
-          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: -500, reason: "fee", key: "adj-k" }), { applied: true, balance: 8_000 })
-          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: -500, reason: "fee", key: "adj-k" }), { applied: false, balance: 8_000 })
-          assert.strictEqual((yield* failureOf(admin.adjust({ accountId: "adj", amount: 500, reason: "fee", key: "adj-k" })))._tag, "IdempotencyConflict")
-          assert.strictEqual((yield* failureOf(admin.adjust({ accountId: "adj-ghost", amount: 500, reason: "nobody" })))._tag, "AccountNotFound")
+          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: 2_500, reason: "goodwill" }), {
+            applied: true,
+            balance: 12_500
+          })
+          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: -4_000, reason: "chargeback" }), {
+            applied: true,
+            balance: 8_500
+          })
+          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: -500, reason: "fee", key: "adj-k" }), {
+            applied: true,
+            balance: 8_000
+          })
+          assert.deepStrictEqual(yield* admin.adjust({ accountId: "adj", amount: -500, reason: "fee", key: "adj-k" }), {
+            applied: false,
+            balance: 8_000
+          })
+          assert.strictEqual(
+            (yield* failureOf(admin.adjust({ accountId: "adj", amount: 500, reason: "fee", key: "adj-k" })))._tag,
+            "IdempotencyConflict"
+          )
+          assert.strictEqual(
+            (yield* failureOf(admin.adjust({ accountId: "adj-ghost", amount: 500, reason: "nobody" })))._tag,
+            "AccountNotFound"
+          )
           const account = yield* admin.account("adj")
-          assert.deepStrictEqual({ balance: account.balance, usedQuota: account.usedQuota, requestCount: account.requestCount }, {
+          assert.deepStrictEqual({
+            balance: account.balance,
+            usedQuota: account.usedQuota,
+            requestCount: account.requestCount
+          }, {
             balance: 8_000,
             usedQuota: 0,
             requestCount: 0
           })
           assert.deepStrictEqual(yield* movements({ accountId: "adj" }), [
-            { kind: "topup", sourceId: "wallet", subjectId: "adj", amount: 10_000, balanceAfter: 10_000, note: "opening balance" },
-            { kind: "adjust", sourceId: "wallet", subjectId: "adj", amount: 2_500, balanceAfter: 12_500, note: "goodwill" },
-            { kind: "adjust", sourceId: "wallet", subjectId: "adj", amount: -4_000, balanceAfter: 8_500, note: "chargeback" },
+            {
+              kind: "topup",
+              sourceId: "wallet",
+              subjectId: "adj",
+              amount: 10_000,
+              balanceAfter: 10_000,
+              note: "opening balance"
+            },
+            {
+              kind: "adjust",
+              sourceId: "wallet",
+              subjectId: "adj",
+              amount: 2_500,
+              balanceAfter: 12_500,
+              note: "goodwill"
+            },
+            {
+              kind: "adjust",
+              sourceId: "wallet",
+              subjectId: "adj",
+              amount: -4_000,
+              balanceAfter: 8_500,
+              note: "chargeback"
+            },
             { kind: "adjust", sourceId: "wallet", subjectId: "adj", amount: -500, balanceAfter: 8_000, note: "fee" }
           ])
           assert.deepStrictEqual(yield* movements({ accountId: "adj-ghost" }), [])
@@ -330,7 +478,11 @@ for (const target of targets) {
           const admin = yield* WalletAdmin.WalletAdmin
           yield* admin.createAccount({ id: "adj-neg", balance: 1_000 })
           const exit = yield* Effect.exit(admin.adjust({ accountId: "adj-neg", amount: -5_000, reason: "too much" }))
-          assert.strictEqual((yield* admin.account("adj-neg")).balance, 1_000, `adjust −5,000 on a balance of 1,000: ${Exit.isSuccess(exit) ? JSON.stringify(exit.value) : "failed"}`)
+          assert.strictEqual(
+            (yield* admin.account("adj-neg")).balance,
+            1_000,
+            `adjust −5,000 on a balance of 1,000: ${Exit.isSuccess(exit) ? JSON.stringify(exit.value) : "failed"}`
+          )
           assert.isTrue(Exit.isFailure(exit) && Option.isSome(Cause.findErrorOption(exit.cause)), "a typed failure")
           assert.strictEqual((yield* movements({ accountId: "adj-neg" })).length, 1)
           yield* auditClean
@@ -346,8 +498,14 @@ for (const target of targets) {
           assert.deepStrictEqual(unlimited, { id: "tk-unl", accountId: "tk", remain: 0, used: 0, unlimited: true })
           const zero = yield* admin.createToken({ id: "tk-zero", accountId: "tk" })
           assert.deepStrictEqual(zero, { id: "tk-zero", accountId: "tk", remain: 0, used: 0, unlimited: false })
-          assert.strictEqual((yield* failureOf(admin.createToken({ id: "tk-lim", accountId: "tk", remain: 1 })))._tag, "TokenExists")
-          assert.strictEqual((yield* failureOf(admin.createToken({ id: "tk-orphan", accountId: "tk-ghost", remain: 1 })))._tag, "AccountNotFound")
+          assert.strictEqual(
+            (yield* failureOf(admin.createToken({ id: "tk-lim", accountId: "tk", remain: 1 })))._tag,
+            "TokenExists"
+          )
+          assert.strictEqual(
+            (yield* failureOf(admin.createToken({ id: "tk-orphan", accountId: "tk-ghost", remain: 1 })))._tag,
+            "AccountNotFound"
+          )
           assert.strictEqual((yield* failureOf(admin.token("tk-orphan")))._tag, "TokenNotFound")
 
           const up = yield* admin.adjustToken({ tokenId: "tk-lim", amount: 3_000, reason: "raise" })
@@ -356,12 +514,36 @@ for (const target of targets) {
           assert.deepStrictEqual({ remain: down.remain, used: down.used }, { remain: 7_500, used: 0 })
           const unl = yield* admin.adjustToken({ tokenId: "tk-unl", amount: 1_000, reason: "counter" })
           assert.deepStrictEqual({ remain: unl.remain, unlimited: unl.unlimited }, { remain: 1_000, unlimited: true })
-          assert.strictEqual((yield* failureOf(admin.adjustToken({ tokenId: "tk-ghost", amount: 1, reason: "x" })))._tag, "TokenNotFound")
+          assert.strictEqual(
+            (yield* failureOf(admin.adjustToken({ tokenId: "tk-ghost", amount: 1, reason: "x" })))._tag,
+            "TokenNotFound"
+          )
 
           assert.deepStrictEqual(yield* movements({ subjectId: "tk-lim" }), [
-            { kind: "adjust", sourceId: "token", subjectId: "tk-lim", amount: 7_000, balanceAfter: 7_000, note: "opening budget" },
-            { kind: "adjust", sourceId: "token", subjectId: "tk-lim", amount: 3_000, balanceAfter: 10_000, note: "raise" },
-            { kind: "adjust", sourceId: "token", subjectId: "tk-lim", amount: -2_500, balanceAfter: 7_500, note: "lower" }
+            {
+              kind: "adjust",
+              sourceId: "token",
+              subjectId: "tk-lim",
+              amount: 7_000,
+              balanceAfter: 7_000,
+              note: "opening budget"
+            },
+            {
+              kind: "adjust",
+              sourceId: "token",
+              subjectId: "tk-lim",
+              amount: 3_000,
+              balanceAfter: 10_000,
+              note: "raise"
+            },
+            {
+              kind: "adjust",
+              sourceId: "token",
+              subjectId: "tk-lim",
+              amount: -2_500,
+              balanceAfter: 7_500,
+              note: "lower"
+            }
           ])
           assert.deepStrictEqual(yield* movements({ subjectId: "tk-zero" }), [])
           assert.deepStrictEqual(yield* movements({ subjectId: "tk-orphan" }), [])
@@ -369,10 +551,22 @@ for (const target of targets) {
           assert.strictEqual((yield* admin.account("tk")).balance, 100)
           // An unlimited token counts usage and a limited one caps it, through billing.
           const billing = yield* BillingSession.BillingSession
-          const s = yield* billing.open({ holdId: "tk-h1", accountId: "tk", tokenId: "tk-lim", estimate: 60, preference: "wallet_only" })
+          const s = yield* billing.open({
+            holdId: "tk-h1",
+            accountId: "tk",
+            tokenId: "tk-lim",
+            estimate: 60,
+            preference: "wallet_only"
+          })
           assert.strictEqual((yield* admin.token("tk-lim")).remain, 7_440)
           yield* s.settle(40)
-          assert.deepStrictEqual(yield* admin.token("tk-lim"), { id: "tk-lim", accountId: "tk", remain: 7_460, used: 40, unlimited: false })
+          assert.deepStrictEqual(yield* admin.token("tk-lim"), {
+            id: "tk-lim",
+            accountId: "tk",
+            remain: 7_460,
+            used: 40,
+            unlimited: false
+          })
           yield* auditClean
         }))
     })
@@ -388,12 +582,20 @@ for (const target of targets) {
           yield* admin.createAccount({ id: "tamper-a", balance: 1_000 })
           yield* admin.createAccount({ id: "tamper-b", balance: 2_000 })
           yield* auditClean
-          yield* client.query("test.tamper", (db) => db(accounts(client)).where({ id: "tamper-a" }).update({ balance: 1_500 }))
+          yield* client.query(
+            "test.tamper",
+            (db) => db(accounts(client)).where({ id: "tamper-a" }).update({ balance: 1_500 })
+          )
           const report = yield* Audit.run(Wallet.auditBalances)
           assert.isFalse(report.ok)
-          assert.deepStrictEqual(report.problems, ["wallet tamper-a: accounts.balance 1500 but the ledger sums to 1000"])
+          assert.deepStrictEqual(report.problems, [
+            "wallet tamper-a: accounts.balance 1500 but the ledger sums to 1000"
+          ])
           assert.isAtLeast(report.subjectsChecked, 2)
-          yield* client.query("test.untamper", (db) => db(accounts(client)).where({ id: "tamper-a" }).update({ balance: 1_000 }))
+          yield* client.query(
+            "test.untamper",
+            (db) => db(accounts(client)).where({ id: "tamper-a" }).update({ balance: 1_000 })
+          )
           yield* auditClean
         }))
 
@@ -403,7 +605,10 @@ for (const target of targets) {
           const client = yield* KnexClient.KnexClient
           yield* admin.createAccount({ id: "tamper-t", balance: 10 })
           yield* admin.createToken({ id: "tamper-tok", accountId: "tamper-t", remain: 300 })
-          yield* client.query("test.tamper", (db) => db(client.table("tokens")).where({ id: "tamper-tok" }).update({ remain: 0 }))
+          yield* client.query(
+            "test.tamper",
+            (db) => db(client.table("tokens")).where({ id: "tamper-tok" }).update({ remain: 0 })
+          )
           yield* client.query("test.tamper", (db) =>
             db(client.table("ledger")).insert({
               at: 0,
@@ -420,8 +625,14 @@ for (const target of targets) {
             "token tamper-tok: tokens.remain 0 but the ledger sums to 300",
             "wallet ghost-account: ledger rows summing to 77 but no row in accounts"
           ])
-          yield* client.query("test.untamper", (db) => db(client.table("tokens")).where({ id: "tamper-tok" }).update({ remain: 300 }))
-          yield* client.query("test.untamper", (db) => db(client.table("ledger")).where({ subject_id: "ghost-account" }).delete())
+          yield* client.query(
+            "test.untamper",
+            (db) => db(client.table("tokens")).where({ id: "tamper-tok" }).update({ remain: 300 })
+          )
+          yield* client.query(
+            "test.untamper",
+            (db) => db(client.table("ledger")).where({ subject_id: "ghost-account" }).delete()
+          )
           yield* auditClean
         }))
 
@@ -434,15 +645,35 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* admin.createAccount({ id: "tamper-h", balance: 50_000 })
           yield* admin.createToken({ id: "tamper-h-t", accountId: "tamper-h", remain: 50_000 })
-          const s = yield* billing.open({ holdId: "tamper-hold", accountId: "tamper-h", tokenId: "tamper-h-t", estimate: 9_000, preference: "wallet_only" })
+          const s = yield* billing.open({
+            holdId: "tamper-hold",
+            accountId: "tamper-h",
+            tokenId: "tamper-h-t",
+            estimate: 9_000,
+            preference: "wallet_only"
+          })
           yield* s.settle(4_000)
           yield* auditClean
           const ledger = client.table("ledger")
-          const row = { at: 0, kind: "refund", source_id: "wallet", subject_id: "tamper-h", account_id: "tamper-h", hold_id: "tamper-hold", amount: 0, balance_after: 46_000 }
+          const row = {
+            at: 0,
+            kind: "refund",
+            source_id: "wallet",
+            subject_id: "tamper-h",
+            account_id: "tamper-h",
+            hold_id: "tamper-hold",
+            amount: 0,
+            balance_after: 46_000
+          }
           yield* client.query("test.tamper", (db) => db(ledger).insert(row))
           const report = yield* Audit.run(Wallet.auditBalances)
-          assert.deepStrictEqual(report.problems, ["hold tamper-hold is settled but the ledger has refund rows of wallet giving back 0"])
-          yield* client.query("test.untamper", (db) => db(ledger).where({ hold_id: "tamper-hold", kind: "refund" }).delete())
+          assert.deepStrictEqual(report.problems, [
+            "hold tamper-hold is settled but the ledger has refund rows of wallet giving back 0"
+          ])
+          yield* client.query(
+            "test.untamper",
+            (db) => db(ledger).where({ hold_id: "tamper-hold", kind: "refund" }).delete()
+          )
           yield* auditClean
         }))
 
@@ -452,8 +683,22 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* admin.createAccount({ id: "stale", balance: 100_000 })
           yield* admin.createToken({ id: "stale-t", accountId: "stale", unlimited: true })
-          const short = yield* billing.open({ holdId: "stale-short", accountId: "stale", tokenId: "stale-t", estimate: 1_000, preference: "wallet_only", ttlMillis: 1_000 })
-          yield* billing.open({ holdId: "stale-long", accountId: "stale", tokenId: "stale-t", estimate: 1_000, preference: "wallet_only", ttlMillis: 60_000 })
+          const short = yield* billing.open({
+            holdId: "stale-short",
+            accountId: "stale",
+            tokenId: "stale-t",
+            estimate: 1_000,
+            preference: "wallet_only",
+            ttlMillis: 1_000
+          })
+          yield* billing.open({
+            holdId: "stale-long",
+            accountId: "stale",
+            tokenId: "stale-t",
+            estimate: 1_000,
+            preference: "wallet_only",
+            ttlMillis: 60_000
+          })
           const fresh = yield* auditClean
           assert.notInclude(fresh.pendingPastExpiry, "stale-short")
           yield* TestClock.adjust("999 millis")

@@ -6,9 +6,9 @@
  * `RefundResult` said 30,000). The database is tampered with directly.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
 import { BillingSession } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
+import { Effect } from "effect"
 import { Wallet, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -31,12 +31,20 @@ for (const target of targets) {
           const client = yield* KnexClient.KnexClient
           const billing = yield* BillingSession.BillingSession
           yield* setup("i")
-          const s = yield* billing.open({ holdId: "i-h", accountId: "i", tokenId: "i-t", estimate: P, preference: "wallet_only" })
+          const s = yield* billing.open({
+            holdId: "i-h",
+            accountId: "i",
+            tokenId: "i-t",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* s.settle(12_000)
           yield* auditClean
           // Tamper: refund the reservation of the settled hold, balance and ledger row both.
-          yield* client.query("tamper.balance", (db) =>
-            db(client.table("accounts")).where({ id: "i" }).update({ balance: db.raw("balance + ?", [P]) }))
+          yield* client.query(
+            "tamper.balance",
+            (db) => db(client.table("accounts")).where({ id: "i" }).update({ balance: db.raw("balance + ?", [P]) })
+          )
           yield* client.query("tamper.ledger", (db) =>
             db(client.table("ledger")).insert({
               at: 0,
@@ -60,18 +68,32 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           const admin = yield* WalletAdmin.WalletAdmin
           yield* setup("ii")
-          const s = yield* billing.open({ holdId: "ii-h", accountId: "ii", tokenId: "ii-t", estimate: P, preference: "wallet_only" })
+          const s = yield* billing.open({
+            holdId: "ii-h",
+            accountId: "ii",
+            tokenId: "ii-t",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* auditClean
           // v2: the hold's part is the only record of the reservation (the wallet keeps none):
           // tamper with it, and the refund gives back what it says.
-          const row = yield* client.query("read.hold", (db) => db(client.table("holds")).where({ id: "ii-h" }).first("parts"))
+          const row = yield* client.query(
+            "read.hold",
+            (db) => db(client.table("holds")).where({ id: "ii-h" }).first("parts")
+          )
           const tampered = (JSON.parse(String(row?.parts)) as Array<{ sourceId: string; amount: number }>).map((p) =>
             p.sourceId === "wallet" ? { ...p, amount: 1 } : p
           )
-          yield* client.query("tamper.part", (db) =>
-            db(client.table("holds")).where({ id: "ii-h" }).update({ parts: JSON.stringify(tampered) }))
+          yield* client.query(
+            "tamper.part",
+            (db) => db(client.table("holds")).where({ id: "ii-h" }).update({ parts: JSON.stringify(tampered) })
+          )
           const before = yield* problems
-          assert.isTrue(before.some((p) => p.includes("hold ii-h part wallet") && p.includes("30000")), before.join("; "))
+          assert.isTrue(
+            before.some((p) => p.includes("hold ii-h part wallet") && p.includes("30000")),
+            before.join("; ")
+          )
           yield* s.refund
           // The refund moved 1 (what the tamper made possible), and the audit still says so.
           assert.strictEqual((yield* admin.account("ii")).balance, 1_000_000 - P + 1)
@@ -86,15 +108,29 @@ for (const target of targets) {
           const client = yield* KnexClient.KnexClient
           const billing = yield* BillingSession.BillingSession
           yield* setup("iii")
-          yield* billing.open({ holdId: "iii-h", accountId: "iii", tokenId: "iii-t", estimate: P, preference: "wallet_only" })
-          const row = yield* client.query("read.hold", (db) => db(client.table("holds")).where({ id: "iii-h" }).first("parts"))
+          yield* billing.open({
+            holdId: "iii-h",
+            accountId: "iii",
+            tokenId: "iii-t",
+            estimate: P,
+            preference: "wallet_only"
+          })
+          const row = yield* client.query(
+            "read.hold",
+            (db) => db(client.table("holds")).where({ id: "iii-h" }).first("parts")
+          )
           const parts = (JSON.parse(String(row?.parts)) as Array<{ sourceId: string; amount: number }>).map((p) =>
             p.sourceId === "wallet" ? { ...p, amount: 1 } : p
           )
-          yield* client.query("tamper.hold", (db) =>
-            db(client.table("holds")).where({ id: "iii-h" }).update({ parts: JSON.stringify(parts) }))
+          yield* client.query(
+            "tamper.hold",
+            (db) => db(client.table("holds")).where({ id: "iii-h" }).update({ parts: JSON.stringify(parts) })
+          )
           const found = yield* problems
-          assert.isTrue(found.some((p) => p.includes("hold iii-h part wallet") && p.includes("the hold records 1")), found.join("; "))
+          assert.isTrue(
+            found.some((p) => p.includes("hold iii-h part wallet") && p.includes("the hold records 1")),
+            found.join("; ")
+          )
         }))
     })
     // A fresh database: the tampering above must not leak into the next test.
@@ -107,16 +143,48 @@ for (const target of targets) {
           yield* admin.createAccount({ id: "poor", balance: 10_000 })
           yield* admin.createToken({ id: "poor-t", accountId: "poor", remain: 1_000_000 })
           yield* admin.createToken({ id: "ok-u", accountId: "ok", unlimited: true })
-          const a = yield* billing.open({ holdId: "ok-1", accountId: "ok", tokenId: "ok-t", estimate: P, preference: "wallet_only" })
+          const a = yield* billing.open({
+            holdId: "ok-1",
+            accountId: "ok",
+            tokenId: "ok-t",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* a.settle(45_000)
-          const b = yield* billing.open({ holdId: "ok-2", accountId: "ok", tokenId: "ok-t", estimate: P, preference: "wallet_only" })
+          const b = yield* billing.open({
+            holdId: "ok-2",
+            accountId: "ok",
+            tokenId: "ok-t",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* b.settle(5_000)
-          const c = yield* billing.open({ holdId: "ok-3", accountId: "ok", tokenId: "ok-u", estimate: P, preference: "wallet_only" })
+          const c = yield* billing.open({
+            holdId: "ok-3",
+            accountId: "ok",
+            tokenId: "ok-u",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* c.refund
           // The token is reserved, the wallet refuses, the token is released; then the same id succeeds.
-          yield* Effect.exit(billing.open({ holdId: "ok-4", accountId: "poor", tokenId: "poor-t", estimate: P, preference: "wallet_only" }))
+          yield* Effect.exit(
+            billing.open({
+              holdId: "ok-4",
+              accountId: "poor",
+              tokenId: "poor-t",
+              estimate: P,
+              preference: "wallet_only"
+            })
+          )
           yield* admin.topUp({ accountId: "poor", amount: 50_000, key: "ok-4-topup" })
-          const d = yield* billing.open({ holdId: "ok-4", accountId: "poor", tokenId: "poor-t", estimate: P, preference: "wallet_only" })
+          const d = yield* billing.open({
+            holdId: "ok-4",
+            accountId: "poor",
+            tokenId: "poor-t",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* d.settle(P)
           yield* auditClean
         }))

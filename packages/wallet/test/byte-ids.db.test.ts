@@ -7,9 +7,9 @@
  * case, and a database created by the old migrations, upgraded in place.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
 import { BillingSession, Ledger } from "@relay-billing/core"
 import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Effect, Layer } from "effect"
 import { Wallet, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -44,12 +44,28 @@ for (const target of targets) {
           yield* admin.createToken({ id: "ids-t", accountId: "ids", remain: W })
           let spent = 0
           for (const [a, b] of pairs) {
-            const first = yield* billing.open({ holdId: a, accountId: "ids", tokenId: "ids-t", estimate: P, preference: "wallet_only" })
-            const second = yield* billing.open({ holdId: b, accountId: "ids", tokenId: "ids-t", estimate: P, preference: "wallet_only" })
+            const first = yield* billing.open({
+              holdId: a,
+              accountId: "ids",
+              tokenId: "ids-t",
+              estimate: P,
+              preference: "wallet_only"
+            })
+            const second = yield* billing.open({
+              holdId: b,
+              accountId: "ids",
+              tokenId: "ids-t",
+              estimate: P,
+              preference: "wallet_only"
+            })
             assert.strictEqual(first.hold.id, a)
             assert.strictEqual(second.hold.id, b, `${JSON.stringify(b)} must not replay ${JSON.stringify(a)}`)
             spent += 2 * P
-            assert.strictEqual(yield* balance("ids"), W - spent, `both ${JSON.stringify(a)} and ${JSON.stringify(b)} debit`)
+            assert.strictEqual(
+              yield* balance("ids"),
+              W - spent,
+              `both ${JSON.stringify(a)} and ${JSON.stringify(b)} debit`
+            )
             // Settle one and refund the other: each moves its own money only.
             yield* first.settle(12_000)
             yield* second.refund
@@ -60,7 +76,12 @@ for (const target of targets) {
             const ledger = yield* Ledger.Ledger
             assert.deepStrictEqual(
               (yield* ledger.entries({ holdId: b })).map((e) => `${e.sourceId} ${e.kind} ${e.amount} ${e.holdId}`),
-              [`token reserve ${-P} ${b}`, `wallet reserve ${-P} ${b}`, `token refund ${P} ${b}`, `wallet refund ${P} ${b}`]
+              [
+                `token reserve ${-P} ${b}`,
+                `wallet reserve ${-P} ${b}`,
+                `token refund ${P} ${b}`,
+                `wallet refund ${P} ${b}`
+              ]
             )
           }
           const all = pairs.flat()
@@ -80,7 +101,13 @@ for (const target of targets) {
           yield* admin.topUp({ accountId: "Case-Acct", amount: 1_000, key: "Topup-1" })
           const second = yield* admin.topUp({ accountId: "Case-Acct", amount: 1_000, key: "topup-1" })
           assert.isTrue(second.applied)
-          const s = yield* billing.open({ holdId: "case-h", accountId: "case-acct", tokenId: "case-tok", estimate: P, preference: "wallet_only" })
+          const s = yield* billing.open({
+            holdId: "case-h",
+            accountId: "case-acct",
+            tokenId: "case-tok",
+            estimate: P,
+            preference: "wallet_only"
+          })
           yield* s.settle(P)
           assert.deepStrictEqual(
             {
@@ -113,8 +140,10 @@ for (const target of targets) {
           })
           // Old schema: knex 0001, wallet 0001 + 0002.
           yield* Migrations.run([firstOf(knexSet!, 1), firstOf(walletSet!, 2)])
-          yield* client.query("old.account", (db) =>
-            db(client.table("accounts")).insert({ id: "Old-Acct", balance: 500_000, created_at: 1 }))
+          yield* client.query(
+            "old.account",
+            (db) => db(client.table("accounts")).insert({ id: "Old-Acct", balance: 500_000, created_at: 1 })
+          )
           yield* client.query("old.ledger", (db) =>
             db(client.table("ledger")).insert({
               at: 1,
@@ -126,8 +155,18 @@ for (const target of targets) {
               balance_after: 500_000,
               idempotency_key: "Key-1"
             }))
-          yield* client.query("old.token", (db) =>
-            db(client.table("tokens")).insert({ id: "Old-Tok", account_id: "Old-Acct", remain: 0, used: 0, unlimited: true, created_at: 1 }))
+          yield* client.query(
+            "old.token",
+            (db) =>
+              db(client.table("tokens")).insert({
+                id: "Old-Tok",
+                account_id: "Old-Acct",
+                remain: 0,
+                used: 0,
+                unlimited: true,
+                created_at: 1
+              })
+          )
           const applied = yield* Migrations.run(Wallet.allMigrations)
           // Only the migrations added after 0001 run (other sets' later migrations may run too).
           assert.includeMembers([...applied["knex"]!], ["0002_binary_ids", "0004_unbounded_part_refs"])
@@ -140,17 +179,44 @@ for (const target of targets) {
             yield* admin.createAccount({ id: "old-acct", balance: 100_000 })
             yield* admin.createToken({ id: "old-tok", accountId: "old-acct", remain: 100_000 })
             assert.isTrue((yield* admin.topUp({ accountId: "old-acct", amount: 5_000, key: "key-1" })).applied)
-            const a = yield* billing.open({ holdId: "Upgrade-1", accountId: "Old-Acct", tokenId: "Old-Tok", estimate: P, preference: "wallet_only" })
-            const b = yield* billing.open({ holdId: "upgrade-1", accountId: "old-acct", tokenId: "old-tok", estimate: P, preference: "wallet_only" })
-            const c = yield* billing.open({ holdId: "upgrade-1 ", accountId: "old-acct", tokenId: "old-tok", estimate: P, preference: "wallet_only" })
+            const a = yield* billing.open({
+              holdId: "Upgrade-1",
+              accountId: "Old-Acct",
+              tokenId: "Old-Tok",
+              estimate: P,
+              preference: "wallet_only"
+            })
+            const b = yield* billing.open({
+              holdId: "upgrade-1",
+              accountId: "old-acct",
+              tokenId: "old-tok",
+              estimate: P,
+              preference: "wallet_only"
+            })
+            const c = yield* billing.open({
+              holdId: "upgrade-1 ",
+              accountId: "old-acct",
+              tokenId: "old-tok",
+              estimate: P,
+              preference: "wallet_only"
+            })
             assert.deepStrictEqual([a.hold.id, b.hold.id, c.hold.id], ["Upgrade-1", "upgrade-1", "upgrade-1 "])
             assert.deepStrictEqual(
               { Old: (yield* admin.account("Old-Acct")).balance, old: (yield* admin.account("old-acct")).balance },
               { Old: 500_000 - P, old: 105_000 - 2 * P }
             )
             if (target.name !== "sqlite") {
-              const fk = yield* Effect.exit(client.query("fk", (db) =>
-                db(client.table("tokens")).insert({ id: "orphan", account_id: "OLD-ACCT", remain: 0, used: 0, unlimited: false, created_at: 1 })))
+              const fk = yield* Effect.exit(
+                client.query("fk", (db) =>
+                  db(client.table("tokens")).insert({
+                    id: "orphan",
+                    account_id: "OLD-ACCT",
+                    remain: 0,
+                    used: 0,
+                    unlimited: false,
+                    created_at: 1
+                  }))
+              )
               assert.strictEqual(fk._tag, "Failure", "the foreign key is still enforced (and byte-exact)")
             }
             yield* auditClean

@@ -11,9 +11,9 @@
  * call the source directly (no engine, so no ledger rows, on purpose), and its
  * `engine.*` checks compare the ledger with the balances themselves.
  */
-import { Context, Effect, Layer, ManagedRuntime } from "effect"
 import { Accounts, KnexBilling, KnexClient } from "@relay-billing/knex"
 import { sourceSuite } from "@relay-billing/testkit/vitest"
+import { Context, Effect, Layer, ManagedRuntime } from "effect"
 import { afterAll, describe } from "vitest"
 import { TokenBudget, WalletAdmin, WalletSource } from "../src/index.js"
 import { migratedClient, targets } from "./support.js"

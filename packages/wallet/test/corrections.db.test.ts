@@ -5,10 +5,10 @@
  * charged (§3.4), and `Audit.usedQuota` reporting a tampered counter (§6).
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Option } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry, Ledger } from "@relay-billing/core"
 import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
 import { InMemoryStore } from "@relay-billing/testkit"
+import { Cause, Effect, Exit, Option } from "effect"
 import { TokenBudget, Wallet, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -17,7 +17,9 @@ const failureOf = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.flatMap(Effect.exit(effect), (exit) => {
     if (Exit.isSuccess(exit)) return Effect.die(new Error(`expected a failure, got ${JSON.stringify(exit.value)}`))
     const error = Cause.findErrorOption(exit.cause)
-    return Option.isSome(error) ? Effect.succeed(error.value) : Effect.die(new Error(`expected a typed failure: ${Cause.pretty(exit.cause)}`))
+    return Option.isSome(error)
+      ? Effect.succeed(error.value)
+      : Effect.die(new Error(`expected a typed failure: ${Cause.pretty(exit.cause)}`))
   })
 
 const account = (id: string, balance: number, token?: { readonly remain?: number; readonly unlimited?: boolean }) =>
@@ -32,7 +34,12 @@ const state = (accountId: string, tokenId?: string) =>
     const admin = yield* WalletAdmin.WalletAdmin
     const a = yield* admin.account(accountId)
     const t = tokenId === undefined ? undefined : yield* admin.token(tokenId)
-    return { W: a.balance, usedQuota: a.usedQuota, requestCount: a.requestCount, ...(t ? { R: t.remain, TU: t.used } : {}) }
+    return {
+      W: a.balance,
+      usedQuota: a.usedQuota,
+      requestCount: a.requestCount,
+      ...(t ? { R: t.remain, TU: t.used } : {})
+    }
   })
 
 /** `correction` ledger rows of a hold, as "source subject amount → balance". */
@@ -40,7 +47,9 @@ const correctionRows = (holdId: string) =>
   Effect.gen(function*() {
     const ledger = yield* Ledger.Ledger
     const rows = yield* ledger.entries({ holdId })
-    return rows.filter((e) => e.kind === "correction").map((e) => `${e.sourceId} ${e.subjectId} ${e.amount} → ${e.balanceAfter}`)
+    return rows.filter((e) => e.kind === "correction").map((e) =>
+      `${e.sourceId} ${e.subjectId} ${e.amount} → ${e.balanceAfter}`
+    )
   })
 
 const settled = (holdId: string, accountId: string, estimate: number, actual: number, tokenId?: string) =>
@@ -64,19 +73,35 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* account("c1", 1_000_000, { remain: 1_000_000 })
           yield* settled("c1-h", "c1", 30_000, 12_000, "c1-t")
-          assert.deepStrictEqual(yield* state("c1", "c1-t"), { W: 988_000, usedQuota: 12_000, requestCount: 1, R: 988_000, TU: 12_000 })
+          assert.deepStrictEqual(yield* state("c1", "c1-t"), {
+            W: 988_000,
+            usedQuota: 12_000,
+            requestCount: 1,
+            R: 988_000,
+            TU: 12_000
+          })
           const result = yield* billing.correct({ holdId: "c1-h", correctionId: "ticket-9", amount: 5_000 })
           assert.strictEqual(result.remaining, 7_000)
           assert.deepStrictEqual(
             result.parts.map((p) => [p.sourceId, p.subjectId, p.amount, p.balanceAfter]),
             [["wallet", "c1", 5_000, 993_000], ["token", "c1-t", 5_000, 993_000]]
           )
-          assert.deepStrictEqual(yield* state("c1", "c1-t"), { W: 993_000, usedQuota: 7_000, requestCount: 1, R: 993_000, TU: 7_000 })
+          assert.deepStrictEqual(yield* state("c1", "c1-t"), {
+            W: 993_000,
+            usedQuota: 7_000,
+            requestCount: 1,
+            R: 993_000,
+            TU: 7_000
+          })
           assert.deepStrictEqual(yield* correctionRows("c1-h"), ["token c1-t 5000 → 993000", "wallet c1 5000 → 993000"])
           // recorded durably on the hold, read back from the database
           const hold = yield* billing.get("c1-h")
           assert.strictEqual(hold.status, "settled")
-          assert.deepStrictEqual(hold.settlement?.corrections?.map((c) => [c.id, c.amount, c.remaining]), [["ticket-9", 5_000, 7_000]])
+          assert.deepStrictEqual(hold.settlement?.corrections?.map((c) => [c.id, c.amount, c.remaining]), [[
+            "ticket-9",
+            5_000,
+            7_000
+          ]])
           yield* auditClean
         }))
 
@@ -111,7 +136,13 @@ for (const target of targets) {
           }
           assert.deepStrictEqual(yield* state("c3", "c3-t"), before)
           yield* billing.correct({ holdId: "c3-h", correctionId: "b", amount: 5_000 })
-          assert.deepStrictEqual(yield* state("c3", "c3-t"), { W: 100_000, usedQuota: 0, requestCount: 1, R: 100_000, TU: 0 })
+          assert.deepStrictEqual(yield* state("c3", "c3-t"), {
+            W: 100_000,
+            usedQuota: 0,
+            requestCount: 1,
+            R: 100_000,
+            TU: 0
+          })
           yield* auditClean
         }))
 
@@ -123,7 +154,13 @@ for (const target of targets) {
           const r = yield* billing.open({ holdId: "c4-r", accountId: "c4", estimate: 1_000, preference: "wallet_only" })
           yield* r.refund
           const before = yield* state("c4")
-          for (const [holdId, tag, status] of [["c4-p", "HoldResolved", "pending"], ["c4-r", "HoldResolved", "refunded"], ["c4-x", "HoldNotFound", undefined]] as const) {
+          for (
+            const [holdId, tag, status] of [["c4-p", "HoldResolved", "pending"], ["c4-r", "HoldResolved", "refunded"], [
+              "c4-x",
+              "HoldNotFound",
+              undefined
+            ]] as const
+          ) {
             const error = yield* failureOf(billing.correct({ holdId, correctionId: "k", amount: 1 }))
             assert.strictEqual(error._tag, tag)
             if (error._tag === "HoldResolved") assert.strictEqual(error.status, status)
@@ -145,7 +182,13 @@ for (const target of targets) {
           )
           yield* account("c5", 0, { remain: 100_000 })
           yield* ext.createAccount("c5", 100_000)
-          const s = yield* engine.open({ holdId: "c5-h", accountId: "c5", tokenId: "c5-t", estimate: 1_000, sources: ["credits"] })
+          const s = yield* engine.open({
+            holdId: "c5-h",
+            accountId: "c5",
+            tokenId: "c5-t",
+            estimate: 1_000,
+            sources: ["credits"]
+          })
           yield* s.settle(900)
           const before = yield* state("c5", "c5-t")
           const external = ext.snapshot().wallets
@@ -197,8 +240,10 @@ for (const target of targets) {
           yield* billing.correct({ holdId: "u2-h", correctionId: "k", amount: 1_000 })
           const clean = yield* Audit.usedQuota(Accounts.auditCounters)
           assert.deepStrictEqual(clean.filter((p) => p.includes("u2") || p.includes("u3")), [])
-          yield* client.query("test.tamper", (db) =>
-            db(client.table("accounts")).where({ id: "u2" }).update({ used_quota: db.raw("used_quota + 5000") }))
+          yield* client.query(
+            "test.tamper",
+            (db) => db(client.table("accounts")).where({ id: "u2" }).update({ used_quota: db.raw("used_quota + 5000") })
+          )
           const problems = yield* Audit.usedQuota(Accounts.auditCounters)
           assert.deepStrictEqual(problems.filter((p) => p.includes("u2") || p.includes("u3")), [
             "account u2: accounts.used_quota 13000 but its settled charges less corrections are 8000"

@@ -3,12 +3,12 @@
  * journal, token budget and counters are in the database (every query first checks a
  * fault plan), funded by sources outside it (in-memory stores standing in for a credits API).
  */
-import { Cause, Effect, Exit, Option } from "effect"
 import { AccountCounters, BillingSession, FundingRegistry, HoldJournal, Ledger, SqlStore } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
 import { Accounts, KnexClient, KnexJournal, KnexLedger, KnexSqlStore } from "@relay-billing/knex"
 import { InMemoryStore } from "@relay-billing/testkit"
 import type { Faults } from "@relay-billing/testkit"
+import { Cause, Effect, Exit, Option } from "effect"
 import { TokenBudget, WalletAdmin } from "../src/index.js"
 
 /** What the external source holds for an account at the start. */
@@ -67,4 +67,3 @@ export const dbState = (id: string) =>
   })
 
 export const credits = () => InMemoryStore.make({ ids: { wallet: "credits" } })
-

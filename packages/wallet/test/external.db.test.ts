@@ -6,11 +6,11 @@
  * fault plan, so its transaction can fail after the external source moved money.
  */
 import { assert, describe, layer } from "@effect/vitest"
+import { BillingError } from "@relay-billing/core"
+import type { BillingSession, FundingSource } from "@relay-billing/core"
+import { Faults, InMemoryStore } from "@relay-billing/testkit"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingError, BillingSession } from "@relay-billing/core"
-import type { FundingSource } from "@relay-billing/core"
-import { Faults, InMemoryStore } from "@relay-billing/testkit"
 import { credits, dbState, engineWith, failureOf, R, setup, W } from "./external-support.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -73,7 +73,11 @@ for (const target of targets) {
           const conflict = yield* failureOf(engine.settle("x4b-h", 45_000))
           assert.strictEqual(conflict._tag, "IdempotencyConflict")
           if (conflict._tag === "IdempotencyConflict") {
-            assert.deepStrictEqual([conflict.field, conflict.existing, conflict.requested], ["actual", String(A), "45000"])
+            assert.deepStrictEqual([conflict.field, conflict.existing, conflict.requested], [
+              "actual",
+              String(A),
+              "45000"
+            ])
           }
           assert.deepStrictEqual(ext.snapshot().wallets, { x4b: W - A })
           assert.deepStrictEqual(yield* dbState("x4b"), { usedQuota: A, requestCount: 1, R: R - A, TU: A })
@@ -105,7 +109,12 @@ for (const target of targets) {
           assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ x4c: 10_000 }, { x4c: 30_000 }])
           const hold = yield* engine.get("x4c-h")
           assert.isUndefined(hold.settlement?.incomplete)
-          assert.deepStrictEqual(yield* dbState("x4c"), { usedQuota: 10_000, requestCount: 1, R: R - 10_000, TU: 10_000 })
+          assert.deepStrictEqual(yield* dbState("x4c"), {
+            usedQuota: 10_000,
+            requestCount: 1,
+            R: R - 10_000,
+            TU: 10_000
+          })
           yield* auditClean
         }))
 

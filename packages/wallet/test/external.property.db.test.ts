@@ -16,9 +16,6 @@
  * own account and hold ids in one migrated database per target.
  */
 import { describe, layer } from "@effect/vitest"
-import fc from "fast-check"
-import { Effect } from "effect"
-import { TestClock } from "effect/testing"
 import {
   AccountCounters,
   BillingError,
@@ -26,12 +23,15 @@ import {
   BillingSession,
   FundingRegistry,
   HoldJournal,
-  Ledger
+  Ledger,
+  SqlStore
 } from "@relay-billing/core"
-import { SqlStore } from "@relay-billing/core"
 import type { FundingSource } from "@relay-billing/core"
 import { Accounts, KnexClient, KnexJournal, KnexLedger, KnexSqlStore } from "@relay-billing/knex"
 import { Faults, InMemoryStore } from "@relay-billing/testkit"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
+import fc from "fast-check"
 import { TokenBudget, WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -40,7 +40,14 @@ const R = 10_000_000
 const SOURCES = ["credits-a", "credits-b"] as const
 
 type Command =
-  | { readonly t: "open"; readonly hold: number; readonly estimate: number; readonly split: boolean; readonly reversed: boolean; readonly one: boolean }
+  | {
+    readonly t: "open"
+    readonly hold: number
+    readonly estimate: number
+    readonly split: boolean
+    readonly reversed: boolean
+    readonly one: boolean
+  }
   | { readonly t: "settle"; readonly hold: number; readonly actual: number }
   | { readonly t: "refund"; readonly hold: number }
   | { readonly t: "reap"; readonly ms: number }
@@ -48,10 +55,30 @@ type Command =
 
 const holdArb = fc.integer({ min: 0, max: 3 })
 const simple: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ t: fc.constant("open" as const), hold: holdArb, estimate: fc.integer({ min: 0, max: 50_000 }), split: fc.boolean(), reversed: fc.boolean(), one: fc.boolean() }) },
-  { weight: 5, arbitrary: fc.record({ t: fc.constant("settle" as const), hold: holdArb, actual: fc.oneof(fc.integer({ min: 0, max: 80_000 }), fc.constantFrom(12_000, 45_000)) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      t: fc.constant("open" as const),
+      hold: holdArb,
+      estimate: fc.integer({ min: 0, max: 50_000 }),
+      split: fc.boolean(),
+      reversed: fc.boolean(),
+      one: fc.boolean()
+    })
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      t: fc.constant("settle" as const),
+      hold: holdArb,
+      actual: fc.oneof(fc.integer({ min: 0, max: 80_000 }), fc.constantFrom(12_000, 45_000))
+    })
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("refund" as const), hold: holdArb }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("reap" as const), ms: fc.integer({ min: 0, max: 15 * 60 * 1000 }) }) }
+  {
+    weight: 1,
+    arbitrary: fc.record({ t: fc.constant("reap" as const), ms: fc.integer({ min: 0, max: 15 * 60 * 1000 }) })
+  }
 )
 const scenarioArb = fc.record({
   balances: fc.tuple(fc.integer({ min: 0, max: 120_000 }), fc.integer({ min: 0, max: 120_000 })),
@@ -59,14 +86,23 @@ const scenarioArb = fc.record({
   faultRate: fc.constantFrom(0, 0.05, 0.15),
   lostRate: fc.constantFrom(0, 0.1, 0.3),
   commands: fc.array(
-    fc.oneof({ weight: 5, arbitrary: simple }, { weight: 1, arbitrary: fc.record({ t: fc.constant("parallel" as const), cmds: fc.array(simple, { minLength: 2, maxLength: 3 }) }) }),
+    fc.oneof({ weight: 5, arbitrary: simple }, {
+      weight: 1,
+      arbitrary: fc.record({
+        t: fc.constant("parallel" as const),
+        cmds: fc.array(simple, { minLength: 2, maxLength: 3 })
+      })
+    }),
     { minLength: 1, maxLength: 15 }
   )
 })
 type Scenario = typeof scenarioArb extends fc.Arbitrary<infer S> ? S : never
 
 /** An external source whose replies may be lost after the call took effect. */
-const lossy = (inner: FundingSource.FundingSource, lost: { rate: number; next: () => number }): FundingSource.FundingSource => {
+const lossy = (
+  inner: FundingSource.FundingSource,
+  lost: { rate: number; next: () => number }
+): FundingSource.FundingSource => {
   const maybeLose = <A, E>(op: string, effect: Effect.Effect<A, E>) =>
     Effect.flatMap(effect, (a) =>
       lost.rate > 0 && lost.next() < lost.rate
@@ -90,8 +126,14 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     const tokenId = `${run}-t`
     const holdId = (i: number) => `${run}-h${i}`
     const faults = new Faults.Faults()
-    const faulty: KnexClient.Client = { ...client, query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f))) }
-    const exts = [InMemoryStore.make({ ids: { wallet: SOURCES[0] } }), InMemoryStore.make({ ids: { wallet: SOURCES[1] } })] as const
+    const faulty: KnexClient.Client = {
+      ...client,
+      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f)))
+    }
+    const exts = [
+      InMemoryStore.make({ ids: { wallet: SOURCES[0] } }),
+      InMemoryStore.make({ ids: { wallet: SOURCES[1] } })
+    ] as const
     const lost = { rate: scenario.lostRate, next: Faults.seededRandom(scenario.faultSeed ^ 0x5bd1e995) }
     const events: Array<BillingEvents.BillingEvent> = []
     const engine = yield* BillingSession.BillingSession.make().pipe(
@@ -100,7 +142,10 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
       Effect.provideService(Ledger.Ledger, KnexLedger.make(faulty)),
       Effect.provideService(
         FundingRegistry.FundingRegistry,
-        FundingRegistry.FundingRegistry.make({ funding: exts.map((e) => lossy(e.external.wallet, lost)), budgets: [TokenBudget.make()] })
+        FundingRegistry.FundingRegistry.make({
+          funding: exts.map((e) => lossy(e.external.wallet, lost)),
+          budgets: [TokenBudget.make()]
+        })
       ),
       Effect.provideService(AccountCounters.AccountCounters, Accounts.makeCounters(faulty)),
       Effect.provideService(BillingEvents.BillingEvents, {
@@ -112,13 +157,19 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     for (const [i, ext] of exts.entries()) yield* ext.createAccount(accountId, scenario.balances[i]!)
     faults.random(scenario.faultSeed, scenario.faultRate)
     for (const [i, ext] of exts.entries()) {
-      ext.faults.random(scenario.faultSeed + i + 1, scenario.faultRate, ["reserve", "settle", "refund"].map((op) => `${SOURCES[i]}.${op}`))
+      ext.faults.random(
+        scenario.faultSeed + i + 1,
+        scenario.faultRate,
+        ["reserve", "settle", "refund"].map((op) => `${SOURCES[i]}.${op}`)
+      )
     }
     const opened = new Set<string>()
     const trace: Array<string> = []
     const violation = (message: string) =>
       Effect.flatMap(
-        Effect.orDie(client.query("test.intents", (db) => db(client.table("intents")).where("hold_id", "like", `${run}-%`))),
+        Effect.orDie(
+          client.query("test.intents", (db) => db(client.table("intents")).where("hold_id", "like", `${run}-%`))
+        ),
         (rows) =>
           Effect.die(
             new Error(`${run}: ${message}\n--- intents: ${JSON.stringify(rows)}\n--- trace:\n${trace.join("\n")}`)
@@ -129,7 +180,11 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
       Effect.gen(function*() {
         const note = <A, E>(label: string, effect: Effect.Effect<A, E>) =>
           Effect.flatMap(Effect.result(effect), (r) =>
-            Effect.sync(() => void trace.push(`${label} -> ${r._tag === "Success" ? "ok" : String((r.failure as { _tag?: string })._tag)}`)))
+            Effect.sync(() =>
+              void trace.push(
+                `${label} -> ${r._tag === "Success" ? "ok" : String((r.failure as { _tag?: string })._tag)}`
+              )
+            ))
         switch (cmd.t) {
           case "open": {
             opened.add(holdId(cmd.hold))
@@ -137,7 +192,14 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
             const sources = cmd.one ? [order[0]!] : order
             return yield* note(
               `open(h${cmd.hold}, ${cmd.estimate}, ${sources.join(">")}${cmd.split ? ", split" : ""})`,
-              engine.open({ holdId: holdId(cmd.hold), accountId, tokenId, estimate: cmd.estimate, sources, split: cmd.split })
+              engine.open({
+                holdId: holdId(cmd.hold),
+                accountId,
+                tokenId,
+                estimate: cmd.estimate,
+                sources,
+                split: cmd.split
+              })
             )
           }
           case "settle":
@@ -167,8 +229,14 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
 
     const ledger = yield* Ledger.Ledger
     const holds = yield* KnexJournal.make(client).list({ accountId })
-    const pending = yield* client.query("test.intents", (db) =>
-      db(client.table("intents")).where("hold_id", "like", `${run}-%`).andWhere("status", "pending").select("hold_id", "phase"))
+    const pending = yield* client.query(
+      "test.intents",
+      (db) =>
+        db(client.table("intents")).where("hold_id", "like", `${run}-%`).andWhere("status", "pending").select(
+          "hold_id",
+          "phase"
+        )
+    )
     if (pending.length > 0) return yield* violation(`intents still pending: ${JSON.stringify(pending)}`)
     let settledTotal = 0
     let paid = 0
@@ -180,18 +248,29 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
       const late = hold?.status === "expired" && hold.settlement?.late === true
       const terminal = events.filter((e) => e._tag !== "LowBalance" && "hold" in e && e.hold.id === id).length
       if ((hold ? 1 : 0) + (late ? 1 : 0) !== terminal) {
-        return yield* violation(`${id} (${hold?.status ?? "no hold"}${late ? ", charged late" : ""}) has ${terminal} terminal events`)
+        return yield* violation(
+          `${id} (${hold?.status ?? "no hold"}${late ? ", charged late" : ""}) has ${terminal} terminal events`
+        )
       }
       const settlement = hold?.status === "settled" || late ? hold.settlement : undefined
       if (settlement?.incomplete) return yield* violation(`${id} still incomplete`)
       for (const [i, ext] of exts.entries()) {
         const kept = -ext.entries().filter((e) => e.holdId === id).reduce((s, e) => s + e.amount, 0)
         const expected = settlement?.parts.find((p) => p.kind === "funding" && p.sourceId === SOURCES[i])?.charged ?? 0
-        if (kept !== expected) return yield* violation(`${id} (${hold?.status ?? "no hold"}): ${SOURCES[i]} kept ${kept}, the hold records ${expected}`)
+        if (kept !== expected) {
+          return yield* violation(
+            `${id} (${hold?.status ?? "no hold"}): ${SOURCES[i]} kept ${kept}, the hold records ${expected}`
+          )
+        }
         charged[i] = (charged[i] ?? 0) + kept
       }
-      const tokenKept = -(yield* ledger.entries({ holdId: id })).filter((e) => e.sourceId === "token").reduce((s, e) => s + e.amount, 0)
-      if (tokenKept !== (settlement?.actual ?? 0)) return yield* violation(`${id}: token kept ${tokenKept}, settled ${settlement?.actual ?? 0}`)
+      const tokenKept = -(yield* ledger.entries({ holdId: id })).filter((e) => e.sourceId === "token").reduce(
+        (s, e) => s + e.amount,
+        0
+      )
+      if (tokenKept !== (settlement?.actual ?? 0)) {
+        return yield* violation(`${id}: token kept ${tokenKept}, settled ${settlement?.actual ?? 0}`)
+      }
       if (settlement) {
         settledTotal += settlement.actual
         if (settlement.actual > 0) paid++
@@ -201,7 +280,9 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     const token = yield* admin.token(tokenId)
     if (account.usedQuota !== settledTotal || account.requestCount !== paid || token.remain !== R - settledTotal) {
       return yield* violation(
-        `usedQuota ${account.usedQuota}, requestCount ${account.requestCount}, token ${token.remain}; expected ${settledTotal}, ${paid}, ${R - settledTotal}`
+        `usedQuota ${account.usedQuota}, requestCount ${account.requestCount}, token ${token.remain}; expected ${settledTotal}, ${paid}, ${
+          R - settledTotal
+        }`
       )
     }
     for (const [i, ext] of exts.entries()) {
@@ -212,30 +293,41 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     }
   })
 
-for (const target of targets.filter((t) => t.name !== "mysql" || process.env["BILLING_EXTERNAL_PROPERTY_MYSQL"] !== undefined)) {
+for (
+  const target of targets.filter((t) =>
+    t.name !== "mysql" || process.env["BILLING_EXTERNAL_PROPERTY_MYSQL"] !== undefined
+  )
+) {
   describe(`external conservation on ${target.name}`, () => {
     layer(walletBilling(target), { timeout: 600_000 })((it) => {
-      it.effect("issue 8 #4/#5 property: after recovery, external charges, token, counters and every hold's settlement agree", () =>
-        Effect.gen(function*() {
-          const client = yield* KnexClient.KnexClient
-          const admin = yield* WalletAdmin.WalletAdmin
-          const services = yield* Effect.context<Ledger.Ledger>()
-          yield* Effect.promise(() =>
-            fc.assert(
-              fc.asyncProperty(scenarioArb, (scenario) =>
-                Effect.runPromise(
-                  runScenario(scenario, client, admin).pipe(Effect.provide(services), Effect.provide(TestClock.layer()))
-                )),
-              // No shrinking: runs share the database, and a failed run leaves its holds behind.
-              {
-                numRuns: NUM_RUNS,
-                endOnFailure: true,
-                ...(process.env["FC_SEED"] !== undefined ? { seed: Number(process.env["FC_SEED"]) } : {})
-              }
+      it.effect(
+        "issue 8 #4/#5 property: after recovery, external charges, token, counters and every hold's settlement agree",
+        () =>
+          Effect.gen(function*() {
+            const client = yield* KnexClient.KnexClient
+            const admin = yield* WalletAdmin.WalletAdmin
+            const services = yield* Effect.context<Ledger.Ledger>()
+            yield* Effect.promise(() =>
+              fc.assert(
+                fc.asyncProperty(scenarioArb, (scenario) =>
+                  Effect.runPromise(
+                    runScenario(scenario, client, admin).pipe(
+                      Effect.provide(services),
+                      Effect.provide(TestClock.layer())
+                    )
+                  )),
+                // No shrinking: runs share the database, and a failed run leaves its holds behind.
+                {
+                  numRuns: NUM_RUNS,
+                  endOnFailure: true,
+                  ...(process.env["FC_SEED"] !== undefined ? { seed: Number(process.env["FC_SEED"]) } : {})
+                }
+              )
             )
-          )
-          yield* auditClean
-        }), 600_000)
+            yield* auditClean
+          }),
+        600_000
+      )
     })
   })
 }

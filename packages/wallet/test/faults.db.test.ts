@@ -26,10 +26,10 @@
  * deadlock / serialization failure, at every step inside the transaction).
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Option, Predicate } from "effect"
 import { BillingError, BillingSession } from "@relay-billing/core"
 import { Audit, KnexClient } from "@relay-billing/knex"
 import { Faults } from "@relay-billing/testkit"
+import { Cause, Effect, Exit, Layer, Option, Predicate } from "effect"
 import { Wallet, WalletAdmin } from "../src/index.js"
 import { migratedClient, targets } from "./support.js"
 
@@ -203,7 +203,9 @@ const snapshot = (ids: Ids) =>
       db(client.table("holds")).where({ id: ids.hold }).first("status", "parts"))
     // v2: the hold's parts are the only record of them (the sources keep none); a part's
     // status is the hold's (pending → reserved, expired → refunded).
-    const partStatus = (status: string) => (status === "pending" ? "reserved" : status === "expired" ? "refunded" : status)
+    const partStatus = (
+      status: string
+    ) => (status === "pending" ? "reserved" : status === "expired" ? "refunded" : status)
     const parts = hold
       ? (JSON.parse(String(hold.parts)) as Array<{ sourceId: string; amount: number }>).map((p) => ({
         source_id: p.sourceId,
@@ -214,7 +216,10 @@ const snapshot = (ids: Ids) =>
     const ledger = yield* client.query("test.ledger", (db) =>
       db(client.table("ledger")).where({ hold_id: ids.hold }).select("source_id", "amount"))
     const sum = (source: string) =>
-      (ledger as Array<Record<string, unknown>>).filter((r) => r["source_id"] === source).reduce((s, r) => s + Number(r["amount"]), 0)
+      (ledger as Array<Record<string, unknown>>).filter((r) =>
+        r["source_id"] === source
+      ).reduce((s, r) =>
+        s + Number(r["amount"]), 0)
     const result: Snapshot = {
       balance: account.balance,
       usedQuota: account.usedQuota,
@@ -222,7 +227,9 @@ const snapshot = (ids: Ids) =>
       remain: token.remain,
       used: token.used,
       hold: hold ? String(hold.status) : null,
-      parts: (parts as Array<Record<string, unknown>>).map((p) => `${String(p["source_id"])}:${String(p["status"])}:${Number(p["amount"])}`).sort(),
+      parts: (parts as Array<Record<string, unknown>>).map((p) =>
+        `${String(p["source_id"])}:${String(p["status"])}:${Number(p["amount"])}`
+      ).sort(),
       ledger: { wallet: sum("wallet"), token: sum("token"), rows: ledger.length }
     }
     return result
@@ -363,7 +370,11 @@ for (const target of targets) {
         Effect.gen(function*() {
           const scenario = scenarios[operation]
           const steps = yield* record(operation)
-          assert.isAbove(steps.length, 3, `${operation} should take several steps: ${steps.map((s) => s.op).join(", ")}`)
+          assert.isAbove(
+            steps.length,
+            3,
+            `${operation} should take several steps: ${steps.map((s) => s.op).join(", ")}`
+          )
           if (operation === "open") {
             // The open takes from the token and the wallet, writes the hold and their ledger rows, then commits.
             for (const op of ["journal.insert", "token.take", "wallet.take", "ledger.append", COMMIT]) {
@@ -418,22 +429,30 @@ for (const target of targets) {
                 problems.push(`${where}: succeeded although a non-retryable fault hit its transaction`)
               }
               if (!sameState(state, scenario.after)) {
-                problems.push(`${where}: succeeded but the state is ${JSON.stringify(state)}, expected ${JSON.stringify(scenario.after)}`)
+                problems.push(
+                  `${where}: succeeded but the state is ${JSON.stringify(state)}, expected ${
+                    JSON.stringify(scenario.after)
+                  }`
+                )
               }
             } else {
               const error = typedFailure(exit)
               if (!Predicate.isTagged(error, "StoreError")) {
                 problems.push(`${where}: expected a typed StoreError, got ${render(exit)}`)
               }
-              if (mustSucceed) problems.push(`${where}: a retryable fault inside the transaction was not retried: ${render(exit)}`)
+              if (mustSucceed) {
+                problems.push(`${where}: a retryable fault inside the transaction was not retried: ${render(exit)}`)
+              }
               if (sameState(state, scenario.after)) {
                 if (step.op === COMMIT) ambiguousAtCommit++
-                if (!mayBeComplete) problems.push(`${where}: failed but the operation was applied: ${JSON.stringify(state)}`)
+                if (!mayBeComplete) {
+                  problems.push(`${where}: failed but the operation was applied: ${JSON.stringify(state)}`)
+                }
               } else if (!sameState(state, scenario.before)) {
                 problems.push(
-                  `${where}: left a partial state ${JSON.stringify(state)} (before ${JSON.stringify(scenario.before)}, after ${
-                    JSON.stringify(scenario.after)
-                  })`
+                  `${where}: left a partial state ${JSON.stringify(state)} (before ${
+                    JSON.stringify(scenario.before)
+                  }, after ${JSON.stringify(scenario.after)})`
                 )
               }
             }
@@ -447,7 +466,11 @@ for (const target of targets) {
             } else {
               const final = yield* snapshot(ids)
               if (!sameState(final, converged.value)) {
-                problems.push(`${where}: after the retry the state is ${JSON.stringify(final)}, expected ${JSON.stringify(converged.value)}`)
+                problems.push(
+                  `${where}: after the retry the state is ${JSON.stringify(final)}, expected ${
+                    JSON.stringify(converged.value)
+                  }`
+                )
               }
             }
           }
@@ -462,7 +485,10 @@ for (const target of targets) {
         it.effect(`${operation}: a statement that fails before reaching the database, at each step, changes nothing; a retry converges`, () =>
           Effect.gen(function*() {
             const { absorbedInTransaction, ambiguousAtCommit } = yield* sweep(operation, "before")
-            assert.deepStrictEqual({ absorbedInTransaction, ambiguousAtCommit }, { absorbedInTransaction: 0, ambiguousAtCommit: 0 })
+            assert.deepStrictEqual({ absorbedInTransaction, ambiguousAtCommit }, {
+              absorbedInTransaction: 0,
+              ambiguousAtCommit: 0
+            })
           }))
 
         it.effect(`${operation}: a lost answer after the commit (or after a step outside the transaction) is all or nothing; a retry never double-charges`, () =>
@@ -539,7 +565,10 @@ for (const target of targets) {
           assert.instanceOf(typedFailure(refund.exit), BillingError.StoreError)
           assert.deepStrictEqual(yield* snapshot(ids), refunded)
           const again = yield* billing.refund(ids.hold)
-          assert.deepStrictEqual({ status: again.status, refunded: again.refunded }, { status: "refunded", refunded: 0 })
+          assert.deepStrictEqual({ status: again.status, refunded: again.refunded }, {
+            status: "refunded",
+            refunded: 0
+          })
           assert.deepStrictEqual(yield* snapshot(ids), refunded)
           assert.deepStrictEqual(yield* auditProblems, [])
         }))
@@ -547,7 +576,10 @@ for (const target of targets) {
       it.effect("seeded random faults over many sessions: every operation retried until it succeeds charges exactly once", () =>
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
-          const sessions = Array.from({ length: 8 }, (_, i) => ({ ids: freshIds(`random-${i}`), settle: i % 3 !== 0, actual: 5_000 * (i + 1) }))
+          const sessions = Array.from(
+            { length: 8 },
+            (_, i) => ({ ids: freshIds(`random-${i}`), settle: i % 3 !== 0, actual: 5_000 * (i + 1) })
+          )
           for (const s of sessions) yield* setup(s.ids)
           const faults = new Faults.Faults().random(20_261_128, 0.15)
           let failures = 0
@@ -566,7 +598,9 @@ for (const target of targets) {
             })
           for (const s of sessions) {
             // HoldInFlight: an earlier attempt committed the hold and its answer was lost (§2.7).
-            yield* untilDone(billing.open(openRequest(s.ids)).pipe(Effect.asVoid, Effect.catchTag("HoldInFlight", () => Effect.void)))
+            yield* untilDone(
+              billing.open(openRequest(s.ids)).pipe(Effect.asVoid, Effect.catchTag("HoldInFlight", () => Effect.void))
+            )
             if (s.settle) yield* untilDone(billing.settle(s.ids.hold, s.actual))
             else yield* untilDone(billing.refund(s.ids.hold))
           }

@@ -5,8 +5,8 @@
  * idempotency (§7), #13 `-0` and the safe-integer range (§2.10).
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import { BillingSession, BillingSettler } from "@relay-billing/core"
+import { Cause, Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import { WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -69,12 +69,32 @@ for (const target of targets) {
           const req = { holdId: "i3a-X", accountId: "i3a", tokenId: "i3a-t", estimate: P, preference: "wallet_only" }
           const first = yield* billing.open(req)
           const error = yield* failureOf(billing.open(req))
-          assert.deepStrictEqual([error._tag, error["holdId"], error["code"]], ["HoldInFlight", "i3a-X", "billing_hold_in_flight"])
-          assert.deepStrictEqual(yield* state("i3a", "i3a-t"), { W: W - P, usedQuota: 0, requestCount: 0, R: R - P, TU: P })
+          assert.deepStrictEqual([error._tag, error["holdId"], error["code"]], [
+            "HoldInFlight",
+            "i3a-X",
+            "billing_hold_in_flight"
+          ])
+          assert.deepStrictEqual(yield* state("i3a", "i3a-t"), {
+            W: W - P,
+            usedQuota: 0,
+            requestCount: 0,
+            R: R - P,
+            TU: P
+          })
           yield* first.settle(A)
-          assert.deepStrictEqual(yield* state("i3a", "i3a-t"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
+          assert.deepStrictEqual(yield* state("i3a", "i3a-t"), {
+            W: W - A,
+            usedQuota: A,
+            requestCount: 1,
+            R: R - A,
+            TU: A
+          })
           const resolved = yield* failureOf(billing.open(req))
-          assert.deepStrictEqual([resolved._tag, resolved["status"], resolved["actual"]], ["HoldResolved", "settled", A])
+          assert.deepStrictEqual([resolved._tag, resolved["status"], resolved["actual"]], [
+            "HoldResolved",
+            "settled",
+            A
+          ])
           yield* auditClean
         }))
 
@@ -103,11 +123,23 @@ for (const target of targets) {
           assert.strictEqual(retry._tag, "HoldInFlight")
           assert.isFalse(retryUsed)
           assert.strictEqual(yield* statusOf("i3b-X"), "pending")
-          assert.deepStrictEqual(yield* state("i3b", "i3b-t"), { W: W - P, usedQuota: 0, requestCount: 0, R: R - P, TU: P })
+          assert.deepStrictEqual(yield* state("i3b", "i3b-t"), {
+            W: W - P,
+            usedQuota: 0,
+            requestCount: 0,
+            R: R - P,
+            TU: P
+          })
           yield* Deferred.succeed(release, undefined)
           assert.strictEqual(yield* Fiber.join(running), "first")
           assert.strictEqual(yield* statusOf("i3b-X"), "settled")
-          assert.deepStrictEqual(yield* state("i3b", "i3b-t"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
+          assert.deepStrictEqual(yield* state("i3b", "i3b-t"), {
+            W: W - A,
+            usedQuota: A,
+            requestCount: 1,
+            R: R - A,
+            TU: A
+          })
           yield* auditClean
         }))
 
@@ -121,10 +153,25 @@ for (const target of targets) {
           })
           const wins = results.flatMap((r) => r._tag === "Success" ? [r.success] : [])
           assert.strictEqual(wins.length, 1)
-          assert.deepStrictEqual(results.flatMap((r) => r._tag === "Failure" ? [r.failure._tag] : []), Array(5).fill("HoldInFlight"))
-          assert.deepStrictEqual(yield* state("i3c", "i3c-t"), { W: W - P, usedQuota: 0, requestCount: 0, R: R - P, TU: P })
+          assert.deepStrictEqual(
+            results.flatMap((r) => r._tag === "Failure" ? [r.failure._tag] : []),
+            Array(5).fill("HoldInFlight")
+          )
+          assert.deepStrictEqual(yield* state("i3c", "i3c-t"), {
+            W: W - P,
+            usedQuota: 0,
+            requestCount: 0,
+            R: R - P,
+            TU: P
+          })
           yield* wins[0]!.settle(A)
-          assert.deepStrictEqual(yield* state("i3c", "i3c-t"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
+          assert.deepStrictEqual(yield* state("i3c", "i3c-t"), {
+            W: W - A,
+            usedQuota: A,
+            requestCount: 1,
+            R: R - A,
+            TU: A
+          })
           yield* auditClean
         }))
 
@@ -136,17 +183,37 @@ for (const target of targets) {
             const error = yield* failureOf(
               billing.open({ holdId: `i6-${i}`, accountId: "i6", tokenId: "i6-t", estimate: P, ttlMillis: ttl })
             )
-            assert.deepStrictEqual([error._tag, error["field"], error["value"]], ["InvalidInput", "ttlMillis", String(ttl)])
+            assert.deepStrictEqual([error._tag, error["field"], error["value"]], [
+              "InvalidInput",
+              "ttlMillis",
+              String(ttl)
+            ])
             assert.strictEqual(yield* statusOf(`i6-${i}`), "absent")
           }
           assert.deepStrictEqual(yield* state("i6", "i6-t"), { W, usedQuota: 0, requestCount: 0, R, TU: 0 })
-          const week = yield* billing.open({ holdId: "i6-week", accountId: "i6", tokenId: "i6-t", estimate: P, ttlMillis: 7 * DAY })
+          const week = yield* billing.open({
+            holdId: "i6-week",
+            accountId: "i6",
+            tokenId: "i6-t",
+            estimate: P,
+            ttlMillis: 7 * DAY
+          })
           assert.strictEqual(week.hold.expiresAt - week.hold.createdAt, 7 * DAY)
           yield* week.settle(A)
-          assert.deepStrictEqual(yield* state("i6", "i6-t"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
+          assert.deepStrictEqual(yield* state("i6", "i6-t"), {
+            W: W - A,
+            usedQuota: A,
+            requestCount: 1,
+            R: R - A,
+            TU: A
+          })
           // The engine option is bounded the same way when the engine is built.
           const built = yield* failureOf(BillingSession.BillingSession.make({ holdTtlMillis: MAX }))
-          assert.deepStrictEqual([built._tag, built["field"], built["value"]], ["InvalidInput", "holdTtlMillis", String(MAX)])
+          assert.deepStrictEqual([built._tag, built["field"], built["value"]], [
+            "InvalidInput",
+            "holdTtlMillis",
+            String(MAX)
+          ])
           yield* auditClean
         }))
 
@@ -168,13 +235,27 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* state("i8a", "i8a-t"), { W, usedQuota: 0, requestCount: 0, R, TU: 0 })
           assert.deepStrictEqual(yield* state("i8b"), { W, usedQuota: 0, requestCount: 0 })
           // The post-consume path too, and the owner can still use the id.
-          const charged = yield* failureOf(billing.charge({ holdId: "i8-X", accountId: "i8b", tokenId: "i8a-t", estimate: 0 }, A))
+          const charged = yield* failureOf(
+            billing.charge({ holdId: "i8-X", accountId: "i8b", tokenId: "i8a-t", estimate: 0 }, A)
+          )
           assert.strictEqual(charged._tag, "TokenNotFound")
           yield* Effect.flatMap(
-            billing.open({ holdId: "i8-X", accountId: "i8a", tokenId: "i8a-t", estimate: P, preference: "wallet_only" }),
+            billing.open({
+              holdId: "i8-X",
+              accountId: "i8a",
+              tokenId: "i8a-t",
+              estimate: P,
+              preference: "wallet_only"
+            }),
             (s) => s.settle(A)
           )
-          assert.deepStrictEqual(yield* state("i8a", "i8a-t"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
+          assert.deepStrictEqual(yield* state("i8a", "i8a-t"), {
+            W: W - A,
+            usedQuota: A,
+            requestCount: 1,
+            R: R - A,
+            TU: A
+          })
           assert.deepStrictEqual(yield* state("i8b"), { W, usedQuota: 0, requestCount: 0 })
           yield* auditClean
         }))
@@ -193,7 +274,13 @@ for (const target of targets) {
             "45000"
           ])
           assert.deepStrictEqual(yield* billing.charge(req, A), first)
-          assert.deepStrictEqual(yield* state("i11", "i11-t"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
+          assert.deepStrictEqual(yield* state("i11", "i11-t"), {
+            W: W - A,
+            usedQuota: A,
+            requestCount: 1,
+            R: R - A,
+            TU: A
+          })
           // Concurrent charges of a new id with two amounts: one charge, the rest replay or conflict.
           const amounts = [5_000, 7_000, 5_000, 7_000, 5_000, 7_000]
           const results = yield* Effect.all(
@@ -205,10 +292,17 @@ for (const target of targets) {
           assert.include([5_000, 7_000], paid)
           assert.strictEqual(after.requestCount, 2)
           results.forEach((r, i) => {
-            if (amounts[i] === paid) assert.strictEqual(r._tag === "Success" ? r.success.actual as number : r.failure._tag, paid)
-            else assert.strictEqual(r._tag === "Failure" ? r.failure._tag : "Success", "IdempotencyConflict")
+            if (amounts[i] === paid) {
+              assert.strictEqual(r._tag === "Success" ? r.success.actual as number : r.failure._tag, paid)
+            } else assert.strictEqual(r._tag === "Failure" ? r.failure._tag : "Success", "IdempotencyConflict")
           })
-          assert.deepStrictEqual(after, { W: W - A - paid, usedQuota: A + paid, requestCount: 2, R: R - A - paid, TU: A + paid })
+          assert.deepStrictEqual(after, {
+            W: W - A - paid,
+            usedQuota: A + paid,
+            requestCount: 2,
+            R: R - A - paid,
+            TU: A + paid
+          })
           yield* auditClean
         }))
 
@@ -216,7 +310,13 @@ for (const target of targets) {
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
           yield* account("i13z", W, { remain: R })
-          const s = yield* billing.open({ holdId: "i13z-X", accountId: "i13z", tokenId: "i13z-t", estimate: -0, preference: "wallet_only" })
+          const s = yield* billing.open({
+            holdId: "i13z-X",
+            accountId: "i13z",
+            tokenId: "i13z-t",
+            estimate: -0,
+            preference: "wallet_only"
+          })
           assert.isTrue(Object.is(s.hold.estimate, 0))
           const settlement = yield* s.settle(-0)
           assert.isTrue(Object.is(settlement.actual, 0))
@@ -239,7 +339,14 @@ for (const target of targets) {
           const before = yield* state("i13")
           assert.deepStrictEqual(before, { W: W - P - MAX, usedQuota: MAX, requestCount: 1 })
           const error = yield* failureOf(h2.settle(MAX))
-          assert.deepStrictEqual([error._tag, error["code"], error["field"], error["subjectId"], error["current"], error["change"]], [
+          assert.deepStrictEqual([
+            error._tag,
+            error["code"],
+            error["field"],
+            error["subjectId"],
+            error["current"],
+            error["change"]
+          ], [
             "QuotaOutOfRange",
             "billing_quota_out_of_range",
             "wallet.balance",
@@ -261,13 +368,31 @@ for (const target of targets) {
           const admin = yield* WalletAdmin.WalletAdmin
           // usedQuota: the wallet is topped up between the two charges, so only the counter overflows.
           yield* account("i13u", MAX)
-          const u1 = yield* billing.open({ holdId: "i13u-1", accountId: "i13u", estimate: 1, playground: true, preference: "wallet_only" })
+          const u1 = yield* billing.open({
+            holdId: "i13u-1",
+            accountId: "i13u",
+            estimate: 1,
+            playground: true,
+            preference: "wallet_only"
+          })
           yield* u1.settle(MAX)
           yield* admin.topUp({ accountId: "i13u", amount: MAX, key: "i13u-again" })
-          const u2 = yield* billing.open({ holdId: "i13u-2", accountId: "i13u", estimate: 1, playground: true, preference: "wallet_only" })
+          const u2 = yield* billing.open({
+            holdId: "i13u-2",
+            accountId: "i13u",
+            estimate: 1,
+            playground: true,
+            preference: "wallet_only"
+          })
           const uBefore = yield* state("i13u")
           const counter = yield* failureOf(u2.settle(2))
-          assert.deepStrictEqual([counter._tag, counter["field"], counter["subjectId"], counter["current"], counter["change"]], [
+          assert.deepStrictEqual([
+            counter._tag,
+            counter["field"],
+            counter["subjectId"],
+            counter["current"],
+            counter["change"]
+          ], [
             "QuotaOutOfRange",
             "account.usedQuota",
             "i13u",
@@ -279,10 +404,22 @@ for (const target of targets) {
 
           // token used: an unlimited token's counters move at settlement.
           yield* account("i13k", MAX, { unlimited: true })
-          const k1 = yield* billing.open({ holdId: "i13k-1", accountId: "i13k", tokenId: "i13k-t", estimate: 1, preference: "wallet_only" })
+          const k1 = yield* billing.open({
+            holdId: "i13k-1",
+            accountId: "i13k",
+            tokenId: "i13k-t",
+            estimate: 1,
+            preference: "wallet_only"
+          })
           yield* k1.settle(MAX)
           yield* admin.topUp({ accountId: "i13k", amount: MAX, key: "i13k-again" })
-          const k2 = yield* billing.open({ holdId: "i13k-2", accountId: "i13k", tokenId: "i13k-t", estimate: 1, preference: "wallet_only" })
+          const k2 = yield* billing.open({
+            holdId: "i13k-2",
+            accountId: "i13k",
+            tokenId: "i13k-t",
+            estimate: 1,
+            preference: "wallet_only"
+          })
           const kBefore = yield* state("i13k", "i13k-t")
           const token = yield* failureOf(k2.settle(2))
           assert.strictEqual(token._tag, "QuotaOutOfRange")

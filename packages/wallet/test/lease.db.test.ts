@@ -6,10 +6,10 @@
  * late (`late_settle` rows), exactly once, and the audit proves it.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Option, Queue } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession, BillingSettler, Ledger } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Queue } from "effect"
+import { TestClock } from "effect/testing"
 import { WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -42,14 +42,17 @@ const state = (id: string) =>
   })
 
 const open = (id: string, holdId: string) =>
-  Effect.flatMap(BillingSession.BillingSession, (b) =>
-    b.open({ holdId, accountId: id, tokenId: `${id}-t`, estimate: P, preference: "wallet_only" }))
+  Effect.flatMap(
+    BillingSession.BillingSession,
+    (b) => b.open({ holdId, accountId: id, tokenId: `${id}-t`, estimate: P, preference: "wallet_only" })
+  )
 
 /** The stored `expires_at` of a hold, read straight from the table. */
 const storedExpiry = (holdId: string) =>
   Effect.gen(function*() {
     const client = yield* KnexClient.KnexClient
-    const row = yield* client.query("test.expiry", (db) => db(client.table("holds")).where({ id: holdId }).first("expires_at"))
+    const row = yield* client.query("test.expiry", (db) =>
+      db(client.table("holds")).where({ id: holdId }).first("expires_at"))
     return Number((row as Record<string, unknown>)["expires_at"])
   })
 
@@ -60,7 +63,7 @@ for (const target of targets) {
         Effect.gen(function*() {
           const billing = yield* BillingSession.BillingSession
           yield* account("l1")
-          const start = (yield* Effect.clockWith((c) => c.currentTimeMillis))
+          const start = yield* Effect.clockWith((c) => c.currentTimeMillis)
           const session = yield* open("l1", "l1-h")
           yield* TestClock.adjust("10 seconds")
           const lease = yield* session.lease.renew
@@ -93,10 +96,12 @@ for (const target of targets) {
           const passes = yield* Queue.unbounded<number>()
           const renewals = yield* Queue.unbounded<number>()
           const reaper = yield* Effect.forkChild(
-            Effect.forever(Effect.sleep("5 seconds").pipe(
-              Effect.andThen(billing.reapExpired()),
-              Effect.tap((r) => Queue.offer(passes, r.expired))
-            ))
+            Effect.forever(
+              Effect.sleep("5 seconds").pipe(
+                Effect.andThen(billing.reapExpired()),
+                Effect.tap((r) => Queue.offer(passes, r.expired))
+              )
+            )
           )
           const started = yield* Deferred.make<void>()
           const signalled = Effect.map(open("l2", "l2-h"), (s): BillingSettler.BillingSettler => ({
@@ -137,7 +142,11 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* state("l3"), { W, usedQuota: 0, requestCount: 0, R, TU: 0 })
           const late = yield* session.settle(A)
           assert.strictEqual(late.late, true)
-          assert.deepStrictEqual(late.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["wallet", A, 0], ["token", A, 0]])
+          assert.deepStrictEqual(late.parts.map((p) => [p.sourceId, p.charged, p.unbilled]), [["wallet", A, 0], [
+            "token",
+            A,
+            0
+          ]])
           const after = { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A }
           assert.deepStrictEqual(yield* state("l3"), after)
           const rows = (yield* ledger.entries({ holdId: "l3-h" })).filter((e) => e.kind === "late_settle")
@@ -166,7 +175,9 @@ for (const target of targets) {
           yield* open("l4", "l4-h")
           yield* TestClock.adjust("16 seconds")
           yield* billing.reapExpired()
-          const results = yield* Effect.all(Array.from({ length: 4 }, () => billing.settle("l4-h", A)), { concurrency: "unbounded" })
+          const results = yield* Effect.all(Array.from({ length: 4 }, () => billing.settle("l4-h", A)), {
+            concurrency: "unbounded"
+          })
           for (const r of results) assert.deepStrictEqual(r, results[0])
           assert.deepStrictEqual(yield* state("l4"), { W: W - A, usedQuota: A, requestCount: 1, R: R - A, TU: A })
           yield* auditClean

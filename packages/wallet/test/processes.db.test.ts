@@ -18,13 +18,13 @@
  * options as JSON in argv.
  */
 import { afterAll, assert, describe, it } from "@effect/vitest"
+import { BillingSession } from "@relay-billing/core"
+import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
+import { Duration, Effect, Layer, Semaphore } from "effect"
+import type { Scope } from "effect"
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { Duration, Effect, Layer, Semaphore } from "effect"
-import type { Scope } from "effect"
-import { BillingSession } from "@relay-billing/core"
-import { Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 // The built package, as the workers load it: parent and children must run the same code
 // (and the same migrations) even while src is being edited.
 import { Wallet, WalletAdmin } from "@relay-billing/wallet"
@@ -130,12 +130,22 @@ const startWorker = (name: string, config: Record<string, unknown>): Worker => {
           resolve(found)
         } else if (ended) {
           cleanup()
-          reject(new Error(`worker ${name} exited without the expected line; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`))
+          reject(
+            new Error(
+              `worker ${name} exited without the expected line; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`
+            )
+          )
         }
       }
       const timer = setTimeout(() => {
         cleanup()
-        reject(new Error(`worker ${name}: no expected line after ${timeoutMs} ms; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`))
+        reject(
+          new Error(
+            `worker ${name}: no expected line after ${timeoutMs} ms; stdout: ${
+              JSON.stringify(lines)
+            }; stderr: ${stderr}`
+          )
+        )
       }, timeoutMs)
       const cleanup = () => {
         clearTimeout(timer)
@@ -171,7 +181,9 @@ const result = (w: Worker, timeoutMs = 90_000) =>
     const exit = await w.exited
     if (line.error !== undefined || exit.code !== 0) {
       throw new Error(
-        `worker ${w.name} failed (exit ${exit.code}, signal ${exit.signal}): ${JSON.stringify(line.error ?? line)}\n${w.stderr()}`
+        `worker ${w.name} failed (exit ${exit.code}, signal ${exit.signal}): ${
+          JSON.stringify(line.error ?? line)
+        }\n${w.stderr()}`
       )
     }
     return line
@@ -207,8 +219,10 @@ const database = (target: TestDatabase.Target): Effect.Effect<Db, unknown, Scope
 const withClient = <A, E>(client: KnexClient.Client, effect: Effect.Effect<A, E, KnexClient.KnexClient>) =>
   Effect.provideService(effect, KnexClient.KnexClient, client)
 
-const rows = <T = Record<string, unknown>>(client: KnexClient.Client, f: (k: KnexClient.Client["knex"]) => PromiseLike<unknown>) =>
-  Effect.promise(() => Promise.resolve(f(client.knex)) as Promise<Array<T>>)
+const rows = <T = Record<string, unknown>>(
+  client: KnexClient.Client,
+  f: (k: KnexClient.Client["knex"]) => PromiseLike<unknown>
+) => Effect.promise(() => Promise.resolve(f(client.knex)) as Promise<Array<T>>)
 
 interface LedgerRow {
   readonly seq: number
@@ -240,7 +254,9 @@ interface HoldRow {
   readonly status: string
   readonly reserved: number
   readonly expiresAt: number
-  readonly parts: ReadonlyArray<{ readonly kind: string; readonly sourceId: string; readonly subjectId: string; readonly amount: number }>
+  readonly parts: ReadonlyArray<
+    { readonly kind: string; readonly sourceId: string; readonly subjectId: string; readonly amount: number }
+  >
 }
 
 const holds = (client: KnexClient.Client) =>
@@ -259,14 +275,22 @@ const holds = (client: KnexClient.Client) =>
 const partRecords = (client: KnexClient.Client) =>
   Effect.map(
     rows(client, (k) => k(client.table("hold_parts")).select("*")),
-    (rs) => rs.map((r) => ({ holdId: String(r["hold_id"]), sourceId: String(r["source_id"]), status: String(r["status"]), amount: Number(r["amount"]) }))
+    (rs) =>
+      rs.map((r) => ({
+        holdId: String(r["hold_id"]),
+        sourceId: String(r["source_id"]),
+        status: String(r["status"]),
+        amount: Number(r["amount"])
+      }))
   )
 
 /** Wallet balances and token budgets, by id. */
 const balances = (client: KnexClient.Client) =>
   Effect.gen(function*() {
-    const accounts = yield* rows(client, (k) => k(client.table("accounts")).select("id", "balance", "used_quota", "request_count"))
-    const tokens = yield* rows(client, (k) => k(client.table("tokens")).select("id", "remain", "used"))
+    const accounts = yield* rows(client, (k) =>
+      k(client.table("accounts")).select("id", "balance", "used_quota", "request_count"))
+    const tokens = yield* rows(client, (k) =>
+      k(client.table("tokens")).select("id", "remain", "used"))
     const out: Record<string, number> = {}
     for (const a of accounts) {
       out[`account:${String(a["id"])}`] = Number(a["balance"])
@@ -372,7 +396,11 @@ const crash = (db: Db) =>
     yield* Effect.promise(() => victim.line((l) => l.cmd === "loop" && Number(l["opened"]) >= LOOP_HOLDS))
     victim.child.kill("SIGKILL")
     const exit = yield* Effect.promise(() => victim.exited)
-    assert.strictEqual(exit.signal, "SIGKILL", `the victim exited by itself: ${JSON.stringify(exit)} ${victim.stderr()}`)
+    assert.strictEqual(
+      exit.signal,
+      "SIGKILL",
+      `the victim exited by itself: ${JSON.stringify(exit)} ${victim.stderr()}`
+    )
 
     // The reservations survived the crash: nothing is settled, everything is still held.
     const left = yield* holds(client)
@@ -407,7 +435,11 @@ const assertRecovered = (db: Db, crashed: Crash) =>
 
     const entries = yield* ledger(client)
     const holdIds = new Set(after.map((h) => h.id))
-    assert.deepStrictEqual(entries.filter((e) => e.holdId !== null && !holdIds.has(e.holdId)), [], "ledger rows of unknown holds")
+    assert.deepStrictEqual(
+      entries.filter((e) => e.holdId !== null && !holdIds.has(e.holdId)),
+      [],
+      "ledger rows of unknown holds"
+    )
     // Per reserved part: exactly one reserve row (−amount) and exactly one expire row (+amount).
     const expected: Record<string, number> = {}
     const actual: Record<string, number> = {}
@@ -427,7 +459,11 @@ const assertRecovered = (db: Db, crashed: Crash) =>
     const expireRows = entries.filter((e) => e.kind === "expire").length
     const reservedParts = after.reduce((n, h) => n + h.parts.filter((p) => p.amount > 0).length, 0)
     assert.strictEqual(expireRows, reservedParts, "one expire row per reserved part")
-    assert.strictEqual(entries.length, crashed.ledgerRowsBefore + 2 * reservedParts, "ledger rows: set-up + one reserve and one expire per part")
+    assert.strictEqual(
+      entries.length,
+      crashed.ledgerRowsBefore + 2 * reservedParts,
+      "ledger rows: set-up + one reserve and one expire per part"
+    )
     yield* auditClean(client)
     return entries.length
   })
@@ -451,16 +487,18 @@ const contention = (target: TestDatabase.Target) =>
 
     const workers: Array<Worker> = []
     for (let n = 0; n < PROCESSES; n++) {
-      workers.push(yield* worker(`open-${n}`, {
-        cmd: "open",
-        ...db.connection,
-        barrier: true,
-        idPrefix: `w${n}`,
-        count: PER_PROCESS,
-        accountId: "shared",
-        tokenId: "shared-t",
-        estimate: P
-      }))
+      workers.push(
+        yield* worker(`open-${n}`, {
+          cmd: "open",
+          ...db.connection,
+          barrier: true,
+          idPrefix: `w${n}`,
+          count: PER_PROCESS,
+          accountId: "shared",
+          tokenId: "shared-t",
+          estimate: P
+        })
+      )
     }
     yield* releaseTogether(workers)
     const results = yield* Effect.all(workers.map((w) => result(w)))
@@ -508,18 +546,33 @@ const settles = (target: TestDatabase.Target) =>
     const before = yield* balances(client)
     // Four processes, already started, settle PER_SETTLER holds each at the same moment; the
     // parent opens the holds meanwhile.
-    const plan = Array.from({ length: PROCESSES * PER_SETTLER }, (_, i) => ({ holdId: `s-${i}`, actual: i % 2 === 0 ? 4_000 + i : 13_000 + i }))
+    const plan = Array.from(
+      { length: PROCESSES * PER_SETTLER },
+      (_, i) => ({ holdId: `s-${i}`, actual: i % 2 === 0 ? 4_000 + i : 13_000 + i })
+    )
     const settlers: Array<Worker> = []
     for (let n = 0; n < PROCESSES; n++) {
-      settlers.push(yield* worker(`settle-${n}`, {
-        cmd: "settle", ...db.connection, barrier: true, holds: plan.filter((_, i) => i % PROCESSES === n)
-      }))
+      settlers.push(
+        yield* worker(`settle-${n}`, {
+          cmd: "settle",
+          ...db.connection,
+          barrier: true,
+          holds: plan.filter((_, i) => i % PROCESSES === n)
+        })
+      )
     }
-    yield* inParent(client, Effect.gen(function*() {
-      const billing = yield* BillingSession.BillingSession
-      yield* Effect.forEach(plan, (p) =>
-        billing.open({ holdId: p.holdId, accountId: "s", tokenId: "s-t", estimate: P, preference: "wallet_only" }), { concurrency: 8 })
-    }))
+    yield* inParent(
+      client,
+      Effect.gen(function*() {
+        const billing = yield* BillingSession.BillingSession
+        yield* Effect.forEach(
+          plan,
+          (p) =>
+            billing.open({ holdId: p.holdId, accountId: "s", tokenId: "s-t", estimate: P, preference: "wallet_only" }),
+          { concurrency: 8 }
+        )
+      })
+    )
     assert.strictEqual((yield* balances(client))["account:s"], before["account:s"]! - plan.length * P)
     yield* releaseTogether(settlers)
     const results = yield* Effect.all(settlers.map((w) => result(w)))
@@ -608,7 +661,9 @@ const migrations = (target: TestDatabase.Target) =>
   Effect.gen(function*() {
     const db = yield* emptyDatabase(target)
     const migrators: Array<Worker> = []
-    for (let n = 0; n < 4; n++) migrators.push(yield* worker(`migrate-${n}`, { cmd: "migrate", ...db.connection, barrier: true }))
+    for (let n = 0; n < 4; n++) {
+      migrators.push(yield* worker(`migrate-${n}`, { cmd: "migrate", ...db.connection, barrier: true }))
+    }
     yield* releaseTogether(migrators)
     // Wait for every process (no fail-fast), then read what the database holds, so that
     // a failure reports the state of the migrations and lock tables it left behind.
@@ -633,7 +688,10 @@ const migrations = (target: TestDatabase.Target) =>
         )
       )
     for (const set of Wallet.allMigrations.map((m) => m.name)) {
-      state[client.table(`${set}_migrations`)] = yield* read(client.table(`${set}_migrations`), (r) => String(r["name"]))
+      state[client.table(`${set}_migrations`)] = yield* read(
+        client.table(`${set}_migrations`),
+        (r) => String(r["name"])
+      )
       state[client.table(`${set}_migrations_lock`)] = yield* read(
         client.table(`${set}_migrations_lock`),
         (r) => ({ index: Number(r["index"]), is_locked: Number(r["is_locked"]) })
@@ -662,18 +720,26 @@ const migrations = (target: TestDatabase.Target) =>
     const a = admin(client)
     yield* a.createAccount({ id: "m", balance: 100_000 })
     yield* a.createToken({ id: "m-t", accountId: "m", remain: 100_000 })
-    const settlement = yield* inParent(client, Effect.gen(function*() {
-      const billing = yield* BillingSession.BillingSession
-      const session = yield* billing.open({ holdId: "m-h", accountId: "m", tokenId: "m-t", estimate: 30_000, preference: "wallet_only" })
-      return yield* session.settle(12_000)
-    }))
+    const settlement = yield* inParent(
+      client,
+      Effect.gen(function*() {
+        const billing = yield* BillingSession.BillingSession
+        const session = yield* billing.open({
+          holdId: "m-h",
+          accountId: "m",
+          tokenId: "m-t",
+          estimate: 30_000,
+          preference: "wallet_only"
+        })
+        return yield* session.settle(12_000)
+      })
+    )
     assert.strictEqual(settlement.actual, 12_000)
     const now = yield* balances(client)
     assert.strictEqual(now["account:m"], 88_000)
     assert.strictEqual(now["token:m-t"], 88_000)
     yield* auditClean(client)
   })
-
 
 // ------------------------------------------------------------------ tests
 
@@ -702,10 +768,23 @@ const limited = (title: string, scenario: Effect.Effect<unknown, unknown, Scope.
     )
   )
 
-const scenarios: ReadonlyArray<readonly [string, (target: TestDatabase.Target) => Effect.Effect<unknown, unknown, Scope.Scope>]> = [
-  [`${PROCESSES} processes × ${PER_PROCESS} concurrent opens on a wallet that affords ${AFFORDABLE}: exactly ${AFFORDABLE} succeed, never below zero (case 16)`, contention],
-  [`${PROCESSES} processes settle ${PROCESSES * PER_SETTLER} holds of one account at the same moment: every settle succeeds once`, settles],
-  ["a process killed after opening: after expiry one recovery pass restores everything, a second changes nothing (case 15)", crashRecovery],
+const scenarios: ReadonlyArray<
+  readonly [string, (target: TestDatabase.Target) => Effect.Effect<unknown, unknown, Scope.Scope>]
+> = [
+  [
+    `${PROCESSES} processes × ${PER_PROCESS} concurrent opens on a wallet that affords ${AFFORDABLE}: exactly ${AFFORDABLE} succeed, never below zero (case 16)`,
+    contention
+  ],
+  [
+    `${PROCESSES} processes settle ${
+      PROCESSES * PER_SETTLER
+    } holds of one account at the same moment: every settle succeeds once`,
+    settles
+  ],
+  [
+    "a process killed after opening: after expiry one recovery pass restores everything, a second changes nothing (case 15)",
+    crashRecovery
+  ],
   ["3 processes reap the same crash at the same moment: every hold expires exactly once (§6)", concurrentReapers],
   ["4 processes migrate one fresh database at the same moment: all succeed, each migration applied once", migrations]
 ]

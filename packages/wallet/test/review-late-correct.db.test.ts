@@ -7,9 +7,9 @@
  * able to give part of it back, exactly once, with the audit clean.
  */
 import { assert, describe, layer } from "@effect/vitest"
+import { BillingSession, Ledger } from "@relay-billing/core"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { BillingSession, Ledger } from "@relay-billing/core"
 import { WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 

@@ -5,10 +5,10 @@
  * after an external charge. The journal, token and counters are in the database.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
-import { TestClock } from "effect/testing"
 import { BillingSession } from "@relay-billing/core"
 import { Faults, InMemoryStore } from "@relay-billing/testkit"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
 import { WalletAdmin } from "../src/index.js"
 import { credits, dbState, engineWith, failureOf, R, setup, W } from "./external-support.js"
 import { auditClean, targets, walletBilling } from "./support.js"
@@ -104,7 +104,10 @@ for (const target of targets) {
           assert.strictEqual(busy._tag, "StoreError")
           assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ ri: 10_000 }, { ri: 0 }])
           const correction = yield* engine.correct({ holdId: "ri-h", correctionId: "c1", amount: 10_000 })
-          assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], ["token", 10_000]])
+          assert.deepStrictEqual(correction.parts.map((p) => [p.sourceId, p.amount]), [["credits-a", 10_000], [
+            "token",
+            10_000
+          ]])
           yield* engine.reapExpired()
           assert.deepStrictEqual([extA.snapshot().wallets, extB.snapshot().wallets], [{ ri: 20_000 }, { ri: 30_000 }])
           assert.deepStrictEqual(yield* dbState("ri"), { usedQuota: 0, requestCount: 1, R, TU: 0 })

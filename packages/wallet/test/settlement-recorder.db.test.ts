@@ -7,9 +7,9 @@
  * when the engine is built.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
 import { BillingError, BillingSession, BillingSettler, SettlementRecorder } from "@relay-billing/core"
 import { KnexClient, Migrations } from "@relay-billing/knex"
+import { Effect, Exit, Layer } from "effect"
 import type { Knex } from "knex"
 import { Wallet, WalletAdmin } from "../src/index.js"
 import { migratedClient, targets } from "./support.js"

@@ -5,9 +5,9 @@
  * typed with nothing written, and keeps no hold ids.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit } from "effect"
 import type { Source } from "@relay-billing/core"
 import { KnexClient, KnexSqlStore } from "@relay-billing/knex"
+import { Effect, Exit } from "effect"
 import fc from "fast-check"
 import { TokenBudget, WalletAdmin, WalletSource } from "../src/index.js"
 import { migratedClient, targets } from "./support.js"
@@ -63,8 +63,10 @@ const account = (id: string, amount: number) =>
     yield* admin.createAccount({ id, balance: amount })
   })
 
-const take = (source: Source.Source, req: Omit<Source.TakeRequest, "sql" | "holdId" | "subjectId"> & { subjectId?: string }) =>
-  inTransaction((sql) => source.take({ holdId: "h", subjectId: req.accountId, ...req, sql }))
+const take = (
+  source: Source.Source,
+  req: Omit<Source.TakeRequest, "sql" | "holdId" | "subjectId"> & { subjectId?: string }
+) => inTransaction((sql) => source.take({ holdId: "h", subjectId: req.accountId, ...req, sql }))
 
 const move = (source: Source.Source, req: Omit<Source.MoveRequest, "sql" | "holdId">) =>
   inTransaction((sql) => source.move({ holdId: "h", ...req, sql }))
@@ -110,7 +112,10 @@ for (const target of targets) {
           assert.strictEqual(yield* balance("w1"), 700)
           // A balance ≤ 0 is always insufficient (§2.3), even for 0.
           yield* setBalance("w1", 0)
-          assert.strictEqual(tagOf((yield* take(wallet, { accountId: "w1", amount: q(0), mode: "exact" })).result), "InsufficientFunds")
+          assert.strictEqual(
+            tagOf((yield* take(wallet, { accountId: "w1", amount: q(0), mode: "exact" })).result),
+            "InsufficientFunds"
+          )
           // Another account's wallet, or no account: nothing available.
           const other = yield* take(wallet, { accountId: "w1", subjectId: "w2", amount: q(1), mode: "exact" })
           assert.deepStrictEqual([tagOf(other.result), errorOf(other.result)["available"]], ["InsufficientFunds", 0])
@@ -142,7 +147,10 @@ for (const target of targets) {
           assert.strictEqual(taken.statements, one)
           yield* setBalance("w4", MIN + 10)
           const refused = yield* take(wallet, { accountId: "w4", amount: q(11), mode: "unconditional" })
-          assert.deepStrictEqual([tagOf(refused.result), errorOf(refused.result)["field"]], ["QuotaOutOfRange", "wallet.balance"])
+          assert.deepStrictEqual([tagOf(refused.result), errorOf(refused.result)["field"]], [
+            "QuotaOutOfRange",
+            "wallet.balance"
+          ])
           assert.strictEqual(yield* balance("w4"), MIN + 10)
         }))
 
@@ -162,7 +170,10 @@ for (const target of targets) {
           )
           yield* setBalance("w5", MAX - 5)
           const over = yield* move(wallet, { accountId: "w5", subjectId: "w5", delta: 10, kind: "correction" })
-          assert.deepStrictEqual([tagOf(over.result), errorOf(over.result)["field"]], ["QuotaOutOfRange", "wallet.balance"])
+          assert.deepStrictEqual([tagOf(over.result), errorOf(over.result)["field"]], [
+            "QuotaOutOfRange",
+            "wallet.balance"
+          ])
           assert.strictEqual(yield* balance("w5"), MAX - 5)
           // No such account: nothing moved.
           assert.deepStrictEqual(
@@ -218,7 +229,14 @@ for (const target of targets) {
           const client = yield* KnexClient.KnexClient
           const sql = KnexSqlStore.make(client)
           const exit = yield* Effect.exit(client.transaction(Effect.gen(function*() {
-            const t = yield* wallet.take({ sql, holdId: "h", accountId: "w7", subjectId: "w7", amount: q(600), mode: "exact" })
+            const t = yield* wallet.take({
+              sql,
+              holdId: "h",
+              accountId: "w7",
+              subjectId: "w7",
+              amount: q(600),
+              mode: "exact"
+            })
             assert.strictEqual(t.balanceAfter, 400)
             return yield* Effect.fail("later step failed" as const)
           })))
@@ -230,40 +248,60 @@ for (const target of targets) {
       it.effect("property: the balance column is always the opening balance plus every answer", () =>
         Effect.gen(function*() {
           const op = fc.oneof(
-            fc.record({ t: fc.constant("take" as const), amount: fc.integer({ min: 0, max: 2_000 }), mode: fc.constantFrom("exact", "upTo", "unconditional") as fc.Arbitrary<Source.TakeMode> }),
-            fc.record({ t: fc.constant("move" as const), delta: fc.integer({ min: -2_000, max: 2_000 }), floor: fc.boolean() })
+            fc.record({
+              t: fc.constant("take" as const),
+              amount: fc.integer({ min: 0, max: 2_000 }),
+              mode: fc.constantFrom("exact", "upTo", "unconditional") as fc.Arbitrary<Source.TakeMode>
+            }),
+            fc.record({
+              t: fc.constant("move" as const),
+              delta: fc.integer({ min: -2_000, max: 2_000 }),
+              floor: fc.boolean()
+            })
           )
           let run = 0
           const context = yield* Effect.context<KnexClient.KnexClient>()
           yield* Effect.promise(() =>
             fc.assert(
               fc.asyncProperty(fc.integer({ min: -500, max: 3_000 }), fc.array(op, { maxLength: 12 }), (opening, ops) =>
-                Effect.runPromise(Effect.gen(function*() {
-                  const id = `wp-${run++}`
-                  yield* account(id, 0)
-                  yield* setBalance(id, opening)
-                  let expected = opening
-                  for (const o of ops) {
-                    if (o.t === "take") {
-                      const r = (yield* take(wallet, { accountId: id, amount: q(o.amount), mode: o.mode })).result
-                      if (Exit.isSuccess(r)) {
-                        expected -= r.value.amount
-                        assert.strictEqual(r.value.balanceAfter, expected)
-                        if (o.mode === "exact") assert.isAtLeast(expected, 0)
-                        if (o.mode === "upTo") assert.isTrue(r.value.amount > 0 && r.value.amount <= o.amount)
+                Effect.runPromise(
+                  Effect.gen(function*() {
+                    const id = `wp-${run++}`
+                    yield* account(id, 0)
+                    yield* setBalance(id, opening)
+                    let expected = opening
+                    for (const o of ops) {
+                      if (o.t === "take") {
+                        const r = (yield* take(wallet, { accountId: id, amount: q(o.amount), mode: o.mode })).result
+                        if (Exit.isSuccess(r)) {
+                          expected -= r.value.amount
+                          assert.strictEqual(r.value.balanceAfter, expected)
+                          if (o.mode === "exact") {
+                            assert.isAtLeast(expected, 0)
+                          }
+                          if (o.mode === "upTo") {
+                            assert.isTrue(r.value.amount > 0 && r.value.amount <= o.amount)
+                          }
+                        } else {
+                          assert.strictEqual(tagOf(r), "InsufficientFunds")
+                        }
                       } else {
-                        assert.strictEqual(tagOf(r), "InsufficientFunds")
+                        const r = ok(
+                          (yield* move(o.floor ? floored : wallet, {
+                            accountId: id,
+                            subjectId: id,
+                            delta: o.delta,
+                            kind: "settle"
+                          })).result
+                        )
+                        assert.isAtMost(Math.abs(r.moved), Math.abs(o.delta))
+                        expected += r.moved
+                        assert.strictEqual(r.balanceAfter, expected)
                       }
-                    } else {
-                      const r = ok((yield* move(o.floor ? floored : wallet, { accountId: id, subjectId: id, delta: o.delta, kind: "settle" })).result)
-                      assert.isAtMost(Math.abs(r.moved), Math.abs(o.delta))
-                      expected += r.moved
-                      assert.strictEqual(r.balanceAfter, expected)
+                      assert.strictEqual(yield* balance(id), expected)
                     }
-                    assert.strictEqual(yield* balance(id), expected)
-                  }
-                }).pipe(Effect.provideContext(context)))
-              ),
+                  }).pipe(Effect.provideContext(context))
+                )),
               { numRuns: 25, seed: 4242 }
             )
           )
@@ -278,7 +316,9 @@ for (const target of targets) {
       const tokenFor = (accountId: string, id: string, remain: number, unlimited = false) =>
         Effect.gen(function*() {
           const admin = WalletAdmin.make(yield* KnexClient.KnexClient)
-          yield* admin.createAccount({ id: accountId, balance: 0 }).pipe(Effect.catchTag("AccountExists", () => Effect.void))
+          yield* admin.createAccount({ id: accountId, balance: 0 }).pipe(
+            Effect.catchTag("AccountExists", () => Effect.void)
+          )
           yield* admin.createToken({ id, accountId, remain, unlimited })
         })
 
@@ -297,7 +337,9 @@ for (const target of targets) {
           assert.deepStrictEqual(yield* token("t1"), [600, 400])
           // Post-consume: no remain condition.
           assert.deepStrictEqual(
-            ok((yield* take(budget, { accountId: "ta", subjectId: "t1", amount: q(700), mode: "unconditional" })).result),
+            ok(
+              (yield* take(budget, { accountId: "ta", subjectId: "t1", amount: q(700), mode: "unconditional" })).result
+            ),
             { amount: 700, balanceAfter: -100 }
           )
           // No such token: nothing remains.

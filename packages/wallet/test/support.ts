@@ -1,6 +1,7 @@
+import type { BillingSession } from "@relay-billing/core"
+import type { KnexClient } from "@relay-billing/knex"
+import { Accounts, Audit, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Effect, Layer } from "effect"
-import { BillingSession } from "@relay-billing/core"
-import { Accounts, Audit, KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
 import { Wallet } from "../src/index.js"
 
 /** Every database this run can reach (SQLite always; PG/MySQL from the environment). */

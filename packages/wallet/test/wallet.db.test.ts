@@ -1,6 +1,6 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
 import { BillingSession } from "@relay-billing/core"
+import { Effect } from "effect"
 import { WalletAdmin } from "../src/index.js"
 import { auditClean, targets, walletBilling } from "./support.js"
 
@@ -13,7 +13,13 @@ for (const target of targets) {
           const billing = yield* BillingSession.BillingSession
           yield* admin.createAccount({ id: "c1", balance: 1_000_000 })
           yield* admin.createToken({ id: "c1-t", accountId: "c1", remain: 1_000_000 })
-          const session = yield* billing.open({ holdId: "c1-h", accountId: "c1", tokenId: "c1-t", estimate: 30_000, preference: "wallet_only" })
+          const session = yield* billing.open({
+            holdId: "c1-h",
+            accountId: "c1",
+            tokenId: "c1-t",
+            estimate: 30_000,
+            preference: "wallet_only"
+          })
           assert.strictEqual((yield* admin.account("c1")).balance, 970_000)
           assert.strictEqual((yield* admin.token("c1-t")).remain, 970_000)
           const settlement = yield* session.settle(12_000)
@@ -40,7 +46,13 @@ for (const target of targets) {
           yield* admin.createAccount({ id: "c3", balance: 20_000 })
           yield* admin.createToken({ id: "c3-t", accountId: "c3", remain: 1_000_000 })
           const error = yield* Effect.flip(
-            billing.open({ holdId: "c3-h", accountId: "c3", tokenId: "c3-t", estimate: 30_000, preference: "wallet_only" })
+            billing.open({
+              holdId: "c3-h",
+              accountId: "c3",
+              tokenId: "c3-t",
+              estimate: 30_000,
+              preference: "wallet_only"
+            })
           )
           assert.strictEqual(error._tag, "InsufficientFunds")
           assert.strictEqual((yield* admin.account("c3")).balance, 20_000)
@@ -57,13 +69,26 @@ for (const target of targets) {
           yield* admin.createAccount({ id: "cc", balance: 23 * 10_000 + 9_999 })
           yield* admin.createToken({ id: "cc-t", accountId: "cc", unlimited: true })
           const results = yield* Effect.all(
-            Array.from({ length: 64 }, (_, i) =>
-              Effect.result(billing.open({ holdId: `cc-${i}`, accountId: "cc", tokenId: "cc-t", estimate: 10_000, preference: "wallet_only" }))),
+            Array.from(
+              { length: 64 },
+              (_, i) =>
+                Effect.result(
+                  billing.open({
+                    holdId: `cc-${i}`,
+                    accountId: "cc",
+                    tokenId: "cc-t",
+                    estimate: 10_000,
+                    preference: "wallet_only"
+                  })
+                )
+            ),
             { concurrency: "unbounded" }
           )
           const ok = results.filter((r) => r._tag === "Success").length
           const failures = results.flatMap((r) => (r._tag === "Failure" ? [r.failure._tag] : []))
-          if (ok !== 23) console.log(results.flatMap((r) => (r._tag === "Failure" ? [r.failure.message] : [])).slice(0, 5))
+          if (ok !== 23) {
+            console.log(results.flatMap((r) => (r._tag === "Failure" ? [r.failure.message] : [])).slice(0, 5))
+          }
           assert.strictEqual(ok, 23)
           assert.deepStrictEqual([...new Set(failures)], ["InsufficientFunds"])
           assert.strictEqual((yield* admin.account("cc")).balance, 9_999)

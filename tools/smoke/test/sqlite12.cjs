@@ -5,8 +5,9 @@
 // on the old Node `better-sqlite3` is resolved to this package's own 12.x copy, as a Node 20
 // user's install would have it.
 const Module = require("node:module")
+
 const own = require.resolve("better-sqlite3", { paths: [__dirname] })
 const resolve = Module._resolveFilename
-Module._resolveFilename = function (request, ...rest) {
+Module._resolveFilename = function(request, ...rest) {
   return request === "better-sqlite3" ? own : resolve.call(this, request, ...rest)
 }

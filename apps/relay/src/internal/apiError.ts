@@ -77,31 +77,34 @@ export const fromSchemaError = (input: unknown, error: Schema.SchemaError, prefi
  * A body over the request's `MaxBodySize` is 413 (reading stops there); one
  * nested deeper than `limits.maxJsonDepth` is 400.
  */
-export const jsonObjectBody: Effect.Effect<Record<string, unknown>, ApiError, HttpServerRequest.HttpServerRequest> = Effect
-  .gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const maxBytes = yield* HttpIncomingMessage.MaxBodySize
-    const text = yield* request.text.pipe(Effect.mapError((e) =>
-      e.reason._tag === "RequestParseError" && e.reason.reason === "BodyTooLarge"
-        ? tooLarge(maxBytes === undefined ? undefined : Number(maxBytes))
-        : invalidRequest("body", "cannot read the request body")
-    ))
-    if (text.trim() === "") return {}
-    const maxDepth = yield* MaxJsonDepth
-    if (jsonDepthExceeds(text, maxDepth)) {
-      return yield* invalidRequest("body", `body: nested deeper than limits.maxJsonDepth (${maxDepth})`)
-    }
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      return yield* invalidRequest("body", "body: expected a JSON object, got invalid JSON")
-    }
-    if (json === null || typeof json !== "object" || Array.isArray(json)) {
-      return yield* invalidRequest("body", "body: expected a JSON object")
-    }
-    return json as Record<string, unknown>
-  })
+export const jsonObjectBody: Effect.Effect<Record<string, unknown>, ApiError, HttpServerRequest.HttpServerRequest> =
+  Effect
+    .gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const maxBytes = yield* HttpIncomingMessage.MaxBodySize
+      const text = yield* request.text.pipe(
+        Effect.mapError((e) =>
+          e.reason._tag === "RequestParseError" && e.reason.reason === "BodyTooLarge"
+            ? tooLarge(maxBytes === undefined ? undefined : Number(maxBytes))
+            : invalidRequest("body", "cannot read the request body")
+        )
+      )
+      if (text.trim() === "") return {}
+      const maxDepth = yield* MaxJsonDepth
+      if (jsonDepthExceeds(text, maxDepth)) {
+        return yield* invalidRequest("body", `body: nested deeper than limits.maxJsonDepth (${maxDepth})`)
+      }
+      let json: unknown
+      try {
+        json = JSON.parse(text)
+      } catch {
+        return yield* invalidRequest("body", "body: expected a JSON object, got invalid JSON")
+      }
+      if (json === null || typeof json !== "object" || Array.isArray(json)) {
+        return yield* invalidRequest("body", "body: expected a JSON object")
+      }
+      return json as Record<string, unknown>
+    })
 
 /** Decodes the JSON body with `schema`; unknown keys are refused (a typo must not be ignored). */
 export const decodeBody = <S extends Schema.Decoder<unknown>>(

@@ -28,7 +28,10 @@ const unbounded = /[*+]|\{\d+,\}/
  */
 export const boundedSplitRegex = (pattern: RegExp, maxRun: number): RegExp => {
   if (!Number.isInteger(maxRun) || maxRun < 1) throw new RangeError(`maxRun must be a positive integer, got ${maxRun}`)
-  const source = pattern.source.replace(repetition, (_, atom: string, q: string) => `${atom}{${q === "*" ? 0 : 1},${maxRun}}`)
+  const source = pattern.source.replace(
+    repetition,
+    (_, atom: string, q: string) => `${atom}{${q === "*" ? 0 : 1},${maxRun}}`
+  )
   if (unbounded.test(source)) throw new Error(`split pattern has an unbounded repetition left: ${source}`)
   return new RegExp(source, pattern.flags)
 }

@@ -19,7 +19,14 @@
  * @internal
  */
 import { ByteSize, Cause, Effect, Layer } from "effect"
-import { FindMyWay, HttpIncomingMessage, HttpServerError, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import {
+  FindMyWay,
+  HttpIncomingMessage,
+  HttpRouter,
+  HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "effect/http"
 import * as Api from "./apiError.js"
 import { MaxJsonDepth } from "./limits.js"
 
@@ -170,7 +177,9 @@ export const middleware = (options: {
                   { allow: allowed.join(", ") }
                 ))
               }
-              return Effect.succeed(error(404, "invalid_request", "not_found", `no route for ${request.method} ${path}`))
+              return Effect.succeed(
+                error(404, "invalid_request", "not_found", `no route for ${request.method} ${path}`)
+              )
             }
             if (reason?._tag === "RequestParseError") {
               // the body passed MaxBodySize while a handler read it

@@ -41,7 +41,9 @@ export const isScopableAccountId = (accountId: string): boolean =>
 const pack = (requestId: string): string => {
   let out = ""
   for (let i = 0; i + 1 < requestId.length; i += 2) {
-    out += String.fromCharCode(BASE + (requestId.charCodeAt(i) - FIRST) * SYMBOLS + (requestId.charCodeAt(i + 1) - FIRST))
+    out += String.fromCharCode(
+      BASE + (requestId.charCodeAt(i) - FIRST) * SYMBOLS + (requestId.charCodeAt(i + 1) - FIRST)
+    )
   }
   return requestId.length % 2 === 1 ? out + requestId[requestId.length - 1] : out
 }

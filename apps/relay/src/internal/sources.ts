@@ -9,6 +9,10 @@ import type { Hold } from "@relay-billing/core"
 export const sourcesOf = (hold: Hold.Hold): string => {
   const funding = (hold.settlement?.parts ?? []).filter((p) => p.kind === "funding")
   const paying = funding.filter((p) => p.charged > 0)
-  const chosen = paying.length > 0 ? paying : funding.length > 0 ? funding : hold.parts.filter((p) => p.kind === "funding")
+  const chosen = paying.length > 0
+    ? paying
+    : funding.length > 0
+    ? funding
+    : hold.parts.filter((p) => p.kind === "funding")
   return [...new Set(chosen.map((p) => p.sourceId))].join("+")
 }

@@ -2,9 +2,10 @@
  * Serves the admin API over loopback (HttpListener, @effect/platform-node) on an isolated,
  * migrated database, with the billing services at hand for the test.
  */
-import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { HttpRouter } from "effect/http"
 import { TestDatabase } from "@relay-billing/knex"
+import type { Context } from "effect"
+import { Effect, Exit, Layer, Scope } from "effect"
+import { HttpRouter } from "effect/http"
 import * as AdminApi from "../../src/AdminApi.js"
 import { AdminKey } from "../../src/AdminKey.js"
 import * as HttpListener from "../../src/HttpListener.js"
@@ -50,7 +51,11 @@ export const startAdmin = async (
     let payload: string | undefined = opts.raw
     if (payload === undefined && body !== undefined) payload = JSON.stringify(body)
     if (payload !== undefined) headers["content-type"] = "application/json"
-    const response = await fetch(`${url}${path}`, { method, headers, ...(payload !== undefined ? { body: payload } : {}) })
+    const response = await fetch(`${url}${path}`, {
+      method,
+      headers,
+      ...(payload !== undefined ? { body: payload } : {})
+    })
     const text = await response.text()
     return { status: response.status, body: text === "" ? undefined : JSON.parse(text) }
   }

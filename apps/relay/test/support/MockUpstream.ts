@@ -18,7 +18,7 @@
  * completed.
  */
 import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
+import type { AddressInfo, Socket } from "node:net"
 
 /** Token usage as OpenAI reports it. */
 export interface MockUsage {
@@ -134,7 +134,7 @@ export const start = async (): Promise<MockUpstream> => {
   let queue: Array<Behavior> = []
   let fallback: Behavior = { type: "ok" }
   const requests: Array<RecordedRequest> = []
-  const sockets = new Set<import("node:net").Socket>()
+  const sockets = new Set<Socket>()
   const byResponse = new WeakMap<Http.ServerResponse, RecordedRequest>()
 
   const state = {
@@ -201,7 +201,9 @@ export const start = async (): Promise<MockUpstream> => {
     const path = (req.url ?? "").split("?")[0]
     const known = (req.method === "POST" && (path === "/v1/chat/completions" || path === "/v1/embeddings")) ||
       (req.method === "GET" && path === "/v1/models")
-    if (!known) return json(res, 404, { error: { message: "not found", type: "invalid_request_error", code: "not_found" } })
+    if (!known) {
+      return json(res, 404, { error: { message: "not found", type: "invalid_request_error", code: "not_found" } })
+    }
 
     if (behavior.type === "reset") {
       req.socket.destroy()

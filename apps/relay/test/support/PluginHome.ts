@@ -24,7 +24,9 @@ export const CREDITS_CJS = fixturePackage("credits-plugin-cjs")
 export const NO_PLUGIN = fixturePackage("no-plugin")
 
 /** A fresh directory with `node_modules/<name>` → each fixture. */
-export const pluginHome = (dirs: ReadonlyArray<string> = ["credits-plugin", "credits-plugin-cjs", "no-plugin"]): string => {
+export const pluginHome = (
+  dirs: ReadonlyArray<string> = ["credits-plugin", "credits-plugin-cjs", "no-plugin"]
+): string => {
   const home = mkdtempSync(path.join(tmpdir(), "relay-plugins-"))
   for (const dir of dirs) {
     const link = path.join(home, "node_modules", ...fixturePackage(dir).split("/"))

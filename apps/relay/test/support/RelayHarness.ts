@@ -5,9 +5,10 @@
  * `TestClock` (provided under the whole server: idle timers, the reaper and
  * hold expiry all read it), moved with `advance`.
  */
-import { Context, Effect, Exit, Layer, Logger, References, Scope } from "effect"
-import { TestClock } from "effect/testing"
 import { TestDatabase } from "@relay-billing/knex"
+import type { Context } from "effect"
+import { Effect, Exit, Layer, Logger, References, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import OpenAI from "openai"
 import { expect } from "vitest"
 import { decodeConfig } from "../../src/Config.js"
@@ -94,18 +95,30 @@ export const startRelay = async (options: {
       responses.push({ url: annotations["http.url"], status: Number(annotations["http.status"]) })
     }
   })
-  const server = Server.layer(loaded, { port: 0, host: "127.0.0.1", client: db.options, drainTimeout: 60_000, httpLogger: true,
-    ...(options.pluginCwd !== undefined ? { pluginCwd: options.pluginCwd } : {}) }).pipe(
+  const server = Server.layer(loaded, {
+    port: 0,
+    host: "127.0.0.1",
+    client: db.options,
+    drainTimeout: 60_000,
+    httpLogger: true,
+    ...(options.pluginCwd !== undefined ? { pluginCwd: options.pluginCwd } : {})
+  }).pipe(
     Layer.provideMerge(Logger.layer([capture]))
   )
   const context: Context.Context<any> = await Effect.runPromise(
-    Layer.buildWithScope(options.testClock === true ? server.pipe(Layer.provideMerge(TestClock.layer())) : server, scope)
+    Layer.buildWithScope(
+      options.testClock === true ? server.pipe(Layer.provideMerge(TestClock.layer())) : server,
+      scope
+    )
   )
   const url = await Effect.runPromise(HttpListener.url.pipe(Effect.provideContext(context)))
   const admin = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(`${url}${path}`, {
       method,
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: {
+        authorization: `Bearer ${ADMIN_KEY}`,
+        ...(body !== undefined ? { "content-type": "application/json" } : {})
+      },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {})
     })
     const text = await response.text()
@@ -138,6 +151,7 @@ export const startRelay = async (options: {
     await mockA.close()
     await mockB.close()
   }
-  const run = <A, E>(effect: Effect.Effect<A, E, any>) => Effect.runPromise(effect.pipe(Effect.provideContext(context)) as Effect.Effect<A, E>)
+  const run = <A, E>(effect: Effect.Effect<A, E, any>) =>
+    Effect.runPromise(effect.pipe(Effect.provideContext(context)) as Effect.Effect<A, E>)
   return { url, mockA, mockB, admin, setup, resolved, responses, run, advance, close }
 }

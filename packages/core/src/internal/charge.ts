@@ -2,11 +2,11 @@
  * The post-consume phase (`charge`): one charge after the work, as an open of
  * 0 taken without a balance condition and its settle.
  */
-import type * as Preference from "../Preference.js"
 import { Effect } from "effect"
 import { HoldNotFound, IdempotencyConflict } from "../BillingError.js"
 import type { Hold, Settlement } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
+import type * as Preference from "../Preference.js"
 import * as QuotaModule from "../Quota.js"
 import type { Intents } from "./intents.js"
 import type { makeOpen } from "./open.js"
@@ -88,7 +88,6 @@ export const makeCharge = (deps: ChargeDeps) => {
           }))
       )
     }).pipe(Effect.withSpan("BillingSession.charge", { attributes: { holdId: input.holdId } }))
-
 
   return { charge }
 }

@@ -9,13 +9,13 @@ import {
   IdempotencyConflict,
   StoreError
 } from "../BillingError.js"
-import type { BoundRegistry } from "./boundRegistry.js"
 import type { ExternalSource } from "../FundingSource.js"
 import type { Correction, CorrectionPart, Hold, HoldPart, PartSettlement } from "../Hold.js"
 import { stillCharged } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
+import type { BoundRegistry } from "./boundRegistry.js"
 import type { GiveBack } from "./resolve.js"
 
 /** A decoded correction request. */
@@ -37,9 +37,10 @@ interface Deps {
   readonly shared: (target: ExternalSource) => boolean
 }
 
-const samePart = (a: { kind: string; sourceId: string; subjectId: string }) =>
-(b: { kind: string; sourceId: string; subjectId: string }) =>
-  a.kind === b.kind && a.sourceId === b.sourceId && a.subjectId === b.subjectId
+const samePart =
+  (a: { kind: string; sourceId: string; subjectId: string }) =>
+  (b: { kind: string; sourceId: string; subjectId: string }) =>
+    a.kind === b.kind && a.sourceId === b.sourceId && a.subjectId === b.subjectId
 
 /**
  * Corrections (billing-semantics §4.4): give back part or all of a settled
@@ -80,7 +81,8 @@ export const makeCorrect = (deps: Deps) => {
       if (!hold) return yield* new HoldNotFound({ holdId })
       const settlement = hold.settlement
       // Settled, or expired and charged late (§6): a late charge is a settlement too.
-      const charged = settlement !== undefined && (hold.status === "settled" || (hold.status === "expired" && settlement.late === true))
+      const charged = settlement !== undefined &&
+        (hold.status === "settled" || (hold.status === "expired" && settlement.late === true))
       if (!charged || !settlement) {
         return yield* new HoldResolved({ holdId, status: hold.status, operation: "correct" })
       }
@@ -137,7 +139,9 @@ export const makeCorrect = (deps: Deps) => {
       // with an external part, funding first (as settle does).
       const allShared = targets.every(shared)
       const order = plan.map((step, i) => ({ step, target: targets[i]! }))
-      if (allShared) order.sort((a, b) => (a.step.part.kind === b.step.part.kind ? 0 : a.step.part.kind === "budget" ? -1 : 1))
+      if (allShared) {
+        order.sort((a, b) => (a.step.part.kind === b.step.part.kind ? 0 : a.step.part.kind === "budget" ? -1 : 1))
+      }
       const done = new Map<PartSettlement, CorrectionPart>()
       for (const { step, target } of order) {
         const result = yield* target.correct!({

@@ -24,10 +24,10 @@ import { makeCharge } from "./charge.js"
 import { makeClaims } from "./claims.js"
 import { makeCorrectFinishing } from "./correct.js"
 import type { EngineConfig } from "./engineConfig.js"
+import { makeHandleOf } from "./handle.js"
 import { makeIntents } from "./intents.js"
 import { makeRenew } from "./lease.js"
 import { collectingJournal } from "./ledgerRows.js"
-import { makeHandleOf } from "./handle.js"
 import { makeOpen } from "./open.js"
 import { makeGiveBack, makeResolve } from "./resolve.js"
 import { makeSettle, makeSettleTx } from "./settle.js"
@@ -94,8 +94,10 @@ export const makeEngine = (deps: Deps) => {
   const renew = makeRenew({
     journal,
     registryHasExternal: claims.registryHasExternal.pipe(
-      Effect.catchTag("UnknownSource", (error) =>
-        Effect.fail(new StoreError({ operation: "renew", detail: error.message, cause: error })))
+      Effect.catchTag(
+        "UnknownSource",
+        (error) => Effect.fail(new StoreError({ operation: "renew", detail: error.message, cause: error }))
+      )
     )
   })
 

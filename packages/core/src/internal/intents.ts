@@ -7,13 +7,12 @@
 import { Clock, Effect } from "effect"
 import { StoreError } from "../BillingError.js"
 import type { UnknownSource } from "../BillingError.js"
-import type { BoundRegistry } from "./boundRegistry.js"
 import type { ExternalSource } from "../FundingSource.js"
 import type { Hold, HoldPart } from "../Hold.js"
 import type { HoldIntent, IntentStep, IntentTarget } from "../HoldIntent.js"
 import type { HoldJournal } from "../HoldJournal.js"
 import type { Quota } from "../Quota.js"
-
+import type { BoundRegistry } from "./boundRegistry.js"
 
 interface IntentDeps {
   readonly journal: HoldJournal["Service"]
@@ -55,8 +54,7 @@ export const makeIntents = (deps: IntentDeps) => {
   const isExternal = (part: HoldPart) => Effect.map(targetOf(part), (t) => !shared(t))
 
   /** Whether the hold has a part outside the journal's store. */
-  const hasExternal = (hold: Hold) =>
-    Effect.map(Effect.forEach(hold.parts, isExternal), (flags) => flags.some(Boolean))
+  const hasExternal = (hold: Hold) => Effect.map(Effect.forEach(hold.parts, isExternal), (flags) => flags.some(Boolean))
 
   /**
    * The external targets an open may reach: the token budget (when the open has
@@ -103,7 +101,13 @@ export const makeIntents = (deps: IntentDeps) => {
     })
 
   /** The request that releases target `t` of hold `holdId` (by hold id; the source releases what it holds). */
-  const releaseTarget = (holdId: string, accountId: string, tokenId: string | undefined, t: IntentTarget, amount: Quota) =>
+  const releaseTarget = (
+    holdId: string,
+    accountId: string,
+    tokenId: string | undefined,
+    t: IntentTarget,
+    amount: Quota
+  ) =>
     Effect.gen(function*() {
       const subjectId = t.kind === "funding" ? accountId : tokenId
       if (subjectId === undefined) return
@@ -162,7 +166,12 @@ export const makeIntents = (deps: IntentDeps) => {
    * Records (own write) how a hold with external parts resolves, unless a
    * resolution is already recorded; returns the recorded one (the first wins).
    */
-  const claim = (hold: Hold, step: Exclude<IntentStep, "reserve">, amount: Quota, phase: "resolve" | "late" = "resolve") =>
+  const claim = (
+    hold: Hold,
+    step: Exclude<IntentStep, "reserve">,
+    amount: Quota,
+    phase: "resolve" | "late" = "resolve"
+  ) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const intent: HoldIntent = {

@@ -10,7 +10,6 @@ import type { Quota } from "../Quota.js"
 import * as QuotaModule from "../Quota.js"
 import { allocate } from "./allocate.js"
 
-
 interface Deps {
   readonly journal: HoldJournal["Service"]
   readonly counters: AccountCounters["Service"]
@@ -96,7 +95,10 @@ export const makeLateSettle = (deps: Deps) => {
       if (actual > 0) yield* counters.add(hold.accountId, { usedQuota: charged(settlement), requestCount: 1 })
       const recorded: Hold = { ...hold, settlement }
       if (!(yield* journal.update(recorded, "expired"))) {
-        return yield* new StoreError({ operation: "settle.late", detail: `hold ${hold.id} changed while charging it late` })
+        return yield* new StoreError({
+          operation: "settle.late",
+          detail: `hold ${hold.id} changed while charging it late`
+        })
       }
       // With an external part, the late charge's intent was recorded first: it is done now.
       if (!targets.every(shared)) yield* journal.finishIntent(hold.id, "late", "settled")

@@ -28,8 +28,10 @@ const append = (ledger: Ledger["Service"] | undefined, rows: ReadonlyArray<NewLe
  * journal reports; a journal that cannot tell counts as yes.
  */
 export const insideTransaction = (journal: HoldJournal["Service"]): Effect.Effect<boolean> =>
-  Effect.flatMap(Rows, (rows) =>
-    rows !== undefined ? Effect.succeed(true) : journal.inTransaction ?? Effect.succeed(true))
+  Effect.flatMap(
+    Rows,
+    (rows) => rows !== undefined ? Effect.succeed(true) : journal.inTransaction ?? Effect.succeed(true)
+  )
 
 /** Records rows in the running transaction (appended at once outside one). */
 export const recordRows = (ledger: Ledger["Service"] | undefined, rows: ReadonlyArray<NewLedgerEntry>) =>

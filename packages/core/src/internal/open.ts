@@ -4,7 +4,7 @@
  * (§2.7), and releases what a failed open reached outside the journal's store.
  */
 import { Clock, Effect, Ref } from "effect"
-import { HoldInFlight, IdempotencyConflict, HoldResolved, StoreError } from "../BillingError.js"
+import { HoldInFlight, HoldResolved, IdempotencyConflict, StoreError } from "../BillingError.js"
 import type { ExternalSource } from "../FundingSource.js"
 import type { Hold } from "../Hold.js"
 import type { HoldJournal } from "../HoldJournal.js"

@@ -4,9 +4,9 @@
  * booleans passed from phase to phase).
  */
 import type { OpenRequest } from "../BillingSession.js"
-import type { Quota } from "../Quota.js"
 import type { Chains, Name } from "../Preference.js"
 import * as PreferenceModule from "../Preference.js"
+import type { Quota } from "../Quota.js"
 
 /** A decoded open request (`BillingSession.OpenRequest`'s type side). */
 export type OpenInput = typeof OpenRequest.Type

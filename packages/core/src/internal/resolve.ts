@@ -89,18 +89,25 @@ export const makeGiveBack = (deps: GiveBackDeps) => {
       const unlocked = (yield* registry.allSources) && !(yield* insideTransaction(journal))
       const outcome = yield* journal.transaction(Effect.gen(function*() {
         const hold = unlocked
-          ? yield* Effect.flatMap(journal.get(holdId), (h) => h ? Effect.succeed(h) : Effect.fail(new HoldNotFound({ holdId })))
+          ? yield* Effect.flatMap(journal.get(holdId), (h) =>
+            h ? Effect.succeed(h) : Effect.fail(new HoldNotFound({ holdId })))
           : yield* loadPending(holdId, "refund")
-        if (hold.status !== "pending") return { hold, refunded: 0, fresh: false }
+        if (hold.status !== "pending") {
+          return { hold, refunded: 0, fresh: false }
+        }
         yield* requireClaim(hold, reason)
         const refunded = yield* giveBack(hold, reason)
         const now = yield* Clock.currentTimeMillis
         const done: Hold = { ...hold, status: reason === "expire" ? "expired" : "refunded", resolvedAt: now }
         if (!(yield* journal.update(done, "pending"))) {
-          if (unlocked) return yield* new Stale()
+          if (unlocked) {
+            return yield* new Stale()
+          }
           return yield* new StoreError({ operation: "refund.record", detail: `hold ${holdId} changed while refunding` })
         }
-        if (yield* intents.hasExternal(hold)) yield* journal.finishIntent(holdId, "resolve", done.status)
+        if (yield* intents.hasExternal(hold)) {
+          yield* journal.finishIntent(holdId, "resolve", done.status)
+        }
         return { hold: done, refunded, fresh: true }
       })).pipe(
         Effect.catchTag("Stale", () =>
@@ -132,7 +139,6 @@ export const makeGiveBack = (deps: GiveBackDeps) => {
       )
       : giveBackTx(intent.holdId, intent.step === "expire" ? "expire" : "refund").pipe(Effect.asVoid)
 
-
   /** Finishes a pending late charge (recovery): charges it again, idempotently, and marks it done. */
   const finishLate = (intent: HoldIntent) =>
     settleTx(intent.holdId, intent.amount, "answer").pipe(
@@ -140,7 +146,6 @@ export const makeGiveBack = (deps: GiveBackDeps) => {
       Effect.andThen(journal.finishIntent(intent.holdId, "late", "settled")),
       Effect.asVoid
     )
-
 
   return { giveBack, giveBackTx, finishResolution, finishLate }
 }
@@ -161,11 +166,13 @@ export interface ResolveDeps {
 /** `refund`, the expiry of a lapsed hold, and the recovery pass. */
 export const makeResolve = (deps: ResolveDeps) => {
   const { config, intents, journal, publish } = deps
-  const { claimed, claimIfExternal, requireClaim } = deps.claims
+  const { claimIfExternal, claimed, requireClaim } = deps.claims
   const { finishLate, finishResolution, giveBack, giveBackTx } = deps.giveBack
 
   const refund = (holdId: string) =>
-    claimed(refundOnce(holdId), "refund.intent").pipe(Effect.withSpan("BillingSession.refund", { attributes: { holdId } }))
+    claimed(refundOnce(holdId), "refund.intent").pipe(
+      Effect.withSpan("BillingSession.refund", { attributes: { holdId } })
+    )
 
   const refundOnce = (holdId: string) =>
     Effect.gen(function*() {
@@ -223,7 +230,9 @@ export const makeResolve = (deps: ResolveDeps) => {
     phase === "open"
       ? Effect.asVoid(intents.recoverOpen(holdId, { when: "due" }))
       : Effect.flatMap(journal.getIntent(holdId, phase), (intent) =>
-        intent && intent.status === "pending" ? (phase === "late" ? finishLate(intent) : finishResolution(intent)) : Effect.void)
+        intent && intent.status === "pending"
+          ? (phase === "late" ? finishLate(intent) : finishResolution(intent))
+          : Effect.void)
 
   const reapExpired = Effect.fn("BillingSession.reapExpired")(function*(options?: { readonly limit?: number }) {
     const now = yield* Clock.currentTimeMillis

@@ -28,8 +28,8 @@ import { allocate } from "./allocate.js"
 import type { BoundRegistry } from "./boundRegistry.js"
 import type { Claims } from "./claims.js"
 import { makeLateSettle } from "./late.js"
-import type { GiveBack } from "./resolve.js"
 import { insideTransaction } from "./ledgerRows.js"
+import type { GiveBack } from "./resolve.js"
 import { Stale } from "./writeOnce.js"
 
 /** What a settle stores on its settlement for the recorder. */
@@ -76,7 +76,6 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
       return hold
     }).pipe(Effect.withSpan(`BillingSession.${operation}.load`))
 
-
   /**
    * Runs the settle plan of `hold` with `actual` on every part. Fails when a
    * part fails before any external part was charged (the transaction rolls
@@ -111,7 +110,9 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
       for (const [part, target] of plan) {
         const source = yield* targetOf(part)
         const recorded = previous && shared(source)
-          ? previous.parts.find((p) => p.kind === part.kind && p.sourceId === part.sourceId && p.subjectId === part.subjectId)
+          ? previous.parts.find((p) =>
+            p.kind === part.kind && p.sourceId === part.sourceId && p.subjectId === part.subjectId
+          )
           : undefined
         if (recorded) {
           parts.push(recorded)
@@ -192,7 +193,9 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
     journal.transaction(Effect.gen(function*() {
       const hold = yield* loadPending(holdId, "settle")
       if (hold.status === "settled" && hold.settlement) {
-        if (onIncomplete === "finish" && hold.settlement.incomplete) return yield* completeSettlement(hold, hold.settlement)
+        if (onIncomplete === "finish" && hold.settlement.incomplete) {
+          return yield* completeSettlement(hold, hold.settlement)
+        }
         return { hold, settlement: hold.settlement, fresh: false }
       }
       // §6: a settle after the recovery pass expired the hold is charged late, exactly once.
@@ -250,7 +253,6 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
       return outcome.settlement
     })
 
-
   /**
    * Publishes one `LowBalance` when the paying source (the last funding part that
    * charged anything) ended below the account's threshold, within the policy's
@@ -275,7 +277,6 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
       Effect.catchCause((cause) => Effect.logWarning("relay-billing: low-balance check failed", cause))
     )
 
-
   return { loadPending, runPlan, settleTx, settleOutcome }
 }
 
@@ -297,7 +298,7 @@ export interface SettleDeps {
 /** `settle` and the session handle's settle. */
 export const makeSettle = (deps: SettleDeps) => {
   const { counters, journal, recorder, registry } = deps
-  const { claimed, claimIfExternal, claimLateIfExternal } = deps.claims
+  const { claimIfExternal, claimLateIfExternal, claimed } = deps.claims
   const { runPlan, settleOutcome, settleTx } = deps.settleTx
   const finishResolution = deps.finishResolution
 
@@ -311,14 +312,15 @@ export const makeSettle = (deps: SettleDeps) => {
       ? counters.check(hold.accountId, { usedQuota: actual, requestCount: 1 })
       : Effect.void
 
-
   const settleOnce = (holdId: string, actual: Quota, metadata: SettleMetadata) =>
     Effect.gen(function*() {
       // With an external part, the first recorded resolution decides the hold.
       const intent = yield* claimIfExternal(holdId, "settle", actual, checkCounters(actual))
       if (intent && intent.step !== "settle") {
         yield* finishResolution(intent)
-        if (intent.step === "refund") return yield* new HoldResolved({ holdId, status: "refunded", operation: "settle" })
+        if (intent.step === "refund") {
+          return yield* new HoldResolved({ holdId, status: "refunded", operation: "settle" })
+        }
         // The recovery pass recorded the expiry first: finish it, then charge late (§6).
       }
       if (intent && intent.step === "settle" && intent.amount !== actual) {
@@ -345,7 +347,6 @@ export const makeSettle = (deps: SettleDeps) => {
       return yield* settleOutcome(yield* settleTx(holdId, actual, "answer", metadata))
     })
 
-
   /**
    * The settle of a session handle: with every source a `Source` in the journal's store
    * and no enclosing transaction, it settles the hold the handle holds in
@@ -358,7 +359,9 @@ export const makeSettle = (deps: SettleDeps) => {
   const settleFromHandle = Effect.fn("BillingSession.settle")(
     function*(hold: Hold, actualInput: number, metadata?: SettleMetadata) {
       const actual = yield* QuotaModule.decode("actual", actualInput)
-      if (!(yield* registry.allSources) || (yield* insideTransaction(journal))) return yield* settle(hold.id, actual, metadata)
+      if (!(yield* registry.allSources) || (yield* insideTransaction(journal))) {
+        return yield* settle(hold.id, actual, metadata)
+      }
       const fresh = yield* journal.transaction(Effect.gen(function*() {
         const { parts } = yield* runPlan(hold, actual)
         const now = yield* Clock.currentTimeMillis
@@ -389,7 +392,6 @@ export const makeSettle = (deps: SettleDeps) => {
     }
   )
 
-
   return { settle, settleFromHandle }
 }
 
@@ -402,4 +404,3 @@ const partSettlement = (part: HoldPart, result: PartResult): PartSettlement => (
   unbilled: result.unbilled as Quota,
   ...(result.balanceAfter !== undefined ? { balanceAfter: result.balanceAfter } : {})
 })
-

@@ -17,17 +17,17 @@ import type { QuotaOutOfRange } from "../BillingError.js"
 import type {
   CorrectRequest,
   ExternalSource,
-  Remaining,
   LateSettleRequest,
   PartResult,
   RefundRequest,
+  Remaining,
   ReserveRequest,
   SettleRequest
 } from "../FundingSource.js"
 import type { HoldPart } from "../Hold.js"
 import type { Ledger, NewLedgerEntry } from "../Ledger.js"
 import type { Preference } from "../Preference.js"
-import type { MoveKind, Moved, Source, TakeMode } from "../Source.js"
+import type { Moved, MoveKind, Source, TakeMode } from "../Source.js"
 import type { SqlStore } from "../SqlStore.js"
 import { recordRows } from "./ledgerRows.js"
 
@@ -56,8 +56,7 @@ export const overflowNote = (sourceId: string): string => `overflow of ${sourceI
 
 const UNLIMITED = Number.MAX_SAFE_INTEGER
 
-const modeOf = (req: ReserveRequest): TakeMode =>
-  req.unconditional ? "unconditional" : req.partial ? "upTo" : "exact"
+const modeOf = (req: ReserveRequest): TakeMode => req.unconditional ? "unconditional" : req.partial ? "upTo" : "exact"
 
 /** `moved` must have the sign of `delta`, at most its size, and be an integer. */
 const checkMoved = (source: Source, delta: number, answer: Moved) =>
@@ -83,12 +82,19 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
     Effect.map(Clock.currentTimeMillis, (at): NewLedgerEntry => ({ at, ...entry }))
 
   const record = (entries: ReadonlyArray<Omit<NewLedgerEntry, "at">>) =>
-    entries.length === 0 ? Effect.void : Effect.flatMap(Effect.forEach(entries, row), (rows) => recordRows(ledger, rows))
+    entries.length === 0
+      ? Effect.void
+      : Effect.flatMap(Effect.forEach(entries, row), (rows) => recordRows(ledger, rows))
 
   /** One move of `target` for the part, checked, with its ledger row (none for 0). */
   const moveOne = (
     target: Source,
-    req: { readonly holdId: string; readonly accountId: string; readonly subjectId: string; readonly ref?: string | undefined },
+    req: {
+      readonly holdId: string
+      readonly accountId: string
+      readonly subjectId: string
+      readonly ref?: string | undefined
+    },
     delta: number,
     kind: MoveKind,
     ledgerKind: NewLedgerEntry["kind"],
@@ -181,15 +187,29 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
     ledgerKind: "settle" | "late_settle"
   ) =>
     Effect.gen(function*() {
-      const answer = yield* moveOne(source, { ...req, subjectId: part.subjectId, ref: part.ref }, delta, kind, ledgerKind)
+      const answer = yield* moveOne(
+        source,
+        { ...req, subjectId: part.subjectId, ref: part.ref },
+        delta,
+        kind,
+        ledgerKind
+      )
       const rest = answer.moved - delta
       if (rest > 0 && source.role === "budget") {
-        return yield* new ContractViolation({ sourceId: source.id, detail: `a budget capped a charge of ${-delta} at ${-answer.moved}` })
+        return yield* new ContractViolation({
+          sourceId: source.id,
+          detail: `a budget capped a charge of ${-delta} at ${-answer.moved}`
+        })
       }
       const spill = rest > 0
         ? yield* overflow(req, answer, rest, ledgerKind, req.preference)
         : { carried: 0, unbilled: 0 }
-      return { moved: answer.moved, carried: spill.carried, unbilled: spill.unbilled, balanceAfter: answer.balanceAfter }
+      return {
+        moved: answer.moved,
+        carried: spill.carried,
+        unbilled: spill.unbilled,
+        balanceAfter: answer.balanceAfter
+      }
     })
 
   const balanceOf = (answer: { readonly balanceAfter: number }) =>
@@ -239,7 +259,13 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
   const refund = (req: RefundRequest) =>
     req.part.amount === 0
       ? Effect.void
-      : moveOne(source, { ...req, subjectId: req.part.subjectId, ref: req.part.ref }, req.part.amount, req.reason, req.reason)
+      : moveOne(
+        source,
+        { ...req, subjectId: req.part.subjectId, ref: req.part.ref },
+        req.part.amount,
+        req.reason,
+        req.reason
+      )
         .pipe(Effect.asVoid, Effect.mapError(asStoreError(`${source.id}.${req.reason}`)))
 
   /**
@@ -276,7 +302,13 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
       }
       const own = rest === 0
         ? undefined
-        : yield* moveOne(source, { ...req, subjectId: req.part.subjectId, ref: req.part.ref }, rest, "correction", "correction")
+        : yield* moveOne(
+          source,
+          { ...req, subjectId: req.part.subjectId, ref: req.part.ref },
+          rest,
+          "correction",
+          "correction"
+        )
       return { corrected: req.amount, ...(own ? balanceOf(own) : {}) }
     })
 

@@ -1,5 +1,5 @@
-import { Effect } from "effect"
 import type { BillingError } from "@relay-billing/core"
+import { Effect } from "effect"
 import type { Client } from "../KnexClient.js"
 import { decodeRows, int } from "./sql.js"
 
@@ -38,7 +38,10 @@ export const partProblems = (client: Client): Effect.Effect<Array<string>, Billi
           .whereNotNull("hold_id")
           .whereIn("kind", [...giveBackKinds, ...reservationKinds])
           .groupBy("source_id", "hold_id", "kind")),
-      client.query("audit.parts.holds", (db) => db(client.table("holds")).select({ id: "id", status: "status", parts: "parts" }))
+      client.query(
+        "audit.parts.holds",
+        (db) => db(client.table("holds")).select({ id: "id", status: "status", parts: "parts" })
+      )
     ])
     return yield* decodeRows("audit.parts", () => {
       const problems: Array<string> = []
@@ -79,26 +82,36 @@ export const partProblems = (client: Client): Effect.Effect<Array<string>, Billi
         // (i) Nothing was given back on a settled hold, whatever the source.
         if (entry.backRows > 0 && status === "settled") {
           problems.push(
-            `hold ${holdId} is settled but the ledger has ${[...entry.kinds].join("/")} rows of ${sourceId} giving back ${entry.back}`
+            `hold ${holdId} is settled but the ledger has ${
+              [...entry.kinds].join("/")
+            } rows of ${sourceId} giving back ${entry.back}`
           )
         }
         const amount = holdParts.get(k)
         if (amount === undefined) {
           // No part of this source on the hold (or no hold): what was taken was released.
           if (entry.reserved !== 0) {
-            problems.push(`hold ${holdId}: the ledger nets ${-entry.reserved} reserved on ${sourceId}, but the hold has no ${sourceId} part`)
+            problems.push(
+              `hold ${holdId}: the ledger nets ${-entry
+                .reserved} reserved on ${sourceId}, but the hold has no ${sourceId} part`
+            )
           }
           continue
         }
         // (ii) Every part's amount equals its ledger sum.
         if (-entry.reserved !== amount) {
-          problems.push(`hold ${holdId} part ${sourceId}: the hold records ${amount} but its reserve rows in the ledger sum to ${-entry.reserved}`)
+          problems.push(
+            `hold ${holdId} part ${sourceId}: the hold records ${amount} but its reserve rows in the ledger sum to ${-entry
+              .reserved}`
+          )
         }
         if (entry.backRows > 0 && status === "pending") {
           problems.push(`hold ${holdId} part ${sourceId} is pending but the ledger gives back ${entry.back} for it`)
         }
         if (entry.back > amount || entry.back < 0) {
-          problems.push(`hold ${holdId} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${amount} reserved`)
+          problems.push(
+            `hold ${holdId} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${amount} reserved`
+          )
         }
       }
       return problems

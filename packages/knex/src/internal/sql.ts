@@ -1,5 +1,5 @@
-import { Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
+import { Effect } from "effect"
 import type { Knex } from "knex"
 import type { Client } from "../KnexClient.js"
 

@@ -1,6 +1,6 @@
+import type { Knex } from "knex"
 import { mkdirSync } from "node:fs"
 import path from "node:path"
-import type { Knex } from "knex"
 
 /** The SQL dialects relay-billing supports. */
 export type Dialect = "sqlite" | "postgres" | "mysql"
@@ -67,6 +67,8 @@ export const connectionConfig = (url: string, options: UrlOptions): Knex.Config 
     }
   }
   throw new Error(
-    `unsupported database URL ${JSON.stringify(url.replace(/\/\/[^@]*@/, "//***@"))}: expected sqlite:PATH, postgres://… or mysql://…`
+    `unsupported database URL ${
+      JSON.stringify(url.replace(/\/\/[^@]*@/, "//***@"))
+    }: expected sqlite:PATH, postgres://… or mysql://…`
   )
 }

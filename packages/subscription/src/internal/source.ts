@@ -1,6 +1,6 @@
-import { Clock, Effect } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Clock, Effect } from "effect"
 import type { DrawItem, SubscriptionRow } from "./rows.js"
 import { decodeDraw, drawFrom, encodeDraw, inCurrentPeriod, room } from "./rows.js"
 import { makeSqlStore, remaining } from "./sqlStore.js"
@@ -17,7 +17,9 @@ const drawOf = (ref: string | undefined): DrawItem | undefined => {
   }
 }
 
-export const makeSubscriptionSource = (options: { readonly id?: string; readonly timeZone?: string }): Source.Source => {
+export const makeSubscriptionSource = (
+  options: { readonly id?: string; readonly timeZone?: string }
+): Source.Source => {
   const id = options.id ?? "subscription"
   const store = makeSqlStore(id, options.timeZone ?? "UTC")
 

@@ -1,6 +1,6 @@
-import { Clock, Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Ledger, SqlStore } from "@relay-billing/core"
+import { Clock, Effect } from "effect"
 import * as Period from "../Period.js"
 import type { SubscriptionRow } from "./rows.js"
 import { fromRow } from "./rows.js"
@@ -26,7 +26,11 @@ export const makeSqlStore = (sourceId: string, timeZone: string) => {
     Effect.try({
       try: () => rows.map(fromRow),
       catch: (cause) =>
-        new BillingError.StoreError({ operation, detail: cause instanceof Error ? cause.message : String(cause), cause })
+        new BillingError.StoreError({
+          operation,
+          detail: cause instanceof Error ? cause.message : String(cause),
+          cause
+        })
     })
 
   const lockClause = (sql: Sql, lock: boolean) => (lock && sql.dialect !== "sqlite" ? " for update" : "")
@@ -36,7 +40,9 @@ export const makeSqlStore = (sourceId: string, timeZone: string) => {
     Effect.flatMap(
       sql.execute(
         `${sourceId}.active`,
-        `select * from ${sql.table("subscriptions")} where account_id = ? and status = 'active' and start_at <= ? and end_at > ?
+        `select * from ${
+          sql.table("subscriptions")
+        } where account_id = ? and status = 'active' and start_at <= ? and end_at > ?
          order by end_at asc, id asc${lockClause(sql, lock)}`,
         [accountId, now, now]
       ),
@@ -46,7 +52,11 @@ export const makeSqlStore = (sourceId: string, timeZone: string) => {
   /** One row by id, locked. */
   const row = (sql: Sql, id: string) =>
     Effect.flatMap(
-      sql.execute(`${sourceId}.row`, `select * from ${sql.table("subscriptions")} where id = ?${lockClause(sql, true)}`, [id]),
+      sql.execute(
+        `${sourceId}.row`,
+        `select * from ${sql.table("subscriptions")} where id = ?${lockClause(sql, true)}`,
+        [id]
+      ),
       (r) => Effect.map(decode(`${sourceId}.row`, r.rows), (rows) => rows[0])
     )
 
@@ -66,7 +76,9 @@ export const makeSqlStore = (sourceId: string, timeZone: string) => {
     Effect.flatMap(Clock.currentTimeMillis, (at) =>
       sql.execute(
         `${sourceId}.ledger`,
-        `insert into ${sql.table("ledger")} (at, kind, source_id, subject_id, account_id, hold_id, amount, balance_after, note)
+        `insert into ${
+          sql.table("ledger")
+        } (at, kind, source_id, subject_id, account_id, hold_id, amount, balance_after, note)
          values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         [at, kind, sourceId, subscription.id, subscription.accountId, holdId, amount, remaining(subscription), note]
       ))
@@ -96,7 +108,9 @@ export const makeSqlStore = (sourceId: string, timeZone: string) => {
       const nextResetAt = Period.nextBoundary(subscription.period, subscription.startAt, now, timeZone)
       const changed = yield* sql.execute(
         `${sourceId}.reset`,
-        `update ${sql.table("subscriptions")} set amount_used = 0, last_reset_at = ?, next_reset_at = ? where id = ? and next_reset_at = ?`,
+        `update ${
+          sql.table("subscriptions")
+        } set amount_used = 0, last_reset_at = ?, next_reset_at = ? where id = ? and next_reset_at = ?`,
         [lastResetAt, nextResetAt ?? null, subscription.id, subscription.nextResetAt]
       )
       if (changed.affected === 0) return false

@@ -44,7 +44,9 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
     const [sourceId, holdId] = k.split("\u0000") as [string, string]
     if (entry.backRows > 0 && state.holds.get(holdId)?.status === "settled") {
       problems.push(
-        `hold ${holdId} is settled but the ledger has ${[...entry.kinds].join("/")} rows of ${sourceId} giving back ${entry.back}`
+        `hold ${holdId} is settled but the ledger has ${
+          [...entry.kinds].join("/")
+        } rows of ${sourceId} giving back ${entry.back}`
       )
     }
   }
@@ -62,7 +64,8 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
     const entry = byPart.get(k) ?? { reserved: 0, back: 0, backRows: 0, kinds: new Set<string>() }
     if (-entry.reserved !== part.amount) {
       problems.push(
-        `hold ${holdId} part ${sourceId}: recorded amount ${part.amount} but its reserve rows in the ledger sum to ${-entry.reserved}`
+        `hold ${holdId} part ${sourceId}: recorded amount ${part.amount} but its reserve rows in the ledger sum to ${-entry
+          .reserved}`
       )
     }
     const copy = copies.get(k)
@@ -73,7 +76,9 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
       problems.push(`hold ${holdId} part ${sourceId} is ${part.status} but the ledger gives back ${entry.back} for it`)
     }
     if (entry.back > part.amount || entry.back < 0) {
-      problems.push(`hold ${holdId} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${part.amount} reserved`)
+      problems.push(
+        `hold ${holdId} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${part.amount} reserved`
+      )
     }
   }
   // The store's own sources: the hold's part is the only record.
@@ -82,7 +87,10 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
     const [sourceId, holdId] = k.split("\u0000") as [string, string]
     if (!local.has(sourceId) || state.parts.has(k) || copies.has(k)) continue
     if (entry.reserved !== 0) {
-      problems.push(`hold ${holdId}: the ledger nets ${-entry.reserved} reserved on ${sourceId}, but the hold has no ${sourceId} part`)
+      problems.push(
+        `hold ${holdId}: the ledger nets ${-entry
+          .reserved} reserved on ${sourceId}, but the hold has no ${sourceId} part`
+      )
     }
   }
   for (const hold of state.holds.values()) {
@@ -94,14 +102,17 @@ export const partProblems = (state: State, local: ReadonlySet<string> = new Set(
       const amount = copies.get(k) ?? 0
       if (-entry.reserved !== amount) {
         problems.push(
-          `hold ${hold.id} part ${sourceId}: the hold records ${amount} but its reserve rows in the ledger sum to ${-entry.reserved}`
+          `hold ${hold.id} part ${sourceId}: the hold records ${amount} but its reserve rows in the ledger sum to ${-entry
+            .reserved}`
         )
       }
       if (entry.backRows > 0 && hold.status === "pending") {
         problems.push(`hold ${hold.id} part ${sourceId} is pending but the ledger gives back ${entry.back} for it`)
       }
       if (entry.back > amount || entry.back < 0) {
-        problems.push(`hold ${hold.id} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${amount} reserved`)
+        problems.push(
+          `hold ${hold.id} part ${sourceId}: the ledger gives back ${entry.back}, more than the ${amount} reserved`
+        )
       }
     }
   }

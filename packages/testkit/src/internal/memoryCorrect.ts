@@ -1,6 +1,6 @@
-import { Clock, Effect } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import type { FundingSource, Ledger } from "@relay-billing/core"
+import { Clock, Effect } from "effect"
 import type { StoreHandle } from "./memorySources.js"
 import type { State } from "./state.js"
 
@@ -54,21 +54,22 @@ export const walletCorrect = (store: StoreHandle, id: string): Correct => (req) 
     Effect.sync(() => store.state().wallets.has(req.part.subjectId)),
     (exists) =>
       exists
-        ? once(store, id, (state, r, at) => Effect.gen(function*() {
-          const row = state.wallets.get(r.part.subjectId)!
-          // Within ±(2^53−1) (§2.10): refused typed before any write.
-          row.balance = yield* Quota.addInRange("wallet.balance", r.part.subjectId, row.balance, r.amount)
-          push(state, at, {
-            kind: "correction",
-            sourceId: id,
-            subjectId: r.part.subjectId,
-            accountId: r.accountId,
-            holdId: r.holdId,
-            amount: r.amount,
-            balanceAfter: row.balance
-          })
-          return { corrected: r.amount, balanceAfter: row.balance }
-        }))(req)
+        ? once(store, id, (state, r, at) =>
+          Effect.gen(function*() {
+            const row = state.wallets.get(r.part.subjectId)!
+            // Within ±(2^53−1) (§2.10): refused typed before any write.
+            row.balance = yield* Quota.addInRange("wallet.balance", r.part.subjectId, row.balance, r.amount)
+            push(state, at, {
+              kind: "correction",
+              sourceId: id,
+              subjectId: r.part.subjectId,
+              accountId: r.accountId,
+              holdId: r.holdId,
+              amount: r.amount,
+              balanceAfter: row.balance
+            })
+            return { corrected: r.amount, balanceAfter: row.balance }
+          }))(req)
         : Effect.fail(missing(id, `wallet ${req.part.subjectId}`))
   )
 
@@ -78,24 +79,25 @@ export const tokenCorrect = (store: StoreHandle, id: string): Correct => (req) =
     Effect.sync(() => store.state().tokens.has(req.part.subjectId)),
     (exists) =>
       exists
-        ? once(store, id, (state, r, at) => Effect.gen(function*() {
-          const row = state.tokens.get(r.part.subjectId)!
-          // Both within ±(2^53−1) (§2.10), checked before either is written.
-          const remain = yield* Quota.addInRange("token.remain", r.part.subjectId, row.remain, r.amount)
-          const used = yield* Quota.addInRange("token.used", r.part.subjectId, row.used, -r.amount)
-          row.remain = remain
-          row.used = used
-          push(state, at, {
-            kind: "correction",
-            sourceId: id,
-            subjectId: r.part.subjectId,
-            accountId: r.accountId,
-            holdId: r.holdId,
-            amount: r.amount,
-            balanceAfter: row.remain
-          })
-          return { corrected: r.amount, balanceAfter: row.remain }
-        }))(req)
+        ? once(store, id, (state, r, at) =>
+          Effect.gen(function*() {
+            const row = state.tokens.get(r.part.subjectId)!
+            // Both within ±(2^53−1) (§2.10), checked before either is written.
+            const remain = yield* Quota.addInRange("token.remain", r.part.subjectId, row.remain, r.amount)
+            const used = yield* Quota.addInRange("token.used", r.part.subjectId, row.used, -r.amount)
+            row.remain = remain
+            row.used = used
+            push(state, at, {
+              kind: "correction",
+              sourceId: id,
+              subjectId: r.part.subjectId,
+              accountId: r.accountId,
+              holdId: r.holdId,
+              amount: r.amount,
+              balanceAfter: row.remain
+            })
+            return { corrected: r.amount, balanceAfter: row.remain }
+          }))(req)
         : Effect.fail(missing(id, `token ${req.part.subjectId}`))
   )
 
@@ -108,41 +110,44 @@ export const subscriptionCorrect = (store: StoreHandle, id: string, walletId: st
   Effect.flatMap(
     Effect.sync(() => (req.part.ref !== undefined ? store.state().subscriptions.get(req.part.ref) : undefined)),
     (sub) =>
-      sub === undefined ? Effect.fail(missing(id, `subscription for hold ${req.holdId}`)) : once(store, id, (state, r, at) => Effect.gen(function*() {
-        const note = `overflow of subscription ${sub.id}`
-        // What this hold still owes the wallet for overflow (overflow rows and their corrections).
-        const overflow = -state.ledger
-          .filter((e) => e.sourceId === walletId && e.holdId === r.holdId && e.note === note)
-          .reduce((s, e) => s + e.amount, 0)
-        let rest: number = r.amount
-        const wallet = state.wallets.get(sub.accountId)
-        const fromWallet = wallet ? Math.min(rest, Math.max(0, overflow)) : 0
-        if (wallet && fromWallet > 0) {
-          wallet.balance = yield* Quota.addInRange("wallet.balance", sub.accountId, wallet.balance, fromWallet)
-          rest -= fromWallet
-          push(state, at, {
-            kind: "correction",
-            sourceId: walletId,
-            subjectId: sub.accountId,
-            accountId: sub.accountId,
-            holdId: r.holdId,
-            amount: fromWallet,
-            balanceAfter: wallet.balance,
-            note
-          })
-        }
-        const give = Math.min(rest, sub.used)
-        sub.used -= give
-        push(state, at, {
-          kind: "correction",
-          sourceId: id,
-          subjectId: sub.id,
-          accountId: sub.accountId,
-          holdId: r.holdId,
-          amount: give,
-          balanceAfter: sub.total - sub.used,
-          ...(give < rest ? { note: `correction of ${rest - give} beyond the subscription's usage` } : {})
-        })
-        return { corrected: r.amount, ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {}) }
-      }))(req)
+      sub === undefined ?
+        Effect.fail(missing(id, `subscription for hold ${req.holdId}`)) :
+        once(store, id, (state, r, at) =>
+          Effect.gen(function*() {
+            const note = `overflow of subscription ${sub.id}`
+            // What this hold still owes the wallet for overflow (overflow rows and their corrections).
+            const overflow = -state.ledger
+              .filter((e) => e.sourceId === walletId && e.holdId === r.holdId && e.note === note)
+              .reduce((s, e) => s + e.amount, 0)
+            let rest: number = r.amount
+            const wallet = state.wallets.get(sub.accountId)
+            const fromWallet = wallet ? Math.min(rest, Math.max(0, overflow)) : 0
+            if (wallet && fromWallet > 0) {
+              wallet.balance = yield* Quota.addInRange("wallet.balance", sub.accountId, wallet.balance, fromWallet)
+              rest -= fromWallet
+              push(state, at, {
+                kind: "correction",
+                sourceId: walletId,
+                subjectId: sub.accountId,
+                accountId: sub.accountId,
+                holdId: r.holdId,
+                amount: fromWallet,
+                balanceAfter: wallet.balance,
+                note
+              })
+            }
+            const give = Math.min(rest, sub.used)
+            sub.used -= give
+            push(state, at, {
+              kind: "correction",
+              sourceId: id,
+              subjectId: sub.id,
+              accountId: sub.accountId,
+              holdId: r.holdId,
+              amount: give,
+              balanceAfter: sub.total - sub.used,
+              ...(give < rest ? { note: `correction of ${rest - give} beyond the subscription's usage` } : {})
+            })
+            return { corrected: r.amount, ...(sub.total > 0 ? { balanceAfter: sub.total - sub.used } : {}) }
+          }))(req)
   )

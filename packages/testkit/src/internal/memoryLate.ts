@@ -1,6 +1,6 @@
-import { Clock, Effect } from "effect"
 import { Quota } from "@relay-billing/core"
 import type { BillingError, FundingSource, Ledger } from "@relay-billing/core"
+import { Clock, Effect } from "effect"
 import type { StoreHandle } from "./memorySources.js"
 import type { State } from "./state.js"
 import { partKey } from "./state.js"
@@ -54,7 +54,13 @@ export const walletLateSettle = (store: StoreHandle, sourceId: string): LateSett
         amount = payable
       }
       row.balance = yield* Quota.addInRange("wallet.balance", accountId, row.balance, -amount)
-      const base = { sourceId, subjectId: accountId, accountId: req.accountId, holdId: req.holdId, balanceAfter: row.balance }
+      const base = {
+        sourceId,
+        subjectId: accountId,
+        accountId: req.accountId,
+        holdId: req.holdId,
+        balanceAfter: row.balance
+      }
       if (amount > 0) push(state, at, { ...base, kind: "late_settle", amount: -amount })
       if (unbilled > 0) push(state, at, { ...base, kind: "unbilled", amount: 0, unbilled })
       return { charged: amount, unbilled, balanceAfter: row.balance }
@@ -96,10 +102,14 @@ export const subscriptionLateSettle = (store: StoreHandle, sourceId: string, wal
       const target = sub.total > 0 ? Math.min(wanted, Math.max(before, sub.total)) : wanted
       const overflow = wanted - target
       const wallet = sub.allowWalletOverflow ? state.wallets.get(sub.accountId) : undefined
-      if (overflow > 0 && wallet) wallet.balance = yield* Quota.addInRange("wallet.balance", sub.accountId, wallet.balance, -overflow)
+      if (overflow > 0 && wallet) {
+        wallet.balance = yield* Quota.addInRange("wallet.balance", sub.accountId, wallet.balance, -overflow)
+      }
       sub.used = target
       const base = { sourceId, subjectId: sub.id, accountId: sub.accountId, holdId: req.holdId }
-      if (target !== before) push(state, at, { ...base, kind: "late_settle", amount: before - target, balanceAfter: sub.total - sub.used })
+      if (target !== before) {
+        push(state, at, { ...base, kind: "late_settle", amount: before - target, balanceAfter: sub.total - sub.used })
+      }
       let unbilled = 0
       if (overflow > 0 && wallet) {
         push(state, at, {

@@ -8,9 +8,9 @@
  * and overflow), `<id>.refund` (refund, expire, release), `<id>.correct` and
  * `<id>.lateSettle`.
  */
-import { Clock, Effect } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import type { Source } from "@relay-billing/core"
+import { Clock, Effect } from "effect"
 import type { StoreHandle } from "./memorySources.js"
 import type { State, SubscriptionRow } from "./state.js"
 
@@ -70,7 +70,9 @@ export const makeWalletSource = (store: StoreHandle, id = "wallet"): Source.Sour
         yield* fault(phaseOf(req.kind))
         const row = store.state().wallets.get(req.subjectId)
         if (!row) return yield* missing(id, `wallet ${req.subjectId}`)
-        const moved = store.walletFloorAtZero && req.delta < 0 ? -Math.min(-req.delta, Math.max(0, row.balance)) : req.delta
+        const moved = store.walletFloorAtZero && req.delta < 0
+          ? -Math.min(-req.delta, Math.max(0, row.balance))
+          : req.delta
         row.balance = yield* Quota.addInRange("wallet.balance", req.subjectId, row.balance, moved)
         return { moved, balanceAfter: row.balance }
       }))
@@ -133,8 +135,7 @@ export const makeTokenSource = (store: StoreHandle, id = "token"): Source.Source
   }
 }
 
-const isActive = (sub: SubscriptionRow, now: number) =>
-  sub.status === "active" && sub.startAt <= now && now < sub.endAt
+const isActive = (sub: SubscriptionRow, now: number) => sub.status === "active" && sub.startAt <= now && now < sub.endAt
 
 const activeOf = (state: State, accountId: string, now: number) =>
   [...state.subscriptions.values()]

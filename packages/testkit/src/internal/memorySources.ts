@@ -1,6 +1,6 @@
-import { Clock, Effect } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import type { Budget, FundingSource, Ledger } from "@relay-billing/core"
+import { Clock, Effect } from "effect"
 import type { Faults } from "../Faults.js"
 import { subscriptionCorrect, tokenCorrect, walletCorrect } from "./memoryCorrect.js"
 import { subscriptionLateSettle, tokenLateSettle, walletLateSettle } from "./memoryLate.js"
@@ -30,7 +30,12 @@ const resolved = (holdId: string, status: string, operation: string) =>
  * Ends a reservation record: a refund (or expiry) keeps it as `refunded` so the
  * hold id is never reserved again; a release (the open failed) forgets it.
  */
-const forget = (state: State, sourceId: string, req: { readonly holdId: string; readonly reason: string }, part: PartRow) => {
+const forget = (
+  state: State,
+  sourceId: string,
+  req: { readonly holdId: string; readonly reason: string },
+  part: PartRow
+) => {
   if (req.reason === "release") state.parts.delete(partKey(sourceId, req.holdId))
   else part.status = "refunded"
 }
@@ -98,7 +103,10 @@ export const makeWallet = (store: StoreHandle, id = "wallet"): FundingSource.Fun
         const state = store.state()
         const part = partOf(state, id, req.holdId)
         if (!part) {
-          return yield* new BillingError.StoreError({ operation: `${id}.settle`, detail: `no reservation for ${req.holdId}` })
+          return yield* new BillingError.StoreError({
+            operation: `${id}.settle`,
+            detail: `no reservation for ${req.holdId}`
+          })
         }
         if (part.status === "settled" && part.result) return part.result
         if (part.status === "refunded") return yield* resolved(req.holdId, "refunded", "settle")
@@ -235,7 +243,10 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
         const state = store.state()
         const part = partOf(state, id, req.holdId)
         if (!part) {
-          return yield* new BillingError.StoreError({ operation: `${id}.settle`, detail: `no reservation for ${req.holdId}` })
+          return yield* new BillingError.StoreError({
+            operation: `${id}.settle`,
+            detail: `no reservation for ${req.holdId}`
+          })
         }
         if (part.status === "settled" && part.result) return part.result
         if (part.status === "refunded") return yield* resolved(req.holdId, "refunded", "settle")
@@ -255,7 +266,8 @@ export const makeTokenBudget = (store: StoreHandle, id = "token"): Budget.Budget
         const now = yield* Clock.currentTimeMillis
         // Giving a reservation back returns to counters that were in range: never out of range.
         yield* move(state, req.part.subjectId, now, req.reason, req.holdId, part.amount).pipe(
-          Effect.catchTag("QuotaOutOfRange", (e) => Effect.fail(new BillingError.StoreError({ operation: `${id}.refund`, detail: e.message })))
+          Effect.catchTag("QuotaOutOfRange", (e) =>
+            Effect.fail(new BillingError.StoreError({ operation: `${id}.refund`, detail: e.message })))
         )
         forget(state, id, req, part)
       }))
@@ -314,7 +326,10 @@ export const makeSubscription = (
         const now = yield* Clock.currentTimeMillis
         return [...store.state().subscriptions.values()]
           .filter((s) => s.accountId === accountId && isActive(s, now))
-          .reduce((best, s) => Math.max(best, s.total === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, s.total - s.used)), 0)
+          .reduce(
+            (best, s) => Math.max(best, s.total === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, s.total - s.used)),
+            0
+          )
       })),
     reserve: (req) =>
       store.atomic(Effect.gen(function*() {
@@ -335,7 +350,9 @@ export const makeSubscription = (
           ? active.find((s) => s.total === 0 || s.total - s.used > 0)
           : active.find((s) => s.total === 0 || s.total - s.used >= req.amount) ??
             (req.unconditional ? active[0] : undefined)
-        const amount = chosen && req.partial && chosen.total > 0 ? Math.min(req.amount, chosen.total - chosen.used) : req.amount
+        const amount = chosen && req.partial && chosen.total > 0
+          ? Math.min(req.amount, chosen.total - chosen.used)
+          : req.amount
         if (!chosen) {
           return yield* new BillingError.InsufficientFunds({
             sourceId: id,
@@ -357,7 +374,10 @@ export const makeSubscription = (
         const state = store.state()
         const part = partOf(state, id, req.holdId)
         if (!part || !part.ref) {
-          return yield* new BillingError.StoreError({ operation: `${id}.settle`, detail: `no reservation for ${req.holdId}` })
+          return yield* new BillingError.StoreError({
+            operation: `${id}.settle`,
+            detail: `no reservation for ${req.holdId}`
+          })
         }
         if (part.status === "settled" && part.result) return part.result
         if (part.status === "refunded") return yield* resolved(req.holdId, "refunded", "settle")
@@ -372,7 +392,9 @@ export const makeSubscription = (
         }
         yield* Quota.addInRange("subscription.amountUsed", sub.id, before, target - before)
         const overflowWallet = sub.allowWalletOverflow ? state.wallets.get(sub.accountId) : undefined
-        if (overflow > 0 && overflowWallet) yield* Quota.addInRange("wallet.balance", sub.accountId, overflowWallet.balance, -overflow)
+        if (overflow > 0 && overflowWallet) {
+          yield* Quota.addInRange("wallet.balance", sub.accountId, overflowWallet.balance, -overflow)
+        }
         sub.used = target
         let unbilled = 0
         if (overflow > 0) {
@@ -395,7 +417,9 @@ export const makeSubscription = (
           }
         }
         subLedger(state, now, sub, "settle", req.holdId, -(target - before))
-        if (unbilled > 0) subLedger(state, now, sub, "unbilled", req.holdId, 0, unbilled)
+        if (unbilled > 0) {
+          subLedger(state, now, sub, "unbilled", req.holdId, 0, unbilled)
+        }
         const result = {
           charged: part.amount + (target - before) + (overflow - unbilled),
           unbilled: unbilled as Quota.Quota,

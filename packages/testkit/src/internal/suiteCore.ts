@@ -3,8 +3,8 @@
  * source or a budget as one "subject" (something with a balance that can be
  * reserved from), the assertion helpers, and the checks shared by both suites.
  */
-import { Cause, Effect, Exit, Option, Predicate, Schema } from "effect"
 import type { Budget, FundingSource, Hold, Quota } from "@relay-billing/core"
+import { Cause, Effect, Exit, Option, Predicate, Schema } from "effect"
 
 // ------------------------------------------------------------------ errors
 
@@ -66,8 +66,11 @@ export interface CheckContext {
 export const fail = (ctx: CheckContext, detail: string): Effect.Effect<never, ConformanceFailure> =>
   Effect.fail(new ConformanceFailure({ check: ctx.id, detail }))
 
-export const ensure = (ctx: CheckContext, condition: boolean, detail: string): Effect.Effect<void, ConformanceFailure> =>
-  condition ? Effect.void : fail(ctx, detail)
+export const ensure = (
+  ctx: CheckContext,
+  condition: boolean,
+  detail: string
+): Effect.Effect<void, ConformanceFailure> => condition ? Effect.void : fail(ctx, detail)
 
 export const expectEqual = (
   ctx: CheckContext,
@@ -115,8 +118,7 @@ export const expectFailure = (
     })
   )
 
-export const tagOf = (error: unknown): unknown =>
-  Predicate.hasProperty(error, "_tag") ? error._tag : undefined
+export const tagOf = (error: unknown): unknown => Predicate.hasProperty(error, "_tag") ? error._tag : undefined
 
 export const field = (value: unknown, name: string): unknown =>
   Predicate.hasProperty(value, name) ? value[name] : undefined
@@ -180,7 +182,12 @@ export interface Subject {
       holdId: string,
       subjectId: string,
       reservation: FundingSource.Reservation,
-      input: { readonly correctionId: string; readonly charged: number; readonly corrected: number; readonly amount: number }
+      input: {
+        readonly correctionId: string
+        readonly charged: number
+        readonly corrected: number
+        readonly amount: number
+      }
     ) => Effect.Effect<FundingSource.CorrectResult, unknown>)
     | undefined
   /** The target's optional `lateSettle` (a late charge of an expired part, billing-semantics §6). */
@@ -257,27 +264,31 @@ export const makeSubject = (options: {
           reason
         })
       ),
-    correct: target.correct === undefined ? undefined : (holdId, subjectId, reservation, input) =>
-      Effect.suspend(() =>
-        target.correct!({
-          holdId,
-          correctionId: input.correctionId,
-          accountId: accountOf(subjectId),
-          part: partOf(kind, target.id, subjectId, reservation),
-          charged: input.charged,
-          corrected: input.corrected,
-          amount: input.amount as Quota.Quota
-        })
-      ),
-    lateSettle: target.lateSettle === undefined ? undefined : (holdId, subjectId, reservation, amount) =>
-      Effect.suspend(() =>
-        target.lateSettle!({
-          holdId,
-          accountId: accountOf(subjectId),
-          part: partOf(kind, target.id, subjectId, reservation),
-          amount: amount as Quota.Quota
-        })
-      )
+    correct: target.correct === undefined ?
+      undefined :
+      (holdId, subjectId, reservation, input) =>
+        Effect.suspend(() =>
+          target.correct!({
+            holdId,
+            correctionId: input.correctionId,
+            accountId: accountOf(subjectId),
+            part: partOf(kind, target.id, subjectId, reservation),
+            charged: input.charged,
+            corrected: input.corrected,
+            amount: input.amount as Quota.Quota
+          })
+        ),
+    lateSettle: target.lateSettle === undefined ?
+      undefined :
+      (holdId, subjectId, reservation, amount) =>
+        Effect.suspend(() =>
+          target.lateSettle!({
+            holdId,
+            accountId: accountOf(subjectId),
+            part: partOf(kind, target.id, subjectId, reservation),
+            amount: amount as Quota.Quota
+          })
+        )
   }
 }
 
@@ -322,7 +333,11 @@ const reservedFixture = (ctx: CheckContext, s: Subject) =>
     const subjectId = yield* opened(ctx, s, FUND)
     const holdId = freshId(`${ctx.id}-hold`)
     const amount = s.reservationFor(ESTIMATE)
-    const reservation = yield* step(ctx, `reserve ${amount} on a ${s.noun} holding ${FUND}`, s.reserve(holdId, subjectId, amount))
+    const reservation = yield* step(
+      ctx,
+      `reserve ${amount} on a ${s.noun} holding ${FUND}`,
+      s.reserve(holdId, subjectId, amount)
+    )
     yield* expectEqual(ctx, `reservation.amount for reserve ${amount}`, reservation.amount, amount)
     const afterReserve = yield* levelOf(ctx, s, subjectId, "after reserve")
     yield* expectEqual(ctx, `${s.levelName} after reserving ${amount} from ${FUND}`, afterReserve, FUND - amount)
@@ -341,7 +356,12 @@ const checkResult = (
     yield* expectEqual(ctx, `settle(${actual}).unbilled (the ${s.noun} could afford it)`, result.unbilled, 0)
     const level = yield* levelOf(ctx, s, subjectId, "after settle")
     if (result.balanceAfter !== undefined) {
-      yield* expectEqual(ctx, `settle(${actual}).balanceAfter vs the ${s.levelName} read after it`, result.balanceAfter, level)
+      yield* expectEqual(
+        ctx,
+        `settle(${actual}).balanceAfter vs the ${s.levelName} read after it`,
+        result.balanceAfter,
+        level
+      )
     }
     return level
   })
@@ -350,7 +370,11 @@ const settleTo = (actual: (amount: number) => number, what: string): Check => (c
   Effect.gen(function*() {
     const { amount, holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
     const a = actual(amount)
-    const result = yield* step(ctx, `settle(${a}) of a reservation of ${amount} (${what})`, s.settle(holdId, subjectId, reservation, a))
+    const result = yield* step(
+      ctx,
+      `settle(${a}) of a reservation of ${amount} (${what})`,
+      s.settle(holdId, subjectId, reservation, a)
+    )
     const level = yield* checkResult(ctx, s, subjectId, result, a)
     yield* expectEqual(
       ctx,
@@ -369,7 +393,9 @@ const settleTo = (actual: (amount: number) => number, what: string): Check => (c
 const correctCheck: Check = (ctx, s) =>
   Effect.gen(function*() {
     const correct = s.correct
-    if (correct === undefined) return notApplicable(`the ${s.kind === "funding" ? "source" : "budget"} does not define correct`)
+    if (correct === undefined) {
+      return notApplicable(`the ${s.kind === "funding" ? "source" : "budget"} does not define correct`)
+    }
     const { holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
     yield* step(ctx, `settle(${BELOW})`, s.settle(holdId, subjectId, reservation, BELOW))
     const part = Math.floor(BELOW / 3)
@@ -380,9 +406,19 @@ const correctCheck: Check = (ctx, s) =>
     )
     yield* expectEqual(ctx, `correct(${part}).corrected`, first.corrected, part)
     const level = yield* levelOf(ctx, s, subjectId, "after the correction")
-    yield* expectEqual(ctx, `${s.levelName} after settle ${BELOW} and a correction of ${part}`, level, FUND - BELOW + part)
+    yield* expectEqual(
+      ctx,
+      `${s.levelName} after settle ${BELOW} and a correction of ${part}`,
+      level,
+      FUND - BELOW + part
+    )
     if (first.balanceAfter !== undefined) {
-      yield* expectEqual(ctx, `correct(${part}).balanceAfter vs the ${s.levelName} read after it`, first.balanceAfter, level)
+      yield* expectEqual(
+        ctx,
+        `correct(${part}).balanceAfter vs the ${s.levelName} read after it`,
+        first.balanceAfter,
+        level
+      )
     }
     const again = yield* step(
       ctx,
@@ -390,7 +426,12 @@ const correctCheck: Check = (ctx, s) =>
       correct(holdId, subjectId, reservation, { correctionId: "c-1", charged: BELOW, corrected: 0, amount: part })
     )
     yield* expectEqual(ctx, "a repeated correction's corrected (the first answer)", again.corrected, part)
-    yield* expectEqual(ctx, `${s.levelName} after repeating a correction (must not move)`, yield* levelOf(ctx, s, subjectId, "after the repeat"), level)
+    yield* expectEqual(
+      ctx,
+      `${s.levelName} after repeating a correction (must not move)`,
+      yield* levelOf(ctx, s, subjectId, "after the repeat"),
+      level
+    )
     const rest = BELOW - part
     const second = yield* step(
       ctx,
@@ -398,7 +439,12 @@ const correctCheck: Check = (ctx, s) =>
       correct(holdId, subjectId, reservation, { correctionId: "c-2", charged: BELOW, corrected: part, amount: rest })
     )
     yield* expectEqual(ctx, `correct(${rest}).corrected`, second.corrected, rest)
-    yield* expectEqual(ctx, `${s.levelName} after correcting the whole charge`, yield* levelOf(ctx, s, subjectId, "at the end"), FUND)
+    yield* expectEqual(
+      ctx,
+      `${s.levelName} after correcting the whole charge`,
+      yield* levelOf(ctx, s, subjectId, "at the end"),
+      FUND
+    )
     return passed
   })
 
@@ -412,21 +458,42 @@ const correctCheck: Check = (ctx, s) =>
 const lateSettleCheck: Check = (ctx, s) =>
   Effect.gen(function*() {
     const late = s.lateSettle
-    if (late === undefined) return notApplicable(`the ${s.kind === "funding" ? "source" : "budget"} does not define lateSettle`)
+    if (late === undefined) {
+      return notApplicable(`the ${s.kind === "funding" ? "source" : "budget"} does not define lateSettle`)
+    }
     const { amount, holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
     yield* step(ctx, `refund ${amount} (reason expire)`, s.refund(holdId, subjectId, reservation, "expire"))
-    yield* expectEqual(ctx, `${s.levelName} after the expiry`, yield* levelOf(ctx, s, subjectId, "after the expiry"), FUND)
+    yield* expectEqual(
+      ctx,
+      `${s.levelName} after the expiry`,
+      yield* levelOf(ctx, s, subjectId, "after the expiry"),
+      FUND
+    )
     const first = yield* step(ctx, `lateSettle(${ABOVE}) after the expiry`, late(holdId, subjectId, reservation, ABOVE))
     yield* expectEqual(ctx, `lateSettle(${ABOVE}).charged`, first.charged, ABOVE)
     yield* expectEqual(ctx, `lateSettle(${ABOVE}).unbilled (the ${s.noun} could afford it)`, first.unbilled, 0)
     const level = yield* levelOf(ctx, s, subjectId, "after the late charge")
     yield* expectEqual(ctx, `${s.levelName} after a late charge of ${ABOVE} from ${FUND}`, level, FUND - ABOVE)
     if (first.balanceAfter !== undefined) {
-      yield* expectEqual(ctx, `lateSettle(${ABOVE}).balanceAfter vs the ${s.levelName} read after it`, first.balanceAfter, level)
+      yield* expectEqual(
+        ctx,
+        `lateSettle(${ABOVE}).balanceAfter vs the ${s.levelName} read after it`,
+        first.balanceAfter,
+        level
+      )
     }
-    const again = yield* step(ctx, "the same late charge again (same hold id)", late(holdId, subjectId, reservation, ABOVE))
+    const again = yield* step(
+      ctx,
+      "the same late charge again (same hold id)",
+      late(holdId, subjectId, reservation, ABOVE)
+    )
     yield* expectEqual(ctx, "a repeated late charge's charged (the first answer)", again.charged, ABOVE)
-    yield* expectEqual(ctx, `${s.levelName} after repeating a late charge (must not move)`, yield* levelOf(ctx, s, subjectId, "after the repeat"), level)
+    yield* expectEqual(
+      ctx,
+      `${s.levelName} after repeating a late charge (must not move)`,
+      yield* levelOf(ctx, s, subjectId, "after the repeat"),
+      level
+    )
     return passed
   })
 
@@ -441,8 +508,17 @@ export const sharedChecks = {
       for (const requested of [ESTIMATE, 1, 777]) {
         const amount = s.reservationFor(requested)
         const prior = yield* levelOf(ctx, s, subjectId, `before reserving ${amount}`)
-        const reservation = yield* step(ctx, `reserve ${amount}`, s.reserve(freshId(`${ctx.id}-hold`), subjectId, amount))
-        yield* expectEqual(ctx, `reservation.amount for reserve ${amount} (requested ${requested})`, reservation.amount, amount)
+        const reservation = yield* step(
+          ctx,
+          `reserve ${amount}`,
+          s.reserve(freshId(`${ctx.id}-hold`), subjectId, amount)
+        )
+        yield* expectEqual(
+          ctx,
+          `reservation.amount for reserve ${amount} (requested ${requested})`,
+          reservation.amount,
+          amount
+        )
         const after = yield* levelOf(ctx, s, subjectId, `after reserving ${amount}`)
         yield* expectEqual(ctx, `${s.levelName} drop after reserve ${amount}`, prior - after, amount)
       }
@@ -456,7 +532,12 @@ export const sharedChecks = {
       yield* expectEqual(ctx, "amount of the repeated reservation", again.amount, reservation.amount)
       yield* expectEqual(ctx, "ref of the repeated reservation", again.ref, reservation.ref)
       const after = yield* levelOf(ctx, s, subjectId, "after the repeated reserve")
-      yield* expectEqual(ctx, `${s.levelName} after reserving the same hold twice (must be debited once)`, after, FUND - amount)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after reserving the same hold twice (must be debited once)`,
+        after,
+        FUND - amount
+      )
       return passed
     }),
 
@@ -465,7 +546,11 @@ export const sharedChecks = {
       const subjectId = yield* opened(ctx, s, SMALL)
       const amount = s.reservationFor(SMALL + 1)
       const holdId = freshId(`${ctx.id}-hold`)
-      const error = yield* expectFailure(ctx, `reserve ${amount} on a ${s.noun} holding ${SMALL}`, s.reserve(holdId, subjectId, amount))
+      const error = yield* expectFailure(
+        ctx,
+        `reserve ${amount} on a ${s.noun} holding ${SMALL}`,
+        s.reserve(holdId, subjectId, amount)
+      )
       yield* expectTag(ctx, `reserve ${amount} over a ${s.levelName} of ${SMALL}`, error, s.shortfall.tag)
       yield* expectEqual(ctx, `${s.shortfall.tag}.code`, field(error, "code"), s.shortfall.code)
       yield* expectEqual(ctx, `${s.shortfall.tag}.required`, field(error, "required"), amount)
@@ -520,13 +605,25 @@ export const sharedChecks = {
         yield* ensure(
           ctx,
           Option.isSome(error) && tagOf(error.value) === "HoldResolved",
-          `reserve of a settled hold id may return the reservation or fail with HoldResolved, but it ${describeCause(exit.cause)}`
+          `reserve of a settled hold id may return the reservation or fail with HoldResolved, but it ${
+            describeCause(exit.cause)
+          }`
         )
       } else {
-        yield* expectEqual(ctx, "amount returned by reserve of a settled hold id", exit.value.amount, reservation.amount)
+        yield* expectEqual(
+          ctx,
+          "amount returned by reserve of a settled hold id",
+          exit.value.amount,
+          reservation.amount
+        )
       }
       const after = yield* levelOf(ctx, s, subjectId, "after reserving a settled hold id")
-      yield* expectEqual(ctx, `${s.levelName} after reserve of a settled hold id (must not debit again)`, after, FUND - BELOW)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after reserve of a settled hold id (must not debit again)`,
+        after,
+        FUND - BELOW
+      )
       return passed
     }),
 
@@ -541,9 +638,23 @@ export const sharedChecks = {
       const level = yield* checkResult(ctx, s, subjectId, first, BELOW)
       yield* expectEqual(ctx, `${s.levelName} after settle(${BELOW})`, level, FUND - BELOW)
       for (const actual of [BELOW, ABOVE]) {
-        const again = yield* step(ctx, `a repeated settle(${actual}) of the settled hold`, s.settle(holdId, subjectId, reservation, actual))
-        yield* expectEqual(ctx, `repeated settle(${actual}).charged (must return the first result)`, again.charged, first.charged)
-        yield* expectEqual(ctx, `repeated settle(${actual}).unbilled (must return the first result)`, again.unbilled, first.unbilled)
+        const again = yield* step(
+          ctx,
+          `a repeated settle(${actual}) of the settled hold`,
+          s.settle(holdId, subjectId, reservation, actual)
+        )
+        yield* expectEqual(
+          ctx,
+          `repeated settle(${actual}).charged (must return the first result)`,
+          again.charged,
+          first.charged
+        )
+        yield* expectEqual(
+          ctx,
+          `repeated settle(${actual}).unbilled (must return the first result)`,
+          again.unbilled,
+          first.unbilled
+        )
         yield* expectEqual(
           ctx,
           `repeated settle(${actual}).balanceAfter (must return the first result)`,
@@ -551,7 +662,12 @@ export const sharedChecks = {
           first.balanceAfter
         )
         const after = yield* levelOf(ctx, s, subjectId, `after the repeated settle(${actual})`)
-        yield* expectEqual(ctx, `${s.levelName} after a repeated settle(${actual}) (must charge once)`, after, FUND - BELOW)
+        yield* expectEqual(
+          ctx,
+          `${s.levelName} after a repeated settle(${actual}) (must charge once)`,
+          after,
+          FUND - BELOW
+        )
       }
       return passed
     }),
@@ -560,7 +676,11 @@ export const sharedChecks = {
     Effect.gen(function*() {
       const { holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
       yield* step(ctx, "refund", s.refund(holdId, subjectId, reservation))
-      const error = yield* expectFailure(ctx, `settle(${BELOW}) after a refund`, s.settle(holdId, subjectId, reservation, BELOW))
+      const error = yield* expectFailure(
+        ctx,
+        `settle(${BELOW}) after a refund`,
+        s.settle(holdId, subjectId, reservation, BELOW)
+      )
       yield* expectTag(ctx, "settle after a refund", error, "HoldResolved")
       yield* expectEqual(ctx, "HoldResolved.holdId", field(error, "holdId"), holdId)
       const after = yield* levelOf(ctx, s, subjectId, "after settle of a refunded hold")
@@ -575,7 +695,12 @@ export const sharedChecks = {
       // The outcome (a typed failure or a no-op) is up to the source; moving money is not.
       yield* Effect.exit(s.settle(freshId(`${ctx.id}-never`), subjectId, { amount }, ABOVE))
       const after = yield* levelOf(ctx, s, subjectId, "after settling a hold that was never reserved")
-      yield* expectEqual(ctx, `${s.levelName} after settling a hold that was never reserved (must not move)`, after, FUND)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after settling a hold that was never reserved (must not move)`,
+        after,
+        FUND
+      )
       return passed
     }),
 
@@ -604,17 +729,36 @@ export const sharedChecks = {
       yield* step(ctx, `settle(${BELOW})`, s.settle(holdId, subjectId, reservation, BELOW))
       yield* step(ctx, "refund after settle", s.refund(holdId, subjectId, reservation))
       const after = yield* levelOf(ctx, s, subjectId, "after refund of a settled hold")
-      yield* expectEqual(ctx, `${s.levelName} after settle(${BELOW}) + refund (the refund must be a no-op)`, after, FUND - BELOW)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after settle(${BELOW}) + refund (the refund must be a no-op)`,
+        after,
+        FUND - BELOW
+      )
       return passed
     }),
 
   "refund.release": (ctx, s) =>
     Effect.gen(function*() {
       const { amount, holdId, reservation, subjectId } = yield* reservedFixture(ctx, s)
-      yield* step(ctx, "refund with reason release (the open failed)", s.refund(holdId, subjectId, reservation, "release"))
-      yield* expectEqual(ctx, `${s.levelName} after a release`, yield* levelOf(ctx, s, subjectId, "after release"), FUND)
+      yield* step(
+        ctx,
+        "refund with reason release (the open failed)",
+        s.refund(holdId, subjectId, reservation, "release")
+      )
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after a release`,
+        yield* levelOf(ctx, s, subjectId, "after release"),
+        FUND
+      )
       yield* step(ctx, "a repeated release", s.refund(holdId, subjectId, reservation, "release"))
-      yield* expectEqual(ctx, `${s.levelName} after a repeated release (must credit once)`, yield* levelOf(ctx, s, subjectId, "after the repeated release"), FUND)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after a repeated release (must credit once)`,
+        yield* levelOf(ctx, s, subjectId, "after the repeated release"),
+        FUND
+      )
       // A released hold id is forgotten: reserving it again is a fresh reservation.
       const again = yield* step(ctx, "reserve of a released hold id", s.reserve(holdId, subjectId, amount))
       yield* expectEqual(ctx, "reservation.amount of a released hold id reserved again", again.amount, amount)
@@ -625,7 +769,12 @@ export const sharedChecks = {
         FUND - amount
       )
       yield* step(ctx, "refund", s.refund(holdId, subjectId, again))
-      yield* expectEqual(ctx, `${s.levelName} after the final refund`, yield* levelOf(ctx, s, subjectId, "after refund"), FUND)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after the final refund`,
+        yield* levelOf(ctx, s, subjectId, "after refund"),
+        FUND
+      )
       return passed
     }),
 
@@ -636,7 +785,12 @@ export const sharedChecks = {
       // A typed failure or a no-op are both fine; crediting money that was never reserved is not.
       yield* Effect.exit(s.refund(freshId(`${ctx.id}-never`), subjectId, { amount }))
       const after = yield* levelOf(ctx, s, subjectId, "after refunding a hold that was never reserved")
-      yield* expectEqual(ctx, `${s.levelName} after refunding a hold that was never reserved (must not move)`, after, FUND)
+      yield* expectEqual(
+        ctx,
+        `${s.levelName} after refunding a hold that was never reserved (must not move)`,
+        after,
+        FUND
+      )
       return passed
     })
 } satisfies Record<string, Check>
@@ -648,7 +802,11 @@ export const concurrencyChecks = (options: ConcurrencyOptions = {}) => {
   return {
     "concurrency.reserve": (ctx, s) =>
       Effect.gen(function*() {
-        yield* ensure(ctx, affordable >= 1 && affordable < attempts, `bad options: affordable ${affordable}, attempts ${attempts}`)
+        yield* ensure(
+          ctx,
+          affordable >= 1 && affordable < attempts,
+          `bad options: affordable ${affordable}, attempts ${attempts}`
+        )
         const amount = s.reservationFor(1_000)
         const funds = affordable * amount + (amount - 1)
         const subjectId = yield* opened(ctx, s, funds)
@@ -681,7 +839,12 @@ export const concurrencyChecks = (options: ConcurrencyOptions = {}) => {
           affordable
         )
         const after = yield* levelOf(ctx, s, subjectId, "after the concurrent reserves")
-        yield* expectEqual(ctx, `${s.levelName} after ${affordable} successful reserves of ${amount}`, after, funds - affordable * amount)
+        yield* expectEqual(
+          ctx,
+          `${s.levelName} after ${affordable} successful reserves of ${amount}`,
+          after,
+          funds - affordable * amount
+        )
         const lowest = Math.min(...observed)
         yield* ensure(ctx, lowest >= 0, `${s.levelName} went negative (${lowest}) during concurrent reserves`)
         return passed
@@ -695,11 +858,20 @@ export const concurrencyChecks = (options: ConcurrencyOptions = {}) => {
         const reservations = yield* step(
           ctx,
           `${attempts} concurrent reserves of one hold id`,
-          Effect.all(Array.from({ length: attempts }, () => s.reserve(holdId, subjectId, amount)), { concurrency: "unbounded" })
+          Effect.all(Array.from({ length: attempts }, () => s.reserve(holdId, subjectId, amount)), {
+            concurrency: "unbounded"
+          })
         )
-        for (const r of reservations) yield* expectEqual(ctx, "amount of each concurrent reservation of one hold", r.amount, amount)
+        for (const r of reservations) {
+          yield* expectEqual(ctx, "amount of each concurrent reservation of one hold", r.amount, amount)
+        }
         const after = yield* levelOf(ctx, s, subjectId, "after concurrent reserves of one hold")
-        yield* expectEqual(ctx, `${s.levelName} after concurrent reserves of one hold id (must debit once)`, after, FUND - amount)
+        yield* expectEqual(
+          ctx,
+          `${s.levelName} after concurrent reserves of one hold id (must debit once)`,
+          after,
+          FUND - amount
+        )
         return passed
       }),
 
@@ -716,11 +888,20 @@ export const concurrencyChecks = (options: ConcurrencyOptions = {}) => {
           { concurrency: "unbounded" }
         )
         for (const exit of refunds) {
-          yield* ensure(ctx, Exit.isSuccess(exit), `a concurrent refund must not fail, but it ${Exit.isFailure(exit) ? describeCause(exit.cause) : ""}`)
+          yield* ensure(
+            ctx,
+            Exit.isSuccess(exit),
+            `a concurrent refund must not fail, but it ${Exit.isFailure(exit) ? describeCause(exit.cause) : ""}`
+          )
         }
         const after = yield* levelOf(ctx, s, subjectId, "after a concurrent settle and refunds")
         if (Exit.isSuccess(settled)) {
-          yield* expectEqual(ctx, `${s.levelName} when settle(${BELOW}) won against concurrent refunds`, after, FUND - BELOW)
+          yield* expectEqual(
+            ctx,
+            `${s.levelName} when settle(${BELOW}) won against concurrent refunds`,
+            after,
+            FUND - BELOW
+          )
         } else {
           const error = Cause.findErrorOption(settled.cause)
           yield* ensure(
@@ -728,7 +909,12 @@ export const concurrencyChecks = (options: ConcurrencyOptions = {}) => {
             Option.isSome(error) && tagOf(error.value) === "HoldResolved",
             `a settle that lost against a refund must fail with HoldResolved, but it ${describeCause(settled.cause)}`
           )
-          yield* expectEqual(ctx, `${s.levelName} when the refunds won against a concurrent settle (credited once)`, after, FUND)
+          yield* expectEqual(
+            ctx,
+            `${s.levelName} when the refunds won against a concurrent settle (credited once)`,
+            after,
+            FUND
+          )
         }
         return passed
       })

@@ -1,15 +1,21 @@
-import { Effect } from "effect"
 import { BillingError, Quota } from "@relay-billing/core"
 import type { SqlStore } from "@relay-billing/core"
+import { Effect } from "effect"
 
 type Sql = SqlStore.SqlStore["Service"]
 
 /** An integer column as a safe number (PostgreSQL answers BIGINT as a string). */
-export const num = (value: unknown, column: string, operation: string): Effect.Effect<number, BillingError.StoreError> => {
+export const num = (
+  value: unknown,
+  column: string,
+  operation: string
+): Effect.Effect<number, BillingError.StoreError> => {
   const n = typeof value === "bigint" ? Number(value) : Number(value)
   return Number.isSafeInteger(n)
     ? Effect.succeed(n)
-    : Effect.fail(new BillingError.StoreError({ operation, detail: `${column}: ${String(value)} is not a safe integer` }))
+    : Effect.fail(
+      new BillingError.StoreError({ operation, detail: `${column}: ${String(value)} is not a safe integer` })
+    )
 }
 
 /**

@@ -1,6 +1,6 @@
-import { Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Source, SqlStore } from "@relay-billing/core"
+import { Effect } from "effect"
 import { conditions, inRange, num, outOfRange, readRow, updateReturning } from "./statements.js"
 
 type Sql = SqlStore.SqlStore["Service"]
@@ -16,15 +16,18 @@ export const makeTokenSource = (options: { readonly id?: string }): Source.Sourc
   const tokens = (sql: Sql) => sql.table("tokens")
 
   const readToken = (sql: Sql, tokenId: string, operation: string) =>
-    Effect.flatMap(readRow(sql, operation, tokens(sql), tokenId, ["remain", "used", "unlimited", "account_id"]), (row) =>
-      row
-        ? Effect.map(num(row["remain"], "remain", operation), (remain) => ({
-          row,
-          remain,
-          unlimited: Boolean(Number(row["unlimited"])) || row["unlimited"] === true,
-          accountId: String(row["account_id"])
-        }))
-        : Effect.succeed(undefined))
+    Effect.flatMap(
+      readRow(sql, operation, tokens(sql), tokenId, ["remain", "used", "unlimited", "account_id"]),
+      (row) =>
+        row
+          ? Effect.map(num(row["remain"], "remain", operation), (remain) => ({
+            row,
+            remain,
+            unlimited: Boolean(Number(row["unlimited"])) || row["unlimited"] === true,
+            accountId: String(row["account_id"])
+          }))
+          : Effect.succeed(undefined)
+    )
 
   const take: Source.Source["take"] = (req) =>
     Effect.gen(function*() {
@@ -54,7 +57,9 @@ export const makeTokenSource = (options: { readonly id?: string }): Source.Sourc
       }
       if (token?.unlimited) return { amount: 0, balanceAfter: token.remain }
       // The bound on `used` (§2.10) may be what failed; otherwise the budget is short.
-      const error = token ? outOfRange(token.row, req.subjectId, [{ column: "used", field: "token.used", change: amount }]) : undefined
+      const error = token
+        ? outOfRange(token.row, req.subjectId, [{ column: "used", field: "token.used", change: amount }])
+        : undefined
       if (error) return yield* error
       return yield* new BillingError.TokenBudgetExceeded({
         budgetId: id,
@@ -87,7 +92,10 @@ export const makeTokenSource = (options: { readonly id?: string }): Source.Sourc
       if (!token) return { moved: 0, balanceAfter: 0 }
       const error = outOfRange(token.row, req.subjectId, range(req.delta))
       if (error) return yield* error
-      return yield* new BillingError.StoreError({ operation, detail: `tokens ${req.subjectId}: a bounded update matched no row` })
+      return yield* new BillingError.StoreError({
+        operation,
+        detail: `tokens ${req.subjectId}: a bounded update matched no row`
+      })
     })
 
   return {

@@ -1,6 +1,6 @@
-import { Effect } from "effect"
 import { BillingError } from "@relay-billing/core"
 import type { Source, SqlStore } from "@relay-billing/core"
+import { Effect } from "effect"
 import { conditions, inRange, num, outOfRange, readRow, updateReturning } from "./statements.js"
 
 type Sql = SqlStore.SqlStore["Service"]
@@ -112,7 +112,10 @@ export const makeWalletSource = (options: { readonly id?: string; readonly floor
       // No such account: nothing moved (a row in range cannot miss an UPDATE bounded only by the range).
       const existing = yield* missed(sql, accountId, delta, operation)
       if (existing) {
-        return yield* new BillingError.StoreError({ operation, detail: `accounts ${accountId}: a bounded update matched no row` })
+        return yield* new BillingError.StoreError({
+          operation,
+          detail: `accounts ${accountId}: a bounded update matched no row`
+        })
       }
       return { moved: 0, balanceAfter: 0 }
     })
