@@ -15,7 +15,11 @@
 //     there with tsc as ESM and as CommonJS; `import` and `require` of the builds give a
 //     `Source.Plugin` over the same core;
 //  5. its conformance suite runs with vitest from the installed testkit;
-//  6. (todo) it is composed with the wallet on SQLite through the one-call composition;
+//  6. the plugin's ESM build is composed with the wallet and the token budget on SQLite through
+//     the one-call composition (`KnexBilling.sessionLayer`, the installed packages' migrations), a
+//     custom preference [plugin, "wallet"]: an account seeded by `test/relay-seed.sql` (below) and
+//     given a wallet, one request drawn from the plugin, one it cannot cover falling back to the
+//     wallet; the knex audit and the plugin's own audit columns are clean;
 //  7. the plugin, packed and installed with npm in the host, is loaded by package name by the
 //     reference relay (the workspace's build of the private apps/relay, started as a process
 //     in the host, so the plugin and its @relay-billing/core come from the host's
@@ -24,7 +28,7 @@
 //     bound to the account id, `{{prefix}}` the relay's table prefix, e.g.
 //     `INSERT INTO {{prefix}}vouchers (account_id, amount, expires_at) VALUES (?, 1000, 4102444800000)`),
 //     and one request to the built-in `demo` model is billed from it.
-// Stages 4, 5 and 7 run when the plugin directory exists; 6 waits for the composition API.
+// Stages 4 to 7 run when the plugin directory exists.
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process"
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
@@ -93,8 +97,12 @@ const show = (label: string, r: SpawnSyncReturns<string>) =>
   `--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`
 
 /** Runs a script with the pinned Node (the one running vitest) and parses its last stdout line. */
-const node = (file: string, cwd: string): { readonly r: SpawnSyncReturns<string>; readonly out: unknown } => {
-  const r = run(process.execPath, [file], cwd)
+const node = (
+  file: string,
+  cwd: string,
+  args: ReadonlyArray<string> = []
+): { readonly r: SpawnSyncReturns<string>; readonly out: unknown } => {
+  const r = run(process.execPath, [file, ...args], cwd)
   const last = r.stdout.trim().split("\n").at(-1) ?? ""
   let out: unknown
   try {
@@ -196,6 +204,128 @@ export const isShortfall = (error: unknown): error is BillingError.InsufficientF
 
 export const quota = (n: number): Quota.Quota => n as Quota.Quota
 `
+
+// Stage 6's script, run in the host: the plugin's ESM build (stage 4) beside the wallet and the
+// token budget in one knex store on SQLite, through `KnexBilling.sessionLayer`, with a custom
+// preference whose chain is [plugin, "wallet"]. Arguments: the database file, the plugin's
+// relay-seed.sql and its options (JSON). Prints what it saw as one JSON line.
+const COMPOSE = String.raw`import { readFileSync } from "node:fs"
+import { BillingSession, Ledger, SqlStore } from "@relay-billing/core"
+import { Accounts, Audit, KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
+import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
+import { Effect, Layer } from "effect"
+const [database, seedFile, options] = process.argv.slice(2)
+const m = await import("./plugin-esm/dist/index.js")
+const plugin = m.plugin ?? m.default
+const decoded = plugin.decodeOptions(JSON.parse(options))
+if (decoded._tag !== "Success") throw new Error("the plugin's options: " + String(decoded.error))
+const source = plugin.make(decoded.value)
+const chain = [source.id, "wallet"]
+const accountId = "acct-stage6", tokenId = "tok-stage6"
+const migrations = Effect.all([Migrations.run(Wallet.allMigrations), SourceMigrations.run([source])])
+let migrated = []
+const store = Layer.effectDiscard(Effect.map(migrations, ([sdk, plugin]) => {
+  migrated = Object.entries({ ...sdk, ...plugin }).map(([name, applied]) => ({ name, applied }))
+})).pipe(Layer.provideMerge(KnexClient.KnexClient.layerUrl("sqlite:" + database)))
+const billing = Layer.merge(
+  KnexBilling.sessionLayer({
+    funding: [WalletSource.make(), source],
+    budgets: [TokenBudget.make()],
+    session: { preferences: { plugin_first: chain } }
+  }),
+  WalletAdmin.WalletAdmin.layer
+).pipe(Layer.provideMerge(store))
+const pairs = (parts, amount) => parts.map((p) => [p.sourceId, p[amount]]).sort()
+const program = Effect.gen(function*() {
+  const sql = yield* SqlStore.SqlStore
+  const admin = yield* WalletAdmin.WalletAdmin
+  const session = yield* BillingSession.BillingSession
+  const statements = readFileSync(seedFile, "utf8").replaceAll("{{prefix}}", sql.table(""))
+    .split(";").map((s) => s.trim()).filter((s) => s !== "")
+  for (const statement of statements) {
+    yield* sql.execute("stage6.seed", statement, Array((statement.match(/\?/g) ?? []).length).fill(accountId))
+  }
+  // a wallet of twice the pack, a token budget of four times it
+  const pack = yield* source.balance(sql, accountId)
+  yield* admin.createAccount({ id: accountId, balance: 2 * pack })
+  yield* admin.createToken({ id: tokenId, accountId, remain: 4 * pack })
+  const balances = Effect.gen(function*() {
+    return {
+      wallet: (yield* admin.account(accountId)).balance,
+      pack: yield* source.balance(sql, accountId),
+      token: (yield* admin.token(tokenId)).remain
+    }
+  })
+  const request = (holdId, estimate, actual) => Effect.gen(function*() {
+    const opened = yield* session.open({ holdId, accountId, tokenId, estimate, preference: "plugin_first" })
+    const settled = yield* session.settle(holdId, actual)
+    return {
+      opened: pairs(opened.hold.parts, "amount"),
+      settled: {
+        actual: settled.actual,
+        unbilled: settled.parts.reduce((n, p) => n + p.unbilled, 0),
+        charged: pairs(settled.parts, "charged")
+      }
+    }
+  })
+  const before = yield* balances
+  const amounts = [Math.floor(before.pack / 4), Math.floor(before.pack / 2), before.pack, Math.floor(before.pack * 0.8)]
+  const first = yield* request("stage6-1", amounts[0], amounts[1])
+  const afterFirst = yield* balances
+  const second = yield* request("stage6-2", amounts[2], amounts[3])
+  const afterSecond = yield* balances
+  const rows = yield* (yield* Ledger.Ledger).entries({ subjectId: accountId })
+  const ledger = rows.filter((r) => r.sourceId !== "token")
+    .map((r) => [r.sourceId, r.kind, r.amount, r.balanceAfter, r.holdId])
+  const account = yield* admin.account(accountId)
+  const audit = yield* Audit.run(Wallet.auditBalances, { counters: Accounts.auditCounters })
+  // the plugin's own audit columns (sign x the column, per subject) against its ledger rows
+  const pluginAudit = []
+  for (const a of source.audit ?? []) {
+    const r = yield* sql.execute("stage6.audit", "SELECT SUM(" + a.column + ") AS n FROM " + sql.table(a.table) +
+      " WHERE " + a.subject + " = ?", [accountId])
+    const own = yield* (yield* Ledger.Ledger).entries({ sourceId: source.id, subjectId: accountId })
+    pluginAudit.push({ table: a.table, column: (a.sign ?? 1) * Number(r.rows[0]?.n ?? 0), ledger: Ledger.sum(own) })
+  }
+  return {
+    sourceId: source.id, chain, migrated, before, amounts, first, afterFirst, second, afterSecond, ledger,
+    counters: { usedQuota: account.usedQuota, requestCount: account.requestCount },
+    audit, pluginAudit
+  }
+})
+const out = await Effect.runPromise(program.pipe(Effect.provide(billing)))
+console.log(JSON.stringify(out))
+`
+
+/** What stage 6's script prints. */
+interface Composed {
+  readonly sourceId: string
+  readonly chain: ReadonlyArray<string>
+  readonly migrated: ReadonlyArray<{ readonly name: string; readonly applied: ReadonlyArray<string> }>
+  readonly before: Balances
+  readonly amounts: readonly [number, number, number, number]
+  readonly first: Request
+  readonly afterFirst: Balances
+  readonly second: Request
+  readonly afterSecond: Balances
+  readonly ledger: ReadonlyArray<readonly [string, string, number, number, string]>
+  readonly counters: { readonly usedQuota: number; readonly requestCount: number }
+  readonly audit: { readonly ok: boolean; readonly problems: ReadonlyArray<string> }
+  readonly pluginAudit: ReadonlyArray<{ readonly table: string; readonly column: number; readonly ledger: number }>
+}
+interface Balances {
+  readonly wallet: number
+  readonly pack: number
+  readonly token: number
+}
+interface Request {
+  readonly opened: ReadonlyArray<readonly [string, number]>
+  readonly settled: {
+    readonly actual: number
+    readonly unbilled: number
+    readonly charged: ReadonlyArray<readonly [string, number]>
+  }
+}
 
 describe("the packed packages installed with npm outside the workspace", { timeout: 300_000 }, () => {
   beforeAll(install, 300_000)
@@ -346,7 +476,64 @@ console.log(JSON.stringify({
       expect(r.stdout).toMatch(/Tests\s+\d+ passed/)
     })
 
-    it.todo("stage 6: composed with the wallet on SQLite in one call (waits for the composition API, issue 10 #4)")
+    it(
+      "stage 6: composed with the wallet and the token budget on SQLite in one call (KnexBilling.sessionLayer)",
+      () => {
+        const seedFile = path.join(pluginDir, "test", "relay-seed.sql")
+        expect(existsSync(seedFile), `${seedFile} (the seed, see stage 7) is missing`).toBe(true)
+        writeFileSync(path.join(host, "compose.mjs"), COMPOSE)
+        const database = path.join(host, "compose.db")
+        const { out, r } = node("compose.mjs", host, [database, seedFile, JSON.stringify(pluginOptions)])
+        expect(out, show("compose.mjs", r)).toBeDefined()
+        const o = out as Composed
+        const chain = [o.sourceId, "wallet"]
+        expect(o.chain).toEqual(chain)
+        expect(o.migrated.map((set) => set.name)).toEqual(["knex", "wallet", `source_${o.sourceId}`])
+        for (const set of o.migrated) expect(set.applied.length, set.name).toBeGreaterThan(0)
+        const pack = o.before.pack
+        expect(pack, "the seed gives the account a balance in the plugin").toBeGreaterThanOrEqual(4)
+        expect(o.before).toEqual({ wallet: 2 * pack, pack, token: 4 * pack })
+        const wallet = 2 * pack, token = 4 * pack
+        const [estimate1, actual1, estimate2, actual2] = o.amounts
+        expect(o.amounts).toEqual([Math.floor(pack / 4), Math.floor(pack / 2), pack, Math.floor(pack * 0.8)])
+        // request 1: the pack carries the hold and its settle; the wallet is untouched; the token pays too
+        expect(o.first.opened).toEqual([["token", estimate1], [o.sourceId, estimate1]].sort())
+        expect(o.first.settled).toEqual({
+          actual: actual1,
+          unbilled: 0,
+          charged: [["token", actual1], [o.sourceId, actual1]].sort()
+        })
+        expect(o.afterFirst).toEqual({ wallet, pack: pack - actual1, token: token - actual1 })
+        // request 2: more than the pack has left: the chain falls back to the wallet, the pack is untouched
+        expect(o.second.opened).toEqual([["token", estimate2], ["wallet", estimate2]].sort())
+        expect(o.second.settled).toEqual({
+          actual: actual2,
+          unbilled: 0,
+          charged: [["token", actual2], ["wallet", actual2]].sort()
+        })
+        expect(o.afterSecond).toEqual({
+          wallet: wallet - actual2,
+          pack: pack - actual1,
+          token: token - actual1 - actual2
+        })
+        // the ledger: the wallet's opening top-up, then each funding move in order, with the balance it left
+        expect(o.ledger).toEqual([
+          ["wallet", "topup", wallet, wallet, null],
+          [o.sourceId, "reserve", -estimate1, pack - estimate1, "stage6-1"],
+          [o.sourceId, "settle", estimate1 - actual1, pack - actual1, "stage6-1"],
+          ["wallet", "reserve", -estimate2, wallet - estimate2, "stage6-2"],
+          ["wallet", "settle", estimate2 - actual2, wallet - actual2, "stage6-2"]
+        ])
+        expect(o.counters).toEqual({ usedQuota: actual1 + actual2, requestCount: 2 })
+        // the knex audit (wallet, token, counters, holds and parts) and the plugin's own column against its ledger
+        expect(o.audit, JSON.stringify(o.audit)).toEqual(
+          expect.objectContaining({ ok: true, problems: [], holdsChecked: 2 })
+        )
+        expect(o.pluginAudit.length, "the plugin declares what its ledger sums to").toBeGreaterThan(0)
+        for (const a of o.pluginAudit) expect(a.ledger, JSON.stringify(a)).toBe(a.column)
+      },
+      60_000
+    )
 
     it("stage 7: the relay loads it by package name from the host and bills one request from it", async () => {
       const seedFile = path.join(pluginDir, "test", "relay-seed.sql")
