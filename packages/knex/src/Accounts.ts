@@ -377,8 +377,10 @@ export const makeLowBalance = (client: Client, options: LowBalanceOptions = {}):
       const hit = state.ceiling
       if (hit && now - hit.at < ttl) return Math.max(fallback, hit.value)
       const generation = state.generation
-      const row = yield* client.query("accounts.thresholdCeiling", (db) =>
-        db(client.table("accounts")).max({ ceiling: "low_balance_threshold" }).first())
+      const row = yield* client.query(
+        "accounts.thresholdCeiling",
+        (db) => db(client.table("accounts")).max({ ceiling: "low_balance_threshold" }).first()
+      )
       const raw = row?.ceiling
       // The largest threshold set on any account (none set: no account is above the default).
       const value = raw === null || raw === undefined ? 0 : Number(raw)

@@ -52,15 +52,19 @@ for (const target of TestDatabase.targets()) {
           assert.strictEqual(yield* Accounts.makeLowBalance(client, { defaultThreshold: 70_000 }).ceiling!, 70_000)
 
           // A write this process did not make (another relay): seen once the cache expires on the Clock.
-          yield* client.query("test.otherProcess", (db) =>
-            db(client.table("accounts")).where({ id: "lb-ceiling" }).update({ low_balance_threshold: 90_000 }))
+          yield* client.query(
+            "test.otherProcess",
+            (db) => db(client.table("accounts")).where({ id: "lb-ceiling" }).update({ low_balance_threshold: 90_000 })
+          )
           yield* TestClock.adjust("29999 millis")
           assert.strictEqual(yield* ceiling, 50_000)
           yield* TestClock.adjust("1 millis")
           assert.strictEqual(yield* ceiling, 90_000)
           // Lowered elsewhere: the next read after the bound lowers it too (MAX over the table).
-          yield* client.query("test.otherProcess", (db) =>
-            db(client.table("accounts")).update({ low_balance_threshold: null }))
+          yield* client.query(
+            "test.otherProcess",
+            (db) => db(client.table("accounts")).update({ low_balance_threshold: null })
+          )
           yield* TestClock.adjust("30 seconds")
           assert.strictEqual(yield* ceiling, 1_000)
         }).pipe(Effect.provide(TestClock.layer())))
