@@ -49,6 +49,14 @@ export interface Policy {
    * `perWindow` were recorded in the `windowMillis` before it; `false` otherwise.
    */
   readonly claim: (accountId: string, sourceId: string, now: number) => Effect.Effect<boolean, StoreError>
+  /**
+   * Optional: a value no account's `threshold` exceeds (a ceiling over every
+   * account). When the paying balance is at or above it, the engine skips
+   * `threshold` (no warning is possible), so a policy that reads thresholds from
+   * a store does not read one on the settle path of a healthy account.
+   * Absent: `threshold` is asked after every settle that charged a funding source.
+   */
+  readonly ceiling?: Effect.Effect<number, StoreError>
 }
 
 /**

@@ -41,6 +41,37 @@ export const migrations: MigrationSet = accountsMigrations
  */
 export const auditCounters: CounterColumn = { table: "accounts", idColumn: "id", usedColumn: "used_quota" }
 
+/**
+ * What the low-balance policies over one client share with the accounts service
+ * over the same client: the threshold ceiling (the largest threshold set in the
+ * table, 0 when none is, cached; each policy raises it to its own default) and a generation bumped by every threshold write, so a ceiling
+ * read that raced a write is not cached.
+ */
+interface ThresholdState {
+  ceiling: { readonly value: number; readonly at: number } | undefined
+  generation: number
+}
+
+const thresholdStates = new WeakMap<Client, ThresholdState>()
+
+const thresholdState = (client: Client): ThresholdState => {
+  let state = thresholdStates.get(client)
+  if (!state) {
+    state = { ceiling: undefined, generation: 0 }
+    thresholdStates.set(client, state)
+  }
+  return state
+}
+
+/** A threshold written through this process: the cached ceiling rises to it at once. */
+const thresholdWritten = (client: Client, threshold: number | null | undefined) => {
+  const state = thresholdState(client)
+  state.generation++
+  if (state.ceiling && threshold !== null && threshold !== undefined && threshold > state.ceiling.value) {
+    state.ceiling = { value: threshold, at: state.ceiling.at }
+  }
+}
+
 const Id = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(191))
 
 /**
@@ -185,6 +216,7 @@ export const make = (client: Client): Accounts["Service"] => {
         created_at: at
       }, "id")
       if (inserted === 0) return yield* new AccountExists({ accountId: req.id })
+      thresholdWritten(client, req.lowBalanceThreshold)
       return yield* account(req.id).pipe(
         Effect.catchTag("AccountNotFound", () =>
           Effect.fail(
@@ -206,7 +238,10 @@ export const make = (client: Client): Accounts["Service"] => {
     setLowBalanceThreshold: (input) =>
       Effect.flatMap(
         Input.decodeInput(SetThreshold, "")(input),
-        (req) => update("accounts.setThreshold", req.accountId, { low_balance_threshold: req.threshold })
+        (req) =>
+          update("accounts.setThreshold", req.accountId, { low_balance_threshold: req.threshold }).pipe(
+            Effect.tap(() => Effect.sync(() => thresholdWritten(client, req.threshold)))
+          )
       ),
     setSplitFunding: (input) =>
       Effect.flatMap(
@@ -308,14 +343,22 @@ export const countersLayer: Layer.Layer<AccountCounters.AccountCounters, never, 
 export interface LowBalanceOptions {
   /** Threshold for accounts without one (default 1,000). */
   readonly defaultThreshold?: number
-  /** How long a threshold read is reused in this process (default 30 s). */
+  /**
+   * How long a threshold read — an account's, or the ceiling over all accounts —
+   * is reused in this process (default 30 s). A threshold written through
+   * `Accounts` over the same client raises the cached ceiling at once; one
+   * written by another process is seen within this bound.
+   */
   readonly cacheMillis?: number
 }
 
 /**
  * The low-balance policy backed by the database: the threshold is the account's
  * `low_balance_threshold` (default 1,000), cached in the process for a short
- * time so the settle path does not read it on every request; the rate limit (at
+ * time so the settle path does not read it on every request; the `ceiling` (the
+ * largest threshold of any account, one `MAX` read per `cacheMillis` per process)
+ * lets the engine skip the account's threshold when the balance is at or above
+ * it, so a healthy account's settle reads no threshold at all; the rate limit (at
  * most 2 warnings per account and source in any 10 minutes) is a compare-and-set
  * on the last two send times, so it holds across processes sharing the database.
  *
@@ -327,7 +370,24 @@ export const makeLowBalance = (client: Client, options: LowBalanceOptions = {}):
   const ttl = options.cacheMillis ?? 30_000
   const cache = new Map<string, { readonly value: number; readonly at: number }>()
   const notices = client.table("low_balance_notices")
+  const state = thresholdState(client)
   return {
+    ceiling: Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const hit = state.ceiling
+      if (hit && now - hit.at < ttl) return Math.max(fallback, hit.value)
+      const generation = state.generation
+      const row = yield* client.query(
+        "accounts.thresholdCeiling",
+        (db) => db(client.table("accounts")).max({ ceiling: "low_balance_threshold" }).first()
+      )
+      const raw = row?.ceiling
+      // The largest threshold set on any account (none set: no account is above the default).
+      const value = raw === null || raw === undefined ? 0 : Number(raw)
+      // A threshold written while this read ran may be missing from it: use it once, do not cache it.
+      if (state.generation === generation) state.ceiling = { value, at: now }
+      return Math.max(fallback, value)
+    }),
     threshold: (accountId) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis

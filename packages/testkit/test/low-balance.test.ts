@@ -73,4 +73,29 @@ describe("in-memory low-balance rate limit (issue 8 #12)", () => {
       const quiet = InMemoryStore.make({ lowBalance: LowBalance.inMemory({ threshold: 0 }) })
       assert.strictEqual(yield* warnings(quiet, "q"), 0)
     }))
+
+  it.effect("issue 10: a policy's ceiling spares the threshold read while the paying balance is at or above it; below it the warnings are unchanged", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(NOW)
+      const base = LowBalance.inMemory()
+      let thresholdReads = 0
+      let ceilingReads = 0
+      const counting: LowBalance.Policy = {
+        threshold: (accountId) => Effect.suspend(() => (thresholdReads++, base.threshold(accountId))),
+        claim: base.claim,
+        ceiling: Effect.sync(() => (ceilingReads++, LowBalance.defaultThreshold))
+      }
+      // Balances after the five settles: 1,300, 1,100 (at or above the ceiling: no threshold read),
+      // 900, 700, 500 (read; the first two warn, the third is rate-limited).
+      assert.strictEqual(yield* warnings(InMemoryStore.make({ lowBalance: counting }), "c"), 2)
+      assert.strictEqual(ceilingReads, 5)
+      assert.strictEqual(thresholdReads, 3)
+      // A ceiling of 1,300 (the shared rate limit's window passed first): the balance equal to it
+      // is not read; 1,100 is (and does not warn); 900 and 700 warn; 500 is rate-limited.
+      yield* TestClock.adjust(LowBalance.windowMillis)
+      thresholdReads = 0
+      const exact = InMemoryStore.make({ lowBalance: { ...counting, ceiling: Effect.succeed(1_300) } })
+      assert.strictEqual(yield* warnings(exact, "e"), 2)
+      assert.strictEqual(thresholdReads, 4)
+    }))
 })

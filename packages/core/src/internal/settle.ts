@@ -262,6 +262,8 @@ export const makeSettleTx = (deps: SettleTxDeps) => {
     Effect.gen(function*() {
       const paying = [...settlement.parts].reverse().find((p) => p.kind === "funding" && p.charged > 0)
       if (!paying || paying.balanceAfter === undefined) return
+      // A balance at or above the policy's ceiling cannot be below any threshold.
+      if (lowBalance.ceiling && paying.balanceAfter >= (yield* lowBalance.ceiling)) return
       const threshold = yield* lowBalance.threshold(hold.accountId)
       if (!(paying.balanceAfter < threshold)) return
       if (!(yield* lowBalance.claim(hold.accountId, paying.sourceId, settlement.settledAt))) return
