@@ -29,7 +29,7 @@ import type { Ledger, NewLedgerEntry } from "../Ledger.js"
 import type { Preference } from "../Preference.js"
 import type { Moved, MoveKind, Source, TakeMode } from "../Source.js"
 import type { SqlStore } from "../SqlStore.js"
-import { recordRows } from "./ledgerRows.js"
+import { pendingRows, recordRows } from "./ledgerRows.js"
 
 /** What the adapter needs from the engine. */
 export interface AdapterDeps {
@@ -277,7 +277,12 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
       let rest: number = req.amount
       if (ledger !== undefined && source.role === "funding") {
         const note = overflowNote(source.id)
-        const rows = (yield* ledger.entries({ holdId: req.holdId })).filter((e) => e.note === note)
+        // The rows this transaction recorded are appended only at its end: a correction
+        // over two parts of one source (split over two subscriptions) must see the first
+        // part's give-back of the overflow, or it gives the overflow back twice.
+        const appended = yield* ledger.entries({ holdId: req.holdId })
+        const pending = (yield* pendingRows).filter((e) => e.holdId === req.holdId)
+        const rows = [...appended, ...pending].filter((e) => e.note === note)
         const owed = new Map<string, { readonly sourceId: string; readonly subjectId: string; amount: number }>()
         for (const e of rows) {
           const key = `${e.sourceId}\u0000${e.subjectId}`

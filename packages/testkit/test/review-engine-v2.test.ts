@@ -1,0 +1,39 @@
+/**
+ * Adversarial review of engine v2 (issue 10): scenarios that try to make the engine lose,
+ * double-count or give away quota.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { BillingSession } from "@relay-billing/core"
+import { Effect } from "effect"
+import { InMemoryStore } from "../src/index.js"
+import { assertAuditClean } from "./fixtures.js"
+
+const Engine = BillingSession.BillingSession
+
+describe("review: corrections after overflow", () => {
+  it.effect("a correction over two parts of one source (split over two subscriptions) gives the wallet's overflow back once", () => {
+    const store = InMemoryStore.make()
+    return Effect.gen(function*() {
+      yield* store.createAccount("a", 100_000)
+      yield* store.createSubscription({ id: "s1", accountId: "a", total: 50_000, endAt: 10_000_000, allowWalletOverflow: true })
+      yield* store.createSubscription({ id: "s2", accountId: "a", total: 50_000, endAt: 20_000_000, allowWalletOverflow: true })
+      const engine = yield* Engine
+      const s = yield* engine.open({
+        holdId: "h1",
+        accountId: "a",
+        estimate: 80_000,
+        preference: "subscription_only",
+        split: true
+      })
+      const settlement = yield* s.settle(120_000)
+      yield* engine.correct({ holdId: "h1", correctionId: "c1", amount: 120_000 })
+      // A full correction undoes the whole charge: every balance is back where it started.
+      assert.deepStrictEqual(store.snapshot().wallets, { a: 100_000 })
+      assert.deepStrictEqual(store.snapshot().subscriptions, {
+        s1: { used: 0, total: 50_000 },
+        s2: { used: 0, total: 50_000 }
+      })
+      assertAuditClean(store)
+    }).pipe(Effect.provide(store.billingLayer()))
+  })
+})
