@@ -1,0 +1,40 @@
+/**
+ * Adversarial review of engine v2 (issue 10) with the knex sources on every database:
+ * a correction over two parts of one source (split over two subscriptions) after the
+ * last one's charge overflowed into the wallet gives the overflow back once.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import { BillingSession } from "@relay-billing/core"
+import { Effect } from "effect"
+import { account, auditClean, subscribe, subscriptionBilling, targets, used, walletState } from "./support.js"
+
+for (const target of targets) {
+  describe(`review of engine v2 with subscriptions on ${target.name}`, () => {
+    layer(subscriptionBilling(target), { timeout: 60_000 })((it) => {
+      it.effect("a full correction of a split hold whose second subscription overflowed into the wallet restores every balance", () =>
+        Effect.gen(function*() {
+          const billing = yield* BillingSession.BillingSession
+          yield* account("rv", 100_000)
+          yield* subscribe("rv-x", "rv", { total: 50_000, durationSeconds: 10 * 86_400, allowWalletOverflow: true })
+          yield* subscribe("rv-y", "rv", { total: 50_000, durationSeconds: 20 * 86_400, allowWalletOverflow: true })
+          const s = yield* billing.open({
+            holdId: "rv-h",
+            accountId: "rv",
+            estimate: 80_000,
+            preference: "subscription_only",
+            split: true
+          })
+          assert.deepStrictEqual(s.hold.parts.map((p) => [p.subjectId, p.amount]), [["rv-x", 50_000], ["rv-y", 30_000]])
+          yield* s.settle(120_000)
+          // rv-y is capped at its total (20_000 more of the 40_000): the other 20_000 overflow into the wallet.
+          assert.deepStrictEqual([yield* used("rv-x"), yield* used("rv-y")], [50_000, 50_000])
+          assert.deepStrictEqual(yield* walletState("rv"), { W: 80_000, usedQuota: 120_000, requestCount: 1 })
+          yield* billing.correct({ holdId: "rv-h", correctionId: "all", amount: 120_000 })
+          // Before the fix: W 120_000 (the overflow given back once per part) and rv-x at 20_000.
+          assert.deepStrictEqual(yield* walletState("rv"), { W: 100_000, usedQuota: 0, requestCount: 1 })
+          assert.deepStrictEqual([yield* used("rv-x"), yield* used("rv-y")], [0, 0])
+          yield* auditClean
+        }))
+    })
+  })
+}
