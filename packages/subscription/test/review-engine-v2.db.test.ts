@@ -35,6 +35,35 @@ for (const target of targets) {
           assert.deepStrictEqual([yield* used("rv-x"), yield* used("rv-y")], [0, 0])
           yield* auditClean
         }))
+
+      it.effect("8 concurrent corrections of 30,000 (distinct ids) of a hold whose subscription overflowed 60,000 into the wallet: 5 land, the overflow comes back once", () =>
+        Effect.gen(function*() {
+          const billing = yield* BillingSession.BillingSession
+          yield* account("rc", 1_000_000)
+          yield* subscribe("rc-s", "rc", { total: 100_000, allowWalletOverflow: true })
+          const s = yield* billing.open({
+            holdId: "rc-h",
+            accountId: "rc",
+            estimate: 60_000,
+            preference: "subscription_only"
+          })
+          yield* s.settle(160_000)
+          assert.deepStrictEqual(yield* walletState("rc"), { W: 940_000, usedQuota: 160_000, requestCount: 1 })
+          const results = yield* Effect.forEach(
+            Array.from({ length: 8 }, (_, i) => i),
+            (i) =>
+              Effect.result(billing.correct({ holdId: "rc-h", correctionId: `c${i}`, amount: 30_000 })),
+            { concurrency: "unbounded" }
+          )
+          const landed = results.filter((r) => r._tag === "Success").length
+          const refused = results.flatMap((r) => r._tag === "Failure" ? [r.failure._tag] : [])
+          assert.strictEqual(landed, 5)
+          assert.deepStrictEqual(refused, ["CorrectionExceedsCharge", "CorrectionExceedsCharge", "CorrectionExceedsCharge"])
+          // 150,000 corrected: the wallet's 60,000 overflow back, then 90,000 of the subscription's usage.
+          assert.deepStrictEqual(yield* walletState("rc"), { W: 1_000_000, usedQuota: 10_000, requestCount: 1 })
+          assert.strictEqual(yield* used("rc-s"), 10_000)
+          yield* auditClean
+        }))
     })
   })
 }
