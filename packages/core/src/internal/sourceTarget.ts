@@ -282,7 +282,15 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
         // part's give-back of the overflow, or it gives the overflow back twice.
         const appended = yield* ledger.entries({ holdId: req.holdId })
         const pending = (yield* pendingRows).filter((e) => e.holdId === req.holdId)
-        const rows = [...appended, ...pending].filter((e) => e.note === note)
+        const all = [...appended, ...pending]
+        const rows = all.filter((e) => e.note === note)
+        // The overflow rows name the capped source, not the part: of two parts of one source
+        // (two subscriptions), each gives back only what the chain carried for it — what the
+        // part still carries beyond what its own subject is still charged by this hold.
+        const ownCharged = -all
+          .filter((e) => e.sourceId === source.id && e.subjectId === req.part.subjectId && e.note !== note)
+          .reduce((sum, e) => sum + e.amount, 0)
+        let carried = Math.max(0, req.charged - req.corrected - ownCharged)
         const owed = new Map<string, { readonly sourceId: string; readonly subjectId: string; amount: number }>()
         for (const e of rows) {
           const key = `${e.sourceId}\u0000${e.subjectId}`
@@ -292,8 +300,9 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
         }
         for (const entry of [...owed.values()].reverse()) {
           const next = yield* deps.fundingSource(entry.sourceId)
-          const give = Math.min(rest, Math.max(0, entry.amount))
+          const give = Math.min(rest, carried, Math.max(0, entry.amount))
           if (next === undefined || give === 0) continue
+          carried -= give
           yield* moveOne(
             next,
             { holdId: req.holdId, accountId: req.accountId, subjectId: entry.subjectId },
