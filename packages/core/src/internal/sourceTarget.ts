@@ -288,7 +288,9 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
         // (two subscriptions), each gives back only what the chain carried for it — what the
         // part still carries beyond what its own subject is still charged by this hold.
         const ownCharged = -all
-          .filter((e) => e.sourceId === source.id && e.subjectId === req.part.subjectId && e.note !== note)
+          .filter((e) =>
+            e.sourceId === source.id && e.subjectId === req.part.subjectId && !e.note?.startsWith(overflowNote(""))
+          )
           .reduce((sum, e) => sum + e.amount, 0)
         let carried = Math.max(0, req.charged - req.corrected - ownCharged)
         const owed = new Map<string, { readonly sourceId: string; readonly subjectId: string; amount: number }>()
