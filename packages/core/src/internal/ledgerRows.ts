@@ -33,6 +33,16 @@ export const insideTransaction = (journal: HoldJournal["Service"]): Effect.Effec
     (rows) => rows !== undefined ? Effect.succeed(true) : journal.inTransaction ?? Effect.succeed(true)
   )
 
+/**
+ * The rows the running transaction recorded and has not appended yet (none
+ * outside one): a reader of the ledger inside the transaction adds them to what
+ * `Ledger.entries` answers, which cannot see them before the transaction's end.
+ */
+export const pendingRows: Effect.Effect<ReadonlyArray<NewLedgerEntry>> = Effect.map(
+  Rows,
+  (collected) => collected === undefined ? [] : [...collected]
+)
+
 /** Records rows in the running transaction (appended at once outside one). */
 export const recordRows = (ledger: Ledger["Service"] | undefined, rows: ReadonlyArray<NewLedgerEntry>) =>
   Effect.flatMap(Rows, (collected) => {

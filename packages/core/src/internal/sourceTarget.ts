@@ -29,7 +29,7 @@ import type { Ledger, NewLedgerEntry } from "../Ledger.js"
 import type { Preference } from "../Preference.js"
 import type { Moved, MoveKind, Source, TakeMode } from "../Source.js"
 import type { SqlStore } from "../SqlStore.js"
-import { recordRows } from "./ledgerRows.js"
+import { pendingRows, recordRows } from "./ledgerRows.js"
 
 /** What the adapter needs from the engine. */
 export interface AdapterDeps {
@@ -277,7 +277,22 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
       let rest: number = req.amount
       if (ledger !== undefined && source.role === "funding") {
         const note = overflowNote(source.id)
-        const rows = (yield* ledger.entries({ holdId: req.holdId })).filter((e) => e.note === note)
+        // The rows this transaction recorded are appended only at its end: a correction
+        // over two parts of one source (split over two subscriptions) must see the first
+        // part's give-back of the overflow, or it gives the overflow back twice.
+        const appended = yield* ledger.entries({ holdId: req.holdId })
+        const pending = (yield* pendingRows).filter((e) => e.holdId === req.holdId)
+        const all = [...appended, ...pending]
+        const rows = all.filter((e) => e.note === note)
+        // The overflow rows name the capped source, not the part: of two parts of one source
+        // (two subscriptions), each gives back only what the chain carried for it — what the
+        // part still carries beyond what its own subject is still charged by this hold.
+        const ownCharged = -all
+          .filter((e) =>
+            e.sourceId === source.id && e.subjectId === req.part.subjectId && !e.note?.startsWith(overflowNote(""))
+          )
+          .reduce((sum, e) => sum + e.amount, 0)
+        let carried = Math.max(0, req.charged - req.corrected - ownCharged)
         const owed = new Map<string, { readonly sourceId: string; readonly subjectId: string; amount: number }>()
         for (const e of rows) {
           const key = `${e.sourceId}\u0000${e.subjectId}`
@@ -287,8 +302,9 @@ export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => 
         }
         for (const entry of [...owed.values()].reverse()) {
           const next = yield* deps.fundingSource(entry.sourceId)
-          const give = Math.min(rest, Math.max(0, entry.amount))
+          const give = Math.min(rest, carried, Math.max(0, entry.amount))
           if (next === undefined || give === 0) continue
+          carried -= give
           yield* moveOne(
             next,
             { holdId: req.holdId, accountId: req.accountId, subjectId: entry.subjectId },
