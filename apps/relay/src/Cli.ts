@@ -133,16 +133,20 @@ export const relayProblems: Effect.Effect<ReadonlyArray<string>, BillingError.St
 /**
  * The audit (read-only, no migrations): {@link RelayBilling.audit} (the built-in balances,
  * the `usedQuota` check and the `audit` columns of the `funding.sources` plugins, loaded
- * from the working directory) plus {@link relayProblems}; `ok` only when both found nothing.
+ * from `options.pluginCwd`, default the working directory) plus {@link relayProblems}; `ok` only when both found nothing.
  *
  * @since 0.1.0
  * @category commands
  */
 export const runAudit = (
-  loaded: Config.Loaded
+  loaded: Config.Loaded,
+  options: {
+    /** Where plugin package names are resolved from (default `process.cwd()`). */
+    readonly pluginCwd?: string | undefined
+  } = {}
 ): Effect.Effect<Audit.AuditReport, BillingError.StoreError | Config.ConfigError> =>
   Effect.gen(function*() {
-    const sources = yield* RelayBilling.loadPlugins(loaded)
+    const sources = yield* RelayBilling.loadPlugins(loaded, options.pluginCwd)
     const report = yield* RelayBilling.audit(sources)
     const relay = yield* relayProblems
     const problems = [...report.problems, ...relay]

@@ -212,3 +212,47 @@ describe("a plugin that cannot be loaded stops start-up", () => {
     expect(existsSync(database)).toBe(false)
   })
 })
+
+describe("relay audit loads the plugins and checks their audit columns", () => {
+  it("a plugin balance with no ledger row is reported; with its topup row the audit is ok", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "relay-audit-"))
+    const loaded: Config.Loaded = {
+      port: 0,
+      databaseUrl: `sqlite:${path.join(dir, "relay.db")}`,
+      adminKey: "sk-admin-test",
+      configSource: "relay.json",
+      config: await Effect.runPromise(Config.decodeConfig({
+        funding: { sources: [{ id: "credits", package: CREDITS, options: { table: "relay_credits" } }] }
+      }))
+    }
+    const sources = await Effect.runPromise(RelayBilling.loadPlugins(loaded, home))
+    const sdk = RelayBilling.layerUrl(loaded.databaseUrl, { ...RelayBilling.sdkOptions(loaded), sources })
+    const grant = (balance: number, ledgerRow: boolean) =>
+      Effect.runPromise(Effect.gen(function*() {
+        const client = yield* KnexClient.KnexClient
+        const ledger = yield* Ledger.Ledger
+        yield* client.transaction(Effect.gen(function*() {
+          yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: "x", balance }))
+          if (ledgerRow) {
+            yield* ledger.append([
+              { at: 0, kind: "topup", sourceId: "credits", subjectId: "x", accountId: "x", amount: balance, balanceAfter: balance }
+            ])
+          }
+        }))
+      }).pipe(Effect.provide(sdk)))
+    await grant(5, false)
+    const tampered = await Effect.runPromise(Cli.runAudit(loaded, { pluginCwd: home }))
+    expect(tampered.ok).toBe(false)
+    expect(tampered.problems).toEqual(["credits x: relay_credits.balance 5 but the ledger sums to 0"])
+    expect(Cli.formatAudit(tampered)).toContain("credits x: relay_credits.balance 5 but the ledger sums to 0")
+    // Repaired: the row goes, and comes back with its ledger row.
+    await Effect.runPromise(Effect.gen(function*() {
+      const client = yield* KnexClient.KnexClient
+      yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: "x" }).delete())
+    }).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl))))
+    await grant(5, true)
+    const clean = await Effect.runPromise(Cli.runAudit(loaded, { pluginCwd: home }))
+    expect(clean.problems).toEqual([])
+    expect(clean.ok).toBe(true)
+  })
+})
