@@ -129,7 +129,8 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     const setCredits = (accountId: string, balance: number) =>
       h.run(Effect.gen(function*() {
         const client = yield* KnexClient.KnexClient
-        yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: accountId }).update({ balance }))
+        yield* client.query("t", (db) =>
+          db(client.table("relay_credits")).where({ account_id: accountId }).update({ balance }))
       }))
     await setCredits("fc-rich", 1_970)
     expect((await h.call("GET", "/admin/audit")).body).toEqual({
@@ -228,28 +229,40 @@ describe("relay audit loads the plugins and checks their audit columns", () => {
     const sources = await Effect.runPromise(RelayBilling.loadPlugins(loaded, home))
     const sdk = RelayBilling.layerUrl(loaded.databaseUrl, { ...RelayBilling.sdkOptions(loaded), sources })
     const grant = (balance: number, ledgerRow: boolean) =>
-      Effect.runPromise(Effect.gen(function*() {
-        const client = yield* KnexClient.KnexClient
-        const ledger = yield* Ledger.Ledger
-        yield* client.transaction(Effect.gen(function*() {
-          yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: "x", balance }))
-          if (ledgerRow) {
-            yield* ledger.append([
-              { at: 0, kind: "topup", sourceId: "credits", subjectId: "x", accountId: "x", amount: balance, balanceAfter: balance }
-            ])
-          }
-        }))
-      }).pipe(Effect.provide(sdk)))
+      Effect.runPromise(
+        Effect.gen(function*() {
+          const client = yield* KnexClient.KnexClient
+          const ledger = yield* Ledger.Ledger
+          yield* client.transaction(Effect.gen(function*() {
+            yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: "x", balance }))
+            if (ledgerRow) {
+              yield* ledger.append([
+                {
+                  at: 0,
+                  kind: "topup",
+                  sourceId: "credits",
+                  subjectId: "x",
+                  accountId: "x",
+                  amount: balance,
+                  balanceAfter: balance
+                }
+              ])
+            }
+          }))
+        }).pipe(Effect.provide(sdk))
+      )
     await grant(5, false)
     const tampered = await Effect.runPromise(Cli.runAudit(loaded, { pluginCwd: home }))
     expect(tampered.ok).toBe(false)
     expect(tampered.problems).toEqual(["credits x: relay_credits.balance 5 but the ledger sums to 0"])
     expect(Cli.formatAudit(tampered)).toContain("credits x: relay_credits.balance 5 but the ledger sums to 0")
     // Repaired: the row goes, and comes back with its ledger row.
-    await Effect.runPromise(Effect.gen(function*() {
-      const client = yield* KnexClient.KnexClient
-      yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: "x" }).delete())
-    }).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl))))
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const client = yield* KnexClient.KnexClient
+        yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: "x" }).delete())
+      }).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl)))
+    )
     await grant(5, true)
     const clean = await Effect.runPromise(Cli.runAudit(loaded, { pluginCwd: home }))
     expect(clean.problems).toEqual([])

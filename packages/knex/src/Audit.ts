@@ -146,7 +146,9 @@ export const run = (
       })
     }
     // v2: the registered sources' own `audit` columns (a plugin's balances), summed per subject.
-    const checked = new Set(balances.map((b) => columnKey(b.sourceId, b.table, b.balanceColumn)))
+    const checked = new Set(balances.map((b) =>
+      columnKey(b.sourceId, b.table, b.balanceColumn)
+    ))
     const sources = options.sources ?? []
     const fromSources = yield* sourceProblems(client, sources, checked)
     problems.push(...fromSources.problems)
@@ -157,15 +159,19 @@ export const run = (
     // §6: every late charge is recorded on its expired hold and agrees with the ledger.
     problems.push(
       ...(yield* lateSettleProblems(
-        new Set([...balances.map((b) => b.sourceId), ...sources.map((s) => s.id)])
+        new Set([
+          ...balances.map((b) =>
+            b.sourceId
+          ),
+          ...sources.map((s) => s.id)
+        ])
       ))
     )
     if (options.counters) {
       problems.push(...(yield* usedQuota(options.counters)))
     }
     const [holdCount, stale] = yield* Effect.all([
-      client.query("audit.holds.count", (db) =>
-        db(holds).count({ n: "*" })),
+      client.query("audit.holds.count", (db) => db(holds).count({ n: "*" })),
       client.query("audit.holds.expired", (db) =>
         db(holds).select("id").where("status", "pending").andWhere("expires_at", "<=", now).orderBy("expires_at"))
     ])

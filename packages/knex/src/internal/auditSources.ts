@@ -33,13 +33,19 @@ export const sourceProblems = (
     for (const source of sources) {
       const columns = (source.audit ?? []).filter((c) => !skip.has(columnKey(source.id, c.table, c.column)))
       if (columns.length === 0) continue
-      const sums = yield* client.query(`audit.${source.id}.ledger`, (db) =>
-        db(ledger).select("subject_id").sum({ total: "amount" }).where("source_id", source.id).groupBy("subject_id"))
+      const sums = yield* client.query(
+        `audit.${source.id}.ledger`,
+        (db) =>
+          db(ledger).select("subject_id").sum({ total: "amount" }).where("source_id", source.id).groupBy("subject_id")
+      )
       for (const column of columns) {
-        const rows = yield* client.query(`audit.${source.id}.${column.table}.${column.column}`, (db) =>
-          db(client.table(column.table)).select({ subject: column.subject }).sum({ value: column.column }).groupBy(
-            column.subject
-          ))
+        const rows = yield* client.query(
+          `audit.${source.id}.${column.table}.${column.column}`,
+          (db) =>
+            db(client.table(column.table)).select({ subject: column.subject }).sum({ value: column.column }).groupBy(
+              column.subject
+            )
+        )
         const sign = column.sign ?? 1
         const where = `${column.table}.${column.column}`
         const read = (value: unknown, what: string): number | undefined => {
