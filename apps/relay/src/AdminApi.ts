@@ -25,10 +25,10 @@
  *
  * @since 0.1.0
  */
-import { BillingSession, Preference } from "@relay-billing/core"
+import { BillingSession, FundingRegistry, Preference, Source } from "@relay-billing/core"
 import type { BillingError, Hold } from "@relay-billing/core"
-import { Accounts, Audit, KnexClient } from "@relay-billing/knex"
-import { Subscription, SubscriptionAdmin } from "@relay-billing/subscription"
+import { Accounts, KnexClient } from "@relay-billing/knex"
+import { SubscriptionAdmin } from "@relay-billing/subscription"
 import { WalletAdmin } from "@relay-billing/wallet"
 import type { WalletError } from "@relay-billing/wallet"
 import type { Layer } from "effect"
@@ -412,7 +412,9 @@ type Handler = Effect.Effect<
 
 /**
  * The admin routes. Requires the SDK services of `RelayBilling.sdkLayer`, the
- * {@link RelayStore}, the knex client (for the audit) and the {@link AdminKey}.
+ * {@link RelayStore}, the knex client and the `FundingRegistry` (for the audit: every
+ * registered v2 source's `audit` columns, the `funding.sources` plugins' too) and the
+ * {@link AdminKey}.
  *
  * @since 0.1.0
  * @category routes
@@ -427,6 +429,7 @@ export const routes = (options: Options = {}): Layer.Layer<
   | SubscriptionAdmin.SubscriptionAdmin
   | BillingSession.BillingSession
   | KnexClient.KnexClient
+  | FundingRegistry.FundingRegistry
 > =>
   HttpRouter.use((router) =>
     Effect.gen(function*() {
@@ -437,6 +440,10 @@ export const routes = (options: Options = {}): Layer.Layer<
       const session = yield* BillingSession.BillingSession
       const client = yield* KnexClient.KnexClient
       const accounts = Accounts.make(client)
+      // The audit checks every registered v2 source's own `audit` columns (the plugins' too).
+      const registry = yield* FundingRegistry.FundingRegistry
+      const sources = (yield* Effect.forEach(registry.fundingIds, (id) => Effect.orDie(registry.funding(id))))
+        .filter(Source.isSource)
 
       /** Authenticates, runs, and renders every failure as an HTTP error. */
       const handle = (handler: Handler) =>
@@ -788,7 +795,7 @@ export const routes = (options: Options = {}): Layer.Layer<
           "GET",
           "/admin/audit",
           handle(Effect.gen(function*() {
-            const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters }).pipe(
+            const report = yield* RelayBilling.audit(sources).pipe(
               Effect.provideService(KnexClient.KnexClient, client)
             )
             return json({ ok: report.ok, problems: report.problems })

@@ -26,9 +26,8 @@
 import { NodeServices } from "@effect/platform-node"
 import { BillingSession } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
-import { Audit, KnexClient } from "@relay-billing/knex"
-import type { Migrations } from "@relay-billing/knex"
-import { Subscription } from "@relay-billing/subscription"
+import { KnexClient } from "@relay-billing/knex"
+import type { Audit, Migrations } from "@relay-billing/knex"
 import { Console, Effect, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Config from "./Config.js"
@@ -132,16 +131,23 @@ export const relayProblems: Effect.Effect<ReadonlyArray<string>, BillingError.St
     })
 
 /**
- * The audit (read-only, no migrations): `Audit.run(RelayBilling.auditBalances)` with the
- * `usedQuota` check (`counters: Subscription.auditCounters`)
- * plus {@link relayProblems}; `ok` only when both found nothing.
+ * The audit (read-only, no migrations): {@link RelayBilling.audit} (the built-in balances,
+ * the `usedQuota` check and the `audit` columns of the `funding.sources` plugins, loaded
+ * from `options.pluginCwd`, default the working directory) plus {@link relayProblems}; `ok` only when both found nothing.
  *
  * @since 0.1.0
  * @category commands
  */
-export const runAudit = (loaded: Config.Loaded): Effect.Effect<Audit.AuditReport, BillingError.StoreError> =>
+export const runAudit = (
+  loaded: Config.Loaded,
+  options: {
+    /** Where plugin package names are resolved from (default `process.cwd()`). */
+    readonly pluginCwd?: string | undefined
+  } = {}
+): Effect.Effect<Audit.AuditReport, BillingError.StoreError | Config.ConfigError> =>
   Effect.gen(function*() {
-    const report = yield* Audit.run(RelayBilling.auditBalances, { counters: Subscription.auditCounters })
+    const sources = yield* RelayBilling.loadPlugins(loaded, options.pluginCwd)
+    const report = yield* RelayBilling.audit(sources)
     const relay = yield* relayProblems
     const problems = [...report.problems, ...relay]
     return { ...report, ok: problems.length === 0, problems }
@@ -266,7 +272,9 @@ export const command = (env: Readonly<Record<string, string | undefined>> = proc
     Effect.gen(function*() {
       const loaded = yield* load
       const report = yield* runAudit(loaded).pipe(
-        Effect.mapError((e) => toFailure({ message: `${e.message} (has \`relay migrate\` been run?)` }))
+        Effect.mapError((e) =>
+          toFailure(e._tag === "ConfigError" ? e : { message: `${e.message} (has \`relay migrate\` been run?)` })
+        )
       )
       yield* print(json, report, formatAudit(report))
       if (!report.ok) return yield* new CliFailure({ reason: "audit: not ok", exitCode: 1 })

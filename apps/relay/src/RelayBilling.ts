@@ -22,7 +22,7 @@ import type {
   Source,
   SqlStore
 } from "@relay-billing/core"
-import { KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
+import { Audit as KnexAudit, KnexBilling, KnexClient, Migrations, SourceMigrations } from "@relay-billing/knex"
 import type { Accounts, Audit } from "@relay-billing/knex"
 import { Subscription, SubscriptionAdmin, SubscriptionSource } from "@relay-billing/subscription"
 import { TokenBudget, Wallet, WalletAdmin, WalletSource } from "@relay-billing/wallet"
@@ -142,6 +142,22 @@ export const auditBalances: ReadonlyArray<Audit.BalanceColumn> = [
   ...Wallet.auditBalances,
   ...Subscription.auditBalances
 ]
+
+/**
+ * The relay's audit (`Audit.run` of `@relay-billing/knex`): the built-in
+ * {@link auditBalances}, the `usedQuota` counters (`Subscription.auditCounters`),
+ * and every `audit` column the given v2 `sources` declare (the plugins of
+ * `funding.sources`; a built-in source's columns already in
+ * {@link auditBalances} are checked once), each summed per subject against the
+ * source's ledger rows.
+ *
+ * @since 0.4.0
+ * @category audit
+ */
+export const audit = (
+  sources: ReadonlyArray<Pick<Source.Source, "id" | "audit">>
+): Effect.Effect<Audit.AuditReport, BillingError.StoreError, KnexClient.KnexClient> =>
+  KnexAudit.run(auditBalances, { counters: Subscription.auditCounters, sources })
 
 /**
 /**

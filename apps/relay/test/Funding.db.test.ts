@@ -55,7 +55,14 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     expect(again["source_credits"]).toEqual([])
     const rows = await h.run(Effect.gen(function*() {
       const client = yield* KnexClient.KnexClient
-      yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: "a", balance: 5 }))
+      const ledger = yield* Ledger.Ledger
+      // A grant with its ledger row, in one transaction (the audit checks the plugin's balances).
+      yield* client.transaction(Effect.gen(function*() {
+        yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: "a", balance: 5 }))
+        yield* ledger.append([
+          { at: 0, kind: "topup", sourceId: "credits", subjectId: "a", accountId: "a", amount: 5, balanceAfter: 5 }
+        ])
+      }))
       return yield* client.query("t", (db) => db(client.table("relay_credits")).select("account_id", "balance"))
     }))
     expect(rows.map((r) => [r["account_id"], Number(r["balance"])])).toEqual([["a", 5]])
@@ -74,9 +81,22 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     await h.run(Effect.gen(function*() {
       const wallet = yield* WalletAdmin.WalletAdmin
       const client = yield* KnexClient.KnexClient
+      const ledger = yield* Ledger.Ledger
       for (const [id, balance] of [["fc-rich", 1_000], ["fc-poor", 3]] as const) {
         yield* wallet.createAccount({ id, balance: 100 })
-        yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: id, balance }))
+        // A credit grant is a balance change: its ledger row goes in the same transaction (the audit checks it).
+        yield* client.transaction(Effect.gen(function*() {
+          yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: id, balance }))
+          yield* ledger.append([{
+            at: 0,
+            kind: "topup",
+            sourceId: "credits",
+            subjectId: id,
+            accountId: id,
+            amount: balance,
+            balanceAfter: balance
+          }])
+        }))
       }
     }))
     const paid = await h.run(Effect.gen(function*() {
@@ -92,7 +112,8 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
         ledger: rows.reduce((n, r) => n + r.amount, 0)
       }
     }))
-    expect(paid).toEqual({ parts: ["credits:50"], preference: "credits_first", actual: 30, ledger: -30 })
+    // The grant of 1,000, less the charge of 30: the ledger sums to the credits' balance.
+    expect(paid).toEqual({ parts: ["credits:50"], preference: "credits_first", actual: 30, ledger: 970 })
     expect(await credits("fc-rich")).toBe(970)
     const fellBack = await h.run(Effect.gen(function*() {
       const session = yield* BillingSession.BillingSession
@@ -103,7 +124,21 @@ describe.each(TestDatabase.targets())("funding on $name", (target) => {
     expect(fellBack).toEqual({ parts: ["wallet:50"], wallet: 60 })
     expect(await credits("fc-poor")).toBe(3)
     const audit = await h.call("GET", "/admin/audit")
-    expect(audit.body.ok).toBe(true)
+    expect(audit.body).toEqual({ ok: true, problems: [] })
+    // The audit checks the plugin's declared column (`Source.audit`): a balance the ledger does not explain is reported.
+    const setCredits = (accountId: string, balance: number) =>
+      h.run(Effect.gen(function*() {
+        const client = yield* KnexClient.KnexClient
+        yield* client.query("t", (db) =>
+          db(client.table("relay_credits")).where({ account_id: accountId }).update({ balance }))
+      }))
+    await setCredits("fc-rich", 1_970)
+    expect((await h.call("GET", "/admin/audit")).body).toEqual({
+      ok: false,
+      problems: ["credits fc-rich: relay_credits.balance 1970 but the ledger sums to 970"]
+    })
+    await setCredits("fc-rich", 970)
+    expect((await h.call("GET", "/admin/audit")).body).toEqual({ ok: true, problems: [] })
   })
 
   it("the admin API accepts a funding.preferences name next to the built-ins, and refuses others naming the field", async () => {
@@ -159,13 +194,14 @@ describe("a plugin that cannot be loaded stops start-up", () => {
     expect(failure?.message).toContain("(in relay.json)")
   })
 
-  it("relay migrate and relay reap fail the same way, before touching the database", async () => {
+  it("relay migrate, relay reap and relay audit fail the same way, before touching the database", async () => {
     const loaded = await loadedWith(missing)
     const database = path.join(dir, "cli.db")
     const at = { ...loaded, databaseUrl: `sqlite:${database}` }
     const runs: ReadonlyArray<Effect.Effect<unknown, { readonly _tag: string; readonly message: string }>> = [
       Cli.runMigrate(at),
-      Cli.runReap(at)
+      Cli.runReap(at),
+      Cli.runAudit(at)
     ]
     for (const run of runs) {
       const error = await Effect.runPromise(Effect.flip(run))
@@ -175,5 +211,61 @@ describe("a plugin that cannot be loaded stops start-up", () => {
       )
     }
     expect(existsSync(database)).toBe(false)
+  })
+})
+
+describe("relay audit loads the plugins and checks their audit columns", () => {
+  it("a plugin balance with no ledger row is reported; with its topup row the audit is ok", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "relay-audit-"))
+    const loaded: Config.Loaded = {
+      port: 0,
+      databaseUrl: `sqlite:${path.join(dir, "relay.db")}`,
+      adminKey: "sk-admin-test",
+      configSource: "relay.json",
+      config: await Effect.runPromise(Config.decodeConfig({
+        funding: { sources: [{ id: "credits", package: CREDITS, options: { table: "relay_credits" } }] }
+      }))
+    }
+    const sources = await Effect.runPromise(RelayBilling.loadPlugins(loaded, home))
+    const sdk = RelayBilling.layerUrl(loaded.databaseUrl, { ...RelayBilling.sdkOptions(loaded), sources })
+    const grant = (balance: number, ledgerRow: boolean) =>
+      Effect.runPromise(
+        Effect.gen(function*() {
+          const client = yield* KnexClient.KnexClient
+          const ledger = yield* Ledger.Ledger
+          yield* client.transaction(Effect.gen(function*() {
+            yield* client.query("t", (db) => db(client.table("relay_credits")).insert({ account_id: "x", balance }))
+            if (ledgerRow) {
+              yield* ledger.append([
+                {
+                  at: 0,
+                  kind: "topup",
+                  sourceId: "credits",
+                  subjectId: "x",
+                  accountId: "x",
+                  amount: balance,
+                  balanceAfter: balance
+                }
+              ])
+            }
+          }))
+        }).pipe(Effect.provide(sdk))
+      )
+    await grant(5, false)
+    const tampered = await Effect.runPromise(Cli.runAudit(loaded, { pluginCwd: home }))
+    expect(tampered.ok).toBe(false)
+    expect(tampered.problems).toEqual(["credits x: relay_credits.balance 5 but the ledger sums to 0"])
+    expect(Cli.formatAudit(tampered)).toContain("credits x: relay_credits.balance 5 but the ledger sums to 0")
+    // Repaired: the row goes, and comes back with its ledger row.
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const client = yield* KnexClient.KnexClient
+        yield* client.query("t", (db) => db(client.table("relay_credits")).where({ account_id: "x" }).delete())
+      }).pipe(Effect.provide(KnexClient.KnexClient.layerUrl(loaded.databaseUrl)))
+    )
+    await grant(5, true)
+    const clean = await Effect.runPromise(Cli.runAudit(loaded, { pluginCwd: home }))
+    expect(clean.problems).toEqual([])
+    expect(clean.ok).toBe(true)
   })
 })

@@ -8,6 +8,7 @@
  * cannot pay, the chain falls back to the wallet. A CommonJS plugin package
  * (`module.exports` is the plugin) is a chain member like the ESM one.
  */
+import { Ledger } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -53,16 +54,18 @@ describe("a plugin loaded by package name pays for a request", () => {
     expect(acc.body.billingPreference).toBe(preference)
     await relay.run(Effect.gen(function*() {
       const client = yield* KnexClient.KnexClient
-      yield* client.query(
-        "t",
-        (db) => db(client.table("credits")).insert({ account_id: acc.body.id, balance: creditBalance })
-      )
-      if (legacyBalance !== undefined) {
-        yield* client.query(
-          "t",
-          (db) => db(client.table("legacy_credits")).insert({ account_id: acc.body.id, balance: legacyBalance })
-        )
-      }
+      const ledger = yield* Ledger.Ledger
+      const id = String(acc.body.id)
+      // A grant is a balance change: its ledger row goes in the same transaction (the audit checks the plugins' tables).
+      const grant = (sourceId: string, table: string, balance: number) =>
+        client.transaction(Effect.gen(function*() {
+          yield* client.query("t", (db) => db(client.table(table)).insert({ account_id: id, balance }))
+          yield* ledger.append([
+            { at: 0, kind: "topup", sourceId, subjectId: id, accountId: id, amount: balance, balanceAfter: balance }
+          ])
+        }))
+      yield* grant("credits", "credits", creditBalance)
+      if (legacyBalance !== undefined) yield* grant("legacy", "legacy_credits", legacyBalance)
     }))
     const tok = await relay.admin("POST", "/admin/tokens", { accountId: acc.body.id, unlimited: true })
     expect(tok.status).toBe(201)

@@ -8,9 +8,10 @@
  * @since 0.1.0
  */
 import { Audit as CoreAudit, Hold } from "@relay-billing/core"
-import type { BillingError } from "@relay-billing/core"
+import type { BillingError, Source } from "@relay-billing/core"
 import { Clock, Effect, Schema } from "effect"
 import { partProblems } from "./internal/auditParts.js"
+import { columnKey, sourceProblems } from "./internal/auditSources.js"
 import { decodeRows, int } from "./internal/sql.js"
 import { KnexClient } from "./KnexClient.js"
 
@@ -55,6 +56,17 @@ export interface CounterColumn {
 export interface RunOptions {
   /** Also prove `usedQuota = settled charges − corrections` for every account (see {@link usedQuota}). */
   readonly counters?: CounterColumn
+  /**
+   * The registered v2 sources (a plugin's too): every column of their `audit`
+   * ({@link Source.AuditColumn}) is checked against the source's ledger rows,
+   * per subject: `SUM(column)` grouped by the `subject` column (a subject may
+   * have several rows, e.g. voucher packs per account; none counts 0), times
+   * `sign`, equals the sum of the source's ledger rows for that subject. A
+   * column also given in `balances` (same source id, table and column) is
+   * checked once. Their ids count as local (rows in this ledger) for the
+   * late-charge checks.
+   */
+  readonly sources?: ReadonlyArray<Pick<Source.Source, "id" | "audit">>
 }
 
 /**
@@ -133,23 +145,33 @@ export const run = (
         }
       })
     }
+    // v2: the registered sources' own `audit` columns (a plugin's balances), summed per subject.
+    const checked = new Set(balances.map((b) =>
+      columnKey(b.sourceId, b.table, b.balanceColumn)
+    ))
+    const sources = options.sources ?? []
+    const fromSources = yield* sourceProblems(client, sources, checked)
+    problems.push(...fromSources.problems)
+    subjects += fromSources.subjects
     const holds = client.table("holds")
     // Spec §6: nothing given back on a settled hold; every part's amount equals its ledger sum.
     problems.push(...(yield* partProblems(client)))
     // §6: every late charge is recorded on its expired hold and agrees with the ledger.
     problems.push(
       ...(yield* lateSettleProblems(
-        new Set(balances.map((b) =>
-          b.sourceId
-        ))
+        new Set([
+          ...balances.map((b) =>
+            b.sourceId
+          ),
+          ...sources.map((s) => s.id)
+        ])
       ))
     )
     if (options.counters) {
       problems.push(...(yield* usedQuota(options.counters)))
     }
     const [holdCount, stale] = yield* Effect.all([
-      client.query("audit.holds.count", (db) =>
-        db(holds).count({ n: "*" })),
+      client.query("audit.holds.count", (db) => db(holds).count({ n: "*" })),
       client.query("audit.holds.expired", (db) =>
         db(holds).select("id").where("status", "pending").andWhere("expires_at", "<=", now).orderBy("expires_at"))
     ])
