@@ -158,8 +158,9 @@ export interface Moved {
 }
 
 /**
- * A column the SDK's audit checks: for each subject, the column must equal the
- * sum of the source's ledger rows plus `base` (for example
+ * A column the SDK's audit checks: for each subject, the column summed over
+ * the subject's rows, times `sign`, must equal the sum of the source's ledger
+ * rows for that subject (for example
  * `{ table: "accounts", subject: "id", column: "balance" }`).
  *
  * @since 0.4.0
