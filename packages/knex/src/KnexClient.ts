@@ -10,9 +10,12 @@
  * @since 0.1.0
  */
 import { BillingError } from "@relay-billing/core"
+import type { SqlStore } from "@relay-billing/core"
 import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
+import { executeOn } from "./internal/driver.js"
+import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
 import type { Dialect } from "./internal/url.js"
 
@@ -58,6 +61,18 @@ export interface Client {
     operation: string,
     f: (db: Knex | Knex.Transaction) => PromiseLike<T>
   ) => Effect.Effect<T, BillingError.StoreError>
+  /**
+   * Runs one plain SQL statement with `?` placeholders. Inside a transaction of
+   * this client it runs on the transaction's own driver connection, prepared
+   * once per connection and text (no query builder, no knex runner); outside one
+   * it goes through knex like `query`. Failures become a `StoreError` naming
+   * `operation`, with the driver's error as `cause`.
+   */
+  readonly execute: (
+    operation: string,
+    sql: string,
+    params?: ReadonlyArray<unknown>
+  ) => Effect.Effect<SqlStore.SqlResult, BillingError.StoreError>
   /**
    * Runs `effect` in one transaction: commits on success, rolls back on failure,
    * defect or interruption. Nested calls join the outer transaction.
@@ -145,6 +160,30 @@ export const fromKnex = (
         return yield* (trx || !lock ? run : lock.withPermit(run))
       })
 
+    // A host's postProcessResponse reshapes rows: keep knex on the path then.
+    const fast = instance.client.config.postProcessResponse === undefined
+    const noParams: ReadonlyArray<unknown> = []
+    const emitter = instance as unknown as {
+      listenerCount: (event: string) => number
+      emit: (event: string, payload: unknown) => boolean
+    }
+    const trxId = (trx: Knex.Transaction) => (trx as unknown as { txid?: string }).txid
+    const execute = (operation: string, sql: string, params: ReadonlyArray<unknown> = noParams) =>
+      Effect.withFiber((fiber) => {
+        const trx = fiber.getRef(CurrentTransaction).get(id)
+        if (trx !== undefined && fast) {
+          // knex's own `query` event, for hosts that log or count statements (no cost without listeners).
+          if (emitter.listenerCount("query") > 0) {
+            emitter.emit("query", { method: "raw", sql, bindings: params, options: {}, __knexTxId: trxId(trx) })
+          }
+          return executeOn(dialect, trx, operation, sql, params)
+        }
+        return Effect.flatMap(
+          runQuery(operation, (db) => db.raw(sql, params as ReadonlyArray<Knex.Value>)),
+          (raw) => Effect.try({ try: () => sqlResult(dialect, raw), catch: storeError(operation) })
+        )
+      })
+
     // MySQL runs at READ COMMITTED (no gap locks, the same level as PostgreSQL's default), so
     // concurrent reservations do not deadlock on the gaps of missing part rows.
     const trxConfig: Knex.TransactionConfig | undefined = dialect === "mysql"
@@ -200,6 +239,7 @@ export const fromKnex = (
       knex: instance,
       table: (name) => `${prefix}${name}`,
       query: runQuery,
+      execute,
       transaction,
       inTransaction: Effect.map(Effect.service(CurrentTransaction), (m) => m.has(id))
     }

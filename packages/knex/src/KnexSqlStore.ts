@@ -1,9 +1,10 @@
 /**
  * The core `SqlStore` over the knex client: what a source in the hold's store
- * sees. Statements are plain SQL with `?` placeholders run by `knex.raw`, on
- * the client's current transaction when there is one (the engine's, during
- * `take` and `move`), otherwise on their own; the answer is normalised across
- * the drivers (rows of a `SELECT` or `RETURNING`, rows changed).
+ * sees. Statements are plain SQL with `?` placeholders run by the client's
+ * `execute`: on the driver connection of the current transaction when there is
+ * one (the engine's, during `take` and `move`; prepared once per connection),
+ * otherwise through knex; the answer is normalised across the drivers (rows of
+ * a `SELECT` or `RETURNING`, rows changed).
  *
  * @since 0.4.0
  */
@@ -25,20 +26,7 @@ export const make = (client: Client): SqlStore.SqlStore["Service"] =>
     id: client.id,
     dialect: client.dialect,
     table: client.table,
-    execute: (operation, sql, params = []) =>
-      client.query(operation, (db) => db.raw(sql, params as ReadonlyArray<Knex.Value>)).pipe(
-        Effect.flatMap((raw) =>
-          Effect.try({
-            try: () => sqlResult(client.dialect, raw),
-            catch: (cause) =>
-              new BillingError.StoreError({
-                operation,
-                detail: cause instanceof Error ? cause.message : String(cause),
-                cause
-              })
-          })
-        )
-      )
+    execute: client.execute
   })
 
 /**

@@ -285,6 +285,16 @@ for (const target of targets) {
                 )
               }
               return client.query(op, f)
+            }),
+          // The hot path's statements (the driver-level executor) count and fail the same way.
+          execute: (op, sql, params) =>
+            Effect.suspend(() => {
+              if (plan.armed && ++plan.count === plan.failAt) {
+                return Effect.fail(
+                  new BillingError.StoreError({ operation: op, detail: `injected failure at query ${plan.count}` })
+                )
+              }
+              return client.execute(op, sql, params)
             })
         } satisfies KnexClient.Client
       })

@@ -35,7 +35,8 @@ export const engineWith = (faults: Faults.Faults, funding: ReadonlyArray<Funding
     const client = yield* KnexClient.KnexClient
     const faulty: KnexClient.Client = {
       ...client,
-      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f)))
+      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f))),
+      execute: (op, sql, params) => faults.check(op).pipe(Effect.andThen(client.execute(op, sql, params)))
     }
     return yield* BillingSession.BillingSession.make().pipe(
       Effect.provideService(HoldJournal.HoldJournal, KnexJournal.make(faulty)),

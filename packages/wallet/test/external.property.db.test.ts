@@ -128,7 +128,8 @@ const runScenario = (scenario: Scenario, client: KnexClient.Client, admin: Walle
     const faults = new Faults.Faults()
     const faulty: KnexClient.Client = {
       ...client,
-      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f)))
+      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f))),
+      execute: (op, sql, params) => faults.check(op).pipe(Effect.andThen(client.execute(op, sql, params)))
     }
     const exts = [
       InMemoryStore.make({ ids: { wallet: SOURCES[0] } }),

@@ -92,6 +92,19 @@ const faultyClient = (client: KnexClient.Client, plan: Plan): KnexClient.Client 
       yield* plan.check(op)
       return yield* client.query(op, f)
     }),
+  // The hot path's statements (the driver-level executor) fail at the same steps as the builder's.
+  execute: (op, sql, params) =>
+    Effect.gen(function*() {
+      if (!plan.armed) return yield* client.execute(op, sql, params)
+      plan.log.push({ op, inTransaction: yield* client.inTransaction })
+      if (plan.mode === "after") {
+        const result = yield* client.execute(op, sql, params)
+        yield* plan.check(op)
+        return result
+      }
+      yield* plan.check(op)
+      return yield* client.execute(op, sql, params)
+    }),
   transaction: (effect) =>
     Effect.flatMap(client.inTransaction, (nested) => {
       if (!plan.armed || nested) return client.transaction(effect)

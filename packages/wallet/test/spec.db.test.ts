@@ -85,7 +85,8 @@ const faultyEngine = (faults: Faults.Faults) =>
     const client = yield* KnexClient.KnexClient
     const faulty: KnexClient.Client = {
       ...client,
-      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f)))
+      query: (op, f) => faults.check(op).pipe(Effect.andThen(client.query(op, f))),
+      execute: (op, sql, params) => faults.check(op).pipe(Effect.andThen(client.execute(op, sql, params)))
     }
     return yield* BillingSession.BillingSession.make().pipe(
       Effect.provideService(HoldJournal.HoldJournal, KnexJournal.make(faulty)),

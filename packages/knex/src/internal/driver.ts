@@ -1,0 +1,250 @@
+/**
+ * The driver-level executor: runs one plain SQL statement with `?`
+ * placeholders on the raw driver connection of a knex transaction, with the
+ * statement prepared once per connection and SQL text — no query builder, no
+ * knex runner per call.
+ *
+ * - better-sqlite3: `prepare` cached per connection; a statement that reads
+ *   (`SELECT`, `RETURNING`) answers its rows, any other its `changes`. The call is
+ *   synchronous, so a phase of several statements runs without yielding to the
+ *   event loop.
+ * - pg: a named query (`?` rewritten to `$n` once per text, one stable name per
+ *   text), which pg parses once per connection.
+ * - mysql2: `query` (the text protocol knex itself uses: the same value types back).
+ *
+ * A driver error becomes a `StoreError` whose `cause` is the driver's error, so
+ * the transaction retry of `KnexClient` still reads its `code` / `errno`.
+ *
+ * @internal
+ */
+import { BillingError } from "@relay-billing/core"
+import type { SqlStore } from "@relay-billing/core"
+import { Effect } from "effect"
+import type { Knex } from "knex"
+import type { Dialect } from "./url.js"
+
+type Row = Record<string, unknown>
+
+/** The part of a better-sqlite3 `Statement` the executor uses. */
+interface SqliteStatement {
+  readonly reader: boolean
+  all(params: ReadonlyArray<unknown>): Array<Row>
+  run(params: ReadonlyArray<unknown>): { readonly changes: number }
+}
+
+/** The part of a better-sqlite3 `Database` the executor uses. */
+interface SqliteConnection {
+  prepare(sql: string): SqliteStatement
+}
+
+/** The part of a pg `Client` the executor uses. */
+interface PgConnection {
+  query(config: { readonly name: string; readonly text: string; readonly values: ReadonlyArray<unknown> }): Promise<{
+    readonly rows: Array<Row>
+    readonly rowCount: number | null
+  }>
+}
+
+/** The part of a mysql2 (callback) `Connection` the executor uses. */
+interface MysqlConnection {
+  query(
+    sql: string,
+    values: ReadonlyArray<unknown>,
+    callback: (error: unknown, result: unknown) => void
+  ): unknown
+}
+
+/** Prepared statements of each better-sqlite3 connection, by SQL text. */
+const sqliteStatements = new WeakMap<object, Map<string, SqliteStatement>>()
+
+/** The prepared statement for `sql` on `conn` (prepared on first use). */
+export const sqliteStatement = (conn: SqliteConnection, sql: string): SqliteStatement => {
+  let cache = sqliteStatements.get(conn)
+  if (cache === undefined) {
+    cache = new Map()
+    sqliteStatements.set(conn, cache)
+  }
+  let statement = cache.get(sql)
+  if (statement === undefined) {
+    statement = conn.prepare(sql)
+    cache.set(sql, statement)
+  }
+  return statement
+}
+
+/** Booleans become 1/0 (as knex does for SQLite); `undefined` is NULL. */
+const sqliteParams = (params: ReadonlyArray<unknown>): ReadonlyArray<unknown> => {
+  let out: Array<unknown> | undefined
+  for (let i = 0; i < params.length; i++) {
+    const p = params[i]
+    if (typeof p === "boolean" || p === undefined || p instanceof Date) {
+      out ??= params.slice()
+      out[i] = p === undefined ? null : p instanceof Date ? p.valueOf() : p ? 1 : 0
+    }
+  }
+  return out ?? params
+}
+
+/** Runs `sql` on a better-sqlite3 connection (synchronously; throws the driver's error). */
+export const runSqlite = (conn: SqliteConnection, sql: string, params: ReadonlyArray<unknown>): SqlStore.SqlResult => {
+  const statement = sqliteStatement(conn, sql)
+  const values = sqliteParams(params)
+  if (statement.reader) {
+    const rows = statement.all(values)
+    return { rows, affected: rows.length }
+  }
+  return { rows: [], affected: statement.run(values).changes }
+}
+
+/**
+ * `sql` with each `?` placeholder numbered `$1`, `$2`, … for PostgreSQL. A `?`
+ * inside a string literal (`'…'`), a quoted identifier (`"…"`) or a comment is
+ * text, not a placeholder; `\?` is a literal `?` (as in `knex.raw`).
+ */
+export const numberPlaceholders = (sql: string): string => {
+  let out = ""
+  let n = 0
+  let i = 0
+  while (i < sql.length) {
+    const c = sql[i]!
+    if (c === "'" || c === "\"") {
+      // A quoted run; a doubled quote inside it is an escaped quote.
+      let j = i + 1
+      while (j < sql.length) {
+        if (sql[j] === c) {
+          if (sql[j + 1] === c) j += 2
+          else break
+        } else {
+          j++
+        }
+      }
+      out += sql.slice(i, j + 1)
+      i = j + 1
+    } else if (c === "-" && sql[i + 1] === "-") {
+      const end = sql.indexOf("\n", i)
+      const j = end === -1 ? sql.length : end
+      out += sql.slice(i, j)
+      i = j
+    } else if (c === "/" && sql[i + 1] === "*") {
+      const end = sql.indexOf("*/", i + 2)
+      const j = end === -1 ? sql.length : end + 2
+      out += sql.slice(i, j)
+      i = j
+    } else if (c === "\\" && sql[i + 1] === "?") {
+      out += "?"
+      i += 2
+    } else if (c === "?") {
+      out += `$${++n}`
+      i++
+    } else {
+      out += c
+      i++
+    }
+  }
+  return out
+}
+
+/** The PostgreSQL text and the statement name of each SQL text, shared by every connection. */
+const pgTexts = new Map<string, { readonly name: string; readonly text: string }>()
+
+/** The numbered text of `sql` and its stable prepared-statement name (same text, same name). */
+export const pgStatement = (sql: string): { readonly name: string; readonly text: string } => {
+  let statement = pgTexts.get(sql)
+  if (statement === undefined) {
+    statement = { name: `relay_billing_${pgTexts.size + 1}`, text: numberPlaceholders(sql) }
+    pgTexts.set(sql, statement)
+  }
+  return statement
+}
+
+const pgParams = (params: ReadonlyArray<unknown>): ReadonlyArray<unknown> =>
+  params.some((p) => p === undefined) ? params.map((p) => (p === undefined ? null : p)) : params
+
+/** Runs `sql` on a pg connection as a named (prepared) statement. */
+export const runPg = async (
+  conn: PgConnection,
+  sql: string,
+  params: ReadonlyArray<unknown>
+): Promise<SqlStore.SqlResult> => {
+  const statement = pgStatement(sql)
+  const result = await conn.query({ name: statement.name, text: statement.text, values: pgParams(params) })
+  const rows = result.rows ?? []
+  return { rows, affected: result.rowCount ?? rows.length }
+}
+
+/** Runs `sql` on a mysql2 callback connection (text protocol, as knex does). */
+export const runMysql = (
+  conn: MysqlConnection,
+  sql: string,
+  params: ReadonlyArray<unknown>
+): Promise<SqlStore.SqlResult> =>
+  new Promise((resolve, reject) => {
+    conn.query(sql, params.map((p) => (p === undefined ? null : p)), (error, result) => {
+      if (error) return reject(error)
+      if (Array.isArray(result)) {
+        // A SELECT answers its rows.
+        resolve({ rows: result as Array<Row>, affected: result.length })
+      } else {
+        resolve({ rows: [], affected: (result as { affectedRows?: number }).affectedRows ?? 0 })
+      }
+    })
+  })
+
+/** The error of a failed statement: the driver's error is the cause. */
+export const statementError = (operation: string) => (cause: unknown): BillingError.StoreError =>
+  new BillingError.StoreError({
+    operation,
+    detail: cause instanceof Error ? cause.message : String(cause),
+    cause
+  })
+
+/** The raw connection of each transaction, once known. */
+const connections = new WeakMap<Knex.Transaction, unknown>()
+
+/** The raw connection of `trx` (the transaction's own connection: knex's tx client resolves it). */
+const connectionOf = (trx: Knex.Transaction): Effect.Effect<unknown, BillingError.StoreError> => {
+  const known = connections.get(trx)
+  if (known !== undefined) return Effect.succeed(known)
+  return Effect.tryPromise({
+    try: async () => {
+      const conn = await (trx as unknown as { client: { acquireConnection: () => Promise<unknown> } }).client
+        .acquireConnection()
+      connections.set(trx, conn)
+      return conn
+    },
+    catch: statementError("transaction.connection")
+  })
+}
+
+/**
+ * Runs one statement on the connection of `trx`.
+ */
+export const executeOn = (
+  dialect: Dialect,
+  trx: Knex.Transaction,
+  operation: string,
+  sql: string,
+  params: ReadonlyArray<unknown>
+): Effect.Effect<SqlStore.SqlResult, BillingError.StoreError> => {
+  const known = connections.get(trx)
+  if (known === undefined) {
+    return Effect.flatMap(connectionOf(trx), () => executeOn(dialect, trx, operation, sql, params))
+  }
+  switch (dialect) {
+    case "sqlite":
+      return Effect.try({
+        try: () => runSqlite(known as SqliteConnection, sql, params),
+        catch: statementError(operation)
+      })
+    case "postgres":
+      return Effect.tryPromise({
+        try: () => runPg(known as PgConnection, sql, params),
+        catch: statementError(operation)
+      })
+    case "mysql":
+      return Effect.tryPromise({
+        try: () => runMysql(known as MysqlConnection, sql, params),
+        catch: statementError(operation)
+      })
+  }
+}
