@@ -15,8 +15,9 @@ import { AccountCounters, BillingError, Input, LowBalance, Quota } from "@relay-
 import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { CounterColumn } from "./Audit.js"
 import { accountsMigrations } from "./internal/accountsSchema.js"
-import { refuseOutOfRange, withinRange } from "./internal/range.js"
+import { refuseOutOfRange } from "./internal/range.js"
 import { insertIgnore } from "./internal/sql.js"
+import { ident, memo } from "./internal/statements.js"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
 import type { MigrationSet } from "./Migrations.js"
@@ -281,33 +282,45 @@ const counterChecks = (change: AccountCounters.CounterChange) => [
  * @since 0.4.0
  * @category constructors
  */
-export const makeCounters = (client: Client): AccountCounters.AccountCounters["Service"] =>
-  AccountCounters.AccountCounters.of({
+export const makeCounters = (client: Client): AccountCounters.AccountCounters["Service"] => {
+  const d = client.dialect
+  const table = client.table("accounts")
+  const used = ident(d, "used_quota")
+  const requests = ident(d, "request_count")
+  const bound = (column: string, sign: number) =>
+    sign > 0 ? ` and ${column} <= ?` : sign < 0 ? ` and ${column} >= ?` : ""
+  // One text per pair of signs (at most 9), written once: both counters move, each bounded.
+  const updateSql = memo((signs: string) => {
+    const [u, r] = signs.split(",").map(Number) as [number, number]
+    return `update ${ident(d, table)} set ${used} = ${used} + ?, ${requests} = ${requests} + ? where ${
+      ident(d, "id")
+    } = ?${bound(used, u)}${bound(requests, r)}`
+  })
+  const limit = (change: number) =>
+    change > 0 ? [Number.MAX_SAFE_INTEGER - change] : change < 0 ? [Number.MIN_SAFE_INTEGER - change] : []
+  return AccountCounters.AccountCounters.of({
     add: (accountId, change) =>
       change.usedQuota === 0 && change.requestCount === 0 ?
         Effect.void :
-        client.query("accounts.counters", (db) =>
-          withinRange(
-            withinRange(db(client.table("accounts")).where({ id: accountId }), "used_quota", change.usedQuota),
-            "request_count",
-            change.requestCount
-          ).update({
-            used_quota: db.raw("used_quota + ?", [change.usedQuota]),
-            request_count: db.raw("request_count + ?", [change.requestCount])
-          })).pipe(
-            Effect.flatMap((changed) =>
-              Number(changed) > 0
-                ? Effect.void
-                : refuseOutOfRange(
-                  client,
-                  client.table("accounts"),
-                  counterChecks(change),
-                  accountId,
-                  "accounts.counters"
-                )
-                  .pipe(Effect.asVoid)
-            )
-          ),
+        client.execute(
+          "accounts.counters",
+          updateSql(`${Math.sign(change.usedQuota)},${Math.sign(change.requestCount)}`),
+          [
+            change.usedQuota,
+            change.requestCount,
+            accountId,
+            ...limit(change.usedQuota),
+            ...limit(change.requestCount)
+          ]
+        ).pipe(
+          Effect.flatMap((r) =>
+            r.affected > 0
+              ? Effect.void
+              : refuseOutOfRange(client, table, counterChecks(change), accountId, "accounts.counters").pipe(
+                Effect.asVoid
+              )
+          )
+        ),
     // Read only: what `add` would refuse (an unknown account is nothing to count).
     check: (accountId, change) =>
       refuseOutOfRange(
@@ -320,6 +333,7 @@ export const makeCounters = (client: Client): AccountCounters.AccountCounters["S
       )
         .pipe(Effect.asVoid)
   })
+}
 
 /**
  * The account counters over the client in context.
@@ -371,6 +385,10 @@ export const makeLowBalance = (client: Client, options: LowBalanceOptions = {}):
   const cache = new Map<string, { readonly value: number; readonly at: number }>()
   const notices = client.table("low_balance_notices")
   const state = thresholdState(client)
+  const d = client.dialect
+  const thresholdSql = `select ${ident(d, "low_balance_threshold")} from ${ident(d, client.table("accounts"))} where ${
+    ident(d, "id")
+  } = ?`
   return {
     ceiling: Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
@@ -393,9 +411,8 @@ export const makeLowBalance = (client: Client, options: LowBalanceOptions = {}):
         const now = yield* Clock.currentTimeMillis
         const hit = cache.get(accountId)
         if (hit && now - hit.at < ttl) return hit.value
-        const row = yield* client.query("accounts.threshold", (db) =>
-          db(client.table("accounts")).where({ id: accountId }).first("low_balance_threshold"))
-        const raw = row?.low_balance_threshold
+        const result = yield* client.execute("accounts.threshold", thresholdSql, [accountId])
+        const raw = result.rows[0]?.["low_balance_threshold"]
         const value = raw === null || raw === undefined ? fallback : Number(raw)
         cache.set(accountId, { value, at: now })
         return value

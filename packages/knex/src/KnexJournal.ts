@@ -10,6 +10,7 @@
 import { Hold, HoldIntent, HoldJournal } from "@relay-billing/core"
 import { Effect, Layer, Schema } from "effect"
 import { decodeRows, insertIgnore, int, intOrNull } from "./internal/sql.js"
+import { ident, insertIgnoreSql } from "./internal/statements.js"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
 
@@ -45,22 +46,41 @@ const intentFromRow = (row: Record<string, unknown>): HoldIntent.HoldIntent =>
     dueAt: int(row["due_at"], "due_at")
   })
 
-const toRow = (hold: Hold.Hold) => ({
-  id: hold.id,
-  account_id: hold.accountId,
-  token_id: hold.tokenId ?? null,
-  estimate: hold.estimate,
-  reserved: hold.reserved,
-  preference: hold.preference,
-  trusted: hold.trusted,
-  status: hold.status,
-  parts: JSON.stringify(hold.parts),
-  created_at: hold.createdAt,
-  expires_at: hold.expiresAt,
-  resolved_at: hold.resolvedAt ?? null,
-  settlement: hold.settlement ? JSON.stringify(hold.settlement) : null,
-  metadata: hold.metadata ? JSON.stringify(hold.metadata) : null
-})
+/** The columns of a hold row, in the order of {@link holdValues}. */
+const holdColumns = [
+  "id",
+  "account_id",
+  "token_id",
+  "estimate",
+  "reserved",
+  "preference",
+  "trusted",
+  "status",
+  "parts",
+  "created_at",
+  "expires_at",
+  "resolved_at",
+  "settlement",
+  "metadata"
+] as const
+
+/** A hold's row values, in the order of {@link holdColumns}. */
+const holdValues = (hold: Hold.Hold): ReadonlyArray<unknown> => [
+  hold.id,
+  hold.accountId,
+  hold.tokenId ?? null,
+  hold.estimate,
+  hold.reserved,
+  hold.preference,
+  hold.trusted,
+  hold.status,
+  JSON.stringify(hold.parts),
+  hold.createdAt,
+  hold.expiresAt,
+  hold.resolvedAt ?? null,
+  hold.settlement ? JSON.stringify(hold.settlement) : null,
+  hold.metadata ? JSON.stringify(hold.metadata) : null
+]
 
 const fromRow = (row: Record<string, unknown>): Hold.Hold => {
   const resolvedAt = intOrNull(row["resolved_at"], "resolved_at")
@@ -91,6 +111,20 @@ const fromRow = (row: Record<string, unknown>): Hold.Hold => {
 export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
   const holds = client.table("holds")
   const intents = client.table("intents")
+  // The hot path's statements, written once (run on the transaction's driver connection).
+  const d = client.dialect
+  const t = ident(d, holds)
+  const insertSql = insertIgnoreSql(d, holds, holdColumns, ["id"])
+  const selectSql = `select ${holdColumns.map((c) => ident(d, c)).join(", ")} from ${t} where ${ident(d, "id")} = ?`
+  const selectForUpdateSql = client.dialect === "sqlite" ? selectSql : `${selectSql} for update`
+  // Only what a hold changes after it was inserted, if it is still in the expected status.
+  const updateSql = `update ${t} set ${
+    ["status", "reserved", "trusted", "parts", "resolved_at", "settlement"].map((c) => `${ident(d, c)} = ?`).join(", ")
+  } where ${ident(d, "id")} = ? and ${ident(d, "status")} = ?`
+  // One conditional write: only a pending hold, and a lease never shrinks (§6).
+  const renewSql = `update ${t} set ${ident(d, "expires_at")} = ? where ${ident(d, "id")} = ? and ${
+    ident(d, "status")
+  } = 'pending' and ${ident(d, "expires_at")} < ?`
   const readIntent = (operation: string, holdId: string, phase: HoldIntent.IntentPhase, forUpdate: boolean) =>
     client.query(operation, (db) => {
       const q = db(intents).where({ hold_id: holdId, phase }).first()
@@ -103,30 +137,31 @@ export const make = (client: Client): HoldJournal.HoldJournal["Service"] => {
     storeId: client.id,
     transaction: client.transaction,
     inTransaction: client.inTransaction,
-    insert: (hold) => insertIgnore(client, "journal.insert", holds, toRow(hold), "id").pipe(Effect.map((n) => n === 1)),
+    insert: (hold) =>
+      Effect.map(client.execute("journal.insert", insertSql, holdValues(hold)), (r) => r.affected === 1),
     get: (holdId, options) =>
-      client.query("journal.get", (db) => {
-        const q = db(holds).where({ id: holdId }).first()
-        return options?.forUpdate && lockable ? q.forUpdate() : q
-      }).pipe(Effect.flatMap((row) => decodeRows("journal.get", () => (row ? fromRow(row) : undefined)))),
+      client.execute("journal.get", options?.forUpdate ? selectForUpdateSql : selectSql, [holdId]).pipe(
+        Effect.flatMap((r) => {
+          const row = r.rows[0]
+          return row ? decodeRows("journal.get", () => fromRow(row)) : Effect.succeed(undefined)
+        })
+      ),
     update: (hold, expected) =>
-      client.query("journal.update", (db) =>
-        // Only what a hold changes after it was inserted.
-        db(holds).where({ id: hold.id, status: expected }).update({
-          status: hold.status,
-          reserved: hold.reserved,
-          trusted: hold.trusted,
-          parts: JSON.stringify(hold.parts),
-          resolved_at: hold.resolvedAt ?? null,
-          settlement: hold.settlement ? JSON.stringify(hold.settlement) : null
-        })).pipe(Effect.map((n) => n === 1)),
+      Effect.map(
+        client.execute("journal.update", updateSql, [
+          hold.status,
+          hold.reserved,
+          hold.trusted,
+          JSON.stringify(hold.parts),
+          hold.resolvedAt ?? null,
+          hold.settlement ? JSON.stringify(hold.settlement) : null,
+          hold.id,
+          expected
+        ]),
+        (r) => r.affected === 1
+      ),
     renew: (holdId, expiresAt) =>
-      client.query("journal.renew", (db) =>
-        // One conditional write: only a pending hold, and a lease never shrinks (§6).
-        db(holds)
-          .where({ id: holdId, status: "pending" })
-          .andWhere("expires_at", "<", expiresAt)
-          .update({ expires_at: expiresAt })).pipe(Effect.map((n) => n === 1)),
+      Effect.map(client.execute("journal.renew", renewSql, [expiresAt, holdId, expiresAt]), (r) => r.affected === 1),
     expired: (now, limit) =>
       client.query("journal.expired", (db) =>
         db(holds)

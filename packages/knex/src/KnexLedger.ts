@@ -9,6 +9,7 @@ import { Ledger } from "@relay-billing/core"
 import type { BillingError } from "@relay-billing/core"
 import { Effect, Layer } from "effect"
 import { decodeRows, int, intOrNull } from "./internal/sql.js"
+import { insertRowsSql, memo } from "./internal/statements.js"
 import type { Client } from "./KnexClient.js"
 import { KnexClient } from "./KnexClient.js"
 
@@ -21,29 +22,60 @@ import { KnexClient } from "./KnexClient.js"
  */
 export type NewRow = Ledger.NewLedgerEntry & { readonly idempotencyKey?: string }
 
+const columns = [
+  "at",
+  "kind",
+  "source_id",
+  "subject_id",
+  "account_id",
+  "hold_id",
+  "amount",
+  "balance_after",
+  "unbilled",
+  "note",
+  "idempotency_key"
+] as const
+
+/** The INSERT of `n` rows of each client, by row count (written once per count). */
+const insertTexts = new WeakMap<Client, (n: number) => string>()
+
+const insertText = (client: Client): (n: number) => string => {
+  let text = insertTexts.get(client)
+  if (text === undefined) {
+    const table = client.table("ledger")
+    text = memo((n: number) => insertRowsSql(client.dialect, table, columns, n))
+    insertTexts.set(client, text)
+  }
+  return text
+}
+
 /**
- * Appends rows through the client (the current transaction, if any).
+ * Appends rows through the client (the current transaction, if any), in one
+ * multi-row INSERT.
  *
  * @since 0.1.0
  * @category mutations
  */
-export const append = (client: Client, rows: ReadonlyArray<NewRow>): Effect.Effect<void, BillingError.StoreError> =>
-  rows.length === 0 ?
-    Effect.void :
-    client.query("ledger.append", (db) =>
-      db(client.table("ledger")).insert(rows.map((r) => ({
-        at: r.at,
-        kind: r.kind,
-        source_id: r.sourceId,
-        subject_id: r.subjectId,
-        account_id: r.accountId,
-        hold_id: r.holdId ?? null,
-        amount: r.amount,
-        balance_after: r.balanceAfter,
-        unbilled: r.unbilled ?? null,
-        note: r.note ?? null,
-        idempotency_key: r.idempotencyKey ?? null
-      })))).pipe(Effect.asVoid)
+export const append = (client: Client, rows: ReadonlyArray<NewRow>): Effect.Effect<void, BillingError.StoreError> => {
+  if (rows.length === 0) return Effect.void
+  const params: Array<unknown> = []
+  for (const r of rows) {
+    params.push(
+      r.at,
+      r.kind,
+      r.sourceId,
+      r.subjectId,
+      r.accountId,
+      r.holdId ?? null,
+      r.amount,
+      r.balanceAfter,
+      r.unbilled ?? null,
+      r.note ?? null,
+      r.idempotencyKey ?? null
+    )
+  }
+  return Effect.asVoid(client.execute("ledger.append", insertText(client)(rows.length), params))
+}
 
 const fromRow = (row: Record<string, unknown>): Ledger.LedgerEntry => {
   const holdId = row["hold_id"]
