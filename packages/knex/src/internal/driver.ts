@@ -19,7 +19,7 @@
  */
 import { BillingError } from "@relay-billing/core"
 import type { SqlStore } from "@relay-billing/core"
-import { Effect } from "effect"
+import { Effect, Exit } from "effect"
 import type { Knex } from "knex"
 import type { Dialect } from "./url.js"
 
@@ -217,7 +217,9 @@ const connectionOf = (trx: Knex.Transaction): Effect.Effect<unknown, BillingErro
 }
 
 /**
- * Runs one statement on the connection of `trx`.
+ * Runs one statement on the connection of `trx`. Call it when the effect runs
+ * (inside `Effect.withFiber` / `Effect.suspend`): once the connection is known,
+ * a SQLite statement runs during this call and its outcome is returned as an `Exit`.
  */
 export const executeOn = (
   dialect: Dialect,
@@ -232,10 +234,12 @@ export const executeOn = (
   }
   switch (dialect) {
     case "sqlite":
-      return Effect.try({
-        try: () => runSqlite(known as SqliteConnection, sql, params),
-        catch: statementError(operation)
-      })
+      // Synchronous: the answer is an Exit, no promise and no extra step of the fiber.
+      try {
+        return Exit.succeed(runSqlite(known as SqliteConnection, sql, params))
+      } catch (cause) {
+        return Exit.fail(statementError(operation)(cause))
+      }
     case "postgres":
       return Effect.tryPromise({
         try: () => runPg(known as PgConnection, sql, params),

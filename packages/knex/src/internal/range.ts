@@ -1,19 +1,6 @@
 import { BillingError, Quota } from "@relay-billing/core"
 import { Effect } from "effect"
-import type { Knex } from "knex"
 import type { Client } from "../KnexClient.js"
-
-/**
- * Narrows an UPDATE to the rows where `column + change` stays within
- * ±(2^53−1), so an out-of-range change matches no row and writes nothing
- * (spec §2.10).
- */
-export const withinRange = (q: Knex.QueryBuilder, column: string, change: number): Knex.QueryBuilder =>
-  change > 0
-    ? q.andWhere(column, "<=", Number.MAX_SAFE_INTEGER - change)
-    : change < 0
-    ? q.andWhere(column, ">=", Number.MIN_SAFE_INTEGER - change)
-    : q
 
 /** One column a bounded update checks, and the field its `QuotaOutOfRange` names. */
 export interface RangeCheck {
@@ -23,7 +10,8 @@ export interface RangeCheck {
 }
 
 /**
- * After an UPDATE bounded by {@link withinRange} matched no row: fails with
+ * After an UPDATE bounded to the rows where each `column + change` stays within
+ * ±(2^53−1) matched no row: fails with
  * `QuotaOutOfRange` when a checked column is out of range, and succeeds with
  * `undefined` when the row does not exist. A row in range is a `StoreError`
  * unless `otherConditions` says the UPDATE had other conditions.
