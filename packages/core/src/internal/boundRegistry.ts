@@ -117,18 +117,27 @@ export const bindRegistry = (registry: FundingRegistry["Service"], deps: BindDep
     )
   )
 
+  const allSourcesRead = Effect.gen(function*() {
+    for (const id of registry.fundingIds) {
+      if (!isSource(yield* registry.funding(id))) return false
+    }
+    const budget = yield* Effect.option(registry.budget(deps.tokenBudgetId))
+    return budget._tag === "None" || isSource(budget.value)
+  })
+  let allSourcesKnown: boolean | undefined
+
   return {
     funding: (id) => Effect.map(registry.funding(id), (f) => (isSource(f) ? adapt(f) : f)),
     budget: (id) => Effect.map(registry.budget(id), (b) => (isSource(b) ? adapt(b) : b)),
     hasFunding: registry.hasFunding,
     fundingIds: registry.fundingIds,
     isMover: (id) => movers.has(id),
-    allSources: Effect.gen(function*() {
-      for (const id of registry.fundingIds) {
-        if (!isSource(yield* registry.funding(id))) return false
-      }
-      const budget = yield* Effect.option(registry.budget(deps.tokenBudgetId))
-      return budget._tag === "None" || isSource(budget.value)
-    })
+    // The registry does not change after it is built: answered once, then from memory.
+    allSources: Effect.suspend(() =>
+      allSourcesKnown !== undefined ? Effect.succeed(allSourcesKnown) : Effect.map(
+        allSourcesRead,
+        (answer) => (allSourcesKnown = answer)
+      )
+    )
   }
 }

@@ -60,7 +60,22 @@ export const makeIntents = (deps: IntentDeps) => {
    * The external targets an open may reach: the token budget (when the open has
    * a token) and every funding source outside the journal's store.
    */
-  const openTargets = (scope: OpenScope) =>
+  const openTargets = (scope: OpenScope) => {
+    // The registry does not change after it is built: each answer is read once, then from memory.
+    const withToken = scope.tokenId !== undefined
+    const known = withToken ? knownTargets.withToken : knownTargets.without
+    if (known !== undefined) return Effect.succeed(known)
+    return Effect.map(readTargets(scope), (targets): ReadonlyArray<IntentTarget> => {
+      if (withToken) knownTargets.withToken = targets
+      else knownTargets.without = targets
+      return targets
+    })
+  }
+  const knownTargets: {
+    withToken?: ReadonlyArray<IntentTarget>
+    without?: ReadonlyArray<IntentTarget>
+  } = {}
+  const readTargets = (scope: OpenScope) =>
     Effect.gen(function*() {
       const targets: Array<IntentTarget> = []
       if (scope.tokenId !== undefined) {
