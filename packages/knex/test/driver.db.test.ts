@@ -7,7 +7,7 @@ import { assert, describe, it as plain, layer } from "@effect/vitest"
 import { BillingError } from "@relay-billing/core"
 import { Effect, Exit } from "effect"
 import { KnexClient, TestDatabase } from "../src/index.js"
-import { numberPlaceholders, pgStatement, runSqlite } from "../src/internal/driver.js"
+import { MAX_PREPARED, numberPlaceholders, pgStatement, runSqlite } from "../src/internal/driver.js"
 
 describe("numberPlaceholders (PostgreSQL)", () => {
   plain("numbers each ? in order", () => {
@@ -58,6 +58,23 @@ describe("runSqlite", () => {
     assert.strictEqual(prepared, 1)
     runSqlite(other, "update t set a = ?", [1])
     assert.strictEqual(prepared, 2)
+  })
+
+  plain(`keeps at most ${MAX_PREPARED} texts prepared per connection`, () => {
+    let prepared = 0
+    const conn = {
+      prepare: () => {
+        prepared++
+        return { reader: false, all: () => [], run: () => ({ changes: 0 }) }
+      }
+    }
+    for (let i = 0; i < MAX_PREPARED; i++) runSqlite(conn, `update t set a = ${i}`, [])
+    runSqlite(conn, "update t set a = 0", [])
+    assert.strictEqual(prepared, MAX_PREPARED)
+    // Past the bound a new text is prepared for each call; the kept ones are still reused.
+    runSqlite(conn, "update t set a = -1", [])
+    runSqlite(conn, "update t set a = -1", [])
+    assert.strictEqual(prepared, MAX_PREPARED + 2)
   })
 
   plain("booleans are 1/0 and undefined is NULL, as knex binds them", () => {
@@ -281,3 +298,17 @@ for (const target of TestDatabase.targets()) {
     })
   })
 }
+
+// Last in the file: it fills the process-wide table of PostgreSQL statement names.
+describe("pgStatement past the bound", () => {
+  plain(`names at most ${MAX_PREPARED} texts; later ones run unnamed`, () => {
+    for (let i = 0; pgStatement(`select ${i} as n where ? = 1`).name !== undefined; i++) {
+      assert.isBelow(i, MAX_PREPARED + 1)
+    }
+    const late = pgStatement("select ? as late_text")
+    assert.isUndefined(late.name)
+    assert.strictEqual(late.text, "select $1 as late_text")
+    // A text named before the bound keeps its name.
+    assert.isDefined(pgStatement("select ? as test_stable_name").name)
+  })
+})

@@ -39,7 +39,7 @@ interface SqliteConnection {
 
 /** The part of a pg `Client` the executor uses. */
 interface PgConnection {
-  query(config: { readonly name: string; readonly text: string; readonly values: ReadonlyArray<unknown> }): Promise<{
+  query(config: { readonly name?: string; readonly text: string; readonly values: ReadonlyArray<unknown> }): Promise<{
     readonly rows: Array<Row>
     readonly rowCount: number | null
   }>
@@ -54,6 +54,15 @@ interface MysqlConnection {
   ): unknown
 }
 
+/**
+ * The most SQL texts kept prepared per connection (and named on PostgreSQL).
+ * The SDK's own texts are a few dozen; a source that writes its values into
+ * the SQL text instead of parameters would otherwise grow the caches (and
+ * PostgreSQL's prepared statements) without bound: past this many, a new text
+ * is prepared for one call only.
+ */
+export const MAX_PREPARED = 1000
+
 /** Prepared statements of each better-sqlite3 connection, by SQL text. */
 const sqliteStatements = new WeakMap<object, Map<string, SqliteStatement>>()
 
@@ -67,7 +76,7 @@ export const sqliteStatement = (conn: SqliteConnection, sql: string): SqliteStat
   let statement = cache.get(sql)
   if (statement === undefined) {
     statement = conn.prepare(sql)
-    cache.set(sql, statement)
+    if (cache.size < MAX_PREPARED) cache.set(sql, statement)
   }
   return statement
 }
@@ -145,13 +154,19 @@ export const numberPlaceholders = (sql: string): string => {
 }
 
 /** The PostgreSQL text and the statement name of each SQL text, shared by every connection. */
-const pgTexts = new Map<string, { readonly name: string; readonly text: string }>()
+const pgTexts = new Map<string, { readonly name: string | undefined; readonly text: string }>()
 
-/** The numbered text of `sql` and its stable prepared-statement name (same text, same name). */
-export const pgStatement = (sql: string): { readonly name: string; readonly text: string } => {
+/**
+ * The numbered text of `sql` and its stable prepared-statement name (same
+ * text, same name); past {@link MAX_PREPARED} texts, no name (an unnamed
+ * statement, parsed on each call).
+ */
+export const pgStatement = (sql: string): { readonly name: string | undefined; readonly text: string } => {
   let statement = pgTexts.get(sql)
   if (statement === undefined) {
-    statement = { name: `relay_billing_${pgTexts.size + 1}`, text: numberPlaceholders(sql) }
+    const text = numberPlaceholders(sql)
+    if (pgTexts.size >= MAX_PREPARED) return { name: undefined, text }
+    statement = { name: `relay_billing_${pgTexts.size + 1}`, text }
     pgTexts.set(sql, statement)
   }
   return statement
@@ -167,7 +182,12 @@ export const runPg = async (
   params: ReadonlyArray<unknown>
 ): Promise<SqlStore.SqlResult> => {
   const statement = pgStatement(sql)
-  const result = await conn.query({ name: statement.name, text: statement.text, values: pgParams(params) })
+  const values = pgParams(params)
+  const result = await conn.query(
+    statement.name === undefined
+      ? { text: statement.text, values }
+      : { name: statement.name, text: statement.text, values }
+  )
   const rows = result.rows ?? []
   return { rows, affected: result.rowCount ?? rows.length }
 }
