@@ -195,9 +195,10 @@ export const fromKnex = (
       ? { isolationLevel: "read committed" }
       : undefined
 
+    const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
     const group = groupSettings(dialect, options.groupCommit)
     const batcher = group &&
-      GroupCommit.make({ settings: group, begin: () => instance.transaction(trxConfig), lock })
+      GroupCommit.make({ settings: group, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
 
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.gen(function*() {
@@ -214,7 +215,7 @@ export const fromKnex = (
             const exit = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
             if (exit._tag === "Success") {
               const committed = yield* Effect.exit(
-                Effect.tryPromise({ try: () => trx.commit(), catch: storeError("transaction.commit") })
+                Effect.tryPromise({ try: () => commitTrx(trx), catch: storeError("transaction.commit") })
               )
               if (committed._tag === "Failure") {
                 yield* Effect.promise(() => trx.rollback().catch(() => undefined))

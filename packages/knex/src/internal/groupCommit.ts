@@ -88,6 +88,22 @@ const storeError = (operation: string) => (cause: unknown) =>
     cause
   })
 
+/**
+ * Commits `trx`. knex resolves `commit()` even when the COMMIT fails (a deferred
+ * constraint, a serialization failure at commit): the failure only rejects
+ * `executionPromise`, which is what this answers. SQLite keeps the transaction
+ * open after such a failure, and knex considers it complete: it is rolled back
+ * on the connection here, or the next BEGIN would fail.
+ */
+export const commit = (instance: Knex, trx: Knex.Transaction, sqlite: boolean): Promise<void> =>
+  trx.commit().then(() => trx.executionPromise).then(
+    () => undefined,
+    async (error: unknown) => {
+      if (sqlite) await instance.raw("rollback").catch(() => undefined)
+      throw error
+    }
+  )
+
 /** The batcher of one store. */
 export interface GroupCommit {
   /**
@@ -106,10 +122,12 @@ export const make = (options: {
   readonly settings: Settings
   /** Begins the batch's transaction. */
   readonly begin: () => Promise<Knex.Transaction>
+  /** Commits it (see {@link commit}). */
+  readonly commit: (trx: Knex.Transaction) => Promise<void>
   /** SQLite: the store's one-connection lock, held by a batch for its whole run. */
   readonly lock: Semaphore.Semaphore | undefined
 }): GroupCommit => {
-  const { settings, begin, lock } = options
+  const { begin, lock, settings } = options
   const queue: Array<Item> = []
   let runners = 0
 
@@ -159,7 +177,7 @@ export const make = (options: {
       const committed = keptCount === 0
         ? yield* Effect.as(rollback(trx), exitVoid)
         : yield* Effect.exit(
-          Effect.tryPromise({ try: () => trx.commit(), catch: storeError("transaction.commit") }).pipe(Effect.asVoid)
+          Effect.tryPromise({ try: () => options.commit(trx), catch: storeError("transaction.commit") })
         )
       if (committed._tag === "Failure") yield* rollback(trx)
       for (const item of ran) yield* Deferred.done(item.committed, committed)
