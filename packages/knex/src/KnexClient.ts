@@ -50,12 +50,16 @@ export interface ClientOptions {
  * @category models
  */
 export interface GroupCommitOptions {
-  /** Most transactions in one batch (default 128). */
+  /**
+   * Most transactions in one batch (default 64: PostgreSQL keeps the subtransactions of up
+   * to 64 savepoints per transaction in shared memory; more slow down every snapshot).
+   */
   readonly maxBatch?: number
   /**
-   * Batches in flight at once, each on its own connection (default 1; SQLite always 1).
-   * More than one can deadlock batches that lock the same rows in different orders
-   * (retried, but slow): see docs/design-decisions.md, "Group commit".
+   * Batches in flight at once, each on its own connection (default 2; SQLite always 1).
+   * One alone serialises every transaction onto one connection (slower on many cold
+   * accounts); more can deadlock batches that lock the same rows in different orders
+   * (retried). Measured in docs/design-decisions.md, "Group commit".
    */
   readonly maxConcurrentBatches?: number
   /**
@@ -150,8 +154,8 @@ const groupSettings = (
   if (option === false) return undefined
   const given = typeof option === "object" ? option : {}
   return {
-    maxBatch: Math.max(1, given.maxBatch ?? 128),
-    maxConcurrentBatches: dialect === "sqlite" ? 1 : Math.max(1, given.maxConcurrentBatches ?? 1),
+    maxBatch: Math.max(1, given.maxBatch ?? 64),
+    maxConcurrentBatches: dialect === "sqlite" ? 1 : Math.max(1, given.maxConcurrentBatches ?? 2),
     itemTimeoutMillis: Math.max(1, given.itemTimeoutMillis ?? 1_000)
   }
 }

@@ -10,7 +10,8 @@
  * - An item that fails, dies or is interrupted is rolled back to its
  *   savepoint: its writes are gone, its neighbours are untouched, and its
  *   caller gets its own failure at once.
- * - An item that succeeds releases its savepoint and waits for the commit: a
+ * - An item that succeeds keeps its savepoint (releasing it would cost a round
+ *   trip; a later item rolls back to its own, newer one) and waits for the commit: a
  *   failed COMMIT fails every such item with the commit's `StoreError`
  *   (nothing of the batch is visible; the client's retry re-runs it when the
  *   error is a deadlock or a serialization failure).
@@ -54,7 +55,7 @@ interface Turn {
 
 /** How an item ended, as the batch sees it. */
 type Done =
-  /** Succeeded; its savepoint is released and its writes wait for the commit. */
+  /** Succeeded; its writes wait for the commit. */
   | { readonly _tag: "Kept" }
   /** Failed, interrupted or never started: nothing of it is in the transaction. */
   | { readonly _tag: "Dropped" }
@@ -251,16 +252,8 @@ export const make = (options: {
               restore(Effect.timeoutOption(run(trx), settings.itemTimeoutMillis))
             )
             if (ran._tag === "Success" && Option.isSome(ran.value)) {
-              if (savepoint !== undefined) {
-                const released = yield* Effect.exit(
-                  statement(trx, "transaction.savepoint", `release savepoint ${savepoint}`)
-                )
-                if (released._tag === "Failure") {
-                  yield* Deferred.succeed(item.done, broken)
-                  yield* batchEnd
-                  return yield* Effect.failCause(released.cause)
-                }
-              }
+              // Its savepoint is not released: that would cost a round trip, and a later
+              // item's rollback goes back to its own, newer savepoint only.
               yield* Deferred.succeed(item.done, kept)
               const committed = yield* batchEnd
               if (committed._tag === "Success") return ran.value.value
