@@ -14,6 +14,8 @@
  * - a failed COMMIT (a deferred constraint, checked only at COMMIT: PostgreSQL and
  *   SQLite; MySQL has none) fails every item of the batch with a `StoreError`, leaves
  *   nothing of it, and the callers can retry;
+ * - a batch whose transaction is lost under it (the server rolled it back, as InnoDB
+ *   does on a deadlock) runs again the items that had succeeded, and the others later;
  * - an item that outlives `itemTimeoutMillis` (the test clock) is rolled back to its
  *   savepoint and run again alone, and its neighbours are not held.
  */
@@ -236,6 +238,38 @@ for (const target of TestDatabase.targets()) {
             assert.deepStrictEqual(yield* present(["c-0", "c-1", "c-a", "c-b"]), ["c-0", "c-1", "c-a", "c-b"])
           }))
       }
+
+      it.effect("a batch whose transaction is lost (MySQL's deadlock rollback): the items that had succeeded run again, the rest wait their turn", () =>
+        Effect.gen(function*() {
+          const client = yield* KnexClient.KnexClient
+          const first = yield* holdBatch("l-0")
+          const runs = { before: 0, after: 0 }
+          const before = yield* start(client.transaction(Effect.andThen(
+            Effect.sync(() => runs.before++),
+            insert("gc_rows", "l-before")
+          )))
+          // Ends the batch's transaction under everyone's feet, as InnoDB does on a deadlock,
+          // then fails: its savepoint is gone, so the batch cannot go on.
+          const loser = yield* start(client.transaction(Effect.gen(function*() {
+            yield* insert("gc_rows", "l-loser")
+            yield* client.query("t.rollback", (db) => db.raw("rollback"))
+            return yield* Effect.fail("deadlock" as const)
+          })))
+          const after = yield* start(client.transaction(Effect.andThen(
+            Effect.sync(() => runs.after++),
+            insert("gc_rows", "l-after")
+          )))
+          yield* first.release
+          assert.isTrue(Exit.isFailure(yield* Fiber.await(loser)))
+          yield* Fiber.join(before)
+          yield* Fiber.join(after)
+          assert.deepStrictEqual(runs, { before: 2, after: 1 })
+          assert.deepStrictEqual(yield* present(["l-0", "l-before", "l-loser", "l-after"]), [
+            "l-0",
+            "l-after",
+            "l-before"
+          ])
+        }))
 
       it.effect("an item that outlives itemTimeoutMillis is rolled back and run again alone; its neighbours commit", () =>
         Effect.gen(function*() {
