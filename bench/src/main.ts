@@ -54,6 +54,8 @@ const config = {
   /** Pool size for PostgreSQL (the largest worker count, so 16 workers are 16 connections). */
   poolMax: num("BENCH_PG_POOL", 16),
   only: env["BENCH_ONLY"],
+  /** The SDK client's group commit: "off", "on" (the client's default) or N batches in flight. */
+  groupCommit: env["BENCH_GROUP_COMMIT"] ?? "on",
   target: 0.85
 }
 
@@ -86,7 +88,17 @@ interface Bench {
 const setup = (target: Target) =>
   Effect.gen(function*() {
     const db = yield* TestDatabase.isolated(target.url ? { name: target.name, url: target.url } : { name: target.name })
-    const sdkClient = yield* KnexClient.fromUrl(db.url, { ...db.options, prefix: SDK_PREFIX, poolMax: config.poolMax })
+    const groupCommit = config.groupCommit === "off"
+      ? false
+      : config.groupCommit === "on"
+      ? true
+      : { maxConcurrentBatches: Number(config.groupCommit) }
+    const sdkClient = yield* KnexClient.fromUrl(db.url, {
+      ...db.options,
+      prefix: SDK_PREFIX,
+      poolMax: config.poolMax,
+      groupCommit
+    })
     const knex = sdkClient.knex
     // The raw side's tables: the same migrations, another prefix, the same knex instance.
     const rawClient = yield* KnexClient.fromKnex(knex, { ...db.options, prefix: RAW_PREFIX })

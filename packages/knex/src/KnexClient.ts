@@ -15,6 +15,7 @@ import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
 import { executeOn } from "./internal/driver.js"
+import * as GroupCommit from "./internal/groupCommit.js"
 import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
 import type { Dialect } from "./internal/url.js"
@@ -36,6 +37,39 @@ export interface ClientOptions {
   readonly poolMax?: number
   /** SQLite busy timeout in ms (default 5000). */
   readonly busyTimeoutMillis?: number
+  /**
+   * Group commit (default on): concurrent top-level transactions of this client run as
+   * items of one database transaction, each in its own savepoint (one item's failure rolls
+   * back only its own writes), committed once; each caller gets its outcome after the
+   * commit. `false` runs every transaction on its own. See {@link GroupCommitOptions}.
+   */
+  readonly groupCommit?: boolean | GroupCommitOptions
+}
+
+/**
+ * The settings of group commit.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface GroupCommitOptions {
+  /**
+   * Most transactions in one batch (default 64: PostgreSQL keeps the subtransactions of up
+   * to 64 savepoints per transaction in shared memory; more slow down every snapshot).
+   */
+  readonly maxBatch?: number
+  /**
+   * Batches in flight at once, each on its own connection (default 2; SQLite always 1).
+   * One alone serialises every transaction onto one connection (slower on many cold
+   * accounts); more can deadlock batches that lock the same rows in different orders
+   * (retried). Measured in docs/design-decisions.md, "Group commit".
+   */
+  readonly maxConcurrentBatches?: number
+  /**
+   * An item that runs longer than this (ms, default 1000) is rolled back to its savepoint
+   * and run again alone in its own transaction, so that it never holds its batch longer.
+   */
+  readonly itemTimeoutMillis?: number
 }
 
 /**
@@ -127,6 +161,20 @@ const isRetryable = (error: unknown): boolean => {
     (typeof cause.code === "string" && cause.code.startsWith("SQLITE_BUSY"))
 }
 
+/** Group commit's settings from the client's options (`undefined`: off). */
+const groupSettings = (
+  dialect: Dialect,
+  option: ClientOptions["groupCommit"]
+): GroupCommit.Settings | undefined => {
+  if (option === false) return undefined
+  const given = typeof option === "object" ? option : {}
+  return {
+    maxBatch: Math.max(1, given.maxBatch ?? 64),
+    maxConcurrentBatches: dialect === "sqlite" ? 1 : Math.max(1, given.maxConcurrentBatches ?? 2),
+    itemTimeoutMillis: Math.max(1, given.itemTimeoutMillis ?? 1_000)
+  }
+}
+
 const dialectOf = (instance: Knex): Dialect => {
   const name = String(instance.client.config.client ?? instance.client.dialect ?? "")
   if (name.includes("sqlite")) return "sqlite"
@@ -190,6 +238,11 @@ export const fromKnex = (
       ? { isolationLevel: "read committed" }
       : undefined
 
+    const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
+    const group = groupSettings(dialect, options.groupCommit)
+    const batcher = group &&
+      GroupCommit.make({ settings: group, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
+
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.gen(function*() {
         const active = yield* CurrentTransaction
@@ -205,7 +258,7 @@ export const fromKnex = (
             const exit = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
             if (exit._tag === "Success") {
               const committed = yield* Effect.exit(
-                Effect.tryPromise({ try: () => trx.commit(), catch: storeError("transaction.commit") })
+                Effect.tryPromise({ try: () => commitTrx(trx), catch: storeError("transaction.commit") })
               )
               if (committed._tag === "Failure") {
                 yield* Effect.promise(() => trx.rollback().catch(() => undefined))
@@ -217,9 +270,13 @@ export const fromKnex = (
             return yield* Effect.failCause(exit.cause)
           })
         )
+        const alone = lock ? lock.withPermit(body) : body
+        const once = batcher
+          ? batcher.submit((trx) => Effect.provideService(effect, CurrentTransaction, new Map(active).set(id, trx)), alone)
+          : alone
         // A deadlock or serialization failure rolled everything back: run the whole
         // transaction again (a few times, with jitter) before reporting it.
-        return yield* (lock ? lock.withPermit(body) : body).pipe(
+        return yield* once.pipe(
           Effect.retry({
             while: (error) => isRetryable(error),
             schedule: retrySchedule,
