@@ -14,7 +14,7 @@ import { Wallet } from "@relay-billing/wallet"
 import { Effect } from "effect"
 import type { Knex } from "knex"
 import { execFileSync, spawn } from "node:child_process"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -205,6 +205,21 @@ interface Row {
 }
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10
+
+/**
+ * This process's peak RSS in bytes. On Linux from `VmHWM` (per address space, so a child
+ * starts from its own image): `getrusage`'s `ru_maxrss` (`resourceUsage().maxRSS`) survives
+ * `execve`, so a child spawned by a large parent would report the parent's RSS at fork time.
+ */
+const peakRssBytes = (): number => {
+  try {
+    const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1]
+    if (kb !== undefined) return Number(kb) * 1024
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024
+}
 const ratio = (a: number, b: number | undefined) =>
   b === undefined || b === 0 ? Number.NaN : Math.round((a / b) * 1000) / 1000
 
@@ -479,7 +494,7 @@ interface RssResult {
   readonly perSecond: number
   /** RSS after setup, right before the measured loop (MB). */
   readonly rssBeforeMB: number
-  /** Peak RSS of the whole child process (resourceUsage().maxRSS, MB). */
+  /** Peak RSS of the whole child process (VmHWM on Linux, MB). */
   readonly peakRssMB: number
   readonly heapUsedAfterMB: number
   readonly verified: boolean
@@ -497,7 +512,7 @@ const rssChild = async (side: Side, dialect: Target["name"]) => {
     yield* Effect.promise(() => slice(b, side, RSS_WORKERS, 500, next, expected))
     const before = process.memoryUsage.rss()
     const s = yield* Effect.promise(() => slice(b, side, RSS_WORKERS, config.rssSeconds * 1000, next, expected))
-    const peak = process.resourceUsage().maxRSS * 1024
+    const peak = peakRssBytes()
     const heap = process.memoryUsage().heapUsed
     const v = yield* verify(b.clients[side], expected, b.accounts, b.openingLedgerRows)
     const result: RssResult = {
@@ -664,7 +679,7 @@ const main = async () => {
   )
   const dialects: Array<DialectResult> = []
   for (const target of targets) dialects.push(await Effect.runPromise(runDialect(target)))
-  const mainPeakRssMB = mb(process.resourceUsage().maxRSS * 1024)
+  const mainPeakRssMB = mb(peakRssBytes())
   const rss: Array<RssResult> = []
   if (config.rssSeconds > 0) {
     for (const target of targets) {
