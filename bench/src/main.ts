@@ -64,8 +64,8 @@ const config = {
   capGraceMillis: num("BENCH_CAP_GRACE_MS", 2_000),
   /** Pool size for PostgreSQL and MySQL, SDK and driver loops (the largest worker count). */
   poolMax: num("BENCH_PG_POOL", 16),
-  /** Seconds per pgbench invocation (each row runs both pgbench forms once; 0 = skip pgbench). */
-  pgbenchSeconds: num("BENCH_PGBENCH_SECONDS", 3),
+  /** Seconds (`-T`) of each pgbench invocation; each round of a row runs both forms once (0 = skip pgbench). */
+  pgbenchSeconds: num("BENCH_PGBENCH_SECONDS", 1),
   only: env["BENCH_ONLY"]
 }
 
@@ -199,7 +199,7 @@ interface Row {
   readonly pgbench: Partial<Record<PgbenchKind, PgbenchRun>>
   /** SDK sessions/s ÷ each baseline's sessions/s. */
   readonly ratios: Partial<Record<Exclude<Side, "sdk"> | PgbenchKind, number>>
-  /** Per-round SDK ÷ raw and SDK ÷ driver (the in-process sides alternate; pgbench runs once per row). */
+  /** Per-round SDK ÷ raw and SDK ÷ driver. */
   readonly roundRatios: Record<"raw" | "driver", ReadonlyArray<number>>
   readonly baselineRetries: number
 }
@@ -222,6 +222,28 @@ const peakRssBytes = (): number => {
 }
 const ratio = (a: number, b: number | undefined) =>
   b === undefined || b === 0 ? Number.NaN : Math.round((a / b) * 1000) / 1000
+
+/** One row's pgbench invocations of one form as one result: sessions over the summed run time. */
+const mergeRuns = (runs: ReadonlyArray<PgbenchRun>): PgbenchRun => {
+  const sessions = runs.reduce((a, r) => a + r.sessions, 0)
+  // pgbench's tps excludes connection set-up: time = sessions ÷ tps (the -T length for a run without sessions).
+  const seconds = runs.reduce((a, r) => a + (r.sessions > 0 && r.tps > 0 ? r.sessions / r.tps : r.seconds), 0)
+  return {
+    kind: runs[0]!.kind,
+    clients: runs[0]!.clients,
+    mode: runs[0]!.mode,
+    seconds: Math.round(seconds * 1000) / 1000,
+    sessions,
+    failed: runs.reduce((a, r) => a + r.failed, 0),
+    perSecond: seconds > 0 ? Math.round(sessions / seconds) : 0,
+    tps: seconds > 0 ? sessions / seconds : 0,
+    latencyAvgMillis:
+      Math.round((runs.reduce((a, r) => a + r.latencyAvgMillis * r.sessions, 0) / Math.max(1, sessions)) * 1000) /
+      1000,
+    aborted: runs.some((r) => r.aborted),
+    errors: runs.flatMap((r) => r.errors).slice(0, 5)
+  }
+}
 
 const runRow = async (
   b: Bench,
@@ -248,11 +270,28 @@ const runRow = async (
   >
   const errors: Record<Side, Record<string, number>> = { sdk: {}, raw: {}, driver: {} }
   const retriesBefore = baselineRetries.count
+  const kinds = b.schema !== undefined && b.target.url ? PGBENCH_KINDS.filter((k) => b.pgbenchClients[k]) : []
+  const all: Array<Side | PgbenchKind> = [...SIDES, ...kinds]
+  const pgbenchRuns: Record<PgbenchKind, Array<PgbenchRun>> = { pgbench: [], pgbenchFn: [] }
   for (let round = 0; round < config.rounds; round++) {
-    // The order rotates, and reverses every other round: drift hits every side.
-    const rotated = SIDES.map((_, i) => SIDES[(i + round) % SIDES.length]!)
+    // The order rotates, and reverses every other round: drift hits every side, pgbench included.
+    const rotated = all.map((_, i) => all[(i + round) % all.length]!)
     const order = round % 2 === 0 ? rotated : rotated.reverse()
     for (const side of order) {
+      if (side === "pgbench" || side === "pgbenchFn") {
+        const run = await runPgbench(
+          b.target.url!,
+          b.schema!,
+          side,
+          mode,
+          config.accounts,
+          workers,
+          config.pgbenchSeconds
+        )
+        if (run.aborted) log(`  pgbench ${side} ${workers}c ${mode}: ABORTED ${run.errors.join(" | ")}`)
+        pgbenchRuns[side].push(run)
+        continue
+      }
       b.hook.stats.errors.clear()
       acc[side].push(await slice(b, side, workers, config.sliceMillis, next[side], expected[side]))
       for (const [code, count] of b.hook.stats.errors) errors[side][code] = (errors[side][code] ?? 0) + count
@@ -281,14 +320,7 @@ const runRow = async (
   }
   const sides = Object.fromEntries(SIDES.map((side) => [side, summarize(side)])) as Record<Side, SideResult>
   const pgbench: Partial<Record<PgbenchKind, PgbenchRun>> = {}
-  if (b.schema !== undefined && b.target.url) {
-    for (const kind of PGBENCH_KINDS) {
-      if (!b.pgbenchClients[kind]) continue
-      const run = await runPgbench(b.target.url, b.schema, kind, mode, config.accounts, workers, config.pgbenchSeconds)
-      pgbench[kind] = run
-      if (run.aborted) log(`  pgbench ${kind} ${workers}c ${mode}: ABORTED ${run.errors.join(" | ")}`)
-    }
-  }
+  for (const kind of kinds) pgbench[kind] = mergeRuns(pgbenchRuns[kind])
   const sdk = sides.sdk.perSecond
   const roundRatio = (side: "raw" | "driver") =>
     acc.sdk.map((s, i) => {
@@ -711,8 +743,8 @@ const main = async () => {
     }`
   )
   out.push(
-    `sessions/s = open + settle (2 transactions) per session; SDK, raw and driver rotate in ${config.rounds} rounds of ${config.sliceMillis} ms per side after ${config.warmupMillis} ms warm-up; ` +
-      `pgbench runs ${config.pgbenchSeconds} s per form per row after them (clients = workers)`
+    `sessions/s = open + settle (2 transactions) per session; the sides rotate in ${config.rounds} rounds of ${config.sliceMillis} ms per side after ${config.warmupMillis} ms warm-up; ` +
+      `pgbench (clients = workers) takes its turn in each round, ${config.pgbenchSeconds} s per form`
   )
   out.push("")
   out.push(table(

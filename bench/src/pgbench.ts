@@ -196,8 +196,10 @@ export interface PgbenchRun {
   /** Script executions (sessions) that completed. */
   readonly sessions: number
   readonly failed: number
-  /** pgbench's tps (without initial connection time) = sessions/s. */
+  /** pgbench's tps (without initial connection time) = sessions/s, rounded. */
   readonly perSecond: number
+  /** The same, unrounded (0 when pgbench reported none). */
+  readonly tps: number
   readonly latencyAvgMillis: number
   /** pgbench aborted a client (a statement failed): its session may have left an open hold. */
   readonly aborted: boolean
@@ -248,6 +250,7 @@ export const runPgbench = (
         const text = `${stdout}\n${stderr}`
         const grab = (re: RegExp) => Number(re.exec(text)?.[1] ?? Number.NaN)
         const sessions = grab(/number of transactions actually processed: (\d+)/)
+        const tps = grab(/tps = ([\d.]+) \(without initial connection time\)/) || 0
         const errors = text.split("\n").filter((l) => /error|ERROR|FATAL/.test(l)).slice(0, 5)
         resolve({
           kind,
@@ -256,7 +259,8 @@ export const runPgbench = (
           seconds,
           sessions: Number.isNaN(sessions) ? 0 : sessions,
           failed: grab(/number of failed transactions: (\d+)/) || 0,
-          perSecond: Math.round(grab(/tps = ([\d.]+) \(without initial connection time\)/) || 0),
+          perSecond: Math.round(tps),
+          tps,
           latencyAvgMillis: grab(/latency average = ([\d.]+) ms/),
           aborted: error !== null || /aborted/.test(text),
           errors
