@@ -6,9 +6,10 @@
 import type { Knex } from "knex"
 import { allAccounts, OPENING, tokenIdOf } from "./workload.js"
 
-/** Table prefixes: the SDK's tables and the raw loop's tables (same migrations, same shapes). */
+/** Table prefixes: the SDK's tables, the raw loop's, the driver loop's (same migrations, same shapes). */
 export const SDK_PREFIX = "billing_"
 export const RAW_PREFIX = "raw_"
+export const DRIVER_PREFIX = "drv_"
 
 /**
  * Seeds `n` random-pool accounts plus the hot account, each with a token, and
@@ -79,14 +80,15 @@ export const normalize = (sql: string): string => {
   if (lower.startsWith("commit")) return "COMMIT"
   if (lower.startsWith("rollback")) return "ROLLBACK"
   if (lower.startsWith("savepoint")) return "SAVEPOINT"
+  if (lower.startsWith("set transaction")) return "SET TRANSACTION ISOLATION LEVEL"
   if (lower.startsWith("release savepoint")) return "RELEASE SAVEPOINT"
   const verb = lower.split(" ")[0]!.toUpperCase()
   const table = /(?:from|into|update)\s+[`"]?(?:[a-z0-9_]+[`"]?\.[`"]?)?([a-z0-9_]+)[`"]?/.exec(lower)?.[1] ?? "?"
-  const bare = table.replace(/^(billing_|raw_)/, "")
+  const bare = table.replace(/^(billing_|raw_|drv_)/, "")
   let label = `${verb} ${bare}`
   if (verb === "UPDATE") {
     const set = /\bset (.*?)(?: where | returning |$)/.exec(lower)?.[1] ?? ""
-    const cols = [...set.matchAll(/[`"]([a-z_]+)[`"]\s*=/g)].map((m) => m[1])
+    const cols = [...set.matchAll(/(?:^|,)\s*[`"]?([a-z_]+)[`"]?\s*=/g)].map((m) => m[1])
     label += cols.length > 6 ? " SET <all columns>" : ` SET ${cols.join(",")}`
   }
   if (verb === "INSERT" && / values \(.*\), \(/.test(lower)) label += " (multi-row)"

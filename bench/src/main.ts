@@ -1,8 +1,12 @@
 /**
- * relay-billing bench: the SDK's open+settle loop against a hand-written raw
- * SQL loop doing the same writes with the same knex instance, in one process
- * run, on SQLite (file, WAL) and on PostgreSQL when BILLING_PG_URL is set;
- * 1 and 16 workers; random accounts and one hot account. Prints a table and
+ * relay-billing bench: the SDK's open+settle loop against its baselines, in one
+ * process run — the knex-built raw loop (same knex instance), the driver-level
+ * loop (better-sqlite3 / pg / mysql2 prepared statements) and, on PostgreSQL
+ * when pgbench is on PATH, pgbench with the same statements and with one
+ * PL/pgSQL function per phase — on SQLite (file, WAL), PostgreSQL
+ * (BILLING_PG_URL) and MySQL/MariaDB (BILLING_MYSQL_URL); 1 and 16 workers;
+ * random accounts and one hot account. Every side writes the same rows into its
+ * own table set, verified at the end. Prints a table and the issue's targets,
  * writes bench/results/latest.json. See bench/README.md.
  */
 import { KnexClient, Migrations, TestDatabase } from "@relay-billing/knex"
@@ -10,19 +14,24 @@ import { Wallet } from "@relay-billing/wallet"
 import { Effect } from "effect"
 import type { Knex } from "knex"
 import { execFileSync, spawn } from "node:child_process"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
 import type { StatementHook } from "./db.js"
-import { hookStatements, RAW_PREFIX, SDK_PREFIX, seed } from "./db.js"
-import { rawRetries, rawSession } from "./raw.js"
+import { DRIVER_PREFIX, hookStatements, RAW_PREFIX, SDK_PREFIX, seed } from "./db.js"
+import type { DriverLoop } from "./driver.js"
+import { driverLoop } from "./driver.js"
+import type { PgbenchKind, PgbenchRun } from "./pgbench.js"
+import { installFunctions, PGBENCH_PREFIX, pgbenchAvailable, runPgbench } from "./pgbench.js"
+import { rawSession } from "./raw.js"
 import type { Slice } from "./runner.js"
-import { percentile, rawSlice, sdkSlice } from "./runner.js"
+import { loopSlice, percentile, sdkSlice } from "./runner.js"
 import type { Billing } from "./sdk.js"
 import { makeBilling, sdkSession } from "./sdk.js"
+import { baselineRetries } from "./statements.js"
 import type { Verification } from "./verify.js"
-import { verify } from "./verify.js"
+import { expectedFromHolds, verify } from "./verify.js"
 import type { AccountMode, Side } from "./workload.js"
 import { allAccounts, Expected, inputs } from "./workload.js"
 
@@ -34,58 +43,71 @@ const num = (
   fallback: number
 ) => (env[name] !== undefined && env[name] !== "" ? Number(env[name]) : fallback)
 
+const SIDES: ReadonlyArray<Side> = ["sdk", "raw", "driver"]
+
 const config = {
   /** Length of one measured slice of one side (ms). */
-  sliceMillis: num("BENCH_SLICE_MS", 750),
-  /** Measured rounds per row; each round runs both sides, the order alternating (ABBA…). */
-  rounds: num("BENCH_ROUNDS", 4),
+  sliceMillis: num("BENCH_SLICE_MS", 600),
+  /** Measured rounds per row; each round runs every side, the order rotating. */
+  rounds: num("BENCH_ROUNDS", 3),
   /** Warm-up per side per row (ms), not measured. */
-  warmupMillis: num("BENCH_WARMUP_MS", 400),
+  warmupMillis: num("BENCH_WARMUP_MS", 300),
   /** Accounts in the random pool. */
   accounts: num("BENCH_ACCOUNTS", 1_000),
   workers: (env["BENCH_WORKERS"] ?? "1,16").split(",").map(Number),
   modes: (env["BENCH_MODES"] ?? "random,hot").split(",") as Array<AccountMode>,
   /** Sessions per side in the statement-profile pass (1 worker, counted and timed per statement). */
-  profileSessions: num("BENCH_PROFILE_SESSIONS", 300),
+  profileSessions: num("BENCH_PROFILE_SESSIONS", 200),
   /** Seconds per side of the peak-RSS child processes (0 = skip them). */
   rssSeconds: num("BENCH_RSS_SECONDS", 2),
   /** SDK slices are interrupted this long after their deadline (see runner.ts). */
   capGraceMillis: num("BENCH_CAP_GRACE_MS", 2_000),
-  /** Pool size for PostgreSQL (the largest worker count, so 16 workers are 16 connections). */
+  /** Pool size for PostgreSQL and MySQL, SDK and driver loops (the largest worker count). */
   poolMax: num("BENCH_PG_POOL", 16),
+  /** Seconds (`-T`) of each pgbench invocation; each round of a row runs both forms once (0 = skip pgbench). */
+  pgbenchSeconds: num("BENCH_PGBENCH_SECONDS", 1),
   only: env["BENCH_ONLY"],
   /** The SDK client's group commit: "off", "on" (the client's default) or N batches in flight. */
-  groupCommit: env["BENCH_GROUP_COMMIT"] ?? "on",
-  target: 0.85
+  groupCommit: env["BENCH_GROUP_COMMIT"] ?? "on"
 }
 
 interface Target {
-  readonly name: "sqlite" | "postgres"
+  readonly name: "sqlite" | "postgres" | "mysql"
   readonly url?: string
 }
 
 const targets: Array<Target> = [
   { name: "sqlite" as const },
-  ...(env["BILLING_PG_URL"] ? [{ name: "postgres" as const, url: env["BILLING_PG_URL"] }] : [])
-].filter((t) => !config.only || config.only === t.name)
+  ...(env["BILLING_PG_URL"] ? [{ name: "postgres" as const, url: env["BILLING_PG_URL"] }] : []),
+  ...(env["BILLING_MYSQL_URL"] ? [{ name: "mysql" as const, url: env["BILLING_MYSQL_URL"] }] : [])
+].filter((t) => !config.only || config.only.split(",").includes(t.name))
 
-const dbLabel = (t: Target) => (t.name === "sqlite" ? "sqlite-file" : "postgres")
+const dbLabel = (t: Target) => (t.name === "sqlite" ? "sqlite-file" : t.name)
+
+const pgbenchVersion = config.pgbenchSeconds > 0 ? pgbenchAvailable() : undefined
+const PGBENCH_KINDS: ReadonlyArray<PgbenchKind> = ["pgbench", "pgbenchFn"]
 
 // ------------------------------------------------------------------ one database
 
 interface Bench {
   readonly target: Target
   readonly knex: Knex
-  readonly sdkClient: KnexClient.Client
-  readonly rawClient: KnexClient.Client
+  readonly clients: Record<Side, KnexClient.Client>
+  readonly pgbenchClients: Partial<Record<PgbenchKind, KnexClient.Client>>
+  readonly schema?: string
   readonly billing: Billing
+  readonly driver: DriverLoop
   readonly hook: StatementHook
   readonly openingLedgerRows: number
   readonly accounts: ReadonlyArray<string>
 }
 
-/** An isolated database (dropped when the scope closes) with both table sets migrated and seeded. */
-const setup = (target: Target) =>
+/**
+ * An isolated database (dropped when the scope closes) with every side's table
+ * set migrated by the SDK's migrations and seeded identically; `sides` limits
+ * which in-process sides get seeded (the RSS children seed only their own).
+ */
+const setup = (target: Target, options: { readonly pgbench: boolean } = { pgbench: true }) =>
   Effect.gen(function*() {
     const db = yield* TestDatabase.isolated(target.url ? { name: target.name, url: target.url } : { name: target.name })
     const groupCommit = config.groupCommit === "off"
@@ -100,22 +122,46 @@ const setup = (target: Target) =>
       groupCommit
     })
     const knex = sdkClient.knex
-    // The raw side's tables: the same migrations, another prefix, the same knex instance.
-    const rawClient = yield* KnexClient.fromKnex(knex, { ...db.options, prefix: RAW_PREFIX })
-    for (const client of [sdkClient, rawClient]) {
-      yield* Migrations.run(Wallet.allMigrations).pipe(Effect.provideService(KnexClient.KnexClient, client))
+    // The baselines' tables: the same migrations, other prefixes, the same knex instance.
+    const other = (prefix: string) => KnexClient.fromKnex(knex, { ...db.options, prefix })
+    const clients: Record<Side, KnexClient.Client> = {
+      sdk: sdkClient,
+      raw: yield* other(RAW_PREFIX),
+      driver: yield* other(DRIVER_PREFIX)
     }
-    const openingLedgerRows = yield* Effect.promise(() => seed(knex, SDK_PREFIX, config.accounts))
-    yield* Effect.promise(() => seed(knex, RAW_PREFIX, config.accounts))
+    const pgbenchClients: Partial<Record<PgbenchKind, KnexClient.Client>> = {}
+    if (options.pgbench && target.name === "postgres" && pgbenchVersion) {
+      for (const kind of PGBENCH_KINDS) pgbenchClients[kind] = yield* other(PGBENCH_PREFIX[kind])
+    }
+    const all = [...Object.values(clients), ...Object.values(pgbenchClients)]
+    let openingLedgerRows = 0
+    for (const client of all) {
+      yield* Migrations.run(Wallet.allMigrations).pipe(Effect.provideService(KnexClient.KnexClient, client))
+      openingLedgerRows = yield* Effect.promise(() => seed(knex, client.prefix, config.accounts))
+    }
+    if (pgbenchClients.pgbenchFn) yield* Effect.promise(() => installFunctions(knex))
     const billing = yield* makeBilling(sdkClient)
+    const driver = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        driverLoop({
+          dialect: target.name,
+          url: target.name === "sqlite" ? db.url.slice("sqlite:".length) : db.url,
+          ...(db.options.schema !== undefined ? { schema: db.options.schema } : {}),
+          poolMax: config.poolMax
+        }, DRIVER_PREFIX)
+      ),
+      (d) => Effect.promise(() => d.close())
+    )
     const hook = hookStatements(knex)
     yield* Effect.addFinalizer(() => Effect.sync(hook.restore))
     const bench: Bench = {
       target,
       knex,
-      sdkClient,
-      rawClient,
+      clients,
+      pgbenchClients,
+      ...(db.options.schema !== undefined ? { schema: db.options.schema } : {}),
       billing,
+      driver,
       hook,
       openingLedgerRows,
       accounts: allAccounts(config.accounts)
@@ -132,8 +178,10 @@ const slice = (
   expected: Expected
 ) =>
   side === "sdk"
-    ? sdkSlice(b.billing, b.knex, b.sdkClient.table("holds"), workers, millis, config.capGraceMillis, next, expected)
-    : rawSlice(b.knex, RAW_PREFIX, workers, millis, next, expected)
+    ? sdkSlice(b.billing, b.knex, b.clients.sdk.table("holds"), workers, millis, config.capGraceMillis, next, expected)
+    : side === "raw"
+    ? loopSlice((input, state) => rawSession(b.knex, RAW_PREFIX, input, state), workers, millis, next, expected)
+    : loopSlice(b.driver.session, workers, millis, next, expected)
 
 interface SideResult {
   readonly sessions: number
@@ -141,14 +189,14 @@ interface SideResult {
   readonly perSecond: number
   readonly p50Millis: number
   readonly p99Millis: number
-  /** Process CPU time per completed session (ms): client-side only on PostgreSQL, SQLite's own work included on SQLite. */
+  /** Process CPU time per completed session (ms): client-side only on PostgreSQL/MySQL, SQLite's own work included on SQLite. */
   readonly cpuMillisPerSession: number
   /** Sessions that failed with an error, and their messages. */
   readonly failed: number
   readonly errors: Record<string, number>
   /** Sessions interrupted at the hard cap of a slice (SDK only). */
   readonly abandoned: number
-  /** Driver errors during this side's slices, by code (40P01 = deadlock, 40001 = serialization). */
+  /** Driver errors during this side's slices, by code (knex sides only: 40P01 = deadlock, 40001 = serialization). */
   readonly driverErrors: Record<string, number>
   /** Peak RSS sampled in this process while this side's slices ran (MB). */
   readonly sampledPeakRssMB: number
@@ -157,16 +205,57 @@ interface SideResult {
 interface Row {
   readonly db: string
   readonly workers: number
+  readonly mode: AccountMode
   readonly accounts: string
-  readonly sdk: SideResult
-  readonly raw: SideResult
-  readonly ratio: number
-  readonly roundRatios: ReadonlyArray<number>
-  readonly meetsTarget: boolean
-  readonly rawRetries: number
+  readonly sides: Record<Side, SideResult>
+  readonly pgbench: Partial<Record<PgbenchKind, PgbenchRun>>
+  /** SDK sessions/s ÷ each baseline's sessions/s. */
+  readonly ratios: Partial<Record<Exclude<Side, "sdk"> | PgbenchKind, number>>
+  /** Per-round SDK ÷ raw and SDK ÷ driver. */
+  readonly roundRatios: Record<"raw" | "driver", ReadonlyArray<number>>
+  readonly baselineRetries: number
 }
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10
+
+/**
+ * This process's peak RSS in bytes. On Linux from `VmHWM` (per address space, so a child
+ * starts from its own image): `getrusage`'s `ru_maxrss` (`resourceUsage().maxRSS`) survives
+ * `execve`, so a child spawned by a large parent would report the parent's RSS at fork time.
+ */
+const peakRssBytes = (): number => {
+  try {
+    const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1]
+    if (kb !== undefined) return Number(kb) * 1024
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024
+}
+const ratio = (a: number, b: number | undefined) =>
+  b === undefined || b === 0 ? Number.NaN : Math.round((a / b) * 1000) / 1000
+
+/** One row's pgbench invocations of one form as one result: sessions over the summed run time. */
+const mergeRuns = (runs: ReadonlyArray<PgbenchRun>): PgbenchRun => {
+  const sessions = runs.reduce((a, r) => a + r.sessions, 0)
+  // pgbench's tps excludes connection set-up: time = sessions ÷ tps (the -T length for a run without sessions).
+  const seconds = runs.reduce((a, r) => a + (r.sessions > 0 && r.tps > 0 ? r.sessions / r.tps : r.seconds), 0)
+  return {
+    kind: runs[0]!.kind,
+    clients: runs[0]!.clients,
+    mode: runs[0]!.mode,
+    seconds: Math.round(seconds * 1000) / 1000,
+    sessions,
+    failed: runs.reduce((a, r) => a + r.failed, 0),
+    perSecond: seconds > 0 ? Math.round(sessions / seconds) : 0,
+    tps: seconds > 0 ? sessions / seconds : 0,
+    latencyAvgMillis:
+      Math.round((runs.reduce((a, r) => a + r.latencyAvgMillis * r.sessions, 0) / Math.max(1, sessions)) * 1000) /
+      1000,
+    aborted: runs.some((r) => r.aborted),
+    errors: runs.flatMap((r) => r.errors).slice(0, 5)
+  }
+}
 
 const runRow = async (
   b: Bench,
@@ -177,20 +266,44 @@ const runRow = async (
 ) => {
   const label = `${workers}w-${mode}`
   const seed = 1_000 + index
-  const next = {
-    sdk: inputs("sdk", label, mode, config.accounts, seed),
-    raw: inputs("raw", label, mode, config.accounts, seed)
-  }
-  for (const side of ["sdk", "raw"] as const) {
+  const next = Object.fromEntries(
+    SIDES.map((side) => [side, inputs(side, label, mode, config.accounts, seed)])
+  ) as Record<
+    Side,
+    ReturnType<typeof inputs>
+  >
+  for (const side of SIDES) {
     await slice(b, side, workers, config.warmupMillis, next[side], expected[side])
   }
-  const acc: Record<Side, Array<Slice>> = { sdk: [], raw: [] }
-  const before = { sdk: expected.sdk.snapshot(), raw: expected.raw.snapshot() }
-  const errors: Record<Side, Record<string, number>> = { sdk: {}, raw: {} }
-  const retriesBefore = rawRetries.count
+  const acc: Record<Side, Array<Slice>> = { sdk: [], raw: [], driver: [] }
+  const before = Object.fromEntries(SIDES.map((side) => [side, expected[side].snapshot()])) as Record<
+    Side,
+    ReturnType<Expected["snapshot"]>
+  >
+  const errors: Record<Side, Record<string, number>> = { sdk: {}, raw: {}, driver: {} }
+  const retriesBefore = baselineRetries.count
+  const kinds = b.schema !== undefined && b.target.url ? PGBENCH_KINDS.filter((k) => b.pgbenchClients[k]) : []
+  const all: Array<Side | PgbenchKind> = [...SIDES, ...kinds]
+  const pgbenchRuns: Record<PgbenchKind, Array<PgbenchRun>> = { pgbench: [], pgbenchFn: [] }
   for (let round = 0; round < config.rounds; round++) {
-    const order: Array<Side> = round % 2 === 0 ? ["sdk", "raw"] : ["raw", "sdk"]
+    // The order rotates, and reverses every other round: drift hits every side, pgbench included.
+    const rotated = all.map((_, i) => all[(i + round) % all.length]!)
+    const order = round % 2 === 0 ? rotated : rotated.reverse()
     for (const side of order) {
+      if (side === "pgbench" || side === "pgbenchFn") {
+        const run = await runPgbench(
+          b.target.url!,
+          b.schema!,
+          side,
+          mode,
+          config.accounts,
+          workers,
+          config.pgbenchSeconds
+        )
+        if (run.aborted) log(`  pgbench ${side} ${workers}c ${mode}: ABORTED ${run.errors.join(" | ")}`)
+        pgbenchRuns[side].push(run)
+        continue
+      }
       b.hook.stats.errors.clear()
       acc[side].push(await slice(b, side, workers, config.sliceMillis, next[side], expected[side]))
       for (const [code, count] of b.hook.stats.errors) errors[side][code] = (errors[side][code] ?? 0) + count
@@ -217,28 +330,37 @@ const runRow = async (
       sampledPeakRssMB: mb(Math.max(...slices.map((s) => s.peakRss)))
     }
   }
-  const sdk = summarize("sdk")
-  const raw = summarize("raw")
-  const ratio = Math.round((sdk.perSecond / raw.perSecond) * 1000) / 1000
-  const roundRatios = acc.sdk.map((s, i) => {
-    const r = acc.raw[i]!
-    return Math.round(((s.sessions / s.millis) / (r.sessions / r.millis)) * 1000) / 1000
-  })
+  const sides = Object.fromEntries(SIDES.map((side) => [side, summarize(side)])) as Record<Side, SideResult>
+  const pgbench: Partial<Record<PgbenchKind, PgbenchRun>> = {}
+  for (const kind of kinds) pgbench[kind] = mergeRuns(pgbenchRuns[kind])
+  const sdk = sides.sdk.perSecond
+  const roundRatio = (side: "raw" | "driver") =>
+    acc.sdk.map((s, i) => {
+      const r = acc[side][i]!
+      return Math.round(((s.sessions / s.millis) / (r.sessions / r.millis)) * 1000) / 1000
+    })
   const row: Row = {
     db: dbLabel(b.target),
     workers,
+    mode,
     accounts: mode === "hot" ? "1 hot" : `${config.accounts} random`,
-    sdk,
-    raw,
-    ratio,
-    roundRatios,
-    meetsTarget: ratio >= config.target,
-    rawRetries: rawRetries.count - retriesBefore
+    sides,
+    pgbench,
+    ratios: {
+      raw: ratio(sdk, sides.raw.perSecond),
+      driver: ratio(sdk, sides.driver.perSecond),
+      ...(pgbench.pgbench ? { pgbench: ratio(sdk, pgbench.pgbench.perSecond) } : {}),
+      ...(pgbench.pgbenchFn ? { pgbenchFn: ratio(sdk, pgbench.pgbenchFn.perSecond) } : {})
+    },
+    roundRatios: { raw: roundRatio("raw"), driver: roundRatio("driver") },
+    baselineRetries: baselineRetries.count - retriesBefore
   }
   log(
     `  ${row.db.padEnd(11)} ${String(workers).padStart(2)}w ${
       row.accounts.padEnd(12)
-    } sdk ${sdk.perSecond}/s  raw ${raw.perSecond}/s  ratio ${ratio}`
+    } sdk ${sdk}/s  raw ${sides.raw.perSecond}/s  driver ${sides.driver.perSecond}/s` +
+      (pgbench.pgbench ? `  pgbench ${pgbench.pgbench.perSecond}/s` : "") +
+      (pgbench.pgbenchFn ? `  pgbench fn ${pgbench.pgbenchFn.perSecond}/s` : "")
   )
   return row
 }
@@ -273,8 +395,10 @@ const profileSide = async (b: Bench, side: Side, expected: Expected): Promise<Si
     try {
       if (side === "sdk") {
         await Effect.runPromise(sdkSession(b.billing, input, state, count ? setPhase : undefined))
-      } else {
+      } else if (side === "raw") {
         await rawSession(b.knex, RAW_PREFIX, input, state, count ? setPhase : undefined)
+      } else {
+        await b.driver.session(input, state)
       }
       expected.settle(input)
     } catch (error) {
@@ -283,7 +407,8 @@ const profileSide = async (b: Bench, side: Side, expected: Expected): Promise<Si
   }
   for (let i = 0; i < 50; i++) await once(false)
   hook.reset()
-  hook.state.detail = true
+  hook.state.detail = side !== "driver"
+  const driverBefore = { ...b.driver.statements }
   const cpu = process.cpuUsage()
   const start = performance.now()
   for (let i = 0; i < config.profileSessions; i++) await once(true)
@@ -302,6 +427,22 @@ const profileSide = async (b: Bench, side: Side, expected: Expected): Promise<Si
     }
   }
   const r2 = (x: number) => Math.round(x * 1000) / 1000
+  if (side === "driver") {
+    // The driver loop does not go through knex: it counts its own statements (BEGIN and COMMIT included).
+    const open = (b.driver.statements.open - driverBefore.open) / n
+    const settle = (b.driver.statements.settle - driverBefore.settle) / n
+    return {
+      driverMillisByStatement: {},
+      sessions: n,
+      statementsPerSession: r2(open + settle),
+      byPhase: { open: r2(open), settle: r2(settle) },
+      statements: {},
+      wallMillisPerSession: r2(wall / n),
+      driverMillisPerSession: Number.NaN,
+      nonDriverMillisPerSession: Number.NaN,
+      cpuMillisPerSession: r2((used.user + used.system) / 1000 / n)
+    }
+  }
   const driverMillisByStatement = Object.fromEntries([...hook.stats.millis].map(([l, ms]) => [l, r2(ms / n)]))
   return {
     driverMillisByStatement,
@@ -322,15 +463,23 @@ interface DialectResult {
   readonly db: string
   readonly rows: ReadonlyArray<Row>
   readonly profile: Record<Side, SideProfile>
-  readonly verification: Record<Side, Verification>
-  readonly sameRowShapes: boolean
+  /** Every side that wrote through our tables: sdk, raw, driver, and pgbench / pgbenchFn when they ran. */
+  readonly verification: Record<string, Verification>
+  /** Sides whose settled-hold count differs from the sessions they reported (pgbench: its processed transactions). */
+  readonly countMismatches: ReadonlyArray<string>
+  /** Sides whose one settled hold (with its ledger rows) is shaped differently from the SDK's. */
+  readonly shapeMismatches: ReadonlyArray<string>
 }
+
+const dialectOk = (d: DialectResult) =>
+  Object.values(d.verification).every((v) => v.ok) && d.shapeMismatches.length === 0 && d.countMismatches.length === 0
 
 const runDialect = (target: Target) =>
   Effect.scoped(Effect.gen(function*() {
-    log(`${dbLabel(target)}: isolated database, migrations, ${config.accounts + 1} accounts per side`)
     const b = yield* setup(target)
-    const expected: Record<Side, Expected> = { sdk: new Expected(), raw: new Expected() }
+    const tableSets = 3 + Object.keys(b.pgbenchClients).length
+    log(`${dbLabel(target)}: isolated database, ${tableSets} table sets migrated, ${config.accounts + 1} accounts each`)
+    const expected: Record<Side, Expected> = { sdk: new Expected(), raw: new Expected(), driver: new Expected() }
     const rows: Array<Row> = []
     let index = 0
     for (const workers of config.workers) {
@@ -338,28 +487,44 @@ const runDialect = (target: Target) =>
         rows.push(yield* Effect.promise(() => runRow(b, workers, mode, index++, expected)))
       }
     }
-    const profile = {
-      sdk: yield* Effect.promise(() => profileSide(b, "sdk", expected.sdk)),
-      raw: yield* Effect.promise(() => profileSide(b, "raw", expected.raw))
+    const profile = {} as Record<Side, SideProfile>
+    for (const side of SIDES) profile[side] = yield* Effect.promise(() => profileSide(b, side, expected[side]))
+    const verification: Record<string, Verification> = {}
+    for (const side of SIDES) {
+      verification[side] = yield* verify(b.clients[side], expected[side], b.accounts, b.openingLedgerRows)
     }
-    const verification = {
-      sdk: yield* verify(b.sdkClient, expected.sdk, b.accounts, b.openingLedgerRows),
-      raw: yield* verify(b.rawClient, expected.raw, b.accounts, b.openingLedgerRows)
+    const countMismatches: Array<string> = []
+    for (const kind of PGBENCH_KINDS) {
+      const client = b.pgbenchClients[kind]
+      if (!client) continue
+      const fromHolds = new Expected()
+      yield* expectedFromHolds(client, fromHolds)
+      verification[kind] = yield* verify(client, fromHolds, b.accounts, b.openingLedgerRows)
+      const reported = rows.reduce((a, r) => a + (r.pgbench[kind]?.sessions ?? 0), 0)
+      const aborted = rows.some((r) => r.pgbench[kind]?.aborted)
+      // pgbench counts a session once its script ended; an aborted client may leave one open hold, no more.
+      if (fromHolds.settled !== reported) {
+        countMismatches.push(`${kind}: ${fromHolds.settled} settled holds, pgbench reported ${reported} sessions`)
+      }
+      if (!aborted && fromHolds.pendingHolds !== 0) {
+        countMismatches.push(`${kind}: ${fromHolds.pendingHolds} pending holds after a run without aborts`)
+      }
     }
-    for (const side of ["sdk", "raw"] as const) {
-      const v = verification[side]
+    const shapeMismatches: Array<string> = []
+    for (const [side, v] of Object.entries(verification)) {
       log(
         `  verify ${side}: ${
           v.ok ? "ok" : "FAILED"
         } (${v.sessionsSettled} sessions, ${v.ledgerRows} ledger rows, audit ${v.audit.ok ? "clean" : "NOT clean"})`
       )
       for (const p of v.problems.slice(0, 10)) log(`    ${p}`)
+      if (side !== "sdk" && v.shape !== verification["sdk"]!.shape) {
+        shapeMismatches.push(side)
+        log(`  row shapes differ:\n    sdk ${verification["sdk"]!.shape}\n    ${side} ${v.shape}`)
+      }
     }
-    const sameRowShapes = verification.sdk.shape === verification.raw.shape
-    if (!sameRowShapes) {
-      log(`  row shapes differ:\n    sdk ${verification.sdk.shape}\n    raw ${verification.raw.shape}`)
-    }
-    const result: DialectResult = { db: dbLabel(target), rows, profile, verification, sameRowShapes }
+    for (const m of countMismatches) log(`  ${m}`)
+    const result: DialectResult = { db: dbLabel(target), rows, profile, verification, countMismatches, shapeMismatches }
     return result
   }))
 
@@ -373,26 +538,27 @@ interface RssResult {
   readonly perSecond: number
   /** RSS after setup, right before the measured loop (MB). */
   readonly rssBeforeMB: number
-  /** Peak RSS of the whole child process (resourceUsage().maxRSS, MB). */
+  /** Peak RSS of the whole child process (VmHWM on Linux, MB). */
   readonly peakRssMB: number
   readonly heapUsedAfterMB: number
   readonly verified: boolean
 }
 
 const RSS_WORKERS = 16
+const RSS_SIDES = (env["BENCH_RSS_SIDES"] ?? "sdk,raw").split(",") as Array<Side>
 
 const rssChild = async (side: Side, dialect: Target["name"]) => {
   const target = targets.find((t) => t.name === dialect)!
   const out = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const b = yield* setup(target)
+    const b = yield* setup(target, { pgbench: false })
     const expected = new Expected()
     const next = inputs(side, "rss", "random", config.accounts, 99)
     yield* Effect.promise(() => slice(b, side, RSS_WORKERS, 500, next, expected))
     const before = process.memoryUsage.rss()
     const s = yield* Effect.promise(() => slice(b, side, RSS_WORKERS, config.rssSeconds * 1000, next, expected))
-    const peak = process.resourceUsage().maxRSS * 1024
+    const peak = peakRssBytes()
     const heap = process.memoryUsage().heapUsed
-    const v = yield* verify(side === "sdk" ? b.sdkClient : b.rawClient, expected, b.accounts, b.openingLedgerRows)
+    const v = yield* verify(b.clients[side], expected, b.accounts, b.openingLedgerRows)
     const result: RssResult = {
       db: dbLabel(target),
       side,
@@ -416,7 +582,7 @@ const rssChild = async (side: Side, dialect: Target["name"]) => {
 const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, workers: number, mode: AccountMode) => {
   const target = targets.find((t) => t.name === dialect)!
   await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const b = yield* setup(target)
+    const b = yield* setup(target, { pgbench: false })
     const expected = new Expected()
     const next = inputs(side, "loop", mode, config.accounts, 5)
     const s = yield* Effect.promise(() => slice(b, side, workers, seconds * 1000, next, expected))
@@ -430,7 +596,7 @@ const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, wo
           JSON.stringify(Object.fromEntries(b.hook.stats.errors))
         }`
     )
-    const v = yield* verify(side === "sdk" ? b.sdkClient : b.rawClient, expected, b.accounts, b.openingLedgerRows)
+    const v = yield* verify(b.clients[side], expected, b.accounts, b.openingLedgerRows)
     log(`verified: ${v.ok ? "ok" : v.problems.join("; ")}`)
   })))
 }
@@ -451,6 +617,53 @@ const spawnRssChild = (side: Side, dialect: Target["name"]) =>
     })
   })
 
+// ------------------------------------------------------------------ targets (issue 11)
+
+interface TargetRow {
+  readonly target: string
+  readonly row: string
+  readonly measured: string
+  readonly ratio: number
+  readonly threshold: number
+  readonly met: boolean
+}
+
+/** The issue's targets, read off the rows of this run (16 workers / 16 clients). */
+const issueTargets = (dialects: ReadonlyArray<DialectResult>): Array<TargetRow> => {
+  const find = (db: string, mode: AccountMode) => {
+    const rows = dialects.find((d) => d.db === db)?.rows.filter((r) => r.mode === mode) ?? []
+    return rows.find((r) => r.workers === 16) ?? rows.at(-1)
+  }
+  const out: Array<TargetRow> = []
+  const add = (
+    target: string,
+    db: string,
+    mode: AccountMode,
+    baseline: Exclude<Side, "sdk"> | PgbenchKind,
+    threshold: number
+  ) => {
+    const r = find(db, mode)
+    const base = r
+      ? baseline === "raw" || baseline === "driver" ? r.sides[baseline].perSecond : r.pgbench[baseline]?.perSecond
+      : undefined
+    const value = r ? r.ratios[baseline] ?? Number.NaN : Number.NaN
+    out.push({
+      target,
+      row: r ? `${r.db} ${r.workers}w ${r.accounts}` : `${db} (not run)`,
+      measured: r && base !== undefined ? `${r.sides.sdk.perSecond} / ${base}` : "not measured",
+      ratio: value,
+      threshold,
+      met: Number.isFinite(value) && value >= threshold
+    })
+  }
+  add("SQLite: SDK ≥ 0.5× the driver-level loop", "sqlite-file", "random", "driver", 0.5)
+  add("SQLite, hot account: SDK ≥ 0.5× the driver-level loop", "sqlite-file", "hot", "driver", 0.5)
+  add("PostgreSQL: SDK ≥ 1.0× pgbench, same statements", "postgres", "random", "pgbench", 1)
+  add("PostgreSQL: SDK ≥ 0.5× pgbench, one function per phase", "postgres", "random", "pgbenchFn", 0.5)
+  add("PostgreSQL, one hot account: SDK ≥ 1.0× pgbench's one-function hot row", "postgres", "hot", "pgbenchFn", 1)
+  return out
+}
+
 // ------------------------------------------------------------------ output
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
@@ -467,31 +680,10 @@ const table = (headers: Array<string>, rows: Array<Array<string>>, right: Set<nu
 }
 
 const latencyText = (s: SideResult) => (s.sessions ? `${s.p50Millis} / ${s.p99Millis}` : "–")
+const ratioText = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(3))
 
 const errorsText = (e: Record<string, number>) =>
   Object.keys(e).length === 0 ? "" : Object.entries(e).map(([k, v]) => `${k}×${v}`).join(" ")
-
-const explain = (row: Row, d: DialectResult): string => {
-  const s = d.profile.sdk
-  const r = d.profile.raw
-  const parts = [
-    `SDK ${s.statementsPerSession} statements/session vs raw ${r.statementsPerSession}`,
-    `CPU ${row.sdk.cpuMillisPerSession} vs ${row.raw.cpuMillisPerSession} ms/session in this row`,
-    `1-worker profile: driver ${s.driverMillisPerSession} vs ${r.driverMillisPerSession} ms/session, outside the driver (Effect, engine, knex builder) ${s.nonDriverMillisPerSession} vs ${r.nonDriverMillisPerSession} ms/session`
-  ]
-  const sdkErr = errorsText(row.sdk.driverErrors)
-  const rawErr = errorsText(row.raw.driverErrors)
-  if (sdkErr || rawErr) {
-    parts.push(
-      `driver errors SDK ${sdkErr || "none"}, raw ${
-        rawErr || "none"
-      } (40P01 deadlock, 25P02 statement in an aborted transaction)`
-    )
-  }
-  if (row.sdk.failed || row.raw.failed) parts.push(`failed sessions SDK ${row.sdk.failed}, raw ${row.raw.failed}`)
-  if (row.sdk.abandoned) parts.push(`${row.sdk.abandoned} SDK sessions still running at the slice cap`)
-  return parts.join("; ")
-}
 
 /** The commit the packages were built from, and whether the tree had local changes. */
 const gitState = () => {
@@ -525,28 +717,32 @@ const main = async () => {
   log(
     `relay-billing bench: ${targets.map(dbLabel).join(", ")}${
       env["BILLING_PG_URL"] ? "" : " (set BILLING_PG_URL for PostgreSQL)"
+    }${env["BILLING_MYSQL_URL"] ? "" : " (set BILLING_MYSQL_URL for MySQL/MariaDB)"}; pgbench: ${
+      pgbenchVersion ?? "not run (not on PATH, or BENCH_PGBENCH_SECONDS=0)"
     }`
   )
   const dialects: Array<DialectResult> = []
   for (const target of targets) dialects.push(await Effect.runPromise(runDialect(target)))
-  const mainPeakRssMB = mb(process.resourceUsage().maxRSS * 1024)
+  const mainPeakRssMB = mb(peakRssBytes())
   const rss: Array<RssResult> = []
   if (config.rssSeconds > 0) {
     for (const target of targets) {
-      for (const side of ["sdk", "raw"] as const) {
+      for (const side of RSS_SIDES) {
         log(`peak RSS: ${dbLabel(target)} ${side} in a child process (${RSS_WORKERS} workers, ${config.rssSeconds}s)`)
         rss.push(await spawnRssChild(side, target.name))
       }
     }
   }
   const rows = dialects.flatMap((d) => d.rows)
+  const goals = issueTargets(dialects)
+  const loadAfter = os.loadavg()
 
   const out: Array<string> = []
   out.push("")
   out.push(
     `relay-billing bench — ${startedAt.toISOString()} — ${os.cpus().length} × ${
       os.cpus()[0]?.model ?? "cpu"
-    }, node ${process.version}`
+    }, node ${process.version}${pgbenchVersion ? `, ${pgbenchVersion}` : ""}`
   )
   out.push(
     `packages built from ${git.commit}${
@@ -555,11 +751,12 @@ const main = async () => {
   )
   out.push(
     `load average before/after: ${loadBefore.map((l) => l.toFixed(1)).join(" ")} / ${
-      os.loadavg().map((l) => l.toFixed(1)).join(" ")
+      loadAfter.map((l) => l.toFixed(1)).join(" ")
     }`
   )
   out.push(
-    `sessions/s = open + settle (2 transactions) per session; SDK and raw alternate in ${config.rounds} rounds of ${config.sliceMillis} ms per side after ${config.warmupMillis} ms warm-up`
+    `sessions/s = open + settle (2 transactions) per session; the sides rotate in ${config.rounds} rounds of ${config.sliceMillis} ms per side after ${config.warmupMillis} ms warm-up; ` +
+      `pgbench (clients = workers) takes its turn in each round, ${config.pgbenchSeconds} s per form`
   )
   out.push("")
   out.push(table(
@@ -569,34 +766,68 @@ const main = async () => {
       "accounts",
       "SDK sess/s",
       "raw sess/s",
+      "driver sess/s",
+      "pgbench sess/s",
+      "pgbench fn sess/s",
       "SDK/raw",
-      "per round",
+      "SDK/driver",
+      "SDK/pgbench",
+      "SDK/pgbench fn",
+      "SDK/raw per round",
       "SDK p50/p99 ms",
-      "raw p50/p99 ms",
-      "CPU ms/sess SDK/raw",
+      "driver p50/p99 ms",
+      "CPU ms/sess SDK/raw/driver",
       "driver errors SDK / raw",
-      "failed SDK/raw",
-      "≥ 0.85"
+      "failed SDK/raw/driver"
     ],
     rows.map((r) => [
       r.db,
       String(r.workers),
       r.accounts,
-      String(r.sdk.perSecond),
-      String(r.raw.perSecond),
-      r.ratio.toFixed(3),
-      `${Math.min(...r.roundRatios).toFixed(2)}–${Math.max(...r.roundRatios).toFixed(2)}`,
-      latencyText(r.sdk),
-      latencyText(r.raw),
-      `${r.sdk.sessions ? r.sdk.cpuMillisPerSession : "–"} / ${r.raw.sessions ? r.raw.cpuMillisPerSession : "–"}`,
-      `${errorsText(r.sdk.driverErrors) || "0"} / ${errorsText(r.raw.driverErrors) || "0"}`,
-      `${r.sdk.failed}${r.sdk.abandoned ? `+${r.sdk.abandoned} cut` : ""} / ${r.raw.failed}`,
-      r.meetsTarget ? "yes" : "NO"
+      String(r.sides.sdk.perSecond),
+      String(r.sides.raw.perSecond),
+      String(r.sides.driver.perSecond),
+      r.pgbench.pgbench ? String(r.pgbench.pgbench.perSecond) : "–",
+      r.pgbench.pgbenchFn ? String(r.pgbench.pgbenchFn.perSecond) : "–",
+      ratioText(r.ratios.raw),
+      ratioText(r.ratios.driver),
+      ratioText(r.ratios.pgbench),
+      ratioText(r.ratios.pgbenchFn),
+      `${Math.min(...r.roundRatios.raw).toFixed(2)}–${Math.max(...r.roundRatios.raw).toFixed(2)}`,
+      latencyText(r.sides.sdk),
+      latencyText(r.sides.driver),
+      SIDES.map((s) => (r.sides[s].sessions ? String(r.sides[s].cpuMillisPerSession) : "–")).join(" / "),
+      `${errorsText(r.sides.sdk.driverErrors) || "0"} / ${errorsText(r.sides.raw.driverErrors) || "0"}`,
+      `${r.sides.sdk.failed}${
+        r.sides.sdk.abandoned ? `+${r.sides.sdk.abandoned} cut` : ""
+      } / ${r.sides.raw.failed} / ${r.sides.driver.failed}`
     ]),
-    new Set([1, 3, 4, 5])
+    new Set([1, 3, 4, 5, 6, 7, 8, 9, 10, 11])
   ))
   out.push("")
-  out.push(`peak RSS: whole bench process ${mainPeakRssMB} MB (both sides, all rows)`)
+  out.push("targets (issue 11; ratio = SDK sess/s ÷ baseline sess/s in this run):")
+  out.push(table(
+    ["target", "row", "SDK / baseline sess/s", "ratio", "needed", "met"],
+    goals.map((
+      g
+    ) => [
+      g.target,
+      g.row,
+      g.measured,
+      ratioText(g.ratio),
+      `≥ ${g.threshold}`,
+      Number.isFinite(g.ratio) ? (g.met ? "met" : "not met") : "not measured"
+    ]),
+    new Set([3, 4])
+  ))
+  const verifiedAll = dialects.every(dialectOk)
+  out.push(
+    `end-of-run verification exact for every side (${
+      [...new Set(dialects.flatMap((d) => Object.keys(d.verification)))].join(", ")
+    }): ${verifiedAll ? "met" : "NOT met"}; the relay targets are measured by pnpm bench:relay`
+  )
+  out.push("")
+  out.push(`peak RSS: whole bench process ${mainPeakRssMB} MB (all sides, all rows)`)
   if (rss.length > 0) {
     out.push(table(
       ["db", "side", "workers", "sess/s", "RSS before loop MB", "peak RSS MB", "heap after MB", "verified"],
@@ -651,40 +882,51 @@ const main = async () => {
       ],
       new Set([1, 2, 3, 4, 5, 6])
     ))
+    const p = d.profile
     out.push(
-      `time per session, 1 worker: SDK ${d.profile.sdk.wallMillisPerSession} ms (driver ${d.profile.sdk.driverMillisPerSession}, outside the driver ${d.profile.sdk.nonDriverMillisPerSession}); ` +
-        `raw ${d.profile.raw.wallMillisPerSession} ms (driver ${d.profile.raw.driverMillisPerSession}, outside ${d.profile.raw.nonDriverMillisPerSession}); ` +
-        `CPU SDK ${d.profile.sdk.cpuMillisPerSession} ms, raw ${d.profile.raw.cpuMillisPerSession} ms`
+      `driver loop: ${p.driver.byPhase["open"]} + ${
+        p.driver.byPhase["settle"]
+      } statements per session (BEGIN/COMMIT included, same writes as the raw loop).`
     )
-    const v = d.verification
     out.push(
-      `verified: SDK ${v.sdk.ok ? "ok" : "FAILED"} (${v.sdk.sessionsSettled} sessions, audit ${
-        v.sdk.audit.ok ? "clean" : "NOT clean"
-      }), ` +
-        `raw ${v.raw.ok ? "ok" : "FAILED"} (${v.raw.sessionsSettled} sessions, audit ${
-          v.raw.audit.ok ? "clean" : "NOT clean"
-        }); ` +
-        `row shapes identical: ${d.sameRowShapes ? "yes" : "NO"}`
+      `time per session, 1 worker: SDK ${p.sdk.wallMillisPerSession} ms (driver ${p.sdk.driverMillisPerSession}, outside the driver ${p.sdk.nonDriverMillisPerSession}); ` +
+        `raw ${p.raw.wallMillisPerSession} ms (driver ${p.raw.driverMillisPerSession}, outside ${p.raw.nonDriverMillisPerSession}); ` +
+        `driver loop ${p.driver.wallMillisPerSession} ms; CPU SDK ${p.sdk.cpuMillisPerSession} ms, raw ${p.raw.cpuMillisPerSession} ms, driver ${p.driver.cpuMillisPerSession} ms`
+    )
+    out.push(
+      `verified: ${
+        Object.entries(d.verification).map(([side, v]) =>
+          `${side} ${v.ok ? "ok" : "FAILED"} (${v.sessionsSettled} sessions, audit ${
+            v.audit.ok ? "clean" : "NOT clean"
+          })`
+        ).join(", ")
+      }; row shapes identical to the SDK's: ${
+        d.shapeMismatches.length === 0 ? "yes" : `NO (${d.shapeMismatches.join(", ")})`
+      }` +
+        (d.countMismatches.length ? `; ${d.countMismatches.join("; ")}` : "")
     )
   }
-  const failing = rows.filter((r) => r.sdk.failed + r.raw.failed > 0)
+  const failing = rows.filter((r) =>
+    SIDES.some((s) => r.sides[s].failed > 0) || Object.values(r.pgbench).some((p) => p.aborted || p.failed > 0)
+  )
   if (failing.length > 0) {
     out.push("")
     out.push("failed sessions (errors the side reported; the database is verified to hold exactly what they left):")
     for (const r of failing) {
-      for (const side of ["sdk", "raw"] as const) {
-        for (const [message, count] of Object.entries(r[side].errors)) {
+      for (const side of SIDES) {
+        for (const [message, count] of Object.entries(r.sides[side].errors)) {
           out.push(`- ${r.db} ${r.workers}w ${r.accounts} ${side} ×${count}: ${message}`)
         }
       }
-    }
-  }
-  const below = dialects.flatMap((d) => d.rows.filter((r) => !r.meetsTarget).map((r) => ({ r, d })))
-  if (below.length > 0) {
-    out.push("")
-    out.push(`below ${config.target}:`)
-    for (const { d, r } of below) {
-      out.push(`- ${r.db} ${r.workers}w ${r.accounts}: ${r.ratio.toFixed(3)} — ${explain(r, d)}`)
+      for (const p of Object.values(r.pgbench)) {
+        if (p.aborted || p.failed > 0) {
+          out.push(
+            `- ${r.db} ${r.workers}c ${r.accounts} ${p.kind}: ${p.failed} failed${p.aborted ? ", aborted" : ""} ${
+              p.errors.join(" | ")
+            }`
+          )
+        }
+      }
     }
   }
   process.stdout.write(`${out.join("\n")}\n`)
@@ -696,37 +938,32 @@ const main = async () => {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     git,
-    loadAverage: { before: loadBefore, after: os.loadavg() },
+    loadAverage: { before: loadBefore, after: loadAfter },
     machine: {
       cpus: os.cpus().length,
       model: os.cpus()[0]?.model,
       memoryMB: mb(os.totalmem()),
       node: process.version,
-      platform: `${os.platform()} ${os.release()}`
+      platform: `${os.platform()} ${os.release()}`,
+      pgbench: pgbenchVersion ?? null
     },
     config,
-    target: config.target,
     rows,
-    belowTarget: below.map(({ d, r }) => ({
-      db: r.db,
-      workers: r.workers,
-      accounts: r.accounts,
-      ratio: r.ratio,
-      why: explain(r, d)
-    })),
+    targets: goals,
+    verifiedAll,
     peakRss: { mainProcessMB: mainPeakRssMB, perSide: rss },
     dialects: dialects.map((d) => ({
       db: d.db,
       profile: d.profile,
       verification: d.verification,
-      sameRowShapes: d.sameRowShapes
+      countMismatches: d.countMismatches,
+      shapeMismatches: d.shapeMismatches
     }))
   }
   const file = path.join(resultsDir, "latest.json")
   writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`)
   log(`\nwrote ${path.relative(process.cwd(), file)}`)
-  const failed = dialects.some((d) => !d.verification.sdk.ok || !d.verification.raw.ok || !d.sameRowShapes) ||
-    rss.some((r) => !r.verified)
+  const failed = !verifiedAll || rss.some((r) => !r.verified)
   if (failed) {
     log("verification FAILED: the numbers above do not measure a correct path")
     process.exitCode = 1

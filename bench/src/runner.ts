@@ -6,12 +6,11 @@
  * running then (a PostgreSQL deadlock storm waits `deadlock_timeout` per
  * deadlock, and retries) are interrupted — the SDK rolls their transaction
  * back — and do not count; what they left behind is read back from the
- * database so the final verification stays exact. The raw side needs no cap
- * (it takes its locks in one order and does not deadlock).
+ * database so the final verification stays exact. The baselines need no cap
+ * (they take their locks in one order and do not deadlock).
  */
 import { Duration, Effect } from "effect"
 import type { Knex } from "knex"
-import { rawSession } from "./raw.js"
 import type { Billing } from "./sdk.js"
 import { sdkSession } from "./sdk.js"
 import type { Expected, SessionInput } from "./workload.js"
@@ -46,9 +45,12 @@ const meter = () => {
   }
 }
 
-export const rawSlice = async (
-  knex: Knex,
-  prefix: string,
+/** A baseline's session: resolves once settled; sets `state.opened` once its open committed. */
+export type SessionFn = (input: SessionInput, state: { opened: boolean }) => Promise<void>
+
+/** `workers` concurrent loops of a baseline's sessions until the deadline (raw, driver). */
+export const loopSlice = async (
+  session: SessionFn,
   workers: number,
   millis: number,
   next: () => SessionInput,
@@ -63,7 +65,7 @@ export const rawSlice = async (
       const state = { opened: false }
       const t0 = performance.now()
       try {
-        await rawSession(knex, prefix, input, state)
+        await session(input, state)
         latencies.push(performance.now() - t0)
         expected.settle(input)
       } catch (error) {

@@ -151,3 +151,36 @@ export const verify = (
       shape
     }
   })
+
+/**
+ * What a side whose sessions ran outside this process (pgbench) must have left,
+ * read from its holds: a settled hold charged its settlement's `actual`, a
+ * pending hold keeps its estimate reserved. `verify` then checks every balance,
+ * budget, counter, the ledger row count and the audit against it — so a session
+ * that wrote less than all of its rows fails the run.
+ */
+export const expectedFromHolds = (client: KnexClient.Client, expected: Expected): Effect.Effect<void> =>
+  Effect.promise(async () => {
+    const rows = await client.knex(client.table("holds")).select(
+      "id",
+      "account_id",
+      "token_id",
+      "estimate",
+      "status",
+      "settlement"
+    )
+    for (const r of rows as Array<Record<string, unknown>>) {
+      const base = {
+        holdId: String(r["id"]),
+        accountId: String(r["account_id"]),
+        tokenId: String(r["token_id"]),
+        estimate: n(r["estimate"])
+      }
+      if (r["status"] === "settled") {
+        const settlement = JSON.parse(String(r["settlement"])) as { actual: number }
+        expected.settle({ ...base, actual: settlement.actual })
+      } else if (r["status"] === "pending") {
+        expected.keepOpen({ ...base, actual: 0 })
+      }
+    }
+  })

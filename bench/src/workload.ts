@@ -4,8 +4,8 @@
  * for the raw loop, and the totals each side must end up with.
  */
 
-/** A side of the comparison. */
-export type Side = "sdk" | "raw"
+/** An in-process side of the comparison: the SDK, the knex-built raw loop, the driver-level loop. */
+export type Side = "sdk" | "raw" | "driver"
 
 /** Accounts a row bills: `random` = uniform over the seeded accounts, `hot` = one account. */
 export type AccountMode = "random" | "hot"
