@@ -16,6 +16,7 @@
  */
 import autocannon from "autocannon"
 import knex from "knex"
+import { fork, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
@@ -24,7 +25,7 @@ import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { renderChart } from "./relayChart.js"
 import type { Relay } from "./relayProcess.js"
-import { hasPrlimit, raiseOwnNofile, start as startRelay } from "./relayProcess.js"
+import { hasPrlimit, NOFILE, raiseOwnNofile, start as startRelay } from "./relayProcess.js"
 import * as MockUpstream from "./relayUpstream.js"
 
 // ------------------------------------------------------------------ configuration
@@ -328,6 +329,8 @@ const measure = async (
 export interface Memory {
   readonly store: string
   readonly inFlight: number
+  /** The in-flight count asked for (`BENCH_RELAY_IN_FLIGHT`); `inFlight` is less when the open-files limit caps it. */
+  readonly requested: number
   readonly reachedInFlight: number
   readonly rssBeforeMiB: number
   readonly rssPeakMiB: number
@@ -347,10 +350,54 @@ export interface Memory {
 
 const MiB = 1024 * 1024
 
+/** The mock upstream in its own process (see relayUpstreamMain.ts). */
+const forkUpstream = async () => {
+  const child = fork(path.join(here, "relayUpstreamMain.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+  let held = 0
+  const origin = await new Promise<string>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`the mock upstream exited (${code})`)))
+    child.on("message", (message: { origin?: string; held?: number }) => {
+      if (message.origin !== undefined) resolve(message.origin)
+      if (message.held !== undefined) held = message.held
+    })
+  })
+  return {
+    origin,
+    held: () => held,
+    release: () => void child.send("release"),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once("exit", () => resolve())
+        child.send("close")
+      })
+  }
+}
+
+/**
+ * Requests one relay process can hold in flight against an upstream: each holds two sockets
+ * (client and upstream); `RLIMIT_NOFILE` bounds them (hard limit: only a privileged process
+ * may raise it).
+ */
+const inFlightCap = (): number => {
+  const soft = Number(spawnSync("sh", ["-c", "ulimit -Hn"], { encoding: "utf8" }).stdout.trim())
+  const limit = Number.isFinite(soft) && soft > 0 ? Math.max(soft, hasPrlimit() ? NOFILE : 0) : NOFILE
+  return Math.floor((limit - 200) / 2)
+}
+
 const memory = async (storeName: string): Promise<Memory> => {
-  const n = settings.inFlight
-  if (!raiseOwnNofile()) progress(`  (could not raise the bench's open-files limit: ${n} sockets may not fit)`)
-  const upstream = await MockUpstream.start({ delayMs: 0, holdMs: 600_000 })
+  const cap = inFlightCap()
+  const n = Math.min(settings.inFlight, cap)
+  if (n < settings.inFlight) {
+    progress(
+      `  ${settings.inFlight} in flight need ${
+        2 * settings.inFlight
+      } sockets in the relay; its open-files limit allows ${cap}` +
+        " (a hard limit this unprivileged process cannot raise): measuring " + n
+    )
+  }
+  raiseOwnNofile()
+  const upstream = await forkUpstream()
   const store = await openStore(storeName, "memory")
   const relay = await startRelay({
     billing: "on",
@@ -418,6 +465,7 @@ const memory = async (storeName: string): Promise<Memory> => {
     return {
       store: storeName,
       inFlight: n,
+      requested: settings.inFlight,
       reachedInFlight,
       rssBeforeMiB: rssBefore / MiB,
       rssPeakMiB: peakRss / MiB,
@@ -516,11 +564,11 @@ const main = async () => {
       for (const storeName of stores) {
         for (const billing of settings.billing) {
           const store = await openStore(storeName, `run_${billing}`)
-          const profile = billing === "on" && settings.cpuProfDir !== undefined
+          const profile = settings.cpuProfDir !== undefined
             ? [
               "--cpu-prof",
               `--cpu-prof-dir=${path.resolve(settings.cpuProfDir)}`,
-              `--cpu-prof-name=relay-${storeName}.cpuprofile`
+              `--cpu-prof-name=relay-${storeName}-${billing}.cpuprofile`
             ]
             : []
           progress(`relay ${storeName}, billing ${billing}`)

@@ -107,16 +107,18 @@ export const start = async (options: StartOptions): Promise<Relay> => {
   const child: ChildProcess = spawn(command, [...args], { cwd: options.cwd, env, stdio: ["ignore", log, log] })
   closeSync(log)
   let exited = false
+  let how = ""
   const exit = new Promise<void>((resolve) =>
-    child.once("exit", () => {
+    child.once("exit", (code, signal) => {
       exited = true
+      how = `code ${code}, signal ${signal}`
       resolve()
     })
   )
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 60_000
   for (;;) {
-    if (exited) throw new Error(`bench:relay: the relay exited during start-up; see ${options.logFile}`)
+    if (exited) throw new Error(`bench:relay: the relay exited during start-up (${how}); see ${options.logFile}`)
     try {
       await fetch(`${url}/v1/models`, { signal: AbortSignal.timeout(1_000) })
       break
