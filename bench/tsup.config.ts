@@ -1,7 +1,7 @@
 import { defineConfig } from "tsup"
 
 export default defineConfig({
-  entry: ["src/main.ts", "src/tokenizer.ts"],
+  entry: ["src/main.ts", "src/tokenizer.ts", "src/relay.ts", "src/relayServe.ts", "src/relayUpstreamMain.ts"],
   format: ["esm"],
   sourcemap: true,
   clean: true,

@@ -247,6 +247,8 @@ export const sourcesOf: (hold: Hold.Hold) => string = Sources.sourcesOf
 interface Tokens {
   prompt: number
   completion: number
+  /** The amount the relay settles with, once decided (the work's cost or the disconnect charge). */
+  quota?: number | undefined
 }
 
 /** What the flow knows about one billed request. */
@@ -502,7 +504,8 @@ export const routes = (config: RelayConfig): Layer.Layer<
             })
             tokens.prompt = usage?.prompt_tokens ?? r.promptEstimate
             tokens.completion = streamed
-            return resolution._tag === "Charge" ? resolution.amount : 0
+            tokens.quota = resolution._tag === "Charge" ? resolution.amount : 0
+            return tokens.quota
           })
         )
 
@@ -511,26 +514,29 @@ export const routes = (config: RelayConfig): Layer.Layer<
         Effect.sync(() => ({ promptTokens: String(tokens.prompt), completionTokens: String(tokens.completion) }))
 
       /**
-       * After the hold is resolved: logs the request (its log row was written with the
-       * settlement). A request refused at open (insufficient quota, a used request id, a
-       * client gone before the open) has no hold of its own: nothing to read or log.
+       * After the hold is resolved: logs the request as the relay resolved it (its log row
+       * was written with the settlement), from what the flow knows — no read of the hold:
+       * `settled` with the amount when the work succeeded (the settle succeeded, late or
+       * not), `charged-on-disconnect` when an interruption was charged, else `refunded`.
+       * A request refused at open (insufficient quota, a used request id, a client gone
+       * before the open) has no hold of its own: nothing to log.
        */
-      const finish = (r: Request) =>
-        Effect.gen(function*() {
-          if (!opened.has(r)) return
-          const hold = yield* session.get(r.holdId)
-          // Settled, or charged late after the reaper expired it (billing-semantics §6): billed either way.
-          const billed = hold.status === "settled" || hold.settlement?.late === true
-          const quota = billed ? hold.settlement?.actual ?? 0 : 0
-          yield* Effect.log("relay request").pipe(
-            Effect.annotateLogs({ status: hold.status, reserved: hold.reserved, quota })
+      const finish = (r: Request, exit: Exit.Exit<unknown, unknown>, tokens: Tokens, reserved: number) =>
+        Effect.suspend(() => {
+          if (!opened.has(r)) return Effect.void
+          const outcome = Exit.isSuccess(exit)
+            ? "settled"
+            : Cause.hasInterruptsOnly(exit.cause) && tokens.quota !== undefined && tokens.quota > 0
+            ? "charged-on-disconnect"
+            : "refunded"
+          return Effect.log("relay request").pipe(
+            Effect.annotateLogs({
+              status: outcome,
+              reserved,
+              quota: outcome === "refunded" ? 0 : tokens.quota ?? 0
+            })
           )
         }).pipe(
-          Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause)
-              ? Effect.void
-              : Effect.logWarning("relay: cannot read the request's hold", cause)
-          ),
           Effect.annotateLogs({ requestId: r.requestId, accountId: r.principal.accountId, model: r.model }),
           Effect.uninterruptible
         )
@@ -571,6 +577,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 )
                 answered = routed.value
                 const amount = cost(routed.value, tokens)
+                tokens.quota = amount
                 yield* Deferred.succeed(ready, routed)
                 yield* Deferred.await(delivered)
                 return { value: undefined, cost: amount }
@@ -589,7 +596,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
             Effect.onExit((exit) =>
               Effect.andThen(
                 Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
-                finish(r)
+                finish(r, exit, tokens, reserved)
               )
             )
           )
@@ -674,7 +681,8 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 const outcome = yield* Deferred.await(finished)
                 const state = yield* routed.value.state
                 if (outcome === "done" || state.usage !== undefined) {
-                  return { value: undefined, cost: chatCost(r, state.usage, state.text, tokens) }
+                  tokens.quota = chatCost(r, state.usage, state.text, tokens)
+                  return { value: undefined, cost: tokens.quota }
                 }
                 // broken before the usage arrived
                 const streamed = Tokenizer.countText(state.text)
@@ -690,6 +698,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
                 if (resolution._tag === "Refund") return yield* Effect.fail(new StreamBrokenRefund())
                 tokens.prompt = r.promptEstimate
                 tokens.completion = streamed
+                tokens.quota = resolution.amount
                 return { value: undefined, cost: resolution.amount }
               }),
             {
@@ -701,7 +710,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
               Effect.andThen(
                 Exit.isFailure(exit) ? Deferred.failCause(ready, exit.cause) : Effect.void,
                 // the upstream is released however the billing ended (also if the body never ran)
-                Effect.andThen(committed?.release ?? Effect.void, finish(r))
+                Effect.andThen(committed?.release ?? Effect.void, finish(r, exit, tokens, reserved))
               )
             )
           )

@@ -16,6 +16,7 @@ import { BillingError, SettlementRecorder } from "@relay-billing/core"
 import { IdColumns, KnexClient, Statements } from "@relay-billing/knex"
 import type { Migrations } from "@relay-billing/knex"
 import { Clock, Context, Effect, Layer, Schema } from "effect"
+import * as Batched from "./internal/batched.js"
 import { constantTimeEqualHex, generateKey, hashKey } from "./internal/secrets.js"
 import { sourcesOf } from "./internal/sources.js"
 
@@ -469,6 +470,8 @@ export const make = (client: KnexClient.Client): Service => {
   const tokens = client.table(tables.tokens)
   const logs = client.table(tables.logs)
   const requestIds = client.table(tables.requestIds)
+  // The key lookup and the request-id record of concurrent requests share statements.
+  const batched = Batched.make(client, { tokens, accounts, requestIds })
 
   const account = (id: string) =>
     client.query("relay.account", (db) => db(accounts).where({ id }).first()).pipe(
@@ -533,23 +536,7 @@ export const make = (client: KnexClient.Client): Service => {
       Effect.gen(function*() {
         if (key === undefined || key.length === 0) return yield* new InvalidApiKey({ reason: "missing" })
         const hash = hashKey(key)
-        const row = yield* client.query(
-          "relay.authenticate",
-          (db) =>
-            db(`${tokens} as t`)
-              .join(`${accounts} as a`, "a.id", "t.account_id")
-              .where("t.key_hash", hash)
-              .first(
-                "t.id",
-                "t.account_id",
-                "t.key_hash",
-                "t.models",
-                "t.expires_at",
-                "t.status",
-                "a.group_name",
-                "a.billing_preference"
-              )
-        )
+        const row = yield* batched.tokenByHash(hash)
         if (row === undefined || !constantTimeEqualHex(String(row["key_hash"]), hash)) {
           return yield* new InvalidApiKey({ reason: "unknown" })
         }
@@ -595,14 +582,7 @@ export const make = (client: KnexClient.Client): Service => {
         )
     },
     claimRequestId: (accountId, requestId) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        yield* Statements.insertIgnore(client, "relay.claimRequestId", requestIds, {
-          account_id: accountId,
-          request_id: requestId,
-          created_at: now
-        }, ["account_id", "request_id"])
-      }),
+      Effect.flatMap(Clock.currentTimeMillis, (now) => batched.claimRequestId(accountId, requestId, now)),
     accountsOfRequest: (requestId) =>
       client.query(
         "relay.accountsOfRequest",

@@ -64,6 +64,14 @@ export interface Options {
   readonly httpLogger?: boolean | undefined
   /** Where `funding.sources` package names are resolved from; default the working directory. */
   readonly pluginCwd?: string | undefined
+  /**
+   * The `BillingSession` the client API bills through instead of the SDK's
+   * (the admin API, the reaper and the audit keep the SDK's). Code-only, for
+   * benchmarks: `pnpm bench:relay` measures the same server with a
+   * pass-through session to price the billing. No config or environment
+   * setting reaches it, so a deployed relay always bills.
+   */
+  readonly clientSession?: Layer.Layer<BillingSession.BillingSession> | undefined
 }
 
 /**
@@ -151,7 +159,8 @@ export const layer = (
     }),
     ClientApi.routes(loaded.config).pipe(
       Layer.provide(DemoUpstream.layer),
-      Layer.provide(Upstream.layerFetch({ idleTimeout: Duration.seconds(loaded.config.limits.upstreamIdleSeconds) }))
+      Layer.provide(Upstream.layerFetch({ idleTimeout: Duration.seconds(loaded.config.limits.upstreamIdleSeconds) })),
+      (client) => options.clientSession === undefined ? client : Layer.provide(client, options.clientSession)
     ),
     Metrics.routes
   ).pipe(Layer.provide(HttpErrors.recordRoutes(routes)))
