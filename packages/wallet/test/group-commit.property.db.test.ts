@@ -84,7 +84,9 @@ const faultyClient = (client: KnexClient.Client): KnexClient.Client => ({
             // Checked at COMMIT: the whole batch fails there.
             return client.query("t.poison", (db) =>
               db(client.table("gc_poison")).insert(
-                client.dialect === "postgres" ? { id: crypto.randomUUID() } : { id: crypto.randomUUID(), parent_id: "x" }
+                client.dialect === "postgres"
+                  ? { id: crypto.randomUUID() }
+                  : { id: crypto.randomUUID(), parent_id: "x" }
               )).pipe(Effect.asVoid)
           default:
             return Effect.void
@@ -216,7 +218,9 @@ const runScenario = (scenario: ReadonlyArray<SessionSpec>, poisonable: boolean) 
         return yield* Effect.die(new Error(`${s.holdId}: reserved ${hold!.reserved}, expected ${s.spec.estimate}`))
       }
       if (want === "settled" && Hold.charged(hold!.settlement!) !== s.actual) {
-        return yield* Effect.die(new Error(`${s.holdId}: charged ${Hold.charged(hold!.settlement!)}, expected ${s.actual}`))
+        return yield* Effect.die(
+          new Error(`${s.holdId}: charged ${Hold.charged(hold!.settlement!)}, expected ${s.actual}`)
+        )
       }
     }
     for (const id of accounts) {
