@@ -5,7 +5,8 @@
  * {@link KnexClient.query}, which uses the current transaction when there is one,
  * so a stray root query inside a transaction cannot happen. On SQLite the
  * client uses WAL, a busy timeout, one connection, and serialises writers with
- * a semaphore.
+ * a semaphore. Concurrent top-level transactions are group-committed by default
+ * (see {@link ClientOptions.groupCommit}).
  *
  * @since 0.1.0
  */
@@ -272,7 +273,10 @@ export const fromKnex = (
         )
         const alone = lock ? lock.withPermit(body) : body
         const once = batcher
-          ? batcher.submit((trx) => Effect.provideService(effect, CurrentTransaction, new Map(active).set(id, trx)), alone)
+          ? batcher.submit(
+            (trx) => Effect.provideService(effect, CurrentTransaction, new Map(active).set(id, trx)),
+            alone
+          )
           : alone
         // A deadlock or serialization failure rolled everything back: run the whole
         // transaction again (a few times, with jitter) before reporting it.

@@ -113,10 +113,12 @@ const holdBatch = (id: string) =>
     const inside = yield* Deferred.make<void>()
     const gate = yield* Deferred.make<void>()
     const fiber = yield* start(
-      client.transaction(insert("gc_rows", id).pipe(
-        Effect.andThen(Deferred.succeed(inside, undefined)),
-        Effect.andThen(Deferred.await(gate))
-      ))
+      client.transaction(
+        insert("gc_rows", id).pipe(
+          Effect.andThen(Deferred.succeed(inside, undefined)),
+          Effect.andThen(Deferred.await(gate))
+        )
+      )
     )
     yield* Deferred.await(inside)
     return {
@@ -147,10 +149,12 @@ for (const target of TestDatabase.targets()) {
             client.transaction(insert("gc_rows", "f-die").pipe(Effect.andThen(Effect.die(new Error("defect")))))
           )
           const interrupted = yield* start(
-            client.transaction(insert("gc_rows", "f-int").pipe(
-              Effect.andThen(Deferred.succeed(running, undefined)),
-              Effect.andThen(Effect.never)
-            ))
+            client.transaction(
+              insert("gc_rows", "f-int").pipe(
+                Effect.andThen(Deferred.succeed(running, undefined)),
+                Effect.andThen(Effect.never)
+              )
+            )
           )
           const ok2 = yield* start(client.transaction(Effect.andThen(insert("gc_rows", "f-ok2"), transactionId)))
           yield* first.release

@@ -20,7 +20,7 @@
 import { describe, layer } from "@effect/vitest"
 import { BillingError, BillingSession, Hold } from "@relay-billing/core"
 import { KnexClient } from "@relay-billing/knex"
-import { Context, Effect, Fiber, Layer } from "effect"
+import { Context, Effect, Fiber, Layer, Predicate } from "effect"
 import { TestClock } from "effect/testing"
 import fc from "fast-check"
 import { Wallet, WalletAdmin } from "../src/index.js"
@@ -84,7 +84,9 @@ const faultyClient = (client: KnexClient.Client): KnexClient.Client => ({
             // Checked at COMMIT: the whole batch fails there.
             return client.query("t.poison", (db) =>
               db(client.table("gc_poison")).insert(
-                client.dialect === "postgres" ? { id: crypto.randomUUID() } : { id: crypto.randomUUID(), parent_id: "x" }
+                client.dialect === "postgres"
+                  ? { id: crypto.randomUUID() }
+                  : { id: crypto.randomUUID(), parent_id: "x" }
               )).pipe(Effect.asVoid)
           default:
             return Effect.void
@@ -133,7 +135,7 @@ const createPoison = Effect.gen(function*() {
 })
 
 const isCommitFailure = (error: unknown) =>
-  error instanceof BillingError.StoreError && error.operation === "transaction.commit"
+  Predicate.isTagged(error, "StoreError") && (error as BillingError.StoreError).operation === "transaction.commit"
 
 let runCounter = 0
 
@@ -216,7 +218,9 @@ const runScenario = (scenario: ReadonlyArray<SessionSpec>, poisonable: boolean) 
         return yield* Effect.die(new Error(`${s.holdId}: reserved ${hold!.reserved}, expected ${s.spec.estimate}`))
       }
       if (want === "settled" && Hold.charged(hold!.settlement!) !== s.actual) {
-        return yield* Effect.die(new Error(`${s.holdId}: charged ${Hold.charged(hold!.settlement!)}, expected ${s.actual}`))
+        return yield* Effect.die(
+          new Error(`${s.holdId}: charged ${Hold.charged(hold!.settlement!)}, expected ${s.actual}`)
+        )
       }
     }
     for (const id of accounts) {
