@@ -18,6 +18,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
+import type { CpuProfileResult } from "./cpuProfile.js"
+import { profileSdk } from "./cpuProfile.js"
 import type { StatementHook } from "./db.js"
 import { DRIVER_PREFIX, hookStatements, RAW_PREFIX, SDK_PREFIX, seed } from "./db.js"
 import type { DriverLoop } from "./driver.js"
@@ -73,6 +75,14 @@ const config = {
   /** Seconds (`-T`) of each pgbench invocation; each round of a row runs both forms once (0 = skip pgbench). */
   pgbenchSeconds: num("BENCH_PGBENCH_SECONDS", 1),
   only: env["BENCH_ONLY"],
+  /** Warm-up slice of `--loop` before its measured one (ms; the CPU-profile children use it). */
+  loopWarmupMillis: num("BENCH_LOOP_WARMUP_MS", 0),
+  /** CPU profile of the SDK side (`node --cpu-prof` on a `--loop sdk` child per database): on unless "0". */
+  cpuProfile: env["BENCH_CPU_PROFILE"] !== "0",
+  /** Seconds of the profiled loop (after a 500 ms warm-up). */
+  cpuProfileSeconds: num("BENCH_CPU_PROFILE_SECONDS", 2),
+  /** Databases the CPU profile runs on (those of this run among them). */
+  cpuProfileDbs: (env["BENCH_CPU_PROFILE_DBS"] ?? "sqlite,postgres").split(","),
   /** The SDK client's group commit: "off", "on" (the client's default) or N batches in flight. */
   groupCommit: env["BENCH_GROUP_COMMIT"] ?? "on"
 }
@@ -653,6 +663,9 @@ const rssChild = async (side: Side, dialect: Target["name"]) => {
 /**
  * `--loop SIDE DIALECT SECONDS [WORKERS] [MODE]`: one side only, nothing else
  * measured (for `node --cpu-prof`, or to watch the database while it runs).
+ * After an optional warm-up slice (`BENCH_LOOP_WARMUP_MS`) it prints
+ * `LOOP-RESULT {…}` on stdout: the sessions and the measured window on the
+ * monotonic clock, which the CPU-profile pass (cpuProfile.ts) cuts the profile to.
  */
 const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, workers: number, mode: AccountMode) => {
   const target = targets.find((t) => t.name === dialect)!
@@ -660,7 +673,29 @@ const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, wo
     const b = yield* setup(target, { pgbench: false })
     const expected = new Expected()
     const next = inputs(side, "loop", mode, config.accounts, 5)
+    if (config.loopWarmupMillis > 0) {
+      yield* Effect.promise(() => slice(b, side, workers, config.loopWarmupMillis, next, expected))
+    }
+    // The measured window on the monotonic clock in µs (the clock of a .cpuprofile's timestamps).
+    const startMicros = Number(process.hrtime.bigint() / 1000n)
     const s = yield* Effect.promise(() => slice(b, side, workers, seconds * 1000, next, expected))
+    const endMicros = Number(process.hrtime.bigint() / 1000n)
+    process.stdout.write(
+      `LOOP-RESULT ${
+        JSON.stringify({
+          side,
+          dialect,
+          workers,
+          mode,
+          sessions: s.sessions,
+          millis: s.millis,
+          cpuMillis: s.cpuMillis,
+          failed: expected.failed,
+          startMicros,
+          endMicros
+        })
+      }\n`
+    )
     log(
       `${side} ${dialect} ${workers}w ${mode}: ${s.sessions} sessions, ${
         (s.sessions / (s.millis / 1000)).toFixed(1)
@@ -871,6 +906,54 @@ const profileText = (d: DialectResult): Array<string> => {
   return out
 }
 
+const CPU_PROFILE_WORKERS = 16
+
+/** The SDK's CPU-profile breakdown: self time per category, side by side per database, then the heaviest functions. */
+const cpuText = (cpu: ReadonlyArray<CpuProfileResult>): Array<string> => {
+  const out: Array<string> = [""]
+  out.push(
+    `where the SDK's time goes (node --cpu-prof on a --loop sdk child, ${CPU_PROFILE_WORKERS} workers, random accounts, ` +
+      `${
+        cpu[0]!.seconds
+      } s after a 500 ms warm-up; self time by the function's url; natives charged to their JS caller, ` +
+      `better-sqlite3 calls by the calling line):`
+  )
+  for (const c of cpu) {
+    out.push(
+      `- ${c.db}: ${c.sessions} sessions, ${c.sessionsPerSecond}/s, CPU ${c.cpuMillisPerSession} ms/session, ` +
+        `${c.sampledMillis} ms sampled, ${c.busyMillis} ms busy (not idle)${
+          c.windowed ? "" : " (whole profile: the window could not be cut)"
+        }; ${path.relative(process.cwd(), c.file)}`
+    )
+  }
+  const categories = [...new Set(cpu.flatMap((c) => c.shares.map((s) => s.category)))]
+  const weight = (cat: string) =>
+    cat === "idle" ? 2 : Math.max(...cpu.map((c) => c.shares.find((s) => s.category === cat)?.busyShare ?? 0))
+  categories.sort((a, b) => weight(b) - weight(a))
+  out.push(table(
+    ["category", ...cpu.flatMap((c) => [`${c.db} % of busy`, `${c.db} ms/session`])],
+    categories.map((cat) => [
+      cat,
+      ...cpu.flatMap((c) => {
+        const s = c.shares.find((x) => x.category === cat)
+        if (!s) return ["", ""]
+        const pct = cat === "idle" ? `(${(s.share * 100).toFixed(1)} % of wall)` : `${(s.busyShare * 100).toFixed(1)} %`
+        return [pct, s.millisPerSession.toFixed(3)]
+      })
+    ]),
+    new Set(cpu.flatMap((_, i) => [1 + 2 * i, 2 + 2 * i]))
+  ))
+  for (const c of cpu) {
+    out.push(`heaviest functions on ${c.db} (self time):`)
+    out.push(table(
+      ["function", "where", "category", "% of wall"],
+      c.top.slice(0, 10).map((f) => [f.name, f.location, f.category, `${(f.share * 100).toFixed(1)} %`]),
+      new Set([3])
+    ))
+  }
+  return out
+}
+
 /** The commit the packages were built from, and whether the tree had local changes. */
 const gitState = () => {
   try {
@@ -919,6 +1002,33 @@ const main = async () => {
       }
     }
   }
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const resultsDir = path.resolve(here, "..", "results")
+  mkdirSync(resultsDir, { recursive: true })
+  const cpu: Array<CpuProfileResult> = []
+  const cpuStart = performance.now()
+  if (config.cpuProfile) {
+    for (const target of targets.filter((t) => config.cpuProfileDbs.includes(t.name))) {
+      log(
+        `CPU profile: ${
+          dbLabel(target)
+        } sdk, ${CPU_PROFILE_WORKERS} workers, random, ${config.cpuProfileSeconds}s (node --cpu-prof child)`
+      )
+      cpu.push(
+        await profileSdk(
+          fileURLToPath(import.meta.url),
+          target.name,
+          dbLabel(target),
+          config.cpuProfileSeconds,
+          CPU_PROFILE_WORKERS,
+          "random",
+          resultsDir
+        )
+      )
+    }
+  }
+  const cpuProfileSeconds = Math.round((performance.now() - cpuStart) / 100) / 10
+  if (cpu.length > 0) log(`CPU profile pass: ${cpuProfileSeconds} s`)
   const rows = dialects.flatMap((d) => d.rows)
   const goals = issueTargets(dialects)
   const loadAfter = os.loadavg()
@@ -1033,6 +1143,7 @@ const main = async () => {
     ))
   }
   for (const d of dialects) out.push(...profileText(d))
+  if (cpu.length > 0) out.push(...cpuText(cpu))
   const failing = rows.filter((r) =>
     SIDES.some((s) => r.sides[s].failed > 0) || Object.values(r.pgbench).some((p) => p.aborted || p.failed > 0)
   )
@@ -1058,9 +1169,6 @@ const main = async () => {
   }
   process.stdout.write(`${out.join("\n")}\n`)
 
-  const here = path.dirname(fileURLToPath(import.meta.url))
-  const resultsDir = path.resolve(here, "..", "results")
-  mkdirSync(resultsDir, { recursive: true })
   const json = {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
@@ -1079,6 +1187,7 @@ const main = async () => {
     targets: goals,
     verifiedAll,
     peakRss: { mainProcessMB: mainPeakRssMB, perSide: rss },
+    cpuProfile: { seconds: cpuProfileSeconds, profiles: cpu },
     dialects: dialects.map((d) => ({
       db: d.db,
       profile: d.profile,
