@@ -414,6 +414,8 @@ interface ConcurrentProfile {
   readonly transactionsPerSession: number
   /** label → statements per session */
   readonly statements: Record<string, number>
+  /** better-sqlite3 `prepare` calls per session (0 elsewhere). */
+  readonly preparesPerSession: number
 }
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000
@@ -512,7 +514,8 @@ const profileConcurrent = async (
     sessionsPerSecond: Math.round(s.sessions / (s.millis / 1000)),
     statementsPerSession: r3(hook.stats.statements / n),
     transactionsPerSession: statements["BEGIN"] ?? 0,
-    statements
+    statements,
+    preparesPerSession: r3(hook.stats.prepares / n)
   }
 }
 
@@ -888,6 +891,9 @@ const profileText = (d: DialectResult): Array<string> => {
       ...cLabels.map((l) => [l, ...SIDES.map((s) => String(c[s].statements[l] ?? ""))]),
       ["statements per session", ...SIDES.map((s) => String(c[s].statementsPerSession))],
       ["transactions per session (BEGIN)", ...SIDES.map((s) => String(c[s].transactionsPerSession))],
+      ...(SIDES.some((s) => c[s].preparesPerSession > 0)
+        ? [["better-sqlite3 prepare() calls per session", ...SIDES.map((s) => String(c[s].preparesPerSession))]]
+        : []),
       ["settled sessions (failed)", ...SIDES.map((s) => `${c[s].sessions} (${c[s].failed})`)],
       ["sessions/s (hooked)", ...SIDES.map((s) => String(c[s].sessionsPerSecond))]
     ],
