@@ -65,8 +65,10 @@ export interface CpuShare {
   readonly share: number
   /** Share of the samples that were not idle (NaN for idle itself). */
   readonly busyShare: number
-  /** Milliseconds per settled session. */
+  /** Sampled milliseconds per settled session (wall time: includes time the thread was descheduled). */
   readonly millisPerSession: number
+  /** The child's CPU per session × this category's share of the busy samples (NaN for idle). */
+  readonly cpuMillisPerSession: number
 }
 
 /** One function's self time (the heaviest of the window). */
@@ -223,7 +225,7 @@ export const analyse = (
   }
   const round = (x: number, d = 1000) => Math.round(x * d) / d
   const busy = total - (categories.get("idle") ?? 0)
-  const shares: Array<CpuShare> = [...categories].map(([category, micros]) => ({
+  const shares: Array<Omit<CpuShare, "cpuMillisPerSession">> = [...categories].map(([category, micros]) => ({
     category,
     millis: round(micros / 1000, 10),
     share: total > 0 ? round(micros / total) : 0,
@@ -310,7 +312,12 @@ export const profileSdk = async (
       sampledMillis: analysis.sampledMillis,
       busyMillis: analysis.busyMillis,
       windowed,
-      shares: analysis.shares,
+      shares: analysis.shares.map((x) => ({
+        ...x,
+        cpuMillisPerSession: Number.isFinite(x.busyShare)
+          ? Math.round(x.busyShare * (loop.cpuMillis / Math.max(1, loop.sessions)) * 1000) / 1000
+          : Number.NaN
+      })),
       top: analysis.top,
       file: kept
     }

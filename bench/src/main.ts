@@ -937,14 +937,15 @@ const cpuText = (cpu: ReadonlyArray<CpuProfileResult>): Array<string> => {
     cat === "idle" ? 2 : Math.max(...cpu.map((c) => c.shares.find((s) => s.category === cat)?.busyShare ?? 0))
   categories.sort((a, b) => weight(b) - weight(a))
   out.push(table(
-    ["category", ...cpu.flatMap((c) => [`${c.db} % of busy`, `${c.db} ms/session`])],
+    ["category", ...cpu.flatMap((c) => [`${c.db} % of busy`, `${c.db} ≈ CPU ms/session`])],
     categories.map((cat) => [
       cat,
       ...cpu.flatMap((c) => {
         const s = c.shares.find((x) => x.category === cat)
         if (!s) return ["", ""]
-        const pct = cat === "idle" ? `(${(s.share * 100).toFixed(1)} % of wall)` : `${(s.busyShare * 100).toFixed(1)} %`
-        return [pct, s.millisPerSession.toFixed(3)]
+        return cat === "idle"
+          ? [`(${(s.share * 100).toFixed(1)} % of wall)`, ""]
+          : [`${(s.busyShare * 100).toFixed(1)} %`, s.cpuMillisPerSession.toFixed(3)]
       })
     ]),
     new Set(cpu.flatMap((_, i) => [1 + 2 * i, 2 + 2 * i]))
