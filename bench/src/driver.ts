@@ -22,7 +22,12 @@ import type { SessionInput } from "./workload.js"
 
 /** One baseline loop: a session function and how to close its connections. */
 export interface DriverLoop {
-  readonly session: (input: SessionInput, state: { opened: boolean }) => Promise<void>
+  /** One session; `phase` (the statement profile's) is told when the open and the settle begin. */
+  readonly session: (
+    input: SessionInput,
+    state: { opened: boolean },
+    phase?: (phase: "open" | "settle") => void
+  ) => Promise<void>
   /** Statements sent per phase since the loop was made (BEGIN and COMMIT included). */
   readonly statements: { open: number; settle: number; sessions: number }
   readonly close: () => Promise<void>
@@ -83,10 +88,12 @@ const sqliteLoop = (file: string, prefix: string): DriverLoop => {
   })
   return {
     statements,
-    session: async (input, state) => {
+    session: async (input, state, phase) => {
+      phase?.("open")
       await withRetry(async () => open(input))
       statements.open += 6
       state.opened = true
+      phase?.("settle")
       await withRetry(async () => settle(input))
       statements.settle += 7
       statements.sessions++
@@ -124,7 +131,8 @@ const pgLoop = (target: DriverTarget, prefix: string): DriverLoop => {
   }
   return {
     statements,
-    session: async (i, state) => {
+    session: async (i, state, phase) => {
+      phase?.("open")
       await withRetry(() =>
         inTransaction(async (c) => {
           const createdAt = Date.now()
@@ -140,6 +148,7 @@ const pgLoop = (target: DriverTarget, prefix: string): DriverLoop => {
       )
       statements.open += 6
       state.opened = true
+      phase?.("settle")
       await withRetry(() =>
         inTransaction(async (c) => {
           const remain = (await c.query(q("settleToken", p.settleToken(i)))).rows[0]?.remain
@@ -196,7 +205,8 @@ const mysqlLoop = (target: DriverTarget, prefix: string): DriverLoop => {
   }
   return {
     statements,
-    session: async (i, state) => {
+    session: async (i, state, phase) => {
+      phase?.("open")
       await withRetry(() =>
         inTransaction(async (c) => {
           const createdAt = Date.now()
@@ -216,6 +226,7 @@ const mysqlLoop = (target: DriverTarget, prefix: string): DriverLoop => {
       )
       statements.open += 8
       state.opened = true
+      phase?.("settle")
       await withRetry(() =>
         inTransaction(async (c) => {
           if (await changed(c, sql.settleToken, p.settleToken(i)) !== 1) {

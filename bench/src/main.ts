@@ -18,10 +18,14 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
+import type { CpuProfileResult } from "./cpuProfile.js"
+import { profileSdk } from "./cpuProfile.js"
 import type { StatementHook } from "./db.js"
 import { DRIVER_PREFIX, hookStatements, RAW_PREFIX, SDK_PREFIX, seed } from "./db.js"
 import type { DriverLoop } from "./driver.js"
 import { driverLoop } from "./driver.js"
+import type { DriverHook } from "./driverHook.js"
+import { hookDrivers } from "./driverHook.js"
 import type { PgbenchKind, PgbenchRun } from "./pgbench.js"
 import { installFunctions, PGBENCH_PREFIX, pgbenchAvailable, runPgbench } from "./pgbench.js"
 import { rawSession } from "./raw.js"
@@ -56,8 +60,12 @@ const config = {
   accounts: num("BENCH_ACCOUNTS", 1_000),
   workers: (env["BENCH_WORKERS"] ?? "1,16").split(",").map(Number),
   modes: (env["BENCH_MODES"] ?? "random,hot").split(",") as Array<AccountMode>,
-  /** Sessions per side in the statement-profile pass (1 worker, counted and timed per statement). */
+  /** Sessions per side in the statement-profile pass (1 worker, counted and timed per statement at the driver). */
   profileSessions: num("BENCH_PROFILE_SESSIONS", 200),
+  /** Workers of the profile's second pass (one slice per side, statements per session where group commit batches). */
+  profileWorkers: num("BENCH_PROFILE_WORKERS", 16),
+  /** Length of that second pass's slice per side (ms). */
+  profileSliceMillis: num("BENCH_PROFILE_SLICE_MS", 1_000),
   /** Seconds per side of the peak-RSS child processes (0 = skip them). */
   rssSeconds: num("BENCH_RSS_SECONDS", 2),
   /** SDK slices are interrupted this long after their deadline (see runner.ts). */
@@ -67,6 +75,14 @@ const config = {
   /** Seconds (`-T`) of each pgbench invocation; each round of a row runs both forms once (0 = skip pgbench). */
   pgbenchSeconds: num("BENCH_PGBENCH_SECONDS", 1),
   only: env["BENCH_ONLY"],
+  /** Warm-up slice of `--loop` before its measured one (ms; the CPU-profile children use it). */
+  loopWarmupMillis: num("BENCH_LOOP_WARMUP_MS", 0),
+  /** CPU profile of the SDK side (`node --cpu-prof` on a `--loop sdk` child per database): on unless "0". */
+  cpuProfile: env["BENCH_CPU_PROFILE"] !== "0",
+  /** Seconds of the profiled loop (after a 500 ms warm-up). */
+  cpuProfileSeconds: num("BENCH_CPU_PROFILE_SECONDS", 2),
+  /** Databases the CPU profile runs on (those of this run among them). */
+  cpuProfileDbs: (env["BENCH_CPU_PROFILE_DBS"] ?? "sqlite,postgres").split(","),
   /** The SDK client's group commit: "off", "on" (the client's default) or N batches in flight. */
   groupCommit: env["BENCH_GROUP_COMMIT"] ?? "on"
 }
@@ -380,41 +396,63 @@ interface SideProfile {
   readonly nonDriverMillisPerSession: number
   /** Process CPU time per session (user + system). */
   readonly cpuMillisPerSession: number
+  /** better-sqlite3 `prepare` calls per session (knex prepares every statement it runs); 0 elsewhere. */
+  readonly preparesPerSession: number
+  readonly prepareMillisPerSession: number
+  /** The driver loop's own count of what it sent (a cross-check of the hook); driver side only. */
+  readonly ownCount?: { readonly open: number; readonly settle: number }
 }
 
-const profileSide = async (b: Bench, side: Side, expected: Expected): Promise<SideProfile> => {
+/** Statements per session with many workers (no phase split: group commit mixes the phases of a batch). */
+interface ConcurrentProfile {
+  readonly workers: number
+  readonly sessions: number
+  readonly failed: number
+  readonly sessionsPerSecond: number
+  readonly statementsPerSession: number
+  /** BEGIN per settled session: below 2 when group commit batches (a session is two transactions alone). */
+  readonly transactionsPerSession: number
+  /** label → statements per session */
+  readonly statements: Record<string, number>
+  /** better-sqlite3 `prepare` calls per session (0 elsewhere). */
+  readonly preparesPerSession: number
+}
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000
+
+/** One side at 1 worker, counted and timed at the driver, each statement labelled with its phase. */
+const profileSide = async (b: Bench, hook: DriverHook, side: Side, expected: Expected): Promise<SideProfile> => {
   const next = inputs(side, "profile", "random", config.accounts, 7)
-  const { hook } = b
   const setPhase = (p: string) => {
     hook.state.phase = p
   }
-  // warm the code path without counting
   const once = async (count: boolean) => {
     const input = next()
     const state = { opened: false }
+    const phase = count ? setPhase : undefined
     try {
       if (side === "sdk") {
-        await Effect.runPromise(sdkSession(b.billing, input, state, count ? setPhase : undefined))
+        await Effect.runPromise(sdkSession(b.billing, input, state, phase))
       } else if (side === "raw") {
-        await rawSession(b.knex, RAW_PREFIX, input, state, count ? setPhase : undefined)
+        await rawSession(b.knex, RAW_PREFIX, input, state, phase)
       } else {
-        await b.driver.session(input, state)
+        await b.driver.session(input, state, phase)
       }
       expected.settle(input)
     } catch (error) {
       expected.fail(input, error, state.opened)
     }
   }
+  // warm the code path (and the prepared-statement caches) without counting
+  hook.state.phase = "-"
   for (let i = 0; i < 50; i++) await once(false)
   hook.reset()
-  hook.state.detail = side !== "driver"
   const driverBefore = { ...b.driver.statements }
   const cpu = process.cpuUsage()
   const start = performance.now()
   for (let i = 0; i < config.profileSessions; i++) await once(true)
   const wall = performance.now() - start
   const used = process.cpuUsage(cpu)
-  hook.state.detail = false
   hook.state.phase = "-"
   const n = config.profileSessions
   const statements: Record<string, Record<string, number>> = {}
@@ -426,34 +464,58 @@ const profileSide = async (b: Bench, side: Side, expected: Expected): Promise<Si
       byPhase[phase] = Math.round(((byPhase[phase] ?? 0) + count / n) * 100) / 100
     }
   }
-  const r2 = (x: number) => Math.round(x * 1000) / 1000
-  if (side === "driver") {
-    // The driver loop does not go through knex: it counts its own statements (BEGIN and COMMIT included).
-    const open = (b.driver.statements.open - driverBefore.open) / n
-    const settle = (b.driver.statements.settle - driverBefore.settle) / n
-    return {
-      driverMillisByStatement: {},
-      sessions: n,
-      statementsPerSession: r2(open + settle),
-      byPhase: { open: r2(open), settle: r2(settle) },
-      statements: {},
-      wallMillisPerSession: r2(wall / n),
-      driverMillisPerSession: Number.NaN,
-      nonDriverMillisPerSession: Number.NaN,
-      cpuMillisPerSession: r2((used.user + used.system) / 1000 / n)
-    }
-  }
-  const driverMillisByStatement = Object.fromEntries([...hook.stats.millis].map(([l, ms]) => [l, r2(ms / n)]))
+  const driverMillisByStatement = Object.fromEntries([...hook.stats.millis].map(([l, ms]) => [l, r3(ms / n)]))
   return {
     driverMillisByStatement,
     sessions: n,
-    statementsPerSession: r2(hook.stats.statements / n),
+    statementsPerSession: r3(hook.stats.statements / n),
     byPhase,
     statements,
-    wallMillisPerSession: r2(wall / n),
-    driverMillisPerSession: r2(hook.stats.sqlMillis / n),
-    nonDriverMillisPerSession: r2((wall - hook.stats.sqlMillis) / n),
-    cpuMillisPerSession: r2((used.user + used.system) / 1000 / n)
+    wallMillisPerSession: r3(wall / n),
+    driverMillisPerSession: r3(hook.stats.sqlMillis / n),
+    nonDriverMillisPerSession: r3((wall - hook.stats.sqlMillis) / n),
+    cpuMillisPerSession: r3((used.user + used.system) / 1000 / n),
+    preparesPerSession: r3(hook.stats.prepares / n),
+    prepareMillisPerSession: r3(hook.stats.prepareMillis / n),
+    ...(side === "driver"
+      ? {
+        ownCount: {
+          open: r3((b.driver.statements.open - driverBefore.open) / n),
+          settle: r3((b.driver.statements.settle - driverBefore.settle) / n)
+        }
+      }
+      : {})
+  }
+}
+
+/** One side with `workers` workers for one slice, counted at the driver (statements per settled session). */
+const profileConcurrent = async (
+  b: Bench,
+  hook: DriverHook,
+  side: Side,
+  workers: number,
+  expected: Expected
+): Promise<ConcurrentProfile> => {
+  const next = inputs(side, `profile${workers}`, "random", config.accounts, 8)
+  const failedBefore = expected.failed
+  hook.state.phase = "*"
+  hook.reset()
+  const s = await slice(b, side, workers, config.profileSliceMillis, next, expected)
+  hook.state.phase = "-"
+  const n = Math.max(1, s.sessions)
+  const statements: Record<string, number> = {}
+  for (const [label, phases] of hook.stats.counts) {
+    statements[label] = r3([...phases.values()].reduce((a, c) => a + c, 0) / n)
+  }
+  return {
+    workers,
+    sessions: s.sessions,
+    failed: expected.failed - failedBefore,
+    sessionsPerSecond: Math.round(s.sessions / (s.millis / 1000)),
+    statementsPerSession: r3(hook.stats.statements / n),
+    transactionsPerSession: statements["BEGIN"] ?? 0,
+    statements,
+    preparesPerSession: r3(hook.stats.prepares / n)
   }
 }
 
@@ -463,6 +525,10 @@ interface DialectResult {
   readonly db: string
   readonly rows: ReadonlyArray<Row>
   readonly profile: Record<Side, SideProfile>
+  /** The same sides with `BENCH_PROFILE_WORKERS` workers (group commit batches there). */
+  readonly concurrentProfile: Record<Side, ConcurrentProfile>
+  /** The driver modules the hook patched. */
+  readonly hookedDrivers: ReadonlyArray<string>
   /** Every side that wrote through our tables: sdk, raw, driver, and pgbench / pgbenchFn when they ran. */
   readonly verification: Record<string, Verification>
   /** Sides whose settled-hold count differs from the sessions they reported (pgbench: its processed transactions). */
@@ -488,7 +554,20 @@ const runDialect = (target: Target) =>
       }
     }
     const profile = {} as Record<Side, SideProfile>
-    for (const side of SIDES) profile[side] = yield* Effect.promise(() => profileSide(b, side, expected[side]))
+    const concurrentProfile = {} as Record<Side, ConcurrentProfile>
+    // The driver hook is installed for the profile pass only (the measured rows above ran without it).
+    const driverHook = hookDrivers()
+    yield* Effect.addFinalizer(() => Effect.sync(driverHook.restore))
+    const hookedDrivers = [...driverHook.drivers]
+    for (const side of SIDES) {
+      profile[side] = yield* Effect.promise(() => profileSide(b, driverHook, side, expected[side]))
+    }
+    for (const side of SIDES) {
+      concurrentProfile[side] = yield* Effect.promise(() =>
+        profileConcurrent(b, driverHook, side, config.profileWorkers, expected[side])
+      )
+    }
+    driverHook.restore()
     const verification: Record<string, Verification> = {}
     for (const side of SIDES) {
       verification[side] = yield* verify(b.clients[side], expected[side], b.accounts, b.openingLedgerRows)
@@ -524,7 +603,16 @@ const runDialect = (target: Target) =>
       }
     }
     for (const m of countMismatches) log(`  ${m}`)
-    const result: DialectResult = { db: dbLabel(target), rows, profile, verification, countMismatches, shapeMismatches }
+    const result: DialectResult = {
+      db: dbLabel(target),
+      rows,
+      profile,
+      concurrentProfile,
+      hookedDrivers,
+      verification,
+      countMismatches,
+      shapeMismatches
+    }
     return result
   }))
 
@@ -578,6 +666,9 @@ const rssChild = async (side: Side, dialect: Target["name"]) => {
 /**
  * `--loop SIDE DIALECT SECONDS [WORKERS] [MODE]`: one side only, nothing else
  * measured (for `node --cpu-prof`, or to watch the database while it runs).
+ * After an optional warm-up slice (`BENCH_LOOP_WARMUP_MS`) it prints
+ * `LOOP-RESULT {…}` on stdout: the sessions and the measured window on the
+ * monotonic clock, which the CPU-profile pass (cpuProfile.ts) cuts the profile to.
  */
 const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, workers: number, mode: AccountMode) => {
   const target = targets.find((t) => t.name === dialect)!
@@ -585,7 +676,29 @@ const loopOnly = async (side: Side, dialect: Target["name"], seconds: number, wo
     const b = yield* setup(target, { pgbench: false })
     const expected = new Expected()
     const next = inputs(side, "loop", mode, config.accounts, 5)
+    if (config.loopWarmupMillis > 0) {
+      yield* Effect.promise(() => slice(b, side, workers, config.loopWarmupMillis, next, expected))
+    }
+    // The measured window on the monotonic clock in µs (the clock of a .cpuprofile's timestamps).
+    const startMicros = Number(process.hrtime.bigint() / 1000n)
     const s = yield* Effect.promise(() => slice(b, side, workers, seconds * 1000, next, expected))
+    const endMicros = Number(process.hrtime.bigint() / 1000n)
+    process.stdout.write(
+      `LOOP-RESULT ${
+        JSON.stringify({
+          side,
+          dialect,
+          workers,
+          mode,
+          sessions: s.sessions,
+          millis: s.millis,
+          cpuMillis: s.cpuMillis,
+          failed: expected.failed,
+          startMicros,
+          endMicros
+        })
+      }\n`
+    )
     log(
       `${side} ${dialect} ${workers}w ${mode}: ${s.sessions} sessions, ${
         (s.sessions / (s.millis / 1000)).toFixed(1)
@@ -685,6 +798,169 @@ const ratioText = (x: number | undefined) => (x === undefined || !Number.isFinit
 const errorsText = (e: Record<string, number>) =>
   Object.keys(e).length === 0 ? "" : Object.entries(e).map(([k, v]) => `${k}×${v}`).join(" ")
 
+const SIDE_NAMES: Record<Side, string> = { sdk: "SDK", raw: "raw", driver: "driver" }
+
+/** BEGIN first, COMMIT / ROLLBACK last, SAVEPOINTs after BEGIN, the rest by name. */
+const labelOrder = (l: string) =>
+  l === "BEGIN"
+    ? 0
+    : l.startsWith("SET TRANSACTION")
+    ? 1
+    : l === "SAVEPOINT"
+    ? 2
+    : l === "ROLLBACK"
+    ? 5
+    : l === "COMMIT"
+    ? 6
+    : l.includes("SAVEPOINT")
+    ? 4
+    : 3
+
+/** The statement profile of one database: phase by phase at 1 worker, then per session at N workers. */
+const profileText = (d: DialectResult): Array<string> => {
+  const out: Array<string> = [""]
+  const p = d.profile
+  out.push(
+    `statements per session on ${d.db} (1 worker, ${p.sdk.sessions} sessions per side, counted and timed at the driver: ${
+      [...new Set(d.hookedDrivers)].join(", ")
+    }):`
+  )
+  const labels = [...new Set(SIDES.flatMap((s) => Object.keys(p[s].statements)))]
+  labels.sort((a, b) => labelOrder(a) - labelOrder(b) || a.localeCompare(b))
+  const cell = (sp: SideProfile, label: string, phase: string) => {
+    const v = sp.statements[label]?.[phase]
+    return v === undefined ? "" : String(v)
+  }
+  out.push(table(
+    [
+      "statement",
+      ...SIDES.flatMap((s) => [`${SIDE_NAMES[s]} open`, `${SIDE_NAMES[s]} settle`]),
+      ...SIDES.map((s) => `${SIDE_NAMES[s]} driver ms`)
+    ],
+    [
+      ...labels.map((l) => [
+        l,
+        ...SIDES.flatMap((s) => [cell(p[s], l, "open"), cell(p[s], l, "settle")]),
+        ...SIDES.map((s) => String(p[s].driverMillisByStatement[l] ?? ""))
+      ]),
+      [
+        "total",
+        ...SIDES.flatMap((s) => [String(p[s].byPhase["open"] ?? 0), String(p[s].byPhase["settle"] ?? 0)]),
+        ...SIDES.map((s) => String(p[s].driverMillisPerSession))
+      ]
+    ],
+    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9])
+  ))
+  const own = p.driver.ownCount
+  if (own) {
+    const agree = own.open === (p.driver.byPhase["open"] ?? 0) && own.settle === (p.driver.byPhase["settle"] ?? 0)
+    out.push(
+      `driver loop's own count: ${own.open} + ${own.settle} per session (${
+        agree ? "agrees with the hook" : "DIFFERS from the hook"
+      }).`
+    )
+  }
+  if (SIDES.some((s) => p[s].preparesPerSession > 0)) {
+    out.push(
+      `better-sqlite3 prepare() calls per session (not statements; timed apart): ${
+        SIDES.map((s) => `${SIDE_NAMES[s]} ${p[s].preparesPerSession} (${p[s].prepareMillisPerSession} ms)`).join(", ")
+      }.`
+    )
+  }
+  out.push(
+    `time per session, 1 worker: ${
+      SIDES.map((s) =>
+        `${SIDE_NAMES[s]} ${p[s].wallMillisPerSession} ms (in the driver ${p[s].driverMillisPerSession}, outside ${
+          p[s].nonDriverMillisPerSession
+        }; CPU ${p[s].cpuMillisPerSession})`
+      ).join("; ")
+    }`
+  )
+  const c = d.concurrentProfile
+  const w = c.sdk.workers
+  out.push("")
+  out.push(
+    `statements per settled session on ${d.db} with ${w} workers (one ${config.profileSliceMillis} ms slice per side, random accounts; ` +
+      `no phase split: group commit runs the phases of concurrent sessions in one transaction):`
+  )
+  const cLabels = [...new Set(SIDES.flatMap((s) => Object.keys(c[s].statements)))]
+  cLabels.sort((a, b) => labelOrder(a) - labelOrder(b) || a.localeCompare(b))
+  out.push(table(
+    ["statement", ...SIDES.map((s) => SIDE_NAMES[s])],
+    [
+      ...cLabels.map((l) => [l, ...SIDES.map((s) => String(c[s].statements[l] ?? ""))]),
+      ["statements per session", ...SIDES.map((s) => String(c[s].statementsPerSession))],
+      ["transactions per session (BEGIN)", ...SIDES.map((s) => String(c[s].transactionsPerSession))],
+      ...(SIDES.some((s) => c[s].preparesPerSession > 0)
+        ? [["better-sqlite3 prepare() calls per session", ...SIDES.map((s) => String(c[s].preparesPerSession))]]
+        : []),
+      ["settled sessions (failed)", ...SIDES.map((s) => `${c[s].sessions} (${c[s].failed})`)],
+      ["sessions/s (hooked)", ...SIDES.map((s) => String(c[s].sessionsPerSecond))]
+    ],
+    new Set([1, 2, 3])
+  ))
+  out.push(
+    `verified: ${
+      Object.entries(d.verification).map(([side, v]) =>
+        `${side} ${v.ok ? "ok" : "FAILED"} (${v.sessionsSettled} sessions, audit ${v.audit.ok ? "clean" : "NOT clean"})`
+      ).join(", ")
+    }; row shapes identical to the SDK's: ${
+      d.shapeMismatches.length === 0 ? "yes" : `NO (${d.shapeMismatches.join(", ")})`
+    }` +
+      (d.countMismatches.length ? `; ${d.countMismatches.join("; ")}` : "")
+  )
+  return out
+}
+
+const CPU_PROFILE_WORKERS = 16
+
+/** The SDK's CPU-profile breakdown: self time per category, side by side per database, then the heaviest functions. */
+const cpuText = (cpu: ReadonlyArray<CpuProfileResult>): Array<string> => {
+  const out: Array<string> = [""]
+  out.push(
+    `where the SDK's time goes (node --cpu-prof on a --loop sdk child, ${CPU_PROFILE_WORKERS} workers, random accounts, ` +
+      `${
+        cpu[0]!.seconds
+      } s after a 500 ms warm-up; self time by the function's url; natives charged to their JS caller, ` +
+      `better-sqlite3 calls by the calling line):`
+  )
+  for (const c of cpu) {
+    out.push(
+      `- ${c.db}: ${c.sessions} sessions, ${c.sessionsPerSecond}/s, CPU ${c.cpuMillisPerSession} ms/session, ` +
+        `${c.sampledMillis} ms sampled, ${c.busyMillis} ms busy (not idle)${
+          c.windowed ? "" : " (whole profile: the window could not be cut)"
+        }; ${path.relative(process.cwd(), c.file)}`
+    )
+  }
+  const categories = [...new Set(cpu.flatMap((c) => c.shares.map((s) => s.category)))]
+  const weight = (cat: string) =>
+    cat === "idle" ? 2 : Math.max(...cpu.map((c) => c.shares.find((s) => s.category === cat)?.busyShare ?? 0))
+  categories.sort((a, b) => weight(b) - weight(a))
+  out.push(table(
+    ["category", ...cpu.flatMap((c) => [`${c.db} % of busy`, `${c.db} ≈ CPU ms/session`])],
+    categories.map((cat) => [
+      cat,
+      ...cpu.flatMap((c) => {
+        const s = c.shares.find((x) => x.category === cat)
+        if (!s) return ["", ""]
+        return cat === "idle"
+          ? [`(${(s.share * 100).toFixed(1)} % of wall)`, ""]
+          : [`${(s.busyShare * 100).toFixed(1)} %`, s.cpuMillisPerSession.toFixed(3)]
+      })
+    ]),
+    new Set(cpu.flatMap((_, i) => [1 + 2 * i, 2 + 2 * i]))
+  ))
+  for (const c of cpu) {
+    out.push(`heaviest functions on ${c.db} (self time):`)
+    out.push(table(
+      ["function", "where", "category", "% of wall"],
+      c.top.slice(0, 10).map((f) => [f.name, f.location, f.category, `${(f.share * 100).toFixed(1)} %`]),
+      new Set([3])
+    ))
+  }
+  return out
+}
+
 /** The commit the packages were built from, and whether the tree had local changes. */
 const gitState = () => {
   try {
@@ -733,6 +1009,33 @@ const main = async () => {
       }
     }
   }
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const resultsDir = path.resolve(here, "..", "results")
+  mkdirSync(resultsDir, { recursive: true })
+  const cpu: Array<CpuProfileResult> = []
+  const cpuStart = performance.now()
+  if (config.cpuProfile) {
+    for (const target of targets.filter((t) => config.cpuProfileDbs.includes(t.name))) {
+      log(
+        `CPU profile: ${
+          dbLabel(target)
+        } sdk, ${CPU_PROFILE_WORKERS} workers, random, ${config.cpuProfileSeconds}s (node --cpu-prof child)`
+      )
+      cpu.push(
+        await profileSdk(
+          fileURLToPath(import.meta.url),
+          target.name,
+          dbLabel(target),
+          config.cpuProfileSeconds,
+          CPU_PROFILE_WORKERS,
+          "random",
+          resultsDir
+        )
+      )
+    }
+  }
+  const cpuProfileSeconds = Math.round((performance.now() - cpuStart) / 100) / 10
+  if (cpu.length > 0) log(`CPU profile pass: ${cpuProfileSeconds} s`)
   const rows = dialects.flatMap((d) => d.rows)
   const goals = issueTargets(dialects)
   const loadAfter = os.loadavg()
@@ -846,66 +1149,8 @@ const main = async () => {
       new Set([2, 3, 4, 5, 6])
     ))
   }
-  for (const d of dialects) {
-    out.push("")
-    out.push(
-      `statements per session on ${d.db} (1 worker, ${d.profile.sdk.sessions} sessions per side, counted at the driver):`
-    )
-    const labels = [...new Set([...Object.keys(d.profile.sdk.statements), ...Object.keys(d.profile.raw.statements)])]
-    const cell = (p: SideProfile, label: string, phase: string) => {
-      const v = p.statements[label]?.[phase]
-      return v === undefined ? "" : String(v)
-    }
-    const order = (l: string) => (l === "BEGIN" ? 0 : l === "COMMIT" ? 2 : 1)
-    labels.sort((a, b) => order(a) - order(b) || a.localeCompare(b))
-    out.push(table(
-      ["statement", "SDK open", "SDK settle", "raw open", "raw settle", "SDK driver ms", "raw driver ms"],
-      [
-        ...labels.map((l) => [
-          l,
-          cell(d.profile.sdk, l, "open"),
-          cell(d.profile.sdk, l, "settle"),
-          cell(d.profile.raw, l, "open"),
-          cell(d.profile.raw, l, "settle"),
-          String(d.profile.sdk.driverMillisByStatement[l] ?? ""),
-          String(d.profile.raw.driverMillisByStatement[l] ?? "")
-        ]),
-        [
-          "total",
-          String(d.profile.sdk.byPhase["open"] ?? 0),
-          String(d.profile.sdk.byPhase["settle"] ?? 0),
-          String(d.profile.raw.byPhase["open"] ?? 0),
-          String(d.profile.raw.byPhase["settle"] ?? 0),
-          String(d.profile.sdk.driverMillisPerSession),
-          String(d.profile.raw.driverMillisPerSession)
-        ]
-      ],
-      new Set([1, 2, 3, 4, 5, 6])
-    ))
-    const p = d.profile
-    out.push(
-      `driver loop: ${p.driver.byPhase["open"]} + ${
-        p.driver.byPhase["settle"]
-      } statements per session (BEGIN/COMMIT included, same writes as the raw loop).`
-    )
-    out.push(
-      `time per session, 1 worker: SDK ${p.sdk.wallMillisPerSession} ms (driver ${p.sdk.driverMillisPerSession}, outside the driver ${p.sdk.nonDriverMillisPerSession}); ` +
-        `raw ${p.raw.wallMillisPerSession} ms (driver ${p.raw.driverMillisPerSession}, outside ${p.raw.nonDriverMillisPerSession}); ` +
-        `driver loop ${p.driver.wallMillisPerSession} ms; CPU SDK ${p.sdk.cpuMillisPerSession} ms, raw ${p.raw.cpuMillisPerSession} ms, driver ${p.driver.cpuMillisPerSession} ms`
-    )
-    out.push(
-      `verified: ${
-        Object.entries(d.verification).map(([side, v]) =>
-          `${side} ${v.ok ? "ok" : "FAILED"} (${v.sessionsSettled} sessions, audit ${
-            v.audit.ok ? "clean" : "NOT clean"
-          })`
-        ).join(", ")
-      }; row shapes identical to the SDK's: ${
-        d.shapeMismatches.length === 0 ? "yes" : `NO (${d.shapeMismatches.join(", ")})`
-      }` +
-        (d.countMismatches.length ? `; ${d.countMismatches.join("; ")}` : "")
-    )
-  }
+  for (const d of dialects) out.push(...profileText(d))
+  if (cpu.length > 0) out.push(...cpuText(cpu))
   const failing = rows.filter((r) =>
     SIDES.some((s) => r.sides[s].failed > 0) || Object.values(r.pgbench).some((p) => p.aborted || p.failed > 0)
   )
@@ -931,9 +1176,6 @@ const main = async () => {
   }
   process.stdout.write(`${out.join("\n")}\n`)
 
-  const here = path.dirname(fileURLToPath(import.meta.url))
-  const resultsDir = path.resolve(here, "..", "results")
-  mkdirSync(resultsDir, { recursive: true })
   const json = {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
@@ -952,9 +1194,12 @@ const main = async () => {
     targets: goals,
     verifiedAll,
     peakRss: { mainProcessMB: mainPeakRssMB, perSide: rss },
+    cpuProfile: { seconds: cpuProfileSeconds, profiles: cpu },
     dialects: dialects.map((d) => ({
       db: d.db,
       profile: d.profile,
+      concurrentProfile: d.concurrentProfile,
+      hookedDrivers: d.hookedDrivers,
       verification: d.verification,
       countMismatches: d.countMismatches,
       shapeMismatches: d.shapeMismatches
