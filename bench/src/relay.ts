@@ -18,7 +18,7 @@ import autocannon from "autocannon"
 import knex from "knex"
 import { fork, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
 import os from "node:os"
 import path from "node:path"
@@ -333,6 +333,9 @@ export interface Memory {
   readonly requested: number
   readonly reachedInFlight: number
   readonly rssBeforeMiB: number
+  /** RSS once every request was held upstream (all in flight at once). */
+  readonly rssHeldMiB: number
+  /** The highest RSS sampled (every 100 ms) from the ramp to the last answer (the release settles them all at once). */
   readonly rssPeakMiB: number
   readonly hwmMiB: number
   readonly rssAfterMiB: number
@@ -443,7 +446,8 @@ const memory = async (storeName: string): Promise<Memory> => {
     const reachedInFlight = upstream.held()
     const rampSeconds = (Date.now() - started) / 1000
     await sleep(1_000)
-    peakRss = Math.max(peakRss, relay.memory().rss)
+    const rssHeld = relay.memory().rss
+    peakRss = Math.max(peakRss, rssHeld)
     progress(
       `  ${reachedInFlight} requests in flight after ${rampSeconds.toFixed(1)} s; relay RSS ${
         (peakRss / MiB).toFixed(0)
@@ -468,10 +472,11 @@ const memory = async (storeName: string): Promise<Memory> => {
       requested: settings.inFlight,
       reachedInFlight,
       rssBeforeMiB: rssBefore / MiB,
+      rssHeldMiB: rssHeld / MiB,
       rssPeakMiB: peakRss / MiB,
       hwmMiB: hwm / MiB,
       rssAfterMiB: rssAfter / MiB,
-      perRequestKiB: (peakRss - rssBefore) / 1024 / Math.max(1, reachedInFlight),
+      perRequestKiB: (rssHeld - rssBefore) / 1024 / Math.max(1, reachedInFlight),
       answered,
       failed: results.length - answered,
       billed,
@@ -657,7 +662,9 @@ const main = async () => {
         m.rssBeforeMiB.toFixed(0)
       } MiB,` +
         ` peak ${m.rssPeakMiB.toFixed(0)} MiB (VmHWM ${m.hwmMiB.toFixed(0)}), after ${m.rssAfterMiB.toFixed(0)} MiB;` +
-        ` ${m.perRequestKiB.toFixed(1)} KiB per request in flight; ${m.answered} answered, ${m.failed} failed;` +
+        ` ${
+          m.perRequestKiB.toFixed(1)
+        } KiB per request in flight (all in flight − before); ${m.answered} answered, ${m.failed} failed;` +
         ` billed ${m.billed} = ${m.expectedBilled} expected: ${m.exact ? "exact" : "NOT EXACT"}; audit ${
           m.auditOk ? "ok" : "NOT ok"
         }`
@@ -671,7 +678,14 @@ const main = async () => {
   process.exitCode = failed ? 1 : 0
 }
 
-main().catch((error) => {
+/** `--render FILE`: draws the chart of a saved report again (next to it, `.svg`). */
+const render = (file: string) => {
+  const report = JSON.parse(readFileSync(file, "utf8")) as Parameters<typeof renderChart>[0]
+  writeFileSync(file.replace(/\.json$/, "") + ".svg", renderChart(report))
+}
+
+const renderArg = process.argv.indexOf("--render")
+;(renderArg >= 0 ? Promise.resolve(render(process.argv[renderArg + 1]!)) : main()).catch((error) => {
   console.error(error)
   process.exitCode = 1
 })

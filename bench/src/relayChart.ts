@@ -21,8 +21,10 @@ interface ChartRow {
 
 interface ChartMemory {
   readonly store: string
+  readonly requested?: number | undefined
   readonly reachedInFlight: number
   readonly rssBeforeMiB: number
+  readonly rssHeldMiB?: number | undefined
   readonly rssPeakMiB: number
   readonly rssAfterMiB: number
   readonly exact: boolean
@@ -81,7 +83,7 @@ export const renderChart = (report: ChartInput): string => {
   const top = 70
   const width = labelWidth + panelWidth * 2 + gap * 2 + 20
   const plotHeight = configs.length * groupHeight
-  const footerLines = report.memory.length + 2
+  const footerLines = report.memory.length * 2 + 2
   const height = top + plotHeight + 40 + footerLines * 16 + 20
 
   const maxRps = niceMax(Math.max(1, ...report.rows.map((r) => r.reqPerSec)))
@@ -163,18 +165,20 @@ export const renderChart = (report: ChartInput): string => {
 
   let fy = top + plotHeight + 40
   for (const m of report.memory) {
-    out.push(
-      `<text x="12" y="${fy}">${
-        escape(
-          `Memory (${m.store}): ${m.reachedInFlight} requests in flight (held upstream): relay RSS ${
-            m.rssBeforeMiB.toFixed(0)
-          } MiB before, ${m.rssPeakMiB.toFixed(0)} MiB peak, ${m.rssAfterMiB.toFixed(0)} MiB after; every request ${
-            m.exact ? "answered and billed exactly" : "NOT billed exactly"
-          }`
-        )
-      }</text>`
-    )
-    fy += 16
+    const lines = [
+      `Memory (${m.store}): ${m.reachedInFlight} requests in flight at once${
+        m.requested !== undefined && m.requested > m.reachedInFlight
+          ? ` (of ${m.requested} asked: the relay's open-files limit)`
+          : ""
+      }, held by the upstream; every request ${m.exact ? "answered and billed exactly" : "NOT billed exactly"}.`,
+      `Relay RSS: ${m.rssBeforeMiB.toFixed(0)} MiB before, ${
+        m.rssHeldMiB !== undefined ? `${m.rssHeldMiB.toFixed(0)} MiB with all in flight, ` : ""
+      }${m.rssPeakMiB.toFixed(0)} MiB peak (releasing them), ${m.rssAfterMiB.toFixed(0)} MiB after.`
+    ]
+    for (const line of lines) {
+      out.push(`<text x="12" y="${fy}">${escape(line)}</text>`)
+      fy += 16
+    }
   }
   const load = (l: ReadonlyArray<number>) => l.map((v) => v.toFixed(2)).join(" ")
   out.push(

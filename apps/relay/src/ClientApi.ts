@@ -384,12 +384,18 @@ export const routes = (config: RelayConfig): Layer.Layer<
         return yield* store.authenticate(bearer(request.headers["authorization"]))
       })
 
-      /** Price, permission, conflict and estimate checks shared by chat and embeddings. */
+      /**
+       * Price, permission, conflict and estimate checks shared by chat and embeddings.
+       * `prompt` is the prompt-token count, computed only when needed (`count`, once):
+       * not for the reservation when its upper `bound` is under `minPreConsumeTokens`
+       * (the reservation is then the same whatever the exact count), only later if a
+       * settlement needs the estimate (no usage from the upstream, a disconnect).
+       */
       const prepare = (
         requestId: string,
         principal: Principal,
         model: string,
-        promptEstimate: number,
+        prompt: { readonly count: () => number; readonly bound: number },
         maxTokens: number
       ) =>
         Effect.gen(function*() {
@@ -406,20 +412,36 @@ export const routes = (config: RelayConfig): Layer.Layer<
             return yield* apiError(400, "model_not_found", `no channel serves the model ${JSON.stringify(model)}`)
           }
           const ratio = groupRatio(principal.group)
+          let counted: number | undefined
+          const promptTokens = () => (counted ??= prompt.count())
+          const minPreConsumeTokens = config.billing.minPreConsumeTokens
           const estimate = isFixedPrice(price)
             ? Pricing.fixed({ price, quotaPerUnit: config.quotaPerUnit, groupRatio: ratio })
             : Pricing.estimate({
               price,
               groupRatio: ratio,
-              promptEstimate,
+              // max(count, min) = min = max(bound, min) when count ≤ bound ≤ min
+              promptEstimate: prompt.bound <= minPreConsumeTokens ? prompt.bound : promptTokens(),
               maxTokens,
-              minPreConsumeTokens: config.billing.minPreConsumeTokens
+              minPreConsumeTokens
             })
           const holdId = yield* Effect.try({
             try: () => holdIdOf(principal.accountId, requestId),
             catch: () => Api.internal("internal_error", "this account cannot scope request ids")
           })
-          return { requestId, holdId, principal, model, price, groupRatio: ratio, promptEstimate, estimate }
+          const request: Request = {
+            requestId,
+            holdId,
+            principal,
+            model,
+            price,
+            groupRatio: ratio,
+            get promptEstimate() {
+              return promptTokens()
+            },
+            estimate
+          }
+          return request
         })
 
       /** Requests whose own hold was opened (only those record a log when they end). */
@@ -629,7 +651,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const principal = yield* authenticate
           const { decoded: body, json } = yield* decode(ChatBody)
           const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0
-          const r = yield* prepare(requestId, principal, body.model, Tokenizer.countMessages(body.messages), maxTokens)
+          const r = yield* prepare(requestId, principal, body.model, {
+            count: () => Tokenizer.countMessages(body.messages),
+            bound: Tokenizer.messagesUpperBound(body.messages)
+          }, maxTokens)
           if (body.stream !== true) {
             return yield* billedJson(
               r,
@@ -793,7 +818,10 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const request = yield* HttpServerRequest.HttpServerRequest
           const principal = yield* authenticate
           const { decoded: body, json } = yield* decode(EmbeddingsBody)
-          const r = yield* prepare(requestId, principal, body.model, Tokenizer.countEmbeddingsInput(body.input), 0)
+          const r = yield* prepare(requestId, principal, body.model, {
+            count: () => Tokenizer.countEmbeddingsInput(body.input),
+            bound: Number.POSITIVE_INFINITY
+          }, 0)
           return yield* billedJson(
             r,
             request,

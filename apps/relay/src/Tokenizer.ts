@@ -135,6 +135,33 @@ export const countMessages = (messages: ReadonlyArray<ChatMessage>): number => {
 }
 
 /**
+ * An upper bound of {@link countMessages} computed without tokenizing: every
+ * token encodes at least one UTF-8 byte and every UTF-16 code unit is at most
+ * three UTF-8 bytes, so `countText(s) ≤ 3 × s.length`. The relay uses it to
+ * skip the tokenizer when the bound cannot change the reservation (a prompt
+ * whose bound is under `minPreConsumeTokens` reserves `minPreConsumeTokens`
+ * whatever its exact count).
+ *
+ * @since 0.5.0
+ * @category counting
+ */
+export const messagesUpperBound = (messages: ReadonlyArray<ChatMessage>): number => {
+  let total = REPLY_PRIMING
+  for (const message of messages) {
+    total += TOKENS_PER_MESSAGE + 3 * message.role.length
+    const content = message.content
+    if (typeof content === "string") total += 3 * content.length
+    else if (content !== undefined && content !== null) {
+      for (const part of content) {
+        if (part.type === "text" && part.text !== undefined) total += 3 * part.text.length
+      }
+    }
+    if (message.name !== undefined) total += 3 * message.name.length + TOKENS_PER_NAME
+  }
+  return total
+}
+
+/**
  * The `input` of an embeddings request: a string, an array of strings, or
  * pre-tokenized input (an array of token ids, or an array of those).
  *

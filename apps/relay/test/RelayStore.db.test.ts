@@ -1,4 +1,4 @@
-import { TestDatabase } from "@relay-billing/knex"
+import { KnexClient, TestDatabase } from "@relay-billing/knex"
 import { Context, Effect, Exit } from "effect"
 import { TestClock } from "effect/testing"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -133,5 +133,63 @@ describe.each(TestDatabase.targets())("RelayStore on $name", (target) => {
     )
     expect(Exit.isFailure(bad)).toBe(true)
     expect((await h.run(store.logs({ accountId }))).length).toBe(5)
+  })
+
+  it("concurrent key lookups and request-id records share statements, and each request gets its own answer", async () => {
+    const client = Context.get(h.context, KnexClient.KnexClient)
+    const accounts = await Promise.all(
+      [0, 1].map(async () => (await h.call("POST", "/admin/accounts", { quota: 1 })).body.id as string)
+    )
+    const tokens = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const body = (await h.call("POST", "/admin/tokens", { accountId: accounts[i % 2] })).body
+        return { id: body.id as string, key: body.key as string, accountId: accounts[i % 2]! }
+      })
+    )
+    await h.call("PATCH", `/admin/tokens/${tokens[11]!.id}`, { status: "disabled" })
+    const statements: Array<string> = []
+    const onQuery = (query: { sql: string }) => void statements.push(query.sql)
+    client.knex.on("query", onQuery)
+    try {
+      const keys = [...tokens.map((t) => t.key), tokens[0]!.key, `sk-${"Z".repeat(48)}`]
+      const results = await h.run(
+        Effect.forEach(keys, (key) => Effect.exit(store.authenticate(key)), { concurrency: "unbounded" })
+      )
+      results.slice(0, 11).forEach((exit, i) => {
+        expect(Exit.isSuccess(exit) && exit.value.tokenId).toBe(tokens[i]!.id)
+        expect(Exit.isSuccess(exit) && exit.value.accountId).toBe(tokens[i]!.accountId)
+      })
+      const refused = (exit: Exit.Exit<unknown, unknown>) =>
+        Exit.isFailure(exit) ? (Exit.findErrorOption(exit) as { value?: { reason?: string } }).value?.reason : "ok"
+      expect(refused(results[11]!)).toBe("disabled")
+      expect(Exit.isSuccess(results[12]!) && results[12].value.tokenId).toBe(tokens[0]!.id)
+      expect(refused(results[13]!)).toBe("unknown")
+      // 14 lookups, fewer statements: they were batched
+      const lookups = statements.filter((sql) => sql.includes("key_hash"))
+      expect(lookups.length).toBeGreaterThanOrEqual(1)
+      expect(lookups.length).toBeLessThan(14)
+
+      statements.length = 0
+      // the same request id for both accounts, a repeated pair, and ids of one account only
+      const claims = [
+        [accounts[0]!, "shared-id"],
+        [accounts[1]!, "shared-id"],
+        [accounts[0]!, "shared-id"],
+        ...Array.from({ length: 10 }, (_, i) => [accounts[i % 2]!, `own-${i}`])
+      ] as const
+      await h.run(
+        Effect.forEach(claims, ([accountId, requestId]) => store.claimRequestId(accountId, requestId), {
+          concurrency: "unbounded"
+        })
+      )
+      expect(statements.filter((sql) => sql.includes("relay_request_ids")).length).toBeLessThan(claims.length)
+      expect([...(await h.run(store.accountsOfRequest("shared-id")))].sort()).toEqual([...accounts].sort())
+      for (let i = 0; i < 10; i++) expect(await h.run(store.accountsOfRequest(`own-${i}`))).toEqual([accounts[i % 2]])
+      // a record is idempotent across batches too
+      await h.run(store.claimRequestId(accounts[0]!, "shared-id"))
+      expect((await h.run(store.accountsOfRequest("shared-id"))).length).toBe(2)
+    } finally {
+      client.knex.off("query", onQuery)
+    }
   })
 })
