@@ -11,7 +11,9 @@
  *   savepoint: its writes are gone, its neighbours are untouched, and its
  *   caller gets its own failure at once.
  * - An item that succeeds keeps its savepoint (releasing it would cost a round
- *   trip; a later item rolls back to its own, newer one) and waits for the commit: a
+ *   trip; a later item rolls back to its own, newer one; on SQLite, where a
+ *   RELEASE is a synchronous call and open savepoints cost every write, it is
+ *   released) and waits for the commit: a
  *   failed COMMIT fails every such item with the commit's `StoreError`
  *   (nothing of the batch is visible; the client's retry re-runs it when the
  *   error is a deadlock or a serialization failure).
@@ -150,6 +152,8 @@ export const make = (options: {
   const queue: Array<Item> = []
   let runners = 0
   const noParams: ReadonlyArray<unknown> = []
+  /** Whether a kept item's savepoint is released (SQLite only: see `submit`). */
+  const release = dialect === "sqlite"
 
   /** A savepoint statement, on the transaction's driver connection (prepared once). */
   const statement = (trx: Knex.Transaction, sql: string) =>
@@ -311,8 +315,19 @@ export const make = (options: {
             item.fiber = undefined
             const ran: Exit.Exit<A, E> = awaited._tag === "Success" ? awaited.value : Exit.failCause(awaited.cause)
             if (ran._tag === "Success") {
-              // Its savepoint is not released: that would cost a round trip, and a later
-              // item's rollback goes back to its own, newer savepoint only.
+              // PostgreSQL, MySQL: its savepoint is not released (that would cost a round trip, and
+              // a later item's rollback goes back to its own, newer savepoint only). SQLite: released
+              // (a synchronous call), so that one savepoint at a time is open: SQLite copies a page
+              // into its sub-journal for each open savepoint, and looks through all of them on
+              // each write.
+              if (release && savepoint !== undefined) {
+                const released = yield* Effect.exit(statement(trx, `release savepoint ${savepoint}`))
+                if (released._tag === "Failure") {
+                  yield* Deferred.succeed(item.done, broken)
+                  yield* batchEnd
+                  return yield* Effect.failCause(released.cause)
+                }
+              }
               yield* Deferred.succeed(item.done, kept)
               const committed = yield* batchEnd
               if (committed._tag === "Success") return ran.value
