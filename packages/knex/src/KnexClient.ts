@@ -242,7 +242,7 @@ export const fromKnex = (
     const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
     const group = groupSettings(dialect, options.groupCommit)
     const batcher = group &&
-      GroupCommit.make({ settings: group, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
+      GroupCommit.make({ settings: group, dialect, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
 
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.gen(function*() {
@@ -279,12 +279,20 @@ export const fromKnex = (
           )
           : alone
         // A deadlock or serialization failure rolled everything back: run the whole
-        // transaction again (a few times, with jitter) before reporting it.
+        // transaction again (a few times, with jitter) before reporting it. The retry's
+        // schedule is built only once a run failed so: its first step answers that failure
+        // again at once, so the delays and the number of runs are those of a plain retry.
         return yield* once.pipe(
-          Effect.retry({
-            while: (error) => isRetryable(error),
-            schedule: retrySchedule,
-            times: maxRetries
+          Effect.catchIf(isRetryable, (error) => {
+            let first = true
+            return Effect.retry(
+              Effect.suspend(() => {
+                if (!first) return once
+                first = false
+                return Effect.fail(error)
+              }),
+              { while: (error) => isRetryable(error), schedule: retrySchedule, times: maxRetries }
+            )
           })
         )
       })

@@ -109,6 +109,16 @@ for (const target of TestDatabase.targets()) {
           assert.strictEqual(error.code, "billing_store_error")
         }))
 
+      if (target.name === "sqlite") {
+        it.effect("SQLite keeps its temporary files (group commit's savepoint sub-journal) in memory", () =>
+          Effect.gen(function*() {
+            const client = yield* KnexClient.KnexClient
+            const rows = yield* client.query("t.pragma", (db) => db.raw("pragma temp_store"))
+            // 2 = MEMORY (the default, 0, writes the sub-journal to a temporary file).
+            assert.deepStrictEqual(rows, [{ temp_store: 2 }])
+          }))
+      }
+
       it.effect("migrations run once: a second run applies nothing", () =>
         Effect.gen(function*() {
           const again = yield* Migrations.run(sets)

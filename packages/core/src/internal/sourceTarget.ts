@@ -78,13 +78,14 @@ const asStoreError = (operation: string) => (error: QuotaOutOfRange | ContractVi
 export const adaptSource = (source: Source, deps: AdapterDeps): SourceTarget => {
   const { ledger, sql } = deps
 
-  const row = (entry: Omit<NewLedgerEntry, "at">) =>
-    Effect.map(Clock.currentTimeMillis, (at): NewLedgerEntry => ({ at, ...entry }))
-
+  /** Records `entries`, stamped with the current time (one clock read for all of them). */
   const record = (entries: ReadonlyArray<Omit<NewLedgerEntry, "at">>) =>
     entries.length === 0
       ? Effect.void
-      : Effect.flatMap(Effect.forEach(entries, row), (rows) => recordRows(ledger, rows))
+      : Effect.flatMap(
+        Clock.currentTimeMillis,
+        (at) => recordRows(ledger, entries.map((entry): NewLedgerEntry => ({ at, ...entry })))
+      )
 
   /** One move of `target` for the part, checked, with its ledger row (none for 0). */
   const moveOne = (

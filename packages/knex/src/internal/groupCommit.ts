@@ -11,7 +11,9 @@
  *   savepoint: its writes are gone, its neighbours are untouched, and its
  *   caller gets its own failure at once.
  * - An item that succeeds keeps its savepoint (releasing it would cost a round
- *   trip; a later item rolls back to its own, newer one) and waits for the commit: a
+ *   trip; a later item rolls back to its own, newer one; on SQLite, where a
+ *   RELEASE is a synchronous call and open savepoints cost every write, it is
+ *   released) and waits for the commit: a
  *   failed COMMIT fails every such item with the commit's `StoreError`
  *   (nothing of the batch is visible; the client's retry re-runs it when the
  *   error is a deadlock or a serialization failure).
@@ -25,7 +27,12 @@
  *   to its savepoint.
  * - An item that runs longer than `itemTimeoutMillis` is interrupted, rolled
  *   back to its savepoint, and run again alone in its own transaction
- *   (`solo`), so one slow item never holds a batch for longer than that.
+ *   (`solo`), so one slow item never holds a batch for longer than that. The
+ *   bound is kept by one watchdog fiber per batch (Effect's `Clock`), which
+ *   interrupts the fiber running the current item once its deadline (its turn
+ *   plus `itemTimeoutMillis`) has passed: no timer and no race per item.
+ * - The batch's SAVEPOINT and ROLLBACK TO SAVEPOINT statements run on the
+ *   transaction's driver connection, prepared once (`executeOn`), not through knex.
  *
  * Batches are run by fibers started on demand (at most
  * `maxConcurrentBatches`, each on its own connection), which take up to
@@ -35,9 +42,11 @@
  * @since 0.5.0
  */
 import { BillingError } from "@relay-billing/core"
-import { Deferred, Effect, Exit, Option } from "effect"
+import { Clock, Deferred, Effect, Exit, Fiber } from "effect"
 import type { Semaphore } from "effect"
 import type { Knex } from "knex"
+import { executeOn } from "./driver.js"
+import type { Dialect } from "./url.js"
 
 /** The settings of group commit (defaults resolved). */
 export interface Settings {
@@ -72,6 +81,16 @@ interface Item {
   readonly turn: Deferred.Deferred<Turn, BillingError.StoreError>
   readonly done: Deferred.Deferred<Done>
   readonly committed: Deferred.Deferred<void, BillingError.StoreError | Requeued>
+  /** The fiber running the item's work, while it runs. */
+  fiber: Fiber.Fiber<unknown, unknown> | undefined
+  /** Set by the batch's watchdog when it interrupted that fiber: the item ran too long. */
+  timedOut: boolean
+}
+
+/** The item whose turn it is in a batch, and when its turn ends at the latest. */
+interface Current {
+  readonly item: Item
+  readonly deadline: number
 }
 
 const kept: Done = { _tag: "Kept" }
@@ -121,6 +140,7 @@ export interface GroupCommit {
 /** Builds the batcher of one store. */
 export const make = (options: {
   readonly settings: Settings
+  readonly dialect: Dialect
   /** Begins the batch's transaction. */
   readonly begin: () => Promise<Knex.Transaction>
   /** Commits it (see {@link commit}). */
@@ -128,12 +148,38 @@ export const make = (options: {
   /** SQLite: the store's one-connection lock, held by a batch for its whole run. */
   readonly lock: Semaphore.Semaphore | undefined
 }): GroupCommit => {
-  const { begin, lock, settings } = options
+  const { begin, dialect, lock, settings } = options
   const queue: Array<Item> = []
   let runners = 0
+  const noParams: ReadonlyArray<unknown> = []
+  /** Whether a kept item's savepoint is released (SQLite only: see `submit`). */
+  const release = dialect === "sqlite"
 
-  const statement = (trx: Knex.Transaction, operation: string, sql: string) =>
-    Effect.tryPromise({ try: () => trx.raw(sql), catch: storeError(operation) })
+  /** A savepoint statement, on the transaction's driver connection (prepared once). */
+  const statement = (trx: Knex.Transaction, sql: string) =>
+    Effect.suspend(() => executeOn(dialect, trx, "transaction.savepoint", sql, noParams))
+
+  /**
+   * The watchdog of one batch: sleeps until the current item's deadline and
+   * interrupts that item's fiber if it is still the current one and still runs.
+   * An item that starts later has a later deadline, so waking at the deadline
+   * of the item seen (or `itemTimeoutMillis` from now when none runs) never
+   * misses one.
+   */
+  const watchdog = (current: () => Current | undefined): Effect.Effect<never> =>
+    Effect.forever(Clock.clockWith((clock) => {
+      const seen = current()
+      const now = clock.currentTimeMillisUnsafe()
+      if (seen !== undefined && now >= seen.deadline) {
+        const fiber = seen.item.fiber
+        if (fiber !== undefined && fiber.pollUnsafe() === undefined && !seen.item.timedOut) {
+          seen.item.timedOut = true
+          fiber.interruptUnsafe()
+        }
+        return Effect.sleep(settings.itemTimeoutMillis)
+      }
+      return Effect.sleep(seen === undefined ? settings.itemTimeoutMillis : seen.deadline - now)
+    }))
 
   const rollback = (trx: Knex.Transaction) => Effect.promise(() => trx.rollback().catch(() => undefined))
 
@@ -145,8 +191,10 @@ export const make = (options: {
         yield* Deferred.fail(item.committed, error)
       }), { discard: true })
 
-  const runBatch = (items: ReadonlyArray<Item>) =>
-    Effect.gen(function*() {
+  const runBatch = (items: ReadonlyArray<Item>) => {
+    let current: Current | undefined
+    let dog: Fiber.Fiber<never> | undefined
+    return Effect.gen(function*() {
       const begun = yield* Effect.exit(
         Effect.tryPromise({ try: () => begin(), catch: storeError("transaction.begin") })
       )
@@ -155,6 +203,8 @@ export const make = (options: {
         return
       }
       const trx = begun.value
+      const clock = yield* Clock.Clock
+      dog = yield* Effect.forkChild(watchdog(() => current), { startImmediately: true })
       // An item alone in its batch needs no savepoint: its failure rolls the batch back.
       const alone = items.filter((item) => item.state === "queued").length === 1
       const ran: Array<Item> = []
@@ -164,8 +214,10 @@ export const make = (options: {
         if (item.state !== "queued") continue
         item.state = "running"
         ran.push(item)
+        current = { item, deadline: clock.currentTimeMillisUnsafe() + settings.itemTimeoutMillis }
         yield* Deferred.succeed(item.turn, { trx, savepoint: alone ? undefined : `rb_gc_${i}` })
         const done = yield* Deferred.await(item.done)
+        current = undefined
         if (done._tag === "Kept") keptCount++
         if (done._tag === "Broken") {
           // The items that had not started go back to the front of the queue, untouched.
@@ -183,12 +235,15 @@ export const make = (options: {
       if (committed._tag === "Failure") yield* rollback(trx)
       for (const item of ran) yield* Deferred.done(item.committed, committed)
     }).pipe(
-      Effect.onExit((exit) =>
-        exit._tag === "Success"
+      Effect.onExit((exit) => {
+        current = undefined
+        if (dog !== undefined) dog.interruptUnsafe()
+        return exit._tag === "Success"
           ? Effect.void
           : sweep(items, storeError("transaction.batch")(new Error("the batch stopped unexpectedly")))
-      )
+      })
     )
+  }
 
   const runner: Effect.Effect<void> = Effect.suspend(() => {
     const items = queue.splice(0, settings.maxBatch).filter((item) => item.state === "queued")
@@ -220,7 +275,9 @@ export const make = (options: {
             state: "queued",
             turn: Deferred.makeUnsafe(),
             done: Deferred.makeUnsafe(),
-            committed: Deferred.makeUnsafe()
+            committed: Deferred.makeUnsafe(),
+            fiber: undefined,
+            timedOut: false
           }
           yield* enqueue(item)
           const waited = yield* Effect.exit(restore(Deferred.await(item.turn)))
@@ -241,34 +298,52 @@ export const make = (options: {
           const batchEnd = Effect.exit(Deferred.await(item.committed))
           const turn = Effect.gen(function*() {
             if (savepoint !== undefined) {
-              const opened = yield* Effect.exit(statement(trx, "transaction.savepoint", `savepoint ${savepoint}`))
+              const opened = yield* Effect.exit(statement(trx, `savepoint ${savepoint}`))
               if (opened._tag === "Failure") {
                 yield* Deferred.succeed(item.done, broken)
                 yield* batchEnd
                 return yield* Effect.failCause(opened.cause)
               }
             }
-            const ran = yield* Effect.exit(
-              restore(Effect.timeoutOption(run(trx), settings.itemTimeoutMillis))
-            )
-            if (ran._tag === "Success" && Option.isSome(ran.value)) {
-              // Its savepoint is not released: that would cost a round trip, and a later
-              // item's rollback goes back to its own, newer savepoint only.
+            // The work runs on a child fiber (interruptible; started at once, so a SQLite item
+            // may finish before this fiber yields), which the batch's watchdog can interrupt.
+            const fiber = yield* Effect.forkChild(run(trx), { startImmediately: true })
+            item.fiber = fiber
+            const awaited = yield* Effect.exit(restore(Fiber.await(fiber)))
+            // The caller was interrupted while the work ran: stop the work before undoing it.
+            if (awaited._tag === "Failure") yield* Fiber.interrupt(fiber)
+            item.fiber = undefined
+            const ran: Exit.Exit<A, E> = awaited._tag === "Success" ? awaited.value : Exit.failCause(awaited.cause)
+            if (ran._tag === "Success") {
+              // PostgreSQL, MySQL: its savepoint is not released (that would cost a round trip, and
+              // a later item's rollback goes back to its own, newer savepoint only). SQLite: released
+              // (a synchronous call), so that one savepoint at a time is open: SQLite copies a page
+              // into its sub-journal for each open savepoint, and looks through all of them on
+              // each write.
+              if (release && savepoint !== undefined) {
+                const released = yield* Effect.exit(statement(trx, `release savepoint ${savepoint}`))
+                if (released._tag === "Failure") {
+                  yield* Deferred.succeed(item.done, broken)
+                  yield* batchEnd
+                  return yield* Effect.failCause(released.cause)
+                }
+              }
               yield* Deferred.succeed(item.done, kept)
               const committed = yield* batchEnd
-              if (committed._tag === "Success") return ran.value.value
+              if (committed._tag === "Success") return ran.value
               return yield* Effect.failCause(committed.cause)
             }
             // Failed, died, interrupted or too long: undo its writes (alone in its batch,
             // the batch's rollback does it).
             const undone = savepoint === undefined ? exitVoid : yield* Effect.exit(
-              statement(trx, "transaction.savepoint", `rollback to savepoint ${savepoint}`)
+              statement(trx, `rollback to savepoint ${savepoint}`)
             )
             yield* Deferred.succeed(item.done, undone._tag === "Success" ? dropped : broken)
             yield* batchEnd
-            if (ran._tag === "Failure") return yield* Effect.failCause(ran.cause)
-            // Ran too long: rolled back; run it alone, outside the batch.
-            return yield* Effect.fail(new TimedOut())
+            // Ran too long (interrupted by the watchdog, not by its caller): rolled back; run it
+            // alone, outside the batch.
+            if (item.timedOut && awaited._tag === "Success") return yield* Effect.fail(new TimedOut())
+            return yield* Effect.failCause(ran.cause)
           }).pipe(
             // Whatever happened, the batch must not wait for this item forever; if it
             // said nothing, its state in the transaction is unknown: roll the batch back.
