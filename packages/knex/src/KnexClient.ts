@@ -13,9 +13,10 @@
 import { BillingError } from "@relay-billing/core"
 import type { SqlStore } from "@relay-billing/core"
 import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
+import type { Exit } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
-import { executeOn } from "./internal/driver.js"
+import { executeOn, transactionAborted } from "./internal/driver.js"
 import * as GroupCommit from "./internal/groupCommit.js"
 import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
@@ -242,7 +243,13 @@ export const fromKnex = (
     const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
     const group = groupSettings(dialect, options.groupCommit)
     const batcher = group &&
-      GroupCommit.make({ settings: group, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
+      GroupCommit.make({
+        settings: group,
+        begin: () => instance.transaction(trxConfig),
+        commit: commitTrx,
+        lock,
+        aborted: (trx) => transactionAborted(dialect, trx)
+      })
 
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.gen(function*() {
@@ -256,7 +263,16 @@ export const fromKnex = (
             })
             const next = new Map(active)
             next.set(id, trx)
-            const exit = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
+            const ran = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
+            // PostgreSQL answers the COMMIT of a transaction aborted by a statement whose error the
+            // code caught with a silent ROLLBACK: it must not be reported committed.
+            const exit: Exit.Exit<A, E | BillingError.StoreError> = ran._tag === "Success"
+              ? yield* Effect.exit(Effect.flatMap(
+                transactionAborted(dialect, trx),
+                (aborted): Effect.Effect<A, BillingError.StoreError> =>
+                  aborted ? Effect.fail(GroupCommit.abortedError("transaction.commit")) : Effect.succeed(ran.value)
+              ))
+              : ran
             if (exit._tag === "Success") {
               const committed = yield* Effect.exit(
                 Effect.tryPromise({ try: () => commitTrx(trx), catch: storeError("transaction.commit") })

@@ -237,6 +237,41 @@ const connectionOf = (trx: Knex.Transaction): Effect.Effect<unknown, BillingErro
 }
 
 /**
+ * Whether the database transaction of `trx` is aborted by an earlier failed
+ * statement that its code caught (PostgreSQL only: every later statement
+ * fails, and COMMIT answers "ROLLBACK" without an error, so a transaction in
+ * this state must not be reported committed). Read from the state pg keeps from
+ * the server's last ReadyForQuery: no round trip. Other dialects: `false`
+ * (a failed statement there does not abort the transaction).
+ */
+export const transactionAborted = (
+  dialect: Dialect,
+  trx: Knex.Transaction
+): Effect.Effect<boolean, BillingError.StoreError> =>
+  dialect !== "postgres" ? Effect.succeed(false) : Effect.flatMap(connectionOf(trx), (raw) => {
+    const conn = raw as PgStatusConnection
+    if (typeof conn.getTransactionStatus !== "function") return Effect.succeed(false)
+    // pg fails a query at the server's ErrorResponse, before the ReadyForQuery that carries the
+    // new status: until the connection is idle again, the status is stale. An empty query
+    // (allowed in an aborted transaction) waits for it, at the cost of a round trip on that path only.
+    const idle = conn.readyForQuery === true && !conn._activeQuery && (conn._queryQueue?.length ?? 0) === 0
+    if (idle) return Effect.succeed(conn.getTransactionStatus() === "E")
+    return Effect.tryPromise({
+      try: () => conn.query("").then(() => conn.getTransactionStatus() === "E"),
+      catch: statementError("transaction.status")
+    })
+  })
+
+/** The part of a pg `Client` that tells the state of its transaction. */
+interface PgStatusConnection {
+  readonly readyForQuery?: boolean
+  readonly _activeQuery?: unknown
+  readonly _queryQueue?: ReadonlyArray<unknown>
+  getTransactionStatus(): string | null
+  query(text: string): Promise<unknown>
+}
+
+/**
  * Runs one statement on the connection of `trx`. Call it when the effect runs
  * (inside `Effect.withFiber` / `Effect.suspend`): once the connection is known,
  * a SQLite statement runs during this call and its outcome is returned as an `Exit`.

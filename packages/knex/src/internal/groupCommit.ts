@@ -127,6 +127,11 @@ export const make = (options: {
   readonly commit: (trx: Knex.Transaction) => Promise<void>
   /** SQLite: the store's one-connection lock, held by a batch for its whole run. */
   readonly lock: Semaphore.Semaphore | undefined
+  /**
+   * Whether `trx` is aborted by a failed statement whose error its code caught
+   * (PostgreSQL): an item that succeeds in that state cannot be committed.
+   */
+  readonly aborted: (trx: Knex.Transaction) => Effect.Effect<boolean, BillingError.StoreError>
 }): GroupCommit => {
   const { begin, lock, settings } = options
   const queue: Array<Item> = []
@@ -177,9 +182,12 @@ export const make = (options: {
       }
       const committed = keptCount === 0
         ? yield* Effect.as(rollback(trx), exitVoid)
-        : yield* Effect.exit(
-          Effect.tryPromise({ try: () => options.commit(trx), catch: storeError("transaction.commit") })
-        )
+        : yield* Effect.exit(Effect.gen(function*() {
+          // Every kept item was checked; a transaction aborted anyway must not be "committed"
+          // (PostgreSQL would answer its COMMIT with a silent ROLLBACK).
+          if (yield* options.aborted(trx)) return yield* Effect.fail(abortedError("transaction.commit"))
+          yield* Effect.tryPromise({ try: () => options.commit(trx), catch: storeError("transaction.commit") })
+        }))
       if (committed._tag === "Failure") yield* rollback(trx)
       for (const item of ran) yield* Deferred.done(item.committed, committed)
     }).pipe(
@@ -248,9 +256,19 @@ export const make = (options: {
                 return yield* Effect.failCause(opened.cause)
               }
             }
-            const ran = yield* Effect.exit(
+            const ranRaw = yield* Effect.exit(
               restore(Effect.timeoutOption(run(trx), settings.itemTimeoutMillis))
             )
+            // Succeeded on a transaction that one of its statements aborted (its error was caught):
+            // its writes cannot commit, and it must not take its neighbours down with it.
+            const ran: Exit.Exit<Option.Option<A>, E | BillingError.StoreError> =
+              ranRaw._tag === "Success" && Option.isSome(ranRaw.value)
+                ? yield* Effect.exit(Effect.flatMap(
+                  options.aborted(trx),
+                  (aborted): Effect.Effect<Option.Option<A>, BillingError.StoreError> =>
+                    aborted ? Effect.fail(abortedError("transaction")) : Effect.succeed(ranRaw.value)
+                ))
+                : ranRaw
             if (ran._tag === "Success" && Option.isSome(ran.value)) {
               // Its savepoint is not released: that would cost a round trip, and a later
               // item's rollback goes back to its own, newer savepoint only.
@@ -296,6 +314,17 @@ export const make = (options: {
 
   return { submit }
 }
+
+/**
+ * The error of a transaction whose code caught the failure of one of its
+ * statements on PostgreSQL, which aborts the whole database transaction.
+ */
+export const abortedError = (operation: string): BillingError.StoreError =>
+  new BillingError.StoreError({
+    operation,
+    detail: "a statement of this transaction failed and its error was caught, but the database aborted " +
+      "the transaction: nothing of it is committed"
+  })
 
 /** An item ran longer than `itemTimeoutMillis`. */
 class TimedOut {
