@@ -237,30 +237,40 @@ const connectionOf = (trx: Knex.Transaction): Effect.Effect<unknown, BillingErro
 }
 
 /**
- * Whether the database transaction of `trx` is aborted by an earlier failed
- * statement that its code caught (PostgreSQL only: every later statement
- * fails, and COMMIT answers "ROLLBACK" without an error, so a transaction in
- * this state must not be reported committed). Read from the state pg keeps from
- * the server's last ReadyForQuery: no round trip. Other dialects: `false`
- * (a failed statement there does not abort the transaction).
+ * Whether the database transaction of `trx` can no longer commit what its code
+ * did: a failed statement whose error the code caught aborted it (PostgreSQL:
+ * every later statement fails, and COMMIT answers "ROLLBACK" without an
+ * error), or it was ended under the code (a `ROLLBACK`; SQLite rolls a whole
+ * transaction back on some errors, e.g. `RAISE(ROLLBACK)` or a full disk) and
+ * later statements ran in autocommit mode. Read from the driver's own state
+ * (pg: the server's last ReadyForQuery; better-sqlite3: `inTransaction`): no
+ * round trip on the normal path. MySQL: `false` (mysql2 does not keep the
+ * server's in-transaction flag).
  */
 export const transactionAborted = (
   dialect: Dialect,
   trx: Knex.Transaction
-): Effect.Effect<boolean, BillingError.StoreError> =>
-  dialect !== "postgres" ? Effect.succeed(false) : Effect.flatMap(connectionOf(trx), (raw) => {
+): Effect.Effect<boolean, BillingError.StoreError> => {
+  if (dialect === "mysql") return Effect.succeed(false)
+  return Effect.flatMap(connectionOf(trx), (raw) => {
+    if (dialect === "sqlite") {
+      const conn = raw as { readonly inTransaction?: boolean }
+      return Effect.succeed(conn.inTransaction === false)
+    }
     const conn = raw as PgStatusConnection
     if (typeof conn.getTransactionStatus !== "function") return Effect.succeed(false)
     // pg fails a query at the server's ErrorResponse, before the ReadyForQuery that carries the
     // new status: until the connection is idle again, the status is stale. An empty query
     // (allowed in an aborted transaction) waits for it, at the cost of a round trip on that path only.
     const idle = conn.readyForQuery === true && !conn._activeQuery && (conn._queryQueue?.length ?? 0) === 0
-    if (idle) return Effect.succeed(conn.getTransactionStatus() === "E")
+    // "T": in a transaction; "E": in an aborted one; "I": none (it was ended).
+    if (idle) return Effect.succeed(conn.getTransactionStatus() !== "T")
     return Effect.tryPromise({
-      try: () => conn.query("").then(() => conn.getTransactionStatus() === "E"),
+      try: () => conn.query("").then(() => conn.getTransactionStatus() !== "T"),
       catch: statementError("transaction.status")
     })
   })
+}
 
 /** The part of a pg `Client` that tells the state of its transaction. */
 interface PgStatusConnection {

@@ -128,8 +128,8 @@ export const make = (options: {
   /** SQLite: the store's one-connection lock, held by a batch for its whole run. */
   readonly lock: Semaphore.Semaphore | undefined
   /**
-   * Whether `trx` is aborted by a failed statement whose error its code caught
-   * (PostgreSQL): an item that succeeds in that state cannot be committed.
+   * Whether `trx` was aborted (a failed statement whose error its code caught, on
+   * PostgreSQL) or ended under its code: an item that succeeds then cannot be committed.
    */
   readonly aborted: (trx: Knex.Transaction) => Effect.Effect<boolean, BillingError.StoreError>
 }): GroupCommit => {
@@ -316,14 +316,14 @@ export const make = (options: {
 }
 
 /**
- * The error of a transaction whose code caught the failure of one of its
- * statements on PostgreSQL, which aborts the whole database transaction.
+ * The error of a transaction whose database transaction was aborted (a failed
+ * statement on PostgreSQL whose error the code caught) or ended under its code.
  */
 export const abortedError = (operation: string): BillingError.StoreError =>
   new BillingError.StoreError({
     operation,
-    detail: "a statement of this transaction failed and its error was caught, but the database aborted " +
-      "the transaction: nothing of it is committed"
+    detail: "the database transaction was aborted or ended under this transaction's code (a failed statement " +
+      "whose error was caught, or a rollback): it cannot be committed"
   })
 
 /** An item ran longer than `itemTimeoutMillis`. */
