@@ -16,7 +16,7 @@ import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import type { Exit } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
-import { executeOn, transactionAborted } from "./internal/driver.js"
+import { executeOn, noteFailure, transactionAborted } from "./internal/driver.js"
 import * as GroupCommit from "./internal/groupCommit.js"
 import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
@@ -206,7 +206,13 @@ export const fromKnex = (
     const runQuery = <T>(operation: string, f: (db: Knex | Knex.Transaction) => PromiseLike<T>) =>
       Effect.gen(function*() {
         const trx = (yield* CurrentTransaction).get(id)
-        const run = Effect.tryPromise({ try: () => Promise.resolve(f(trx ?? instance)), catch: storeError(operation) })
+        const run = Effect.tryPromise({
+          try: () => Promise.resolve(f(trx ?? instance)),
+          catch: (cause) => {
+            if (trx !== undefined && dialect === "mysql") noteFailure(trx)
+            return storeError(operation)(cause)
+          }
+        })
         return yield* (trx || !lock ? run : lock.withPermit(run))
       })
 

@@ -218,6 +218,14 @@ export const statementError = (operation: string) => (cause: unknown): BillingEr
     cause
   })
 
+/** The transactions one of whose statements failed (MySQL: checked by {@link transactionAborted}). */
+const failedStatements = new WeakSet<Knex.Transaction>()
+
+/** Records that a statement of `trx` failed (its transaction may have been rolled back by the server). */
+export const noteFailure = (trx: Knex.Transaction): void => {
+  failedStatements.add(trx)
+}
+
 /** The raw connection of each transaction, once known. */
 const connections = new WeakMap<Knex.Transaction, unknown>()
 
@@ -244,15 +252,31 @@ const connectionOf = (trx: Knex.Transaction): Effect.Effect<unknown, BillingErro
  * transaction back on some errors, e.g. `RAISE(ROLLBACK)` or a full disk) and
  * later statements ran in autocommit mode. Read from the driver's own state
  * (pg: the server's last ReadyForQuery; better-sqlite3: `inTransaction`): no
- * round trip on the normal path. MySQL: `false` (mysql2 does not keep the
- * server's in-transaction flag).
+ * round trip on the normal path. MySQL (InnoDB rolls the whole transaction back on
+ * a deadlock): mysql2 does not keep the server's in-transaction flag, so after a
+ * statement of `trx` failed (see {@link noteFailure}) a `DO 0` reads it from the
+ * server's answer — one round trip, on that path only.
  */
 export const transactionAborted = (
   dialect: Dialect,
   trx: Knex.Transaction
 ): Effect.Effect<boolean, BillingError.StoreError> => {
-  if (dialect === "mysql") return Effect.succeed(false)
+  if (dialect === "mysql" && !failedStatements.has(trx)) return Effect.succeed(false)
   return Effect.flatMap(connectionOf(trx), (raw) => {
+    if (dialect === "mysql") {
+      return Effect.tryPromise({
+        try: () =>
+          new Promise<boolean>((resolve, reject) =>
+            (raw as MysqlConnection).query("do 0", [], (error, result) => {
+              if (error) return reject(error)
+              const inTransaction = ((result as { serverStatus?: number }).serverStatus ?? 1) & 1
+              if (inTransaction) failedStatements.delete(trx)
+              resolve(!inTransaction)
+            })
+          ),
+        catch: statementError("transaction.status")
+      })
+    }
     if (dialect === "sqlite") {
       const conn = raw as { readonly inTransaction?: boolean }
       return Effect.succeed(conn.inTransaction === false)
@@ -313,7 +337,10 @@ export const executeOn = (
     case "mysql":
       return Effect.tryPromise({
         try: () => runMysql(known as MysqlConnection, sql, params),
-        catch: statementError(operation)
+        catch: (cause) => {
+          noteFailure(trx)
+          return statementError(operation)(cause)
+        }
       })
   }
 }
