@@ -16,7 +16,7 @@ import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import type { Exit } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
-import { executeOn, noteFailure, transactionAborted } from "./internal/driver.js"
+import { executeOn, isStalePlan, noteFailure, transactionAborted } from "./internal/driver.js"
 import * as GroupCommit from "./internal/groupCommit.js"
 import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
@@ -159,6 +159,8 @@ const isRetryable = (error: unknown): boolean => {
   // SQLite reports extended codes: SQLITE_BUSY_SNAPSHOT is what a transaction that read
   // before writing gets when another process committed in between (busy_timeout does not
   // apply to it); the whole transaction was rolled back, so running it again is safe.
+  // A prepared statement whose table changed under it (PostgreSQL): renamed, prepared afresh on the next run.
+  if (isStalePlan(cause)) return true
   return cause.errno === 1213 || cause.errno === 1205 || cause.code === "40P01" || cause.code === "40001" ||
     (typeof cause.code === "string" && cause.code.startsWith("SQLITE_BUSY"))
 }

@@ -175,6 +175,22 @@ export const pgStatement = (sql: string): { readonly name: string | undefined; r
 const pgParams = (params: ReadonlyArray<unknown>): ReadonlyArray<unknown> =>
   params.some((p) => p === undefined) ? params.map((p) => (p === undefined ? null : p)) : params
 
+/**
+ * Whether `error` is PostgreSQL refusing a prepared statement whose result
+ * columns changed since it was prepared (a table altered while the client is
+ * live: "cached plan must not change result type"). The transaction is aborted;
+ * the statement is renamed on its connection (see {@link runPg}), so running the
+ * transaction again prepares it afresh.
+ */
+export const isStalePlan = (error: unknown): boolean => {
+  const e = error as { readonly code?: unknown; readonly routine?: unknown } | null
+  return typeof e === "object" && e !== null && e.code === "0A000" && e.routine === "RevalidateCachedQuery"
+}
+
+/** The statements renamed on a connection after their plan went stale, by SQL text. */
+const pgRenamed = new WeakMap<object, Map<string, string>>()
+let pgRenames = 0
+
 /** Runs `sql` on a pg connection as a named (prepared) statement. */
 export const runPg = async (
   conn: PgConnection,
@@ -183,11 +199,21 @@ export const runPg = async (
 ): Promise<SqlStore.SqlResult> => {
   const statement = pgStatement(sql)
   const values = pgParams(params)
+  const name = statement.name === undefined ? undefined : pgRenamed.get(conn)?.get(sql) ?? statement.name
   const result = await conn.query(
-    statement.name === undefined
-      ? { text: statement.text, values }
-      : { name: statement.name, text: statement.text, values }
-  )
+    name === undefined ? { text: statement.text, values } : { name, text: statement.text, values }
+  ).catch((error: unknown) => {
+    if (name !== undefined && isStalePlan(error)) {
+      // This connection's statement of that name cannot run again: the next run uses a new one.
+      let renamed = pgRenamed.get(conn)
+      if (renamed === undefined) {
+        renamed = new Map()
+        pgRenamed.set(conn, renamed)
+      }
+      renamed.set(sql, `${statement.name}_r${++pgRenames}`)
+    }
+    throw error
+  })
   const rows = result.rows ?? []
   return { rows, affected: result.rowCount ?? rows.length }
 }
