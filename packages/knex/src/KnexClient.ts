@@ -16,7 +16,7 @@ import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
 import type { Exit } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
-import { executeOn, isStalePlan, noteFailure, transactionAborted } from "./internal/driver.js"
+import { executeOn, guard, isStalePlan, noteFailure, transactionAborted } from "./internal/driver.js"
 import * as GroupCommit from "./internal/groupCommit.js"
 import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
@@ -215,7 +215,9 @@ export const fromKnex = (
             return storeError(operation)(cause)
           }
         })
-        return yield* (trx || !lock ? run : lock.withPermit(run))
+        // Inside a transaction: never a statement after the database transaction is gone (it would autocommit).
+        if (trx !== undefined) return yield* Effect.andThen(guard(dialect, trx, operation), run)
+        return yield* (lock ? lock.withPermit(run) : run)
       })
 
     // A host's postProcessResponse reshapes rows: keep knex on the path then.

@@ -132,6 +132,11 @@ for (const target of TestDatabase.targets()) {
             yield* client.query("t.rollback", (db) => db.raw("rollback"))
             // MySQL: InnoDB's deadlock rollback comes with a failed statement (caught here).
             if (client.dialect === "mysql") yield* swallowDuplicate("r-0")
+            // Its code goes on: this write must not commit on its own (autocommit) — refused.
+            yield* insert("r-mine-2").pipe(Effect.catchTag("StoreError", () => Effect.void))
+            yield* client.query("t.insert", (db) => db(client.table("gcr_rows")).insert({ id: "r-mine-3" })).pipe(
+              Effect.catchTag("StoreError", () => Effect.void)
+            )
           })))
           const after = yield* start(client.transaction(insert("r-after")))
           yield* first.release
@@ -140,13 +145,15 @@ for (const target of TestDatabase.targets()) {
             bad: yield* Fiber.await(ender),
             after: yield* Fiber.await(after)
           }
-          const rows = yield* present(["r-ok", "r-mine", "r-after"])
+          const rows = yield* present(["r-ok", "r-mine", "r-mine-2", "r-mine-3", "r-after"])
           if (Exit.isSuccess(exits.ok)) assert.include(rows, "r-ok", "told committed, but its row is not there")
           if (Exit.isSuccess(exits.after)) assert.include(rows, "r-after", "told committed, but its row is not there")
           assert.isTrue(Exit.isSuccess(exits.ok), `the innocent neighbour failed: ${String(exits.ok)}`)
           assert.isTrue(Exit.isSuccess(exits.after), `the neighbour after it failed: ${String(exits.after)}`)
           assert.isTrue(isStoreError(exits.bad), String(exits.bad))
           assert.notInclude(rows, "r-mine")
+          assert.notInclude(rows, "r-mine-2", "a write after the transaction ended committed on its own")
+          assert.notInclude(rows, "r-mine-3", "a write after the transaction ended committed on its own")
         }))
     })
 

@@ -322,6 +322,50 @@ export const transactionAborted = (
   })
 }
 
+/**
+ * The error of a statement refused because the database transaction of its
+ * `trx` is gone (rolled back under the code, which caught the error): run, it
+ * would commit on its own (autocommit), outside the transaction its code expects.
+ */
+export const lostError = (operation: string): BillingError.StoreError =>
+  new BillingError.StoreError({
+    operation,
+    detail: "the database transaction was rolled back under this transaction's code (an error it caught): " +
+      "the statement would run outside it, and is refused"
+  })
+
+/**
+ * Fails when the database transaction of `trx` is gone (see {@link transactionAborted}),
+ * so that no statement of code that caught the error runs in autocommit mode.
+ * SQLite and PostgreSQL: read from the driver's state, when it is current; MySQL:
+ * after a failed statement of `trx` only (one round trip). Otherwise free.
+ */
+export const guard = (
+  dialect: Dialect,
+  trx: Knex.Transaction,
+  operation: string
+): Effect.Effect<void, BillingError.StoreError> => {
+  if (dialect === "mysql") {
+    if (!failedStatements.has(trx)) return Effect.void
+    return Effect.flatMap(
+      transactionAborted(dialect, trx),
+      (gone) => gone ? Effect.fail(lostError(operation)) : Effect.void
+    )
+  }
+  const known = connections.get(trx)
+  if (known === undefined) return Effect.void
+  return ended(dialect, known) ? Effect.fail(lostError(operation)) : Effect.void
+}
+
+/** SQLite: not in a transaction; PostgreSQL: idle and not in a transaction (an aborted one guards itself). */
+const ended = (dialect: Dialect, conn: unknown): boolean => {
+  if (dialect === "sqlite") return (conn as { readonly inTransaction?: boolean }).inTransaction === false
+  if (dialect !== "postgres") return false
+  const pg = conn as PgStatusConnection
+  return typeof pg.getTransactionStatus === "function" && pg.readyForQuery === true && !pg._activeQuery &&
+    (pg._queryQueue?.length ?? 0) === 0 && pg.getTransactionStatus() === "I"
+}
+
 /** The part of a pg `Client` that tells the state of its transaction. */
 interface PgStatusConnection {
   readonly readyForQuery?: boolean
@@ -347,6 +391,21 @@ export const executeOn = (
   if (known === undefined) {
     return Effect.flatMap(connectionOf(trx), () => executeOn(dialect, trx, operation, sql, params))
   }
+  if (dialect === "mysql" && failedStatements.has(trx)) {
+    return Effect.andThen(guard(dialect, trx, operation), runOn(dialect, known, trx, operation, sql, params))
+  }
+  if (ended(dialect, known)) return Exit.fail(lostError(operation))
+  return runOn(dialect, known, trx, operation, sql, params)
+}
+
+const runOn = (
+  dialect: Dialect,
+  known: unknown,
+  trx: Knex.Transaction,
+  operation: string,
+  sql: string,
+  params: ReadonlyArray<unknown>
+): Effect.Effect<SqlStore.SqlResult, BillingError.StoreError> => {
   switch (dialect) {
     case "sqlite":
       // Synchronous: the answer is an Exit, no promise and no extra step of the fiber.
