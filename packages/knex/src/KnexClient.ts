@@ -13,9 +13,10 @@
 import { BillingError } from "@relay-billing/core"
 import type { SqlStore } from "@relay-billing/core"
 import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
+import type { Exit } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
-import { executeOn } from "./internal/driver.js"
+import { executeOn, guard, isStalePlan, noteFailure, transactionAborted } from "./internal/driver.js"
 import * as GroupCommit from "./internal/groupCommit.js"
 import { sqlResult } from "./internal/result.js"
 import { connectionConfig } from "./internal/url.js"
@@ -158,6 +159,8 @@ const isRetryable = (error: unknown): boolean => {
   // SQLite reports extended codes: SQLITE_BUSY_SNAPSHOT is what a transaction that read
   // before writing gets when another process committed in between (busy_timeout does not
   // apply to it); the whole transaction was rolled back, so running it again is safe.
+  // A prepared statement whose table changed under it (PostgreSQL): renamed, prepared afresh on the next run.
+  if (isStalePlan(cause)) return true
   return cause.errno === 1213 || cause.errno === 1205 || cause.code === "40P01" || cause.code === "40001" ||
     (typeof cause.code === "string" && cause.code.startsWith("SQLITE_BUSY"))
 }
@@ -205,8 +208,16 @@ export const fromKnex = (
     const runQuery = <T>(operation: string, f: (db: Knex | Knex.Transaction) => PromiseLike<T>) =>
       Effect.gen(function*() {
         const trx = (yield* CurrentTransaction).get(id)
-        const run = Effect.tryPromise({ try: () => Promise.resolve(f(trx ?? instance)), catch: storeError(operation) })
-        return yield* (trx || !lock ? run : lock.withPermit(run))
+        const run = Effect.tryPromise({
+          try: () => Promise.resolve(f(trx ?? instance)),
+          catch: (cause) => {
+            if (trx !== undefined && dialect === "mysql") noteFailure(trx)
+            return storeError(operation)(cause)
+          }
+        })
+        // Inside a transaction: never a statement after the database transaction is gone (it would autocommit).
+        if (trx !== undefined) return yield* Effect.andThen(guard(dialect, trx, operation), run)
+        return yield* (lock ? lock.withPermit(run) : run)
       })
 
     // A host's postProcessResponse reshapes rows: keep knex on the path then.
@@ -242,7 +253,14 @@ export const fromKnex = (
     const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
     const group = groupSettings(dialect, options.groupCommit)
     const batcher = group &&
-      GroupCommit.make({ settings: group, dialect, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
+      GroupCommit.make({
+        settings: group,
+        dialect,
+        begin: () => instance.transaction(trxConfig),
+        commit: commitTrx,
+        lock,
+        aborted: (trx) => transactionAborted(dialect, trx)
+      })
 
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.gen(function*() {
@@ -256,7 +274,16 @@ export const fromKnex = (
             })
             const next = new Map(active)
             next.set(id, trx)
-            const exit = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
+            const ran = yield* Effect.exit(restore(Effect.provideService(effect, CurrentTransaction, next)))
+            // PostgreSQL answers the COMMIT of a transaction aborted by a statement whose error the
+            // code caught with a silent ROLLBACK: it must not be reported committed.
+            const exit: Exit.Exit<A, E | BillingError.StoreError> = ran._tag === "Success"
+              ? yield* Effect.exit(Effect.flatMap(
+                transactionAborted(dialect, trx),
+                (aborted): Effect.Effect<A, BillingError.StoreError> =>
+                  aborted ? Effect.fail(GroupCommit.abortedError("transaction.commit")) : Effect.succeed(ran.value)
+              ))
+              : ran
             if (exit._tag === "Success") {
               const committed = yield* Effect.exit(
                 Effect.tryPromise({ try: () => commitTrx(trx), catch: storeError("transaction.commit") })

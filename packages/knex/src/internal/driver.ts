@@ -175,6 +175,22 @@ export const pgStatement = (sql: string): { readonly name: string | undefined; r
 const pgParams = (params: ReadonlyArray<unknown>): ReadonlyArray<unknown> =>
   params.some((p) => p === undefined) ? params.map((p) => (p === undefined ? null : p)) : params
 
+/**
+ * Whether `error` is PostgreSQL refusing a prepared statement whose result
+ * columns changed since it was prepared (a table altered while the client is
+ * live: "cached plan must not change result type"). The transaction is aborted;
+ * the statement is renamed on its connection (see {@link runPg}), so running the
+ * transaction again prepares it afresh.
+ */
+export const isStalePlan = (error: unknown): boolean => {
+  const e = error as { readonly code?: unknown; readonly routine?: unknown } | null
+  return typeof e === "object" && e !== null && e.code === "0A000" && e.routine === "RevalidateCachedQuery"
+}
+
+/** The statements renamed on a connection after their plan went stale, by SQL text. */
+const pgRenamed = new WeakMap<object, Map<string, string>>()
+let pgRenames = 0
+
 /** Runs `sql` on a pg connection as a named (prepared) statement. */
 export const runPg = async (
   conn: PgConnection,
@@ -183,11 +199,21 @@ export const runPg = async (
 ): Promise<SqlStore.SqlResult> => {
   const statement = pgStatement(sql)
   const values = pgParams(params)
+  const name = statement.name === undefined ? undefined : pgRenamed.get(conn)?.get(sql) ?? statement.name
   const result = await conn.query(
-    statement.name === undefined
-      ? { text: statement.text, values }
-      : { name: statement.name, text: statement.text, values }
-  )
+    name === undefined ? { text: statement.text, values } : { name, text: statement.text, values }
+  ).catch((error: unknown) => {
+    if (name !== undefined && isStalePlan(error)) {
+      // This connection's statement of that name cannot run again: the next run uses a new one.
+      let renamed = pgRenamed.get(conn)
+      if (renamed === undefined) {
+        renamed = new Map()
+        pgRenamed.set(conn, renamed)
+      }
+      renamed.set(sql, `${statement.name}_r${++pgRenames}`)
+    }
+    throw error
+  })
   const rows = result.rows ?? []
   return { rows, affected: result.rowCount ?? rows.length }
 }
@@ -218,6 +244,14 @@ export const statementError = (operation: string) => (cause: unknown): BillingEr
     cause
   })
 
+/** The transactions one of whose statements failed (MySQL: checked by {@link transactionAborted}). */
+const failedStatements = new WeakSet<Knex.Transaction>()
+
+/** Records that a statement of `trx` failed (its transaction may have been rolled back by the server). */
+export const noteFailure = (trx: Knex.Transaction): void => {
+  failedStatements.add(trx)
+}
+
 /** The raw connection of each transaction, once known. */
 const connections = new WeakMap<Knex.Transaction, unknown>()
 
@@ -237,6 +271,111 @@ const connectionOf = (trx: Knex.Transaction): Effect.Effect<unknown, BillingErro
 }
 
 /**
+ * Whether the database transaction of `trx` can no longer commit what its code
+ * did: a failed statement whose error the code caught aborted it (PostgreSQL:
+ * every later statement fails, and COMMIT answers "ROLLBACK" without an
+ * error), or it was ended under the code (a `ROLLBACK`; SQLite rolls a whole
+ * transaction back on some errors, e.g. `RAISE(ROLLBACK)` or a full disk) and
+ * later statements ran in autocommit mode. Read from the driver's own state
+ * (pg: the server's last ReadyForQuery; better-sqlite3: `inTransaction`): no
+ * round trip on the normal path. MySQL (InnoDB rolls the whole transaction back on
+ * a deadlock): mysql2 does not keep the server's in-transaction flag, so after a
+ * statement of `trx` failed (see {@link noteFailure}) a `DO 0` reads it from the
+ * server's answer — one round trip, on that path only.
+ */
+export const transactionAborted = (
+  dialect: Dialect,
+  trx: Knex.Transaction
+): Effect.Effect<boolean, BillingError.StoreError> => {
+  if (dialect === "mysql" && !failedStatements.has(trx)) return Effect.succeed(false)
+  return Effect.flatMap(connectionOf(trx), (raw) => {
+    if (dialect === "mysql") {
+      return Effect.tryPromise({
+        try: () =>
+          new Promise<boolean>((resolve, reject) =>
+            (raw as MysqlConnection).query("do 0", [], (error, result) => {
+              if (error) return reject(error)
+              const inTransaction = ((result as { serverStatus?: number }).serverStatus ?? 1) & 1
+              if (inTransaction) failedStatements.delete(trx)
+              resolve(!inTransaction)
+            })
+          ),
+        catch: statementError("transaction.status")
+      })
+    }
+    if (dialect === "sqlite") {
+      const conn = raw as { readonly inTransaction?: boolean }
+      return Effect.succeed(conn.inTransaction === false)
+    }
+    const conn = raw as PgStatusConnection
+    if (typeof conn.getTransactionStatus !== "function") return Effect.succeed(false)
+    // pg fails a query at the server's ErrorResponse, before the ReadyForQuery that carries the
+    // new status: until the connection is idle again, the status is stale. An empty query
+    // (allowed in an aborted transaction) waits for it, at the cost of a round trip on that path only.
+    const idle = conn.readyForQuery === true && !conn._activeQuery && (conn._queryQueue?.length ?? 0) === 0
+    // "T": in a transaction; "E": in an aborted one; "I": none (it was ended).
+    if (idle) return Effect.succeed(conn.getTransactionStatus() !== "T")
+    return Effect.tryPromise({
+      try: () => conn.query("").then(() => conn.getTransactionStatus() !== "T"),
+      catch: statementError("transaction.status")
+    })
+  })
+}
+
+/**
+ * The error of a statement refused because the database transaction of its
+ * `trx` is gone (rolled back under the code, which caught the error): run, it
+ * would commit on its own (autocommit), outside the transaction its code expects.
+ */
+export const lostError = (operation: string): BillingError.StoreError =>
+  new BillingError.StoreError({
+    operation,
+    detail: "the database transaction was rolled back under this transaction's code (an error it caught): " +
+      "the statement would run outside it, and is refused"
+  })
+
+/**
+ * Fails when the database transaction of `trx` is gone (see {@link transactionAborted}),
+ * so that no statement of code that caught the error runs in autocommit mode.
+ * SQLite and PostgreSQL: read from the driver's state, when it is current; MySQL:
+ * after a failed statement of `trx` only (one round trip). Otherwise free.
+ */
+export const guard = (
+  dialect: Dialect,
+  trx: Knex.Transaction,
+  operation: string
+): Effect.Effect<void, BillingError.StoreError> => {
+  if (dialect === "mysql") {
+    if (!failedStatements.has(trx)) return Effect.void
+    return Effect.flatMap(
+      transactionAborted(dialect, trx),
+      (gone) => gone ? Effect.fail(lostError(operation)) : Effect.void
+    )
+  }
+  const known = connections.get(trx)
+  if (known === undefined) return Effect.void
+  return ended(dialect, known) ? Effect.fail(lostError(operation)) : Effect.void
+}
+
+/** SQLite: not in a transaction; PostgreSQL: idle and not in a transaction (an aborted one guards itself). */
+const ended = (dialect: Dialect, conn: unknown): boolean => {
+  if (dialect === "sqlite") return (conn as { readonly inTransaction?: boolean }).inTransaction === false
+  if (dialect !== "postgres") return false
+  const pg = conn as PgStatusConnection
+  return typeof pg.getTransactionStatus === "function" && pg.readyForQuery === true && !pg._activeQuery &&
+    (pg._queryQueue?.length ?? 0) === 0 && pg.getTransactionStatus() === "I"
+}
+
+/** The part of a pg `Client` that tells the state of its transaction. */
+interface PgStatusConnection {
+  readonly readyForQuery?: boolean
+  readonly _activeQuery?: unknown
+  readonly _queryQueue?: ReadonlyArray<unknown>
+  getTransactionStatus(): string | null
+  query(text: string): Promise<unknown>
+}
+
+/**
  * Runs one statement on the connection of `trx`. Call it when the effect runs
  * (inside `Effect.withFiber` / `Effect.suspend`): once the connection is known,
  * a SQLite statement runs during this call and its outcome is returned as an `Exit`.
@@ -252,6 +391,21 @@ export const executeOn = (
   if (known === undefined) {
     return Effect.flatMap(connectionOf(trx), () => executeOn(dialect, trx, operation, sql, params))
   }
+  if (dialect === "mysql" && failedStatements.has(trx)) {
+    return Effect.andThen(guard(dialect, trx, operation), runOn(dialect, known, trx, operation, sql, params))
+  }
+  if (ended(dialect, known)) return Exit.fail(lostError(operation))
+  return runOn(dialect, known, trx, operation, sql, params)
+}
+
+const runOn = (
+  dialect: Dialect,
+  known: unknown,
+  trx: Knex.Transaction,
+  operation: string,
+  sql: string,
+  params: ReadonlyArray<unknown>
+): Effect.Effect<SqlStore.SqlResult, BillingError.StoreError> => {
   switch (dialect) {
     case "sqlite":
       // Synchronous: the answer is an Exit, no promise and no extra step of the fiber.
@@ -268,7 +422,10 @@ export const executeOn = (
     case "mysql":
       return Effect.tryPromise({
         try: () => runMysql(known as MysqlConnection, sql, params),
-        catch: statementError(operation)
+        catch: (cause) => {
+          noteFailure(trx)
+          return statementError(operation)(cause)
+        }
       })
   }
 }

@@ -147,6 +147,11 @@ export const make = (options: {
   readonly commit: (trx: Knex.Transaction) => Promise<void>
   /** SQLite: the store's one-connection lock, held by a batch for its whole run. */
   readonly lock: Semaphore.Semaphore | undefined
+  /**
+   * Whether `trx` was aborted (a failed statement whose error its code caught, on
+   * PostgreSQL) or ended under its code: an item that succeeds then cannot be committed.
+   */
+  readonly aborted: (trx: Knex.Transaction) => Effect.Effect<boolean, BillingError.StoreError>
 }): GroupCommit => {
   const { begin, dialect, lock, settings } = options
   const queue: Array<Item> = []
@@ -229,9 +234,12 @@ export const make = (options: {
       }
       const committed = keptCount === 0
         ? yield* Effect.as(rollback(trx), exitVoid)
-        : yield* Effect.exit(
-          Effect.tryPromise({ try: () => options.commit(trx), catch: storeError("transaction.commit") })
-        )
+        : yield* Effect.exit(Effect.gen(function*() {
+          // Every kept item was checked; a transaction aborted anyway must not be "committed"
+          // (PostgreSQL would answer its COMMIT with a silent ROLLBACK).
+          if (yield* options.aborted(trx)) return yield* Effect.fail(abortedError("transaction.commit"))
+          yield* Effect.tryPromise({ try: () => options.commit(trx), catch: storeError("transaction.commit") })
+        }))
       if (committed._tag === "Failure") yield* rollback(trx)
       for (const item of ran) yield* Deferred.done(item.committed, committed)
     }).pipe(
@@ -313,7 +321,16 @@ export const make = (options: {
             // The caller was interrupted while the work ran: stop the work before undoing it.
             if (awaited._tag === "Failure") yield* Fiber.interrupt(fiber)
             item.fiber = undefined
-            const ran: Exit.Exit<A, E> = awaited._tag === "Success" ? awaited.value : Exit.failCause(awaited.cause)
+            const ranRaw: Exit.Exit<A, E> = awaited._tag === "Success" ? awaited.value : Exit.failCause(awaited.cause)
+            // Succeeded on a transaction that one of its statements aborted (its error was caught):
+            // its writes cannot commit, and it must not take its neighbours down with it.
+            const ran: Exit.Exit<A, E | BillingError.StoreError> = ranRaw._tag === "Success"
+              ? yield* Effect.exit(Effect.flatMap(
+                options.aborted(trx),
+                (aborted): Effect.Effect<A, BillingError.StoreError> =>
+                  aborted ? Effect.fail(abortedError("transaction")) : Effect.succeed(ranRaw.value)
+              ))
+              : ranRaw
             if (ran._tag === "Success") {
               // PostgreSQL, MySQL: its savepoint is not released (that would cost a round trip, and
               // a later item's rollback goes back to its own, newer savepoint only). SQLite: released
@@ -371,6 +388,17 @@ export const make = (options: {
 
   return { submit }
 }
+
+/**
+ * The error of a transaction whose database transaction was aborted (a failed
+ * statement on PostgreSQL whose error the code caught) or ended under its code.
+ */
+export const abortedError = (operation: string): BillingError.StoreError =>
+  new BillingError.StoreError({
+    operation,
+    detail: "the database transaction was aborted or ended under this transaction's code (a failed statement " +
+      "whose error was caught, or a rollback): it cannot be committed"
+  })
 
 /** An item ran longer than `itemTimeoutMillis`. */
 class TimedOut {
