@@ -242,7 +242,13 @@ export const fromKnex = (
     const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
     const group = groupSettings(dialect, options.groupCommit)
     const batcher = group &&
-      GroupCommit.make({ settings: group, dialect, begin: () => instance.transaction(trxConfig), commit: commitTrx, lock })
+      GroupCommit.make({
+        settings: group,
+        dialect,
+        begin: () => instance.transaction(trxConfig),
+        commit: commitTrx,
+        lock
+      })
 
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.gen(function*() {
