@@ -804,10 +804,11 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const shutdown = yield* StreamDeadline
           let shuttingDown = false
           const body = stream.events.pipe(
-            Stream.interruptWhen(expiry),
-            Stream.interruptWhen(
+            // one merge for both ends (each `interruptWhen` is a merge every event goes through)
+            Stream.interruptWhen(Effect.raceFirst(
+              expiry,
               Effect.andThen(shutdown, Effect.suspend(() => Effect.fail(void (shuttingDown = true))))
-            ),
+            )),
             // the client must still be there when the answer is complete (before the settle)
             Stream.tap((event) => event.done ? stillThere(request, fiber) : Effect.void),
             Stream.filter((event) => {
