@@ -216,12 +216,18 @@ const usedRequestId = Api.conflict("request_id_conflict", "X-Request-Id", "this 
 // helpers
 // ---------------------------------------------------------------------------
 
-const decode = <S extends Schema.Decoder<unknown>>(schema: S) =>
-  Effect.flatMap(Api.jsonObjectBody, (json) =>
-    Schema.decodeUnknownEffect(schema)(json).pipe(
+/** Reads the JSON body and decodes it with `schema` (its decoder built once, here). */
+const decode = <S extends Schema.Decoder<unknown>>(schema: S) => {
+  const decodeUnknown = Schema.decodeUnknownEffect(schema)
+  return Effect.flatMap(Api.jsonObjectBody, (json) =>
+    decodeUnknown(json).pipe(
       Effect.mapError((error) => Api.fromSchemaError(json, error)),
       Effect.map((decoded) => ({ json, decoded: decoded as S["Type"] }))
     ))
+}
+
+const decodeChat = decode(ChatBody)
+const decodeEmbeddings = decode(EmbeddingsBody)
 
 const requestIdOf = (request: HttpServerRequest.HttpServerRequest): string | Api.ApiError => {
   const given = request.headers["x-request-id"]
@@ -551,17 +557,14 @@ export const routes = (config: RelayConfig): Layer.Layer<
             : Cause.hasInterruptsOnly(exit.cause) && tokens.quota !== undefined && tokens.quota > 0
             ? "charged-on-disconnect"
             : "refunded"
-          return Effect.log("relay request").pipe(
-            Effect.annotateLogs({
-              status: outcome,
-              reserved,
-              quota: outcome === "refunded" ? 0 : tokens.quota ?? 0
-            })
+          // One logfmt line, formatted here: no log annotations for the logger to render
+          // (the default logger prints annotations as a multi-line inspected object).
+          return Effect.log(
+            `relay request requestId=${logfmt(r.requestId)} accountId=${logfmt(r.principal.accountId)} model=${
+              logfmt(r.model)
+            } status=${outcome} reserved=${reserved} quota=${outcome === "refunded" ? 0 : tokens.quota ?? 0}`
           )
-        }).pipe(
-          Effect.annotateLogs({ requestId: r.requestId, accountId: r.principal.accountId, model: r.model }),
-          Effect.uninterruptible
-        )
+        }).pipe(Effect.uninterruptible)
 
       /**
        * A non-stream request (chat or embeddings) billed end to end. The
@@ -624,10 +627,23 @@ export const routes = (config: RelayConfig): Layer.Layer<
           )
           const fiber = yield* Effect.forkDetach(billing)
           const routed = yield* Deferred.await(ready).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
-          const bytes = encoder.encode(JSON.stringify(routed.value.body))
-          // With the client still there when the answer is written: all but its last byte, the
-          // settlement, the last byte. A client gone by then is billed by `onClientDisconnect`.
+          const text = JSON.stringify(routed.value.body)
           const settle = Effect.andThen(Deferred.succeed(delivered, undefined), Fiber.join(fiber))
+          if (Buffer.byteLength(text, "utf8") <= WRITE_PIECE) {
+            // An answer of one piece is written whole after the settlement, headers and body
+            // in one write, with the client still there when it is settled (a client gone by
+            // then is billed by `onClientDisconnect`). The socket takes one piece at once, so
+            // there is no reading for `limits.clientIdleSeconds` to watch; the deadline
+            // (`limits.maxRequestSeconds`) still bounds the wait for the settlement.
+            yield* withDeadline(deadline, Effect.andThen(stillThere(request, fiber), settle)).pipe(
+              Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Fiber.interrupt(fiber))
+            )
+            return HttpServerResponse.text(text, { status: routed.value.status, contentType: "application/json" })
+          }
+          const bytes = encoder.encode(text)
+          // A larger answer, with the client still there when it is written: all but its last
+          // byte (in pieces), the settlement, the last byte. A client gone by then is billed by
+          // `onClientDisconnect`.
           // `limits.maxRequestSeconds` bounds the delivery too: a client still reading the answer
           // at the deadline is cut off there (billed by `onClientDisconnect`: it did not get it all).
           const expiry = Effect.flatMap(untilDeadline(deadline), Effect.sleep).pipe(
@@ -649,7 +665,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const deadline = yield* deadlineOf
           const request = yield* HttpServerRequest.HttpServerRequest
           const principal = yield* authenticate
-          const { decoded: body, json } = yield* decode(ChatBody)
+          const { decoded: body, json } = yield* decodeChat
           const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0
           const r = yield* prepare(requestId, principal, body.model, {
             count: () => Tokenizer.countMessages(body.messages),
@@ -788,10 +804,11 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const shutdown = yield* StreamDeadline
           let shuttingDown = false
           const body = stream.events.pipe(
-            Stream.interruptWhen(expiry),
-            Stream.interruptWhen(
+            // one merge for both ends (each `interruptWhen` is a merge every event goes through)
+            Stream.interruptWhen(Effect.raceFirst(
+              expiry,
               Effect.andThen(shutdown, Effect.suspend(() => Effect.fail(void (shuttingDown = true))))
-            ),
+            )),
             // the client must still be there when the answer is complete (before the settle)
             Stream.tap((event) => event.done ? stillThere(request, fiber) : Effect.void),
             Stream.filter((event) => {
@@ -817,7 +834,7 @@ export const routes = (config: RelayConfig): Layer.Layer<
           const deadline = yield* deadlineOf
           const request = yield* HttpServerRequest.HttpServerRequest
           const principal = yield* authenticate
-          const { decoded: body, json } = yield* decode(EmbeddingsBody)
+          const { decoded: body, json } = yield* decodeEmbeddings
           const r = yield* prepare(requestId, principal, body.model, {
             count: () => Tokenizer.countEmbeddingsInput(body.input),
             bound: Number.POSITIVE_INFINITY
@@ -870,6 +887,9 @@ export const servedPricedModels = (config: Pick<RelayConfig, "models" | "channel
   }
   return [...out]
 }
+
+/** A logfmt value: as is when it needs no quoting, else JSON-quoted. */
+const logfmt = (value: string): string => /^[^\s"=\\]+$/.test(value) ? value : JSON.stringify(value)
 
 /** The completion text of a non-stream chat answer (for counting when usage is missing). */
 const completionText = (body: unknown): string => {

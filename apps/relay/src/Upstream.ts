@@ -413,11 +413,15 @@ export const fromSseBody = (
     return Effect.succeed({ bytes: raw.bytes, data, done: false, usageOnly })
   }
 
+  // counted as each event is emitted (in the same step as its parse: no stage per event for it)
+  const counted = (raw: { bytes: Uint8Array; data: string | undefined }): Effect.Effect<StreamEvent, StreamError> =>
+    Effect.map(toEvent(raw), (event) => {
+      events++
+      return event
+    })
+
   const emit = (raws: ReadonlyArray<{ bytes: Uint8Array; data: string | undefined }>) =>
-    Stream.fromIterable(raws).pipe(
-      Stream.mapEffect(toEvent),
-      Stream.tap(() => Effect.sync(() => void events++))
-    )
+    Stream.fromIterable(raws).pipe(Stream.mapEffect(counted))
 
   const end = Stream.suspend(() => {
     const rest = emit(splitter.end())

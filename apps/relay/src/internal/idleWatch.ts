@@ -27,6 +27,11 @@ export interface IdleWatch<E> {
   readonly expired: Effect.Effect<never, E>
   /** Runs `effect` unless the watchdog fired (then fails with the idle error), racing it against the watchdog. */
   readonly orExpired: <A, E2, R>(effect: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
+  /**
+   * Runs `effect` unless the watchdog already fired (then fails with the idle
+   * error), without racing it: for an `effect` outside any wait.
+   */
+  readonly unlessExpired: <A, E2, R>(effect: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
   /** Stops the watchdog (idempotent). */
   readonly stop: Effect.Effect<void>
 }
@@ -61,6 +66,9 @@ export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<Id
     const orExpired = <A, E2, R>(effect: Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
       Effect.suspend(() => fired ? Deferred.await(expired) : Effect.raceFirst(effect, Deferred.await(expired)))
 
+    const unlessExpired = <A, E2, R>(effect: Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
+      Effect.suspend((): Effect.Effect<A, E | E2, R> => fired ? Deferred.await(expired) : effect)
+
     const waiting = <A, E2, R>(effect: Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         since = now
@@ -77,6 +85,7 @@ export const make = <E>(idle: Duration.Input, onIdle: () => E): Effect.Effect<Id
       end: Effect.sync(() => void (since = undefined)),
       expired: Deferred.await(expired),
       orExpired,
+      unlessExpired,
       stop: Fiber.interrupt(fiber)
     }
   })
@@ -98,5 +107,7 @@ export const consumer = <A, E, R, E2>(
       const watch = yield* make(idle, onIdle)
       yield* Scope.addFinalizer(scope, watch.stop)
       yield* Effect.forkIn(Effect.andThen(Effect.exit(watch.expired), whenIdle), scope)
-      return Effect.andThen(watch.end, watch.orExpired(pull)).pipe(Effect.tap(() => watch.begin))
+      // A pull is not timed (`end` before it), so the watchdog cannot fire during one: a check of
+      // whether it fired before, instead of a race (a fiber) per pull.
+      return Effect.andThen(watch.end, watch.unlessExpired(pull)).pipe(Effect.tap(() => watch.begin))
     }))
