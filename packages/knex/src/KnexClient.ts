@@ -40,10 +40,13 @@ export interface ClientOptions {
   /** SQLite busy timeout in ms (default 5000). */
   readonly busyTimeoutMillis?: number
   /**
-   * Group commit (default on): concurrent top-level transactions of this client run as
-   * items of one database transaction, each in its own savepoint (one item's failure rolls
-   * back only its own writes), committed once; each caller gets its outcome after the
-   * commit. `false` runs every transaction on its own. See {@link GroupCommitOptions}.
+   * Group commit: concurrent top-level transactions of this client run as items of one
+   * database transaction, each in its own savepoint (one item's failure rolls back only its
+   * own writes), committed once; each caller gets its outcome after the commit. `false` runs
+   * every transaction on its own. Default: on for SQLite; off for PostgreSQL and MySQL (turn
+   * it on with `true` or {@link GroupCommitOptions}): under the reference relay with a 50 ms
+   * upstream on one account, PostgreSQL batches stalled requests for tens of seconds, a
+   * liveness problem not yet explained (docs/design-decisions.md, issue 11).
    */
   readonly groupCommit?: boolean | GroupCommitOptions
 }
@@ -171,6 +174,7 @@ const groupSettings = (
   option: ClientOptions["groupCommit"]
 ): GroupCommit.Settings | undefined => {
   if (option === false) return undefined
+  if (option === undefined && dialect !== "sqlite") return undefined
   const given = typeof option === "object" ? option : {}
   return {
     maxBatch: Math.max(1, given.maxBatch ?? 64),

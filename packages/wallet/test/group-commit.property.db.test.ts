@@ -104,7 +104,7 @@ const database = (target: Parameters<typeof migratedClient>[0]) =>
         return faultyClient(yield* KnexClient.KnexClient)
       })
     )),
-    Layer.provide(migratedClient(target))
+    Layer.provide(migratedClient(target, { groupCommit: true }))
   )
 
 /** A table whose rows make a COMMIT fail (PostgreSQL: a deferred trigger; SQLite: a deferred foreign key). */

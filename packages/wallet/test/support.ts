@@ -8,9 +8,9 @@ import { Wallet } from "../src/index.js"
 export const targets = TestDatabase.targets()
 
 /** An isolated database with every migration applied. */
-export const migratedClient = (target: TestDatabase.Target) =>
+export const migratedClient = (target: TestDatabase.Target, options?: Parameters<typeof TestDatabase.layer>[1]) =>
   Layer.effectDiscard(Migrations.run(Wallet.allMigrations)).pipe(
-    Layer.provideMerge(TestDatabase.layer(target))
+    Layer.provideMerge(TestDatabase.layer(target, options))
   )
 
 /** Billing over the wallet on an isolated, migrated database. */
