@@ -83,8 +83,11 @@ const config = {
   cpuProfileSeconds: num("BENCH_CPU_PROFILE_SECONDS", 2),
   /** Databases the CPU profile runs on (those of this run among them). */
   cpuProfileDbs: (env["BENCH_CPU_PROFILE_DBS"] ?? "sqlite,postgres").split(","),
-  /** The SDK client's group commit: "off", "on" (the client's default) or N batches in flight. */
-  groupCommit: env["BENCH_GROUP_COMMIT"] ?? "on"
+  /**
+   * The SDK client's group commit: "default" (the client's default: on for SQLite, off for
+   * PostgreSQL and MySQL), "off", "on" or N batches in flight.
+   */
+  groupCommit: env["BENCH_GROUP_COMMIT"] ?? "default"
 }
 
 interface Target {
@@ -126,7 +129,9 @@ interface Bench {
 const setup = (target: Target, options: { readonly pgbench: boolean } = { pgbench: true }) =>
   Effect.gen(function*() {
     const db = yield* TestDatabase.isolated(target.url ? { name: target.name, url: target.url } : { name: target.name })
-    const groupCommit = config.groupCommit === "off"
+    const groupCommit = config.groupCommit === "default"
+      ? undefined
+      : config.groupCommit === "off"
       ? false
       : config.groupCommit === "on"
       ? true
@@ -135,7 +140,7 @@ const setup = (target: Target, options: { readonly pgbench: boolean } = { pgbenc
       ...db.options,
       prefix: SDK_PREFIX,
       poolMax: config.poolMax,
-      groupCommit
+      ...(groupCommit === undefined ? {} : { groupCommit })
     })
     const knex = sdkClient.knex
     // The baselines' tables: the same migrations, other prefixes, the same knex instance.
