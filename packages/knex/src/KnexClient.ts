@@ -12,7 +12,7 @@
  */
 import { BillingError } from "@relay-billing/core"
 import type { SqlStore } from "@relay-billing/core"
-import { Context, Effect, Layer, Predicate, Schedule, Semaphore } from "effect"
+import { Context, Effect, Layer, Predicate, Schedule, Schema, Semaphore } from "effect"
 import type { Exit } from "effect"
 import knex from "knex"
 import type { Knex } from "knex"
@@ -168,14 +168,33 @@ const isRetryable = (error: unknown): boolean => {
     (typeof cause.code === "string" && cause.code.startsWith("SQLITE_BUSY"))
 }
 
-/** Group commit's settings from the client's options (`undefined`: off). */
+/** A group-commit setting: a positive integer. */
+const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+
+const isPositiveInt = Schema.is(PositiveInt)
+
+/**
+ * Group commit's settings from the client's options (`undefined`: off). A setting that
+ * is not a positive integer is an `InvalidInput` naming it (a NaN batch size would
+ * otherwise take no item from the queue, forever).
+ */
 const groupSettings = (
   dialect: Dialect,
   option: ClientOptions["groupCommit"]
-): GroupCommit.Settings | undefined => {
+): GroupCommit.Settings | undefined | BillingError.InvalidInput => {
   if (option === false) return undefined
   if (option === undefined && dialect !== "sqlite") return undefined
   const given = typeof option === "object" ? option : {}
+  for (const field of ["maxBatch", "maxConcurrentBatches", "itemTimeoutMillis"] as const) {
+    const value = given[field]
+    if (value !== undefined && !isPositiveInt(value)) {
+      return new BillingError.InvalidInput({
+        field: `groupCommit.${field}`,
+        value: String(value),
+        reason: "not a positive integer"
+      })
+    }
+  }
   return {
     maxBatch: Math.max(1, given.maxBatch ?? 64),
     maxConcurrentBatches: dialect === "sqlite" ? 1 : Math.max(1, given.maxConcurrentBatches ?? 2),
@@ -255,7 +274,11 @@ export const fromKnex = (
       : undefined
 
     const commitTrx = (trx: Knex.Transaction) => GroupCommit.commit(instance, trx, dialect === "sqlite")
-    const group = groupSettings(dialect, options.groupCommit)
+    const settings = groupSettings(dialect, options.groupCommit)
+    if (Predicate.isTagged(settings, "InvalidInput")) {
+      return yield* new BillingError.StoreError({ operation: "connect", detail: settings.message, cause: settings })
+    }
+    const group = settings
     const batcher = group &&
       GroupCommit.make({
         settings: group,
